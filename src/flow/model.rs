@@ -1,0 +1,580 @@
+//! The Flow model: a Flow file (flows.md) validated and compiled into a flat list of `Op`s.
+//!
+//! Why flat: a position in the Flow is then one number (`pc`), which is what a session stores as
+//! its entrypoint and what a Question waits at. Nodes with children compile to jumps (an `if`
+//! becomes `Branch` + then-block + `Jump` + else-block), so "run the branch, then continue after
+//! the node" needs no stack. A new node kind is a new `OpKind` variant plus its compile and run
+//! arms; a script engine plugs in behind `Expr::Script` without touching this layout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::template::{DataTemplate, Expr, Path as VarPath, Root, Template};
+
+/// A loaded, validated Flow.
+#[derive(Debug)]
+pub struct Flow {
+    pub file: PathBuf,
+    pub name: String,
+    pub default_context: Value,
+    pub intents: Vec<Intent>,
+    pub ops: Vec<Op>,
+    /// One entry per node, for logs (`Op::node` indexes it).
+    pub nodes: Vec<NodeInfo>,
+    /// Hash of the file's text: a session saved against another version restarts at the top.
+    pub version: u64,
+}
+
+/// An intent with its example sentences (for the built-in NLU).
+#[derive(Debug, Clone)]
+pub struct Intent {
+    pub name: String,
+    pub examples: Vec<String>,
+}
+
+/// Where a node came from: its `id`, or its JSON path when it has none.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: Option<String>,
+    pub path: String,
+}
+
+impl NodeInfo {
+    /// How logs name the node.
+    pub fn name(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.path)
+    }
+}
+
+/// One step of the compiled Flow.
+#[derive(Debug)]
+pub struct Op {
+    /// Index into `Flow::nodes`.
+    pub node: usize,
+    pub kind: OpKind,
+}
+
+/// What a step does.
+#[derive(Debug)]
+pub enum OpKind {
+    /// Emit one output.
+    Say(Box<Say>),
+    /// Emit the question and wait; check the answer on the next message.
+    Question(Box<Question>),
+    /// Go on at the next op when `cond` holds, else jump to `otherwise`.
+    Branch { cond: Expr, otherwise: usize },
+    /// Continue at `pc`.
+    Jump(usize),
+    /// Jump to the case whose value matches, else to `default`.
+    Lookup { on: LookupOn, cases: Vec<(String, usize)>, default: usize },
+    /// First time in the session: next op; afterwards: jump to `afterwards`.
+    Once { afterwards: usize },
+    /// Cognigy's Add To Context.
+    SetContext { key: VarPath, value: DataTemplate, append: bool },
+    /// Jump; `wait` ends the turn so that the next message starts at `target`.
+    GoTo { target: usize, wait: bool },
+    /// End the turn; the next message starts at the next op.
+    WaitForInput,
+    /// End the turn; the next message starts at the top.
+    Stop,
+    /// Past the last node: end the turn; the next message starts at the top.
+    End,
+}
+
+/// What a Lookup switches on.
+#[derive(Debug)]
+pub enum LookupOn {
+    /// `input.text`, exactly.
+    Text,
+    /// `input.intent`.
+    Intent,
+}
+
+/// A Say node.
+#[derive(Debug)]
+pub struct Say {
+    pub text: Option<Template>,
+    pub data: Option<DataTemplate>,
+    /// `texts` with `textMode`: one of them per output.
+    pub texts: Vec<Template>,
+    pub random: bool,
+}
+
+/// A Question node.
+#[derive(Debug)]
+pub struct Question {
+    pub text: Template,
+    pub data: Option<DataTemplate>,
+    pub kind: QuestionKind,
+    pub reprompt: Option<Template>,
+    pub result_location: Option<VarPath>,
+    pub max_attempts: Option<u32>,
+}
+
+/// The answer a Question accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuestionKind {
+    Text,
+    Number,
+    YesNo,
+}
+
+/// Problems found in a Flow file: `(place, message)`.
+pub type FlowErrors = Vec<(String, String)>;
+
+/// Node types of flows.md that this version does not run yet; named so the error says so.
+const PLANNED_TYPES: &[&str] = &["code", "removeContext", "http", "executeFlow", "sleep"];
+const NODE_TYPES: &[&str] = &["say", "question", "if", "lookup", "once", "setContext", "goTo", "waitForInput", "stop"];
+
+impl Flow {
+    /// Reads and compiles a Flow file; `Err` has every problem found, with its JSON path.
+    pub fn load(file: &Path) -> Result<Flow, FlowErrors> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| vec![(String::new(), format!("cannot read the Flow file: {e}"))])?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            vec![(format!("line {}, column {}", e.line(), e.column()), format!("invalid JSON: {e}"))]
+        })?;
+        let mut h = DefaultHasher::new();
+        text.hash(&mut h);
+        Flow::compile(file, &value, h.finish())
+    }
+
+    /// Compiles an already parsed Flow document.
+    pub fn compile(file: &Path, doc: &Value, version: u64) -> Result<Flow, FlowErrors> {
+        let mut c = Compiler::default();
+        let top = c.object(doc, "");
+        c.known_keys(top, "", &["name", "defaultContext", "intents", "nodes", "description"]);
+        let name = top.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("flow").to_owned();
+        let default_context = match top.and_then(|m| m.get("defaultContext")) {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => {
+                c.err("defaultContext", "expected an object");
+                Value::Null
+            }
+        };
+        let intents = c.intents(top.and_then(|m| m.get("intents")));
+        match top.and_then(|m| m.get("nodes")) {
+            Some(Value::Array(nodes)) => c.block(nodes, "nodes"),
+            _ => c.err("nodes", "required: an array of nodes"),
+        }
+        c.push(0, OpKind::End);
+        c.resolve_gotos();
+        if !c.errors.is_empty() {
+            return Err(c.errors);
+        }
+        Ok(Flow { file: file.to_owned(), name, default_context, intents, ops: c.ops, nodes: c.nodes, version })
+    }
+}
+
+#[derive(Default)]
+struct Compiler {
+    ops: Vec<Op>,
+    nodes: Vec<NodeInfo>,
+    ids: HashMap<String, usize>,
+    /// (op index, target id, place) of goTo nodes, resolved once every id is known.
+    gotos: Vec<(usize, String, String)>,
+    errors: FlowErrors,
+}
+
+impl Compiler {
+    fn err(&mut self, place: &str, msg: impl Into<String>) {
+        self.errors.push((place.to_owned(), msg.into()));
+    }
+
+    fn object<'v>(&mut self, v: &'v Value, place: &str) -> Option<&'v Map<String, Value>> {
+        let m = v.as_object();
+        if m.is_none() {
+            self.err(place, format!("expected an object, got {}", kind_of(v)));
+        }
+        m
+    }
+
+    fn known_keys(&mut self, m: Option<&Map<String, Value>>, place: &str, known: &[&str]) {
+        for k in m.into_iter().flat_map(|m| m.keys()) {
+            if !known.contains(&k.as_str()) {
+                let hint = crate::util::suggest(k, known);
+                self.err(&join(place, k), format!("unknown key \"{k}\"{hint}"));
+            }
+        }
+    }
+
+    fn push(&mut self, node: usize, kind: OpKind) -> usize {
+        self.ops.push(Op { node, kind });
+        self.ops.len() - 1
+    }
+
+    fn intents(&mut self, v: Option<&Value>) -> Vec<Intent> {
+        let Some(v) = v.filter(|v| !v.is_null()) else { return vec![] };
+        let Some(list) = v.as_array() else {
+            self.err("intents", "expected an array of {\"name\", \"examples\"}");
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for (i, it) in list.iter().enumerate() {
+            let place = format!("intents[{i}]");
+            let m = self.object(it, &place);
+            self.known_keys(m, &place, &["name", "examples"]);
+            let name = m.and_then(|m| m.get("name")).and_then(Value::as_str);
+            let examples: Option<Vec<String>> = m
+                .and_then(|m| m.get("examples"))
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().map(|e| e.as_str().map(str::to_owned)).collect());
+            match (name, examples) {
+                (Some(n), Some(ex)) => out.push(Intent { name: n.to_owned(), examples: ex }),
+                _ if m.is_some() => self.err(&place, "needs \"name\" (a string) and \"examples\" (an array of strings)"),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn block(&mut self, nodes: &[Value], place: &str) {
+        for (i, n) in nodes.iter().enumerate() {
+            self.node(n, &format!("{place}[{i}]"));
+        }
+    }
+
+    fn child_block(&mut self, m: &Map<String, Value>, key: &str, place: &str, required: bool) {
+        match m.get(key) {
+            Some(Value::Array(nodes)) => self.block(nodes, &join(place, key)),
+            None | Some(Value::Null) if !required => {}
+            _ => self.err(&join(place, key), "required: an array of nodes"),
+        }
+    }
+
+    fn node(&mut self, v: &Value, place: &str) {
+        let Some(m) = self.object(v, place) else { return };
+        let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
+        let node = self.nodes.len();
+        let id = m.get("id").and_then(Value::as_str).map(str::to_owned);
+        if let Some(id) = &id {
+            if self.ids.insert(id.clone(), self.ops.len()).is_some() {
+                self.err(&join(place, "id"), format!("duplicate node id \"{id}\": ids must be unique in a Flow"));
+            }
+        }
+        self.nodes.push(NodeInfo { id, path: place.to_owned() });
+        let common = ["type", "id", "label"];
+        let keys: &[&str] = match ty {
+            "say" => &["text", "data", "texts", "textMode"],
+            "question" => &["text", "data", "questionType", "reprompt", "resultLocation", "maxAttempts"],
+            "if" => &["condition", "then", "else"],
+            "lookup" => &["mode", "cases", "default", "value"],
+            "once" => &["then", "afterwards"],
+            "setContext" => &["key", "value", "mode"],
+            "goTo" => &["target", "mode"],
+            "waitForInput" | "stop" => &[],
+            t if PLANNED_TYPES.contains(&t) => {
+                return self.err(&join(place, "type"), format!("node type \"{t}\" is not supported by this version of hookflow yet"));
+            }
+            t => {
+                let hint = crate::util::suggest(t, NODE_TYPES);
+                let msg = format!("unknown node type \"{t}\"{hint}; known types: {}", NODE_TYPES.join(", "));
+                return self.err(&join(place, "type"), msg);
+            }
+        };
+        let all: Vec<&str> = common.iter().chain(keys).copied().collect();
+        self.known_keys(Some(m), place, &all);
+        match ty {
+            "say" => self.say(m, node, place),
+            "question" => self.question(m, node, place),
+            "if" => self.if_node(m, node, place),
+            "lookup" => self.lookup(m, node, place),
+            "once" => self.once(m, node, place),
+            "setContext" => self.set_context(m, node, place),
+            "goTo" => self.goto(m, node, place),
+            "waitForInput" => drop(self.push(node, OpKind::WaitForInput)),
+            _ => drop(self.push(node, OpKind::Stop)),
+        }
+    }
+
+    fn template(&mut self, m: &Map<String, Value>, key: &str, place: &str) -> Option<Template> {
+        match m.get(key)? {
+            Value::String(s) => match Template::parse(s) {
+                Ok(t) => {
+                    self.no_scripts(t.scripts(), &join(place, key));
+                    Some(t)
+                }
+                Err(e) => {
+                    self.err(&join(place, key), e);
+                    None
+                }
+            },
+            Value::Null => None,
+            other => {
+                self.err(&join(place, key), format!("expected a string, got {}", kind_of(other)));
+                None
+            }
+        }
+    }
+
+    fn data_template(&mut self, v: Option<&Value>, place: &str) -> Option<DataTemplate> {
+        let v = v.filter(|v| !v.is_null())?;
+        match DataTemplate::parse(v) {
+            Ok(d) => {
+                self.no_scripts(d.scripts().into_iter(), place);
+                Some(d)
+            }
+            Err(e) => {
+                self.err(place, e);
+                None
+            }
+        }
+    }
+
+    /// Expressions beyond dotted paths and simple comparisons need the JavaScript engine.
+    fn no_scripts<'s>(&mut self, scripts: impl Iterator<Item = &'s str>, place: &str) {
+        for s in scripts {
+            self.err(
+                place,
+                format!("\"{s}\" is not a dotted path (like context.order.status) or a comparison (like input.text == 'yes'); JavaScript expressions are not supported by this version yet"),
+            );
+        }
+    }
+
+    fn say(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let text = self.template(m, "text", place);
+        let data = self.data_template(m.get("data"), &join(place, "data"));
+        let mut texts = Vec::new();
+        if let Some(list) = m.get("texts").filter(|v| !v.is_null()) {
+            match list.as_array() {
+                Some(a) if !a.is_empty() => {
+                    for (i, t) in a.iter().enumerate() {
+                        match t.as_str().map(Template::parse) {
+                            Some(Ok(t)) => texts.push(t),
+                            _ => self.err(&format!("{place}.texts[{i}]"), "expected a template string"),
+                        }
+                    }
+                }
+                _ => self.err(&join(place, "texts"), "expected a non-empty array of strings"),
+            }
+        }
+        let random = match m.get("textMode").and_then(Value::as_str) {
+            None | Some("random") => true,
+            Some("linear") => false,
+            Some(o) => {
+                self.err(&join(place, "textMode"), format!("\"{o}\" is not a text mode; use \"random\" or \"linear\""));
+                true
+            }
+        };
+        if text.is_none() && data.is_none() && texts.is_empty() {
+            self.err(place, "a say node needs \"text\", \"texts\" or \"data\"");
+        }
+        self.push(node, OpKind::Say(Box::new(Say { text, data, texts, random })));
+    }
+
+    fn question(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let text = self.template(m, "text", place);
+        if text.is_none() {
+            self.err(&join(place, "text"), "required: the question to ask");
+        }
+        let kind = match m.get("questionType").and_then(Value::as_str).unwrap_or("text") {
+            "text" => QuestionKind::Text,
+            "number" => QuestionKind::Number,
+            "yesNo" => QuestionKind::YesNo,
+            t @ ("email" | "regex" | "intent" | "data" | "custom") => {
+                self.err(&join(place, "questionType"), format!("question type \"{t}\" is not supported by this version yet"));
+                QuestionKind::Text
+            }
+            t => {
+                self.err(&join(place, "questionType"), format!("\"{t}\" is not a question type; use text, number or yesNo"));
+                QuestionKind::Text
+            }
+        };
+        let reprompt = self.template(m, "reprompt", place);
+        let result_location = m.get("resultLocation").and_then(|v| match v.as_str().and_then(VarPath::parse) {
+            Some(p) if p.root != Root::Input && !p.keys.is_empty() => Some(p),
+            _ => {
+                self.err(&join(place, "resultLocation"), "expected a path like \"context.orderNumber\" or \"profile.email\"");
+                None
+            }
+        });
+        let max_attempts = m.get("maxAttempts").and_then(|v| match v.as_u64() {
+            Some(n) if n >= 1 => Some(n.min(u32::MAX as u64) as u32),
+            _ => {
+                self.err(&join(place, "maxAttempts"), "expected a whole number of at least 1");
+                None
+            }
+        });
+        let data = self.data_template(m.get("data"), &join(place, "data"));
+        let text = text.unwrap_or_else(|| Template::parse("").expect("an empty template parses"));
+        let q = Question { text, data, kind, reprompt, result_location, max_attempts };
+        self.push(node, OpKind::Question(Box::new(q)));
+    }
+
+    fn condition(&mut self, v: Option<&Value>, place: &str) -> Expr {
+        match v {
+            Some(Value::String(s)) => {
+                let e = Expr::parse(s);
+                self.no_scripts(e.script().into_iter(), place);
+                e
+            }
+            Some(Value::Bool(b)) => Expr::Compare {
+                path: VarPath { root: Root::Input, keys: vec![] },
+                equal: !*b,
+                value: Value::Null,
+            },
+            _ => {
+                self.err(place, "required: a condition such as \"context.ok\" or \"input.text == 'yes'\"");
+                Expr::Script(String::new())
+            }
+        }
+    }
+
+    fn if_node(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let cond = self.condition(m.get("condition"), &join(place, "condition"));
+        let branch = self.push(node, OpKind::Branch { cond, otherwise: 0 });
+        self.child_block(m, "then", place, true);
+        let jump = self.push(node, OpKind::Jump(0));
+        self.patch(branch, self.ops.len());
+        self.child_block(m, "else", place, false);
+        self.patch(jump, self.ops.len());
+    }
+
+    fn once(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let at = self.push(node, OpKind::Once { afterwards: 0 });
+        self.child_block(m, "then", place, true);
+        let jump = self.push(node, OpKind::Jump(0));
+        self.patch(at, self.ops.len());
+        self.child_block(m, "afterwards", place, false);
+        self.patch(jump, self.ops.len());
+    }
+
+    fn lookup(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let on = match m.get("mode").and_then(Value::as_str) {
+            Some("text") => LookupOn::Text,
+            Some("intent") => LookupOn::Intent,
+            Some("script") => {
+                self.err(&join(place, "mode"), "lookup mode \"script\" needs JavaScript, not supported by this version yet");
+                LookupOn::Text
+            }
+            _ => {
+                self.err(&join(place, "mode"), "expected \"intent\", \"text\" or \"script\"");
+                LookupOn::Text
+            }
+        };
+        let at = self.push(node, OpKind::Lookup { on, cases: vec![], default: 0 });
+        let mut cases = Vec::new();
+        let mut jumps = Vec::new();
+        match m.get("cases") {
+            Some(Value::Object(cs)) => {
+                for (value, nodes) in cs {
+                    cases.push((value.clone(), self.ops.len()));
+                    let cplace = format!("{place}.cases.{value}");
+                    match nodes.as_array() {
+                        Some(nodes) => self.block(nodes, &cplace),
+                        None => self.err(&cplace, "expected an array of nodes"),
+                    }
+                    jumps.push(self.push(node, OpKind::Jump(0)));
+                }
+            }
+            _ => self.err(&join(place, "cases"), "required: an object from case value to an array of nodes"),
+        }
+        let default = self.ops.len();
+        self.child_block(m, "default", place, false);
+        let end = self.ops.len();
+        for j in jumps {
+            self.patch(j, end);
+        }
+        if let OpKind::Lookup { cases: c, default: d, .. } = &mut self.ops[at].kind {
+            *c = cases;
+            *d = default;
+        }
+    }
+
+    fn set_context(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let key = match m.get("key").and_then(Value::as_str) {
+            Some(k) => VarPath::parse(&format!("context.{k}")),
+            None => None,
+        };
+        if key.is_none() {
+            self.err(&join(place, "key"), "required: a dotted key such as \"order.number\"");
+        }
+        let value = self.data_template(m.get("value"), &join(place, "value")).unwrap_or(DataTemplate::Plain(Value::Null));
+        let append = match m.get("mode").and_then(Value::as_str) {
+            None | Some("simple") => false,
+            Some("array") => true,
+            Some(o) => {
+                self.err(&join(place, "mode"), format!("\"{o}\" is not a mode; use \"simple\" or \"array\""));
+                false
+            }
+        };
+        let key = key.unwrap_or(VarPath { root: Root::Context, keys: vec![] });
+        self.push(node, OpKind::SetContext { key, value, append });
+    }
+
+    fn goto(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let wait = match m.get("mode").and_then(Value::as_str) {
+            None | Some("continue") => false,
+            Some("waitForInput") => true,
+            Some(o) => {
+                self.err(&join(place, "mode"), format!("\"{o}\" is not a mode; use \"continue\" or \"waitForInput\""));
+                false
+            }
+        };
+        let at = self.push(node, OpKind::GoTo { target: 0, wait });
+        match m.get("target").and_then(Value::as_str) {
+            Some(t) if t.contains(".json") => {
+                self.err(&join(place, "target"), "Go To into another Flow file is not supported by this version yet")
+            }
+            Some(t) => self.gotos.push((at, t.to_owned(), join(place, "target"))),
+            None => self.err(&join(place, "target"), "required: the id of the node to go to"),
+        }
+    }
+
+    fn resolve_gotos(&mut self) {
+        for (at, target, place) in std::mem::take(&mut self.gotos) {
+            match self.ids.get(&target) {
+                Some(&pc) => {
+                    if let OpKind::GoTo { target, .. } = &mut self.ops[at].kind {
+                        *target = pc;
+                    }
+                }
+                None => self.err(&place, format!("no node has the id \"{target}\"")),
+            }
+        }
+    }
+
+    /// Sets the jump target of a `Branch`, `Jump` or `Once` emitted earlier.
+    fn patch(&mut self, at: usize, to: usize) {
+        match &mut self.ops[at].kind {
+            OpKind::Branch { otherwise, .. } => *otherwise = to,
+            OpKind::Once { afterwards } => *afterwards = to,
+            OpKind::Jump(t) => *t = to,
+            _ => unreachable!("only jumps are patched"),
+        }
+    }
+}
+
+fn join(place: &str, key: &str) -> String {
+    if place.is_empty() { key.to_owned() } else { format!("{place}.{key}") }
+}
+
+/// "a string", "a number", ... for type errors.
+pub fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Counts of node kinds, for `hookflow check`'s summary.
+pub fn summary(flow: &Flow) -> String {
+    let mut n: BTreeMap<&str, usize> = BTreeMap::new();
+    for op in &flow.ops {
+        let k = match op.kind {
+            OpKind::Say(_) => "say",
+            OpKind::Question(_) => "question",
+            _ => continue,
+        };
+        *n.entry(k).or_default() += 1;
+    }
+    format!("{} nodes ({} say, {} question), {} intents", flow.nodes.len(), n.get("say").unwrap_or(&0), n.get("question").unwrap_or(&0), flow.intents.len())
+}

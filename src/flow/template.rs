@@ -1,0 +1,338 @@
+//! CognigyScript templates and conditions, parsed once when the Flow is loaded.
+//!
+//! `{{input.text}}` and other dotted paths are resolved directly on the JSON values: most Flows
+//! are made only of those, and they must not pay for a script engine. Expressions that are not
+//! plain paths are kept as `Expr::Script` source so that a JavaScript evaluator can take them
+//! without changing the Flow model; until it exists, `hookflow check` rejects them.
+
+use serde_json::Value;
+
+/// The memory a template or condition sees (flows.md, Memory).
+pub struct Scope<'a> {
+    pub input: &'a Value,
+    pub context: &'a Value,
+    pub profile: &'a Value,
+}
+
+/// A dotted path into `input`, `context` or `profile` (or their aliases `ci`, `cc`, `cp`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    pub root: Root,
+    pub keys: Vec<String>,
+}
+
+/// The three memory objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    Input,
+    Context,
+    Profile,
+}
+
+/// An expression inside `{{ }}` or a condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Path(Path),
+    /// `path == literal`, `path != literal` (and `===`, `!==`, which mean the same on JSON).
+    Compare { path: Path, equal: bool, value: Value },
+    /// `!expr`.
+    Not(Box<Expr>),
+    /// Anything else: JavaScript, for the script engine.
+    Script(String),
+}
+
+/// A text with `{{ }}` holes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Lit(String),
+    Hole(Expr),
+}
+
+impl Path {
+    /// Parses `context.order.status`; `None` when it is not a plain dotted path.
+    pub fn parse(src: &str) -> Option<Path> {
+        let mut it = src.trim().split('.');
+        let root = match it.next()? {
+            "input" | "ci" => Root::Input,
+            "context" | "cc" => Root::Context,
+            "profile" | "cp" => Root::Profile,
+            _ => return None,
+        };
+        let keys: Vec<String> = it.map(str::to_owned).collect();
+        let ident = |k: &String| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        };
+        keys.iter().all(ident).then_some(Path { root, keys })
+    }
+
+    /// The value at the path; `None` when any step is missing (JavaScript's `undefined`).
+    pub fn get<'v>(&self, scope: &Scope<'v>) -> Option<&'v Value> {
+        let mut v = match self.root {
+            Root::Input => scope.input,
+            Root::Context => scope.context,
+            Root::Profile => scope.profile,
+        };
+        for k in &self.keys {
+            v = match v {
+                Value::Object(m) => m.get(k)?,
+                Value::Array(a) => a.get(k.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+}
+
+impl Expr {
+    /// Parses an expression; what is not a path or simple comparison becomes `Script`.
+    pub fn parse(src: &str) -> Expr {
+        let s = src.trim();
+        if let Some(p) = Path::parse(s) {
+            return Expr::Path(p);
+        }
+        if let Some(rest) = s.strip_prefix('!').filter(|r| !r.starts_with('=')) {
+            if let e @ (Expr::Path(_) | Expr::Compare { .. }) = Expr::parse(rest) {
+                return Expr::Not(Box::new(e));
+            }
+        }
+        for (op, equal) in [("!==", false), ("===", true), ("!=", false), ("==", true)] {
+            if let Some((l, r)) = s.split_once(op) {
+                if let (Some(path), Some(value)) = (Path::parse(l), literal(r.trim())) {
+                    return Expr::Compare { path, equal, value };
+                }
+                break;
+            }
+        }
+        Expr::Script(s.to_owned())
+    }
+
+    /// The script source, when this expression needs a JavaScript engine.
+    pub fn script(&self) -> Option<&str> {
+        match self {
+            Expr::Script(s) => Some(s),
+            Expr::Not(e) => e.script(),
+            _ => None,
+        }
+    }
+
+    /// Evaluates a path-only expression; `None` is `undefined`. Scripts evaluate to `None`
+    /// (they are rejected at load time until the script engine exists).
+    pub fn eval(&self, scope: &Scope<'_>) -> Option<Value> {
+        match self {
+            Expr::Path(p) => p.get(scope).cloned(),
+            Expr::Compare { path, equal, value } => {
+                let got = path.get(scope).unwrap_or(&Value::Null);
+                Some(Value::Bool(loose_eq(got, value) == *equal))
+            }
+            Expr::Not(e) => Some(Value::Bool(!truthy(e.eval(scope).as_ref()))),
+            Expr::Script(_) => None,
+        }
+    }
+
+    /// The expression as a condition, with JavaScript truthiness.
+    pub fn test(&self, scope: &Scope<'_>) -> bool {
+        truthy(self.eval(scope).as_ref())
+    }
+}
+
+/// A JSON literal or a quoted string (`'shipped'`, `"shipped"`).
+fn literal(s: &str) -> Option<Value> {
+    if s.len() >= 2 && s.starts_with('\'') && s.ends_with('\'') {
+        return Some(Value::String(s[1..s.len() - 1].to_owned()));
+    }
+    serde_json::from_str(s).ok()
+}
+
+/// Equality as a Cognigy author expects: numbers compare by value, and a number compares equal
+/// to its decimal string (the answer to a number question is often compared with `"3"`).
+fn loose_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
+            s.trim().parse::<f64>().ok() == n.as_f64()
+        }
+        _ => a == b,
+    }
+}
+
+/// JavaScript truthiness of a JSON value (`None` is `undefined`).
+pub fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(_) | Value::Object(_)) => true,
+    }
+}
+
+/// How a value prints inside a text: strings as they are, `undefined`/`null` as nothing,
+/// objects and arrays as JSON.
+pub fn render(v: Option<&Value>, out: &mut String) {
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => out.push_str(s),
+        Some(other) => out.push_str(&other.to_string()),
+    }
+}
+
+impl Template {
+    /// Parses `Hello {{input.text}}!`; `Err` names an unclosed `{{`.
+    pub fn parse(src: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = src;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Lit(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| format!("unclosed '{{{{' at character {}", src.len() - rest.len() + start))?;
+            parts.push(Part::Hole(Expr::parse(&after[..end])));
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// True when the template has no holes.
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
+    }
+
+    /// The single expression when the template is exactly `{{expr}}` (keeps its type in data).
+    pub fn single(&self) -> Option<&Expr> {
+        match self.parts.as_slice() {
+            [Part::Hole(e)] => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Every expression that needs the script engine.
+    pub fn scripts(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Hole(e) => e.script(),
+            Part::Lit(_) => None,
+        })
+    }
+
+    /// The rendered text.
+    pub fn render(&self, scope: &Scope<'_>) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Hole(e) => render(e.eval(scope).as_ref(), &mut out),
+            }
+        }
+        out
+    }
+}
+
+/// A JSON value whose strings are templates (a Say node's `data`, setContext's `value`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataTemplate {
+    Plain(Value),
+    Text(Template),
+    Array(Vec<DataTemplate>),
+    Object(Vec<(String, DataTemplate)>),
+}
+
+impl DataTemplate {
+    /// Parses every string of `v` as a template.
+    pub fn parse(v: &Value) -> Result<DataTemplate, String> {
+        Ok(match v {
+            Value::String(s) => {
+                let t = Template::parse(s)?;
+                if t.is_literal() { DataTemplate::Plain(v.clone()) } else { DataTemplate::Text(t) }
+            }
+            Value::Array(a) => DataTemplate::Array(a.iter().map(DataTemplate::parse).collect::<Result<_, _>>()?),
+            Value::Object(m) => DataTemplate::Object(
+                m.iter().map(|(k, v)| Ok((k.clone(), DataTemplate::parse(v)?))).collect::<Result<_, String>>()?,
+            ),
+            other => DataTemplate::Plain(other.clone()),
+        })
+    }
+
+    /// Every expression that needs the script engine.
+    pub fn scripts(&self) -> Vec<&str> {
+        match self {
+            DataTemplate::Plain(_) => vec![],
+            DataTemplate::Text(t) => t.scripts().collect(),
+            DataTemplate::Array(a) => a.iter().flat_map(DataTemplate::scripts).collect(),
+            DataTemplate::Object(m) => m.iter().flat_map(|(_, v)| v.scripts()).collect(),
+        }
+    }
+
+    /// The rendered value; a string that is exactly one `{{expr}}` keeps the value's type.
+    pub fn render(&self, scope: &Scope<'_>) -> Value {
+        match self {
+            DataTemplate::Plain(v) => v.clone(),
+            DataTemplate::Text(t) => match t.single() {
+                Some(e) => e.eval(scope).unwrap_or(Value::Null),
+                None => Value::String(t.render(scope)),
+            },
+            DataTemplate::Array(a) => Value::Array(a.iter().map(|d| d.render(scope)).collect()),
+            DataTemplate::Object(m) => Value::Object(m.iter().map(|(k, d)| (k.clone(), d.render(scope))).collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope_check(tpl: &str, expected: &str) {
+        let (input, context, profile) = (json!({"text": "hi", "n": 3}), json!({"order": {"status": "shipped"}}), json!({}));
+        let scope = Scope { input: &input, context: &context, profile: &profile };
+        assert_eq!(Template::parse(tpl).unwrap().render(&scope), expected, "template {tpl}");
+    }
+
+    #[test]
+    fn templates_render_paths_and_leave_literals() {
+        scope_check("You said: {{input.text}}", "You said: hi");
+        scope_check("{{ cc.order.status }}/{{ci.n}}", "shipped/3");
+        scope_check("missing: [{{context.nope.deeper}}]", "missing: []");
+        scope_check("{{context.order}}", r#"{"status":"shipped"}"#);
+        scope_check("no holes", "no holes");
+    }
+
+    #[test]
+    fn unclosed_hole_is_an_error() {
+        assert!(Template::parse("Hello {{input.text").unwrap_err().contains("unclosed"));
+    }
+
+    #[test]
+    fn conditions_compare_and_test_truthiness() {
+        let (input, context, profile) = (json!({"result": 3}), json!({"ok": true, "s": "shipped", "e": ""}), json!({}));
+        let scope = Scope { input: &input, context: &context, profile: &profile };
+        let t = |s: &str| Expr::parse(s).test(&scope);
+        assert!(t("context.ok"));
+        assert!(!t("context.e"));
+        assert!(!t("context.missing"));
+        assert!(t("context.s === 'shipped'"));
+        assert!(t("context.s != \"pending\""));
+        assert!(t("input.result == 3"));
+        assert!(t("input.result == '3'"));
+        assert!(t("!context.missing"));
+        assert!(matches!(Expr::parse("input.text.length > 3"), Expr::Script(_)));
+    }
+
+    #[test]
+    fn data_keeps_the_type_of_a_single_expression() {
+        let (input, context, profile) = (json!({"data": {"a": 1}}), json!({"n": 2}), json!({}));
+        let scope = Scope { input: &input, context: &context, profile: &profile };
+        let d = DataTemplate::parse(&json!({"echo": "{{input.data}}", "n": "{{context.n}}", "s": "n={{context.n}}", "k": 5}))
+            .unwrap();
+        assert_eq!(d.render(&scope), json!({"echo": {"a": 1}, "n": 2, "s": "n=2", "k": 5}));
+    }
+}

@@ -1,0 +1,174 @@
+//! The `hookflow` command: parses the command line, starts logging, runs one subcommand, and
+//! turns its result into the exit code (0 ok, 1 bad config or arguments, 2 run-time failure).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hookflow::{Config, Service, config};
+
+const HELP: &str = "\
+hookflow - a self-hosted Webhook Endpoint for conversational bots
+
+USAGE:
+    hookflow serve --config FILE [--listen ADDR] [--data-dir DIR] [--workers N]
+    hookflow --config FILE            (same as serve)
+    hookflow check --config FILE      validate the config and every Flow
+    hookflow sink [--listen ADDR] [--user U --password P]
+                                      print every webhook POST received (default 127.0.0.1:9000)
+    hookflow keygen                   print a new API key and its sha256: form for the config
+    hookflow --version | --help
+
+Logs go to stderr; set RUST_LOG=debug to see each request, turn and delivery.
+";
+
+/// Why the command failed, and so its exit code.
+enum Failure {
+    /// Bad arguments or config: exit 1.
+    Usage(String),
+    /// Run-time failure: exit 2.
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("{m}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Runtime(m)) => {
+            eprintln!("hookflow: {m}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Options after the subcommand.
+#[derive(Default)]
+struct Opts {
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    workers: Option<usize>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts, Failure> {
+    let mut o = Opts::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| Failure::Usage(format!("{a} needs a value\n\n{HELP}")));
+        match a.as_str() {
+            "--config" | "-c" => o.config = Some(value()?.into()),
+            "--listen" => o.listen = Some(value()?),
+            "--data-dir" => o.data_dir = Some(value()?.into()),
+            "--workers" => {
+                let v = value()?;
+                o.workers = Some(v.parse().map_err(|_| Failure::Usage(format!("--workers expects a number, got {v:?}")))?);
+            }
+            "--user" => o.user = Some(value()?),
+            "--password" => o.password = Some(value()?),
+            other => return Err(Failure::Usage(format!("unknown argument {other:?}\n\n{HELP}"))),
+        }
+    }
+    Ok(o)
+}
+
+fn run(args: &[String]) -> Result<(), Failure> {
+    let (cmd, rest) = match args.first().map(String::as_str) {
+        None | Some("--help" | "-h" | "help") => {
+            print!("{HELP}");
+            return Ok(());
+        }
+        Some("--version" | "-V") => {
+            println!("hookflow {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Some(c) if c.starts_with('-') => ("serve", args),
+        Some(c) => (c, &args[1..]),
+    };
+    let opts = parse_opts(rest)?;
+    match cmd {
+        "serve" => serve(opts),
+        "check" => check(opts),
+        "sink" => sink(opts),
+        "keygen" => {
+            keygen();
+            Ok(())
+        }
+        other => Err(Failure::Usage(format!("unknown command {other:?}\n\n{HELP}"))),
+    }
+}
+
+fn load_config(opts: &Opts) -> Result<Config, Failure> {
+    let path = opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{HELP}")))?;
+    let mut config = config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Some(l) = &opts.listen {
+        config.listen = l.parse().map_err(|_| Failure::Usage(format!("--listen expects an address like 127.0.0.1:8080, got {l:?}")))?;
+    }
+    if let Some(d) = &opts.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(w) = opts.workers {
+        if w == 0 {
+            return Err(Failure::Usage("--workers must be at least 1".into()));
+        }
+        config.workers = w;
+    }
+    Ok(config)
+}
+
+fn serve(opts: Opts) -> Result<(), Failure> {
+    let config = load_config(&opts)?;
+    let _service = Service::start(config).map_err(|e| match e {
+        hookflow::Error::Flow(m) => Failure::Usage(m),
+        other => Failure::Runtime(other.to_string()),
+    })?;
+    // The service's threads do the work; this one only keeps the process alive.
+    loop {
+        std::thread::park();
+    }
+}
+
+fn check(opts: Opts) -> Result<(), Failure> {
+    let config = load_config(&opts)?;
+    let mut failed = Vec::new();
+    for ep in &config.endpoints {
+        match hookflow::flow::Flow::load(&ep.flow) {
+            Ok(flow) => println!(
+                "ok  {}: POST /{} -> {} ({}; flow {})",
+                ep.name,
+                ep.url_token,
+                ep.webhook.url,
+                hookflow::flow::model::summary(&flow),
+                ep.flow.display()
+            ),
+            Err(errs) => {
+                for (place, msg) in errs {
+                    let place = if place.is_empty() { String::new() } else { format!("{place}: ") };
+                    failed.push(format!("{}: {place}{msg}", ep.flow.display()));
+                }
+            }
+        }
+    }
+    if failed.is_empty() { Ok(()) } else { Err(Failure::Usage(failed.join("\n"))) }
+}
+
+fn sink(opts: Opts) -> Result<(), Failure> {
+    let listen = opts.listen.unwrap_or_else(|| "127.0.0.1:9000".into());
+    let auth = match (opts.user, opts.password) {
+        (Some(user), password) => Some(hookflow::sink::SinkAuth { user, password: password.unwrap_or_default() }),
+        (None, Some(_)) => return Err(Failure::Usage("--password needs --user".into())),
+        (None, None) => None,
+    };
+    hookflow::sink::run(&listen, auth).map_err(Failure::Runtime)
+}
+
+fn keygen() {
+    let key = format!("hf_{}", hookflow::hex(&hookflow::random_bytes::<24>()));
+    println!("key:    {key}");
+    println!("config: sha256:{}", hookflow::hex(&config::sha256(key.as_bytes())));
+}

@@ -1,0 +1,117 @@
+//! Counters and histograms for `/metrics`, in the Prometheus text format. Updated with atomics
+//! on the hot path; only the per-endpoint request counter takes a short lock.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// Histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// A cumulative histogram of durations.
+struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    sum_micros: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram { counts: Default::default(), sum_micros: AtomicU64::new(0), total: AtomicU64::new(0) }
+    }
+
+    fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.sum_micros.fetch_add(d.as_micros() as u64, Relaxed);
+        self.total.fetch_add(1, Relaxed);
+    }
+
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (b, c) in BUCKETS.iter().zip(&self.counts) {
+            cum += c.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
+        }
+        let total = self.total.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
+
+/// Every metric hookflow exports.
+pub(crate) struct Metrics {
+    /// (endpoint name or "-", route kind, status) → count.
+    requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
+    turns: Histogram,
+    delivery: Histogram,
+    delivered: AtomicU64,
+    retried: AtomicU64,
+    dead: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn new(_config: &Config) -> Metrics {
+        Metrics {
+            requests: Mutex::default(),
+            turns: Histogram::new(),
+            delivery: Histogram::new(),
+            delivered: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn request(&self, endpoint: &str, route: &'static str, status: u16) {
+        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((endpoint.to_owned(), route, status)).or_default() += 1;
+    }
+
+    pub(crate) fn turn_done(&self, d: Duration) {
+        self.turns.observe(d);
+    }
+
+    pub(crate) fn delivered(&self, d: Duration) {
+        self.delivered.fetch_add(1, Relaxed);
+        self.delivery.observe(d);
+    }
+
+    pub(crate) fn retried(&self) {
+        self.retried.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn dead(&self) {
+        self.dead.fetch_add(1, Relaxed);
+    }
+
+    /// The text of `/metrics`; `queue_depth` and `sessions` are read by the caller.
+    pub(crate) fn render(&self, queue_depth: usize, sessions: usize) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP hookflow_requests_total HTTP requests by endpoint, route and status.\n# TYPE hookflow_requests_total counter\n");
+        for ((ep, route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "hookflow_requests_total{{endpoint=\"{ep}\",route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(&mut out, "hookflow_inbound_queue_depth", "Messages accepted and not yet run.", queue_depth as u64);
+        gauge(&mut out, "hookflow_sessions_active", "Sessions with queued or running messages.", sessions as u64);
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        };
+        counter(&mut out, "hookflow_outputs_delivered_total", "Outputs the webhook accepted.", &self.delivered);
+        counter(&mut out, "hookflow_outputs_retried_total", "Failed delivery attempts that will be retried.", &self.retried);
+        counter(&mut out, "hookflow_outputs_dead_total", "Outputs that became dead letters.", &self.dead);
+        self.turns.write(&mut out, "hookflow_flow_run_seconds", "Time to run one message through its Flow and commit.");
+        self.delivery.write(&mut out, "hookflow_delivery_seconds", "Time of one successful webhook POST.");
+        out
+    }
+}

@@ -1,0 +1,337 @@
+//! The sender lanes: outbox → webhook, one blocking ureq POST at a time per lane.
+//!
+//! Each lane owns the sessions whose key hashes to it (`lane_hash % senders`), so outputs of one
+//! session always go through one thread, in order. A lane keeps a window of outbox rows in
+//! memory, per session; only the head of a session's queue is ever sent, and it leaves the queue
+//! when it succeeded or became a dead letter, so output n+1 never overtakes output n. Failed heads
+//! wait in a due-time heap: no thread sleeps on one output, and other sessions go on.
+//!
+//! The lane is woken through a channel after each commit and also reads the store at start-up,
+//! so whatever was pending when the process stopped goes out.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+
+use crate::config::{Config, Endpoint};
+use crate::service::Shared;
+use crate::store::{OutboxRow, SessionKey};
+use crate::util::now_ms;
+
+/// Most outbox rows a lane holds in memory; the rest wait on disk.
+const WINDOW: usize = 4096;
+/// Longest body read back from a webhook answer (it is only logged).
+const MAX_ANSWER_BYTES: u64 = 16 * 1024;
+
+/// FNV-1a of the session key: stable across restarts and versions, unlike `DefaultHasher`.
+pub fn lane_hash(key: &SessionKey) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for part in [&key.endpoint, &key.user_id, &key.session_id] {
+        for b in part.bytes().chain([0xff]) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
+}
+
+/// Wakes the lanes; held by the workers.
+pub(crate) struct Senders {
+    wake: Vec<Sender<()>>,
+}
+
+impl Senders {
+    /// Tells the lane of `hash` that new rows are in the outbox.
+    pub(crate) fn wake(&self, hash: u32) {
+        let lane = hash as usize % self.wake.len();
+        // A full channel means a wake-up is already pending: nothing to add.
+        let _ = self.wake[lane].try_send(());
+    }
+
+    /// Wakes every lane (a dead letter replayed, shutdown).
+    pub(crate) fn wake_all(&self) {
+        for w in &self.wake {
+            let _ = w.try_send(());
+        }
+    }
+}
+
+/// Creates the wake channels; returns the handle and one receiver per lane.
+pub(crate) fn channels(lanes: usize) -> (Senders, Vec<Receiver<()>>) {
+    let (tx, rx): (Vec<_>, Vec<_>) = (0..lanes).map(|_| bounded(1)).unzip();
+    (Senders { wake: tx }, rx)
+}
+
+/// How an attempt ended.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Outcome {
+    Delivered,
+    /// Try again, not before the given wait (from `Retry-After`) if any.
+    Retry(String, Option<Duration>),
+    /// A 4xx other than 408/429: the receiver refuses it; no retry.
+    Final(String),
+}
+
+/// The lane loop: loads outbox rows, sends due heads, schedules retries, until `stop` is set
+/// and either the window is empty or `drain_until` has passed.
+pub(crate) fn run(shared: Arc<Shared>, lane: usize, wake: Receiver<()>, stop: Receiver<Instant>, alive: Arc<AtomicBool>) {
+    let agent = agent(&shared.config);
+    let mut l = Lane { shared: &shared, lane, agent, queues: HashMap::new(), ready: VecDeque::new(), timers: BinaryHeap::new(), loaded: 0, in_memory: 0, more_on_disk: true };
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if l.more_on_disk {
+            l.load();
+        }
+        l.promote_due();
+        if let Some(deadline) = drain_until {
+            if l.in_memory == 0 || Instant::now() >= deadline {
+                break;
+            }
+        }
+        if let Some(key) = l.ready.pop_front() {
+            l.send_head(key);
+            continue;
+        }
+        let wait = l.next_due().unwrap_or(Duration::from_secs(3600));
+        let wait = drain_until.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
+        select! {
+            recv(wake) -> _ => l.more_on_disk = true,
+            recv(stop) -> d => {
+                if drain_until.is_none() {
+                    drain_until = Some(d.unwrap_or_else(|_| Instant::now()));
+                }
+            }
+            default(wait) => {}
+        }
+    }
+    alive.store(false, Ordering::SeqCst);
+    log::debug!("sender-{lane}: stopped with {} output(s) left for the next start", l.in_memory);
+}
+
+struct Lane<'a> {
+    shared: &'a Shared,
+    lane: usize,
+    agent: ureq::Agent,
+    queues: HashMap<SessionKey, VecDeque<OutboxRow>>,
+    /// Sessions whose head is due, in the order they became due.
+    ready: VecDeque<SessionKey>,
+    /// Sessions whose head waits (a retry, a `sleep`), by due time.
+    timers: BinaryHeap<Reverse<(i64, SessionKey)>>,
+    /// Highest outbox id read so far.
+    loaded: i64,
+    in_memory: usize,
+    /// New rows may be on disk (woken, or the window was full).
+    more_on_disk: bool,
+}
+
+impl Lane<'_> {
+    fn load(&mut self) {
+        let room = WINDOW.saturating_sub(self.in_memory);
+        if room == 0 {
+            return;
+        }
+        let lanes = self.shared.config.delivery.senders;
+        let rows = match self.shared.store.outbox_after(self.lane, lanes, self.loaded, room) {
+            Ok(rows) => rows,
+            Err(e) => {
+                log::error!("sender-{}: cannot read the outbox: {e}", self.lane);
+                return;
+            }
+        };
+        self.more_on_disk = rows.len() == room;
+        for row in rows {
+            self.loaded = row.id;
+            self.in_memory += 1;
+            let q = self.queues.entry(row.key.clone()).or_default();
+            q.push_back(row);
+            if q.len() == 1 {
+                let key = q[0].key.clone();
+                self.schedule(key);
+            }
+        }
+    }
+
+    /// Puts a session whose head changed into `ready` or `timers`.
+    fn schedule(&mut self, key: SessionKey) {
+        let due = self.queues[&key][0].not_before_ms;
+        if due <= now_ms() {
+            self.ready.push_back(key);
+        } else {
+            self.timers.push(Reverse((due, key)));
+        }
+    }
+
+    fn promote_due(&mut self) {
+        let now = now_ms();
+        while self.timers.peek().is_some_and(|Reverse((due, _))| *due <= now) {
+            let Reverse((_, key)) = self.timers.pop().expect("peeked");
+            self.ready.push_back(key);
+        }
+    }
+
+    fn next_due(&self) -> Option<Duration> {
+        let Reverse((due, _)) = self.timers.peek()?;
+        Some(Duration::from_millis((due - now_ms()).max(0) as u64))
+    }
+
+    /// Sends the head output of `key` once and acts on the outcome.
+    fn send_head(&mut self, key: SessionKey) {
+        let row = &self.queues[&key][0];
+        let Some(ep) = self.shared.config.endpoint_by_name(&key.endpoint) else {
+            log::warn!("output {} is for endpoint {:?}, which is no longer configured", row.id, key.endpoint);
+            return self.finish(key, Err("endpoint no longer configured".into()));
+        };
+        let started = Instant::now();
+        let outcome = attempt(&self.agent, ep, row);
+        let attempts = row.attempts + 1;
+        log::debug!("sender-{}: output {} seq {} attempt {attempts}: {outcome:?}", self.lane, row.id, row.seq);
+        match outcome {
+            Outcome::Delivered => {
+                self.shared.metrics.delivered(started.elapsed());
+                self.finish(key, Ok(()))
+            }
+            Outcome::Final(e) => {
+                log::warn!("endpoint {}: output refused by the webhook ({e}); kept as a dead letter", ep.name);
+                self.finish(key, Err(e))
+            }
+            Outcome::Retry(e, after) => self.retry(key, attempts, e, after),
+        }
+    }
+
+    fn retry(&mut self, key: SessionKey, attempts: i64, error: String, after: Option<Duration>) {
+        let schedule = &self.shared.config.delivery.retry_schedule;
+        let Some(wait) = schedule.get(attempts as usize - 1) else {
+            log::warn!("endpoint {}: output undeliverable after {attempts} attempts ({error}); kept as a dead letter", key.endpoint);
+            return self.finish(key, Err(error));
+        };
+        let wait = after.map_or(*wait, |a| a.max(*wait));
+        let due = now_ms() + wait.as_millis() as i64;
+        self.shared.metrics.retried();
+        let row = self.queues.get_mut(&key).and_then(|q| q.front_mut()).expect("the head is being sent");
+        row.attempts = attempts;
+        row.not_before_ms = due;
+        if let Err(e) = self.shared.store.attempt_failed(row.id, attempts, due, &error) {
+            log::error!("sender-{}: cannot record a failed attempt: {e}", self.lane);
+        }
+        self.timers.push(Reverse((due, key)));
+    }
+
+    /// The head of `key` is done: delivered (`Ok`) or a dead letter (`Err`).
+    fn finish(&mut self, key: SessionKey, result: Result<(), String>) {
+        let q = self.queues.get_mut(&key).expect("the head is being sent");
+        let row = q.pop_front().expect("the head is being sent");
+        let stored = match result {
+            Ok(()) => self.shared.store.delivered(&[row.id]),
+            Err(e) => {
+                self.shared.metrics.dead();
+                self.shared.store.dead(row.id, row.attempts + 1, &e, now_ms())
+            }
+        };
+        if let Err(e) = stored {
+            // At-least-once: the row stays on disk and goes out again after a restart.
+            log::error!("sender-{}: cannot record the outcome of output {}: {e}", self.lane, row.id);
+        }
+        self.in_memory -= 1;
+        if q.is_empty() {
+            self.queues.remove(&key);
+        } else {
+            self.schedule(key);
+        }
+        if self.in_memory < WINDOW / 2 {
+            self.more_on_disk = true;
+        }
+    }
+}
+
+/// The one HTTP client of a lane: timeouts set, redirects not followed, statuses as values.
+fn agent(config: &Config) -> ureq::Agent {
+    let d = &config.delivery;
+    ureq::Agent::config_builder()
+        .timeout_global(Some(d.timeout))
+        .timeout_connect(Some(d.connect_timeout))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .user_agent(concat!("hookflow/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// One POST of one output.
+pub(crate) fn attempt(agent: &ureq::Agent, ep: &Endpoint, row: &OutboxRow) -> Outcome {
+    let mut req = agent
+        .post(&ep.webhook.url)
+        .header("Content-Type", "application/json")
+        .header("X-Hookflow-Seq", row.seq.to_string());
+    if let Some(user) = &ep.webhook.user {
+        let pass = ep.webhook.password.as_deref().unwrap_or("");
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        req = req.header("Authorization", format!("Basic {token}"));
+    }
+    for (k, v) in &ep.webhook.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    match req.send(row.body.as_bytes()) {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            // Reading the answer to its end lets ureq reuse the connection.
+            let _ = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
+            classify(status, retry_after)
+        }
+        Err(e) => Outcome::Retry(e.to_string(), None),
+    }
+}
+
+/// Outcome classes of http-api.md §2: 2xx ok; 4xx other than 408 and 429 final; the rest
+/// (redirects included, since they are not followed) retried.
+fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered,
+        408 | 429 => Outcome::Retry(format!("HTTP {status}"), retry_after),
+        400..=499 => Outcome::Final(format!("HTTP {status}")),
+        _ => Outcome::Retry(format!("HTTP {status}"), retry_after),
+    }
+}
+
+/// `Retry-After` as delta seconds (the HTTP-date form is treated as absent).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The stop signal of a lane: send the drain deadline.
+pub(crate) type StopTx = Sender<Instant>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_classes_follow_the_spec() {
+        assert_eq!(classify(200, None), Outcome::Delivered);
+        assert_eq!(classify(204, None), Outcome::Delivered);
+        assert!(matches!(classify(301, None), Outcome::Retry(..)));
+        assert!(matches!(classify(408, None), Outcome::Retry(..)));
+        assert!(matches!(classify(429, Some(Duration::from_secs(3))), Outcome::Retry(_, Some(_))));
+        assert!(matches!(classify(400, None), Outcome::Final(_)));
+        assert!(matches!(classify(404, None), Outcome::Final(_)));
+        assert!(matches!(classify(500, None), Outcome::Retry(..)));
+        assert!(matches!(classify(503, None), Outcome::Retry(..)));
+    }
+
+    #[test]
+    fn lane_hash_is_stable() {
+        let k = SessionKey { endpoint: "e".into(), user_id: "u".into(), session_id: "s".into() };
+        assert_eq!(lane_hash(&k), lane_hash(&k.clone()));
+        let k2 = SessionKey { endpoint: "e".into(), user_id: "us".into(), session_id: "".into() };
+        assert_ne!(lane_hash(&k), lane_hash(&k2));
+    }
+}

@@ -1,0 +1,309 @@
+//! The HTTP side: a fixed set of `http-N` threads take requests from tiny_http, route them,
+//! validate them, queue messages durably, and answer. Nothing past this file sees tiny_http.
+//!
+//! Accepting a message is validation plus one short SQLite insert, so it is done right here
+//! rather than handed to the workers: the 200 must wait for the insert anyway (http-api.md §1),
+//! and the workers stay free for Flows.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+use tiny_http::{Header, Method, Request, Response};
+
+use crate::config::{Endpoint, key_matches};
+use crate::service::Shared;
+use crate::store::{JobKind, SessionKey};
+use crate::util::now_ms;
+use crate::wire::{self, Accepted};
+use crate::worker::AcceptError;
+
+/// Threads answering HTTP requests.
+pub(crate) const HTTP_THREADS: usize = 4;
+
+/// An answer, before it is written.
+pub(crate) struct Reply {
+    status: u16,
+    body: String,
+    headers: Vec<(&'static str, String)>,
+    /// Endpoint name for the request metric (`-` when none).
+    endpoint: String,
+    route: &'static str,
+}
+
+impl Reply {
+    pub(crate) fn json(status: u16, body: Value) -> Reply {
+        Reply { status, body: body.to_string(), headers: vec![], endpoint: "-".into(), route: "other" }
+    }
+
+    pub(crate) fn error(status: u16, code: &str, message: &str) -> Reply {
+        Reply { status, body: wire::error_body(code, message), headers: vec![], endpoint: "-".into(), route: "other" }
+    }
+
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub(crate) fn route(mut self, route: &'static str, endpoint: &str) -> Reply {
+        self.route = route;
+        self.endpoint = endpoint.to_owned();
+        self
+    }
+}
+
+/// The loop of an http thread: answers requests until shutdown.
+pub(crate) fn run(shared: &Shared, http: &tiny_http::Server) {
+    loop {
+        match http.recv() {
+            Ok(req) => handle(shared, req),
+            Err(_) if shared.http_stop.load(Ordering::SeqCst) => return,
+            Err(e) => log::warn!("http: cannot take a request: {e}"),
+        }
+    }
+}
+
+fn handle(shared: &Shared, mut req: Request) {
+    log::debug!("{} {}", req.method(), req.url());
+    let reply = route(shared, &mut req);
+    shared.metrics.request(&reply.endpoint, reply.route, reply.status);
+    let content_type = if reply.route == "metrics" { "text/plain; version=0.0.4" } else { "application/json; charset=utf-8" };
+    let mut resp = Response::from_string(reply.body)
+        .with_status_code(reply.status)
+        .with_header(header("Content-Type", content_type));
+    for (k, v) in reply.headers {
+        resp = resp.with_header(header(k, &v));
+    }
+    if let Err(e) = req.respond(resp) {
+        log::debug!("http: the client went away before the answer: {e}");
+    }
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("header names and values we build are ASCII")
+}
+
+/// Which kind of message route.
+#[derive(Clone, Copy)]
+struct MessageRoute {
+    kind: JobKind,
+    test: bool,
+}
+
+fn route(shared: &Shared, req: &mut Request) -> Reply {
+    let url = req.url().to_owned();
+    let path = url.split('?').next().unwrap_or("");
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let msg = |kind, test| MessageRoute { kind, test };
+    match parts.as_slice() {
+        ["healthz"] => get_only(req, |_| Reply::json(200, json!({"status": "ok"}))),
+        ["readyz"] => get_only(req, |_| ready(shared)),
+        ["metrics"] => get_only(req, |_| metrics(shared)),
+        ["api", rest @ ..] => crate::admin::route(shared, req, rest),
+        // The older API-service routes carry the token in the body.
+        ["new", "v2.0", "endpoint", "inject"] => message(shared, req, None, msg(JobKind::Inject, false)),
+        ["new", "v2.0", "endpoint", "notify"] => message(shared, req, None, msg(JobKind::Notify, false)),
+        ["inject", token] => message(shared, req, Some(token), msg(JobKind::Inject, false)),
+        ["notify", token] => message(shared, req, Some(token), msg(JobKind::Notify, false)),
+        ["test", token] => message(shared, req, Some(token), msg(JobKind::Message, true)),
+        [token] if !token.is_empty() => message(shared, req, Some(token), msg(JobKind::Message, false)),
+        _ => Reply::error(404, "not_found", "no such route; messages go to POST /{URLToken}"),
+    }
+}
+
+fn get_only(req: &Request, f: impl FnOnce(&Request) -> Reply) -> Reply {
+    if *req.method() == Method::Get || *req.method() == Method::Head {
+        f(req)
+    } else {
+        Reply::error(405, "method_not_allowed", "use GET").header("Allow", "GET")
+    }
+}
+
+fn ready(shared: &Shared) -> Reply {
+    let reason = if shared.stopping.load(Ordering::SeqCst) {
+        Some("shutting down")
+    } else if !shared.senders_alive.iter().all(|a| a.load(Ordering::SeqCst)) {
+        Some("a sender thread has stopped")
+    } else if !shared.store.writable() {
+        Some("the store is not writable")
+    } else {
+        None
+    };
+    match reason {
+        None => Reply::json(200, json!({"status": "ready"})),
+        Some(r) => Reply::json(503, json!({"status": "not_ready", "reason": r})),
+    }
+    .route("readyz", "-")
+}
+
+fn metrics(shared: &Shared) -> Reply {
+    let body = shared.metrics.render(shared.sched.depth(), shared.sched.active_sessions());
+    Reply { status: 200, body, headers: vec![], endpoint: "-".into(), route: "metrics" }
+}
+
+/// The value of a request header, if present.
+pub(crate) fn header_value<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
+    req.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+}
+
+/// The admin key from `X-API-Key` or the `api_key` query parameter, checked against `adminKeys`.
+pub(crate) fn admin_ok(shared: &Shared, req: &Request) -> bool {
+    let from_query = || {
+        req.url().split_once('?').and_then(|(_, q)| {
+            q.split('&').find_map(|kv| kv.strip_prefix("api_key=")).map(percent_decode)
+        })
+    };
+    let key = header_value(req, "X-API-Key").map(str::to_owned).or_else(from_query);
+    key.is_some_and(|k| key_matches(&k, &shared.config.admin_keys))
+}
+
+/// Decodes `%XX` escapes (a `+` stays a `+`: user and session ids may contain it).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `POST /{URLToken}` and its siblings: validate, queue durably, answer 200 with the traceId.
+fn message(shared: &Shared, req: &mut Request, token: Option<&str>, r: MessageRoute) -> Reply {
+    let route = match (r.kind, r.test) {
+        (JobKind::Inject, _) => "inject",
+        (JobKind::Notify, _) => "notify",
+        (JobKind::Message, true) => "test",
+        (JobKind::Message, false) => "message",
+    };
+    let mut name = "-".to_owned();
+    let reply = accept(shared, req, token, r, &mut name);
+    reply.route(route, &name)
+}
+
+fn accept(shared: &Shared, req: &mut Request, token: Option<&str>, r: MessageRoute, name: &mut String) -> Reply {
+    if *req.method() != Method::Post {
+        return Reply::error(405, "method_not_allowed", "this route only accepts POST").header("Allow", "POST");
+    }
+    let admin = r.kind != JobKind::Message;
+    if admin && !admin_ok(shared, req) {
+        return Reply::error(401, "unauthorized", "inject and notify need an admin API key in X-API-Key or api_key");
+    }
+    let mut ep = None;
+    if let Some(t) = token {
+        match endpoint(shared, t) {
+            Ok(e) => ep = Some(e),
+            Err(reply) => return reply,
+        }
+    }
+    if let Some(e) = ep {
+        *name = e.name.clone();
+        if let Err(reply) = endpoint_gate(e, req, admin) {
+            return reply;
+        }
+    }
+    if shared.stopping.load(Ordering::SeqCst) {
+        return Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly").header("Retry-After", "5");
+    }
+    if let Some(ct) = header_value(req, "Content-Type") {
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if mime != "application/json" && !mime.ends_with("+json") {
+            return Reply::error(415, "unsupported_media_type", &format!("the body must be JSON (Content-Type: application/json), not {mime}"));
+        }
+    }
+    let body = match read_body(req, shared.config.limits.max_body_bytes) {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let inbound = match wire::parse_inbound(&body) {
+        Ok(m) => m,
+        Err(e) => return Reply::error(400, e.code, &e.message),
+    };
+    let ep = match ep {
+        Some(e) => e,
+        None => {
+            let Some(t) = inbound.url_token.as_deref() else {
+                return Reply::error(400, "invalid_request", "\"URLToken\" is required on this route");
+            };
+            let e = match endpoint(shared, t) {
+                Ok(e) => e,
+                Err(reply) => return reply,
+            };
+            *name = e.name.clone();
+            if let Err(reply) = endpoint_gate(e, req, admin) {
+                return reply;
+            }
+            e
+        }
+    };
+    queue(shared, req, ep, inbound, r)
+}
+
+/// 404 for an unknown token (without saying which exist).
+fn endpoint<'s>(shared: &'s Shared, token: &str) -> Result<&'s Endpoint, Reply> {
+    shared
+        .config
+        .endpoint_by_token(token)
+        .ok_or_else(|| Reply::error(404, "unknown_endpoint", "no endpoint has this URL token"))
+}
+
+/// 403 for a disabled endpoint, 401 for a missing or wrong `X-Webhook-Key`.
+fn endpoint_gate(ep: &Endpoint, req: &Request, admin: bool) -> Result<(), Reply> {
+    if !ep.enabled {
+        return Err(Reply::error(403, "endpoint_disabled", "this endpoint is disabled"));
+    }
+    if !admin && !ep.inbound_keys.is_empty() {
+        let ok = header_value(req, "X-Webhook-Key").is_some_and(|k| key_matches(k, &ep.inbound_keys));
+        if !ok {
+            return Err(Reply::error(401, "unauthorized", "this endpoint needs a valid X-Webhook-Key header"));
+        }
+    }
+    Ok(())
+}
+
+/// Reads at most `max` bytes; a declared or actual larger body is 413.
+fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, Reply> {
+    let too_large = || {
+        Reply::error(413, "payload_too_large", &format!("the body is larger than {max} bytes (limits.maxBodyBytes)"))
+            .header("Connection", "close")
+    };
+    if req.body_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(req.body_length().unwrap_or(1024).min(max));
+    if let Err(e) = req.as_reader().take(max as u64 + 1).read_to_end(&mut body) {
+        return Err(Reply::error(400, "invalid_request", &format!("the body could not be read: {e}")));
+    }
+    if body.len() > max {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+fn queue(shared: &Shared, req: &Request, ep: &Endpoint, m: wire::Inbound, r: MessageRoute) -> Reply {
+    let trace_id = wire::new_trace_id();
+    let ip = (!ep.data_protection.mask_ip_address).then(|| req.remote_addr().map(|a| a.ip().to_string())).flatten();
+    let acc = Accepted { text: m.text, data: m.data, trace_id: trace_id.clone(), ip, test_mode: r.test, at: now_ms() };
+    let payload = serde_json::to_string(&acc).expect("an accepted message is plain JSON");
+    let key = SessionKey { endpoint: ep.name.clone(), user_id: m.user_id, session_id: m.session_id };
+    let stored_key = key.clone();
+    match shared.sched.accept(key, || shared.store.accept(&stored_key, r.kind, &payload)) {
+        Ok(_) => Reply::json(200, json!({"status": "accepted", "traceId": trace_id})),
+        Err(AcceptError::Full) => {
+            Reply::error(503, "overloaded", "too many messages are waiting; send again shortly").header("Retry-After", "1")
+        }
+        Err(AcceptError::Store(e)) => {
+            log::error!("cannot queue a message: {e}");
+            Reply::error(503, "store_unavailable", "the message could not be stored; send it again").header("Retry-After", "5")
+        }
+    }
+}

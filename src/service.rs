@@ -1,0 +1,187 @@
+//! Wiring: opens the store, loads the Flows, spawns the named http, worker and sender threads,
+//! owns their join handles, and shuts them down in data-path order (stop accepting, let running
+//! turns finish, drain the outbox for up to `delivery.drainSeconds`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::flow::Flow;
+use crate::metrics::Metrics;
+use crate::sender::{self, Senders, StopTx};
+use crate::server;
+use crate::store::Store;
+use crate::worker::{self, Scheduler};
+
+/// A start-up or run-time failure (exit code 2, config.md).
+#[derive(Debug)]
+pub enum Error {
+    /// A Flow file is missing or invalid.
+    Flow(String),
+    /// The store cannot be opened or read.
+    Store(crate::store::StoreError),
+    /// The listen address cannot be bound.
+    Listen(String),
+    /// A thread could not be started.
+    Spawn(std::io::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Flow(m) => write!(f, "{m}"),
+            Error::Store(e) => write!(f, "{e}"),
+            Error::Listen(m) => write!(f, "{m}"),
+            Error::Spawn(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+/// What every thread shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub store: Store,
+    /// The Flow of each endpoint, by endpoint name.
+    pub flows: HashMap<String, Arc<Flow>>,
+    pub sched: Scheduler,
+    pub senders: Senders,
+    pub metrics: Metrics,
+    /// Set when shutdown begins: new messages are refused.
+    pub stopping: AtomicBool,
+    /// Set when the http threads must end.
+    pub http_stop: AtomicBool,
+    /// One flag per sender lane, false once the lane's thread has ended.
+    pub senders_alive: Vec<Arc<AtomicBool>>,
+}
+
+/// A running hookflow.
+pub struct Service {
+    shared: Arc<Shared>,
+    http: Arc<tiny_http::Server>,
+    addr: std::net::SocketAddr,
+    http_threads: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    senders: Vec<(StopTx, JoinHandle<()>)>,
+}
+
+/// Loads the Flow of every endpoint.
+pub fn load_flows(config: &Config) -> Result<HashMap<String, Arc<Flow>>, Error> {
+    let mut flows = HashMap::new();
+    for ep in &config.endpoints {
+        let flow = Flow::load(&ep.flow).map_err(|errs| {
+            let lines: Vec<String> =
+                errs.iter().map(|(place, msg)| format!("{}: {place}: {msg}", ep.flow.display())).collect();
+            Error::Flow(lines.join("\n"))
+        })?;
+        flows.insert(ep.name.clone(), Arc::new(flow));
+    }
+    Ok(flows)
+}
+
+impl Service {
+    /// Starts hookflow: everything queued or undelivered in the store is picked up.
+    pub fn start(config: Config) -> Result<Service, Error> {
+        let flows = load_flows(&config)?;
+        let store = Store::open(&config.data_dir, config.durability)?;
+        let lanes = config.delivery.senders;
+        let (senders, wake_rx) = sender::channels(lanes);
+        let http = tiny_http::Server::http(config.listen)
+            .map_err(|e| Error::Listen(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = http.server_addr().to_ip().expect("a TCP listener has an IP address");
+        let workers = config.workers;
+        let shared = Arc::new(Shared {
+            sched: Scheduler::new(config.limits.queue_capacity, workers),
+            metrics: Metrics::new(&config),
+            senders_alive: (0..lanes).map(|_| Arc::new(AtomicBool::new(true))).collect(),
+            config,
+            store,
+            flows,
+            senders,
+            stopping: AtomicBool::new(false),
+            http_stop: AtomicBool::new(false),
+        });
+        for (id, key) in shared.store.pending_inbox()? {
+            shared.sched.enqueue(key, id);
+        }
+        let http = Arc::new(http);
+        let mut svc = Service { shared, http, addr, http_threads: vec![], workers: vec![], senders: vec![] };
+        svc.spawn_all(wake_rx).map_err(Error::Spawn)?;
+        log::info!(
+            "hookflow {} listening on http://{} ({} endpoint(s), {} worker(s), data in {})",
+            env!("CARGO_PKG_VERSION"),
+            svc.addr,
+            svc.shared.config.endpoints.len(),
+            workers,
+            svc.shared.config.data_dir.display()
+        );
+        Ok(svc)
+    }
+
+    fn spawn_all(&mut self, wake_rx: Vec<crossbeam_channel::Receiver<()>>) -> std::io::Result<()> {
+        for (lane, wake) in wake_rx.into_iter().enumerate() {
+            let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+            let (shared, alive) = (self.shared.clone(), self.shared.senders_alive[lane].clone());
+            let h = spawn(format!("sender-{lane}"), move || sender::run(shared, lane, wake, stop_rx, alive))?;
+            self.senders.push((stop_tx, h));
+        }
+        for i in 0..self.shared.config.workers {
+            let shared = self.shared.clone();
+            self.workers.push(spawn(format!("worker-{i}"), move || worker::run(shared))?);
+        }
+        for i in 0..server::HTTP_THREADS {
+            let (shared, http) = (self.shared.clone(), self.http.clone());
+            self.http_threads.push(spawn(format!("http-{i}"), move || server::run(&shared, &http))?);
+        }
+        Ok(())
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops in data-path order: new requests get 503, running turns finish, the outbox drains
+    /// for up to `delivery.drainSeconds`; what is left stays on disk for the next start.
+    pub fn shutdown(self) {
+        // The http threads keep answering (503 `shutting_down` for new messages, /healthz) until
+        // the outbox has drained; they are the last to go.
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.sched.stop(self.workers.len());
+        join(self.workers);
+        let deadline = Instant::now() + self.shared.config.delivery.drain;
+        for (stop, _) in &self.senders {
+            let _ = stop.send(deadline);
+        }
+        join(self.senders.into_iter().map(|(_, h)| h).collect());
+        self.shared.http_stop.store(true, Ordering::SeqCst);
+        for _ in &self.http_threads {
+            self.http.unblock();
+        }
+        join(self.http_threads);
+        log::info!("hookflow stopped");
+    }
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(f)
+}
+
+fn join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let name = h.thread().name().unwrap_or("?").to_owned();
+        if h.join().is_err() {
+            log::error!("thread {name} panicked");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! `hookflow sink`: a webhook receiver for trying things out. Prints every POST it receives
+//! (time, `X-Hookflow-Seq`, whether Basic auth matched, the body) and answers 200.
+
+use std::io::{Read, Write};
+
+use base64::Engine;
+
+/// Expected Basic credentials, if any.
+pub struct SinkAuth {
+    pub user: String,
+    pub password: String,
+}
+
+/// Serves until the process is stopped; `Err` when the address cannot be bound.
+pub fn run(listen: &str, auth: Option<SinkAuth>) -> Result<(), String> {
+    let server = tiny_http::Server::http(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    eprintln!("hookflow sink: listening on http://{}", server.server_addr());
+    let expected = auth.map(|a| {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", a.user, a.password));
+        format!("Basic {token}")
+    });
+    for mut req in server.incoming_requests() {
+        let mut body = String::new();
+        let _ = req.as_reader().take(1 << 20).read_to_string(&mut body);
+        let header = |name: &str| {
+            req.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.as_str().to_owned())
+        };
+        let seq = header("X-Hookflow-Seq").unwrap_or_else(|| "-".into());
+        let auth = match (&expected, header("Authorization")) {
+            (None, None) => "none",
+            (None, Some(_)) => "sent",
+            (Some(e), Some(got)) if *e == got => "ok",
+            (Some(_), _) => "FAILED",
+        };
+        let line = format!(
+            "{} {} {} seq={seq} auth={auth} {body}",
+            crate::util::iso8601(crate::util::now_ms()),
+            req.method(),
+            req.url()
+        );
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        let status = if auth == "FAILED" { 401 } else { 200 };
+        let _ = req.respond(tiny_http::Response::from_string("").with_status_code(status));
+    }
+    Ok(())
+}

@@ -1,0 +1,473 @@
+//! The SQLite store: the inbound queue (`inbox`), sessions, profiles, the outbox and dead
+//! letters, in one file in WAL mode. Every SQL statement of hookflow lives here.
+//!
+//! One connection behind a mutex serves every thread: SQLite allows one writer at a time anyway,
+//! and waiting on a Rust mutex is far cheaper than SQLite's busy handler, which sleeps in
+//! millisecond steps. Each method takes the lock for one short transaction and never across a
+//! network call or a Flow step.
+//!
+//! Durability (config `durability`): `normal` uses `synchronous=NORMAL`, so a commit is in the
+//! OS page cache before the 200 goes out and survives the process dying; `full` adds an fsync
+//! per commit (`synchronous=FULL`).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::config::Durability;
+
+/// The file name of the store inside the data directory.
+pub const STORE_FILE: &str = "hookflow.sqlite3";
+
+/// A store failure; the message comes from SQLite or the file system.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// What a row of the inbound queue asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// A user message (`POST /{URLToken}`): runs the Flow.
+    Message,
+    /// `inject`: runs the Flow as if the user had sent it.
+    Inject,
+    /// `notify`: one output straight to the webhook; the Flow does not run.
+    Notify,
+}
+
+impl JobKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Message => "message",
+            JobKind::Inject => "inject",
+            JobKind::Notify => "notify",
+        }
+    }
+
+    fn parse(s: &str) -> JobKind {
+        match s {
+            "inject" => JobKind::Inject,
+            "notify" => JobKind::Notify,
+            _ => JobKind::Message,
+        }
+    }
+}
+
+/// The conversation a row belongs to: endpoint name, userId, sessionId.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    pub endpoint: String,
+    pub user_id: String,
+    pub session_id: String,
+}
+
+/// An accepted message, as queued.
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    pub id: i64,
+    pub key: SessionKey,
+    pub kind: JobKind,
+    /// JSON of the accepted input (`wire::Accepted`).
+    pub payload: String,
+    /// JSON of a turn interrupted at a checkpoint (an `http` node), to resume from.
+    pub resume: Option<String>,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, Default)]
+pub struct SessionRow {
+    /// JSON of `flow::SessionState`.
+    pub state: String,
+    /// The last output sequence number given out (0 = none yet).
+    pub seq: i64,
+    /// Messages this session has run (inputs of kind message or inject).
+    pub messages: i64,
+}
+
+/// One output to deliver.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub key: SessionKey,
+    pub seq: i64,
+    /// The exact body to POST.
+    pub body: String,
+    /// Unix milliseconds before which it must not go out (the `sleep` node, retries).
+    pub not_before_ms: i64,
+    pub attempts: i64,
+}
+
+/// One output of a turn, before it is numbered.
+#[derive(Debug, Clone)]
+pub struct NewOutput {
+    pub body: String,
+    pub not_before_ms: i64,
+}
+
+/// A dead letter, as listed by the admin API.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub key: SessionKey,
+    pub seq: i64,
+    pub body: String,
+    pub attempts: i64,
+    pub last_error: String,
+    pub died_at_ms: i64,
+}
+
+/// What a finished turn writes, in one transaction.
+pub struct TurnCommit<'a> {
+    pub inbox_id: i64,
+    pub key: &'a SessionKey,
+    /// New session state; `None` leaves the session as it is (a notify).
+    pub session: Option<&'a SessionRow>,
+    /// New profile of the user, when contact profiles are on and the turn changed it.
+    pub profile: Option<&'a str>,
+    pub outputs: &'a [NewOutput],
+    /// Stable hash of the session key; the sender lane is `hash % senders` (`sender::lane_hash`).
+    pub lane_hash: u32,
+    pub now_ms: i64,
+    /// Keep the inbox row with this resume state instead of deleting it (a checkpoint).
+    pub checkpoint: Option<&'a str>,
+}
+
+/// The store handle; cheap to share behind an `Arc`.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+/// Outbox ids must never be reused: a sender lane reads rows above the highest id it has seen,
+/// and SQLite would otherwise hand out `max(id) + 1` again once the table is empty.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    kind TEXT NOT NULL, payload TEXT NOT NULL, resume TEXT
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    state TEXT NOT NULL, seq INTEGER NOT NULL, messages INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, user_id, session_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profiles (
+    user_id TEXT PRIMARY KEY, profile TEXT NOT NULL, updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash INTEGER NOT NULL,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, body TEXT NOT NULL,
+    not_before_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS deadletters (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, body TEXT NOT NULL,
+    attempts INTEGER NOT NULL, last_error TEXT NOT NULL, died_ms INTEGER NOT NULL
+);
+";
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, durability: Durability) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError(format!("cannot create data directory {}: {e}", dir.display())))?;
+        let path = dir.join(STORE_FILE);
+        let conn = Connection::open(&path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let sync = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;
+             PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000;"
+        ))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn: Mutex::new(conn), path })
+    }
+
+    /// The store file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction half done: rusqlite rolls
+        // back an open transaction when it is dropped during the unwind.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an accepted message; returns its id once it is committed.
+    pub fn accept(&self, key: &SessionKey, kind: JobKind, payload: &str) -> Result<i64> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "INSERT INTO inbox (endpoint, user_id, session_id, kind, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![key.endpoint, key.user_id, key.session_id, kind.as_str(), payload])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Every queued message, in acceptance order (for the start-up scan).
+    pub fn pending_inbox(&self) -> Result<Vec<(i64, SessionKey)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT id, endpoint, user_id, session_id FROM inbox ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, key_from(r, 1)?)))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
+    }
+
+    /// Reads what a turn needs: the message, the session (if any) and the user's profile.
+    pub fn load_turn(&self, inbox_id: i64) -> Result<Option<(InboxRow, Option<SessionRow>, Option<String>)>> {
+        let conn = self.lock();
+        let row = conn
+            .prepare_cached("SELECT id, endpoint, user_id, session_id, kind, payload, resume FROM inbox WHERE id = ?1")?
+            .query_row([inbox_id], |r| {
+                Ok(InboxRow {
+                    id: r.get(0)?,
+                    key: key_from(r, 1)?,
+                    kind: JobKind::parse(&r.get::<_, String>(4)?),
+                    payload: r.get(5)?,
+                    resume: r.get(6)?,
+                })
+            })
+            .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        let session = session_row(&conn, &row.key)?;
+        let profile = conn
+            .prepare_cached("SELECT profile FROM profiles WHERE user_id = ?1")?
+            .query_row([&row.key.user_id], |r| r.get(0))
+            .optional()?;
+        Ok(Some((row, session, profile)))
+    }
+
+    /// Writes a turn's result atomically: session, profile, numbered outputs, and the inbox row
+    /// deleted (or, at a checkpoint, kept with its resume state). Returns the last output id.
+    pub fn commit_turn(&self, c: &TurnCommit<'_>) -> Result<i64> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut seq: i64 = tx
+            .prepare_cached("SELECT seq FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3")?
+            .query_row(params![c.key.endpoint, c.key.user_id, c.key.session_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let mut last_id = 0;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO outbox (hash, endpoint, user_id, session_id, seq, body, not_before_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for o in c.outputs {
+                seq += 1;
+                ins.execute(params![
+                    c.lane_hash,
+                    c.key.endpoint,
+                    c.key.user_id,
+                    c.key.session_id,
+                    seq,
+                    o.body,
+                    o.not_before_ms
+                ])?;
+                last_id = tx.last_insert_rowid();
+            }
+        }
+        match c.session {
+            Some(s) => {
+                tx.prepare_cached(
+                    "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET
+                       state = excluded.state, seq = excluded.seq, messages = excluded.messages,
+                       updated_ms = excluded.updated_ms",
+                )?
+                .execute(params![c.key.endpoint, c.key.user_id, c.key.session_id, s.state, seq, s.messages, c.now_ms])?;
+            }
+            None if !c.outputs.is_empty() => {
+                // A notify has no turn state but still numbers its output in the session.
+                tx.prepare_cached(
+                    "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
+                     VALUES (?1, ?2, ?3, '{}', ?4, 0, ?5)
+                     ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET seq = excluded.seq",
+                )?
+                .execute(params![c.key.endpoint, c.key.user_id, c.key.session_id, seq, c.now_ms])?;
+            }
+            None => {}
+        }
+        if let Some(p) = c.profile {
+            tx.prepare_cached(
+                "INSERT INTO profiles (user_id, profile, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id) DO UPDATE SET profile = excluded.profile, updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![c.key.user_id, p, c.now_ms])?;
+        }
+        match c.checkpoint {
+            Some(resume) => tx
+                .prepare_cached("UPDATE inbox SET resume = ?2 WHERE id = ?1")?
+                .execute(params![c.inbox_id, resume])?,
+            None => tx.prepare_cached("DELETE FROM inbox WHERE id = ?1")?.execute([c.inbox_id])?,
+        };
+        tx.commit()?;
+        Ok(last_id)
+    }
+
+    /// Outputs of sender `lane` (of `lanes`) with an id above `after`, in id order, at most
+    /// `limit`. Lanes are computed from the stored hash, so a changed `delivery.senders` still
+    /// finds every row.
+    pub fn outbox_after(&self, lane: usize, lanes: usize, after: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, endpoint, user_id, session_id, seq, body, not_before_ms, attempts
+             FROM outbox WHERE id > ?2 AND hash % ?4 = ?1 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![lane as i64, after, limit as i64, lanes as i64], |r| {
+            Ok(OutboxRow {
+                id: r.get(0)?,
+                key: key_from(r, 1)?,
+                seq: r.get(4)?,
+                body: r.get(5)?,
+                not_before_ms: r.get(6)?,
+                attempts: r.get(7)?,
+            })
+        })?;
+        rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
+    }
+
+    /// Removes delivered outputs, in one transaction.
+    pub fn delivered(&self, ids: &[i64]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            for id in ids {
+                del.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a failed attempt that will be retried at `next_ms`.
+    pub fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
+        self.lock()
+            .prepare_cached("UPDATE outbox SET attempts = ?2, not_before_ms = ?3, last_error = ?4 WHERE id = ?1")?
+            .execute(params![id, attempts, next_ms, error])?;
+        Ok(())
+    }
+
+    /// Moves an output to the dead letters.
+    pub fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.prepare_cached(
+            "INSERT INTO deadletters (endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms)
+             SELECT endpoint, user_id, session_id, seq, body, ?2, ?3, ?4 FROM outbox WHERE id = ?1",
+        )?
+        .execute(params![id, attempts, error, now_ms])?;
+        tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Dead letters, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms
+             FROM deadletters ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DeadLetter {
+                id: r.get(0)?,
+                key: key_from(r, 1)?,
+                seq: r.get(4)?,
+                body: r.get(5)?,
+                attempts: r.get(6)?,
+                last_error: r.get(7)?,
+                died_at_ms: r.get(8)?,
+            })
+        })?;
+        rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
+    }
+
+    /// Puts a dead letter back in the outbox (at the end of its session's queue); false if the
+    /// id is unknown.
+    pub fn replay_dead_letter(&self, id: i64, now_ms: i64) -> Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let row = tx
+            .prepare_cached("SELECT endpoint, user_id, session_id, seq, body FROM deadletters WHERE id = ?1")?
+            .query_row([id], |r| Ok((key_from(r, 0)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)))
+            .optional()?;
+        let Some((key, seq, body)) = row else { return Ok(false) };
+        tx.prepare_cached(
+            "INSERT INTO outbox (hash, endpoint, user_id, session_id, seq, body, not_before_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![crate::sender::lane_hash(&key), key.endpoint, key.user_id, key.session_id, seq, body, now_ms])?;
+        tx.prepare_cached("DELETE FROM deadletters WHERE id = ?1")?.execute([id])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The stored session, if any.
+    pub fn session(&self, key: &SessionKey) -> Result<Option<SessionRow>> {
+        session_row(&self.lock(), key)
+    }
+
+    /// Forgets a session (its queued messages and outputs stay); true if it existed.
+    pub fn delete_session(&self, key: &SessionKey) -> Result<bool> {
+        let n = self
+            .lock()
+            .prepare_cached("DELETE FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3")?
+            .execute(params![key.endpoint, key.user_id, key.session_id])?;
+        Ok(n > 0)
+    }
+
+    /// Drops sessions untouched since `before_ms`; returns how many.
+    pub fn expire_sessions(&self, before_ms: i64) -> Result<usize> {
+        Ok(self.lock().execute("DELETE FROM sessions WHERE updated_ms < ?1", [before_ms])?)
+    }
+
+    /// Number of outputs waiting in the outbox.
+    pub fn outbox_len(&self) -> Result<i64> {
+        Ok(self.lock().query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?)
+    }
+
+    /// True when a write transaction can be started and committed (for `/readyz`).
+    pub fn writable(&self) -> bool {
+        self.lock().execute_batch("BEGIN IMMEDIATE; COMMIT;").is_ok()
+    }
+}
+
+fn key_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SessionKey> {
+    Ok(SessionKey { endpoint: r.get(at)?, user_id: r.get(at + 1)?, session_id: r.get(at + 2)? })
+}
+
+fn session_row(conn: &Connection, key: &SessionKey) -> Result<Option<SessionRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT state, seq, messages FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3",
+        )?
+        .query_row(params![key.endpoint, key.user_id, key.session_id], |r| {
+            Ok(SessionRow { state: r.get(0)?, seq: r.get(1)?, messages: r.get(2)? })
+        })
+        .optional()?)
+}
