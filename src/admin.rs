@@ -28,7 +28,9 @@ pub(crate) fn route(shared: &Shared, req: &Request, rest: &[&str]) -> Reply {
         ["deadletters"] if *m == Method::Get => dead_letters(shared),
         ["deadletters", id, "replay"] if *m == Method::Post => replay(shared, id),
         ["endpoints"] | ["deadletters"] => Reply::error(405, "method_not_allowed", "use GET").header("Allow", "GET"),
-        ["sessions", _, _, _] => Reply::error(405, "method_not_allowed", "use GET or DELETE").header("Allow", "GET, DELETE"),
+        ["sessions", _, _, _] => {
+            Reply::error(405, "method_not_allowed", "use GET or DELETE").header("Allow", "GET, DELETE")
+        }
         ["deadletters", _, "replay"] => Reply::error(405, "method_not_allowed", "use POST").header("Allow", "POST"),
         _ => Reply::error(404, "not_found", "no such admin route"),
     };

@@ -307,27 +307,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// for a literal `${`, and a `$` not followed by `{` is kept as is. Values are not expanded
 /// again, so a variable holding `${X}` stays literal. `path` is used for messages and to resolve
 /// relative paths (relative to its parent folder).
-pub fn parse(
-    text: &str,
-    path: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigErrors> {
+pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     // Some Windows editors start UTF-8 files with a byte-order mark, which JSON does not allow.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let root: Value =
-        serde_json::from_str(text).map_err(|e| ConfigErrors(vec![syntax_error(path, &e)]))?;
-    let mut loader = Loader {
-        file: path.to_path_buf(),
-        base: base_dir(path),
-        env,
-        errors: Vec::new(),
-    };
+    let root: Value = serde_json::from_str(text).map_err(|e| ConfigErrors(vec![syntax_error(path, &e)]))?;
+    let mut loader = Loader { file: path.to_path_buf(), base: base_dir(path), env, errors: Vec::new() };
     let config = loader.config(&root);
-    if loader.errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(loader.errors))
-    }
+    if loader.errors.is_empty() { Ok(config) } else { Err(ConfigErrors(loader.errors)) }
 }
 
 /// sha256 of `bytes`.
@@ -346,10 +332,7 @@ const PLAIN_KEY_HINT: &str = "expected \"sha256:\" followed by 64 hex digits (th
 pub fn parse_key_digest(s: &str) -> Result<[u8; 32], String> {
     let hex = s.strip_prefix("sha256:").ok_or(PLAIN_KEY_HINT)?;
     if hex.len() != 64 {
-        return Err(format!(
-            "expected 64 hex digits after \"sha256:\", got {} characters",
-            hex.chars().count()
-        ));
+        return Err(format!("expected 64 hex digits after \"sha256:\", got {} characters", hex.chars().count()));
     }
     let mut digest = [0u8; 32];
     for (byte, pair) in digest.iter_mut().zip(hex.as_bytes().chunks(2)) {
@@ -429,64 +412,21 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // Known keys, per object (used for unknown-key errors and their suggestions).
 
-const TOP_KEYS: &[&str] = &[
-    "listen",
-    "dataDir",
-    "workers",
-    "adminKeys",
-    "limits",
-    "durability",
-    "sessions",
-    "delivery",
-    "tls",
-    "endpoints",
-];
-const LIMITS_KEYS: &[&str] = &[
-    "maxBodyBytes",
-    "queueCapacity",
-    "maxNodesPerTurn",
-    "scriptTimeoutMs",
-    "scriptMemoryBytes",
-];
+const TOP_KEYS: &[&str] =
+    &["listen", "dataDir", "workers", "adminKeys", "limits", "durability", "sessions", "delivery", "tls", "endpoints"];
+const LIMITS_KEYS: &[&str] =
+    &["maxBodyBytes", "queueCapacity", "maxNodesPerTurn", "scriptTimeoutMs", "scriptMemoryBytes"];
 const SESSIONS_KEYS: &[&str] = &["ttlSeconds"];
-const DELIVERY_KEYS: &[&str] = &[
-    "timeoutMs",
-    "connectTimeoutMs",
-    "retrySchedule",
-    "drainSeconds",
-    "senders",
-    "caFile",
-];
+const DELIVERY_KEYS: &[&str] = &["timeoutMs", "connectTimeoutMs", "retrySchedule", "drainSeconds", "senders", "caFile"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
-const ENDPOINT_KEYS: &[&str] = &[
-    "name",
-    "urlToken",
-    "enabled",
-    "flow",
-    "webhook",
-    "inboundKeys",
-    "nlu",
-    "dataProtection",
-    "transformer",
-];
+const ENDPOINT_KEYS: &[&str] =
+    &["name", "urlToken", "enabled", "flow", "webhook", "inboundKeys", "nlu", "dataProtection", "transformer"];
 const WEBHOOK_KEYS: &[&str] = &["url", "user", "password", "secret", "headers"];
 const NLU_BUILTIN_KEYS: &[&str] = &["type", "threshold"];
 const NLU_NONE_KEYS: &[&str] = &["type"];
 const NLU_RASA_KEYS: &[&str] = &["type", "url", "token", "timeoutMs"];
-const DATA_PROTECTION_KEYS: &[&str] = &[
-    "maskLogging",
-    "maskIPAddress",
-    "contactProfiles",
-    "collectConversations",
-];
-const TRANSFORMER_KEYS: &[&str] = &[
-    "file",
-    "input",
-    "output",
-    "inject",
-    "notify",
-    "abortOnError",
-];
+const DATA_PROTECTION_KEYS: &[&str] = &["maskLogging", "maskIPAddress", "contactProfiles", "collectConversations"];
+const TRANSFORMER_KEYS: &[&str] = &["file", "input", "output", "inject", "notify", "abortOnError"];
 
 /// The ranges of durations in whole seconds and milliseconds.
 const SECONDS: RangeInclusive<u64> = 1..=MAX_SECONDS;
@@ -516,10 +456,7 @@ impl<'v> Obj<'v> {
 
 /// The JSON path of `key` inside `parent`: `a.b` for plain names, `a["x.y"]` otherwise.
 fn join(parent: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     match (parent.is_empty(), plain) {
         (true, true) => key.to_string(),
         (false, true) => format!("{parent}.{key}"),
@@ -567,11 +504,8 @@ impl Loader<'_> {
     // --- top-level settings -------------------------------------------------------------------
 
     fn listen(&mut self, top: &Obj) -> SocketAddr {
-        let default = DEFAULT_LISTEN
-            .parse()
-            .expect("DEFAULT_LISTEN is an address");
-        self.opt(top, "listen", Self::socket_addr)
-            .unwrap_or(default)
+        let default = DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is an address");
+        self.opt(top, "listen", Self::socket_addr).unwrap_or(default)
     }
 
     fn socket_addr(&mut self, path: &str, v: &Value) -> Option<SocketAddr> {
@@ -579,8 +513,7 @@ impl Loader<'_> {
         let addr = s.parse().ok();
         if addr.is_none() {
             let hint = "(an IP address and a port; use 0.0.0.0 for every interface)";
-            let message =
-                format!("expected an address like \"{DEFAULT_LISTEN}\" {hint}, got {s:?}");
+            let message = format!("expected an address like \"{DEFAULT_LISTEN}\" {hint}, got {s:?}");
             self.error(path, message);
         }
         addr
@@ -616,17 +549,10 @@ impl Loader<'_> {
             max_body_bytes: self.opt_usize(&o, "maxBodyBytes", DEFAULT_MAX_BODY_BYTES, usize_max),
             queue_capacity: self.opt_usize(&o, "queueCapacity", DEFAULT_QUEUE_CAPACITY, usize_max),
             max_nodes_per_turn: self
-                .opt(&o, "maxNodesPerTurn", |l, p, v| {
-                    l.integer(p, v, 1..=u32::MAX.into())
-                })
+                .opt(&o, "maxNodesPerTurn", |l, p, v| l.integer(p, v, 1..=u32::MAX.into()))
                 .map_or(DEFAULT_MAX_NODES_PER_TURN, |n| n as u32),
             script_timeout: Duration::from_millis(script_ms),
-            script_memory_bytes: self.opt_usize(
-                &o,
-                "scriptMemoryBytes",
-                DEFAULT_SCRIPT_MEMORY_BYTES,
-                usize_max,
-            ),
+            script_memory_bytes: self.opt_usize(&o, "scriptMemoryBytes", DEFAULT_SCRIPT_MEMORY_BYTES, usize_max),
         }
     }
 
@@ -635,15 +561,11 @@ impl Loader<'_> {
             "normal" => Some(Durability::Normal),
             "full" => Some(Durability::Full),
             other => {
-                l.error(
-                    path,
-                    format!("expected \"normal\" or \"full\", got {other:?}"),
-                );
+                l.error(path, format!("expected \"normal\" or \"full\", got {other:?}"));
                 None
             }
         };
-        self.opt(top, "durability", read)
-            .unwrap_or(Durability::Normal)
+        self.opt(top, "durability", read).unwrap_or(Durability::Normal)
     }
 
     fn sessions(&mut self, top: &Obj) -> Duration {
@@ -672,10 +594,7 @@ impl Loader<'_> {
     fn retry_schedule(&mut self, path: &str, v: &Value) -> Option<Vec<Duration>> {
         let items = self.array(path, v)?;
         if items.is_empty() {
-            self.error(
-                path,
-                "expected at least one wait in seconds, like [1, 5, 30]",
-            );
+            self.error(path, "expected at least one wait in seconds, like [1, 5, 30]");
         }
         let waits = items.iter().enumerate().map(|(i, item)| {
             let path = format!("{path}[{i}]");
@@ -713,9 +632,8 @@ impl Loader<'_> {
         if items.is_empty() {
             self.error("endpoints", "expected at least one endpoint");
         }
-        let endpoints: Vec<Endpoint> = (items.iter().enumerate())
-            .map(|(i, item)| self.endpoint(format!("endpoints[{i}]"), item))
-            .collect();
+        let endpoints: Vec<Endpoint> =
+            (items.iter().enumerate()).map(|(i, item)| self.endpoint(format!("endpoints[{i}]"), item)).collect();
         self.check_unique(&endpoints);
         endpoints
     }
@@ -723,12 +641,8 @@ impl Loader<'_> {
     fn endpoint(&mut self, path: String, v: &Value) -> Endpoint {
         let o = self.object(path, Some(v), ENDPOINT_KEYS);
         Endpoint {
-            name: self
-                .req(&o, "name", Self::endpoint_name)
-                .unwrap_or_default(),
-            url_token: self
-                .req(&o, "urlToken", Self::url_token)
-                .unwrap_or_default(),
+            name: self.req(&o, "name", Self::endpoint_name).unwrap_or_default(),
+            url_token: self.req(&o, "urlToken", Self::url_token).unwrap_or_default(),
             enabled: self.opt(&o, "enabled", Self::boolean).unwrap_or(true),
             flow: self.req(&o, "flow", Self::path).unwrap_or_default(),
             webhook: self.webhook(&o),
@@ -744,23 +658,14 @@ impl Loader<'_> {
         for (i, endpoint) in endpoints.iter().enumerate() {
             let earlier = &endpoints[..i];
             let name = &endpoint.name;
-            if let Some(j) = earlier
-                .iter()
-                .position(|e| !name.is_empty() && &e.name == name)
-            {
-                let message = format!(
-                    "duplicate name {name:?} (also endpoints[{j}].name); names must be unique"
-                );
+            if let Some(j) = earlier.iter().position(|e| !name.is_empty() && &e.name == name) {
+                let message = format!("duplicate name {name:?} (also endpoints[{j}].name); names must be unique");
                 self.error(&format!("endpoints[{i}].name"), message);
             }
             let token = &endpoint.url_token;
-            if let Some(j) = earlier
-                .iter()
-                .position(|e| !token.is_empty() && &e.url_token == token)
-            {
+            if let Some(j) = earlier.iter().position(|e| !token.is_empty() && &e.url_token == token) {
                 // The token is a secret of sorts (it is the URL), so it is not repeated here.
-                let message =
-                    format!("same urlToken as endpoints[{j}]; each endpoint needs its own");
+                let message = format!("same urlToken as endpoints[{j}]; each endpoint needs its own");
                 self.error(&format!("endpoints[{i}].urlToken"), message);
             }
         }
@@ -826,10 +731,7 @@ impl Loader<'_> {
             Ok(()) => Some(url),
             Err(problem) => {
                 let example = "like \"https://example.com/hook\"";
-                self.error(
-                    path,
-                    format!("expected an http:// or https:// URL {example}: {problem}"),
-                );
+                self.error(path, format!("expected an http:// or https:// URL {example}: {problem}"));
                 None
             }
         }
@@ -861,12 +763,7 @@ impl Loader<'_> {
 
     /// Checked here so that a bad header is a start-up error, not a failure on every delivery.
     fn headers(&mut self, path: &str, v: &Value) -> Option<BTreeMap<String, String>> {
-        let map = self.typed(
-            path,
-            v,
-            "an object of header names to strings",
-            Value::as_object,
-        )?;
+        let map = self.typed(path, v, "an object of header names to strings", Value::as_object)?;
         let mut headers = BTreeMap::new();
         for (name, value) in map {
             let path = join(path, name);
@@ -877,10 +774,7 @@ impl Loader<'_> {
                 let message = "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)";
                 self.error(&path, message);
             } else if value.chars().any(|c| c.is_control() && c != '\t') {
-                self.error(
-                    &path,
-                    "header values must not contain line breaks or control characters",
-                );
+                self.error(&path, "header values must not contain line breaks or control characters");
             } else {
                 headers.insert(name.clone(), value);
             }
@@ -889,9 +783,7 @@ impl Loader<'_> {
     }
 
     fn nlu(&mut self, endpoint: &Obj) -> Nlu {
-        let default = Nlu::Builtin {
-            threshold: DEFAULT_NLU_THRESHOLD,
-        };
+        let default = Nlu::Builtin { threshold: DEFAULT_NLU_THRESHOLD };
         let Some((path, value)) = endpoint.get("nlu") else {
             return default;
         };
@@ -899,17 +791,12 @@ impl Loader<'_> {
         let Some(map) = self.typed(&path, value, "an object", Value::as_object) else {
             return default;
         };
-        let probe = Obj {
-            path: path.clone(),
-            map: Some(map),
-        };
+        let probe = Obj { path: path.clone(), map: Some(map) };
         match self.req(&probe, "type", Self::string).as_deref() {
             Some("builtin") => {
                 let o = self.object(path, Some(value), NLU_BUILTIN_KEYS);
                 let threshold = self.opt(&o, "threshold", Self::fraction);
-                Nlu::Builtin {
-                    threshold: threshold.unwrap_or(DEFAULT_NLU_THRESHOLD),
-                }
+                Nlu::Builtin { threshold: threshold.unwrap_or(DEFAULT_NLU_THRESHOLD) }
             }
             Some("none") => {
                 self.object(path, Some(value), NLU_NONE_KEYS);
@@ -932,12 +819,7 @@ impl Loader<'_> {
         Nlu::Rasa {
             url: self.req(&o, "url", Self::http_url).unwrap_or_default(),
             token: self.opt(&o, "token", Self::string),
-            timeout: Duration::from_millis(self.opt_int(
-                &o,
-                "timeoutMs",
-                DEFAULT_RASA_TIMEOUT_MS,
-                MILLIS,
-            )),
+            timeout: Duration::from_millis(self.opt_int(&o, "timeoutMs", DEFAULT_RASA_TIMEOUT_MS, MILLIS)),
         }
     }
 
@@ -1053,15 +935,13 @@ impl Loader<'_> {
     }
 
     fn opt_int(&mut self, o: &Obj, key: &str, default: u64, range: RangeInclusive<u64>) -> u64 {
-        self.opt(o, key, |l, p, v| l.integer(p, v, range))
-            .unwrap_or(default)
+        self.opt(o, key, |l, p, v| l.integer(p, v, range)).unwrap_or(default)
     }
 
     /// A count from 1 to `max` (at most `usize::MAX`, so the cast cannot truncate).
     fn opt_usize(&mut self, o: &Obj, key: &str, default: usize, max: u64) -> usize {
         let max = max.min(usize::MAX as u64);
-        self.opt(o, key, |l, p, v| l.integer(p, v, 1..=max))
-            .map_or(default, |n| n as usize)
+        self.opt(o, key, |l, p, v| l.integer(p, v, 1..=max)).map_or(default, |n| n as usize)
     }
 
     // --- typed values -----------------------------------------------------------------------
@@ -1131,10 +1011,7 @@ impl Loader<'_> {
 }
 
 fn default_retry_schedule() -> Vec<Duration> {
-    DEFAULT_RETRY_SCHEDULE
-        .iter()
-        .map(|&s| Duration::from_secs_f64(s))
-        .collect()
+    DEFAULT_RETRY_SCHEDULE.iter().map(|&s| Duration::from_secs_f64(s)).collect()
 }
 
 /// "a positive integer", "an integer from 1 to 64", ...
@@ -1159,10 +1036,7 @@ fn kind(v: &Value) -> &'static str {
 
 /// Suggests the nearest known key when it is close enough to be a typo, else lists them all.
 fn unknown_key_message(key: &str, known: &[&str]) -> String {
-    let nearest = known
-        .iter()
-        .map(|k| (edit_distance(&key.to_lowercase(), &k.to_lowercase()), *k))
-        .min();
+    let nearest = known.iter().map(|k| (edit_distance(&key.to_lowercase(), &k.to_lowercase()), *k)).min();
     match nearest {
         // Short keys need a closer match, or "x" would suggest every three-letter key.
         Some((d, k)) if d <= 3 && 2 * d <= key.chars().count() => {
@@ -1200,10 +1074,7 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<S
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
             let Some(end) = after.find('}') else {
-                problems.push(
-                    "unterminated \"${\"; write \"${NAME}\", or \"$${\" for a literal \"${\""
-                        .into(),
-                );
+                problems.push("unterminated \"${\"; write \"${NAME}\", or \"$${\" for a literal \"${\"".into());
                 break;
             };
             let name = &after[..end];
@@ -1218,18 +1089,12 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<S
         }
     }
     out.push_str(rest);
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
 }
 
 fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut chars = name.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(format!(
@@ -1253,9 +1118,7 @@ fn check_http_url(url: &str) -> Result<(), String> {
     let host_port = authority.rsplit('@').next().unwrap_or_default();
     let (host, port) = match host_port.strip_prefix('[') {
         Some(v6) => v6.split_once(']').map_or((v6, ""), |(h, p)| (h, p)),
-        None => host_port
-            .split_once(':')
-            .map_or((host_port, ""), |(h, p)| (h, p)),
+        None => host_port.split_once(':').map_or((host_port, ""), |(h, p)| (h, p)),
     };
     let port = port.strip_prefix(':').unwrap_or(port);
     if host.is_empty() {
@@ -1269,10 +1132,7 @@ fn check_http_url(url: &str) -> Result<(), String> {
 
 /// An HTTP token (RFC 9110, section 5.6.2).
 fn is_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -1379,11 +1239,7 @@ mod tests {
         let errors = errors(text);
         assert_eq!(errors.len(), 1, "{text}\n{errors:#?}");
         assert_eq!(errors[0].place, place, "{text}\n{errors:#?}");
-        assert!(
-            errors[0].message.contains(fragment),
-            "{:?} does not contain {fragment:?}",
-            errors[0].message
-        );
+        assert!(errors[0].message.contains(fragment), "{:?} does not contain {fragment:?}", errors[0].message);
         assert_eq!(errors[0].file, Path::new(FILE));
     }
 
@@ -1409,9 +1265,7 @@ mod tests {
         assert_eq!(config.delivery.ca_file, None);
         assert!(config.tls.is_none());
 
-        let [e] = &config.endpoints[..] else {
-            panic!("one endpoint")
-        };
+        let [e] = &config.endpoints[..] else { panic!("one endpoint") };
         assert_eq!(e.name, "support");
         assert_eq!(e.url_token.len(), 64);
         assert!(e.enabled);
@@ -1430,10 +1284,7 @@ mod tests {
 
         assert_eq!(config.endpoint_by_name("support").unwrap().name, "support");
         assert!(config.endpoint_by_name("sales").is_none());
-        assert_eq!(
-            config.endpoint_by_token(&e.url_token).unwrap().name,
-            "support"
-        );
+        assert_eq!(config.endpoint_by_token(&e.url_token).unwrap().name, "support");
         assert!(config.endpoint_by_token("4e5e2f01").is_none());
     }
 
@@ -1449,20 +1300,12 @@ mod tests {
         assert_eq!(config.limits.queue_capacity, DEFAULT_QUEUE_CAPACITY);
         assert_eq!(config.limits.max_nodes_per_turn, DEFAULT_MAX_NODES_PER_TURN);
         assert_eq!(config.limits.script_timeout.as_millis(), 1000);
-        assert_eq!(
-            config.limits.script_memory_bytes,
-            DEFAULT_SCRIPT_MEMORY_BYTES
-        );
+        assert_eq!(config.limits.script_memory_bytes, DEFAULT_SCRIPT_MEMORY_BYTES);
         assert_eq!(config.durability, Durability::Normal);
         assert_eq!(config.session_ttl.as_secs(), 7 * 24 * 3600);
         assert_eq!(config.delivery.timeout.as_millis(), 15_000);
         assert_eq!(config.delivery.connect_timeout.as_millis(), 5_000);
-        let waits: Vec<f64> = config
-            .delivery
-            .retry_schedule
-            .iter()
-            .map(Duration::as_secs_f64)
-            .collect();
+        let waits: Vec<f64> = config.delivery.retry_schedule.iter().map(Duration::as_secs_f64).collect();
         assert_eq!(waits, DEFAULT_RETRY_SCHEDULE);
         assert_eq!(config.delivery.drain.as_secs(), 10);
         assert_eq!(config.delivery.senders, 1);
@@ -1484,8 +1327,7 @@ mod tests {
 
     #[test]
     fn null_means_default() {
-        let top =
-            r#""listen": null, "workers": null, "limits": null, "delivery": {"senders": null}"#;
+        let top = r#""listen": null, "workers": null, "limits": null, "delivery": {"senders": null}"#;
         let config = ok(&config_with(top, r#""enabled": null, "nlu": null"#));
         assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(config.delivery.senders, 1);
@@ -1516,16 +1358,10 @@ mod tests {
         assert_eq!(config.durability, Durability::Full);
         assert_eq!(config.session_ttl.as_secs(), 60);
         let waits = &config.delivery.retry_schedule;
-        assert_eq!(
-            waits,
-            &[Duration::from_millis(200), Duration::from_millis(1500)]
-        );
+        assert_eq!(waits, &[Duration::from_millis(200), Duration::from_millis(1500)]);
         assert_eq!(config.delivery.senders, 4);
         assert_eq!(config.delivery.drain, Duration::ZERO);
-        assert_eq!(
-            config.delivery.ca_file.as_deref(),
-            Some(Path::new("/etc/hookflow/ca.pem"))
-        );
+        assert_eq!(config.delivery.ca_file.as_deref(), Some(Path::new("/etc/hookflow/ca.pem")));
         let tls = config.tls.unwrap();
         assert_eq!(tls.cert, Path::new("/etc/hookflow/tls/cert.pem"));
         assert_eq!(tls.key, Path::new("/abs/key.pem"));
@@ -1536,18 +1372,8 @@ mod tests {
         assert_eq!(e.webhook.secret.as_deref(), Some(&b"hello"[..]));
         assert_eq!(e.webhook.headers["X-Api-Key"], "k");
         assert_eq!(e.inbound_keys, vec![sha256(b"test")]);
-        let Nlu::Rasa {
-            url,
-            token,
-            timeout,
-        } = &e.nlu
-        else {
-            panic!("rasa")
-        };
-        assert_eq!(
-            (url.as_str(), token.as_deref()),
-            ("http://rasa:5005", Some("t"))
-        );
+        let Nlu::Rasa { url, token, timeout } = &e.nlu else { panic!("rasa") };
+        assert_eq!((url.as_str(), token.as_deref()), ("http://rasa:5005", Some("t")));
         assert_eq!(timeout.as_millis(), 2000);
         assert!(e.data_protection.mask_logging && e.data_protection.contact_profiles);
         let t = e.transformer.as_ref().unwrap();
@@ -1568,9 +1394,7 @@ mod tests {
 
     #[test]
     fn data_dir_from_state_directory() {
-        let env = |name: &str| {
-            (name == "STATE_DIRECTORY").then(|| "/var/lib/hookflow:/var/lib/other".to_string())
-        };
+        let env = |name: &str| (name == "STATE_DIRECTORY").then(|| "/var/lib/hookflow:/var/lib/other".to_string());
         let config = parse(&config_with("", ""), Path::new(FILE), &env).unwrap();
         assert_eq!(config.data_dir, Path::new("/var/lib/hookflow"));
         // An explicit dataDir wins.
@@ -1588,11 +1412,7 @@ mod tests {
         };
         assert_eq!(expand("x${A}y${A}", &env).unwrap(), "x1y1");
         assert_eq!(expand("$${A} $5 $", &env).unwrap(), "${A} $5 $");
-        assert_eq!(
-            expand("${B}", &env).unwrap(),
-            "${A}",
-            "values are not expanded again"
-        );
+        assert_eq!(expand("${B}", &env).unwrap(), "${A}", "values are not expanded again");
         assert_eq!(expand("${C}${D}", &env).unwrap_err().len(), 2);
         assert!(expand("${A", &env).unwrap_err()[0].contains("unterminated"));
         assert!(expand("${1x}", &env).unwrap_err()[0].contains("invalid variable name"));
@@ -1611,17 +1431,9 @@ mod tests {
         let text = config_with("", r#""urlTokn": "x""#).replace(r#""urlToken""#, r#""old""#);
         let errors = errors(&text);
         let places: Vec<&str> = errors.iter().map(|e| e.place.as_str()).collect();
-        let expected = [
-            "endpoints[0].old",
-            "endpoints[0].urlTokn",
-            "endpoints[0].urlToken",
-        ];
+        let expected = ["endpoints[0].old", "endpoints[0].urlTokn", "endpoints[0].urlToken"];
         assert_eq!(places, expected, "{errors:#?}");
-        assert!(
-            errors[0]
-                .message
-                .contains("known keys here: name, urlToken, enabled")
-        );
+        assert!(errors[0].message.contains("known keys here: name, urlToken, enabled"));
         let suggestion = r#"unknown key "urlTokn"; did you mean "urlToken"?"#;
         assert_eq!(errors[1].message, suggestion);
         assert_eq!(errors[2].message, r#"missing required key "urlToken""#);
@@ -1669,11 +1481,7 @@ mod tests {
         check_error(r#"{}"#, "endpoints", r#"missing required key "endpoints""#);
         check_error(r#"{"endpoints": []}"#, "endpoints", "at least one endpoint");
         let no_flow = config_with("", "").replace(r#""flow":"f.json","#, "");
-        check_error(
-            &no_flow,
-            "endpoints[0].flow",
-            r#"missing required key "flow""#,
-        );
+        check_error(&no_flow, "endpoints[0].flow", r#"missing required key "flow""#);
         #[rustfmt::skip]
         check_cases(&[
             ("", r#""webhook": null"#, "endpoints[0].webhook", "is required and cannot be null"),
@@ -1690,10 +1498,7 @@ mod tests {
     fn a_missing_key_does_not_hide_its_siblings() {
         let text = config_with("", r#""transformer": {"input": "yes"}"#);
         let places: Vec<String> = errors(&text).into_iter().map(|e| e.place).collect();
-        let expected = [
-            "endpoints[0].transformer.file",
-            "endpoints[0].transformer.input",
-        ];
+        let expected = ["endpoints[0].transformer.file", "endpoints[0].transformer.input"];
         assert_eq!(places, expected);
     }
 
@@ -1701,11 +1506,7 @@ mod tests {
     fn names_and_tokens() {
         let base = config_with("", "");
         let short = base.replace(TOKEN, "short");
-        check_error(
-            &short,
-            "endpoints[0].urlToken",
-            "expected 8 to 128 characters, got 5",
-        );
+        check_error(&short, "endpoints[0].urlToken", "expected 8 to 128 characters, got 5");
         let slash = base.replace(TOKEN, "abcdefgh/123");
         check_error(&slash, "endpoints[0].urlToken", "found '/'");
         let upper = base.replace("support", "Support");
@@ -1727,11 +1528,7 @@ mod tests {
     fn webhook_checks() {
         let url = |u: &str| config_with("", &format!(r#""webhook": {{"url": "{u}"}}"#));
         let place = "endpoints[0].webhook.url";
-        check_error(
-            &url("ftp://h/x"),
-            place,
-            "expected an http:// or https:// URL",
-        );
+        check_error(&url("ftp://h/x"), place, "expected an http:// or https:// URL");
         check_error(&url("http:///x"), place, "no host");
         check_error(&url("http://h:99999/"), place, "port");
         check_error(&url("http://h /"), place, "spaces");
@@ -1757,37 +1554,17 @@ mod tests {
     #[test]
     fn missing_env_var_names_variable_and_path() {
         let text = EXAMPLE.replace("SUPPORT_WEBHOOK_PASSWORD", "NOPE");
-        check_error(
-            &text,
-            "endpoints[0].webhook.password",
-            "environment variable NOPE is not set",
-        );
+        check_error(&text, "endpoints[0].webhook.password", "environment variable NOPE is not set");
     }
 
     #[test]
     fn bad_key_digests() {
         let keys = |k: &str| config_with(&format!(r#""adminKeys": ["{k}"]"#), "");
-        check_error(
-            &keys("my-plain-key"),
-            "adminKeys[0]",
-            "run \"hookflow keygen\"",
-        );
-        check_error(
-            &keys("sha256:abcd"),
-            "adminKeys[0]",
-            "expected 64 hex digits after \"sha256:\", got 4",
-        );
-        check_error(
-            &keys(&format!("sha256:{}", "g".repeat(64))),
-            "adminKeys[0]",
-            "only hex digits",
-        );
+        check_error(&keys("my-plain-key"), "adminKeys[0]", "run \"hookflow keygen\"");
+        check_error(&keys("sha256:abcd"), "adminKeys[0]", "expected 64 hex digits after \"sha256:\", got 4");
+        check_error(&keys(&format!("sha256:{}", "g".repeat(64))), "adminKeys[0]", "only hex digits");
         // The plain key is never echoed.
-        assert!(
-            !errors(&keys("my-plain-key"))[0]
-                .message
-                .contains("my-plain-key")
-        );
+        assert!(!errors(&keys("my-plain-key"))[0].message.contains("my-plain-key"));
     }
 
     #[test]
@@ -1795,12 +1572,7 @@ mod tests {
         let errors = errors("{\n  \"listen\": \"x\",\n}");
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].place, "line 3, column 1");
-        assert!(
-            errors[0]
-                .message
-                .starts_with("invalid JSON: trailing comma"),
-            "{errors:?}"
-        );
+        assert!(errors[0].message.starts_with("invalid JSON: trailing comma"), "{errors:?}");
     }
 
     #[test]
@@ -1824,9 +1596,9 @@ mod tests {
         );
         let shown = errors.to_string();
         assert_eq!(shown.lines().count(), 7);
-        assert!(shown.starts_with(
-            "/etc/hookflow/hookflow.json: lmits: unknown key \"lmits\"; did you mean \"limits\"?\n"
-        ));
+        assert!(
+            shown.starts_with("/etc/hookflow/hookflow.json: lmits: unknown key \"lmits\"; did you mean \"limits\"?\n")
+        );
     }
 
     #[test]
@@ -1845,11 +1617,7 @@ mod tests {
         assert_eq!(config.endpoints[0].flow, dir.join("f.json"));
         let errors = missing.unwrap_err();
         assert_eq!(errors.0[0].place, "");
-        assert!(
-            errors
-                .to_string()
-                .contains("nope.json: cannot read the config file")
-        );
+        assert!(errors.to_string().contains("nope.json: cannot read the config file"));
     }
 
     #[test]
@@ -1863,15 +1631,9 @@ mod tests {
     fn digests_and_keys() {
         let digest = sha256(b"test");
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            hex,
-            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-        );
+        assert_eq!(hex, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
         assert_eq!(parse_key_digest(&format!("sha256:{hex}")), Ok(digest));
-        assert_eq!(
-            parse_key_digest(&format!("sha256:{}", hex.to_uppercase())),
-            Ok(digest)
-        );
+        assert_eq!(parse_key_digest(&format!("sha256:{}", hex.to_uppercase())), Ok(digest));
 
         let other = sha256(b"other");
         assert!(key_matches("test", &[other, digest]));
@@ -1890,9 +1652,6 @@ mod tests {
     #[test]
     fn error_type_stays_small() {
         // Errors travel by value through `?`; a Vec keeps ConfigErrors one pointer wide-ish.
-        assert_eq!(
-            std::mem::size_of::<ConfigErrors>(),
-            3 * std::mem::size_of::<usize>()
-        );
+        assert_eq!(std::mem::size_of::<ConfigErrors>(), 3 * std::mem::size_of::<usize>());
     }
 }

@@ -67,7 +67,8 @@ fn parse_opts(args: &[String]) -> Result<Opts, Failure> {
             "--data-dir" => o.data_dir = Some(value()?.into()),
             "--workers" => {
                 let v = value()?;
-                o.workers = Some(v.parse().map_err(|_| Failure::Usage(format!("--workers expects a number, got {v:?}")))?);
+                o.workers =
+                    Some(v.parse().map_err(|_| Failure::Usage(format!("--workers expects a number, got {v:?}")))?);
             }
             "--user" => o.user = Some(value()?),
             "--password" => o.password = Some(value()?),
@@ -107,7 +108,9 @@ fn load_config(opts: &Opts) -> Result<Config, Failure> {
     let path = opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{HELP}")))?;
     let mut config = config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
     if let Some(l) = &opts.listen {
-        config.listen = l.parse().map_err(|_| Failure::Usage(format!("--listen expects an address like 127.0.0.1:8080, got {l:?}")))?;
+        config.listen = l
+            .parse()
+            .map_err(|_| Failure::Usage(format!("--listen expects an address like 127.0.0.1:8080, got {l:?}")))?;
     }
     if let Some(d) = &opts.data_dir {
         config.data_dir = d.clone();
@@ -123,14 +126,21 @@ fn load_config(opts: &Opts) -> Result<Config, Failure> {
 
 fn serve(opts: Opts) -> Result<(), Failure> {
     let config = load_config(&opts)?;
-    let _service = Service::start(config).map_err(|e| match e {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    // Registered before the service starts, so a signal during start-up is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Failure::Runtime(format!("cannot install signal handlers: {e}")))?;
+    let service = Service::start(config).map_err(|e| match e {
         hookflow::Error::Flow(m) => Failure::Usage(m),
         other => Failure::Runtime(other.to_string()),
     })?;
-    // The service's threads do the work; this one only keeps the process alive.
-    loop {
-        std::thread::park();
+    // The service's threads do the work; this one waits for SIGTERM/SIGINT (http-api.md §5).
+    if let Some(sig) = signals.forever().next() {
+        let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+        log::info!("{name} received: finishing running turns and draining the outbox");
     }
+    service.shutdown();
+    Ok(())
 }
 
 fn check(opts: Opts) -> Result<(), Failure> {

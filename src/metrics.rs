@@ -97,7 +97,8 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP hookflow_requests_total HTTP requests by endpoint, route and status.\n# TYPE hookflow_requests_total counter\n");
         for ((ep, route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "hookflow_requests_total{{endpoint=\"{ep}\",route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ =
+                writeln!(out, "hookflow_requests_total{{endpoint=\"{ep}\",route=\"{route}\",status=\"{status}\"}} {n}");
         }
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -108,7 +109,12 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         };
         counter(&mut out, "hookflow_outputs_delivered_total", "Outputs the webhook accepted.", &self.delivered);
-        counter(&mut out, "hookflow_outputs_retried_total", "Failed delivery attempts that will be retried.", &self.retried);
+        counter(
+            &mut out,
+            "hookflow_outputs_retried_total",
+            "Failed delivery attempts that will be retried.",
+            &self.retried,
+        );
         counter(&mut out, "hookflow_outputs_dead_total", "Outputs that became dead letters.", &self.dead);
         self.turns.write(&mut out, "hookflow_flow_run_seconds", "Time to run one message through its Flow and commit.");
         self.delivery.write(&mut out, "hookflow_delivery_seconds", "Time of one successful webhook POST.");

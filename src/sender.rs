@@ -79,19 +79,35 @@ pub(crate) enum Outcome {
 
 /// The lane loop: loads outbox rows, sends due heads, schedules retries, until `stop` is set
 /// and either the window is empty or `drain_until` has passed.
-pub(crate) fn run(shared: Arc<Shared>, lane: usize, wake: Receiver<()>, stop: Receiver<Instant>, alive: Arc<AtomicBool>) {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    lane: usize,
+    wake: Receiver<()>,
+    stop: Receiver<Instant>,
+    alive: Arc<AtomicBool>,
+) {
     let agent = agent(&shared.config);
-    let mut l = Lane { shared: &shared, lane, agent, queues: HashMap::new(), ready: VecDeque::new(), timers: BinaryHeap::new(), loaded: 0, in_memory: 0, more_on_disk: true };
+    let mut l = Lane {
+        shared: &shared,
+        lane,
+        agent,
+        queues: HashMap::new(),
+        ready: VecDeque::new(),
+        timers: BinaryHeap::new(),
+        loaded: 0,
+        in_memory: 0,
+        more_on_disk: true,
+    };
     let mut drain_until: Option<Instant> = None;
     loop {
         if l.more_on_disk {
             l.load();
         }
         l.promote_due();
-        if let Some(deadline) = drain_until {
-            if l.in_memory == 0 || Instant::now() >= deadline {
-                break;
-            }
+        if let Some(deadline) = drain_until
+            && (l.in_memory == 0 || Instant::now() >= deadline)
+        {
+            break;
         }
         if let Some(key) = l.ready.pop_front() {
             l.send_head(key);
@@ -206,7 +222,10 @@ impl Lane<'_> {
     fn retry(&mut self, key: SessionKey, attempts: i64, error: String, after: Option<Duration>) {
         let schedule = &self.shared.config.delivery.retry_schedule;
         let Some(wait) = schedule.get(attempts as usize - 1) else {
-            log::warn!("endpoint {}: output undeliverable after {attempts} attempts ({error}); kept as a dead letter", key.endpoint);
+            log::warn!(
+                "endpoint {}: output undeliverable after {attempts} attempts ({error}); kept as a dead letter",
+                key.endpoint
+            );
             return self.finish(key, Err(error));
         };
         let wait = after.map_or(*wait, |a| a.max(*wait));
@@ -278,11 +297,8 @@ pub(crate) fn attempt(agent: &ureq::Agent, ep: &Endpoint, row: &OutboxRow) -> Ou
     match req.send(row.body.as_bytes()) {
         Ok(mut resp) => {
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let retry_after =
+                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
             // Reading the answer to its end lets ureq reuse the connection.
             let _ = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
             classify(status, retry_after)

@@ -67,7 +67,8 @@ fn handle(shared: &Shared, mut req: Request) {
     log::debug!("{} {}", req.method(), req.url());
     let reply = route(shared, &mut req);
     shared.metrics.request(&reply.endpoint, reply.route, reply.status);
-    let content_type = if reply.route == "metrics" { "text/plain; version=0.0.4" } else { "application/json; charset=utf-8" };
+    let content_type =
+        if reply.route == "metrics" { "text/plain; version=0.0.4" } else { "application/json; charset=utf-8" };
     let mut resp = Response::from_string(reply.body)
         .with_status_code(reply.status)
         .with_header(header("Content-Type", content_type));
@@ -149,9 +150,9 @@ pub(crate) fn header_value<'r>(req: &'r Request, name: &str) -> Option<&'r str> 
 /// The admin key from `X-API-Key` or the `api_key` query parameter, checked against `adminKeys`.
 pub(crate) fn admin_ok(shared: &Shared, req: &Request) -> bool {
     let from_query = || {
-        req.url().split_once('?').and_then(|(_, q)| {
-            q.split('&').find_map(|kv| kv.strip_prefix("api_key=")).map(percent_decode)
-        })
+        req.url()
+            .split_once('?')
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("api_key=")).map(percent_decode))
     };
     let key = header_value(req, "X-API-Key").map(str::to_owned).or_else(from_query);
     key.is_some_and(|k| key_matches(&k, &shared.config.admin_keys))
@@ -164,12 +165,13 @@ pub(crate) fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -212,12 +214,17 @@ fn accept(shared: &Shared, req: &mut Request, token: Option<&str>, r: MessageRou
         }
     }
     if shared.stopping.load(Ordering::SeqCst) {
-        return Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly").header("Retry-After", "5");
+        return Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly")
+            .header("Retry-After", "5");
     }
     if let Some(ct) = header_value(req, "Content-Type") {
         let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if mime != "application/json" && !mime.ends_with("+json") {
-            return Reply::error(415, "unsupported_media_type", &format!("the body must be JSON (Content-Type: application/json), not {mime}"));
+            return Reply::error(
+                415,
+                "unsupported_media_type",
+                &format!("the body must be JSON (Content-Type: application/json), not {mime}"),
+            );
         }
     }
     let body = match read_body(req, shared.config.limits.max_body_bytes) {
@@ -298,12 +305,12 @@ fn queue(shared: &Shared, req: &Request, ep: &Endpoint, m: wire::Inbound, r: Mes
     let stored_key = key.clone();
     match shared.sched.accept(key, || shared.store.accept(&stored_key, r.kind, &payload)) {
         Ok(_) => Reply::json(200, json!({"status": "accepted", "traceId": trace_id})),
-        Err(AcceptError::Full) => {
-            Reply::error(503, "overloaded", "too many messages are waiting; send again shortly").header("Retry-After", "1")
-        }
+        Err(AcceptError::Full) => Reply::error(503, "overloaded", "too many messages are waiting; send again shortly")
+            .header("Retry-After", "1"),
         Err(AcceptError::Store(e)) => {
             log::error!("cannot queue a message: {e}");
-            Reply::error(503, "store_unavailable", "the message could not be stored; send it again").header("Retry-After", "5")
+            Reply::error(503, "store_unavailable", "the message could not be stored; send it again")
+                .header("Retry-After", "5")
         }
     }
 }

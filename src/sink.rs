@@ -23,7 +23,10 @@ pub fn run(listen: &str, auth: Option<SinkAuth>) -> Result<(), String> {
         let mut body = String::new();
         let _ = req.as_reader().take(1 << 20).read_to_string(&mut body);
         let header = |name: &str| {
-            req.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.as_str().to_owned())
+            req.headers()
+                .iter()
+                .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+                .map(|h| h.value.as_str().to_owned())
         };
         let seq = header("X-Hookflow-Seq").unwrap_or_else(|| "-".into());
         let auth = match (&expected, header("Authorization")) {

@@ -100,6 +100,15 @@ pub struct SessionRow {
     pub messages: i64,
 }
 
+/// What a turn starts from.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    pub row: InboxRow,
+    pub session: Option<SessionRow>,
+    /// JSON of the user's profile, if stored.
+    pub profile: Option<String>,
+}
+
 /// One output to deliver.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
@@ -192,8 +201,7 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create data directory {}: {e}", dir.display())))?;
         let path = dir.join(STORE_FILE);
-        let conn = Connection::open(&path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let conn = Connection::open(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let sync = match durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
@@ -236,7 +244,7 @@ impl Store {
     }
 
     /// Reads what a turn needs: the message, the session (if any) and the user's profile.
-    pub fn load_turn(&self, inbox_id: i64) -> Result<Option<(InboxRow, Option<SessionRow>, Option<String>)>> {
+    pub fn load_turn(&self, inbox_id: i64) -> Result<Option<TurnInput>> {
         let conn = self.lock();
         let row = conn
             .prepare_cached("SELECT id, endpoint, user_id, session_id, kind, payload, resume FROM inbox WHERE id = ?1")?
@@ -256,7 +264,7 @@ impl Store {
             .prepare_cached("SELECT profile FROM profiles WHERE user_id = ?1")?
             .query_row([&row.key.user_id], |r| r.get(0))
             .optional()?;
-        Ok(Some((row, session, profile)))
+        Ok(Some(TurnInput { row, session, profile }))
     }
 
     /// Writes a turn's result atomically: session, profile, numbered outputs, and the inbox row
@@ -298,7 +306,15 @@ impl Store {
                        state = excluded.state, seq = excluded.seq, messages = excluded.messages,
                        updated_ms = excluded.updated_ms",
                 )?
-                .execute(params![c.key.endpoint, c.key.user_id, c.key.session_id, s.state, seq, s.messages, c.now_ms])?;
+                .execute(params![
+                    c.key.endpoint,
+                    c.key.user_id,
+                    c.key.session_id,
+                    s.state,
+                    seq,
+                    s.messages,
+                    c.now_ms
+                ])?;
             }
             None if !c.outputs.is_empty() => {
                 // A notify has no turn state but still numbers its output in the session.
@@ -319,9 +335,9 @@ impl Store {
             .execute(params![c.key.user_id, p, c.now_ms])?;
         }
         match c.checkpoint {
-            Some(resume) => tx
-                .prepare_cached("UPDATE inbox SET resume = ?2 WHERE id = ?1")?
-                .execute(params![c.inbox_id, resume])?,
+            Some(resume) => {
+                tx.prepare_cached("UPDATE inbox SET resume = ?2 WHERE id = ?1")?.execute(params![c.inbox_id, resume])?
+            }
             None => tx.prepare_cached("DELETE FROM inbox WHERE id = ?1")?.execute([c.inbox_id])?,
         };
         tx.commit()?;
@@ -421,7 +437,15 @@ impl Store {
             "INSERT INTO outbox (hash, endpoint, user_id, session_id, seq, body, not_before_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
-        .execute(params![crate::sender::lane_hash(&key), key.endpoint, key.user_id, key.session_id, seq, body, now_ms])?;
+        .execute(params![
+            crate::sender::lane_hash(&key),
+            key.endpoint,
+            key.user_id,
+            key.session_id,
+            seq,
+            body,
+            now_ms
+        ])?;
         tx.prepare_cached("DELETE FROM deadletters WHERE id = ?1")?.execute([id])?;
         tx.commit()?;
         Ok(true)

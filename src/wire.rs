@@ -161,9 +161,13 @@ mod tests {
         assert!(err(r#"{"userId":5,"sessionId":"s","text":"hi"}"#).message.contains("\"userId\" must be a string"));
         assert!(err(r#"{"userId":"","sessionId":"s","text":"hi"}"#).message.contains("\"userId\" must not be empty"));
         let long = "x".repeat(257);
-        assert!(err(&format!(r#"{{"userId":"{long}","sessionId":"s","text":"hi"}}"#)).message.contains("longer than 256"));
+        assert!(
+            err(&format!(r#"{{"userId":"{long}","sessionId":"s","text":"hi"}}"#)).message.contains("longer than 256")
+        );
         let long = "x".repeat(10_001);
-        assert!(err(&format!(r#"{{"userId":"u","sessionId":"s","text":"{long}"}}"#)).message.contains("\"text\" is longer"));
+        assert!(
+            err(&format!(r#"{{"userId":"u","sessionId":"s","text":"{long}"}}"#)).message.contains("\"text\" is longer")
+        );
         assert!(err(r#"{"userId":"u","sessionId":"s","text":1}"#).message.contains("\"text\" must be a string"));
         assert!(err(r#"{"userId":"u","sessionId":"s","data":[1]}"#).message.contains("\"data\" must be a JSON object"));
         assert!(err(r#"{"userId":"u","sessionId":"s","text":""}"#).message.contains("non-empty \"text\""));
@@ -176,7 +180,13 @@ mod tests {
         let body = output_body(&OutputPayload {
             user_id: "u",
             session_id: "s",
-            ai_output: AiOutput { text: "t", data: &data, trace_id: "tr", disable_sensitive_logging: false, source: "bot" },
+            ai_output: AiOutput {
+                text: "t",
+                data: &data,
+                trace_id: "tr",
+                disable_sensitive_logging: false,
+                source: "bot",
+            },
         });
         assert_eq!(
             body,

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::flow::{self, Output, RunOptions, SessionState};
 use crate::service::Shared;
-use crate::store::{InboxRow, JobKind, NewOutput, SessionKey, SessionRow, StoreError, TurnCommit};
+use crate::store::{InboxRow, JobKind, NewOutput, SessionKey, SessionRow, StoreError, TurnCommit, TurnInput};
 use crate::util::now_ms;
 use crate::wire::{Accepted, AiOutput, OutputPayload, output_body};
 
@@ -152,7 +152,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
 
 /// Runs one queued message and commits its effects.
 fn handle(shared: &Shared, id: i64) -> Result<(), StoreError> {
-    let Some((row, session, profile)) = shared.store.load_turn(id)? else {
+    let Some(TurnInput { row, session, profile }) = shared.store.load_turn(id)? else {
         return Ok(());
     };
     let started = std::time::Instant::now();
@@ -232,10 +232,8 @@ fn plan_turn(shared: &Shared, row: &InboxRow, session: Option<SessionRow>, profi
     let messages = session.messages + 1;
     let mut input = build_input(shared, row, &acc, messages);
     let keep_profile = ep.data_protection.contact_profiles;
-    let mut profile_v: Value = profile
-        .filter(|_| keep_profile)
-        .and_then(|p| serde_json::from_str(&p).ok())
-        .unwrap_or_else(|| json!({}));
+    let mut profile_v: Value =
+        profile.filter(|_| keep_profile).and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_else(|| json!({}));
     let before = profile_v.clone();
     let random = u64::from_le_bytes(crate::util::random_bytes::<8>());
     let opts = RunOptions { max_nodes: shared.config.limits.max_nodes_per_turn, random };

@@ -7,3 +7,6 @@ pub mod template;
 
 pub use model::Flow;
 pub use run::{Output, RunOptions, SessionState, Turn, run};
+
+#[cfg(test)]
+mod tests;

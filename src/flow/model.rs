@@ -134,9 +134,8 @@ impl Flow {
     pub fn load(file: &Path) -> Result<Flow, FlowErrors> {
         let text = std::fs::read_to_string(file)
             .map_err(|e| vec![(String::new(), format!("cannot read the Flow file: {e}"))])?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| {
-            vec![(format!("line {}, column {}", e.line(), e.column()), format!("invalid JSON: {e}"))]
-        })?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| vec![(format!("line {}, column {}", e.line(), e.column()), format!("invalid JSON: {e}"))])?;
         let mut h = DefaultHasher::new();
         text.hash(&mut h);
         Flow::compile(file, &value, h.finish())
@@ -225,7 +224,9 @@ impl Compiler {
                 .and_then(|a| a.iter().map(|e| e.as_str().map(str::to_owned)).collect());
             match (name, examples) {
                 (Some(n), Some(ex)) => out.push(Intent { name: n.to_owned(), examples: ex }),
-                _ if m.is_some() => self.err(&place, "needs \"name\" (a string) and \"examples\" (an array of strings)"),
+                _ if m.is_some() => {
+                    self.err(&place, "needs \"name\" (a string) and \"examples\" (an array of strings)")
+                }
                 _ => {}
             }
         }
@@ -251,10 +252,10 @@ impl Compiler {
         let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
         let node = self.nodes.len();
         let id = m.get("id").and_then(Value::as_str).map(str::to_owned);
-        if let Some(id) = &id {
-            if self.ids.insert(id.clone(), self.ops.len()).is_some() {
-                self.err(&join(place, "id"), format!("duplicate node id \"{id}\": ids must be unique in a Flow"));
-            }
+        if let Some(id) = &id
+            && self.ids.insert(id.clone(), self.ops.len()).is_some()
+        {
+            self.err(&join(place, "id"), format!("duplicate node id \"{id}\": ids must be unique in a Flow"));
         }
         self.nodes.push(NodeInfo { id, path: place.to_owned() });
         let common = ["type", "id", "label"];
@@ -268,7 +269,10 @@ impl Compiler {
             "goTo" => &["target", "mode"],
             "waitForInput" | "stop" => &[],
             t if PLANNED_TYPES.contains(&t) => {
-                return self.err(&join(place, "type"), format!("node type \"{t}\" is not supported by this version of hookflow yet"));
+                return self.err(
+                    &join(place, "type"),
+                    format!("node type \"{t}\" is not supported by this version of hookflow yet"),
+                );
             }
             t => {
                 let hint = crate::util::suggest(t, NODE_TYPES);
@@ -376,11 +380,17 @@ impl Compiler {
             "number" => QuestionKind::Number,
             "yesNo" => QuestionKind::YesNo,
             t @ ("email" | "regex" | "intent" | "data" | "custom") => {
-                self.err(&join(place, "questionType"), format!("question type \"{t}\" is not supported by this version yet"));
+                self.err(
+                    &join(place, "questionType"),
+                    format!("question type \"{t}\" is not supported by this version yet"),
+                );
                 QuestionKind::Text
             }
             t => {
-                self.err(&join(place, "questionType"), format!("\"{t}\" is not a question type; use text, number or yesNo"));
+                self.err(
+                    &join(place, "questionType"),
+                    format!("\"{t}\" is not a question type; use text, number or yesNo"),
+                );
                 QuestionKind::Text
             }
         };
@@ -388,7 +398,10 @@ impl Compiler {
         let result_location = m.get("resultLocation").and_then(|v| match v.as_str().and_then(VarPath::parse) {
             Some(p) if p.root != Root::Input && !p.keys.is_empty() => Some(p),
             _ => {
-                self.err(&join(place, "resultLocation"), "expected a path like \"context.orderNumber\" or \"profile.email\"");
+                self.err(
+                    &join(place, "resultLocation"),
+                    "expected a path like \"context.orderNumber\" or \"profile.email\"",
+                );
                 None
             }
         });
@@ -412,11 +425,9 @@ impl Compiler {
                 self.no_scripts(e.script().into_iter(), place);
                 e
             }
-            Some(Value::Bool(b)) => Expr::Compare {
-                path: VarPath { root: Root::Input, keys: vec![] },
-                equal: !*b,
-                value: Value::Null,
-            },
+            Some(Value::Bool(b)) => {
+                Expr::Compare { path: VarPath { root: Root::Input, keys: vec![] }, equal: !*b, value: Value::Null }
+            }
             _ => {
                 self.err(place, "required: a condition such as \"context.ok\" or \"input.text == 'yes'\"");
                 Expr::Script(String::new())
@@ -448,7 +459,10 @@ impl Compiler {
             Some("text") => LookupOn::Text,
             Some("intent") => LookupOn::Intent,
             Some("script") => {
-                self.err(&join(place, "mode"), "lookup mode \"script\" needs JavaScript, not supported by this version yet");
+                self.err(
+                    &join(place, "mode"),
+                    "lookup mode \"script\" needs JavaScript, not supported by this version yet",
+                );
                 LookupOn::Text
             }
             _ => {
@@ -493,7 +507,8 @@ impl Compiler {
         if key.is_none() {
             self.err(&join(place, "key"), "required: a dotted key such as \"order.number\"");
         }
-        let value = self.data_template(m.get("value"), &join(place, "value")).unwrap_or(DataTemplate::Plain(Value::Null));
+        let value =
+            self.data_template(m.get("value"), &join(place, "value")).unwrap_or(DataTemplate::Plain(Value::Null));
         let append = match m.get("mode").and_then(Value::as_str) {
             None | Some("simple") => false,
             Some("array") => true,
@@ -576,5 +591,11 @@ pub fn summary(flow: &Flow) -> String {
         };
         *n.entry(k).or_default() += 1;
     }
-    format!("{} nodes ({} say, {} question), {} intents", flow.nodes.len(), n.get("say").unwrap_or(&0), n.get("question").unwrap_or(&0), flow.intents.len())
+    format!(
+        "{} nodes ({} say, {} question), {} intents",
+        flow.nodes.len(),
+        n.get("say").unwrap_or(&0),
+        n.get("question").unwrap_or(&0),
+        flow.intents.len()
+    )
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::model::{Flow, Op, OpKind, Question, QuestionKind, Say};
-use super::template::{Path, Root, Scope};
+use super::template::{Root, Scope};
 
 /// What a session remembers between messages (stored as JSON in the `sessions` table).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -77,15 +77,15 @@ pub fn run(flow: &Flow, state: &mut SessionState, input: &mut Value, profile: &m
     if state.version != flow.version {
         // The Flow file changed since this session was saved: its positions may point anywhere
         // now, so it starts again at the top, keeping its context.
-        *state = SessionState { context: std::mem::take(&mut state.context), version: flow.version, ..Default::default() };
+        *state =
+            SessionState { context: std::mem::take(&mut state.context), version: flow.version, ..Default::default() };
     }
     let mut m = Machine { flow, state, input, profile, opts, turn: Turn::default() };
     let start = m.state.entry;
     m.state.entry = 0;
     if let Some(p) = m.state.question.take() {
-        match m.answer(p) {
-            Some(pc) => m.exec(pc),
-            None => {}
+        if let Some(pc) = m.answer(p) {
+            m.exec(pc);
         }
     } else {
         m.exec(start);
@@ -152,7 +152,11 @@ impl Machine<'_> {
                 Next::Wait(pc)
             }
             OpKind::Branch { cond, otherwise } => {
-                if cond.test(&self.scope()) { Next::Go(pc + 1) } else { Next::Go(*otherwise) }
+                if cond.test(&self.scope()) {
+                    Next::Go(pc + 1)
+                } else {
+                    Next::Go(*otherwise)
+                }
             }
             OpKind::Jump(to) => Next::Go(*to),
             OpKind::Lookup { on, cases, default } => {
@@ -226,7 +230,11 @@ impl Machine<'_> {
             return Some(0);
         };
         let node = &self.flow.nodes[self.flow.ops[p.pc].node];
-        set_input(self.input, "activeQuestion", serde_json::json!({ "nodeId": node.name(), "type": kind_name(q.kind) }));
+        set_input(
+            self.input,
+            "activeQuestion",
+            serde_json::json!({ "nodeId": node.name(), "type": kind_name(q.kind) }),
+        );
         let text = self.input.get("text").and_then(Value::as_str).unwrap_or("");
         let result = match check(q.kind, text) {
             Some(v) => v,
@@ -325,9 +333,4 @@ pub fn set_path(root: &mut Value, keys: &[String], v: Value, append: bool) {
         Value::Null => *cur = Value::Array(vec![v]),
         old => *old = Value::Array(vec![old.take(), v]),
     }
-}
-
-/// Reads a path for tests and the admin view.
-pub fn get_path<'v>(root: &'v Value, path: &Path) -> Option<&'v Value> {
-    path.keys.iter().try_fold(root, |v, k| v.get(k))
 }

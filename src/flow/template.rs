@@ -34,7 +34,11 @@ pub enum Root {
 pub enum Expr {
     Path(Path),
     /// `path == literal`, `path != literal` (and `===`, `!==`, which mean the same on JSON).
-    Compare { path: Path, equal: bool, value: Value },
+    Compare {
+        path: Path,
+        equal: bool,
+        value: Value,
+    },
     /// `!expr`.
     Not(Box<Expr>),
     /// Anything else: JavaScript, for the script engine.
@@ -64,9 +68,7 @@ impl Path {
             _ => return None,
         };
         let keys: Vec<String> = it.map(str::to_owned).collect();
-        let ident = |k: &String| {
-            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        };
+        let ident = |k: &String| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
         keys.iter().all(ident).then_some(Path { root, keys })
     }
 
@@ -95,10 +97,10 @@ impl Expr {
         if let Some(p) = Path::parse(s) {
             return Expr::Path(p);
         }
-        if let Some(rest) = s.strip_prefix('!').filter(|r| !r.starts_with('=')) {
-            if let e @ (Expr::Path(_) | Expr::Compare { .. }) = Expr::parse(rest) {
-                return Expr::Not(Box::new(e));
-            }
+        if let Some(rest) = s.strip_prefix('!').filter(|r| !r.starts_with('='))
+            && let e @ (Expr::Path(_) | Expr::Compare { .. }) = Expr::parse(rest)
+        {
+            return Expr::Not(Box::new(e));
         }
         for (op, equal) in [("!==", false), ("===", true), ("!=", false), ("==", true)] {
             if let Some((l, r)) = s.split_once(op) {
@@ -255,9 +257,13 @@ impl DataTemplate {
                 if t.is_literal() { DataTemplate::Plain(v.clone()) } else { DataTemplate::Text(t) }
             }
             Value::Array(a) => DataTemplate::Array(a.iter().map(DataTemplate::parse).collect::<Result<_, _>>()?),
-            Value::Object(m) => DataTemplate::Object(
-                m.iter().map(|(k, v)| Ok((k.clone(), DataTemplate::parse(v)?))).collect::<Result<_, String>>()?,
-            ),
+            Value::Object(m) => {
+                DataTemplate::Object(m.iter().map(|(k, v)| Ok((k.clone(), DataTemplate::parse(v)?))).collect::<Result<
+                    _,
+                    String,
+                >>(
+                )?)
+            }
             other => DataTemplate::Plain(other.clone()),
         })
     }
@@ -292,7 +298,8 @@ mod tests {
     use serde_json::json;
 
     fn scope_check(tpl: &str, expected: &str) {
-        let (input, context, profile) = (json!({"text": "hi", "n": 3}), json!({"order": {"status": "shipped"}}), json!({}));
+        let (input, context, profile) =
+            (json!({"text": "hi", "n": 3}), json!({"order": {"status": "shipped"}}), json!({}));
         let scope = Scope { input: &input, context: &context, profile: &profile };
         assert_eq!(Template::parse(tpl).unwrap().render(&scope), expected, "template {tpl}");
     }
@@ -331,8 +338,10 @@ mod tests {
     fn data_keeps_the_type_of_a_single_expression() {
         let (input, context, profile) = (json!({"data": {"a": 1}}), json!({"n": 2}), json!({}));
         let scope = Scope { input: &input, context: &context, profile: &profile };
-        let d = DataTemplate::parse(&json!({"echo": "{{input.data}}", "n": "{{context.n}}", "s": "n={{context.n}}", "k": 5}))
-            .unwrap();
+        let d = DataTemplate::parse(
+            &json!({"echo": "{{input.data}}", "n": "{{context.n}}", "s": "n={{context.n}}", "k": 5}),
+        )
+        .unwrap();
         assert_eq!(d.render(&scope), json!({"echo": {"a": 1}, "n": 2, "s": "n=2", "k": 5}));
     }
 }

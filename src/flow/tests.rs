@@ -1,0 +1,190 @@
+//! Flow tests through one seam: `check(flow, messages, expected outputs per message)`.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::model::Flow;
+use super::run::{RunOptions, SessionState, run};
+
+fn compile(doc: Value) -> Flow {
+    Flow::compile(Path::new("test.json"), &doc, 1).unwrap_or_else(|e| panic!("flow does not compile: {e:?}"))
+}
+
+fn errors(doc: Value) -> Vec<(String, String)> {
+    Flow::compile(Path::new("test.json"), &doc, 1).expect_err("flow should be rejected")
+}
+
+/// Runs `messages` (texts) through a fresh session and compares each turn's output texts.
+fn check(doc: Value, messages: &[&str], expected: &[&[&str]]) -> SessionState {
+    let flow = compile(doc);
+    let mut state = SessionState::new(&flow);
+    let mut profile = json!({});
+    for (i, (text, want)) in messages.iter().zip(expected).enumerate() {
+        let mut input = json!({ "text": text, "data": null, "execution": i + 1 });
+        let turn = run(&flow, &mut state, &mut input, &mut profile, RunOptions { max_nodes: 100, random: 7 });
+        let got: Vec<&str> = turn.outputs.iter().map(|o| o.text.as_str()).collect();
+        assert_eq!(got, *want, "turn {} (message {text:?})", i + 1);
+    }
+    state
+}
+
+#[test]
+fn say_renders_text_and_data_and_continues() {
+    let flow = compile(json!({"nodes": [
+        {"type": "say", "text": "a {{input.text}}"},
+        {"type": "say", "data": {"n": "{{input.execution}}"}}
+    ]}));
+    let mut state = SessionState::new(&flow);
+    let mut input = json!({"text": "x", "execution": 4});
+    let turn = run(&flow, &mut state, &mut input, &mut json!({}), RunOptions { max_nodes: 10, random: 0 });
+    assert_eq!(turn.outputs[0].text, "a x");
+    assert_eq!(turn.outputs[0].data, json!({}));
+    assert_eq!(turn.outputs[1].text, "");
+    assert_eq!(turn.outputs[1].data, json!({"n": 4}));
+}
+
+#[test]
+fn texts_in_linear_mode_rotate_across_turns() {
+    let doc = json!({"nodes": [{"type": "say", "texts": ["one", "two"], "textMode": "linear"}]});
+    check(doc, &["a", "b", "c"], &[&["one"], &["two"], &["one"]]);
+}
+
+#[test]
+fn number_question_reprompts_then_stores_the_answer() {
+    let doc = json!({"nodes": [
+        {"type": "question", "questionType": "number", "text": "How many?", "reprompt": "Digits please.",
+         "resultLocation": "context.count"},
+        {"type": "say", "text": "{{context.count}} it is ({{input.result}})"}
+    ]});
+    let state =
+        check(doc, &["hi", "lots", "I want 12, thanks"], &[&["How many?"], &["Digits please."], &["12 it is (12)"]]);
+    assert_eq!(state.context["count"], 12);
+    assert_eq!(state.question, None);
+}
+
+#[test]
+fn yes_no_question_and_max_attempts_give_up_with_null() {
+    let doc = json!({"nodes": [
+        {"type": "question", "questionType": "yesNo", "text": "Sure?", "maxAttempts": 2},
+        {"type": "if", "condition": "input.result == null", "then": [{"type": "say", "text": "gave up"}],
+         "else": [{"type": "say", "text": "answer {{input.result}}"}]}
+    ]});
+    check(doc.clone(), &["go", "Yeah!"], &[&["Sure?"], &["answer true"]]);
+    check(doc.clone(), &["go", "nope"], &[&["Sure?"], &["answer false"]]);
+    check(doc, &["go", "maybe", "perhaps"], &[&["Sure?"], &["Sure?"], &["gave up"]]);
+}
+
+#[test]
+fn if_runs_one_branch_then_continues_after_the_node() {
+    let doc = json!({"nodes": [
+        {"type": "if", "condition": "input.text === 'a'", "then": [{"type": "say", "text": "A"}],
+         "else": [{"type": "say", "text": "not A"}]},
+        {"type": "say", "text": "after"}
+    ]});
+    check(doc, &["a", "b"], &[&["A", "after"], &["not A", "after"]]);
+}
+
+#[test]
+fn set_context_simple_and_array_modes() {
+    let doc = json!({"nodes": [
+        {"type": "setContext", "key": "last", "value": "{{input.text}}"},
+        {"type": "setContext", "key": "all.texts", "value": "{{input.text}}", "mode": "array"},
+        {"type": "say", "text": "{{context.last}} {{context.all.texts}}"}
+    ]});
+    let state = check(doc, &["x", "y"], &[&["x [\"x\"]"], &["y [\"x\",\"y\"]"]]);
+    assert_eq!(state.context["all"]["texts"], json!(["x", "y"]));
+}
+
+#[test]
+fn stop_and_wait_for_input_set_the_next_entrypoint() {
+    let doc = json!({"nodes": [
+        {"type": "say", "text": "1"},
+        {"type": "waitForInput"},
+        {"type": "say", "text": "2"},
+        {"type": "stop"},
+        {"type": "say", "text": "never"}
+    ]});
+    check(doc, &["a", "b", "c"], &[&["1"], &["2"], &["1"]]);
+}
+
+#[test]
+fn go_to_continues_or_waits() {
+    let doc = json!({"nodes": [
+        {"type": "lookup", "mode": "text", "cases": {"jump": [{"type": "goTo", "target": "end"}],
+                                                       "later": [{"type": "goTo", "target": "end", "mode": "waitForInput"}]},
+         "default": [{"type": "say", "text": "default"}]},
+        {"type": "say", "text": "middle"},
+        {"id": "end", "type": "say", "text": "end"}
+    ]});
+    check(doc, &["x", "jump", "later", "y"], &[&["default", "middle", "end"], &["end"], &[], &["end"]]);
+}
+
+#[test]
+fn once_runs_then_afterwards() {
+    let doc = json!({"nodes": [{"type": "once", "then": [{"type": "say", "text": "first"}],
+                                "afterwards": [{"type": "say", "text": "again"}]}]});
+    check(doc, &["a", "b", "c"], &[&["first"], &["again"], &["again"]]);
+}
+
+#[test]
+fn node_limit_stops_an_endless_go_to_loop_and_keeps_outputs() {
+    let flow = compile(json!({"nodes": [
+        {"id": "top", "type": "say", "text": "tick"},
+        {"type": "goTo", "target": "top"}
+    ]}));
+    let mut state = SessionState::new(&flow);
+    let turn =
+        run(&flow, &mut state, &mut json!({"text": "x"}), &mut json!({}), RunOptions { max_nodes: 10, random: 0 });
+    assert_eq!(turn.outputs.len(), 5);
+    assert!(turn.error.unwrap().contains("maxNodesPerTurn"));
+    assert_eq!(state.entry, 0);
+}
+
+#[test]
+fn a_changed_flow_restarts_sessions_at_the_top_keeping_context() {
+    let doc = json!({"nodes": [{"type": "question", "text": "q?"}, {"type": "say", "text": "done"}]});
+    let flow = compile(doc.clone());
+    let mut state = SessionState::new(&flow);
+    state.context = json!({"kept": true});
+    run(&flow, &mut state, &mut json!({"text": "a"}), &mut json!({}), RunOptions { max_nodes: 10, random: 0 });
+    assert!(state.question.is_some());
+    let changed = Flow::compile(Path::new("test.json"), &doc, 2).unwrap();
+    let turn =
+        run(&changed, &mut state, &mut json!({"text": "b"}), &mut json!({}), RunOptions { max_nodes: 10, random: 0 });
+    assert_eq!(turn.outputs[0].text, "q?");
+    assert_eq!(state.context, json!({"kept": true}));
+}
+
+#[test]
+fn profile_result_location_writes_the_profile() {
+    let flow = compile(json!({"nodes": [{"type": "question", "text": "mail?", "resultLocation": "profile.email"}]}));
+    let mut state = SessionState::new(&flow);
+    let mut profile = json!({});
+    let opts = RunOptions { max_nodes: 10, random: 0 };
+    run(&flow, &mut state, &mut json!({"text": "hi"}), &mut profile, opts);
+    run(&flow, &mut state, &mut json!({"text": "a@b.c"}), &mut profile, opts);
+    assert_eq!(profile, json!({"email": "a@b.c"}));
+}
+
+#[test]
+fn invalid_flows_are_rejected_with_the_place_and_the_fix() {
+    let e = errors(json!({"nodes": [{"type": "sya", "text": "x"}]}));
+    assert_eq!(e[0].0, "nodes[0].type");
+    assert!(e[0].1.contains("did you mean \"say\""), "{e:?}");
+    let e = errors(json!({"nodes": [{"type": "say", "txt": "x", "text": "y"}]}));
+    assert!(e.iter().any(|(p, m)| p == "nodes[0].txt" && m.contains("did you mean \"text\"")), "{e:?}");
+    let e = errors(json!({"nodes": [{"id": "a", "type": "stop"}, {"id": "a", "type": "stop"}]}));
+    assert!(e.iter().any(|(p, m)| p == "nodes[1].id" && m.contains("duplicate")), "{e:?}");
+    let e = errors(json!({"nodes": [{"type": "goTo", "target": "nowhere"}]}));
+    assert!(e.iter().any(|(p, m)| p == "nodes[0].target" && m.contains("nowhere")), "{e:?}");
+    let e = errors(json!({"nodes": [{"type": "if", "condition": "context.x.length > 2", "then": []}]}));
+    assert!(e.iter().any(|(p, _)| p == "nodes[0].condition"), "{e:?}");
+    let e = errors(json!({"nodes": [{"type": "code", "code": "1"}]}));
+    assert!(e[0].1.contains("not supported by this version"), "{e:?}");
+    let e = errors(json!({"nodes": [{"type": "question", "questionType": "number"}]}));
+    assert!(e.iter().any(|(p, m)| p == "nodes[0].text" && m.contains("required")), "{e:?}");
+    let e = errors(json!({"nodes": [{"type": "if", "condition": "context.ok",
+                                      "then": [{"type": "say"}]}]}));
+    assert!(e.iter().any(|(p, _)| p == "nodes[0].then[0]"), "{e:?}");
+}
