@@ -25,6 +25,9 @@ use crate::util::now_ms;
 
 /// Most outbox rows a lane holds in memory; the rest wait on disk.
 const WINDOW: usize = 4096;
+/// Delivered outputs removed from the store in one transaction. Until they are, a crash would
+/// send them again (at-least-once); batching keeps one commit per batch, not per POST.
+const DELETE_BATCH: usize = 64;
 /// Longest body read back from a webhook answer (it is only logged).
 const MAX_ANSWER_BYTES: u64 = 16 * 1024;
 
