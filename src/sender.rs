@@ -100,6 +100,7 @@ pub(crate) fn run(
         loaded: 0,
         in_memory: 0,
         more_on_disk: true,
+        delivered: Vec::with_capacity(DELETE_BATCH),
     };
     let mut drain_until: Option<Instant> = None;
     loop {
@@ -114,8 +115,12 @@ pub(crate) fn run(
         }
         if let Some(key) = l.ready.pop_front() {
             l.send_head(key);
+            if l.delivered.len() >= DELETE_BATCH {
+                l.flush();
+            }
             continue;
         }
+        l.flush();
         let wait = l.next_due().unwrap_or(Duration::from_secs(3600));
         let wait = drain_until.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
         select! {
@@ -128,6 +133,7 @@ pub(crate) fn run(
             default(wait) => {}
         }
     }
+    l.flush();
     alive.store(false, Ordering::SeqCst);
     log::debug!("sender-{lane}: stopped with {} output(s) left for the next start", l.in_memory);
 }
@@ -146,9 +152,23 @@ struct Lane<'a> {
     in_memory: usize,
     /// New rows may be on disk (woken, or the window was full).
     more_on_disk: bool,
+    /// Delivered outputs not yet removed from the store.
+    delivered: Vec<i64>,
 }
 
 impl Lane<'_> {
+    /// Removes delivered outputs from the store.
+    fn flush(&mut self) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        if let Err(e) = self.shared.store.delivered(&self.delivered) {
+            // At-least-once: they stay on disk and go out again after a restart.
+            log::error!("sender-{}: cannot record delivered outputs: {e}", self.lane);
+        }
+        self.delivered.clear();
+    }
+
     fn load(&mut self) {
         let room = WINDOW.saturating_sub(self.in_memory);
         if room == 0 {
@@ -247,16 +267,15 @@ impl Lane<'_> {
     fn finish(&mut self, key: SessionKey, result: Result<(), String>) {
         let q = self.queues.get_mut(&key).expect("the head is being sent");
         let row = q.pop_front().expect("the head is being sent");
-        let stored = match result {
-            Ok(()) => self.shared.store.delivered(&[row.id]),
+        match result {
+            Ok(()) => self.delivered.push(row.id),
             Err(e) => {
                 self.shared.metrics.dead();
-                self.shared.store.dead(row.id, row.attempts + 1, &e, now_ms())
+                if let Err(e) = self.shared.store.dead(row.id, row.attempts + 1, &e, now_ms()) {
+                    // The row stays in the outbox and is tried again after a restart.
+                    log::error!("sender-{}: cannot record dead letter {}: {e}", self.lane, row.id);
+                }
             }
-        };
-        if let Err(e) = stored {
-            // At-least-once: the row stays on disk and goes out again after a restart.
-            log::error!("sender-{}: cannot record the outcome of output {}: {e}", self.lane, row.id);
         }
         self.in_memory -= 1;
         if q.is_empty() {
