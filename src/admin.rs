@@ -63,7 +63,7 @@ fn endpoints(shared: &Shared) -> Reply {
 
 fn get_session(shared: &Shared, key: &SessionKey) -> Reply {
     match shared.store.session(key) {
-        Ok(Some(row)) => {
+        Ok(Some(row)) if !row.state.is_empty() => {
             let state: Value = serde_json::from_str(&row.state).unwrap_or(Value::Null);
             Reply::json(
                 200,
@@ -77,7 +77,7 @@ fn get_session(shared: &Shared, key: &SessionKey) -> Reply {
                 }),
             )
         }
-        Ok(None) => Reply::error(404, "unknown_session", "no such session"),
+        Ok(_) => Reply::error(404, "unknown_session", "no such session"),
         Err(e) => store_error(e),
     }
 }

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub stopping: AtomicBool,
     /// Set when the http threads must end.
     pub http_stop: AtomicBool,
+    /// When `worker::expire_sessions` next runs (Unix ms).
+    pub next_expiry_ms: std::sync::atomic::AtomicI64,
     /// One flag per sender lane, false once the lane's thread has ended.
     pub senders_alive: Vec<Arc<AtomicBool>>,
 }
@@ -110,6 +112,7 @@ impl Service {
             senders,
             stopping: AtomicBool::new(false),
             http_stop: AtomicBool::new(false),
+            next_expiry_ms: std::sync::atomic::AtomicI64::new(0),
         });
         for (id, key) in shared.store.pending_inbox()? {
             shared.sched.enqueue(key, id);

@@ -98,6 +98,8 @@ pub struct SessionRow {
     pub seq: i64,
     /// Messages this session has run (inputs of kind message or inject).
     pub messages: i64,
+    /// Unix milliseconds of the last change.
+    pub updated_ms: i64,
 }
 
 /// What a turn starts from.
@@ -456,11 +458,16 @@ impl Store {
         session_row(&self.lock(), key)
     }
 
-    /// Forgets a session (its queued messages and outputs stay); true if it existed.
+    /// Forgets a session's state, so its next message starts fresh; true if it existed. Its
+    /// output counter is kept, so `X-Hookflow-Seq` stays strictly increasing for the receiver.
+    /// Queued messages and undelivered outputs stay.
     pub fn delete_session(&self, key: &SessionKey) -> Result<bool> {
         let n = self
             .lock()
-            .prepare_cached("DELETE FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3")?
+            .prepare_cached(
+                "UPDATE sessions SET state = '', messages = 0
+                 WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3 AND state != ''",
+            )?
             .execute(params![key.endpoint, key.user_id, key.session_id])?;
         Ok(n > 0)
     }
@@ -488,10 +495,115 @@ fn key_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SessionKey> {
 fn session_row(conn: &Connection, key: &SessionKey) -> Result<Option<SessionRow>> {
     Ok(conn
         .prepare_cached(
-            "SELECT state, seq, messages FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3",
+            "SELECT state, seq, messages, updated_ms FROM sessions
+             WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3",
         )?
         .query_row(params![key.endpoint, key.user_id, key.session_id], |r| {
-            Ok(SessionRow { state: r.get(0)?, seq: r.get(1)?, messages: r.get(2)? })
+            Ok(SessionRow { state: r.get(0)?, seq: r.get(1)?, messages: r.get(2)?, updated_ms: r.get(3)? })
         })
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> (Store, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("hookflow-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (Store::open(&dir, Durability::Normal).unwrap(), dir)
+    }
+
+    fn key() -> SessionKey {
+        SessionKey { endpoint: "e".into(), user_id: "u".into(), session_id: "s".into() }
+    }
+
+    fn commit(store: &Store, inbox_id: i64, bodies: &[&str], now_ms: i64) {
+        let outputs: Vec<NewOutput> =
+            bodies.iter().map(|b| NewOutput { body: (*b).into(), not_before_ms: 0 }).collect();
+        let session = SessionRow { state: "{\"context\":{}}".into(), seq: 0, messages: 1, updated_ms: 0 };
+        store
+            .commit_turn(&TurnCommit {
+                inbox_id,
+                key: &key(),
+                session: Some(&session),
+                profile: None,
+                outputs: &outputs,
+                lane_hash: 7,
+                now_ms,
+                checkpoint: None,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_turn_commits_outputs_and_consumes_its_message_atomically() {
+        let (store, dir) = temp_store("turn");
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        assert_eq!(store.pending_inbox().unwrap(), vec![(id, key())]);
+        commit(&store, id, &["a", "b"], 1);
+        assert!(store.pending_inbox().unwrap().is_empty());
+        let rows = store.outbox_after(0, 1, 0, 10).unwrap();
+        assert_eq!(rows.iter().map(|r| (r.seq, r.body.as_str())).collect::<Vec<_>>(), vec![(1, "a"), (2, "b")]);
+        assert_eq!(store.session(&key()).unwrap().unwrap().seq, 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn outbox_ids_are_never_reused_after_the_table_empties() {
+        let (store, dir) = temp_store("ids");
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["a"], 1);
+        let first = store.outbox_after(0, 1, 0, 10).unwrap()[0].id;
+        store.delivered(&[first]).unwrap();
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["b"], 1);
+        let rows = store.outbox_after(0, 1, first, 10).unwrap();
+        assert_eq!(rows.len(), 1, "the new output has an id above the delivered one");
+        assert_eq!(rows[0].seq, 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn dead_letters_are_kept_and_replayed_into_the_outbox() {
+        let (store, dir) = temp_store("dead");
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["a"], 1);
+        let out = store.outbox_after(0, 1, 0, 10).unwrap()[0].id;
+        store.dead(out, 3, "HTTP 400", 5).unwrap();
+        assert_eq!(store.outbox_len().unwrap(), 0);
+        let dead = store.dead_letters().unwrap();
+        assert_eq!((dead[0].attempts, dead[0].last_error.as_str(), dead[0].body.as_str()), (3, "HTTP 400", "a"));
+        assert!(store.replay_dead_letter(dead[0].id, 6).unwrap());
+        assert!(!store.replay_dead_letter(dead[0].id, 6).unwrap());
+        assert_eq!(store.outbox_after(0, 1, out, 10).unwrap()[0].body, "a");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn forgetting_a_session_keeps_its_output_counter_and_expiry_removes_it() {
+        let (store, dir) = temp_store("forget");
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["a"], 1_000);
+        assert!(store.delete_session(&key()).unwrap());
+        assert!(!store.delete_session(&key()).unwrap());
+        let row = store.session(&key()).unwrap().unwrap();
+        assert_eq!((row.state.as_str(), row.seq), ("", 1));
+        assert_eq!(store.expire_sessions(500).unwrap(), 0);
+        assert_eq!(store.expire_sessions(2_000).unwrap(), 1);
+        assert!(store.session(&key()).unwrap().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn lanes_partition_the_outbox_by_hash() {
+        let (store, dir) = temp_store("lanes");
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["a"], 1);
+        // lane_hash 7: lane 1 of 2, lane 3 of 4.
+        assert_eq!(store.outbox_after(1, 2, 0, 10).unwrap().len(), 1);
+        assert_eq!(store.outbox_after(0, 2, 0, 10).unwrap().len(), 0);
+        assert_eq!(store.outbox_after(3, 4, 0, 10).unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

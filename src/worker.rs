@@ -136,6 +136,7 @@ impl Scheduler {
 pub(crate) fn run(shared: Arc<Shared>) {
     let rx = shared.sched.ready_rx.clone();
     while let Ok(Job::Run(key)) = rx.recv() {
+        expire_sessions(&shared);
         let Some(id) = shared.sched.head(&key) else { continue };
         match handle(&shared, id) {
             Ok(()) => shared.sched.done(key),
@@ -147,6 +148,35 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 shared.sched.ready_tx.try_send(Job::Run(key)).expect("the session's slot in the FIFO is free");
             }
         }
+    }
+}
+
+/// How often sessions older than `sessions.ttlSeconds` are removed from the store.
+const EXPIRY_EVERY_MS: i64 = 10 * 60 * 1000;
+
+/// Removes expired sessions, at most once per `EXPIRY_EVERY_MS` across all workers (and at the
+/// first message after start).
+pub(crate) fn expire_sessions(shared: &Shared) {
+    let now = now_ms();
+    let next = shared.next_expiry_ms.load(std::sync::atomic::Ordering::Relaxed);
+    if now < next
+        || shared
+            .next_expiry_ms
+            .compare_exchange(
+                next,
+                now + EXPIRY_EVERY_MS,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        return;
+    }
+    let before = now - shared.config.session_ttl.as_millis() as i64;
+    match shared.store.expire_sessions(before) {
+        Ok(0) => {}
+        Ok(n) => log::info!("forgot {n} session(s) untouched for longer than sessions.ttlSeconds"),
+        Err(e) => log::error!("cannot expire sessions: {e}"),
     }
 }
 
@@ -224,7 +254,12 @@ fn plan_turn(shared: &Shared, row: &InboxRow, session: Option<SessionRow>, profi
         return TurnPlan { session: None, profile: None, outputs: vec![new_output(&o)] };
     }
     let flow = &shared.flows[&ep.name];
-    let session = session.unwrap_or_default();
+    let mut session = session.unwrap_or_default();
+    let ttl = shared.config.session_ttl.as_millis() as i64;
+    if session.updated_ms > 0 && now_ms() - session.updated_ms > ttl {
+        // Untouched for longer than sessions.ttlSeconds: forgotten, as if expired already.
+        session = SessionRow { seq: session.seq, ..SessionRow::default() };
+    }
     let mut state: SessionState = match serde_json::from_str(&session.state) {
         Ok(s) if !session.state.is_empty() => s,
         _ => SessionState::new(flow),
@@ -249,7 +284,7 @@ fn plan_turn(shared: &Shared, row: &InboxRow, session: Option<SessionRow>, profi
     );
     let state_json = serde_json::to_string(&state).expect("session state is plain JSON");
     TurnPlan {
-        session: Some(SessionRow { state: state_json, seq: session.seq, messages }),
+        session: Some(SessionRow { state: state_json, seq: session.seq, messages, updated_ms: 0 }),
         profile: (keep_profile && profile_v != before).then(|| profile_v.to_string()),
         outputs: turn.outputs.iter().map(new_output).collect(),
     }
