@@ -42,6 +42,7 @@ mod metrics;
 mod sender;
 mod server;
 pub mod service;
+mod signing;
 pub mod sink;
 pub mod store;
 mod util;

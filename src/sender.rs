@@ -6,6 +6,10 @@
 //! when it succeeded or became a dead letter, so output n+1 never overtakes output n. Failed heads
 //! wait in a due-time heap: no thread sleeps on one output, and other sessions go on.
 //!
+//! A webhook target that keeps failing is not hammered: after a failed attempt the lane holds
+//! every output for that URL until the next probe time (the retry schedule, stepped by the
+//! consecutive failures); the first due output is the probe, and its success releases the rest.
+//!
 //! The lane is woken through a channel after each commit and also reads the store at start-up,
 //! so whatever was pending when the process stopped goes out.
 
@@ -20,6 +24,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use crate::config::{Config, Endpoint};
 use crate::service::Shared;
+use crate::signing;
 use crate::store::{OutboxRow, SessionKey};
 use crate::util::now_ms;
 
@@ -101,6 +106,7 @@ pub(crate) fn run(
         in_memory: 0,
         more_on_disk: true,
         delivered: Vec::with_capacity(DELETE_BATCH),
+        down: HashMap::new(),
     };
     let mut drain_until: Option<Instant> = None;
     loop {
@@ -154,6 +160,14 @@ struct Lane<'a> {
     more_on_disk: bool,
     /// Delivered outputs not yet removed from the store.
     delivered: Vec<i64>,
+    /// Webhook URLs whose last attempt failed, with when they may be tried again.
+    down: HashMap<String, Down>,
+}
+
+/// A failing webhook target.
+struct Down {
+    failures: usize,
+    next_probe_ms: i64,
 }
 
 impl Lane<'_> {
@@ -225,10 +239,19 @@ impl Lane<'_> {
             log::warn!("output {} is for endpoint {:?}, which is no longer configured", row.id, key.endpoint);
             return self.finish(key, Err("endpoint no longer configured".into()));
         };
+        if let Some(d) = self.down.get(&ep.webhook.url)
+            && d.next_probe_ms > now_ms()
+        {
+            // The target is failing and its next probe is not due: wait for it with the others.
+            let at = d.next_probe_ms;
+            self.timers.push(Reverse((at, key)));
+            return;
+        }
         let started = Instant::now();
-        let outcome = attempt(&self.agent, ep, row);
+        let outcome = attempt(&self.agent, ep, row, now_ms() / 1000);
         let attempts = row.attempts + 1;
         log::debug!("sender-{}: output {} seq {} attempt {attempts}: {outcome:?}", self.lane, row.id, row.seq);
+        self.target_health(&ep.webhook.url, &outcome);
         match outcome {
             Outcome::Delivered => {
                 self.shared.metrics.delivered(started.elapsed());
@@ -240,6 +263,20 @@ impl Lane<'_> {
             }
             Outcome::Retry(e, after) => self.retry(key, attempts, e, after),
         }
+    }
+
+    /// Records whether the target answered; a failing one is next probed at the retry pace.
+    fn target_health(&mut self, url: &str, outcome: &Outcome) {
+        let Outcome::Retry(_, after) = outcome else {
+            self.down.remove(url);
+            return;
+        };
+        let schedule = &self.shared.config.delivery.retry_schedule;
+        let d = self.down.entry(url.to_owned()).or_insert(Down { failures: 0, next_probe_ms: 0 });
+        d.failures += 1;
+        let step = schedule[(d.failures - 1).min(schedule.len() - 1)];
+        let wait = after.map_or(step, |a| a.max(step));
+        d.next_probe_ms = now_ms() + wait.as_millis() as i64;
     }
 
     fn retry(&mut self, key: SessionKey, attempts: i64, error: String, after: Option<Duration>) {
@@ -302,12 +339,21 @@ fn agent(config: &Config) -> ureq::Agent {
         .into()
 }
 
-/// One POST of one output.
-pub(crate) fn attempt(agent: &ureq::Agent, ep: &Endpoint, row: &OutboxRow) -> Outcome {
+/// One POST of one output; `now_s` is the Unix time for the signature.
+pub(crate) fn attempt(agent: &ureq::Agent, ep: &Endpoint, row: &OutboxRow, now_s: i64) -> Outcome {
     let mut req = agent
         .post(&ep.webhook.url)
         .header("Content-Type", "application/json")
         .header("X-Hookflow-Seq", row.seq.to_string());
+    if let Some(secret) = &ep.webhook.secret {
+        let k = &row.key;
+        let id = signing::webhook_id(&k.endpoint, &k.user_id, &k.session_id, row.seq, &row.body);
+        let sig = signing::signature(secret, &id, now_s, row.body.as_bytes());
+        req = req
+            .header("webhook-id", id)
+            .header("webhook-timestamp", now_s.to_string())
+            .header("webhook-signature", sig);
+    }
     if let Some(user) = &ep.webhook.user {
         let pass = ep.webhook.password.as_deref().unwrap_or("");
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
@@ -319,8 +365,11 @@ pub(crate) fn attempt(agent: &ureq::Agent, ep: &Endpoint, row: &OutboxRow) -> Ou
     match req.send(row.body.as_bytes()) {
         Ok(mut resp) => {
             let status = resp.status().as_u16();
-            let retry_after =
-                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now_ms()));
             // Reading the answer to its end lets ureq reuse the connection.
             let _ = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
             classify(status, retry_after)
@@ -340,9 +389,14 @@ fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
     }
 }
 
-/// `Retry-After` as delta seconds (the HTTP-date form is treated as absent).
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// `Retry-After` as delta seconds or as an HTTP-date (RFC 9110 §10.2.3), as a wait from `now_ms`.
+fn parse_retry_after(v: &str, now_ms: i64) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at_ms = crate::util::parse_http_date(v)? * 1000;
+    Some(Duration::from_millis((at_ms - now_ms).max(0) as u64))
 }
 
 /// The stop signal of a lane: send the drain deadline.
@@ -363,6 +417,16 @@ mod tests {
         assert!(matches!(classify(404, None), Outcome::Final(_)));
         assert!(matches!(classify(500, None), Outcome::Retry(..)));
         assert!(matches!(classify(503, None), Outcome::Retry(..)));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("7", 0), Some(Duration::from_secs(7)));
+        // Sun, 06 Nov 1994 08:49:37 GMT is 784111777 s after the epoch.
+        let now = 784_111_777_000 - 3_000;
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 10_000), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", 0), None);
     }
 
     #[test]
