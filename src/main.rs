@@ -134,13 +134,36 @@ fn serve(opts: Opts) -> Result<(), Failure> {
         hookflow::Error::Flow(m) => Failure::Usage(m),
         other => Failure::Runtime(other.to_string()),
     })?;
-    // The service's threads do the work; this one waits for SIGTERM/SIGINT (http-api.md §5).
-    if let Some(sig) = signals.forever().next() {
-        let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
-        log::info!("{name} received: finishing running turns and draining the outbox");
+    // The service's threads do the work; this one waits for SIGTERM/SIGINT (http-api.md §5) or
+    // a fatal failure, then shuts down in order.
+    let (sig_tx, sig_rx) = crossbeam_channel::bounded(1);
+    let handle = signals.handle();
+    let watcher = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = sig_tx.send(sig);
+            }
+        })
+        .map_err(|e| Failure::Runtime(format!("cannot start the signal thread: {e}")))?;
+    let fatal = crossbeam_channel::select! {
+        recv(sig_rx) -> sig => {
+            let name = if sig == Ok(SIGTERM) { "SIGTERM" } else { "SIGINT" };
+            log::info!("{name} received: finishing running turns and draining the outbox");
+            None
+        }
+        recv(service.fatal()) -> msg => Some(msg.unwrap_or_default()),
+    };
+    handle.close();
+    let _ = watcher.join();
+    if let Some(m) = &fatal {
+        log::error!("{m}; shutting down so that the service manager restarts hookflow");
     }
     service.shutdown();
-    Ok(())
+    match fatal {
+        None => Ok(()),
+        Some(m) => Err(Failure::Runtime(m)),
+    }
 }
 
 fn check(opts: Opts) -> Result<(), Failure> {

@@ -58,7 +58,12 @@ pub(crate) fn run(shared: &Shared, http: &tiny_http::Server) {
         match http.recv() {
             Ok(req) => handle(shared, req),
             Err(_) if shared.http_stop.load(Ordering::SeqCst) => return,
-            Err(e) => log::warn!("http: cannot take a request: {e}"),
+            Err(e) => {
+                // tiny_http's accept thread has ended (transient errors are retried inside it):
+                // no new connection will arrive, so the process must be restarted.
+                let _ = shared.fatal.try_send(format!("the listener failed: {e}"));
+                return;
+            }
         }
     }
 }

@@ -63,6 +63,9 @@ pub(crate) struct Shared {
     pub http_stop: AtomicBool,
     /// When `worker::expire_sessions` next runs (Unix ms).
     pub next_expiry_ms: std::sync::atomic::AtomicI64,
+    /// A failure after which the process cannot go on serving (the listener died): the command
+    /// line shuts down and exits with status 2, so the service manager restarts it.
+    pub fatal: crossbeam_channel::Sender<String>,
     /// One flag per sender lane, false once the lane's thread has ended.
     pub senders_alive: Vec<Arc<AtomicBool>>,
 }
@@ -75,6 +78,7 @@ pub struct Service {
     http_threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     senders: Vec<(StopTx, JoinHandle<()>)>,
+    fatal: crossbeam_channel::Receiver<String>,
 }
 
 /// Loads the Flow of every endpoint.
@@ -94,6 +98,7 @@ pub fn load_flows(config: &Config) -> Result<HashMap<String, Arc<Flow>>, Error> 
 impl Service {
     /// Starts hookflow: everything queued or undelivered in the store is picked up.
     pub fn start(config: Config) -> Result<Service, Error> {
+        raise_fd_limit();
         let flows = load_flows(&config)?;
         let store = Store::open(&config.data_dir, config.durability)?;
         let lanes = config.delivery.senders;
@@ -102,6 +107,7 @@ impl Service {
             .map_err(|e| Error::Listen(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = http.server_addr().to_ip().expect("a TCP listener has an IP address");
         let workers = config.workers;
+        let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             sched: Scheduler::new(config.limits.queue_capacity, workers),
             metrics: Metrics::new(&config),
@@ -113,12 +119,14 @@ impl Service {
             stopping: AtomicBool::new(false),
             http_stop: AtomicBool::new(false),
             next_expiry_ms: std::sync::atomic::AtomicI64::new(0),
+            fatal: fatal_tx,
         });
         for (id, key) in shared.store.pending_inbox()? {
             shared.sched.enqueue(key, id);
         }
         let http = Arc::new(http);
-        let mut svc = Service { shared, http, addr, http_threads: vec![], workers: vec![], senders: vec![] };
+        let mut svc =
+            Service { shared, http, addr, http_threads: vec![], workers: vec![], senders: vec![], fatal: fatal_rx };
         svc.spawn_all(wake_rx).map_err(Error::Spawn)?;
         log::info!(
             "hookflow {} listening on http://{} ({} endpoint(s), {} worker(s), data in {})",
@@ -149,6 +157,11 @@ impl Service {
         Ok(())
     }
 
+    /// Receives a message when the service can no longer serve and must be restarted.
+    pub fn fatal(&self) -> &crossbeam_channel::Receiver<String> {
+        &self.fatal
+    }
+
     /// The address the server listens on (useful with port 0).
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr
@@ -173,6 +186,15 @@ impl Service {
         }
         join(self.http_threads);
         log::info!("hookflow stopped");
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: each keep-alive connection holds a
+/// descriptor, and the usual soft limit of 1024 is low for a server.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => log::debug!("open file limit: {n}"),
+        Err(e) => log::warn!("cannot raise the open file limit: {e}"),
     }
 }
 

@@ -291,6 +291,8 @@ impl Server {
             let tasks_pool = util::TaskPool::new();
 
             log::debug!("Running accept thread");
+            // hookflow patch (see vendor/README.md): back-off for transient accept errors.
+            let mut backoff = std::time::Duration::from_millis(5);
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
@@ -319,6 +321,7 @@ impl Server {
 
                 match new_client {
                     Ok(client) => {
+                        backoff = std::time::Duration::from_millis(5);
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
@@ -339,6 +342,16 @@ impl Server {
                         }));
                     }
 
+                    // hookflow patch: out of file descriptors or memory, or a connection that
+                    // was reset while queued, is no reason to stop accepting for good (which
+                    // left a running server that no longer accepted). Wait, growing the pause up
+                    // to one second as Go's net/http does, and try again.
+                    Err(e) if is_transient_accept_error(&e) => {
+                        log::error!("Error accepting new client (will retry): {}", e);
+                        thread::sleep(backoff);
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                        continue;
+                    }
                     Err(e) => {
                         log::error!("Error accepting new client: {}", e);
                         inside_messages.push(e.into());
@@ -443,4 +456,12 @@ impl Drop for Server {
             }
         }
     }
+}
+
+/// hookflow patch: accept errors after which the listener is still usable (Linux errno values:
+/// ENOMEM 12, ENFILE 23, EMFILE 24, ENOBUFS 105, ECONNABORTED 103, EPROTO 71, EPERM 1 from
+/// firewalls), plus interrupted and would-block.
+fn is_transient_accept_error(e: &IoError) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionAborted)
+        || matches!(e.raw_os_error(), Some(1 | 12 | 23 | 24 | 71 | 103 | 105))
 }
