@@ -6,7 +6,8 @@
 //! # The data path
 //!
 //! ```text
-//! HTTP request ─► server.rs (http-N threads: route, validate, store.accept, 200)
+//! HTTP request ─► server.rs (http-N threads: route, validate)
+//!     ─► acceptor.rs (group commit into the inbox, then 200)
 //!     ─► worker.rs (Scheduler: per-session FIFO; worker-N threads run one turn each)
 //!     ─► flow/ (model: compiled ops; run: the interpreter; template: {{ }} and conditions)
 //!     ─► store.rs (one transaction: session state + outputs into the outbox)
@@ -35,6 +36,7 @@
 //! a failing turn is logged and costs that message only. Logs go through `log`/`env_logger`.
 #![forbid(unsafe_code)]
 
+mod acceptor;
 mod admin;
 pub mod config;
 pub mod flow;

@@ -6,9 +6,10 @@
 //! when it succeeded or became a dead letter, so output n+1 never overtakes output n. Failed heads
 //! wait in a due-time heap: no thread sleeps on one output, and other sessions go on.
 //!
-//! A webhook target that keeps failing is not hammered: after a failed attempt the lane holds
-//! every output for that URL until the next probe time (the retry schedule, stepped by the
-//! consecutive failures); the first due output is the probe, and its success releases the rest.
+//! A webhook target that keeps failing is not hammered: after `DOWN_AFTER` consecutive failed
+//! attempts the lane holds every output for that URL until the next probe time (the retry
+//! schedule, stepped by the consecutive failures); the first due output is the probe, and its
+//! success releases the rest. A single failure holds back only its own session.
 //!
 //! The lane is woken through a channel after each commit and also reads the store at start-up,
 //! so whatever was pending when the process stopped goes out.
@@ -30,6 +31,8 @@ use crate::util::now_ms;
 
 /// Most outbox rows a lane holds in memory; the rest wait on disk.
 const WINDOW: usize = 4096;
+/// Consecutive failed attempts (any session) after which a webhook URL counts as down.
+const DOWN_AFTER: usize = 3;
 /// Delivered outputs removed from the store in one transaction. Until they are, a crash would
 /// send them again (at-least-once); batching keeps one commit per batch, not per POST.
 const DELETE_BATCH: usize = 64;
@@ -240,6 +243,7 @@ impl Lane<'_> {
             return self.finish(key, Err("endpoint no longer configured".into()));
         };
         if let Some(d) = self.down.get(&ep.webhook.url)
+            && d.failures >= DOWN_AFTER
             && d.next_probe_ms > now_ms()
         {
             // The target is failing and its next probe is not due: wait for it with the others.

@@ -11,12 +11,12 @@ use std::sync::atomic::Ordering;
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
+use crate::acceptor::AcceptError;
 use crate::config::{Endpoint, key_matches};
 use crate::service::Shared;
 use crate::store::{JobKind, SessionKey};
 use crate::util::now_ms;
 use crate::wire::{self, Accepted};
-use crate::worker::AcceptError;
 
 /// Threads answering HTTP requests.
 pub(crate) const HTTP_THREADS: usize = 4;
@@ -307,14 +307,16 @@ fn queue(shared: &Shared, req: &Request, ep: &Endpoint, m: wire::Inbound, r: Mes
     let acc = Accepted { text: m.text, data: m.data, trace_id: trace_id.clone(), ip, test_mode: r.test, at: now_ms() };
     let payload = serde_json::to_string(&acc).expect("an accepted message is plain JSON");
     let key = SessionKey { endpoint: ep.name.clone(), user_id: m.user_id, session_id: m.session_id };
-    let stored_key = key.clone();
-    match shared.sched.accept(key, || shared.store.accept(&stored_key, r.kind, &payload)) {
+    match shared.acceptor.accept(key, r.kind, payload) {
         Ok(_) => Reply::json(200, json!({"status": "accepted", "traceId": trace_id})),
         Err(AcceptError::Full) => Reply::error(503, "overloaded", "too many messages are waiting; send again shortly")
             .header("Retry-After", "1"),
-        Err(AcceptError::Store(e)) => {
-            log::error!("cannot queue a message: {e}");
+        Err(AcceptError::Store) => {
             Reply::error(503, "store_unavailable", "the message could not be stored; send it again")
+                .header("Retry-After", "5")
+        }
+        Err(AcceptError::Stopped) => {
+            Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly")
                 .header("Retry-After", "5")
         }
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use crate::acceptor::Acceptor;
 use crate::config::Config;
 use crate::flow::Flow;
 use crate::metrics::Metrics;
@@ -55,6 +56,7 @@ pub(crate) struct Shared {
     /// The Flow of each endpoint, by endpoint name.
     pub flows: HashMap<String, Arc<Flow>>,
     pub sched: Scheduler,
+    pub acceptor: Acceptor,
     pub senders: Senders,
     pub metrics: Metrics,
     /// Set when shutdown begins: new messages are refused.
@@ -79,6 +81,7 @@ pub struct Service {
     workers: Vec<JoinHandle<()>>,
     senders: Vec<(StopTx, JoinHandle<()>)>,
     fatal: crossbeam_channel::Receiver<String>,
+    acceptor: Option<JoinHandle<()>>,
 }
 
 /// Loads the Flow of every endpoint.
@@ -108,8 +111,10 @@ impl Service {
         let addr = http.server_addr().to_ip().expect("a TCP listener has an IP address");
         let workers = config.workers;
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
+        let (acceptor, acceptor_rx) = Acceptor::new();
         let shared = Arc::new(Shared {
             sched: Scheduler::new(config.limits.queue_capacity, workers),
+            acceptor,
             metrics: Metrics::new(&config),
             senders_alive: (0..lanes).map(|_| Arc::new(AtomicBool::new(true))).collect(),
             config,
@@ -125,9 +130,17 @@ impl Service {
             shared.sched.enqueue(key, id);
         }
         let http = Arc::new(http);
-        let mut svc =
-            Service { shared, http, addr, http_threads: vec![], workers: vec![], senders: vec![], fatal: fatal_rx };
-        svc.spawn_all(wake_rx).map_err(Error::Spawn)?;
+        let mut svc = Service {
+            shared,
+            http,
+            addr,
+            http_threads: vec![],
+            workers: vec![],
+            senders: vec![],
+            fatal: fatal_rx,
+            acceptor: None,
+        };
+        svc.spawn_all(wake_rx, acceptor_rx).map_err(Error::Spawn)?;
         log::info!(
             "hookflow {} listening on http://{} ({} endpoint(s), {} worker(s), data in {})",
             env!("CARGO_PKG_VERSION"),
@@ -139,7 +152,13 @@ impl Service {
         Ok(svc)
     }
 
-    fn spawn_all(&mut self, wake_rx: Vec<crossbeam_channel::Receiver<()>>) -> std::io::Result<()> {
+    fn spawn_all(
+        &mut self,
+        wake_rx: Vec<crossbeam_channel::Receiver<()>>,
+        acceptor_rx: crossbeam_channel::Receiver<crate::acceptor::Msg>,
+    ) -> std::io::Result<()> {
+        let shared = self.shared.clone();
+        self.acceptor = Some(spawn("acceptor".into(), move || crate::acceptor::run(shared, acceptor_rx))?);
         for (lane, wake) in wake_rx.into_iter().enumerate() {
             let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
             let (shared, alive) = (self.shared.clone(), self.shared.senders_alive[lane].clone());
@@ -185,6 +204,8 @@ impl Service {
             self.http.unblock();
         }
         join(self.http_threads);
+        self.shared.acceptor.stop();
+        join(self.acceptor.into_iter().collect());
         log::info!("hookflow stopped");
     }
 }

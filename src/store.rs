@@ -229,12 +229,25 @@ impl Store {
 
     /// Queues an accepted message; returns its id once it is committed.
     pub fn accept(&self, key: &SessionKey, kind: JobKind, payload: &str) -> Result<i64> {
-        let conn = self.lock();
-        conn.prepare_cached(
-            "INSERT INTO inbox (endpoint, user_id, session_id, kind, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![key.endpoint, key.user_id, key.session_id, kind.as_str(), payload])?;
-        Ok(conn.last_insert_rowid())
+        Ok(self.accept_batch(&[(key, kind, payload)])?[0])
+    }
+
+    /// Queues several accepted messages in one transaction (group commit); their ids, in order.
+    pub fn accept_batch(&self, rows: &[(&SessionKey, JobKind, &str)]) -> Result<Vec<i64>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut ids = Vec::with_capacity(rows.len());
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO inbox (endpoint, user_id, session_id, kind, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (key, kind, payload) in rows {
+                ins.execute(params![key.endpoint, key.user_id, key.session_id, kind.as_str(), payload])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
     }
 
     /// Every queued message, in acceptance order (for the start-up scan).

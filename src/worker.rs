@@ -34,12 +34,8 @@ pub(crate) enum Job {
 /// Per-session queues of message ids, and the FIFO of runnable sessions.
 pub(crate) struct Scheduler {
     state: Mutex<Sched>,
-    /// Held across "insert into the store, then enqueue", so ids enter a session's queue in the
-    /// order the store gave them out.
-    accept: Mutex<()>,
     ready_tx: Sender<Job>,
     ready_rx: Receiver<Job>,
-    capacity: usize,
 }
 
 #[derive(Default)]
@@ -49,43 +45,20 @@ struct Sched {
     queued: usize,
 }
 
-/// Why a message could not be queued.
-#[derive(Debug)]
-pub(crate) enum AcceptError {
-    /// `limits.queueCapacity` messages are already waiting.
-    Full,
-    Store(StoreError),
-}
-
 impl Scheduler {
     pub(crate) fn new(capacity: usize, workers: usize) -> Scheduler {
         // A session is in the FIFO at most once and has at least one queued message, so
         // capacity + one Stop per worker always fits: sending never blocks.
         let (ready_tx, ready_rx) = bounded(capacity + workers + 1);
-        Scheduler { state: Mutex::default(), accept: Mutex::new(()), ready_tx, ready_rx, capacity }
+        Scheduler { state: Mutex::default(), ready_tx, ready_rx }
     }
 
     fn lock(&self) -> MutexGuard<'_, Sched> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores a message (through `insert`, which returns its id) and queues it for its session.
-    /// The message is durable when this returns `Ok`.
-    pub(crate) fn accept(
-        &self,
-        key: SessionKey,
-        insert: impl FnOnce() -> Result<i64, StoreError>,
-    ) -> Result<i64, AcceptError> {
-        let _order = self.accept.lock().unwrap_or_else(|p| p.into_inner());
-        if self.lock().queued >= self.capacity {
-            return Err(AcceptError::Full);
-        }
-        let id = insert().map_err(AcceptError::Store)?;
-        self.enqueue(key, id);
-        Ok(id)
-    }
-
-    /// Queues an already stored message (start-up recovery, or `accept`).
+    /// Queues an already stored message (start-up recovery, or the acceptor). Ids of one
+    /// session must arrive in increasing order.
     pub(crate) fn enqueue(&self, key: SessionKey, id: i64) {
         let mut s = self.lock();
         s.queued += 1;
