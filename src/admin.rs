@@ -65,21 +65,42 @@ fn get_session(shared: &Shared, key: &SessionKey) -> Reply {
     match shared.store.session(key) {
         Ok(Some(row)) if !row.state.is_empty() => {
             let state: Value = serde_json::from_str(&row.state).unwrap_or(Value::Null);
-            Reply::json(
-                200,
-                json!({
+            let mut answer = json!({
                     "endpoint": key.endpoint, "userId": key.user_id, "sessionId": key.session_id,
                     "context": state.get("context").cloned().unwrap_or(Value::Null),
                     "entrypoint": state.get("entry").cloned().unwrap_or(json!(0)),
                     "pendingQuestion": state.get("question").cloned().unwrap_or(Value::Null),
                     "messageCount": row.messages,
                     "lastSeq": row.seq,
-                }),
-            )
+            });
+            let collects =
+                shared.config.endpoint_by_name(&key.endpoint).is_some_and(|e| e.data_protection.collect_conversations);
+            if collects {
+                match shared.store.transcript(key) {
+                    Ok(lines) => answer["transcript"] = transcript_json(lines),
+                    Err(e) => return store_error(e),
+                }
+            }
+            Reply::json(200, answer)
         }
         Ok(_) => Reply::error(404, "unknown_session", "no such session"),
         Err(e) => store_error(e),
     }
+}
+
+fn transcript_json(lines: Vec<crate::store::TranscriptLine>) -> Value {
+    let lines: Vec<Value> = lines
+        .into_iter()
+        .map(|l| {
+            json!({
+                "source": l.source,
+                "text": l.text,
+                "data": serde_json::from_str::<Value>(&l.data).unwrap_or(Value::Null),
+                "at": crate::util::iso8601(l.at_ms),
+            })
+        })
+        .collect();
+    Value::Array(lines)
 }
 
 fn delete_session(shared: &Shared, key: &SessionKey) -> Reply {

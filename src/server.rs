@@ -15,7 +15,7 @@ use crate::acceptor::AcceptError;
 use crate::config::{Endpoint, key_matches};
 use crate::service::Shared;
 use crate::store::{JobKind, SessionKey};
-use crate::util::now_ms;
+use crate::util::{now_ms, shown};
 use crate::wire::{self, Accepted};
 
 /// Threads answering HTTP requests.
@@ -69,7 +69,8 @@ pub(crate) fn run(shared: &Shared, http: &tiny_http::Server) {
 }
 
 fn handle(shared: &Shared, mut req: Request) {
-    log::debug!("{} {}", req.method(), req.url());
+    // The path only: the query string may carry an admin key (`api_key`).
+    log::debug!("{} {}", req.method(), req.url().split('?').next().unwrap_or(""));
     let reply = route(shared, &mut req);
     shared.metrics.request(&reply.endpoint, reply.route, reply.status);
     let content_type =
@@ -306,6 +307,16 @@ fn queue(shared: &Shared, req: &Request, ep: &Endpoint, m: wire::Inbound, r: Mes
     let ip = (!ep.data_protection.mask_ip_address).then(|| req.remote_addr().map(|a| a.ip().to_string())).flatten();
     let acc = Accepted { text: m.text, data: m.data, trace_id: trace_id.clone(), ip, test_mode: r.test, at: now_ms() };
     let payload = serde_json::to_string(&acc).expect("an accepted message is plain JSON");
+    let mask = ep.data_protection.mask_logging;
+    log::debug!(
+        "{}: {route:?} user={} session={} text={:?} data={} trace={trace_id}",
+        ep.name,
+        shown(mask, &m.user_id),
+        shown(mask, &m.session_id),
+        shown(mask, acc.text.as_deref().unwrap_or("")),
+        shown(mask, &acc.data.as_ref().map(|d| Value::Object(d.clone()).to_string()).unwrap_or_default()),
+        route = r.kind,
+    );
     let key = SessionKey { endpoint: ep.name.clone(), user_id: m.user_id, session_id: m.session_id };
     match shared.acceptor.accept(key, r.kind, payload) {
         Ok(_) => Reply::json(200, json!({"status": "accepted", "traceId": trace_id})),

@@ -157,6 +157,19 @@ pub struct TurnCommit<'a> {
     pub now_ms: i64,
     /// Keep the inbox row with this resume state instead of deleting it (a checkpoint).
     pub checkpoint: Option<&'a str>,
+    /// Transcript lines to keep (`collectConversations`).
+    pub transcript: &'a [TranscriptLine],
+}
+
+/// One line of a conversation transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptLine {
+    /// `user` or `bot`.
+    pub source: &'static str,
+    pub text: String,
+    /// JSON of the data object, `{}` when none.
+    pub data: String,
+    pub at_ms: i64,
 }
 
 /// The store handle; cheap to share behind an `Arc`.
@@ -189,6 +202,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER NOT NULL, body TEXT NOT NULL,
     not_before_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
 );
+CREATE TABLE IF NOT EXISTS transcripts (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    source TEXT NOT NULL, text TEXT NOT NULL, data TEXT NOT NULL, at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transcripts_session ON transcripts (endpoint, user_id, session_id, id);
 CREATE TABLE IF NOT EXISTS deadletters (
     id INTEGER PRIMARY KEY,
     endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
@@ -349,6 +368,23 @@ impl Store {
             )?
             .execute(params![c.key.user_id, p, c.now_ms])?;
         }
+        if !c.transcript.is_empty() {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for l in c.transcript {
+                ins.execute(params![
+                    c.key.endpoint,
+                    c.key.user_id,
+                    c.key.session_id,
+                    l.source,
+                    l.text,
+                    l.data,
+                    l.at_ms
+                ])?;
+            }
+        }
         match c.checkpoint {
             Some(resume) => {
                 tx.prepare_cached("UPDATE inbox SET resume = ?2 WHERE id = ?1")?.execute(params![c.inbox_id, resume])?
@@ -475,8 +511,10 @@ impl Store {
     /// output counter is kept, so `X-Hookflow-Seq` stays strictly increasing for the receiver.
     /// Queued messages and undelivered outputs stay.
     pub fn delete_session(&self, key: &SessionKey) -> Result<bool> {
-        let n = self
-            .lock()
+        let conn = self.lock();
+        conn.prepare_cached("DELETE FROM transcripts WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3")?
+            .execute(params![key.endpoint, key.user_id, key.session_id])?;
+        let n = conn
             .prepare_cached(
                 "UPDATE sessions SET state = '', messages = 0
                  WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3 AND state != ''",
@@ -485,9 +523,26 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Drops sessions untouched since `before_ms`; returns how many.
+    /// Drops sessions untouched since `before_ms`, and transcript lines older than that;
+    /// returns how many sessions.
     pub fn expire_sessions(&self, before_ms: i64) -> Result<usize> {
-        Ok(self.lock().execute("DELETE FROM sessions WHERE updated_ms < ?1", [before_ms])?)
+        let conn = self.lock();
+        conn.execute("DELETE FROM transcripts WHERE at_ms < ?1", [before_ms])?;
+        Ok(conn.execute("DELETE FROM sessions WHERE updated_ms < ?1", [before_ms])?)
+    }
+
+    /// The transcript of a session, oldest first.
+    pub fn transcript(&self, key: &SessionKey) -> Result<Vec<TranscriptLine>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT source, text, data, at_ms FROM transcripts
+             WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![key.endpoint, key.user_id, key.session_id], |r| {
+            let source = if r.get::<_, String>(0)? == "user" { "user" } else { "bot" };
+            Ok(TranscriptLine { source, text: r.get(1)?, data: r.get(2)?, at_ms: r.get(3)? })
+        })?;
+        rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
     }
 
     /// Number of outputs waiting in the outbox.
@@ -545,6 +600,7 @@ mod tests {
                 lane_hash: 7,
                 now_ms,
                 checkpoint: None,
+                transcript: &[],
             })
             .unwrap();
     }

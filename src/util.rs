@@ -52,6 +52,12 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// What a log line may show of user data: `***` when the endpoint masks logging
+/// (`dataProtection.maskLogging`).
+pub fn shown(mask: bool, s: &str) -> &str {
+    if mask { "***" } else { s }
+}
+
 /// `n` random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];

@@ -19,8 +19,10 @@ use serde_json::{Map, Value, json};
 
 use crate::flow::{self, Output, RunOptions, SessionState};
 use crate::service::Shared;
-use crate::store::{InboxRow, JobKind, NewOutput, SessionKey, SessionRow, StoreError, TurnCommit, TurnInput};
-use crate::util::now_ms;
+use crate::store::{
+    InboxRow, JobKind, NewOutput, SessionKey, SessionRow, StoreError, TranscriptLine, TurnCommit, TurnInput,
+};
+use crate::util::{now_ms, shown};
 use crate::wire::{Accepted, AiOutput, OutputPayload, output_body};
 
 /// What a worker is told to do next.
@@ -178,6 +180,7 @@ fn handle(shared: &Shared, id: i64) -> Result<(), StoreError> {
         lane_hash: lane,
         now_ms: now,
         checkpoint: None,
+        transcript: &plan.transcript,
     })?;
     shared.metrics.turn_done(started.elapsed());
     if !plan.outputs.is_empty() {
@@ -192,9 +195,38 @@ struct TurnPlan {
     session: Option<SessionRow>,
     profile: Option<String>,
     outputs: Vec<NewOutput>,
+    transcript: Vec<TranscriptLine>,
 }
 
 fn plan_turn(shared: &Shared, row: &InboxRow, session: Option<SessionRow>, profile: Option<String>) -> TurnPlan {
+    let mut plan = run_turn(shared, row, session, profile);
+    let Some(ep) = shared.config.endpoint_by_name(&row.key.endpoint) else { return plan };
+    if ep.data_protection.collect_conversations {
+        plan.transcript = transcript(row, &plan);
+    }
+    plan
+}
+
+/// The transcript lines of a turn: the user's message (not for a notify) and every output.
+fn transcript(row: &InboxRow, plan: &TurnPlan) -> Vec<TranscriptLine> {
+    let now = now_ms();
+    let mut lines = Vec::new();
+    if row.kind != JobKind::Notify
+        && let Ok(acc) = serde_json::from_str::<Accepted>(&row.payload)
+    {
+        let data = acc.data.map_or_else(|| "{}".to_owned(), |d| Value::Object(d).to_string());
+        lines.push(TranscriptLine { source: "user", text: acc.text.unwrap_or_default(), data, at_ms: acc.at });
+    }
+    for o in &plan.outputs {
+        let body: Value = serde_json::from_str(&o.body).unwrap_or(Value::Null);
+        let out = &body["AIOutput"];
+        let text = out["text"].as_str().unwrap_or("").to_owned();
+        lines.push(TranscriptLine { source: "bot", text, data: out["data"].to_string(), at_ms: now });
+    }
+    lines
+}
+
+fn run_turn(shared: &Shared, row: &InboxRow, session: Option<SessionRow>, profile: Option<String>) -> TurnPlan {
     let Some(ep) = shared.config.endpoint_by_name(&row.key.endpoint) else {
         log::warn!("message {} is for endpoint {:?}, which is no longer configured; dropped", row.id, row.key.endpoint);
         return TurnPlan::default();
@@ -224,7 +256,7 @@ fn plan_turn(shared: &Shared, row: &InboxRow, session: Option<SessionRow>, profi
     if row.kind == JobKind::Notify {
         let data = acc.data.clone().map(Value::Object).unwrap_or_else(|| json!({}));
         let o = Output { text: acc.text.clone().unwrap_or_default(), data };
-        return TurnPlan { session: None, profile: None, outputs: vec![new_output(&o)] };
+        return TurnPlan { outputs: vec![new_output(&o)], ..TurnPlan::default() };
     }
     let flow = &shared.flows[&ep.name];
     let mut session = session.unwrap_or_default();
@@ -250,16 +282,19 @@ fn plan_turn(shared: &Shared, row: &InboxRow, session: Option<SessionRow>, profi
         log::warn!("endpoint {}: {e}", ep.name);
     }
     log::debug!(
-        "endpoint {} session {}: turn {messages} produced {} output(s)",
+        "{}: user={} session={} turn {messages} produced {} output(s): {:?}",
         ep.name,
-        if mask { "***" } else { &row.key.session_id },
-        turn.outputs.len()
+        shown(mask, &row.key.user_id),
+        shown(mask, &row.key.session_id),
+        turn.outputs.len(),
+        turn.outputs.iter().map(|o| shown(mask, &o.text)).collect::<Vec<_>>()
     );
     let state_json = serde_json::to_string(&state).expect("session state is plain JSON");
     TurnPlan {
         session: Some(SessionRow { state: state_json, seq: session.seq, messages, updated_ms: 0 }),
         profile: (keep_profile && profile_v != before).then(|| profile_v.to_string()),
         outputs: turn.outputs.iter().map(new_output).collect(),
+        transcript: vec![],
     }
 }
 
