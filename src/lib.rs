@@ -41,6 +41,7 @@ mod admin;
 pub mod config;
 pub mod flow;
 mod metrics;
+pub mod script;
 mod sender;
 mod server;
 pub mod service;
