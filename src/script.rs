@@ -220,6 +220,22 @@ impl Engine {
     }
 }
 
+impl crate::flow::template::Scripts for Engine {
+    fn eval(&mut self, src: &str, scope: &Scope<'_>) -> Result<Option<Value>, String> {
+        Engine::eval(self, src, scope).map_err(|e| e.to_string())
+    }
+
+    fn code(
+        &mut self,
+        src: &str,
+        input: &mut Value,
+        context: &mut Value,
+        profile: &mut Value,
+    ) -> Result<Vec<(String, Value)>, String> {
+        self.run_code(src, input, context, profile).map(|r| r.outputs).map_err(|e| e.to_string())
+    }
+}
+
 fn new_context(rt: &Runtime) -> Context {
     let ctx = Context::full(rt).expect("QuickJS can allocate a context");
     ctx.with(|ctx| ctx.eval::<(), _>(PRELUDE)).expect("the prelude is valid JavaScript");
@@ -263,9 +279,10 @@ fn caught_message(e: &CaughtError<'_>) -> String {
     }
 }
 
-/// `<eval>:3:7` in a stack trace → (2, 7): the wrappers above add one line.
+/// `eval_script:3:7` in a stack trace → (2, 7): the wrappers above add one line.
 fn position(stack: &str) -> Option<(u32, u32)> {
-    let at = stack.find("<eval>:")? + "<eval>:".len();
+    const NAME: &str = "eval_script:";
+    let at = stack.find(NAME)? + NAME.len();
     let mut parts = stack[at..].split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
     let line: u32 = parts.next()?.parse().ok()?;
     let col: u32 = parts.next()?.parse().ok()?;
@@ -275,9 +292,6 @@ fn position(stack: &str) -> Option<(u32, u32)> {
 /// Compiles without running: a syntax error comes back with its position. `expression` is
 /// for templates and conditions, otherwise the source is a Code node body.
 pub fn check_syntax(src: &str, expression: bool) -> Result<(), String> {
-    thread_local! {
-        static CHECKER: std::cell::RefCell<Option<Engine>> = const { std::cell::RefCell::new(None) };
-    }
     // Wrapping in a function that is never called compiles the body without executing it.
     let code = if expression {
         format!("(function () {{ return (\n{src}\n); }})")
@@ -286,8 +300,26 @@ pub fn check_syntax(src: &str, expression: bool) -> Result<(), String> {
     };
     CHECKER.with(|c| {
         let mut c = c.borrow_mut();
-        let engine = c.get_or_insert_with(|| Engine::new(Limits { timeout: Duration::from_secs(1), memory: 16 << 20 }));
-        engine.guarded(|ctx| ctx.eval::<(), _>(code).catch(ctx), None).map_err(|e| e.to_string())
+        c.get_or_insert_with(checker).guarded(|ctx| ctx.eval::<(), _>(code).catch(ctx), None).map_err(|e| e.to_string())
+    })
+}
+
+thread_local! {
+    /// The engine `hookflow check` and Flow loading compile with; never runs Flow code.
+    static CHECKER: std::cell::RefCell<Option<Engine>> = const { std::cell::RefCell::new(None) };
+}
+
+fn checker() -> Engine {
+    Engine::new(Limits { timeout: Duration::from_secs(1), memory: 16 << 20 })
+}
+
+/// Checks that `src` (a `new RegExp(...)` expression) builds a regular expression.
+pub fn check_regex(src: &str) -> Result<(), String> {
+    let scope_v = Value::Null;
+    let scope = Scope { input: &scope_v, context: &scope_v, profile: &scope_v };
+    CHECKER.with(|c| {
+        let mut c = c.borrow_mut();
+        c.get_or_insert_with(checker).eval(src, &scope).map(drop).map_err(|e| e.to_string())
     })
 }
 
@@ -368,7 +400,7 @@ mod tests {
     fn syntax_errors_are_found_without_running_and_give_a_position() {
         assert!(check_syntax("while (true) {}", false).is_ok(), "checking must not run the code");
         let err = check_syntax("let x = ;", false).unwrap_err();
-        assert!(err.contains("SyntaxError"), "{err}");
+        assert!(err.contains("SyntaxError") && err.contains("(line 1, column 9)"), "{err}");
         assert!(check_syntax("input.text.length > 3", true).is_ok());
         assert!(check_syntax("input.text.length >", true).is_err());
     }

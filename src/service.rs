@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub flows: HashMap<String, Arc<Flow>>,
     pub sched: Scheduler,
     pub acceptor: Acceptor,
+    /// The client of `http` nodes and the Rasa NLU.
+    pub http_agent: ureq::Agent,
     pub senders: Senders,
     pub metrics: Metrics,
     /// Set when shutdown begins: new messages are refused.
@@ -115,6 +117,7 @@ impl Service {
         let shared = Arc::new(Shared {
             sched: Scheduler::new(config.limits.queue_capacity, workers),
             acceptor,
+            http_agent: crate::http_node::agent(),
             metrics: Metrics::new(&config),
             senders_alive: (0..lanes).map(|_| Arc::new(AtomicBool::new(true))).collect(),
             config,

@@ -10,20 +10,15 @@
 //! The queue is on disk (the `inbox` table); the in-memory part is rebuilt from it at start-up.
 
 use std::collections::{HashMap, VecDeque};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use serde_json::{Map, Value, json};
 
-use crate::flow::{self, Output, RunOptions, SessionState};
 use crate::service::Shared;
-use crate::store::{
-    InboxRow, JobKind, NewOutput, SessionKey, SessionRow, StoreError, TranscriptLine, TurnCommit, TurnInput,
-};
-use crate::util::{now_ms, shown};
-use crate::wire::{Accepted, AiOutput, OutputPayload, output_body};
+use crate::store::SessionKey;
+use crate::turn::LazyEngine;
+use crate::util::now_ms;
 
 /// What a worker is told to do next.
 pub(crate) enum Job {
@@ -110,10 +105,11 @@ impl Scheduler {
 /// The worker loop: takes a runnable session, runs its next message, repeats until `Stop`.
 pub(crate) fn run(shared: Arc<Shared>) {
     let rx = shared.sched.ready_rx.clone();
+    let mut engine = LazyEngine::new(&shared);
     while let Ok(Job::Run(key)) = rx.recv() {
         expire_sessions(&shared);
         let Some(id) = shared.sched.head(&key) else { continue };
-        match handle(&shared, id) {
+        match crate::turn::handle(&shared, &mut engine, id) {
             Ok(()) => shared.sched.done(key),
             Err(e) => {
                 // The store failed (disk full, I/O error): the message stays queued, on disk and
@@ -153,180 +149,4 @@ pub(crate) fn expire_sessions(shared: &Shared) {
         Ok(n) => log::info!("forgot {n} session(s) untouched for longer than sessions.ttlSeconds"),
         Err(e) => log::error!("cannot expire sessions: {e}"),
     }
-}
-
-/// Runs one queued message and commits its effects.
-fn handle(shared: &Shared, id: i64) -> Result<(), StoreError> {
-    let Some(TurnInput { row, session, profile }) = shared.store.load_turn(id)? else {
-        return Ok(());
-    };
-    let started = std::time::Instant::now();
-    let plan = match catch_unwind(AssertUnwindSafe(|| plan_turn(shared, &row, session, profile))) {
-        Ok(plan) => plan,
-        Err(_) => {
-            // One bad message costs one message: it is dropped, the worker and session live on.
-            log::error!("turn of message {id} ({}) panicked; the message is dropped", row.key.endpoint);
-            TurnPlan::default()
-        }
-    };
-    let now = now_ms();
-    let lane = crate::sender::lane_hash(&row.key);
-    shared.store.commit_turn(&TurnCommit {
-        inbox_id: id,
-        key: &row.key,
-        session: plan.session.as_ref(),
-        profile: plan.profile.as_deref(),
-        outputs: &plan.outputs,
-        lane_hash: lane,
-        now_ms: now,
-        checkpoint: None,
-        transcript: &plan.transcript,
-    })?;
-    shared.metrics.turn_done(started.elapsed());
-    if !plan.outputs.is_empty() {
-        shared.senders.wake(lane);
-    }
-    Ok(())
-}
-
-/// What a turn will commit.
-#[derive(Default)]
-struct TurnPlan {
-    session: Option<SessionRow>,
-    profile: Option<String>,
-    outputs: Vec<NewOutput>,
-    transcript: Vec<TranscriptLine>,
-}
-
-fn plan_turn(shared: &Shared, row: &InboxRow, session: Option<SessionRow>, profile: Option<String>) -> TurnPlan {
-    let mut plan = run_turn(shared, row, session, profile);
-    let Some(ep) = shared.config.endpoint_by_name(&row.key.endpoint) else { return plan };
-    if ep.data_protection.collect_conversations {
-        plan.transcript = transcript(row, &plan);
-    }
-    plan
-}
-
-/// The transcript lines of a turn: the user's message (not for a notify) and every output.
-fn transcript(row: &InboxRow, plan: &TurnPlan) -> Vec<TranscriptLine> {
-    let now = now_ms();
-    let mut lines = Vec::new();
-    if row.kind != JobKind::Notify
-        && let Ok(acc) = serde_json::from_str::<Accepted>(&row.payload)
-    {
-        let data = acc.data.map_or_else(|| "{}".to_owned(), |d| Value::Object(d).to_string());
-        lines.push(TranscriptLine { source: "user", text: acc.text.unwrap_or_default(), data, at_ms: acc.at });
-    }
-    for o in &plan.outputs {
-        let body: Value = serde_json::from_str(&o.body).unwrap_or(Value::Null);
-        let out = &body["AIOutput"];
-        let text = out["text"].as_str().unwrap_or("").to_owned();
-        lines.push(TranscriptLine { source: "bot", text, data: out["data"].to_string(), at_ms: now });
-    }
-    lines
-}
-
-fn run_turn(shared: &Shared, row: &InboxRow, session: Option<SessionRow>, profile: Option<String>) -> TurnPlan {
-    let Some(ep) = shared.config.endpoint_by_name(&row.key.endpoint) else {
-        log::warn!("message {} is for endpoint {:?}, which is no longer configured; dropped", row.id, row.key.endpoint);
-        return TurnPlan::default();
-    };
-    let acc: Accepted = match serde_json::from_str(&row.payload) {
-        Ok(a) => a,
-        Err(e) => {
-            log::error!("message {} has an unreadable payload ({e}); dropped", row.id);
-            return TurnPlan::default();
-        }
-    };
-    let mask = ep.data_protection.mask_logging;
-    let body = |o: &Output| {
-        output_body(&OutputPayload {
-            user_id: &row.key.user_id,
-            session_id: &row.key.session_id,
-            ai_output: AiOutput {
-                text: &o.text,
-                data: &o.data,
-                trace_id: &acc.trace_id,
-                disable_sensitive_logging: mask,
-                source: "bot",
-            },
-        })
-    };
-    let new_output = |o: &Output| NewOutput { body: body(o), not_before_ms: 0 };
-    if row.kind == JobKind::Notify {
-        let data = acc.data.clone().map(Value::Object).unwrap_or_else(|| json!({}));
-        let o = Output { text: acc.text.clone().unwrap_or_default(), data };
-        return TurnPlan { outputs: vec![new_output(&o)], ..TurnPlan::default() };
-    }
-    let flow = &shared.flows[&ep.name];
-    let mut session = session.unwrap_or_default();
-    let ttl = shared.config.session_ttl.as_millis() as i64;
-    if session.updated_ms > 0 && now_ms() - session.updated_ms > ttl {
-        // Untouched for longer than sessions.ttlSeconds: forgotten, as if expired already.
-        session = SessionRow { seq: session.seq, ..SessionRow::default() };
-    }
-    let mut state: SessionState = match serde_json::from_str(&session.state) {
-        Ok(s) if !session.state.is_empty() => s,
-        _ => SessionState::new(flow),
-    };
-    let messages = session.messages + 1;
-    let mut input = build_input(shared, row, &acc, messages);
-    let keep_profile = ep.data_protection.contact_profiles;
-    let mut profile_v: Value =
-        profile.filter(|_| keep_profile).and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_else(|| json!({}));
-    let before = profile_v.clone();
-    let random = u64::from_le_bytes(crate::util::random_bytes::<8>());
-    let opts = RunOptions { max_nodes: shared.config.limits.max_nodes_per_turn, random };
-    let turn = flow::run(flow, &mut state, &mut input, &mut profile_v, opts);
-    if let Some(e) = &turn.error {
-        log::warn!("endpoint {}: {e}", ep.name);
-    }
-    log::debug!(
-        "{}: user={} session={} turn {messages} produced {} output(s): {:?}",
-        ep.name,
-        shown(mask, &row.key.user_id),
-        shown(mask, &row.key.session_id),
-        turn.outputs.len(),
-        turn.outputs.iter().map(|o| shown(mask, &o.text)).collect::<Vec<_>>()
-    );
-    let state_json = serde_json::to_string(&state).expect("session state is plain JSON");
-    TurnPlan {
-        session: Some(SessionRow { state: state_json, seq: session.seq, messages, updated_ms: 0 }),
-        profile: (keep_profile && profile_v != before).then(|| profile_v.to_string()),
-        outputs: turn.outputs.iter().map(new_output).collect(),
-        transcript: vec![],
-    }
-}
-
-/// The `input` object of flows.md's Memory table.
-fn build_input(shared: &Shared, row: &InboxRow, acc: &Accepted, execution: i64) -> Value {
-    let ep = shared.config.endpoint_by_name(&row.key.endpoint).expect("checked by the caller");
-    let mode = match (acc.text.as_deref().is_some_and(|t| !t.is_empty()), acc.data.is_some()) {
-        (true, true) => "TextData",
-        (false, true) => "DataOnly",
-        _ => "TextOnly",
-    };
-    let mut m = Map::new();
-    m.insert("text".into(), acc.text.clone().map_or(Value::Null, Value::String));
-    m.insert("data".into(), acc.data.clone().map_or(Value::Null, Value::Object));
-    m.insert("userId".into(), row.key.user_id.clone().into());
-    m.insert("sessionId".into(), row.key.session_id.clone().into());
-    m.insert("URLToken".into(), ep.url_token.clone().into());
-    m.insert("channel".into(), "webhook".into());
-    m.insert("endpointName".into(), ep.name.clone().into());
-    m.insert("traceId".into(), acc.trace_id.clone().into());
-    m.insert("mode".into(), mode.into());
-    m.insert("execution".into(), execution.into());
-    m.insert("currentTime".into(), crate::util::iso8601(now_ms()).into());
-    m.insert("ip".into(), acc.ip.clone().map_or(Value::Null, Value::String));
-    m.insert("intent".into(), Value::Null);
-    m.insert("intentScore".into(), Value::Null);
-    m.insert("intentRanking".into(), json!([]));
-    m.insert("slots".into(), json!({}));
-    m.insert("result".into(), Value::Null);
-    m.insert("activeQuestion".into(), Value::Null);
-    m.insert("codeNodeError".into(), Value::Null);
-    m.insert("testMode".into(), acc.test_mode.into());
-    m.insert("kind".into(), if row.kind == JobKind::Inject { "inject" } else { "message" }.into());
-    Value::Object(m)
 }

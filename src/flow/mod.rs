@@ -6,7 +6,7 @@ pub mod run;
 pub mod template;
 
 pub use model::Flow;
-pub use run::{Output, RunOptions, SessionState, Turn, run};
+pub use run::{HttpCall, Output, RunOptions, SessionState, Turn, TurnIo, resume, run};
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,8 @@
 //! its entrypoint and what a Question waits at. Nodes with children compile to jumps (an `if`
 //! becomes `Branch` + then-block + `Jump` + else-block), so "run the branch, then continue after
 //! the node" needs no stack. A new node kind is a new `OpKind` variant plus its compile and run
-//! arms; a script engine plugs in behind `Expr::Script` without touching this layout.
+//! arms; JavaScript sits behind `Expr::Script` and the `Code` op, evaluated through the
+//! `Scripts` trait, so the model itself stays free of any engine (it only syntax-checks).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -33,6 +34,8 @@ pub struct Flow {
 pub struct Intent {
     pub name: String,
     pub examples: Vec<String>,
+    /// The examples prepared for the built-in NLU.
+    pub prepared: Vec<crate::nlu::Example>,
 }
 
 /// Where a node came from: its `id`, or its JSON path when it has none.
@@ -74,6 +77,14 @@ pub enum OpKind {
     Once { afterwards: usize },
     /// Cognigy's Add To Context.
     SetContext { key: VarPath, value: DataTemplate, append: bool },
+    /// Cognigy's Remove From Context: the key, or (array mode) `value` from the array at key.
+    RemoveContext { key: VarPath, value: Option<DataTemplate> },
+    /// A Code node's JavaScript body.
+    Code(String),
+    /// An HTTP request; a checkpoint (the worker performs it and resumes the turn).
+    Http(Box<HttpNode>),
+    /// The following outputs of this turn are delivered at least `ms` later.
+    Sleep(u64),
     /// Jump; `wait` ends the turn so that the next message starts at `target`.
     GoTo { target: usize, wait: bool },
     /// End the turn; the next message starts at the next op.
@@ -91,6 +102,21 @@ pub enum LookupOn {
     Text,
     /// `input.intent`.
     Intent,
+    /// The value of a script (`value`), as a string.
+    Script(Expr),
+}
+
+/// An `http` node.
+#[derive(Debug)]
+pub struct HttpNode {
+    pub method: String,
+    pub url: Template,
+    pub headers: Vec<(String, Template)>,
+    pub body: Option<DataTemplate>,
+    /// Where `{status, headers, body}` or `{error}` goes, in `context`.
+    pub context_key: VarPath,
+    pub timeout_ms: u64,
+    pub abort_on_error: bool,
 }
 
 /// A Say node.
@@ -115,19 +141,49 @@ pub struct Question {
 }
 
 /// The answer a Question accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum QuestionKind {
     Text,
     Number,
     YesNo,
+    Email,
+    /// A JavaScript regular expression the text must match; the match is the result.
+    Regex(String),
+    /// An intent (of these, when given) must be recognised; its name is the result.
+    Intent(Vec<String>),
+    /// The message must carry a non-empty `data` object; it is the result.
+    Data,
+    /// A condition (JavaScript or path) that must hold; the text is the result.
+    Custom(Expr),
 }
+
+/// Longest `sleep` (flows.md).
+pub const MAX_SLEEP_MS: u64 = 10_000;
+/// `http` node timeout when none is given (flows.md).
+pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 8_000;
+/// Longest `http` node timeout accepted.
+pub const MAX_HTTP_TIMEOUT_MS: u64 = 120_000;
 
 /// Problems found in a Flow file: `(place, message)`.
 pub type FlowErrors = Vec<(String, String)>;
 
 /// Node types of flows.md that this version does not run yet; named so the error says so.
-const PLANNED_TYPES: &[&str] = &["code", "removeContext", "http", "executeFlow", "sleep"];
-const NODE_TYPES: &[&str] = &["say", "question", "if", "lookup", "once", "setContext", "goTo", "waitForInput", "stop"];
+const PLANNED_TYPES: &[&str] = &["executeFlow"];
+const NODE_TYPES: &[&str] = &[
+    "say",
+    "question",
+    "if",
+    "lookup",
+    "once",
+    "code",
+    "setContext",
+    "removeContext",
+    "http",
+    "goTo",
+    "waitForInput",
+    "stop",
+    "sleep",
+];
 
 impl Flow {
     /// Reads and compiles a Flow file; `Err` has every problem found, with its JSON path.
@@ -223,7 +279,9 @@ impl Compiler {
                 .and_then(Value::as_array)
                 .and_then(|a| a.iter().map(|e| e.as_str().map(str::to_owned)).collect());
             match (name, examples) {
-                (Some(n), Some(ex)) => out.push(Intent { name: n.to_owned(), examples: ex }),
+                (Some(n), Some(ex)) => {
+                    out.push(Intent { name: n.to_owned(), prepared: crate::nlu::prepare(&ex), examples: ex })
+                }
                 _ if m.is_some() => {
                     self.err(&place, "needs \"name\" (a string) and \"examples\" (an array of strings)")
                 }
@@ -261,7 +319,21 @@ impl Compiler {
         let common = ["type", "id", "label"];
         let keys: &[&str] = match ty {
             "say" => &["text", "data", "texts", "textMode"],
-            "question" => &["text", "data", "questionType", "reprompt", "resultLocation", "maxAttempts"],
+            "question" => &[
+                "text",
+                "data",
+                "questionType",
+                "reprompt",
+                "resultLocation",
+                "maxAttempts",
+                "pattern",
+                "intents",
+                "validation",
+            ],
+            "code" => &["code"],
+            "removeContext" => &["key", "value", "mode"],
+            "http" => &["method", "url", "headers", "body", "contextKey", "timeoutMs", "abortOnError"],
+            "sleep" => &["ms"],
             "if" => &["condition", "then", "else"],
             "lookup" => &["mode", "cases", "default", "value"],
             "once" => &["then", "afterwards"],
@@ -289,6 +361,10 @@ impl Compiler {
             "lookup" => self.lookup(m, node, place),
             "once" => self.once(m, node, place),
             "setContext" => self.set_context(m, node, place),
+            "removeContext" => self.remove_context(m, node, place),
+            "code" => self.code(m, node, place),
+            "http" => self.http(m, node, place),
+            "sleep" => self.sleep(m, node, place),
             "goTo" => self.goto(m, node, place),
             "waitForInput" => drop(self.push(node, OpKind::WaitForInput)),
             _ => drop(self.push(node, OpKind::Stop)),
@@ -299,7 +375,7 @@ impl Compiler {
         match m.get(key)? {
             Value::String(s) => match Template::parse(s) {
                 Ok(t) => {
-                    self.no_scripts(t.scripts(), &join(place, key));
+                    self.check_scripts(t.scripts(), &join(place, key));
                     Some(t)
                 }
                 Err(e) => {
@@ -319,7 +395,7 @@ impl Compiler {
         let v = v.filter(|v| !v.is_null())?;
         match DataTemplate::parse(v) {
             Ok(d) => {
-                self.no_scripts(d.scripts().into_iter(), place);
+                self.check_scripts(d.scripts().into_iter(), place);
                 Some(d)
             }
             Err(e) => {
@@ -329,13 +405,12 @@ impl Compiler {
         }
     }
 
-    /// Expressions beyond dotted paths and simple comparisons need the JavaScript engine.
-    fn no_scripts<'s>(&mut self, scripts: impl Iterator<Item = &'s str>, place: &str) {
+    /// JavaScript expressions are compiled (not run) so that syntax errors are found here.
+    fn check_scripts<'s>(&mut self, scripts: impl Iterator<Item = &'s str>, place: &str) {
         for s in scripts {
-            self.err(
-                place,
-                format!("\"{s}\" is not a dotted path (like context.order.status) or a comparison (like input.text == 'yes'); JavaScript expressions are not supported by this version yet"),
-            );
+            if let Err(e) = crate::script::check_syntax(s, true) {
+                self.err(place, format!("the expression {s:?} does not compile: {e}"));
+            }
         }
     }
 
@@ -379,17 +454,39 @@ impl Compiler {
             "text" => QuestionKind::Text,
             "number" => QuestionKind::Number,
             "yesNo" => QuestionKind::YesNo,
-            t @ ("email" | "regex" | "intent" | "data" | "custom") => {
-                self.err(
-                    &join(place, "questionType"),
-                    format!("question type \"{t}\" is not supported by this version yet"),
-                );
-                QuestionKind::Text
+            "email" => QuestionKind::Email,
+            "data" => QuestionKind::Data,
+            "regex" => match m.get("pattern").and_then(Value::as_str) {
+                Some(p) => {
+                    let src = format!("new RegExp({})", Value::String(p.to_owned()));
+                    if let Err(e) = crate::script::check_regex(&src) {
+                        self.err(&join(place, "pattern"), format!("not a valid regular expression: {e}"));
+                    }
+                    QuestionKind::Regex(p.to_owned())
+                }
+                None => {
+                    self.err(&join(place, "pattern"), "required for questionType \"regex\": a regular expression");
+                    QuestionKind::Text
+                }
+            },
+            "intent" => {
+                let intents = m.get("intents").and_then(Value::as_array);
+                let names = intents.map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+                QuestionKind::Intent(names.unwrap_or_default())
             }
+            "custom" => match m.get("validation") {
+                Some(v) => QuestionKind::Custom(self.condition(Some(v), &join(place, "validation"))),
+                None => {
+                    self.err(&join(place, "validation"), "required for questionType \"custom\": a condition");
+                    QuestionKind::Text
+                }
+            },
             t => {
+                let kinds = ["text", "number", "yesNo", "email", "regex", "intent", "data", "custom"];
+                let hint = crate::util::suggest(t, &kinds);
                 self.err(
                     &join(place, "questionType"),
-                    format!("\"{t}\" is not a question type; use text, number or yesNo"),
+                    format!("\"{t}\" is not a question type{hint}; use one of {}", kinds.join(", ")),
                 );
                 QuestionKind::Text
             }
@@ -422,7 +519,7 @@ impl Compiler {
         match v {
             Some(Value::String(s)) => {
                 let e = Expr::parse(s);
-                self.no_scripts(e.script().into_iter(), place);
+                self.check_scripts(e.script().into_iter(), place);
                 e
             }
             Some(Value::Bool(b)) => {
@@ -458,13 +555,7 @@ impl Compiler {
         let on = match m.get("mode").and_then(Value::as_str) {
             Some("text") => LookupOn::Text,
             Some("intent") => LookupOn::Intent,
-            Some("script") => {
-                self.err(
-                    &join(place, "mode"),
-                    "lookup mode \"script\" needs JavaScript, not supported by this version yet",
-                );
-                LookupOn::Text
-            }
+            Some("script") => LookupOn::Script(self.condition(m.get("value"), &join(place, "value"))),
             _ => {
                 self.err(&join(place, "mode"), "expected \"intent\", \"text\" or \"script\"");
                 LookupOn::Text
@@ -519,6 +610,96 @@ impl Compiler {
         };
         let key = key.unwrap_or(VarPath { root: Root::Context, keys: vec![] });
         self.push(node, OpKind::SetContext { key, value, append });
+    }
+
+    fn remove_context(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let key = m.get("key").and_then(Value::as_str).and_then(|k| VarPath::parse(&format!("context.{k}")));
+        let Some(key) = key else {
+            return self.err(&join(place, "key"), "required: a dotted key such as \"order.number\"");
+        };
+        let value = match m.get("mode").and_then(Value::as_str) {
+            None | Some("simple") => None,
+            Some("array") => {
+                let v = self.data_template(m.get("value"), &join(place, "value"));
+                if v.is_none() {
+                    self.err(&join(place, "value"), "required in array mode: the value to remove");
+                }
+                v
+            }
+            Some(o) => {
+                self.err(&join(place, "mode"), format!("\"{o}\" is not a mode; use \"simple\" or \"array\""));
+                None
+            }
+        };
+        self.push(node, OpKind::RemoveContext { key, value });
+    }
+
+    fn code(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let Some(code) = m.get("code").and_then(Value::as_str) else {
+            return self.err(&join(place, "code"), "required: the JavaScript to run");
+        };
+        if let Err(e) = crate::script::check_syntax(code, false) {
+            self.err(&join(place, "code"), format!("the code does not compile: {e}"));
+        }
+        self.push(node, OpKind::Code(code.to_owned()));
+    }
+
+    fn sleep(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        match m.get("ms").and_then(Value::as_u64) {
+            Some(ms) if ms <= MAX_SLEEP_MS => drop(self.push(node, OpKind::Sleep(ms))),
+            _ => self.err(&join(place, "ms"), format!("required: milliseconds, at most {MAX_SLEEP_MS}")),
+        }
+    }
+
+    fn http(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let method = m.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&method.as_str()) {
+            self.err(
+                &join(place, "method"),
+                format!("\"{method}\" is not a method; use GET, POST, PUT, PATCH, DELETE or HEAD"),
+            );
+        }
+        let url = self.template(m, "url", place);
+        if url.is_none() {
+            self.err(&join(place, "url"), "required: the URL to call (templates allowed)");
+        }
+        let mut headers = Vec::new();
+        match m.get("headers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(h)) => {
+                for (k, v) in h {
+                    match v.as_str().map(Template::parse) {
+                        Some(Ok(t)) => headers.push((k.clone(), t)),
+                        _ => self.err(&format!("{place}.headers.{k}"), "expected a string (templates allowed)"),
+                    }
+                }
+            }
+            Some(_) => self.err(&join(place, "headers"), "expected an object of header names to strings"),
+        }
+        let body = self.data_template(m.get("body"), &join(place, "body"));
+        let context_key =
+            m.get("contextKey").and_then(Value::as_str).and_then(|k| VarPath::parse(&format!("context.{k}")));
+        if context_key.is_none() {
+            self.err(&join(place, "contextKey"), "required: where in context the answer goes, e.g. \"order\"");
+        }
+        let timeout_ms = match m.get("timeoutMs") {
+            None | Some(Value::Null) => DEFAULT_HTTP_TIMEOUT_MS,
+            Some(v) => v.as_u64().filter(|t| (1..=MAX_HTTP_TIMEOUT_MS).contains(t)).unwrap_or_else(|| {
+                self.err(&join(place, "timeoutMs"), format!("expected milliseconds from 1 to {MAX_HTTP_TIMEOUT_MS}"));
+                DEFAULT_HTTP_TIMEOUT_MS
+            }),
+        };
+        let abort_on_error = m.get("abortOnError").and_then(Value::as_bool).unwrap_or(false);
+        let node_spec = HttpNode {
+            method,
+            url: url.unwrap_or_else(|| Template::parse("").expect("an empty template parses")),
+            headers,
+            body,
+            context_key: context_key.unwrap_or(VarPath { root: Root::Context, keys: vec![] }),
+            timeout_ms,
+            abort_on_error,
+        };
+        self.push(node, OpKind::Http(Box::new(node_spec)));
     }
 
     fn goto(&mut self, m: &Map<String, Value>, node: usize, place: &str) {

@@ -1,16 +1,19 @@
 //! The interpreter: one turn of a session, from its entrypoint to the next wait or end.
 //!
 //! Sans-IO: it takes the session state, the `input` object and the user's profile, and returns
-//! the outputs; the worker does the reading, writing and queueing. Randomness (for `texts` in
-//! random mode) comes in through `RunOptions`, so a turn is reproducible in tests.
+//! the outputs; the worker does the reading, writing and queueing. JavaScript goes through the
+//! `Scripts` trait (pure computation). An `http` node does not call out from here: the turn
+//! *suspends* with the request (`Turn::suspend`), the worker commits the checkpoint, performs
+//! the call, and continues the turn with `resume`. Randomness (for `texts` in random mode) comes
+//! in through `RunOptions`, so a turn is reproducible in tests.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
-use super::model::{Flow, Op, OpKind, Question, QuestionKind, Say};
-use super::template::{Root, Scope};
+use super::model::{Flow, HttpNode, LookupOn, Op, OpKind, Question, QuestionKind, Say};
+use super::template::{DataTemplate, Evaluator, Expr, Root, Scope, Scripts, Template, render};
 
 /// What a session remembers between messages (stored as JSON in the `sessions` table).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -47,6 +50,8 @@ pub struct Output {
     pub text: String,
     /// An object; `{}` when the output has no data.
     pub data: Value,
+    /// Delivery not before this many ms after the turn (`sleep` nodes before it).
+    pub delay_ms: u64,
 }
 
 /// Per-turn settings.
@@ -57,12 +62,31 @@ pub struct RunOptions {
     pub random: u64,
 }
 
+/// An HTTP request the turn waits for (an `http` node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpCall {
+    /// The op to resume at.
+    pub pc: usize,
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// JSON body, if any.
+    pub body: Option<Value>,
+    pub timeout_ms: u64,
+}
+
 /// What a turn produced.
 #[derive(Debug, Default)]
 pub struct Turn {
     pub outputs: Vec<Output>,
     /// Set when the turn was cut short (node limit); the outputs so far are kept.
     pub error: Option<String>,
+    /// Problems worth a log line (a throwing expression, a failing Code node), with the node.
+    pub warnings: Vec<String>,
+    /// The turn waits for this request; call `resume` with its result.
+    pub suspend: Option<HttpCall>,
+    /// `sleep` time accumulated so far (carried over a suspension).
+    pub delay_ms: u64,
 }
 
 impl SessionState {
@@ -72,18 +96,26 @@ impl SessionState {
     }
 }
 
+/// Memory and engine of one turn.
+pub struct TurnIo<'a> {
+    pub state: &'a mut SessionState,
+    pub input: &'a mut Value,
+    pub profile: &'a mut Value,
+    pub scripts: &'a mut dyn Scripts,
+}
+
 /// Runs one turn. `input` is the message's `input` object; `profile` the user's profile.
-pub fn run(flow: &Flow, state: &mut SessionState, input: &mut Value, profile: &mut Value, opts: RunOptions) -> Turn {
-    if state.version != flow.version {
+pub fn run(flow: &Flow, io: TurnIo<'_>, opts: RunOptions) -> Turn {
+    if io.state.version != flow.version {
         // The Flow file changed since this session was saved: its positions may point anywhere
         // now, so it starts again at the top, keeping its context.
-        *state =
-            SessionState { context: std::mem::take(&mut state.context), version: flow.version, ..Default::default() };
+        let context = std::mem::take(&mut io.state.context);
+        *io.state = SessionState { context, version: flow.version, ..Default::default() };
     }
-    let mut m = Machine { flow, state, input, profile, opts, turn: Turn::default() };
-    let start = m.state.entry;
-    m.state.entry = 0;
-    if let Some(p) = m.state.question.take() {
+    let mut m = Machine { flow, io, opts, turn: Turn::default(), node: 0, steps: 0 };
+    let start = m.io.state.entry;
+    m.io.state.entry = 0;
+    if let Some(p) = m.io.state.question.take() {
         if let Some(pc) = m.answer(p) {
             m.exec(pc);
         }
@@ -93,13 +125,34 @@ pub fn run(flow: &Flow, state: &mut SessionState, input: &mut Value, profile: &m
     m.turn
 }
 
-struct Machine<'a> {
-    flow: &'a Flow,
-    state: &'a mut SessionState,
-    input: &'a mut Value,
-    profile: &'a mut Value,
+/// Continues a turn suspended at an `http` node, with the call's result (`{status, headers,
+/// body}` or `{error}`).
+pub fn resume(flow: &Flow, io: TurnIo<'_>, opts: RunOptions, call: &HttpCall, result: Value, delay_ms: u64) -> Turn {
+    let mut m = Machine { flow, io, opts, turn: Turn { delay_ms, ..Turn::default() }, node: 0, steps: 0 };
+    let op = &flow.ops[call.pc];
+    m.node = op.node;
+    let OpKind::Http(h) = &op.kind else {
+        // The Flow changed under a suspended turn: nothing sensible to resume.
+        return m.turn;
+    };
+    let failed = result.get("error").is_some() || result["status"].as_u64().is_some_and(|s| s >= 400);
+    set_path(&mut m.io.state.context, &h.context_key.keys, result, false);
+    if failed && h.abort_on_error {
+        m.warn("the HTTP request failed and abortOnError is set: the turn ends here".into());
+        return m.turn;
+    }
+    m.exec(call.pc + 1);
+    m.turn
+}
+
+struct Machine<'f, 'io> {
+    flow: &'f Flow,
+    io: TurnIo<'io>,
     opts: RunOptions,
     turn: Turn,
+    /// The node being run, for warnings.
+    node: usize,
+    steps: u32,
 }
 
 /// What an op tells the loop to do next.
@@ -107,21 +160,51 @@ enum Next {
     Go(usize),
     /// End the turn; the next message starts at this pc.
     Wait(usize),
+    /// End the turn until the HTTP call returns.
+    Suspend,
 }
 
-impl Machine<'_> {
-    fn scope(&self) -> Scope<'_> {
-        Scope { input: self.input, context: &self.state.context, profile: self.profile }
+impl Machine<'_, '_> {
+    /// Runs `f` with the memory as a `Scope` and an evaluator; logs what the scripts threw.
+    fn with_scope<T>(&mut self, f: impl FnOnce(&Scope<'_>, &mut Evaluator<'_>) -> T) -> T {
+        let (value, errors) = {
+            let scope = Scope { input: self.io.input, context: &self.io.state.context, profile: self.io.profile };
+            let mut ev = Evaluator::new(&mut *self.io.scripts);
+            let v = f(&scope, &mut ev);
+            (v, ev.errors)
+        };
+        for e in errors {
+            self.warn(format!("expression failed, rendered as empty: {e}"));
+        }
+        value
+    }
+
+    fn warn(&mut self, msg: String) {
+        let node = self.flow.nodes[self.node].name();
+        self.turn.warnings.push(format!("node {node}: {msg}"));
+    }
+
+    fn render(&mut self, t: &Template) -> String {
+        self.with_scope(|s, ev| t.render(s, ev))
+    }
+
+    fn render_data(&mut self, d: &DataTemplate) -> Value {
+        self.with_scope(|s, ev| d.render(s, ev))
+    }
+
+    fn test(&mut self, e: &Expr) -> bool {
+        self.with_scope(|s, ev| e.test(s, ev))
     }
 
     /// The loop: runs ops from `pc` until one ends the turn or the node limit is reached.
     fn exec(&mut self, mut pc: usize) {
-        let mut steps = 0u32;
+        let flow = self.flow;
         loop {
-            let op = &self.flow.ops[pc];
+            let op = &flow.ops[pc];
+            self.node = op.node;
             if !matches!(op.kind, OpKind::Jump(_)) {
-                steps += 1;
-                if steps > self.opts.max_nodes {
+                self.steps += 1;
+                if self.steps > self.opts.max_nodes {
                     let node = self.flow.nodes[op.node].name();
                     self.turn.error = Some(format!(
                         "the turn ran more than {} nodes (limits.maxNodesPerTurn) and was stopped at node {node}",
@@ -133,9 +216,10 @@ impl Machine<'_> {
             match self.step(op, pc) {
                 Next::Go(next) => pc = next,
                 Next::Wait(entry) => {
-                    self.state.entry = entry;
+                    self.io.state.entry = entry;
                     return;
                 }
+                Next::Suspend => return,
             }
         }
     }
@@ -148,37 +232,44 @@ impl Machine<'_> {
             }
             OpKind::Question(q) => {
                 self.ask(q, &q.text);
-                self.state.question = Some(Pending { pc, attempts: 0 });
+                self.io.state.question = Some(Pending { pc, attempts: 0 });
                 Next::Wait(pc)
             }
-            OpKind::Branch { cond, otherwise } => {
-                if cond.test(&self.scope()) {
-                    Next::Go(pc + 1)
-                } else {
-                    Next::Go(*otherwise)
-                }
-            }
+            OpKind::Branch { cond, otherwise } => Next::Go(if self.test(cond) { pc + 1 } else { *otherwise }),
             OpKind::Jump(to) => Next::Go(*to),
             OpKind::Lookup { on, cases, default } => {
-                let key = match on {
-                    super::model::LookupOn::Text => self.input.get("text"),
-                    super::model::LookupOn::Intent => self.input.get("intent"),
-                };
-                let key = key.and_then(Value::as_str);
-                let hit = cases.iter().find(|(v, _)| Some(v.as_str()) == key);
+                let key = self.lookup_key(on);
+                let hit = cases.iter().find(|(v, _)| Some(v.as_str()) == key.as_deref());
                 Next::Go(hit.map_or(*default, |(_, at)| *at))
             }
             OpKind::Once { afterwards } => {
-                if self.state.once.contains(&pc) {
+                if self.io.state.once.contains(&pc) {
                     Next::Go(*afterwards)
                 } else {
-                    self.state.once.push(pc);
+                    self.io.state.once.push(pc);
                     Next::Go(pc + 1)
                 }
             }
             OpKind::SetContext { key, value, append } => {
-                let v = value.render(&self.scope());
-                set_path(&mut self.state.context, &key.keys, v, *append);
+                let v = self.render_data(value);
+                set_path(&mut self.io.state.context, &key.keys, v, *append);
+                Next::Go(pc + 1)
+            }
+            OpKind::RemoveContext { key, value } => {
+                let v = value.as_ref().map(|d| self.render_data(d));
+                remove_path(&mut self.io.state.context, &key.keys, v.as_ref());
+                Next::Go(pc + 1)
+            }
+            OpKind::Code(src) => {
+                self.code(src);
+                Next::Go(pc + 1)
+            }
+            OpKind::Http(h) => {
+                self.turn.suspend = Some(self.http_call(h, pc));
+                Next::Suspend
+            }
+            OpKind::Sleep(ms) => {
+                self.turn.delay_ms += ms;
                 Next::Go(pc + 1)
             }
             OpKind::GoTo { target, wait: false } => Next::Go(*target),
@@ -188,28 +279,73 @@ impl Machine<'_> {
         }
     }
 
+    fn lookup_key(&mut self, on: &LookupOn) -> Option<String> {
+        match on {
+            LookupOn::Text => self.io.input.get("text").and_then(Value::as_str).map(str::to_owned),
+            LookupOn::Intent => self.io.input.get("intent").and_then(Value::as_str).map(str::to_owned),
+            LookupOn::Script(e) => {
+                let v = self.with_scope(|s, ev| e.eval(s, ev));
+                v.map(|v| {
+                    let mut out = String::new();
+                    render(Some(&v), &mut out);
+                    out
+                })
+            }
+        }
+    }
+
+    fn code(&mut self, src: &str) {
+        let io = &mut self.io;
+        match io.scripts.code(src, io.input, &mut io.state.context, io.profile) {
+            Ok(outputs) => {
+                for (text, data) in outputs {
+                    self.emit(text, Some(data));
+                }
+            }
+            Err(e) => {
+                // Cognigy: the error is put into the input, and execution goes on.
+                set_input(self.io.input, "codeNodeError", json!({ "message": e }));
+                self.warn(format!("code node failed: {e}"));
+            }
+        }
+        // A Code node may have replaced the objects wholesale; keep their shapes usable.
+        if !self.io.state.context.is_object() {
+            self.io.state.context = json!({});
+        }
+        if !self.io.profile.is_object() {
+            *self.io.profile = json!({});
+        }
+    }
+
+    fn http_call(&mut self, h: &HttpNode, pc: usize) -> HttpCall {
+        let url = self.render(&h.url);
+        let headers = h.headers.iter().map(|(k, t)| (k.clone(), self.render(t))).collect();
+        let body = h.body.as_ref().map(|b| self.render_data(b));
+        HttpCall { pc, method: h.method.clone(), url, headers, body, timeout_ms: h.timeout_ms }
+    }
+
     fn say(&mut self, say: &Say, pc: usize) {
         let text = if say.texts.is_empty() {
-            say.text.as_ref().map(|t| t.render(&self.scope())).unwrap_or_default()
+            say.text.as_ref().map(|t| self.render(t)).unwrap_or_default()
         } else {
             let n = say.texts.len();
             let i = if say.random {
                 (self.opts.random.wrapping_add(pc as u64 * 0x9E37_79B9_7F4A_7C15) % n as u64) as usize
             } else {
-                let next = self.state.linear.entry(pc).or_default();
+                let next = self.io.state.linear.entry(pc).or_default();
                 let i = *next % n;
                 *next = (i + 1) % n;
                 i
             };
-            say.texts[i].render(&self.scope())
+            self.render(&say.texts[i])
         };
-        let data = say.data.as_ref().map(|d| d.render(&self.scope()));
+        let data = say.data.as_ref().map(|d| self.render_data(d));
         self.emit(text, data);
     }
 
-    fn ask(&mut self, q: &Question, text: &super::template::Template) {
-        let text = text.render(&self.scope());
-        let data = q.data.as_ref().map(|d| d.render(&self.scope()));
+    fn ask(&mut self, q: &Question, text: &Template) {
+        let text = self.render(text);
+        let data = q.data.as_ref().map(|d| self.render_data(d));
         self.emit(text, data);
     }
 
@@ -218,64 +354,88 @@ impl Machine<'_> {
             Some(v @ Value::Object(_)) => v,
             // Outputs always carry an object; other values are wrapped rather than lost.
             Some(Value::Null) | None => Value::Object(Map::new()),
-            Some(other) => serde_json::json!({ "value": other }),
+            Some(other) => json!({ "value": other }),
         };
-        self.turn.outputs.push(Output { text, data });
+        self.turn.outputs.push(Output { text, data, delay_ms: self.turn.delay_ms });
     }
 
     /// Checks the answer to a pending Question; `Some(pc)` to continue there, `None` when the
     /// turn ends waiting again.
     fn answer(&mut self, p: Pending) -> Option<usize> {
-        let OpKind::Question(q) = &self.flow.ops[p.pc].kind else {
+        let flow = self.flow;
+        let OpKind::Question(q) = &flow.ops[p.pc].kind else {
             return Some(0);
         };
-        let node = &self.flow.nodes[self.flow.ops[p.pc].node];
-        set_input(
-            self.input,
-            "activeQuestion",
-            serde_json::json!({ "nodeId": node.name(), "type": kind_name(q.kind) }),
-        );
-        let text = self.input.get("text").and_then(Value::as_str).unwrap_or("");
-        let result = match check(q.kind, text) {
+        self.node = self.flow.ops[p.pc].node;
+        let node = &self.flow.nodes[self.node];
+        let active = json!({ "nodeId": node.name(), "type": kind_name(&q.kind), "attempts": p.attempts });
+        set_input(self.io.input, "activeQuestion", active);
+        let result = match self.check(&q.kind) {
             Some(v) => v,
             None if q.max_attempts.is_some_and(|max| p.attempts + 1 >= max) => Value::Null,
             None => {
                 self.ask(q, q.reprompt.as_ref().unwrap_or(&q.text));
-                self.state.question = Some(Pending { pc: p.pc, attempts: p.attempts + 1 });
-                self.state.entry = p.pc;
+                self.io.state.question = Some(Pending { pc: p.pc, attempts: p.attempts + 1 });
+                self.io.state.entry = p.pc;
                 return None;
             }
         };
         if let Some(loc) = &q.result_location {
             let target = match loc.root {
-                Root::Profile => &mut *self.profile,
-                _ => &mut self.state.context,
+                Root::Profile => &mut *self.io.profile,
+                _ => &mut self.io.state.context,
             };
             set_path(target, &loc.keys, result.clone(), false);
         }
-        set_input(self.input, "result", result);
+        set_input(self.io.input, "result", result);
         Some(p.pc + 1)
+    }
+
+    /// The answer's value when it is valid for the question type.
+    fn check(&mut self, kind: &QuestionKind) -> Option<Value> {
+        let text = self.io.input.get("text").and_then(Value::as_str).unwrap_or("").to_owned();
+        match kind {
+            QuestionKind::Regex(pattern) => {
+                let src = format!(
+                    "(function () {{ const m = new RegExp({}).exec(String(input.text ?? '')); return m ? m[0] : undefined; }})()",
+                    Value::String(pattern.clone())
+                );
+                self.with_scope(|s, ev| Expr::Script(src).eval(s, ev)).filter(|v| !v.is_null())
+            }
+            QuestionKind::Custom(cond) => self.test(cond).then(|| Value::String(text.trim().to_owned())),
+            QuestionKind::Intent(allowed) => {
+                let intent = self.io.input.get("intent").and_then(Value::as_str)?;
+                (allowed.is_empty() || allowed.iter().any(|a| a == intent)).then(|| Value::String(intent.to_owned()))
+            }
+            QuestionKind::Data => match self.io.input.get("data") {
+                Some(Value::Object(d)) if !d.is_empty() => Some(Value::Object(d.clone())),
+                _ => None,
+            },
+            simple => check(simple, &text),
+        }
     }
 }
 
-fn kind_name(k: QuestionKind) -> &'static str {
+fn kind_name(k: &QuestionKind) -> &'static str {
     match k {
         QuestionKind::Text => "text",
         QuestionKind::Number => "number",
         QuestionKind::YesNo => "yesNo",
+        QuestionKind::Email => "email",
+        QuestionKind::Regex(_) => "regex",
+        QuestionKind::Intent(_) => "intent",
+        QuestionKind::Data => "data",
+        QuestionKind::Custom(_) => "custom",
     }
 }
 
-/// The answer's value when it is valid for the question type.
-pub fn check(kind: QuestionKind, text: &str) -> Option<Value> {
+/// The answer's value for the question types that need no script or NLU.
+pub fn check(kind: &QuestionKind, text: &str) -> Option<Value> {
     let t = text.trim();
     match kind {
-        QuestionKind::Text => (!t.is_empty()).then(|| Value::String(t.to_owned())),
-        QuestionKind::Number => first_number(t).map(|n| {
-            serde_json::Number::from_f64(n).map_or(Value::Null, |num| {
-                if n.fract() == 0.0 && n.abs() < 9e15 { Value::from(n as i64) } else { Value::Number(num) }
-            })
-        }),
+        QuestionKind::Number => {
+            first_number(t).map(|n| if n.fract() == 0.0 && n.abs() < 9e15 { Value::from(n as i64) } else { json!(n) })
+        }
         QuestionKind::YesNo => {
             let w = t.trim_end_matches(['.', '!', '?']).to_lowercase();
             match w.as_str() {
@@ -284,7 +444,27 @@ pub fn check(kind: QuestionKind, text: &str) -> Option<Value> {
                 _ => None,
             }
         }
+        QuestionKind::Email => find_email(t).map(|e| Value::String(e.to_owned())),
+        _ => (!t.is_empty()).then(|| Value::String(t.to_owned())),
     }
+}
+
+/// The first word that looks like an e-mail address: `local@domain.tld`.
+fn find_email(t: &str) -> Option<&str> {
+    t.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| matches!(c, ',' | ';' | '.' | '!' | '?' | '<' | '>' | '(' | ')' | '"' | '\''))
+        })
+        .find(|w| {
+            let Some((local, domain)) = w.split_once('@') else { return false };
+            let ok = |c: char| c.is_alphanumeric() || "._%+-".contains(c);
+            !local.is_empty()
+                && local.chars().all(ok)
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && domain.chars().all(|c| c.is_alphanumeric() || c == '.' || c == '-')
+        })
 }
 
 /// The first number in a text: `"it's 4711, thanks"` → 4711; `"-2.5"` → -2.5.
@@ -332,5 +512,22 @@ pub fn set_path(root: &mut Value, keys: &[String], v: Value, append: bool) {
         Value::Array(a) => a.push(v),
         Value::Null => *cur = Value::Array(vec![v]),
         old => *old = Value::Array(vec![old.take(), v]),
+    }
+}
+
+/// Removes `keys` from `root`; with `value`, removes that value from the array there instead.
+pub fn remove_path(root: &mut Value, keys: &[String], value: Option<&Value>) {
+    let Some((last, parents)) = keys.split_last() else { return };
+    let Some(parent) = parents.iter().try_fold(root, |v, k| v.get_mut(k)) else { return };
+    let Some(obj) = parent.as_object_mut() else { return };
+    match value {
+        None => {
+            obj.remove(last);
+        }
+        Some(v) => {
+            if let Some(Value::Array(a)) = obj.get_mut(last) {
+                a.retain(|x| x != v);
+            }
+        }
     }
 }

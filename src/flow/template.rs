@@ -1,9 +1,10 @@
 //! CognigyScript templates and conditions, parsed once when the Flow is loaded.
 //!
-//! `{{input.text}}` and other dotted paths are resolved directly on the JSON values: most Flows
-//! are made only of those, and they must not pay for a script engine. Expressions that are not
-//! plain paths are kept as `Expr::Script` source so that a JavaScript evaluator can take them
-//! without changing the Flow model; until it exists, `hookflow check` rejects them.
+//! `{{input.text}}` and other dotted paths (and simple comparisons of them) are resolved
+//! directly on the JSON values: most Flows are made only of those, and they must not pay for a
+//! script engine. Anything else is `Expr::Script`, JavaScript handed to a `Scripts` evaluator
+//! (QuickJS in production, see `script.rs`). An expression that throws renders as nothing; the
+//! error is collected by the `Evaluator` for the caller to log with the node id.
 
 use serde_json::Value;
 
@@ -12,6 +13,43 @@ pub struct Scope<'a> {
     pub input: &'a Value,
     pub context: &'a Value,
     pub profile: &'a Value,
+}
+
+/// Runs JavaScript against the memory; implemented by `script::Engine`.
+pub trait Scripts {
+    /// The expression's value; `Ok(None)` is `undefined`.
+    fn eval(&mut self, src: &str, scope: &Scope<'_>) -> Result<Option<Value>, String>;
+    /// Runs a Code node body, writing changes back; returns its `api.output` calls.
+    fn code(
+        &mut self,
+        src: &str,
+        input: &mut Value,
+        context: &mut Value,
+        profile: &mut Value,
+    ) -> Result<Vec<(String, Value)>, String>;
+}
+
+/// A `Scripts` plus the errors met while rendering, for the caller to log.
+pub struct Evaluator<'a> {
+    pub scripts: &'a mut dyn Scripts,
+    pub errors: Vec<String>,
+}
+
+impl<'a> Evaluator<'a> {
+    /// Wraps a script engine.
+    pub fn new(scripts: &'a mut dyn Scripts) -> Evaluator<'a> {
+        Evaluator { scripts, errors: Vec::new() }
+    }
+
+    fn script(&mut self, src: &str, scope: &Scope<'_>) -> Option<Value> {
+        match self.scripts.eval(src, scope) {
+            Ok(v) => v,
+            Err(e) => {
+                self.errors.push(format!("{src:?}: {e}"));
+                None
+            }
+        }
+    }
 }
 
 /// A dotted path into `input`, `context` or `profile` (or their aliases `ci`, `cc`, `cp`).
@@ -122,23 +160,22 @@ impl Expr {
         }
     }
 
-    /// Evaluates a path-only expression; `None` is `undefined`. Scripts evaluate to `None`
-    /// (they are rejected at load time until the script engine exists).
-    pub fn eval(&self, scope: &Scope<'_>) -> Option<Value> {
+    /// Evaluates the expression; `None` is `undefined` (also what a throwing script gives).
+    pub fn eval(&self, scope: &Scope<'_>, ev: &mut Evaluator<'_>) -> Option<Value> {
         match self {
             Expr::Path(p) => p.get(scope).cloned(),
             Expr::Compare { path, equal, value } => {
                 let got = path.get(scope).unwrap_or(&Value::Null);
                 Some(Value::Bool(loose_eq(got, value) == *equal))
             }
-            Expr::Not(e) => Some(Value::Bool(!truthy(e.eval(scope).as_ref()))),
-            Expr::Script(_) => None,
+            Expr::Not(e) => Some(Value::Bool(!truthy(e.eval(scope, ev).as_ref()))),
+            Expr::Script(src) => ev.script(src, scope),
         }
     }
 
     /// The expression as a condition, with JavaScript truthiness.
-    pub fn test(&self, scope: &Scope<'_>) -> bool {
-        truthy(self.eval(scope).as_ref())
+    pub fn test(&self, scope: &Scope<'_>, ev: &mut Evaluator<'_>) -> bool {
+        truthy(self.eval(scope, ev).as_ref())
     }
 }
 
@@ -227,12 +264,12 @@ impl Template {
     }
 
     /// The rendered text.
-    pub fn render(&self, scope: &Scope<'_>) -> String {
+    pub fn render(&self, scope: &Scope<'_>, ev: &mut Evaluator<'_>) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Hole(e) => render(e.eval(scope).as_ref(), &mut out),
+                Part::Hole(e) => render(e.eval(scope, ev).as_ref(), &mut out),
             }
         }
         out
@@ -244,6 +281,8 @@ impl Template {
 pub enum DataTemplate {
     Plain(Value),
     Text(Template),
+    /// Cognigy's `{"$cs": {"script": "...", "type": "object"}}`: the script's value.
+    Script(Expr),
     Array(Vec<DataTemplate>),
     Object(Vec<(String, DataTemplate)>),
 }
@@ -255,6 +294,11 @@ impl DataTemplate {
             Value::String(s) => {
                 let t = Template::parse(s)?;
                 if t.is_literal() { DataTemplate::Plain(v.clone()) } else { DataTemplate::Text(t) }
+            }
+            Value::Object(m) if m.len() == 1 && m.contains_key("$cs") => {
+                let script = m["$cs"].get("script").and_then(Value::as_str);
+                let script = script.ok_or("\"$cs\" needs {\"script\": \"<expression>\"}")?;
+                DataTemplate::Script(Expr::parse(script))
             }
             Value::Array(a) => DataTemplate::Array(a.iter().map(DataTemplate::parse).collect::<Result<_, _>>()?),
             Value::Object(m) => {
@@ -273,21 +317,23 @@ impl DataTemplate {
         match self {
             DataTemplate::Plain(_) => vec![],
             DataTemplate::Text(t) => t.scripts().collect(),
+            DataTemplate::Script(e) => e.script().into_iter().collect(),
             DataTemplate::Array(a) => a.iter().flat_map(DataTemplate::scripts).collect(),
             DataTemplate::Object(m) => m.iter().flat_map(|(_, v)| v.scripts()).collect(),
         }
     }
 
     /// The rendered value; a string that is exactly one `{{expr}}` keeps the value's type.
-    pub fn render(&self, scope: &Scope<'_>) -> Value {
+    pub fn render(&self, scope: &Scope<'_>, ev: &mut Evaluator<'_>) -> Value {
         match self {
             DataTemplate::Plain(v) => v.clone(),
             DataTemplate::Text(t) => match t.single() {
-                Some(e) => e.eval(scope).unwrap_or(Value::Null),
-                None => Value::String(t.render(scope)),
+                Some(e) => e.eval(scope, ev).unwrap_or(Value::Null),
+                None => Value::String(t.render(scope, ev)),
             },
-            DataTemplate::Array(a) => Value::Array(a.iter().map(|d| d.render(scope)).collect()),
-            DataTemplate::Object(m) => Value::Object(m.iter().map(|(k, d)| (k.clone(), d.render(scope))).collect()),
+            DataTemplate::Script(e) => e.eval(scope, ev).unwrap_or(Value::Null),
+            DataTemplate::Array(a) => Value::Array(a.iter().map(|d| d.render(scope, ev)).collect()),
+            DataTemplate::Object(m) => Value::Object(m.iter().map(|(k, d)| (k.clone(), d.render(scope, ev))).collect()),
         }
     }
 }
@@ -297,11 +343,32 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Scripts are not needed by these tests: a path-only world.
+    struct NoScripts;
+    impl Scripts for NoScripts {
+        fn eval(&mut self, src: &str, _: &Scope<'_>) -> Result<Option<Value>, String> {
+            Err(format!("no script engine for {src}"))
+        }
+        fn code(
+            &mut self,
+            src: &str,
+            _: &mut Value,
+            _: &mut Value,
+            _: &mut Value,
+        ) -> Result<Vec<(String, Value)>, String> {
+            Err(format!("no script engine for {src}"))
+        }
+    }
+
     fn scope_check(tpl: &str, expected: &str) {
         let (input, context, profile) =
             (json!({"text": "hi", "n": 3}), json!({"order": {"status": "shipped"}}), json!({}));
         let scope = Scope { input: &input, context: &context, profile: &profile };
-        assert_eq!(Template::parse(tpl).unwrap().render(&scope), expected, "template {tpl}");
+        assert_eq!(
+            Template::parse(tpl).unwrap().render(&scope, &mut Evaluator::new(&mut NoScripts)),
+            expected,
+            "template {tpl}"
+        );
     }
 
     #[test]
@@ -322,7 +389,7 @@ mod tests {
     fn conditions_compare_and_test_truthiness() {
         let (input, context, profile) = (json!({"result": 3}), json!({"ok": true, "s": "shipped", "e": ""}), json!({}));
         let scope = Scope { input: &input, context: &context, profile: &profile };
-        let t = |s: &str| Expr::parse(s).test(&scope);
+        let t = |s: &str| Expr::parse(s).test(&scope, &mut Evaluator::new(&mut NoScripts));
         assert!(t("context.ok"));
         assert!(!t("context.e"));
         assert!(!t("context.missing"));
@@ -342,6 +409,9 @@ mod tests {
             &json!({"echo": "{{input.data}}", "n": "{{context.n}}", "s": "n={{context.n}}", "k": 5}),
         )
         .unwrap();
-        assert_eq!(d.render(&scope), json!({"echo": {"a": 1}, "n": 2, "s": "n=2", "k": 5}));
+        assert_eq!(
+            d.render(&scope, &mut Evaluator::new(&mut NoScripts)),
+            json!({"echo": {"a": 1}, "n": 2, "s": "n=2", "k": 5})
+        );
     }
 }

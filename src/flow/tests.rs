@@ -5,7 +5,18 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::model::Flow;
-use super::run::{RunOptions, SessionState, run};
+use super::run::{RunOptions, SessionState, Turn, TurnIo, run};
+use crate::script::{Engine, Limits};
+
+fn engine() -> Engine {
+    Engine::new(Limits { timeout: std::time::Duration::from_millis(300), memory: 8 << 20 })
+}
+
+/// One turn with a fresh engine.
+fn turn(flow: &Flow, state: &mut SessionState, input: &mut Value, profile: &mut Value, max_nodes: u32) -> Turn {
+    let mut e = engine();
+    run(flow, TurnIo { state, input, profile, scripts: &mut e }, RunOptions { max_nodes, random: 7 })
+}
 
 fn compile(doc: Value) -> Flow {
     Flow::compile(Path::new("test.json"), &doc, 1).unwrap_or_else(|e| panic!("flow does not compile: {e:?}"))
@@ -22,8 +33,8 @@ fn check(doc: Value, messages: &[&str], expected: &[&[&str]]) -> SessionState {
     let mut profile = json!({});
     for (i, (text, want)) in messages.iter().zip(expected).enumerate() {
         let mut input = json!({ "text": text, "data": null, "execution": i + 1 });
-        let turn = run(&flow, &mut state, &mut input, &mut profile, RunOptions { max_nodes: 100, random: 7 });
-        let got: Vec<&str> = turn.outputs.iter().map(|o| o.text.as_str()).collect();
+        let t = turn(&flow, &mut state, &mut input, &mut profile, 100);
+        let got: Vec<&str> = t.outputs.iter().map(|o| o.text.as_str()).collect();
         assert_eq!(got, *want, "turn {} (message {text:?})", i + 1);
     }
     state
@@ -37,7 +48,7 @@ fn say_renders_text_and_data_and_continues() {
     ]}));
     let mut state = SessionState::new(&flow);
     let mut input = json!({"text": "x", "execution": 4});
-    let turn = run(&flow, &mut state, &mut input, &mut json!({}), RunOptions { max_nodes: 10, random: 0 });
+    let turn = turn(&flow, &mut state, &mut input, &mut json!({}), 10);
     assert_eq!(turn.outputs[0].text, "a x");
     assert_eq!(turn.outputs[0].data, json!({}));
     assert_eq!(turn.outputs[1].text, "");
@@ -134,8 +145,7 @@ fn node_limit_stops_an_endless_go_to_loop_and_keeps_outputs() {
         {"type": "goTo", "target": "top"}
     ]}));
     let mut state = SessionState::new(&flow);
-    let turn =
-        run(&flow, &mut state, &mut json!({"text": "x"}), &mut json!({}), RunOptions { max_nodes: 10, random: 0 });
+    let turn = turn(&flow, &mut state, &mut json!({"text": "x"}), &mut json!({}), 10);
     assert_eq!(turn.outputs.len(), 5);
     assert!(turn.error.unwrap().contains("maxNodesPerTurn"));
     assert_eq!(state.entry, 0);
@@ -147,11 +157,10 @@ fn a_changed_flow_restarts_sessions_at_the_top_keeping_context() {
     let flow = compile(doc.clone());
     let mut state = SessionState::new(&flow);
     state.context = json!({"kept": true});
-    run(&flow, &mut state, &mut json!({"text": "a"}), &mut json!({}), RunOptions { max_nodes: 10, random: 0 });
+    turn(&flow, &mut state, &mut json!({"text": "a"}), &mut json!({}), 10);
     assert!(state.question.is_some());
     let changed = Flow::compile(Path::new("test.json"), &doc, 2).unwrap();
-    let turn =
-        run(&changed, &mut state, &mut json!({"text": "b"}), &mut json!({}), RunOptions { max_nodes: 10, random: 0 });
+    let turn = turn(&changed, &mut state, &mut json!({"text": "b"}), &mut json!({}), 10);
     assert_eq!(turn.outputs[0].text, "q?");
     assert_eq!(state.context, json!({"kept": true}));
 }
@@ -161,9 +170,8 @@ fn profile_result_location_writes_the_profile() {
     let flow = compile(json!({"nodes": [{"type": "question", "text": "mail?", "resultLocation": "profile.email"}]}));
     let mut state = SessionState::new(&flow);
     let mut profile = json!({});
-    let opts = RunOptions { max_nodes: 10, random: 0 };
-    run(&flow, &mut state, &mut json!({"text": "hi"}), &mut profile, opts);
-    run(&flow, &mut state, &mut json!({"text": "a@b.c"}), &mut profile, opts);
+    turn(&flow, &mut state, &mut json!({"text": "hi"}), &mut profile, 10);
+    turn(&flow, &mut state, &mut json!({"text": "a@b.c"}), &mut profile, 10);
     assert_eq!(profile, json!({"email": "a@b.c"}));
 }
 
@@ -178,9 +186,11 @@ fn invalid_flows_are_rejected_with_the_place_and_the_fix() {
     assert!(e.iter().any(|(p, m)| p == "nodes[1].id" && m.contains("duplicate")), "{e:?}");
     let e = errors(json!({"nodes": [{"type": "goTo", "target": "nowhere"}]}));
     assert!(e.iter().any(|(p, m)| p == "nodes[0].target" && m.contains("nowhere")), "{e:?}");
-    let e = errors(json!({"nodes": [{"type": "if", "condition": "context.x.length > 2", "then": []}]}));
-    assert!(e.iter().any(|(p, _)| p == "nodes[0].condition"), "{e:?}");
-    let e = errors(json!({"nodes": [{"type": "code", "code": "1"}]}));
+    let e = errors(json!({"nodes": [{"type": "if", "condition": "context.x.length >", "then": []}]}));
+    assert!(e.iter().any(|(p, m)| p == "nodes[0].condition" && m.contains("SyntaxError")), "{e:?}");
+    let e = errors(json!({"nodes": [{"type": "code", "code": "let x = ;"}]}));
+    assert!(e.iter().any(|(p, m)| p == "nodes[0].code" && m.contains("SyntaxError") && m.contains("line 1")), "{e:?}");
+    let e = errors(json!({"nodes": [{"type": "executeFlow", "flow": "x.json"}]}));
     assert!(e[0].1.contains("not supported by this version"), "{e:?}");
     let e = errors(json!({"nodes": [{"type": "question", "questionType": "number"}]}));
     assert!(e.iter().any(|(p, m)| p == "nodes[0].text" && m.contains("required")), "{e:?}");

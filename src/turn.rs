@@ -1,0 +1,354 @@
+//! One queued message, from its inbox row to committed outputs: prepare the `input` object and
+//! the session, run NLU and the Flow, and commit state and outputs in one transaction.
+//!
+//! An `http` node makes the turn a sequence of commits: at the node, what came before is saved
+//! (its outputs start going out) and the inbox row keeps a `resume` record (the request, the
+//! `input`, the accumulated sleep); the call is made; the turn goes on. After a crash during
+//! the call, the row is found with its resume record and the turn continues at the node.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::config::Endpoint;
+use crate::flow::{self, Flow, HttpCall, Output, RunOptions, SessionState, Turn, TurnIo};
+use crate::script::Engine;
+use crate::service::Shared;
+use crate::store::{InboxRow, JobKind, NewOutput, SessionRow, StoreError, TranscriptLine, TurnCommit, TurnInput};
+use crate::util::{now_ms, shown};
+use crate::wire::{Accepted, AiOutput, OutputPayload, output_body};
+
+/// A worker's script engine, created on first use: Flows made only of paths never pay for one.
+pub(crate) struct LazyEngine {
+    limits: crate::script::Limits,
+    engine: Option<Engine>,
+}
+
+impl LazyEngine {
+    pub(crate) fn new(shared: &Shared) -> LazyEngine {
+        let l = &shared.config.limits;
+        LazyEngine {
+            limits: crate::script::Limits { timeout: l.script_timeout, memory: l.script_memory_bytes },
+            engine: None,
+        }
+    }
+
+    pub(crate) fn get(&mut self) -> &mut Engine {
+        self.engine.get_or_insert_with(|| Engine::new(self.limits))
+    }
+}
+
+impl flow::template::Scripts for LazyEngine {
+    fn eval(&mut self, src: &str, scope: &flow::template::Scope<'_>) -> Result<Option<Value>, String> {
+        flow::template::Scripts::eval(self.get(), src, scope)
+    }
+
+    fn code(&mut self, src: &str, i: &mut Value, c: &mut Value, p: &mut Value) -> Result<Vec<(String, Value)>, String> {
+        flow::template::Scripts::code(self.get(), src, i, c, p)
+    }
+}
+
+/// What the inbox row keeps while a turn waits at an `http` node.
+#[derive(Debug, Serialize, Deserialize)]
+struct Resume {
+    call: HttpCall,
+    input: Value,
+    delay_ms: u64,
+}
+
+/// A Flow turn being run.
+struct Conversation<'a> {
+    shared: &'a Shared,
+    row: &'a InboxRow,
+    ep: &'a Endpoint,
+    acc: Accepted,
+    flow: Arc<Flow>,
+    state: SessionState,
+    input: Value,
+    profile: Value,
+    profile_before: Value,
+    messages: i64,
+    lane: u32,
+    /// Whether the user's line went into the transcript already.
+    logged_input: bool,
+}
+
+/// Runs one queued message and commits its effects.
+pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Result<(), StoreError> {
+    let Some(TurnInput { row, session, profile }) = shared.store.load_turn(id)? else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let Some(ep) = shared.config.endpoint_by_name(&row.key.endpoint) else {
+        log::warn!("message {id} is for endpoint {:?}, which is no longer configured; dropped", row.key.endpoint);
+        return drop_message(shared, &row);
+    };
+    let acc: Accepted = match serde_json::from_str(&row.payload) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("message {id} has an unreadable payload ({e}); dropped");
+            return drop_message(shared, &row);
+        }
+    };
+    if row.kind == JobKind::Notify {
+        let data = acc.data.clone().map(Value::Object).unwrap_or_else(|| json!({}));
+        let o = Output { text: acc.text.clone().unwrap_or_default(), data, delay_ms: 0 };
+        let conv = Conversation::new(shared, &row, ep, acc, session, profile);
+        return conv.commit_notify(&o);
+    }
+    let mut conv = Conversation::new(shared, &row, ep, acc, session, profile);
+    let outcome = catch_unwind(AssertUnwindSafe(|| conv.run(engine)));
+    let result = match outcome {
+        Ok(r) => r,
+        Err(_) => {
+            // One bad message costs one message: it is dropped, the worker and session live on.
+            log::error!("turn of message {id} ({}) panicked; the message is dropped", row.key.endpoint);
+            *engine = LazyEngine { limits: engine.limits, engine: None };
+            drop_message(shared, &row)
+        }
+    };
+    shared.metrics.turn_done(started.elapsed());
+    result
+}
+
+/// Removes a message that cannot run, without outputs.
+fn drop_message(shared: &Shared, row: &InboxRow) -> Result<(), StoreError> {
+    shared
+        .store
+        .commit_turn(&TurnCommit {
+            inbox_id: row.id,
+            key: &row.key,
+            session: None,
+            profile: None,
+            outputs: &[],
+            lane_hash: 0,
+            now_ms: now_ms(),
+            checkpoint: None,
+            transcript: &[],
+        })
+        .map(drop)
+}
+
+impl<'a> Conversation<'a> {
+    fn new(
+        shared: &'a Shared,
+        row: &'a InboxRow,
+        ep: &'a Endpoint,
+        acc: Accepted,
+        session: Option<SessionRow>,
+        profile: Option<String>,
+    ) -> Conversation<'a> {
+        let flow = shared.flows[&ep.name].clone();
+        let mut session = session.unwrap_or_default();
+        let ttl = shared.config.session_ttl.as_millis() as i64;
+        if session.updated_ms > 0 && now_ms() - session.updated_ms > ttl && row.resume.is_none() {
+            // Untouched for longer than sessions.ttlSeconds: forgotten, as if expired already.
+            session = SessionRow { seq: session.seq, ..SessionRow::default() };
+        }
+        let state = match serde_json::from_str::<SessionState>(&session.state) {
+            Ok(s) if !session.state.is_empty() => s,
+            _ => SessionState::new(&flow),
+        };
+        // A resumed turn was counted when it started.
+        let messages = if row.resume.is_some() { session.messages } else { session.messages + 1 };
+        let keep = ep.data_protection.contact_profiles;
+        let profile: Value =
+            profile.filter(|_| keep).and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_else(|| json!({}));
+        let input = build_input(ep, row, &acc, messages);
+        Conversation {
+            shared,
+            row,
+            ep,
+            acc,
+            flow,
+            state,
+            input,
+            profile_before: profile.clone(),
+            profile,
+            messages,
+            lane: crate::sender::lane_hash(&row.key),
+            logged_input: row.resume.is_some(),
+        }
+    }
+
+    fn opts(&self) -> RunOptions {
+        let random = u64::from_le_bytes(crate::util::random_bytes::<8>());
+        RunOptions { max_nodes: self.shared.config.limits.max_nodes_per_turn, random }
+    }
+
+    /// Runs (or resumes) the turn through every checkpoint to its final commit.
+    fn run(&mut self, engine: &mut LazyEngine) -> Result<(), StoreError> {
+        let flow = self.flow.clone();
+        let mut turn = match self.row.resume.as_deref().map(serde_json::from_str::<Resume>) {
+            Some(Ok(r)) => {
+                log::info!("{}: resuming message {} at its http node after a restart", self.ep.name, self.row.id);
+                self.input = r.input;
+                let result = crate::http_node::perform(&self.shared.http_agent, &r.call);
+                let opts = self.opts();
+                flow::resume(&flow, self.io(engine), opts, &r.call, result, r.delay_ms)
+            }
+            _ => {
+                crate::nlu::annotate(self.shared, self.ep, &flow, &mut self.input);
+                let opts = self.opts();
+                flow::run(&flow, self.io(engine), opts)
+            }
+        };
+        loop {
+            self.log(&turn);
+            let suspend = turn.suspend.take();
+            let resume = suspend.as_ref().map(|call| {
+                let r = Resume { call: call.clone(), input: self.input.clone(), delay_ms: turn.delay_ms };
+                serde_json::to_string(&r).expect("a resume record is plain JSON")
+            });
+            self.commit(&turn.outputs, resume.as_deref())?;
+            let Some(call) = suspend else { return Ok(()) };
+            let result = crate::http_node::perform(&self.shared.http_agent, &call);
+            let opts = self.opts();
+            turn = flow::resume(&flow, self.io(engine), opts, &call, result, turn.delay_ms);
+        }
+    }
+
+    fn io<'s>(&'s mut self, engine: &'s mut LazyEngine) -> TurnIo<'s> {
+        TurnIo { state: &mut self.state, input: &mut self.input, profile: &mut self.profile, scripts: engine }
+    }
+
+    fn log(&self, turn: &Turn) {
+        let name = &self.ep.name;
+        if let Some(e) = &turn.error {
+            log::warn!("{name}: {e}");
+        }
+        for w in &turn.warnings {
+            log::warn!("{name}: {w}");
+        }
+        let mask = self.ep.data_protection.mask_logging;
+        log::debug!(
+            "{name}: user={} session={} turn {} produced {} output(s): {:?}",
+            shown(mask, &self.row.key.user_id),
+            shown(mask, &self.row.key.session_id),
+            self.messages,
+            turn.outputs.len(),
+            turn.outputs.iter().map(|o| shown(mask, &o.text)).collect::<Vec<_>>()
+        );
+    }
+
+    /// The exact body POSTed for an output.
+    fn body(&self, o: &Output) -> String {
+        output_body(&OutputPayload {
+            user_id: &self.row.key.user_id,
+            session_id: &self.row.key.session_id,
+            ai_output: AiOutput {
+                text: &o.text,
+                data: &o.data,
+                trace_id: &self.acc.trace_id,
+                disable_sensitive_logging: self.ep.data_protection.mask_logging,
+                source: "bot",
+            },
+        })
+    }
+
+    /// Commits the session, profile and outputs so far; `resume` keeps the message for a
+    /// checkpoint.
+    fn commit(&mut self, outputs: &[Output], resume: Option<&str>) -> Result<(), StoreError> {
+        let now = now_ms();
+        let new: Vec<NewOutput> =
+            outputs.iter().map(|o| NewOutput { body: self.body(o), not_before_ms: now + o.delay_ms as i64 }).collect();
+        let transcript = self.transcript(outputs, now);
+        let state = serde_json::to_string(&self.state).expect("session state is plain JSON");
+        let session = SessionRow { state, seq: 0, messages: self.messages, updated_ms: now };
+        let keep = self.ep.data_protection.contact_profiles;
+        let profile = (keep && self.profile != self.profile_before).then(|| self.profile.to_string());
+        self.shared.store.commit_turn(&TurnCommit {
+            inbox_id: self.row.id,
+            key: &self.row.key,
+            session: Some(&session),
+            profile: profile.as_deref(),
+            outputs: &new,
+            lane_hash: self.lane,
+            now_ms: now,
+            checkpoint: resume,
+            transcript: &transcript,
+        })?;
+        self.profile_before = self.profile.clone();
+        if !new.is_empty() {
+            self.shared.senders.wake(self.lane);
+        }
+        Ok(())
+    }
+
+    fn commit_notify(self, o: &Output) -> Result<(), StoreError> {
+        let now = now_ms();
+        let new = [NewOutput { body: self.body(o), not_before_ms: now }];
+        let transcript = if self.ep.data_protection.collect_conversations {
+            vec![TranscriptLine { source: "bot", text: o.text.clone(), data: o.data.to_string(), at_ms: now }]
+        } else {
+            vec![]
+        };
+        self.shared.store.commit_turn(&TurnCommit {
+            inbox_id: self.row.id,
+            key: &self.row.key,
+            session: None,
+            profile: None,
+            outputs: &new,
+            lane_hash: self.lane,
+            now_ms: now,
+            checkpoint: None,
+            transcript: &transcript,
+        })?;
+        self.shared.senders.wake(self.lane);
+        Ok(())
+    }
+
+    /// Transcript lines for a commit (`collectConversations`): the user's message once, then
+    /// every output.
+    fn transcript(&mut self, outputs: &[Output], now: i64) -> Vec<TranscriptLine> {
+        if !self.ep.data_protection.collect_conversations {
+            return vec![];
+        }
+        let mut lines = Vec::new();
+        if !self.logged_input {
+            self.logged_input = true;
+            let data = self.acc.data.clone().map_or_else(|| "{}".to_owned(), |d| Value::Object(d).to_string());
+            let text = self.acc.text.clone().unwrap_or_default();
+            lines.push(TranscriptLine { source: "user", text, data, at_ms: self.acc.at });
+        }
+        for o in outputs {
+            lines.push(TranscriptLine { source: "bot", text: o.text.clone(), data: o.data.to_string(), at_ms: now });
+        }
+        lines
+    }
+}
+
+/// The `input` object of flows.md's Memory table.
+fn build_input(ep: &Endpoint, row: &InboxRow, acc: &Accepted, execution: i64) -> Value {
+    let mode = match (acc.text.as_deref().is_some_and(|t| !t.is_empty()), acc.data.is_some()) {
+        (true, true) => "TextData",
+        (false, true) => "DataOnly",
+        _ => "TextOnly",
+    };
+    let mut m = Map::new();
+    m.insert("text".into(), acc.text.clone().map_or(Value::Null, Value::String));
+    m.insert("data".into(), acc.data.clone().map_or(Value::Null, Value::Object));
+    m.insert("userId".into(), row.key.user_id.clone().into());
+    m.insert("sessionId".into(), row.key.session_id.clone().into());
+    m.insert("URLToken".into(), ep.url_token.clone().into());
+    m.insert("channel".into(), "webhook".into());
+    m.insert("endpointName".into(), ep.name.clone().into());
+    m.insert("traceId".into(), acc.trace_id.clone().into());
+    m.insert("mode".into(), mode.into());
+    m.insert("execution".into(), execution.into());
+    m.insert("currentTime".into(), crate::util::iso8601(now_ms()).into());
+    m.insert("ip".into(), acc.ip.clone().map_or(Value::Null, Value::String));
+    m.insert("intent".into(), Value::Null);
+    m.insert("intentScore".into(), Value::Null);
+    m.insert("intentRanking".into(), json!([]));
+    m.insert("slots".into(), json!({}));
+    m.insert("result".into(), Value::Null);
+    m.insert("activeQuestion".into(), Value::Null);
+    m.insert("codeNodeError".into(), Value::Null);
+    m.insert("testMode".into(), acc.test_mode.into());
+    m.insert("kind".into(), if row.kind == JobKind::Inject { "inject" } else { "message" }.into());
+    Value::Object(m)
+}
