@@ -72,6 +72,7 @@ fn handle(shared: &Shared, mut req: Request) {
     // The path only: the query string may carry an admin key (`api_key`).
     log::debug!("{} {}", req.method(), req.url().split('?').next().unwrap_or(""));
     let reply = route(shared, &mut req);
+    drain_body(&mut req, shared.config.limits.max_body_bytes);
     shared.metrics.request(&reply.endpoint, reply.route, reply.status);
     let content_type =
         if reply.route == "metrics" { "text/plain; version=0.0.4" } else { "application/json; charset=utf-8" };
@@ -84,6 +85,18 @@ fn handle(shared: &Shared, mut req: Request) {
     if let Err(e) = req.respond(resp) {
         log::debug!("http: the client went away before the answer: {e}");
     }
+}
+
+/// Reads what is left of a request body we answered without reading (an early error, an admin
+/// route), so that on a keep-alive connection it is not parsed as the next request. tiny_http
+/// does this itself for a small `Content-Length` body, but not for a chunked one. A declared body
+/// over the limit is left alone (the client may never send it; the connection then fails its
+/// next parse and is closed).
+fn drain_body(req: &mut Request, max: usize) {
+    if req.body_length().is_some_and(|n| n > max) {
+        return;
+    }
+    let _ = std::io::copy(&mut req.as_reader().take(max as u64 + 1), &mut std::io::sink());
 }
 
 fn header(name: &str, value: &str) -> Header {

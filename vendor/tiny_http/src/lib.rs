@@ -297,6 +297,13 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        // hookflow patch: a client that stops sending (in the middle of a
+                        // body, or idle on keep-alive) is timed out instead of holding a
+                        // thread forever; tiny_http answers 408 and closes.
+                        if let connection::Connection::Tcp(ref s) = sock {
+                            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(SOCKET_TIMEOUT_SECS)));
+                            let _ = s.set_write_timeout(Some(std::time::Duration::from_secs(SOCKET_TIMEOUT_SECS)));
+                        }
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -465,3 +472,6 @@ fn is_transient_accept_error(e: &IoError) -> bool {
     matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::ConnectionAborted)
         || matches!(e.raw_os_error(), Some(1 | 12 | 23 | 24 | 71 | 103 | 105))
 }
+
+/// hookflow patch: read and write timeout of accepted connections, in seconds.
+const SOCKET_TIMEOUT_SECS: u64 = 15;
