@@ -164,3 +164,165 @@ fn rasa(agent: &ureq::Agent, url: &str, token: Option<&str>, timeout: Duration, 
     }
     Ok(Found { best, ranking, slots: Value::Object(slots) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A labelled set: 10 intents with their examples, and 10 test utterances per intent that
+    /// are not among the examples (reworded, reordered, with typos and punctuation).
+    fn labelled() -> (Flow, Vec<(&'static str, &'static str)>) {
+        let intents = json!([
+            {"name": "orderStatus", "examples": ["where is my order", "track my order", "order status", "has my package shipped", "when will my parcel arrive"]},
+            {"name": "greeting", "examples": ["hi", "hello", "good morning", "hey there", "good evening"]},
+            {"name": "goodbye", "examples": ["bye", "goodbye", "see you later", "talk to you soon", "have a nice day"]},
+            {"name": "cancelOrder", "examples": ["cancel my order", "i want to cancel", "stop my order", "please cancel the purchase"]},
+            {"name": "refund", "examples": ["i want a refund", "give me my money back", "refund please", "how do i get reimbursed"]},
+            {"name": "changeAddress", "examples": ["change my address", "update shipping address", "i moved to a new address", "deliver to another address"]},
+            {"name": "openingHours", "examples": ["what are your opening hours", "when are you open", "are you open on sunday", "business hours"]},
+            {"name": "humanAgent", "examples": ["talk to a human", "speak to an agent", "real person please", "connect me with support staff"]},
+            {"name": "resetPassword", "examples": ["reset my password", "forgot my password", "i cannot log in", "change password"]},
+            {"name": "thanks", "examples": ["thanks", "thank you", "thanks a lot", "much appreciated"]}
+        ]);
+        let flow =
+            Flow::compile(std::path::Path::new("nlu.json"), &json!({"intents": intents, "nodes": []}), 1).unwrap();
+        let tests = vec![
+            ("my order, where is it?", "orderStatus"),
+            ("status of my order please", "orderStatus"),
+            ("trak my ordr", "orderStatus"),
+            ("has the package shipped yet", "orderStatus"),
+            ("when does my parcel arrive", "orderStatus"),
+            ("Where's my order??", "orderStatus"),
+            ("can you track the order", "orderStatus"),
+            ("order status?", "orderStatus"),
+            ("is my package shipped", "orderStatus"),
+            ("my parcel, when will it arrive", "orderStatus"),
+            ("Hello!", "greeting"),
+            ("hey", "greeting"),
+            ("hi there", "greeting"),
+            ("good mornin", "greeting"),
+            ("Hi!!", "greeting"),
+            ("hey there!", "greeting"),
+            ("helo", "greeting"),
+            ("morning, good", "greeting"),
+            ("good evening to you", "greeting"),
+            ("hello there", "greeting"),
+            ("bye bye", "goodbye"),
+            ("Goodbye!", "goodbye"),
+            ("see you", "goodbye"),
+            ("later, see you", "goodbye"),
+            ("godbye", "goodbye"),
+            ("talk soon", "goodbye"),
+            ("have a nice day!", "goodbye"),
+            ("bye for now", "goodbye"),
+            ("ok bye", "goodbye"),
+            ("see ya later", "goodbye"),
+            ("please cancel my order", "cancelOrder"),
+            ("cancel the order", "cancelOrder"),
+            ("I'd like to cancel", "cancelOrder"),
+            ("cancle my order", "cancelOrder"),
+            ("stop the order please", "cancelOrder"),
+            ("cancel purchase", "cancelOrder"),
+            ("my order, cancel it", "cancelOrder"),
+            ("want to cancel my order", "cancelOrder"),
+            ("cancel it please", "cancelOrder"),
+            ("please stop my order", "cancelOrder"),
+            ("refund", "refund"),
+            ("I would like a refund", "refund"),
+            ("money back please", "refund"),
+            ("give my money back", "refund"),
+            ("refnd please", "refund"),
+            ("how to get reimbursed", "refund"),
+            ("want my money back", "refund"),
+            ("a refund, please", "refund"),
+            ("can I get a refund", "refund"),
+            ("reimbursed how", "refund"),
+            ("update my address", "changeAddress"),
+            ("change the shipping address", "changeAddress"),
+            ("new address, I moved", "changeAddress"),
+            ("adress change", "changeAddress"),
+            ("deliver to another adress", "changeAddress"),
+            ("change address please", "changeAddress"),
+            ("shipping address update", "changeAddress"),
+            ("I moved", "changeAddress"),
+            ("my address changed", "changeAddress"),
+            ("different delivery address", "changeAddress"),
+            ("opening hours?", "openingHours"),
+            ("when do you open", "openingHours"),
+            ("are you open sunday", "openingHours"),
+            ("your business hours", "openingHours"),
+            ("openning hours", "openingHours"),
+            ("what time are you open", "openingHours"),
+            ("hours of business", "openingHours"),
+            ("open on sundays?", "openingHours"),
+            ("when are you opne", "openingHours"),
+            ("what are the opening hours", "openingHours"),
+            ("I want to talk to a human", "humanAgent"),
+            ("agent please", "humanAgent"),
+            ("speak to a real person", "humanAgent"),
+            ("connect me to support", "humanAgent"),
+            ("human please", "humanAgent"),
+            ("let me speak to an agnet", "humanAgent"),
+            ("a real person", "humanAgent"),
+            ("talk to human", "humanAgent"),
+            ("support staff please", "humanAgent"),
+            ("can I speak with an agent", "humanAgent"),
+            ("password reset", "resetPassword"),
+            ("I forgot the password", "resetPassword"),
+            ("can't log in", "resetPassword"),
+            ("reset password please", "resetPassword"),
+            ("forgot pasword", "resetPassword"),
+            ("change my pasword", "resetPassword"),
+            ("i cannot login", "resetPassword"),
+            ("need to reset my password", "resetPassword"),
+            ("password forgot", "resetPassword"),
+            ("my password, reset it", "resetPassword"),
+            ("thank you!", "thanks"),
+            ("thanks!", "thanks"),
+            ("thx a lot", "thanks"),
+            ("thank you so much", "thanks"),
+            ("thnaks", "thanks"),
+            ("appreciated, much", "thanks"),
+            ("many thanks", "thanks"),
+            ("thanks a lot!", "thanks"),
+            ("thank u", "thanks"),
+            ("much appreciated!", "thanks"),
+        ];
+        (flow, tests)
+    }
+
+    #[test]
+    fn builtin_accuracy_on_the_labelled_set() {
+        let (flow, tests) = labelled();
+        assert_eq!(tests.len(), 100);
+        let threshold = 0.4;
+        let mut misses = Vec::new();
+        for (text, want) in &tests {
+            let ranking = rank(&flow, text);
+            let got = ranking.first().filter(|(_, s)| *s >= threshold).map(|(n, _)| n.as_str());
+            if got != Some(*want) {
+                misses.push(format!("{text:?}: want {want}, got {got:?} ({:.2})", ranking[0].1));
+            }
+        }
+        let accuracy = (tests.len() - misses.len()) as f64 / tests.len() as f64;
+        eprintln!(
+            "builtin NLU accuracy: {accuracy:.2} ({} of {}); misses:\n{}",
+            tests.len() - misses.len(),
+            tests.len(),
+            misses.join("\n")
+        );
+        assert!(accuracy >= 0.85, "accuracy {accuracy:.2} below 0.85; misses:\n{}", misses.join("\n"));
+    }
+
+    #[test]
+    fn scoring_ignores_case_punctuation_and_order_and_tolerates_typos() {
+        let (flow, _) = labelled();
+        let top = |t: &str| rank(&flow, t)[0].clone();
+        assert_eq!(top("ORDER STATUS!!!").0, "orderStatus");
+        assert!((top("order status").1 - 1.0).abs() < 1e-9);
+        assert!((top("status order").1 - 1.0).abs() < 1e-9, "word order does not matter");
+        assert!(top("ordr statsu").1 >= 0.9, "small typos still match");
+        assert!(top("the weather in paris").1 < 0.4, "unrelated text stays below the threshold");
+    }
+}

@@ -6,6 +6,8 @@
 //! (QuickJS in production, see `script.rs`). An expression that throws renders as nothing; the
 //! error is collected by the `Evaluator` for the caller to log with the node id.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// The memory a template or condition sees (flows.md, Memory).
@@ -110,21 +112,29 @@ impl Path {
         keys.iter().all(ident).then_some(Path { root, keys })
     }
 
-    /// The value at the path; `None` when any step is missing (JavaScript's `undefined`).
-    pub fn get<'v>(&self, scope: &Scope<'v>) -> Option<&'v Value> {
+    /// The value at the path; `None` when any step is missing (JavaScript's `undefined`). A
+    /// final `.length` of a string or array is computed, as in JavaScript.
+    pub fn get<'v>(&self, scope: &Scope<'v>) -> Option<Cow<'v, Value>> {
         let mut v = match self.root {
             Root::Input => scope.input,
             Root::Context => scope.context,
             Root::Profile => scope.profile,
         };
-        for k in &self.keys {
+        for (i, k) in self.keys.iter().enumerate() {
             v = match v {
                 Value::Object(m) => m.get(k)?,
+                Value::Array(a) if k == "length" && i + 1 == self.keys.len() => {
+                    return Some(Cow::Owned(Value::from(a.len())));
+                }
                 Value::Array(a) => a.get(k.parse::<usize>().ok()?)?,
+                Value::String(s) if k == "length" && i + 1 == self.keys.len() => {
+                    // JavaScript counts UTF-16 code units.
+                    return Some(Cow::Owned(Value::from(s.encode_utf16().count())));
+                }
                 _ => return None,
             };
         }
-        Some(v)
+        Some(Cow::Borrowed(v))
     }
 }
 
@@ -163,10 +173,10 @@ impl Expr {
     /// Evaluates the expression; `None` is `undefined` (also what a throwing script gives).
     pub fn eval(&self, scope: &Scope<'_>, ev: &mut Evaluator<'_>) -> Option<Value> {
         match self {
-            Expr::Path(p) => p.get(scope).cloned(),
+            Expr::Path(p) => p.get(scope).map(Cow::into_owned),
             Expr::Compare { path, equal, value } => {
-                let got = path.get(scope).unwrap_or(&Value::Null);
-                Some(Value::Bool(loose_eq(got, value) == *equal))
+                let got = path.get(scope).unwrap_or(Cow::Owned(Value::Null));
+                Some(Value::Bool(loose_eq(&got, value) == *equal))
             }
             Expr::Not(e) => Some(Value::Bool(!truthy(e.eval(scope, ev).as_ref()))),
             Expr::Script(src) => ev.script(src, scope),

@@ -198,3 +198,145 @@ fn invalid_flows_are_rejected_with_the_place_and_the_fix() {
                                       "then": [{"type": "say"}]}]}));
     assert!(e.iter().any(|(p, _)| p == "nodes[0].then[0]"), "{e:?}");
 }
+
+#[test]
+fn javascript_in_templates_conditions_and_cs_data() {
+    let doc = json!({"nodes": [
+        {"type": "if", "condition": "input.text.length > 3",
+         "then": [{"type": "say", "text": "long: {{input.text.toUpperCase()}}",
+                   "data": {"n": "{{input.text.length}}", "cs": {"$cs": {"script": "({k: cc.visits + 1})", "type": "object"}}}}],
+         "else": [{"type": "say", "text": "short {{ undefinedThing.x }}!"}]}
+    ], "defaultContext": {"visits": 4}});
+    let flow = compile(doc);
+    let mut state = SessionState::new(&flow);
+    let t = turn(&flow, &mut state, &mut json!({"text": "hello"}), &mut json!({}), 10);
+    assert_eq!(t.outputs[0].text, "long: HELLO");
+    assert_eq!(t.outputs[0].data, json!({"n": 5, "cs": {"k": 5}}));
+    let t = turn(&flow, &mut state, &mut json!({"text": "hi"}), &mut json!({}), 10);
+    assert_eq!(t.outputs[0].text, "short !", "a throwing expression renders as nothing");
+    assert!(t.warnings[0].contains("nodes[0].else[0]") && t.warnings[0].contains("ReferenceError"), "{:?}", t.warnings);
+}
+
+#[test]
+fn code_node_changes_memory_emits_outputs_and_survives_exceptions() {
+    let doc = json!({"nodes": [
+        {"type": "code", "code": "context.count = (context.count || 0) + 1; profile.name = 'Ann'; api.say('n=' + context.count, {c: context.count});"},
+        {"id": "boom", "type": "code", "code": "if (context.count > 1) throw new Error('too many');"},
+        {"type": "say", "text": "error: {{input.codeNodeError.message}}"}
+    ]});
+    let flow = compile(doc);
+    let mut state = SessionState::new(&flow);
+    let mut profile = json!({});
+    let t = turn(&flow, &mut state, &mut json!({"text": "a"}), &mut profile, 10);
+    assert_eq!(t.outputs.iter().map(|o| o.text.as_str()).collect::<Vec<_>>(), ["n=1", "error: "]);
+    assert_eq!(t.outputs[0].data, json!({"c": 1}));
+    assert_eq!(profile, json!({"name": "Ann"}));
+    let t = turn(&flow, &mut state, &mut json!({"text": "b"}), &mut profile, 10);
+    assert!(t.outputs[1].text.starts_with("error: Error: too many"), "{}", t.outputs[1].text);
+    assert!(t.warnings.iter().any(|w| w.contains("node boom")), "{:?}", t.warnings);
+    assert_eq!(state.context["count"], 2);
+}
+
+#[test]
+fn remove_context_simple_and_array() {
+    let doc = json!({"defaultContext": {"a": {"b": 1, "c": 2}, "list": ["x", "y", "x"]}, "nodes": [
+        {"type": "removeContext", "key": "a.b"},
+        {"type": "removeContext", "key": "list", "mode": "array", "value": "{{input.text}}"}
+    ]});
+    let state = check(doc, &["x"], &[&[]]);
+    assert_eq!(state.context, json!({"a": {"c": 2}, "list": ["y"]}));
+}
+
+#[test]
+fn sleep_delays_the_following_outputs() {
+    let flow = compile(json!({"nodes": [
+        {"type": "say", "text": "now"}, {"type": "sleep", "ms": 300}, {"type": "say", "text": "later"},
+        {"type": "sleep", "ms": 200}, {"type": "say", "text": "latest"}
+    ]}));
+    let t = turn(&flow, &mut SessionState::new(&flow), &mut json!({"text": "a"}), &mut json!({}), 10);
+    assert_eq!(t.outputs.iter().map(|o| o.delay_ms).collect::<Vec<_>>(), [0, 300, 500]);
+}
+
+#[test]
+fn lookup_by_script_value() {
+    let doc = json!({"nodes": [{"type": "lookup", "mode": "script", "value": "input.text.length % 2 === 0 ? 'even' : 'odd'",
+        "cases": {"even": [{"type": "say", "text": "E"}], "odd": [{"type": "say", "text": "O"}]}}]});
+    check(doc, &["ab", "abc"], &[&["E"], &["O"]]);
+}
+
+#[test]
+fn question_types_email_regex_data_custom_intent() {
+    let q = |qt: Value| {
+        let mut node = json!({"type": "question", "text": "?", "reprompt": "again"});
+        node.as_object_mut().unwrap().extend(qt.as_object().unwrap().clone());
+        json!({"nodes": [node, {"type": "say", "text": "got {{input.result}}"}]})
+    };
+    check(
+        q(json!({"questionType": "email"})),
+        &["hi", "no", "mine is ann@example.org."],
+        &[&["?"], &["again"], &["got ann@example.org"]],
+    );
+    check(
+        q(json!({"questionType": "regex", "pattern": "[A-Z]{2}\\d{4}"})),
+        &["hi", "abc", "order XY1234 please"],
+        &[&["?"], &["again"], &["got XY1234"]],
+    );
+    check(
+        q(json!({"questionType": "custom", "validation": "input.text.startsWith('ok')"})),
+        &["hi", "no", "ok then"],
+        &[&["?"], &["again"], &["got ok then"]],
+    );
+    let flow = compile(q(json!({"questionType": "data"})));
+    let mut state = SessionState::new(&flow);
+    turn(&flow, &mut state, &mut json!({"text": "hi", "data": null}), &mut json!({}), 10);
+    let t = turn(&flow, &mut state, &mut json!({"text": "x", "data": {}}), &mut json!({}), 10);
+    assert_eq!(t.outputs[0].text, "again");
+    let t = turn(&flow, &mut state, &mut json!({"text": null, "data": {"k": 1}}), &mut json!({}), 10);
+    assert_eq!(t.outputs[0].text, "got {\"k\":1}");
+    let flow = compile(q(json!({"questionType": "intent", "intents": ["yes"]})));
+    let mut state = SessionState::new(&flow);
+    turn(&flow, &mut state, &mut json!({"text": "hi", "intent": null}), &mut json!({}), 10);
+    let t = turn(&flow, &mut state, &mut json!({"text": "x", "intent": "no"}), &mut json!({}), 10);
+    assert_eq!(t.outputs[0].text, "again");
+    let t = turn(&flow, &mut state, &mut json!({"text": "x", "intent": "yes"}), &mut json!({}), 10);
+    assert_eq!(t.outputs[0].text, "got yes");
+}
+
+#[test]
+fn http_node_suspends_then_resumes_with_the_answer_in_context() {
+    use super::run::resume;
+    let flow = compile(json!({"nodes": [
+        {"type": "say", "text": "one moment"},
+        {"type": "http", "method": "POST", "url": "http://127.0.0.1:9/orders/{{input.text}}",
+         "headers": {"X-Id": "{{input.text}}"}, "body": {"q": "{{input.text}}"}, "contextKey": "order"},
+        {"type": "say", "text": "status {{context.order.body.status}} ({{context.order.status}})"}
+    ]}));
+    let (mut state, mut input, mut profile) = (SessionState::new(&flow), json!({"text": "42"}), json!({}));
+    let t = turn(&flow, &mut state, &mut input, &mut profile, 10);
+    assert_eq!(t.outputs[0].text, "one moment");
+    let call = t.suspend.expect("the turn waits for the request");
+    assert_eq!((call.method.as_str(), call.url.as_str()), ("POST", "http://127.0.0.1:9/orders/42"));
+    assert_eq!(call.headers, vec![("X-Id".to_owned(), "42".to_owned())]);
+    assert_eq!(call.body, Some(json!({"q": "42"})));
+    let answer = json!({"status": 200, "headers": {}, "body": {"status": "shipped"}});
+    let mut e = engine();
+    let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
+    let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0 }, &call, answer, 0);
+    assert_eq!(t.outputs[0].text, "status shipped (200)");
+}
+
+#[test]
+fn http_node_abort_on_error_ends_the_turn() {
+    use super::run::resume;
+    let flow = compile(json!({"nodes": [
+        {"type": "http", "url": "http://x/", "contextKey": "r", "abortOnError": true},
+        {"type": "say", "text": "not reached"}
+    ]}));
+    let (mut state, mut input, mut profile) = (SessionState::new(&flow), json!({"text": "a"}), json!({}));
+    let call = turn(&flow, &mut state, &mut input, &mut profile, 10).suspend.unwrap();
+    let mut e = engine();
+    let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
+    let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0 }, &call, json!({"error": "refused"}), 0);
+    assert!(t.outputs.is_empty());
+    assert_eq!(state.context["r"], json!({"error": "refused"}));
+}
