@@ -91,8 +91,11 @@ pub enum OpKind {
     WaitForInput,
     /// End the turn; the next message starts at the top.
     Stop,
-    /// Past the last node: end the turn; the next message starts at the top.
-    End,
+    /// Run another Flow (compiled into the same op list at `target`) and come back here.
+    Call { target: usize },
+    /// Past the last node of a Flow: return to the caller of `executeFlow` if any, else end the
+    /// turn with the next message starting at `restart` (the top of this Flow).
+    End { restart: usize },
 }
 
 /// What a Lookup switches on.
@@ -168,7 +171,7 @@ pub const MAX_HTTP_TIMEOUT_MS: u64 = 120_000;
 pub type FlowErrors = Vec<(String, String)>;
 
 /// Node types of flows.md that this version does not run yet; named so the error says so.
-const PLANNED_TYPES: &[&str] = &["executeFlow"];
+const PLANNED_TYPES: &[&str] = &[];
 const NODE_TYPES: &[&str] = &[
     "say",
     "question",
@@ -180,6 +183,7 @@ const NODE_TYPES: &[&str] = &[
     "removeContext",
     "http",
     "goTo",
+    "executeFlow",
     "waitForInput",
     "stop",
     "sleep",
@@ -197,9 +201,10 @@ impl Flow {
         Flow::compile(file, &value, h.finish())
     }
 
-    /// Compiles an already parsed Flow document.
+    /// Compiles an already parsed Flow document, and every Flow file it goes to or executes
+    /// (read from disk, relative to `file`), into one op list.
     pub fn compile(file: &Path, doc: &Value, version: u64) -> Result<Flow, FlowErrors> {
-        let mut c = Compiler::default();
+        let mut c = Compiler { files: vec![file.to_owned()], version, ..Compiler::default() };
         let top = c.object(doc, "");
         c.known_keys(top, "", &["name", "defaultContext", "intents", "nodes", "description"]);
         let name = top.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("flow").to_owned();
@@ -212,16 +217,32 @@ impl Flow {
             }
         };
         let intents = c.intents(top.and_then(|m| m.get("intents")));
+        let mut intents = intents;
+        c.starts.push(0);
         match top.and_then(|m| m.get("nodes")) {
             Some(Value::Array(nodes)) => c.block(nodes, "nodes"),
             _ => c.err("nodes", "required: an array of nodes"),
         }
-        c.push(0, OpKind::End);
+        c.push(0, OpKind::End { restart: 0 });
+        // Flow files reached by goTo / executeFlow, each compiled once after the main one.
+        let mut next = 1;
+        while next < c.files.len() {
+            intents.extend(c.sub_flow(next));
+            next += 1;
+        }
         c.resolve_gotos();
         if !c.errors.is_empty() {
             return Err(c.errors);
         }
-        Ok(Flow { file: file.to_owned(), name, default_context, intents, ops: c.ops, nodes: c.nodes, version })
+        Ok(Flow {
+            file: file.to_owned(),
+            name,
+            default_context,
+            intents,
+            ops: c.ops,
+            nodes: c.nodes,
+            version: c.version,
+        })
     }
 }
 
@@ -229,10 +250,19 @@ impl Flow {
 struct Compiler {
     ops: Vec<Op>,
     nodes: Vec<NodeInfo>,
-    ids: HashMap<String, usize>,
-    /// (op index, target id, place) of goTo nodes, resolved once every id is known.
-    gotos: Vec<(usize, String, String)>,
+    /// Node id → pc, per file (index into `files`).
+    ids: HashMap<(usize, String), usize>,
+    /// Jumps to resolve once every file is compiled: (op index, file, node id or None for the
+    /// top of the file, place).
+    gotos: Vec<(usize, usize, Option<String>, String)>,
     errors: FlowErrors,
+    /// The Flow files, main first; `file` is the one being compiled.
+    files: Vec<PathBuf>,
+    file: usize,
+    /// First pc of each file.
+    starts: Vec<usize>,
+    /// Hash of every file's text.
+    version: u64,
 }
 
 impl Compiler {
@@ -311,7 +341,7 @@ impl Compiler {
         let node = self.nodes.len();
         let id = m.get("id").and_then(Value::as_str).map(str::to_owned);
         if let Some(id) = &id
-            && self.ids.insert(id.clone(), self.ops.len()).is_some()
+            && self.ids.insert((self.file, id.clone()), self.ops.len()).is_some()
         {
             self.err(&join(place, "id"), format!("duplicate node id \"{id}\": ids must be unique in a Flow"));
         }
@@ -334,6 +364,7 @@ impl Compiler {
             "removeContext" => &["key", "value", "mode"],
             "http" => &["method", "url", "headers", "body", "contextKey", "timeoutMs", "abortOnError"],
             "sleep" => &["ms"],
+            "executeFlow" => &["flow", "target"],
             "if" => &["condition", "then", "else"],
             "lookup" => &["mode", "cases", "default", "value"],
             "once" => &["then", "afterwards"],
@@ -366,6 +397,7 @@ impl Compiler {
             "http" => self.http(m, node, place),
             "sleep" => self.sleep(m, node, place),
             "goTo" => self.goto(m, node, place),
+            "executeFlow" => self.execute_flow(m, node, place),
             "waitForInput" => drop(self.push(node, OpKind::WaitForInput)),
             _ => drop(self.push(node, OpKind::Stop)),
         }
@@ -713,23 +745,99 @@ impl Compiler {
         };
         let at = self.push(node, OpKind::GoTo { target: 0, wait });
         match m.get("target").and_then(Value::as_str) {
-            Some(t) if t.contains(".json") => {
-                self.err(&join(place, "target"), "Go To into another Flow file is not supported by this version yet")
-            }
-            Some(t) => self.gotos.push((at, t.to_owned(), join(place, "target"))),
-            None => self.err(&join(place, "target"), "required: the id of the node to go to"),
+            Some(t) => self.jump_to(at, t, &join(place, "target")),
+            None => self.err(&join(place, "target"), "required: a node id, \"flow.json#nodeId\" or \"flow.json\""),
         }
     }
 
+    fn execute_flow(&mut self, m: &Map<String, Value>, node: usize, place: &str) {
+        let at = self.push(node, OpKind::Call { target: 0 });
+        let Some(file) = m.get("flow").and_then(Value::as_str) else {
+            return self.err(&join(place, "flow"), "required: the Flow file to run, e.g. \"orders.json\"");
+        };
+        let target = match m.get("target").and_then(Value::as_str) {
+            Some(id) => format!("{file}#{id}"),
+            None => file.to_owned(),
+        };
+        self.jump_to(at, &target, &join(place, "flow"));
+    }
+
+    /// Records a jump to `target`: `nodeId` in this file, `file.json#nodeId` or `file.json`.
+    fn jump_to(&mut self, at: usize, target: &str, place: &str) {
+        let (file, id) = match target.split_once('#') {
+            Some((f, id)) => (Some(f), Some(id.to_owned())),
+            None if target.ends_with(".json") => (Some(target), None),
+            None => (None, Some(target.to_owned())),
+        };
+        let file = match file {
+            None => self.file,
+            Some(f) => self.file_index(f),
+        };
+        self.gotos.push((at, file, id, place.to_owned()));
+    }
+
+    /// The index of a Flow file named relative to the current one, adding it to the queue.
+    fn file_index(&mut self, name: &str) -> usize {
+        let dir = self.files[self.file].parent().map(Path::to_path_buf).unwrap_or_default();
+        let path = dir.join(name);
+        if let Some(i) = self.files.iter().position(|f| *f == path) {
+            return i;
+        }
+        self.files.push(path);
+        self.files.len() - 1
+    }
+
+    /// Compiles the Flow file `index` (reached by goTo / executeFlow); returns its intents.
+    fn sub_flow(&mut self, index: usize) -> Vec<Intent> {
+        self.file = index;
+        self.starts.push(self.ops.len());
+        let path = self.files[index].clone();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(&name, format!("cannot read the Flow file {}: {e}", path.display()));
+                return vec![];
+            }
+        };
+        let mut h = DefaultHasher::new();
+        (self.version, &text).hash(&mut h);
+        self.version = h.finish();
+        let doc: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.err(&format!("{name} line {}, column {}", e.line(), e.column()), format!("invalid JSON: {e}"));
+                return vec![];
+            }
+        };
+        let top = self.object(&doc, &name);
+        self.known_keys(top, &name, &["name", "defaultContext", "intents", "nodes", "description"]);
+        let intents = self.intents(top.and_then(|m| m.get("intents")));
+        match top.and_then(|m| m.get("nodes")) {
+            Some(Value::Array(nodes)) => self.block(nodes, &format!("{name} nodes")),
+            _ => self.err(&format!("{name} nodes"), "required: an array of nodes"),
+        }
+        let start = self.starts[index];
+        let node = self.nodes.len().saturating_sub(1);
+        self.push(node, OpKind::End { restart: start });
+        intents
+    }
+
     fn resolve_gotos(&mut self) {
-        for (at, target, place) in std::mem::take(&mut self.gotos) {
-            match self.ids.get(&target) {
-                Some(&pc) => {
-                    if let OpKind::GoTo { target, .. } = &mut self.ops[at].kind {
-                        *target = pc;
-                    }
-                }
-                None => self.err(&place, format!("no node has the id \"{target}\"")),
+        for (at, file, id, place) in std::mem::take(&mut self.gotos) {
+            let Some(&start) = self.starts.get(file) else { continue };
+            let pc = match &id {
+                None => Some(start),
+                Some(id) => self.ids.get(&(file, id.clone())).copied(),
+            };
+            let Some(pc) = pc else {
+                let id = id.unwrap_or_default();
+                self.err(&place, format!("no node has the id \"{id}\""));
+                continue;
+            };
+            match &mut self.ops[at].kind {
+                OpKind::GoTo { target, .. } | OpKind::Call { target } => *target = pc,
+                _ => unreachable!("only goTo and executeFlow are resolved"),
             }
         }
     }

@@ -32,6 +32,9 @@ pub struct SessionState {
     /// Next index of `texts` in linear mode, by op index.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub linear: BTreeMap<usize, usize>,
+    /// Where to go back to when Flows run by `executeFlow` end (innermost last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<usize>,
     /// `Flow::version` these positions refer to.
     #[serde(default)]
     pub version: u64,
@@ -275,7 +278,18 @@ impl Machine<'_, '_> {
             OpKind::GoTo { target, wait: false } => Next::Go(*target),
             OpKind::GoTo { target, wait: true } => Next::Wait(*target),
             OpKind::WaitForInput => Next::Wait(pc + 1),
-            OpKind::Stop | OpKind::End => Next::Wait(0),
+            OpKind::Call { target } => {
+                self.io.state.stack.push(pc + 1);
+                Next::Go(*target)
+            }
+            OpKind::End { restart } => match self.io.state.stack.pop() {
+                Some(back) => Next::Go(back),
+                None => Next::Wait(*restart),
+            },
+            OpKind::Stop => {
+                self.io.state.stack.clear();
+                Next::Wait(0)
+            }
         }
     }
 

@@ -191,7 +191,7 @@ fn invalid_flows_are_rejected_with_the_place_and_the_fix() {
     let e = errors(json!({"nodes": [{"type": "code", "code": "let x = ;"}]}));
     assert!(e.iter().any(|(p, m)| p == "nodes[0].code" && m.contains("SyntaxError") && m.contains("line 1")), "{e:?}");
     let e = errors(json!({"nodes": [{"type": "executeFlow", "flow": "x.json"}]}));
-    assert!(e[0].1.contains("not supported by this version"), "{e:?}");
+    assert!(e[0].1.contains("cannot read the Flow file"), "{e:?}");
     let e = errors(json!({"nodes": [{"type": "question", "questionType": "number"}]}));
     assert!(e.iter().any(|(p, m)| p == "nodes[0].text" && m.contains("required")), "{e:?}");
     let e = errors(json!({"nodes": [{"type": "if", "condition": "context.ok",
@@ -339,4 +339,107 @@ fn http_node_abort_on_error_ends_the_turn() {
     let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0 }, &call, json!({"error": "refused"}), 0);
     assert!(t.outputs.is_empty());
     assert_eq!(state.context["r"], json!({"error": "refused"}));
+}
+
+/// Writes Flow files into a fresh temp folder; returns the main file's path.
+fn flow_files(name: &str, files: &[(&str, Value)]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hookflow-flows-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (f, doc) in files {
+        std::fs::write(dir.join(f), doc.to_string()).unwrap();
+    }
+    dir.join(files[0].0)
+}
+
+#[test]
+fn execute_flow_runs_a_subroutine_sharing_context_and_returns() {
+    let main = flow_files(
+        "exec",
+        &[
+            (
+                "main.json",
+                json!({"nodes": [
+                    {"type": "say", "text": "main start"},
+                    {"type": "executeFlow", "flow": "sub.json"},
+                    {"type": "say", "text": "back, sub said {{context.fromSub}}"}
+                ]}),
+            ),
+            (
+                "sub.json",
+                json!({"nodes": [
+                    {"type": "setContext", "key": "fromSub", "value": "hi"},
+                    {"type": "question", "text": "sub asks"},
+                    {"type": "say", "text": "sub got {{input.result}}"}
+                ]}),
+            ),
+        ],
+    );
+    let flow = Flow::load(&main).unwrap();
+    let mut state = SessionState::new(&flow);
+    let texts = |t: &Turn| t.outputs.iter().map(|o| o.text.clone()).collect::<Vec<_>>();
+    let t = turn(&flow, &mut state, &mut json!({"text": "go"}), &mut json!({}), 20);
+    assert_eq!(texts(&t), ["main start", "sub asks"]);
+    assert_eq!(state.stack.len(), 1, "the return address survives the wait");
+    let t = turn(&flow, &mut state, &mut json!({"text": "answer"}), &mut json!({}), 20);
+    assert_eq!(texts(&t), ["sub got answer", "back, sub said hi"]);
+    assert!(state.stack.is_empty());
+    std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn go_to_another_flow_file_and_stay_there() {
+    let main = flow_files(
+        "goto",
+        &[
+            (
+                "main.json",
+                json!({"nodes": [
+                    {"type": "say", "text": "main"},
+                    {"type": "goTo", "target": "other.json#second"}
+                ]}),
+            ),
+            (
+                "other.json",
+                json!({"nodes": [
+                    {"type": "say", "text": "other first"},
+                    {"id": "second", "type": "say", "text": "other second"}
+                ]}),
+            ),
+        ],
+    );
+    let flow = Flow::load(&main).unwrap();
+    let mut state = SessionState::new(&flow);
+    let texts = |t: &Turn| t.outputs.iter().map(|o| o.text.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        texts(&turn(&flow, &mut state, &mut json!({"text": "a"}), &mut json!({}), 20)),
+        ["main", "other second"]
+    );
+    // Running past the end of the other Flow: the next message starts at its top.
+    assert_eq!(
+        texts(&turn(&flow, &mut state, &mut json!({"text": "b"}), &mut json!({}), 20)),
+        ["other first", "other second"]
+    );
+    std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn missing_flow_files_and_targets_are_reported() {
+    let main = flow_files(
+        "missing",
+        &[
+            (
+                "main.json",
+                json!({"nodes": [
+                    {"type": "goTo", "target": "nope.json"},
+                    {"type": "goTo", "target": "other.json#ghost"}
+                ]}),
+            ),
+            ("other.json", json!({"nodes": [{"type": "say", "text": "x"}]})),
+        ],
+    );
+    let e = Flow::load(&main).unwrap_err();
+    assert!(e.iter().any(|(p, m)| p == "nope.json" && m.contains("cannot read")), "{e:?}");
+    assert!(e.iter().any(|(p, m)| p == "nodes[1].target" && m.contains("ghost")), "{e:?}");
+    std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
 }
