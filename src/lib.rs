@@ -50,6 +50,8 @@ pub mod service;
 mod signing;
 pub mod sink;
 pub mod store;
+pub mod transform;
+mod try_cmd;
 mod turn;
 mod util;
 pub mod wire;
@@ -57,4 +59,5 @@ mod worker;
 
 pub use config::{Config, ConfigErrors};
 pub use service::{Error, Service, load_flows};
+pub use try_cmd::run as try_flow;
 pub use util::{hex, random_bytes};

@@ -12,7 +12,9 @@ hookflow - a self-hosted Webhook Endpoint for conversational bots
 USAGE:
     hookflow serve --config FILE [--listen ADDR] [--data-dir DIR] [--workers N]
     hookflow --config FILE            (same as serve)
-    hookflow check --config FILE      validate the config and every Flow
+    hookflow check --config FILE      validate the config, every Flow and every transformer
+    hookflow try --config FILE --endpoint NAME
+                                      talk to an endpoint's Flow in the terminal (no server)
     hookflow sink [--listen ADDR] [--user U --password P]
                                       print every webhook POST received (default 127.0.0.1:9000)
     hookflow keygen                   print a new API key and its sha256: form for the config
@@ -54,6 +56,7 @@ struct Opts {
     workers: Option<usize>,
     user: Option<String>,
     password: Option<String>,
+    endpoint: Option<String>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts, Failure> {
@@ -71,6 +74,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, Failure> {
                     Some(v.parse().map_err(|_| Failure::Usage(format!("--workers expects a number, got {v:?}")))?);
             }
             "--user" => o.user = Some(value()?),
+            "--endpoint" => o.endpoint = Some(value()?),
             "--password" => o.password = Some(value()?),
             other => return Err(Failure::Usage(format!("unknown argument {other:?}\n\n{HELP}"))),
         }
@@ -96,6 +100,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
         "serve" => serve(opts),
         "check" => check(opts),
         "sink" => sink(opts),
+        "try" => try_flow(opts),
         "keygen" => {
             keygen();
             Ok(())
@@ -187,7 +192,21 @@ fn check(opts: Opts) -> Result<(), Failure> {
             }
         }
     }
+    if let Err(errors) = hookflow::transform::load(&config) {
+        failed.extend(errors);
+    }
     if failed.is_empty() { Ok(()) } else { Err(Failure::Usage(failed.join("\n"))) }
+}
+
+fn try_flow(opts: Opts) -> Result<(), Failure> {
+    let config = load_config(&opts)?;
+    let endpoint = match (&opts.endpoint, config.endpoints.as_slice()) {
+        (Some(e), _) => e.clone(),
+        (None, [only]) => only.name.clone(),
+        (None, _) => return Err(Failure::Usage("--endpoint NAME is required when the config has several".into())),
+    };
+    let stdin = std::io::stdin();
+    hookflow::try_flow(&config, &endpoint, stdin.lock(), &mut std::io::stdout()).map_err(Failure::Usage)
 }
 
 fn sink(opts: Opts) -> Result<(), Failure> {

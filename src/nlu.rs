@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 
 use crate::config::{Endpoint, Nlu};
 use crate::flow::Flow;
-use crate::service::Shared;
 use crate::util::edit_distance;
 
 /// Words that say little about intent; they count a third of other words.
@@ -91,7 +90,7 @@ pub fn rank(flow: &Flow, text: &str) -> Vec<(String, f64)> {
 }
 
 /// Runs the endpoint's NLU on `input.text` and writes the results into `input`.
-pub(crate) fn annotate(shared: &Shared, ep: &Endpoint, flow: &Flow, input: &mut Value) {
+pub(crate) fn annotate(agent: &ureq::Agent, ep: &Endpoint, flow: &Flow, input: &mut Value) {
     let Some(text) = input.get("text").and_then(Value::as_str).filter(|t| !t.trim().is_empty()) else { return };
     let text = text.to_owned();
     let found = match &ep.nlu {
@@ -104,7 +103,7 @@ pub(crate) fn annotate(shared: &Shared, ep: &Endpoint, flow: &Flow, input: &mut 
             let best = ranking.first().filter(|(_, s)| *s >= *threshold).cloned();
             Found { best, ranking, slots: json!({}) }
         }
-        Nlu::Rasa { url, token, timeout } => match rasa(&shared.http_agent, url, token.as_deref(), *timeout, &text) {
+        Nlu::Rasa { url, token, timeout } => match rasa(agent, url, token.as_deref(), *timeout, &text) {
             Ok(f) => f,
             Err(e) => {
                 log::warn!("{}: the Rasa NLU failed ({e}); the turn goes on without an intent", ep.name);

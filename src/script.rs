@@ -199,6 +199,12 @@ impl Engine {
         loaded
     }
 
+    /// Whether a loaded transformer defines the function `name`.
+    pub fn has_function(&self, file: &Path, name: &str) -> bool {
+        let Some(ctx) = self.transformers.get(file) else { return false };
+        ctx.with(|ctx| ctx.globals().get::<_, Option<Function>>(name).ok().flatten().is_some())
+    }
+
     /// Calls `name(arg)` of a loaded transformer; awaits a returned promise. `Ok(None)` when the
     /// function is not defined or returned `undefined`.
     pub fn call_transformer(&mut self, file: &Path, name: &str, arg: &Value) -> Result<Option<Value>, ScriptError> {

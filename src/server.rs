@@ -15,6 +15,7 @@ use crate::acceptor::AcceptError;
 use crate::config::{Endpoint, key_matches};
 use crate::service::Shared;
 use crate::store::{JobKind, SessionKey};
+use crate::transform;
 use crate::util::{now_ms, shown};
 use crate::wire::{self, Accepted};
 
@@ -87,16 +88,20 @@ fn handle(shared: &Shared, mut req: Request) {
     }
 }
 
-/// Reads what is left of a request body we answered without reading (an early error, an admin
-/// route), so that on a keep-alive connection it is not parsed as the next request. tiny_http
-/// does this itself for a small `Content-Length` body, but not for a chunked one. A declared body
-/// over the limit is left alone (the client may never send it; the connection then fails its
-/// next parse and is closed).
+/// Most bytes of an unread request body drained to keep a keep-alive connection in step.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+
+/// Reads what is left of a request body we answered without reading (an early error, an
+/// oversized chunked body), so that on a keep-alive connection it is not parsed as the next
+/// request. tiny_http does this itself for a `Content-Length` body up to 64 KiB (see
+/// vendor/README.md), but not for a chunked one. A declared body over the limit is left alone
+/// (the client may never send it). Past `DRAIN_LIMIT` the connection's next parse fails and
+/// tiny_http closes it; a client that stalls is cut off by the socket timeout.
 fn drain_body(req: &mut Request, max: usize) {
     if req.body_length().is_some_and(|n| n > max) {
         return;
     }
-    let _ = std::io::copy(&mut req.as_reader().take(max as u64 + 1), &mut std::io::sink());
+    let _ = std::io::copy(&mut req.as_reader().take(DRAIN_LIMIT), &mut std::io::sink());
 }
 
 fn header(name: &str, value: &str) -> Header {
@@ -212,66 +217,179 @@ fn message(shared: &Shared, req: &mut Request, token: Option<&str>, r: MessageRo
 }
 
 fn accept(shared: &Shared, req: &mut Request, token: Option<&str>, r: MessageRoute, name: &mut String) -> Reply {
+    match accept_inner(shared, req, token, r, name) {
+        Ok(reply) | Err(reply) => reply,
+    }
+}
+
+fn accept_inner(
+    shared: &Shared,
+    req: &mut Request,
+    token: Option<&str>,
+    r: MessageRoute,
+    name: &mut String,
+) -> Result<Reply, Reply> {
     if *req.method() != Method::Post {
-        return Reply::error(405, "method_not_allowed", "this route only accepts POST").header("Allow", "POST");
+        return Err(Reply::error(405, "method_not_allowed", "this route only accepts POST").header("Allow", "POST"));
     }
     let admin = r.kind != JobKind::Message;
     if admin && !admin_ok(shared, req) {
-        return Reply::error(401, "unauthorized", "inject and notify need an admin API key in X-API-Key or api_key");
+        return Err(Reply::error(
+            401,
+            "unauthorized",
+            "inject and notify need an admin API key in X-API-Key or api_key",
+        ));
     }
-    let mut ep = None;
-    if let Some(t) = token {
-        match endpoint(shared, t) {
-            Ok(e) => ep = Some(e),
-            Err(reply) => return reply,
-        }
-    }
-    if let Some(e) = ep {
-        *name = e.name.clone();
-        if let Err(reply) = endpoint_gate(e, req, admin) {
-            return reply;
-        }
-    }
+    let mut ep = match token {
+        Some(t) => Some(open_endpoint(shared, req, t, admin, name)?),
+        None => None,
+    };
     if shared.stopping.load(Ordering::SeqCst) {
-        return Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly")
-            .header("Retry-After", "5");
+        return Err(shutting_down());
     }
-    if let Some(ct) = header_value(req, "Content-Type") {
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if mime != "application/json" && !mime.ends_with("+json") {
-            return Reply::error(
-                415,
-                "unsupported_media_type",
-                &format!("the body must be JSON (Content-Type: application/json), not {mime}"),
-            );
-        }
+    // With an input transformer, any body may come in (a form post, a foreign JSON shape).
+    let transformed = ep.is_some_and(|e| transformer_for(shared, e, r.kind).is_some());
+    if !transformed {
+        check_content_type(req)?;
     }
-    let body = match read_body(req, shared.config.limits.max_body_bytes) {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
-    let inbound = match wire::parse_inbound(&body) {
-        Ok(m) => m,
-        Err(e) => return Reply::error(400, e.code, &e.message),
-    };
-    let ep = match ep {
+    let body = read_body(req, shared.config.limits.max_body_bytes)?;
+    let ep = match ep.take() {
         Some(e) => e,
         None => {
-            let Some(t) = inbound.url_token.as_deref() else {
-                return Reply::error(400, "invalid_request", "\"URLToken\" is required on this route");
+            // The older routes carry the token in the body.
+            let v: Value = serde_json::from_slice(&body).map_err(|e| {
+                Reply::error(
+                    400,
+                    "invalid_json",
+                    &format!("the body is not valid JSON (line {}, column {}): {e}", e.line(), e.column()),
+                )
+            })?;
+            let Some(t) = v.get("URLToken").and_then(Value::as_str) else {
+                return Err(Reply::error(400, "invalid_request", "\"URLToken\" is required on this route"));
             };
-            let e = match endpoint(shared, t) {
-                Ok(e) => e,
-                Err(reply) => return reply,
-            };
-            *name = e.name.clone();
-            if let Err(reply) = endpoint_gate(e, req, admin) {
-                return reply;
-            }
-            e
+            open_endpoint(shared, req, t, admin, name)?
         }
     };
-    queue(shared, req, ep, inbound, r)
+    let inbound = match transformer_for(shared, ep, r.kind) {
+        Some((code, hook)) => match transform_input(shared, req, ep, code, hook, &body)? {
+            Some(m) => m,
+            None => return Ok(Reply::json(200, json!({"status": "dropped"}))),
+        },
+        None => wire::parse_inbound(&body).map_err(|e| Reply::error(400, e.code, &e.message))?,
+    };
+    Ok(queue(shared, req, ep, inbound, r))
+}
+
+fn shutting_down() -> Reply {
+    Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly").header("Retry-After", "5")
+}
+
+/// Finds the endpoint of a token and applies its gates (403, 401).
+fn open_endpoint<'s>(
+    shared: &'s Shared,
+    req: &Request,
+    token: &str,
+    admin: bool,
+    name: &mut String,
+) -> Result<&'s Endpoint, Reply> {
+    let ep = endpoint(shared, token)?;
+    *name = ep.name.clone();
+    endpoint_gate(ep, req, admin)?;
+    Ok(ep)
+}
+
+/// 415 unless the body is declared as JSON (or not declared at all).
+fn check_content_type(req: &Request) -> Result<(), Reply> {
+    let Some(ct) = header_value(req, "Content-Type") else { return Ok(()) };
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime == "application/json" || mime.ends_with("+json") {
+        return Ok(());
+    }
+    let msg = format!("the body must be JSON (Content-Type: application/json), not {mime}");
+    Err(Reply::error(415, "unsupported_media_type", &msg))
+}
+
+/// The endpoint's transformer and the function name for this route, when it transforms it.
+fn transformer_for<'s>(
+    shared: &'s Shared,
+    ep: &Endpoint,
+    kind: JobKind,
+) -> Option<(&'s transform::Code, &'static str)> {
+    let code = shared.transformers.get(&ep.name)?;
+    let s = &code.settings;
+    match kind {
+        JobKind::Message if s.input => Some((code, "handleInput")),
+        JobKind::Inject if s.inject => Some((code, "handleInject")),
+        JobKind::Notify if s.notify => Some((code, "handleNotify")),
+        _ => None,
+    }
+}
+
+/// Runs the input-side transformer: `Ok(None)` when it drops the request.
+fn transform_input(
+    shared: &Shared,
+    req: &Request,
+    ep: &Endpoint,
+    code: &transform::Code,
+    hook: &str,
+    body: &[u8],
+) -> Result<Option<wire::Inbound>, Reply> {
+    let arg = json!({ "endpoint": transform::endpoint_arg(ep), "request": request_arg(req, ep, body) });
+    let limits = crate::script::Limits {
+        timeout: shared.config.limits.script_timeout,
+        memory: shared.config.limits.script_memory_bytes,
+    };
+    let transformed = match transform::call_here(limits, code, hook, &arg) {
+        transform::Outcome::Replaced(v) => v,
+        transform::Outcome::Dropped => return Ok(None),
+        transform::Outcome::Unchanged => {
+            return wire::parse_inbound(body).map(Some).map_err(|e| Reply::error(400, e.code, &e.message));
+        }
+        transform::Outcome::Failed(e) => {
+            log::warn!("{}: {hook} failed: {e}", ep.name);
+            if code.settings.abort_on_error {
+                return Err(Reply::error(400, "transformer_error", &format!("the {hook} transformer failed: {e}")));
+            }
+            return wire::parse_inbound(body).map(Some).map_err(|e| Reply::error(400, e.code, &e.message));
+        }
+    };
+    let bytes = serde_json::to_vec(&transformed).expect("a JSON value serialises");
+    wire::parse_inbound(&bytes).map(Some).map_err(|e| {
+        let msg = format!("the {hook} transformer returned an invalid message: {}", e.message);
+        Reply::error(400, "invalid_request", &msg)
+    })
+}
+
+/// The `request` argument of input transformers: body (JSON, form fields, or text), headers,
+/// query, method, path, ip.
+fn request_arg(req: &Request, ep: &Endpoint, body: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(body);
+    let is_form = header_value(req, "Content-Type").is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let body = if is_form {
+        Value::Object(form_fields(&text))
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.into_owned()))
+    };
+    let headers: serde_json::Map<String, Value> = req
+        .headers()
+        .iter()
+        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), Value::String(h.value.as_str().to_owned())))
+        .collect();
+    let (path, query) = req.url().split_once('?').unwrap_or((req.url(), ""));
+    let ip = (!ep.data_protection.mask_ip_address).then(|| req.remote_addr().map(|a| a.ip().to_string())).flatten();
+    json!({ "body": body, "headers": headers, "query": form_fields(query), "method": req.method().as_str(),
+            "path": path, "ip": ip })
+}
+
+/// `a=1&b=x+y` → `{"a": "1", "b": "x y"}`.
+fn form_fields(s: &str) -> serde_json::Map<String, Value> {
+    s.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(&k.replace('+', " ")), Value::String(percent_decode(&v.replace('+', " "))))
+        })
+        .collect()
 }
 
 /// 404 for an unknown token (without saying which exist).
@@ -300,7 +418,6 @@ fn endpoint_gate(ep: &Endpoint, req: &Request, admin: bool) -> Result<(), Reply>
 fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, Reply> {
     let too_large = || {
         Reply::error(413, "payload_too_large", &format!("the body is larger than {max} bytes (limits.maxBodyBytes)"))
-            .header("Connection", "close")
     };
     if req.body_length().is_some_and(|n| n > max) {
         return Err(too_large());

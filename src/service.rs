@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub flows: HashMap<String, Arc<Flow>>,
     pub sched: Scheduler,
     pub acceptor: Acceptor,
+    /// Transformer files by endpoint name.
+    pub transformers: HashMap<String, Arc<crate::transform::Code>>,
     /// The client of `http` nodes and the Rasa NLU.
     pub http_agent: ureq::Agent,
     pub senders: Senders,
@@ -105,6 +107,7 @@ impl Service {
     pub fn start(config: Config) -> Result<Service, Error> {
         raise_fd_limit();
         let flows = load_flows(&config)?;
+        let transformers = crate::transform::load(&config).map_err(|e| Error::Flow(e.join("\n")))?;
         let store = Store::open(&config.data_dir, config.durability)?;
         let lanes = config.delivery.senders;
         let (senders, wake_rx) = sender::channels(lanes);
@@ -118,6 +121,7 @@ impl Service {
             sched: Scheduler::new(config.limits.queue_capacity, workers),
             acceptor,
             http_agent: crate::http_node::agent(),
+            transformers,
             metrics: Metrics::new(&config),
             senders_alive: (0..lanes).map(|_| Arc::new(AtomicBool::new(true))).collect(),
             config,

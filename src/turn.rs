@@ -18,6 +18,7 @@ use crate::flow::{self, Flow, HttpCall, Output, RunOptions, SessionState, Turn, 
 use crate::script::Engine;
 use crate::service::Shared;
 use crate::store::{InboxRow, JobKind, NewOutput, SessionRow, StoreError, TranscriptLine, TurnCommit, TurnInput};
+use crate::transform::Outcome;
 use crate::util::{now_ms, shown};
 use crate::wire::{Accepted, AiOutput, OutputPayload, output_body};
 
@@ -97,7 +98,7 @@ pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Resul
         let data = acc.data.clone().map(Value::Object).unwrap_or_else(|| json!({}));
         let o = Output { text: acc.text.clone().unwrap_or_default(), data, delay_ms: 0 };
         let conv = Conversation::new(shared, &row, ep, acc, session, profile);
-        return conv.commit_notify(&o);
+        return conv.commit_notify(engine, &o);
     }
     let mut conv = Conversation::new(shared, &row, ep, acc, session, profile);
     let outcome = catch_unwind(AssertUnwindSafe(|| conv.run(engine)));
@@ -191,7 +192,7 @@ impl<'a> Conversation<'a> {
                 flow::resume(&flow, self.io(engine), opts, &r.call, result, r.delay_ms)
             }
             _ => {
-                crate::nlu::annotate(self.shared, self.ep, &flow, &mut self.input);
+                crate::nlu::annotate(&self.shared.http_agent, self.ep, &flow, &mut self.input);
                 let opts = self.opts();
                 flow::run(&flow, self.io(engine), opts)
             }
@@ -203,7 +204,7 @@ impl<'a> Conversation<'a> {
                 let r = Resume { call: call.clone(), input: self.input.clone(), delay_ms: turn.delay_ms };
                 serde_json::to_string(&r).expect("a resume record is plain JSON")
             });
-            self.commit(&turn.outputs, resume.as_deref())?;
+            self.commit(engine, &turn.outputs, resume.as_deref())?;
             let Some(call) = suspend else { return Ok(()) };
             let result = crate::http_node::perform(&self.shared.http_agent, &call);
             let opts = self.opts();
@@ -234,8 +235,32 @@ impl<'a> Conversation<'a> {
         );
     }
 
-    /// The exact body POSTed for an output.
-    fn body(&self, o: &Output) -> String {
+    /// The exact body POSTed for an output: the standard payload, or what the output
+    /// transformer made of it; `None` when the transformer drops the output.
+    fn body(&self, engine: &mut LazyEngine, o: &Output) -> Option<String> {
+        let standard = self.standard_body(o);
+        let Some(code) = self.shared.transformers.get(&self.ep.name).filter(|c| c.settings.output) else {
+            return Some(standard);
+        };
+        let arg = json!({
+            "output": { "text": o.text, "data": o.data },
+            "processedOutput": serde_json::from_str::<Value>(&standard).expect("we just wrote it"),
+            "endpoint": crate::transform::endpoint_arg(self.ep),
+            "userId": self.row.key.user_id,
+            "sessionId": self.row.key.session_id,
+        });
+        match crate::transform::call(engine.get(), code, "handleOutput", &arg) {
+            Outcome::Replaced(v) => Some(v.to_string()),
+            Outcome::Dropped => None,
+            Outcome::Unchanged => Some(standard),
+            Outcome::Failed(e) => {
+                log::warn!("{}: handleOutput failed: {e}", self.ep.name);
+                (!code.settings.abort_on_error).then_some(standard)
+            }
+        }
+    }
+
+    fn standard_body(&self, o: &Output) -> String {
         output_body(&OutputPayload {
             user_id: &self.row.key.user_id,
             session_id: &self.row.key.session_id,
@@ -251,10 +276,12 @@ impl<'a> Conversation<'a> {
 
     /// Commits the session, profile and outputs so far; `resume` keeps the message for a
     /// checkpoint.
-    fn commit(&mut self, outputs: &[Output], resume: Option<&str>) -> Result<(), StoreError> {
+    fn commit(&mut self, engine: &mut LazyEngine, outputs: &[Output], resume: Option<&str>) -> Result<(), StoreError> {
         let now = now_ms();
-        let new: Vec<NewOutput> =
-            outputs.iter().map(|o| NewOutput { body: self.body(o), not_before_ms: now + o.delay_ms as i64 }).collect();
+        let new: Vec<NewOutput> = outputs
+            .iter()
+            .filter_map(|o| Some(NewOutput { body: self.body(engine, o)?, not_before_ms: now + o.delay_ms as i64 }))
+            .collect();
         let transcript = self.transcript(outputs, now);
         let state = serde_json::to_string(&self.state).expect("session state is plain JSON");
         let session = SessionRow { state, seq: 0, messages: self.messages, updated_ms: now };
@@ -278,9 +305,10 @@ impl<'a> Conversation<'a> {
         Ok(())
     }
 
-    fn commit_notify(self, o: &Output) -> Result<(), StoreError> {
+    fn commit_notify(self, engine: &mut LazyEngine, o: &Output) -> Result<(), StoreError> {
         let now = now_ms();
-        let new = [NewOutput { body: self.body(o), not_before_ms: now }];
+        let new: Vec<NewOutput> =
+            self.body(engine, o).map(|body| NewOutput { body, not_before_ms: now }).into_iter().collect();
         let transcript = if self.ep.data_protection.collect_conversations {
             vec![TranscriptLine { source: "bot", text: o.text.clone(), data: o.data.to_string(), at_ms: now }]
         } else {
@@ -322,7 +350,7 @@ impl<'a> Conversation<'a> {
 }
 
 /// The `input` object of flows.md's Memory table.
-fn build_input(ep: &Endpoint, row: &InboxRow, acc: &Accepted, execution: i64) -> Value {
+pub(crate) fn build_input(ep: &Endpoint, row: &InboxRow, acc: &Accepted, execution: i64) -> Value {
     let mode = match (acc.text.as_deref().is_some_and(|t| !t.is_empty()), acc.data.is_some()) {
         (true, true) => "TextData",
         (false, true) => "DataOnly",

@@ -1,0 +1,88 @@
+//! Transformers (flows.md, Transformers): an endpoint's JavaScript file with any of
+//! `handleInput`, `handleOutput`, `handleInject`, `handleNotify`, as in Cognigy. Each call runs
+//! on the calling thread's script engine (http threads for the input side, workers for outputs)
+//! under the same limits as any script.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::{Config, Endpoint, Transformer};
+use crate::flow::template::truthy;
+use crate::script::{Engine, Limits};
+
+/// A transformer file, read and syntax-checked at start-up.
+#[derive(Debug)]
+pub struct Code {
+    pub file: PathBuf,
+    pub source: String,
+    pub settings: Transformer,
+}
+
+/// What a transformer call decided.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Use this value instead.
+    Replaced(Value),
+    /// The function returned a falsy value: drop the request or output.
+    Dropped,
+    /// Not configured for this hook, or the function is not defined: go on untransformed.
+    Unchanged,
+    /// The function threw or ran out of time or memory.
+    Failed(String),
+}
+
+/// Reads and checks the transformer of every endpoint that has one; `Err` lists each problem.
+pub fn load(config: &Config) -> Result<HashMap<String, Arc<Code>>, Vec<String>> {
+    let mut out = HashMap::new();
+    let mut errors = Vec::new();
+    for ep in &config.endpoints {
+        let Some(t) = &ep.transformer else { continue };
+        match std::fs::read_to_string(&t.file) {
+            Ok(source) => match crate::script::check_syntax(&source, false) {
+                Ok(()) => {
+                    out.insert(ep.name.clone(), Arc::new(Code { file: t.file.clone(), source, settings: t.clone() }));
+                }
+                Err(e) => errors.push(format!("{}: {e}", t.file.display())),
+            },
+            Err(e) => errors.push(format!("{}: cannot read the transformer file: {e}", t.file.display())),
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
+/// The `endpoint` argument of every transformer function.
+pub fn endpoint_arg(ep: &Endpoint) -> Value {
+    serde_json::json!({ "name": ep.name, "URLToken": ep.url_token, "channel": "webhook" })
+}
+
+/// Calls `name(arg)` if the function exists, on `engine`.
+pub fn call(engine: &mut Engine, code: &Code, name: &str, arg: &Value) -> Outcome {
+    if let Err(e) = engine.load_transformer(&code.file, &code.source) {
+        return Outcome::Failed(e.to_string());
+    }
+    match engine.call_transformer(&code.file, name, arg) {
+        Ok(Some(v)) if truthy(Some(&v)) => Outcome::Replaced(v),
+        Ok(Some(_)) => Outcome::Dropped,
+        // `undefined`: a missing function, or one that returned nothing.
+        Ok(None) if engine.has_function(&code.file, name) => Outcome::Dropped,
+        Ok(None) => Outcome::Unchanged,
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+thread_local! {
+    /// The engine of an http thread, for input transformers; made on first use.
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+}
+
+/// `call` on this thread's own engine (http threads have no other).
+pub fn call_here(limits: Limits, code: &Code, name: &str, arg: &Value) -> Outcome {
+    ENGINE.with(|e| {
+        let mut e = e.borrow_mut();
+        call(e.get_or_insert_with(|| Engine::new(limits)), code, name, arg)
+    })
+}

@@ -1,0 +1,158 @@
+//! `hookflow try --config FILE --endpoint NAME`: talk to an endpoint's Flow in the terminal.
+//! No server, no store, no webhook: each line is a message (a line starting with `{` is sent
+//! as `data`), each output is printed. The session lives until `/reset` (or the end of input).
+//! An `http` node's request is made directly; `sleep` is shown, not waited for.
+
+use std::io::{BufRead, Write};
+
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::flow::{self, Flow, RunOptions, SessionState, Turn, TurnIo};
+use crate::script::{Engine, Limits};
+use crate::store::{InboxRow, JobKind, SessionKey};
+use crate::wire::Accepted;
+
+/// Runs the conversation loop over `input`, writing to `out`; `Err` names a bad endpoint.
+pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl Write) -> Result<(), String> {
+    let ep = config.endpoint_by_name(endpoint).ok_or_else(|| {
+        let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
+        format!("no endpoint is named {endpoint:?}; the config has: {}", names.join(", "))
+    })?;
+    let flow = Flow::load(&ep.flow).map_err(|errs| {
+        errs.iter().map(|(p, m)| format!("{}: {p}: {m}", ep.flow.display())).collect::<Vec<_>>().join("\n")
+    })?;
+    let limits = Limits { timeout: config.limits.script_timeout, memory: config.limits.script_memory_bytes };
+    let mut engine = Engine::new(limits);
+    let agent = crate::http_node::agent();
+    let mut session = Session::new(&flow);
+    let _ =
+        writeln!(out, "talking to endpoint {} (flow {}); /reset starts over, /quit ends", ep.name, ep.flow.display());
+    for line in input.lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/reset" => {
+                session = Session::new(&flow);
+                let _ = writeln!(out, "(session reset)");
+                continue;
+            }
+            _ => {}
+        }
+        let (text, data) = if line.starts_with('{') {
+            match serde_json::from_str::<Value>(line) {
+                Ok(Value::Object(d)) => (None, Some(d)),
+                _ => {
+                    let _ = writeln!(out, "(not a JSON object; a line starting with {{ is sent as data)");
+                    continue;
+                }
+            }
+        } else {
+            (Some(line.to_owned()), None)
+        };
+        session.messages += 1;
+        let acc = Accepted {
+            text,
+            data,
+            trace_id: crate::wire::new_trace_id(),
+            ip: None,
+            test_mode: true,
+            at: crate::util::now_ms(),
+        };
+        let row =
+            InboxRow { id: 0, key: session.key.clone(), kind: JobKind::Message, payload: String::new(), resume: None };
+        let mut input = crate::turn::build_input(ep, &row, &acc, session.messages);
+        crate::nlu::annotate(&agent, ep, &flow, &mut input);
+        if let Some(intent) = input.get("intent").and_then(Value::as_str) {
+            let _ = writeln!(out, "  (intent {intent}, score {})", input["intentScore"]);
+        }
+        let opts = RunOptions { max_nodes: config.limits.max_nodes_per_turn, random: session.messages as u64 };
+        let io = TurnIo {
+            state: &mut session.state,
+            input: &mut input,
+            profile: &mut session.profile,
+            scripts: &mut engine,
+        };
+        let mut turn = flow::run(&flow, io, opts);
+        loop {
+            print_turn(out, &turn);
+            let Some(call) = turn.suspend.take() else { break };
+            let _ = writeln!(out, "  (http {} {})", call.method, call.url);
+            let result = crate::http_node::perform(&agent, &call);
+            let io = TurnIo {
+                state: &mut session.state,
+                input: &mut input,
+                profile: &mut session.profile,
+                scripts: &mut engine,
+            };
+            turn = flow::resume(&flow, io, opts, &call, result, turn.delay_ms);
+        }
+    }
+    Ok(())
+}
+
+/// The one conversation of a `try` run.
+struct Session {
+    key: SessionKey,
+    state: SessionState,
+    profile: Value,
+    messages: i64,
+}
+
+impl Session {
+    fn new(flow: &Flow) -> Session {
+        let key = SessionKey { endpoint: "try".into(), user_id: "try-user".into(), session_id: crate::util::uuid_v4() };
+        Session { key, state: SessionState::new(flow), profile: Value::Object(Map::new()), messages: 0 }
+    }
+}
+
+fn print_turn(out: &mut impl Write, turn: &Turn) {
+    for w in &turn.warnings {
+        let _ = writeln!(out, "  (warning: {w})");
+    }
+    if let Some(e) = &turn.error {
+        let _ = writeln!(out, "  (error: {e})");
+    }
+    for o in &turn.outputs {
+        let delay = if o.delay_ms > 0 { format!(" (after {} ms)", o.delay_ms) } else { String::new() };
+        let _ = writeln!(out, "bot{delay}: {}", o.text);
+        if o.data.as_object().is_some_and(|d| !d.is_empty()) {
+            let _ = writeln!(out, "     data: {}", o.data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conversation_in_the_terminal() {
+        let dir = std::env::temp_dir().join(format!("hookflow-try-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let flow = serde_json::json!({"nodes": [
+            {"type": "question", "questionType": "number", "text": "How many?", "reprompt": "A number, please."},
+            {"type": "say", "text": "You said {{input.result}}", "data": {"echo": "{{input.data}}"}},
+        ]});
+        std::fs::write(dir.join("flow.json"), flow.to_string()).unwrap();
+        let config = serde_json::json!({"endpoints": [{"name": "demo", "urlToken": "try-token-123", "flow": "flow.json",
+            "webhook": {"url": "http://127.0.0.1:9/"}}]});
+        let path = dir.join("config.json");
+        let config = crate::config::parse(&config.to_string(), &path, &|_| None).unwrap();
+        let script = "hi\nmany\n3\n/reset\nhello\n{\"k\": 1}\n";
+        let mut out = Vec::new();
+        run(&config, "demo", script.as_bytes(), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let bot: Vec<&str> = out.lines().filter(|l| l.starts_with("bot")).collect();
+        assert_eq!(
+            bot,
+            ["bot: How many?", "bot: A number, please.", "bot: You said 3", "bot: How many?", "bot: A number, please."]
+        );
+        assert!(out.contains("(session reset)"));
+        assert!(run(&config, "nope", "".as_bytes(), &mut Vec::new()).unwrap_err().contains("demo"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

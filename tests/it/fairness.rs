@@ -1,0 +1,68 @@
+//! http-api.md §1 "Order": a flood of messages for one session must not starve the others.
+//!
+//! Session A gets 1000 messages whose turns are made deliberately slow (each spins through a
+//! Go To loop until `limits.maxNodesPerTurn`), so A alone needs seconds of worker time, one turn
+//! at a time. Then session B sends one message. With two workers and a fair scheduler, B's turn
+//! runs at once on the worker A cannot use, and its output arrives while A is far from done.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+const FLOOD: usize = 1000;
+const CLIENTS: usize = 4;
+
+#[test]
+fn a_flooded_session_does_not_starve_another() {
+    let sink = Sink::new();
+    let mut cfg = config(&sink.url);
+    cfg["workers"] = json!(2);
+    cfg["limits"] = json!({ "maxNodesPerTurn": 40000 });
+    let app = App::start("fairness", &cfg, &[("flow.json", &spin_flow())]);
+    let url = app.msg_url();
+
+    let started = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                for m in (c..FLOOD).step_by(CLIENTS) {
+                    let body =
+                        json!({"userId": "ua", "sessionId": "flood", "text": format!("a{m}"), "data": {"spin": "yes"}});
+                    send_to(&url, &body);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("a flood client failed");
+    }
+    let flooded = started.elapsed();
+
+    // Outputs of A received before B was sent.
+    let before: Vec<Hit> = sink.rx.try_iter().collect();
+    assert!(before.iter().all(|h| h.session_id() == "flood"));
+    let sent = Instant::now();
+    app.send("ub", "other", "b");
+
+    let mut after = 0;
+    let latency = loop {
+        let h = sink.recv(Duration::from_secs(60));
+        if h.session_id() == "other" {
+            break sent.elapsed();
+        }
+        after += 1;
+    };
+    let a_done = before.len() + after;
+    eprintln!(
+        "flood accepted in {flooded:?}; A outputs before B sent: {}, after: {after}; B latency {latency:?}",
+        before.len()
+    );
+    assert!(after < 100, "B's output came after {after} outputs of the flooded session (B waited {latency:?})");
+    assert!(
+        a_done < FLOOD / 2,
+        "A had delivered {a_done} of {FLOOD} outputs before B's output: the flood finished first"
+    );
+}
