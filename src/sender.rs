@@ -331,11 +331,20 @@ impl Lane<'_> {
 }
 
 /// The one HTTP client of a lane: timeouts set, redirects not followed, statuses as values.
+///
+/// The timeouts are per phase (connect; send; wait for the answer; read it) rather than one
+/// global bound: with a global timeout ureq resolves the host on a new thread for every request
+/// so that the lookup can be timed out too, which cost one thread start per delivery (measured
+/// by `make bench`). A delivery can so take up to four times `delivery.timeoutMs` in the worst
+/// case of a server that dribbles.
 fn agent(config: &Config) -> ureq::Agent {
     let d = &config.delivery;
     ureq::Agent::config_builder()
-        .timeout_global(Some(d.timeout))
         .timeout_connect(Some(d.connect_timeout))
+        .timeout_send_request(Some(d.timeout))
+        .timeout_send_body(Some(d.timeout))
+        .timeout_recv_response(Some(d.timeout))
+        .timeout_recv_body(Some(d.timeout))
         .max_redirects(0)
         .http_status_as_error(false)
         .user_agent(concat!("hookflow/", env!("CARGO_PKG_VERSION")))

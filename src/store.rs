@@ -175,6 +175,9 @@ pub struct TranscriptLine {
 /// The store handle; cheap to share behind an `Arc`.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// A second, read-only connection for the sender's outbox reads: in WAL mode readers do not
+    /// wait for the writer, so the sender is not held up by workers committing turns.
+    reader: Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -232,7 +235,9 @@ impl Store {
              PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000;"
         ))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn: Mutex::new(conn), path })
+        let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        reader.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
+        Ok(Store { conn: Mutex::new(conn), reader: Mutex::new(reader), path })
     }
 
     /// The store file, for messages.
@@ -399,7 +404,7 @@ impl Store {
     /// `limit`. Lanes are computed from the stored hash, so a changed `delivery.senders` still
     /// finds every row.
     pub fn outbox_after(&self, lane: usize, lanes: usize, after: i64, limit: usize) -> Result<Vec<OutboxRow>> {
-        let conn = self.lock();
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn.prepare_cached(
             "SELECT id, endpoint, user_id, session_id, seq, body, not_before_ms, attempts
              FROM outbox WHERE id > ?2 AND hash % ?4 = ?1 ORDER BY id LIMIT ?3",

@@ -69,7 +69,11 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // hookflow patch: upstream compared the idle count with zero, so a burst of new
+        // connections could queue several behind one idle thread that had not woken yet, and
+        // wait for a busy keep-alive connection to end. Queue only as many as there are idle
+        // threads to take them.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
