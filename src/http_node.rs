@@ -13,8 +13,9 @@ const MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 /// The agent for `http` nodes: statuses as values, a few redirects followed (unlike webhook
 /// deliveries, an API lookup that moved should still work).
-pub(crate) fn agent() -> ureq::Agent {
+pub(crate) fn agent(tls: ureq::tls::TlsConfig) -> ureq::Agent {
     ureq::Agent::config_builder()
+        .tls_config(tls)
         .http_status_as_error(false)
         .max_redirects(5)
         .user_agent(concat!("hookflow/", env!("CARGO_PKG_VERSION")))

@@ -97,7 +97,7 @@ pub(crate) fn run(
     stop: Receiver<Instant>,
     alive: Arc<AtomicBool>,
 ) {
-    let agent = agent(&shared.config);
+    let agent = agent(&shared.config, shared.tls.clone());
     let mut l = Lane {
         shared: &shared,
         lane,
@@ -337,9 +337,10 @@ impl Lane<'_> {
 /// so that the lookup can be timed out too, which cost one thread start per delivery (measured
 /// by `make bench`). A delivery can so take up to four times `delivery.timeoutMs` in the worst
 /// case of a server that dribbles.
-fn agent(config: &Config) -> ureq::Agent {
+fn agent(config: &Config, tls: ureq::tls::TlsConfig) -> ureq::Agent {
     let d = &config.delivery;
     ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_connect(Some(d.connect_timeout))
         .timeout_send_request(Some(d.timeout))
         .timeout_send_body(Some(d.timeout))

@@ -28,6 +28,8 @@ pub enum Error {
     Listen(String),
     /// A thread could not be started.
     Spawn(std::io::Error),
+    /// A TLS file (`tls.cert`, `tls.key`, `delivery.caFile`) cannot be used.
+    Tls(String),
 }
 
 impl std::fmt::Display for Error {
@@ -37,6 +39,7 @@ impl std::fmt::Display for Error {
             Error::Store(e) => write!(f, "{e}"),
             Error::Listen(m) => write!(f, "{m}"),
             Error::Spawn(e) => write!(f, "cannot start a thread: {e}"),
+            Error::Tls(m) => write!(f, "{m}"),
         }
     }
 }
@@ -59,6 +62,8 @@ pub(crate) struct Shared {
     pub acceptor: Acceptor,
     /// Transformer files by endpoint name.
     pub transformers: HashMap<String, Arc<crate::transform::Code>>,
+    /// Outbound TLS settings (public roots plus `delivery.caFile`).
+    pub tls: ureq::tls::TlsConfig,
     /// The client of `http` nodes and the Rasa NLU.
     pub http_agent: ureq::Agent,
     pub senders: Senders,
@@ -107,12 +112,12 @@ impl Service {
     pub fn start(config: Config) -> Result<Service, Error> {
         raise_fd_limit();
         let flows = load_flows(&config)?;
+        let tls = tls_config(&config)?;
         let transformers = crate::transform::load(&config).map_err(|e| Error::Flow(e.join("\n")))?;
         let store = Store::open(&config.data_dir, config.durability)?;
         let lanes = config.delivery.senders;
         let (senders, wake_rx) = sender::channels(lanes);
-        let http = tiny_http::Server::http(config.listen)
-            .map_err(|e| Error::Listen(format!("cannot listen on {}: {e}", config.listen)))?;
+        let http = listen(&config)?;
         let addr = http.server_addr().to_ip().expect("a TCP listener has an IP address");
         let workers = config.workers;
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
@@ -120,7 +125,8 @@ impl Service {
         let shared = Arc::new(Shared {
             sched: Scheduler::new(config.limits.queue_capacity, workers),
             acceptor,
-            http_agent: crate::http_node::agent(),
+            http_agent: crate::http_node::agent(tls.clone()),
+            tls,
             transformers,
             metrics: Metrics::new(&config),
             senders_alive: (0..lanes).map(|_| Arc::new(AtomicBool::new(true))).collect(),
@@ -215,6 +221,46 @@ impl Service {
         join(self.acceptor.into_iter().collect());
         log::info!("hookflow stopped");
     }
+}
+
+/// Binds the listen address, with TLS when `tls` is configured.
+fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
+    let bind_error = |e: Box<dyn std::error::Error + Send + Sync>| Error::Listen(format!("cannot listen on {}: {e}", config.listen));
+    let Some(tls) = &config.tls else {
+        return tiny_http::Server::http(config.listen).map_err(bind_error);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Error::Tls(format!("cannot read the TLS file {}: {e}", p.display())))
+    };
+    let ssl = tiny_http::SslConfig { certificate: read(&tls.cert)?, private_key: read(&tls.key)? };
+    tiny_http::Server::https(config.listen, ssl).map_err(|e| {
+        Error::Listen(format!("cannot serve HTTPS on {} with {} and {}: {e}", config.listen, tls.cert.display(), tls.key.display()))
+    })
+}
+
+/// The TLS settings of outbound HTTPS (webhooks, `http` nodes, Rasa): the public roots
+/// (Mozilla's, built in, so a minimal chroot needs no CA store) plus `delivery.caFile`.
+pub(crate) fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, Error> {
+    let mut roots: Vec<ureq::tls::Certificate<'static>> =
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| ureq::tls::Certificate::from_der(c).to_owned()).collect();
+    if let Some(file) = &config.delivery.ca_file {
+        let pem = std::fs::read(file).map_err(|e| Error::Tls(format!("cannot read delivery.caFile {}: {e}", file.display())))?;
+        let mut n = 0;
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => {
+                    roots.push(c);
+                    n += 1;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(Error::Tls(format!("delivery.caFile {}: {e}", file.display()))),
+            }
+        }
+        if n == 0 {
+            return Err(Error::Tls(format!("delivery.caFile {} holds no PEM certificate", file.display())));
+        }
+    }
+    Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&roots)).build())
 }
 
 /// Raises the soft limit on open files to the hard limit: each keep-alive connection holds a

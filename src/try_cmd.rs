@@ -24,7 +24,7 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
     })?;
     let limits = Limits { timeout: config.limits.script_timeout, memory: config.limits.script_memory_bytes };
     let mut engine = Engine::new(limits);
-    let agent = crate::http_node::agent();
+    let agent = crate::http_node::agent(crate::service::tls_config(config).map_err(|e| e.to_string())?);
     let mut session = Session::new(&flow);
     let _ =
         writeln!(out, "talking to endpoint {} (flow {}); /reset starts over, /quit ends", ep.name, ep.flow.display());

@@ -1,0 +1,135 @@
+//! HTTPS both ways: hookflow serving `tls`, and delivering to an HTTPS webhook whose certificate
+//! is signed by a private CA given as `delivery.caFile`. The CA and certificates are made by
+//! the test with the `openssl` command.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, unbounded};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = TempDir::new("pki");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&dir.path).output().expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=hookflow test CA"],
+        ]
+        .concat());
+        run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join(name)).unwrap()
+    }
+}
+
+/// An HTTPS webhook on 127.0.0.1:0 that records bodies and answers 200.
+fn https_sink(pki: &Pki) -> (String, Receiver<Value>) {
+    let ssl = tiny_http::SslConfig { certificate: pki.read("server.pem"), private_key: pki.read("server.key") };
+    let server = Arc::new(tiny_http::Server::https("127.0.0.1:0", ssl).expect("https sink"));
+    let url = format!("https://{}/hook", server.server_addr().to_ip().unwrap());
+    let (tx, rx) = unbounded();
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let mut body = String::new();
+            let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
+            let _ = tx.send(serde_json::from_str(&body).unwrap_or(Value::Null));
+            let _ = req.respond(tiny_http::Response::from_string("ok"));
+        }
+    });
+    (url, rx)
+}
+
+/// A client that trusts only the test CA.
+fn client(ca: &Path) -> ureq::Agent {
+    let pem = std::fs::read(ca).unwrap();
+    let cert = ureq::tls::Certificate::from_pem(&pem).unwrap();
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[cert])).build();
+    ureq::Agent::config_builder().tls_config(tls).http_status_as_error(false).build().into()
+}
+
+#[test]
+fn serves_https_and_delivers_to_an_https_webhook_with_a_private_ca() {
+    let pki = Pki::new();
+    let (hook, outputs) = https_sink(&pki);
+    let mut cfg = config(&hook);
+    cfg["tls"] = json!({ "cert": pki.path("server.pem"), "key": pki.path("server.key") });
+    cfg["delivery"]["caFile"] = json!(pki.path("ca.pem"));
+    let app = App::start("tls", &cfg, &[("flow.json", &echo_flow())]);
+    let base = app.base.replacen("http://", "https://", 1);
+    let agent = client(&pki.dir.join("ca.pem"));
+    let mut resp = agent
+        .post(format!("{base}/{TOKEN}"))
+        .header("Content-Type", "application/json")
+        .send(json!({"userId": "u", "sessionId": "s", "text": "over tls"}).to_string())
+        .expect("an HTTPS request to hookflow");
+    assert_eq!(resp.status().as_u16(), 200, "{}", resp.body_mut().read_to_string().unwrap_or_default());
+    let out = outputs.recv_timeout(WAIT).expect("the output arrives at the HTTPS webhook");
+    assert_eq!(out["AIOutput"]["text"], "over tls");
+    // Plain HTTP on the TLS port is not served.
+    let plain = ureq::get(format!("{}/healthz", app.base)).call();
+    assert!(plain.is_err(), "plain HTTP must not be answered on the HTTPS listener");
+}
+
+#[test]
+fn without_the_ca_file_an_untrusted_webhook_is_not_delivered_to() {
+    let pki = Pki::new();
+    let (hook, outputs) = https_sink(&pki);
+    let mut cfg = config(&hook);
+    cfg["delivery"]["retrySchedule"] = json!([0.05]);
+    let app = App::start("tls-untrusted", &cfg, &[("flow.json", &echo_flow())]);
+    let (status, _) = post_json(&app.msg_url(), &json!({"userId": "u", "sessionId": "s", "text": "secret"}));
+    assert_eq!(status, 200);
+    // Two attempts fail the TLS handshake, then the output is a dead letter naming the cause.
+    let deadline = std::time::Instant::now() + WAIT;
+    let dead = loop {
+        let list = request("GET", &app.url("/api/deadletters"), None, &[("X-API-Key", ADMIN_KEY)]);
+        let v: Value = serde_json::from_str(&list.body).unwrap();
+        if let Some(d) = v["deadLetters"].as_array().and_then(|a| a.first()).cloned() {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter within {WAIT:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let err = dead["lastError"].as_str().unwrap_or_default().to_lowercase();
+    assert!(err.contains("certificate") || err.contains("tls") || err.contains("issuer"), "{dead}");
+    assert!(outputs.try_recv().is_err(), "nothing reached the untrusted webhook");
+}
