@@ -2,8 +2,15 @@
 CARGO ?= cargo
 BIN := target/release/hookflow
 DEMO_PASSWORD := demo-password
+PREFIX ?= /usr/local
+DESTDIR ?=
+STATIC_TARGET := x86_64-unknown-linux-gnu
+STATIC_BIN := target/$(STATIC_TARGET)/release/hookflow
+# crt-static gives a static-pie executable with glibc. getrandom's default Linux backend looks the
+# libc function up at run time, which a static binary cannot; use the system call directly.
+STATIC_RUSTFLAGS := -C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"
 
-.PHONY: build run test lint bench check doc clean
+.PHONY: build run test lint bench check doc clean static test-static install systemd-check
 
 build:
 	$(CARGO) build --release
@@ -30,6 +37,31 @@ check: lint doc test
 bench:
 	$(CARGO) build --release --bins --examples
 	$(CARGO) run --release --example bench
+
+# One self-contained executable (no shared libraries): copy it anywhere, even an empty chroot.
+static:
+	RUSTFLAGS='$(STATIC_RUSTFLAGS)' $(CARGO) build --release --target $(STATIC_TARGET)
+	@ls -l $(STATIC_BIN)
+
+# The static binary in an empty chroot must serve and deliver.
+test-static: static
+	bash tests/static/chroot.sh $(STATIC_BIN)
+
+# Installs the binary, the systemd unit and an example config (honours PREFIX and DESTDIR).
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/hookflow
+	install -D -m 0644 examples/hookflow.service $(DESTDIR)$(PREFIX)/lib/systemd/system/hookflow.service
+	sed -i 's|/usr/local/bin/hookflow|$(PREFIX)/bin/hookflow|' $(DESTDIR)$(PREFIX)/lib/systemd/system/hookflow.service
+	install -d -m 0755 $(DESTDIR)/etc/hookflow/flows
+	test -e $(DESTDIR)/etc/hookflow/hookflow.json || install -m 0640 examples/etc/hookflow.json $(DESTDIR)/etc/hookflow/hookflow.json
+	test -e $(DESTDIR)/etc/hookflow/flows/demo.json || install -m 0644 examples/flows/demo.json $(DESTDIR)/etc/hookflow/flows/demo.json
+
+# The unit must pass systemd's own checks; the exposure score is printed (aim: 2.0 or lower).
+# verify needs the ExecStart binary to exist, so a copy of the unit points at the build.
+systemd-check: build
+	@mkdir -p target/unit && sed 's|/usr/local/bin/hookflow|$(CURDIR)/$(BIN)|g' examples/hookflow.service > target/unit/hookflow.service
+	systemd-analyze verify target/unit/hookflow.service
+	systemd-analyze security --offline=true --threshold=20 target/unit/hookflow.service | tail -1
 
 clean:
 	$(CARGO) clean

@@ -43,6 +43,7 @@ pub mod flow;
 mod http_node;
 mod metrics;
 pub mod nlu;
+pub mod notify;
 pub mod script;
 mod sender;
 mod server;

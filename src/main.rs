@@ -151,14 +151,26 @@ fn serve(opts: Opts) -> Result<(), Failure> {
             }
         })
         .map_err(|e| Failure::Runtime(format!("cannot start the signal thread: {e}")))?;
-    let fatal = crossbeam_channel::select! {
-        recv(sig_rx) -> sig => {
-            let name = if sig == Ok(SIGTERM) { "SIGTERM" } else { "SIGINT" };
-            log::info!("{name} received: finishing running turns and draining the outbox");
-            None
+    hookflow::notify::notify("READY=1");
+    let watchdog = hookflow::notify::watchdog_interval();
+    let fatal = loop {
+        crossbeam_channel::select! {
+            recv(sig_rx) -> sig => {
+                let name = if sig == Ok(SIGTERM) { "SIGTERM" } else { "SIGINT" };
+                log::info!("{name} received: finishing running turns and draining the outbox");
+                break None;
+            }
+            recv(service.fatal()) -> msg => break Some(msg.unwrap_or_default()),
+            default(watchdog.unwrap_or(std::time::Duration::from_secs(3600))) => {
+                // Pet the watchdog only while the service is healthy; a hung sender lane or a
+                // store that cannot be written lets systemd restart us.
+                if watchdog.is_some() && service.healthy() {
+                    hookflow::notify::notify("WATCHDOG=1");
+                }
+            }
         }
-        recv(service.fatal()) -> msg => Some(msg.unwrap_or_default()),
     };
+    hookflow::notify::notify("STOPPING=1");
     handle.close();
     let _ = watcher.join();
     if let Some(m) = &fatal {

@@ -194,6 +194,12 @@ impl Service {
         &self.fatal
     }
 
+    /// True while every sender lane runs and the store accepts writes (`/readyz` without the
+    /// shutdown part).
+    pub fn healthy(&self) -> bool {
+        self.shared.senders_alive.iter().all(|a| a.load(Ordering::SeqCst)) && self.shared.store.writable()
+    }
+
     /// The address the server listens on (useful with port 0).
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr
@@ -225,7 +231,8 @@ impl Service {
 
 /// Binds the listen address, with TLS when `tls` is configured.
 fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
-    let bind_error = |e: Box<dyn std::error::Error + Send + Sync>| Error::Listen(format!("cannot listen on {}: {e}", config.listen));
+    let bind_error =
+        |e: Box<dyn std::error::Error + Send + Sync>| Error::Listen(format!("cannot listen on {}: {e}", config.listen));
     let Some(tls) = &config.tls else {
         return tiny_http::Server::http(config.listen).map_err(bind_error);
     };
@@ -234,17 +241,25 @@ fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
     };
     let ssl = tiny_http::SslConfig { certificate: read(&tls.cert)?, private_key: read(&tls.key)? };
     tiny_http::Server::https(config.listen, ssl).map_err(|e| {
-        Error::Listen(format!("cannot serve HTTPS on {} with {} and {}: {e}", config.listen, tls.cert.display(), tls.key.display()))
+        Error::Listen(format!(
+            "cannot serve HTTPS on {} with {} and {}: {e}",
+            config.listen,
+            tls.cert.display(),
+            tls.key.display()
+        ))
     })
 }
 
 /// The TLS settings of outbound HTTPS (webhooks, `http` nodes, Rasa): the public roots
 /// (Mozilla's, built in, so a minimal chroot needs no CA store) plus `delivery.caFile`.
 pub(crate) fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, Error> {
-    let mut roots: Vec<ureq::tls::Certificate<'static>> =
-        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| ureq::tls::Certificate::from_der(c).to_owned()).collect();
+    let mut roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c).to_owned())
+        .collect();
     if let Some(file) = &config.delivery.ca_file {
-        let pem = std::fs::read(file).map_err(|e| Error::Tls(format!("cannot read delivery.caFile {}: {e}", file.display())))?;
+        let pem = std::fs::read(file)
+            .map_err(|e| Error::Tls(format!("cannot read delivery.caFile {}: {e}", file.display())))?;
         let mut n = 0;
         for item in ureq::tls::parse_pem(&pem) {
             match item {
