@@ -6,7 +6,8 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let listen = args.iter().position(|a| a == "--listen").and_then(|i| args.get(i + 1)).map_or("127.0.0.1:9100", |s| s);
+    let listen =
+        args.iter().position(|a| a == "--listen").and_then(|i| args.get(i + 1)).map_or("127.0.0.1:9100", |s| s);
     let server = tiny_http::Server::http(listen).expect("the mock can listen");
     eprintln!("mock order API on http://{}", server.server_addr());
     for req in server.incoming_requests() {
