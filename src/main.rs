@@ -32,7 +32,11 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        // ureq's trace level dumps request headers, Basic credentials included: never log them.
+        .filter_module("ureq", log::LevelFilter::Debug)
+        .filter_module("ureq_proto", log::LevelFilter::Debug)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,7 +103,12 @@ impl Metrics {
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge(&mut out, "hookflow_inbound_queue_depth", "Messages accepted and not yet run.", queue_depth as u64);
+        gauge(
+            &mut out,
+            "hookflow_inbound_queue_depth",
+            "Messages accepted and not yet finished (queued or running).",
+            queue_depth as u64,
+        );
         gauge(&mut out, "hookflow_sessions_active", "Sessions with queued or running messages.", sessions as u64);
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));

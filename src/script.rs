@@ -265,7 +265,11 @@ fn to_json<'js>(ctx: &Ctx<'js>, v: JsValue<'js>) -> rquickjs::Result<Option<Valu
         return Ok(None);
     }
     let Some(s) = ctx.json_stringify(v)? else { return Ok(None) };
-    Ok(serde_json::from_str(&s.to_string()?).ok())
+    // A value JSON cannot carry back (nested deeper than serde_json's 128 levels) is an error of
+    // the script, not a silent null that would wipe `context`.
+    serde_json::from_str(&s.to_string()?)
+        .map(Some)
+        .map_err(|e| rquickjs::Error::new_from_js_message("value", "JSON", format!("the value cannot be stored: {e}")))
 }
 
 /// The message of a caught JS error, with its position (`line L, column C` in the script) when

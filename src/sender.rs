@@ -89,13 +89,14 @@ pub(crate) enum Outcome {
 }
 
 /// The lane loop: loads outbox rows, sends due heads, schedules retries, until `stop` is set
-/// and either the window is empty or `drain_until` has passed.
+/// and either the window is empty or `l.drain_until` has passed.
 pub(crate) fn run(
     shared: Arc<Shared>,
     lane: usize,
     wake: Receiver<()>,
     stop: Receiver<Instant>,
     alive: Arc<AtomicBool>,
+    done: Sender<()>,
 ) {
     let agent = agent(&shared.config, shared.tls.clone());
     let mut l = Lane {
@@ -110,14 +111,14 @@ pub(crate) fn run(
         more_on_disk: true,
         delivered: Vec::with_capacity(DELETE_BATCH),
         down: HashMap::new(),
+        drain_until: None,
     };
-    let mut drain_until: Option<Instant> = None;
     loop {
         if l.more_on_disk {
             l.load();
         }
         l.promote_due();
-        if let Some(deadline) = drain_until
+        if let Some(deadline) = l.drain_until
             && (l.in_memory == 0 || Instant::now() >= deadline)
         {
             break;
@@ -131,12 +132,12 @@ pub(crate) fn run(
         }
         l.flush();
         let wait = l.next_due().unwrap_or(Duration::from_secs(3600));
-        let wait = drain_until.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
+        let wait = l.drain_until.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
         select! {
             recv(wake) -> _ => l.more_on_disk = true,
             recv(stop) -> d => {
-                if drain_until.is_none() {
-                    drain_until = Some(d.unwrap_or_else(|_| Instant::now()));
+                if l.drain_until.is_none() {
+                    l.drain_until = Some(d.unwrap_or_else(|_| Instant::now()));
                 }
             }
             default(wait) => {}
@@ -144,6 +145,7 @@ pub(crate) fn run(
     }
     l.flush();
     alive.store(false, Ordering::SeqCst);
+    let _ = done.send(());
     log::debug!("sender-{lane}: stopped with {} output(s) left for the next start", l.in_memory);
 }
 
@@ -165,6 +167,8 @@ struct Lane<'a> {
     delivered: Vec<i64>,
     /// Webhook URLs whose last attempt failed, with when they may be tried again.
     down: HashMap<String, Down>,
+    /// Set at shutdown: deliver until the outbox is empty or this instant.
+    drain_until: Option<Instant>,
 }
 
 /// A failing webhook target.
@@ -252,7 +256,9 @@ impl Lane<'_> {
             return;
         }
         let started = Instant::now();
-        let outcome = attempt(&self.agent, ep, row, now_ms() / 1000);
+        // While draining, an attempt may not outlast the drain (delivery.drainSeconds).
+        let limit = self.drain_until.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+        let outcome = attempt(&self.agent, ep, row, now_ms() / 1000, limit);
         let attempts = row.attempts + 1;
         log::debug!("sender-{}: output {} seq {} attempt {attempts}: {outcome:?}", self.lane, row.id, row.seq);
         self.target_health(&ep.webhook.url, &outcome);
@@ -353,8 +359,15 @@ fn agent(config: &Config, tls: ureq::tls::TlsConfig) -> ureq::Agent {
         .into()
 }
 
-/// One POST of one output; `now_s` is the Unix time for the signature.
-pub(crate) fn attempt(agent: &ureq::Agent, ep: &Endpoint, row: &OutboxRow, now_s: i64) -> Outcome {
+/// One POST of one output; `now_s` is the Unix time for the signature; `limit` bounds the whole
+/// attempt (used while draining at shutdown).
+pub(crate) fn attempt(
+    agent: &ureq::Agent,
+    ep: &Endpoint,
+    row: &OutboxRow,
+    now_s: i64,
+    limit: Option<Duration>,
+) -> Outcome {
     let mut req = agent
         .post(&ep.webhook.url)
         .header("Content-Type", "application/json")
@@ -375,6 +388,9 @@ pub(crate) fn attempt(agent: &ureq::Agent, ep: &Endpoint, row: &OutboxRow, now_s
     }
     for (k, v) in &ep.webhook.headers {
         req = req.header(k.as_str(), v.as_str());
+    }
+    if let Some(limit) = limit {
+        req = req.config().timeout_global(Some(limit)).build();
     }
     match req.send(row.body.as_bytes()) {
         Ok(mut resp) => {

@@ -88,10 +88,21 @@ pub struct Service {
     addr: std::net::SocketAddr,
     http_threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
-    senders: Vec<(StopTx, JoinHandle<()>)>,
+    senders: Vec<Lane>,
     fatal: crossbeam_channel::Receiver<String>,
     acceptor: Option<JoinHandle<()>>,
 }
+
+/// A sender lane's thread and its shutdown handles.
+struct Lane {
+    stop: StopTx,
+    /// Receives when the lane has finished draining.
+    done: crossbeam_channel::Receiver<()>,
+    handle: JoinHandle<()>,
+}
+
+/// How long past the drain deadline shutdown waits for a lane stuck in a delivery attempt.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Loads the Flow of every endpoint.
 pub fn load_flows(config: &Config) -> Result<HashMap<String, Arc<Flow>>, Error> {
@@ -175,8 +186,9 @@ impl Service {
         for (lane, wake) in wake_rx.into_iter().enumerate() {
             let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
             let (shared, alive) = (self.shared.clone(), self.shared.senders_alive[lane].clone());
-            let h = spawn(format!("sender-{lane}"), move || sender::run(shared, lane, wake, stop_rx, alive))?;
-            self.senders.push((stop_tx, h));
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            let h = spawn(format!("sender-{lane}"), move || sender::run(shared, lane, wake, stop_rx, alive, done_tx))?;
+            self.senders.push(Lane { stop: stop_tx, done: done_rx, handle: h });
         }
         for i in 0..self.shared.config.workers {
             let shared = self.shared.clone();
@@ -214,10 +226,21 @@ impl Service {
         self.shared.sched.stop(self.workers.len());
         join(self.workers);
         let deadline = Instant::now() + self.shared.config.delivery.drain;
-        for (stop, _) in &self.senders {
-            let _ = stop.send(deadline);
+        for lane in &self.senders {
+            let _ = lane.stop.send(deadline);
         }
-        join(self.senders.into_iter().map(|(_, h)| h).collect());
+        for lane in self.senders {
+            // An attempt started before the drain may still hang on a slow webhook; it is not
+            // waited for past the drain: its output stays in the outbox for the next start.
+            if lane.done.recv_deadline(deadline + DRAIN_GRACE).is_ok() {
+                join(vec![lane.handle]);
+            } else {
+                let name = lane.handle.thread().name().unwrap_or("sender").to_owned();
+                log::warn!(
+                    "{name} is still in a delivery attempt at the end of the drain; its output is kept for the next start"
+                );
+            }
+        }
         self.shared.http_stop.store(true, Ordering::SeqCst);
         for _ in &self.http_threads {
             self.http.unblock();

@@ -87,7 +87,7 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
                 profile: &mut session.profile,
                 scripts: &mut engine,
             };
-            turn = flow::resume(&flow, io, opts, &call, result, turn.delay_ms);
+            turn = flow::resume(&flow, io, opts, &call, result, &turn);
         }
     }
     Ok(())

@@ -58,6 +58,8 @@ struct Resume {
     call: HttpCall,
     input: Value,
     delay_ms: u64,
+    #[serde(default)]
+    steps: u32,
 }
 
 /// A Flow turn being run.
@@ -189,7 +191,8 @@ impl<'a> Conversation<'a> {
                 self.input = r.input;
                 let result = crate::http_node::perform(&self.shared.http_agent, &r.call);
                 let opts = self.opts();
-                flow::resume(&flow, self.io(engine), opts, &r.call, result, r.delay_ms)
+                let before = Turn { delay_ms: r.delay_ms, steps: r.steps, ..Turn::default() };
+                flow::resume(&flow, self.io(engine), opts, &r.call, result, &before)
             }
             _ => {
                 crate::nlu::annotate(&self.shared.http_agent, self.ep, &flow, &mut self.input);
@@ -201,14 +204,19 @@ impl<'a> Conversation<'a> {
             self.log(&turn);
             let suspend = turn.suspend.take();
             let resume = suspend.as_ref().map(|call| {
-                let r = Resume { call: call.clone(), input: self.input.clone(), delay_ms: turn.delay_ms };
+                let r = Resume {
+                    call: call.clone(),
+                    input: self.input.clone(),
+                    delay_ms: turn.delay_ms,
+                    steps: turn.steps,
+                };
                 serde_json::to_string(&r).expect("a resume record is plain JSON")
             });
             self.commit(engine, &turn.outputs, resume.as_deref())?;
             let Some(call) = suspend else { return Ok(()) };
             let result = crate::http_node::perform(&self.shared.http_agent, &call);
             let opts = self.opts();
-            turn = flow::resume(&flow, self.io(engine), opts, &call, result, turn.delay_ms);
+            turn = flow::resume(&flow, self.io(engine), opts, &call, result, &turn);
         }
     }
 

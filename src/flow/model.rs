@@ -455,7 +455,10 @@ impl Compiler {
                 Some(a) if !a.is_empty() => {
                     for (i, t) in a.iter().enumerate() {
                         match t.as_str().map(Template::parse) {
-                            Some(Ok(t)) => texts.push(t),
+                            Some(Ok(t)) => {
+                                self.check_scripts(t.scripts(), &format!("{place}.texts[{i}]"));
+                                texts.push(t);
+                            }
                             _ => self.err(&format!("{place}.texts[{i}]"), "expected a template string"),
                         }
                     }
@@ -701,7 +704,10 @@ impl Compiler {
             Some(Value::Object(h)) => {
                 for (k, v) in h {
                     match v.as_str().map(Template::parse) {
-                        Some(Ok(t)) => headers.push((k.clone(), t)),
+                        Some(Ok(t)) => {
+                            self.check_scripts(t.scripts(), &format!("{place}.headers.{k}"));
+                            headers.push((k.clone(), t));
+                        }
                         _ => self.err(&format!("{place}.headers.{k}"), "expected a string (templates allowed)"),
                     }
                 }

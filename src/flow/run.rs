@@ -90,6 +90,8 @@ pub struct Turn {
     pub suspend: Option<HttpCall>,
     /// `sleep` time accumulated so far (carried over a suspension).
     pub delay_ms: u64,
+    /// Nodes run so far (carried over a suspension, so `maxNodesPerTurn` bounds the whole turn).
+    pub steps: u32,
 }
 
 impl SessionState {
@@ -115,7 +117,7 @@ pub fn run(flow: &Flow, io: TurnIo<'_>, opts: RunOptions) -> Turn {
         let context = std::mem::take(&mut io.state.context);
         *io.state = SessionState { context, version: flow.version, ..Default::default() };
     }
-    let mut m = Machine { flow, io, opts, turn: Turn::default(), node: 0, steps: 0 };
+    let mut m = Machine { flow, io, opts, turn: Turn::default(), node: 0 };
     let start = m.io.state.entry;
     m.io.state.entry = 0;
     if let Some(p) = m.io.state.question.take() {
@@ -130,8 +132,9 @@ pub fn run(flow: &Flow, io: TurnIo<'_>, opts: RunOptions) -> Turn {
 
 /// Continues a turn suspended at an `http` node, with the call's result (`{status, headers,
 /// body}` or `{error}`).
-pub fn resume(flow: &Flow, io: TurnIo<'_>, opts: RunOptions, call: &HttpCall, result: Value, delay_ms: u64) -> Turn {
-    let mut m = Machine { flow, io, opts, turn: Turn { delay_ms, ..Turn::default() }, node: 0, steps: 0 };
+pub fn resume(flow: &Flow, io: TurnIo<'_>, opts: RunOptions, call: &HttpCall, result: Value, before: &Turn) -> Turn {
+    let turn = Turn { delay_ms: before.delay_ms, steps: before.steps, ..Turn::default() };
+    let mut m = Machine { flow, io, opts, turn, node: 0 };
     let op = &flow.ops[call.pc];
     m.node = op.node;
     let OpKind::Http(h) = &op.kind else {
@@ -155,7 +158,6 @@ struct Machine<'f, 'io> {
     turn: Turn,
     /// The node being run, for warnings.
     node: usize,
-    steps: u32,
 }
 
 /// What an op tells the loop to do next.
@@ -206,8 +208,8 @@ impl Machine<'_, '_> {
             let op = &flow.ops[pc];
             self.node = op.node;
             if !matches!(op.kind, OpKind::Jump(_)) {
-                self.steps += 1;
-                if self.steps > self.opts.max_nodes {
+                self.turn.steps += 1;
+                if self.turn.steps > self.opts.max_nodes {
                     let node = self.flow.nodes[op.node].name();
                     self.turn.error = Some(format!(
                         "the turn ran more than {} nodes (limits.maxNodesPerTurn) and was stopped at node {node}",
@@ -344,7 +346,7 @@ impl Machine<'_, '_> {
         } else {
             let n = say.texts.len();
             let i = if say.random {
-                (self.opts.random.wrapping_add(pc as u64 * 0x9E37_79B9_7F4A_7C15) % n as u64) as usize
+                (self.opts.random.wrapping_add((pc as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) % n as u64) as usize
             } else {
                 let next = self.io.state.linear.entry(pc).or_default();
                 let i = *next % n;

@@ -192,7 +192,10 @@ impl Expr {
 /// A JSON literal or a quoted string (`'shipped'`, `"shipped"`).
 fn literal(s: &str) -> Option<Value> {
     if s.len() >= 2 && s.starts_with('\'') && s.ends_with('\'') {
-        return Some(Value::String(s[1..s.len() - 1].to_owned()));
+        // `'a' || x == 'b'` also starts and ends with a quote: only a quote-free inside is one
+        // literal; anything else is JavaScript.
+        let inner = &s[1..s.len() - 1];
+        return (!inner.contains(['\'', '\\'])).then(|| Value::String(inner.to_owned()));
     }
     serde_json::from_str(s).ok()
 }

@@ -321,7 +321,7 @@ fn http_node_suspends_then_resumes_with_the_answer_in_context() {
     let answer = json!({"status": 200, "headers": {}, "body": {"status": "shipped"}});
     let mut e = engine();
     let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
-    let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0 }, &call, answer, 0);
+    let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0 }, &call, answer, &Turn::default());
     assert_eq!(t.outputs[0].text, "status shipped (200)");
 }
 
@@ -336,7 +336,14 @@ fn http_node_abort_on_error_ends_the_turn() {
     let call = turn(&flow, &mut state, &mut input, &mut profile, 10).suspend.unwrap();
     let mut e = engine();
     let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
-    let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0 }, &call, json!({"error": "refused"}), 0);
+    let t = resume(
+        &flow,
+        io,
+        RunOptions { max_nodes: 10, random: 0 },
+        &call,
+        json!({"error": "refused"}),
+        &Turn::default(),
+    );
     assert!(t.outputs.is_empty());
     assert_eq!(state.context["r"], json!({"error": "refused"}));
 }

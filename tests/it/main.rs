@@ -9,6 +9,10 @@ mod conversation;
 mod crash;
 /// Delivery retries, dead letters and replay.
 mod delivery;
+/// kill -9 and restart under load: nothing acknowledged is lost; `durability: "full"`.
+mod durability;
+/// flows.md end to end: every node type, memory, templates, sleep, limits and the sandbox.
+mod engine;
 /// http-api.md §1: every row of the error table, and the 200 answer.
 mod errors;
 /// A flooded session does not starve another one.
@@ -23,3 +27,23 @@ mod ops;
 mod order;
 /// http-api.md §2: the output payload, its headers, Basic auth and Seq.
 mod payload;
+/// Shared helpers of the engine, checkpoint, transformer, CLI and support-example tests.
+mod support3;
+/// Helpers of ops4, durability, hardening, privacy: the binary as a child, a timed mock, /metrics parsing.
+mod support4;
+// HTTPS in (tls) and out (delivery.caFile), with a CA made by the test.
+/// flows.md `http` node: context, errors, abortOnError; the node as a checkpoint across kill -9.
+mod checkpoint;
+/// config.md Command line through the binary: check, try, keygen, --version.
+mod cli;
+/// A thousand idle keep-alive connections; accept() failing with EMFILE (the binary).
+mod hardening;
+/// http-api.md §4/§5: SIGTERM/SIGINT, /metrics, sender lanes, Retry-After, probing, backpressure, memory.
+mod ops4;
+/// dataProtection (maskLogging, maskIPAddress, collectConversations) and secrets in logs.
+mod privacy;
+/// The support example (examples/support.json) end to end against a mock order API.
+mod support_example;
+mod tls;
+/// flows.md Transformers: handleInput, handleOutput, handleInject and handleNotify.
+mod transformers;

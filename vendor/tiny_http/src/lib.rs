@@ -304,7 +304,7 @@ impl Server {
                             let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(SOCKET_TIMEOUT_SECS)));
                             let _ = s.set_write_timeout(Some(std::time::Duration::from_secs(SOCKET_TIMEOUT_SECS)));
                         }
-                        let (read_closable, write_closable) = match ssl {
+                        let pair = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
@@ -319,6 +319,17 @@ impl Server {
                             }
                             #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
                             Some(ref _ssl) => unreachable!(),
+                        };
+                        // hookflow patch: out of descriptors for the second handle of the
+                        // connection: drop this connection, pause, and keep accepting.
+                        let (read_closable, write_closable) = match pair {
+                            Ok(pair) => pair,
+                            Err(e) => {
+                                log::error!("Error setting up a new client (will retry): {}", e);
+                                thread::sleep(backoff);
+                                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                                continue;
+                            }
                         };
 
                         Ok(ClientConnection::new(write_closable, read_closable))

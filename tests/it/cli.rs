@@ -1,0 +1,220 @@
+//! config.md Command line, through the binary: `check` (good and broken configs and Flows),
+//! `try` driven through stdin, `keygen`, `--version` and an unknown command.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::support::*;
+use crate::support3::*;
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn show(o: &Output) -> String {
+    format!("status {:?}\n--- stdout\n{}--- stderr\n{}", o.status.code(), stdout(o), stderr(o))
+}
+
+#[test]
+fn check_accepts_the_example_configs_with_one_line_per_endpoint() {
+    let demo = examples_dir().join("hookflow.json");
+    let o = run_cli(
+        &["check", "--config", demo.to_str().unwrap()],
+        &[("DEMO_WEBHOOK_PASSWORD", "secret-pw-123")],
+        "",
+        None,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 1, "one line per endpoint: {}", show(&o));
+    assert!(lines[0].contains("demo") && lines[0].contains("/demo-4e5e2f01110c935fff81ec54"), "{}", show(&o));
+    assert!(!stdout(&o).contains("secret-pw-123") && !stderr(&o).contains("secret-pw-123"), "the password leaked");
+
+    let support = examples_dir().join("support.json");
+    let o = run_cli(&["check", "--config", support.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 1, "{}", show(&o));
+    assert!(lines[0].contains("support") && lines[0].contains("/support-7f3a9c2e4b1d8f60"), "{}", show(&o));
+    assert!(lines[0].contains("4 intents"), "the summary counts the Flow's intents: {}", show(&o));
+}
+
+#[test]
+fn check_reports_a_typo_and_a_bad_token_with_file_path_and_suggestion() {
+    let dir = TempDir::new("cli-bad-config");
+    let cfg = json!({
+        "listen": "127.0.0.1:0",
+        "endpoints": [{ "name": "main", "urlToken": "bad token!", "flow": "flow.json",
+                        "webhok": { "url": "http://127.0.0.1:9/hook" } }]
+    });
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
+    let o = run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = stderr(&o);
+    let typo = err
+        .lines()
+        .find(|l| l.contains("endpoints[0].webhok"))
+        .unwrap_or_else(|| panic!("the typo's JSON path is not named: {}", show(&o)));
+    assert!(typo.contains("hookflow.json"), "the file is named: {typo}");
+    assert!(typo.contains("did you mean \"webhook\""), "the key is suggested: {typo}");
+    let token = err
+        .lines()
+        .find(|l| l.contains("endpoints[0].urlToken"))
+        .unwrap_or_else(|| panic!("the bad token's JSON path is not named: {}", show(&o)));
+    assert!(token.contains("hookflow.json"), "{token}");
+}
+
+#[test]
+fn check_reports_every_flow_and_transformer_problem_with_its_place() {
+    let dir = TempDir::new("cli-bad-flow");
+    write_text(&dir.path, "t.js", "function handleInput({ request ) { return request.body; }\n");
+    let cfg = json!({
+        "listen": "127.0.0.1:0",
+        "endpoints": [{ "name": "main", "urlToken": TOKEN, "flow": "flow.json",
+                        "webhook": { "url": "http://127.0.0.1:9/hook" },
+                        "transformer": { "file": "t.js", "input": true } }]
+    });
+    let flow = json!({ "name": "broken", "nodes": [
+        { "type": "sya", "text": "typo" },
+        { "id": "a", "type": "say", "text": "one" },
+        { "id": "a", "type": "say", "text": "two" },
+        { "type": "goTo", "target": "nowhere" },
+        { "type": "code", "code": "let x = ;" },
+        { "type": "say", "txt": "typo in a key" },
+        { "type": "sleep", "ms": 60000 }
+    ]});
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &flow)]);
+    let o = run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = stderr(&o);
+    for (file, place, what) in [
+        ("flow.json", "nodes[0].type", "did you mean \"say\""),
+        ("flow.json", "nodes[2].id", "duplicate"),
+        ("flow.json", "nodes[3].target", "nowhere"),
+        ("flow.json", "nodes[4].code", "SyntaxError"),
+        ("flow.json", "nodes[5].txt", "did you mean \"text\""),
+        ("flow.json", "nodes[6].ms", "10000"),
+        ("t.js", "", "SyntaxError"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(file) && l.contains(place) && l.contains(what)),
+            "{file} {place} ({what}) is not reported: {}",
+            show(&o)
+        );
+    }
+}
+
+#[test]
+fn check_finds_a_javascript_syntax_error_in_every_template_field() {
+    let dir = TempDir::new("cli-bad-templates");
+    let bad = "{{ input.text. }}";
+    let flow = json!({ "name": "templates", "nodes": [
+        { "type": "say", "text": format!("a {bad}") },
+        { "type": "say", "texts": [format!("b {bad}")] },
+        { "type": "say", "data": { "x": bad } },
+        { "type": "http", "url": format!("http://127.0.0.1:9/{bad}"), "headers": { "X-H": bad }, "body": { "b": bad },
+          "contextKey": "r" },
+        { "type": "question", "text": format!("q {bad}"), "reprompt": format!("r {bad}") }
+    ]});
+    let path = write_files(&dir.path, &config("http://127.0.0.1:9/hook"), &[("flow.json", &flow)]);
+    let o = run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = stderr(&o);
+    let missing: Vec<&str> = [
+        "nodes[0].text",
+        "nodes[1].texts[0]",
+        "nodes[2].data",
+        "nodes[3].url",
+        "nodes[3].headers.X-H",
+        "nodes[3].body",
+        "nodes[4].text",
+        "nodes[4].reprompt",
+    ]
+    .into_iter()
+    .filter(|place| !err.lines().any(|l| l.contains(&format!("{place}:")) && l.contains("SyntaxError")))
+    .collect();
+    assert!(missing.is_empty(), "syntax errors not reported at {missing:?}:\n{}", show(&o));
+}
+
+#[test]
+fn try_talks_to_the_flow_through_stdin() {
+    let dir = TempDir::new("cli-try");
+    let api = Mock::new(|hit| MockReply::json(200, json!({ "path": hit.url })));
+    let flow = json!({ "name": "try", "nodes": [
+        { "type": "question", "questionType": "number", "text": "How many?", "reprompt": "A number, please." },
+        { "type": "say", "text": "You said {{input.result}}" },
+        { "type": "sleep", "ms": 3000 },
+        { "type": "say", "text": "later {{input.text.toUpperCase()}}" },
+        { "type": "waitForInput" },
+        { "type": "say", "text": "data k={{input.data.k}} mode={{input.mode}}" },
+        { "type": "http", "method": "GET", "url": api.url("/things/{{input.data.k}}"), "contextKey": "r" },
+        { "type": "code", "code": "api.output('api ' + context.r.body.path);" }
+    ]});
+    let path = write_files(&dir.path, &config("http://127.0.0.1:9/hook"), &[("flow.json", &flow)]);
+    let script = "hi\nmany\n3 apples\n{\"k\": 7}\n/reset\nhello\n";
+    let started = Instant::now();
+    let o = run_cli(&["try", "--config", path.to_str().unwrap(), "--endpoint", "main"], &[], script, None);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(started.elapsed() < Duration::from_secs(3), "try waited for the sleep");
+    let out = stdout(&o);
+    let bot: Vec<&str> = out.lines().filter(|l| l.starts_with("bot")).collect();
+    assert_eq!(
+        bot,
+        [
+            "bot: How many?",
+            "bot: A number, please.",
+            "bot: You said 3",
+            "bot (after 3000 ms): later 3 APPLES",
+            "bot: data k=7 mode=DataOnly",
+            "bot: api /things/7",
+            "bot: How many?"
+        ],
+        "{}",
+        show(&o)
+    );
+    assert!(out.contains("(session reset)"), "{}", show(&o));
+    assert_eq!(api.recv(WAIT).url, "/things/7", "the http node's request is made");
+
+    let o = run_cli(&["try", "--config", path.to_str().unwrap(), "--endpoint", "nope"], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stderr(&o).contains("main"), "the error lists the endpoints: {}", show(&o));
+}
+
+#[test]
+fn keygen_prints_a_key_and_its_sha256_form() {
+    let o = run_cli(&["keygen"], &[], "", None);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let out = stdout(&o);
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no key line: {}", show(&o)));
+    let digest = out
+        .lines()
+        .find_map(|l| l.split_once("sha256:").map(|(_, d)| d.trim()))
+        .unwrap_or_else(|| panic!("no sha256: line: {}", show(&o)));
+    assert!(key.len() >= 32, "a short key: {key:?}");
+    let want: String = Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(digest, want, "the sha256: form is the digest of the printed key");
+    let again = run_cli(&["keygen"], &[], "", None);
+    assert_ne!(stdout(&again), out, "keys are random");
+}
+
+#[test]
+fn version_and_an_unknown_command() {
+    let o = run_cli(&["--version"], &[], "", None);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(stdout(&o).trim(), format!("hookflow {}", env!("CARGO_PKG_VERSION")));
+
+    let o = run_cli(&["frobnicate"], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stderr(&o).contains("frobnicate"), "{}", show(&o));
+}
