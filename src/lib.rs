@@ -7,10 +7,10 @@
 //!
 //! ```text
 //! HTTP request ─► server.rs (http-N threads: route, validate)
-//!     ─► acceptor.rs (group commit into the inbox, then 200)
+//!     ─► writer.rs (group commit into the inbox, then 200)
 //!     ─► worker.rs (Scheduler: per-session FIFO; worker-N threads run one turn each)
 //!     ─► flow/ (model: compiled ops; run: the interpreter; template: {{ }} and conditions)
-//!     ─► store.rs (one transaction: session state + outputs into the outbox)
+//!     ─► writer.rs (group commit: session state + outputs into the outbox; session released)
 //!     ─► [wake channel] ─► sender.rs (sender-N lanes: outbox ─► ureq POST ─► webhook)
 //! ```
 //!
@@ -36,7 +36,6 @@
 //! a failing turn is logged and costs that message only. Logs go through `log`/`env_logger`.
 #![forbid(unsafe_code)]
 
-mod acceptor;
 mod admin;
 pub mod config;
 pub mod flow;
@@ -57,6 +56,7 @@ mod turn;
 mod util;
 pub mod wire;
 mod worker;
+mod writer;
 
 pub use config::{Config, ConfigErrors};
 pub use service::{Error, Service, load_flows};

@@ -11,13 +11,13 @@ use std::sync::atomic::Ordering;
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
-use crate::acceptor::AcceptError;
 use crate::config::{Endpoint, key_matches};
 use crate::service::Shared;
 use crate::store::{JobKind, SessionKey};
 use crate::transform;
 use crate::util::{now_ms, shown};
 use crate::wire::{self, Accepted};
+use crate::writer::AcceptError;
 
 /// Threads answering HTTP requests.
 pub(crate) const HTTP_THREADS: usize = 4;
@@ -448,7 +448,7 @@ fn queue(shared: &Shared, req: &Request, ep: &Endpoint, m: wire::Inbound, r: Mes
         route = r.kind,
     );
     let key = SessionKey { endpoint: ep.name.clone(), user_id: m.user_id, session_id: m.session_id };
-    match shared.acceptor.accept(key, r.kind, payload) {
+    match shared.writer.accept(key, r.kind, payload) {
         Ok(_) => Reply::json(200, json!({"status": "accepted", "traceId": trace_id})),
         Err(AcceptError::Full) => Reply::error(503, "overloaded", "too many messages are waiting; send again shortly")
             .header("Retry-After", "1"),

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::acceptor::Acceptor;
 use crate::config::Config;
 use crate::flow::Flow;
 use crate::metrics::Metrics;
@@ -16,6 +15,7 @@ use crate::sender::{self, Senders, StopTx};
 use crate::server;
 use crate::store::Store;
 use crate::worker::{self, Scheduler};
+use crate::writer::Writer;
 
 /// A start-up or run-time failure (exit code 2, config.md).
 #[derive(Debug)]
@@ -59,7 +59,7 @@ pub(crate) struct Shared {
     /// The Flow of each endpoint, by endpoint name.
     pub flows: HashMap<String, Arc<Flow>>,
     pub sched: Scheduler,
-    pub acceptor: Acceptor,
+    pub writer: Writer,
     /// Transformer files by endpoint name.
     pub transformers: HashMap<String, Arc<crate::transform::Code>>,
     /// Outbound TLS settings (public roots plus `delivery.caFile`).
@@ -90,7 +90,7 @@ pub struct Service {
     workers: Vec<JoinHandle<()>>,
     senders: Vec<Lane>,
     fatal: crossbeam_channel::Receiver<String>,
-    acceptor: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
 }
 
 /// A sender lane's thread and its shutdown handles.
@@ -132,10 +132,10 @@ impl Service {
         let addr = http.server_addr().to_ip().expect("a TCP listener has an IP address");
         let workers = config.workers;
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
-        let (acceptor, acceptor_rx) = Acceptor::new();
+        let (writer, writer_rx) = Writer::new();
         let shared = Arc::new(Shared {
             sched: Scheduler::new(config.limits.queue_capacity, workers),
-            acceptor,
+            writer,
             http_agent: crate::http_node::agent(tls.clone()),
             tls,
             transformers,
@@ -162,9 +162,9 @@ impl Service {
             workers: vec![],
             senders: vec![],
             fatal: fatal_rx,
-            acceptor: None,
+            writer: None,
         };
-        svc.spawn_all(wake_rx, acceptor_rx).map_err(Error::Spawn)?;
+        svc.spawn_all(wake_rx, writer_rx).map_err(Error::Spawn)?;
         log::info!(
             "hookflow {} listening on http://{} ({} endpoint(s), {} worker(s), data in {})",
             env!("CARGO_PKG_VERSION"),
@@ -179,10 +179,10 @@ impl Service {
     fn spawn_all(
         &mut self,
         wake_rx: Vec<crossbeam_channel::Receiver<()>>,
-        acceptor_rx: crossbeam_channel::Receiver<crate::acceptor::Msg>,
+        writer_rx: crossbeam_channel::Receiver<crate::writer::Msg>,
     ) -> std::io::Result<()> {
         let shared = self.shared.clone();
-        self.acceptor = Some(spawn("acceptor".into(), move || crate::acceptor::run(shared, acceptor_rx))?);
+        self.writer = Some(spawn("writer".into(), move || crate::writer::run(shared, writer_rx))?);
         for (lane, wake) in wake_rx.into_iter().enumerate() {
             let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
             let (shared, alive) = (self.shared.clone(), self.shared.senders_alive[lane].clone());
@@ -225,6 +225,8 @@ impl Service {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.sched.stop(self.workers.len());
         join(self.workers);
+        // Finished turns are committed before the drain, so their outputs go out in it.
+        self.shared.writer.flush();
         let deadline = Instant::now() + self.shared.config.delivery.drain;
         for lane in &self.senders {
             let _ = lane.stop.send(deadline);
@@ -246,8 +248,8 @@ impl Service {
             self.http.unblock();
         }
         join(self.http_threads);
-        self.shared.acceptor.stop();
-        join(self.acceptor.into_iter().collect());
+        self.shared.writer.stop();
+        join(self.writer.into_iter().collect());
         log::info!("hookflow stopped");
     }
 }

@@ -102,6 +102,37 @@ pub struct SessionRow {
     pub updated_ms: i64,
 }
 
+/// A finished turn, owned, as the workers hand it to the writer (`writer.rs`).
+#[derive(Debug, Clone)]
+pub struct TurnRecord {
+    pub inbox_id: i64,
+    pub key: SessionKey,
+    /// New session state; `None` leaves the session as it is (a notify, a dropped message).
+    pub session: Option<SessionRow>,
+    pub profile: Option<String>,
+    pub outputs: Vec<NewOutput>,
+    pub lane_hash: u32,
+    pub now_ms: i64,
+    pub transcript: Vec<TranscriptLine>,
+}
+
+impl TurnRecord {
+    /// The borrowed form `write_turn` takes.
+    pub fn commit(&self) -> TurnCommit<'_> {
+        TurnCommit {
+            inbox_id: self.inbox_id,
+            key: &self.key,
+            session: self.session.as_ref(),
+            profile: self.profile.as_deref(),
+            outputs: &self.outputs,
+            lane_hash: self.lane_hash,
+            now_ms: self.now_ms,
+            checkpoint: None,
+            transcript: &self.transcript,
+        }
+    }
+}
+
 /// What a turn starts from.
 #[derive(Debug, Clone)]
 pub struct TurnInput {
@@ -314,6 +345,37 @@ impl Store {
     pub fn commit_turn(&self, c: &TurnCommit<'_>) -> Result<i64> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let last_id = write_turn(&tx, c)?;
+        tx.commit()?;
+        Ok(last_id)
+    }
+
+    /// One transaction for a writer batch: accepted messages (their ids are returned, in order)
+    /// and finished turns.
+    pub fn commit_batch(&self, accepts: &[(&SessionKey, JobKind, &str)], turns: &[&TurnRecord]) -> Result<Vec<i64>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut ids = Vec::with_capacity(accepts.len());
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO inbox (endpoint, user_id, session_id, kind, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (key, kind, payload) in accepts {
+                ins.execute(params![key.endpoint, key.user_id, key.session_id, kind.as_str(), payload])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        for t in turns {
+            write_turn(&tx, &t.commit())?;
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+}
+
+/// The writes of one turn, inside the caller's transaction; returns the last output id.
+fn write_turn(tx: &rusqlite::Transaction<'_>, c: &TurnCommit<'_>) -> Result<i64> {
+    {
         let mut seq: i64 = tx
             .prepare_cached("SELECT seq FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3")?
             .query_row(params![c.key.endpoint, c.key.user_id, c.key.session_id], |r| r.get(0))
@@ -399,10 +461,11 @@ impl Store {
             }
             None => tx.prepare_cached("DELETE FROM inbox WHERE id = ?1")?.execute([c.inbox_id])?,
         };
-        tx.commit()?;
         Ok(last_id)
     }
+}
 
+impl Store {
     /// Outputs of sender `lane` (of `lanes`) with an id above `after`, in id order, at most
     /// `limit`. Lanes are computed from the stored hash, so a changed `delivery.senders` still
     /// finds every row.

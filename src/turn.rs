@@ -17,7 +17,9 @@ use crate::config::Endpoint;
 use crate::flow::{self, Flow, HttpCall, Output, RunOptions, SessionState, Turn, TurnIo};
 use crate::script::Engine;
 use crate::service::Shared;
-use crate::store::{InboxRow, JobKind, NewOutput, SessionRow, StoreError, TranscriptLine, TurnCommit, TurnInput};
+use crate::store::{
+    InboxRow, JobKind, NewOutput, SessionRow, StoreError, TranscriptLine, TurnCommit, TurnInput, TurnRecord,
+};
 use crate::transform::Outcome;
 use crate::util::{now_ms, shown};
 use crate::wire::{Accepted, AiOutput, OutputPayload, output_body};
@@ -79,28 +81,29 @@ struct Conversation<'a> {
     logged_input: bool,
 }
 
-/// Runs one queued message and commits its effects.
-pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Result<(), StoreError> {
+/// Runs one queued message: commits its checkpoints itself and returns the final result for
+/// the writer to commit (`None` when the message is gone already).
+pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Result<Option<TurnRecord>, StoreError> {
     let Some(TurnInput { row, session, profile }) = shared.store.load_turn(id)? else {
-        return Ok(());
+        return Ok(None);
     };
     let started = Instant::now();
     let Some(ep) = shared.config.endpoint_by_name(&row.key.endpoint) else {
         log::warn!("message {id} is for endpoint {:?}, which is no longer configured; dropped", row.key.endpoint);
-        return drop_message(shared, &row);
+        return Ok(Some(drop_message(&row)));
     };
     let acc: Accepted = match serde_json::from_str(&row.payload) {
         Ok(a) => a,
         Err(e) => {
             log::error!("message {id} has an unreadable payload ({e}); dropped");
-            return drop_message(shared, &row);
+            return Ok(Some(drop_message(&row)));
         }
     };
     if row.kind == JobKind::Notify {
         let data = acc.data.clone().map(Value::Object).unwrap_or_else(|| json!({}));
         let o = Output { text: acc.text.clone().unwrap_or_default(), data, delay_ms: 0 };
         let conv = Conversation::new(shared, &row, ep, acc, session, profile);
-        return conv.commit_notify(engine, &o);
+        return Ok(Some(conv.notify_record(engine, &o)));
     }
     let mut conv = Conversation::new(shared, &row, ep, acc, session, profile);
     let outcome = catch_unwind(AssertUnwindSafe(|| conv.run(engine)));
@@ -110,29 +113,25 @@ pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Resul
             // One bad message costs one message: it is dropped, the worker and session live on.
             log::error!("turn of message {id} ({}) panicked; the message is dropped", row.key.endpoint);
             *engine = LazyEngine { limits: engine.limits, engine: None };
-            drop_message(shared, &row)
+            Ok(drop_message(&row))
         }
     };
     shared.metrics.turn_done(started.elapsed());
-    result
+    result.map(Some)
 }
 
 /// Removes a message that cannot run, without outputs.
-fn drop_message(shared: &Shared, row: &InboxRow) -> Result<(), StoreError> {
-    shared
-        .store
-        .commit_turn(&TurnCommit {
-            inbox_id: row.id,
-            key: &row.key,
-            session: None,
-            profile: None,
-            outputs: &[],
-            lane_hash: 0,
-            now_ms: now_ms(),
-            checkpoint: None,
-            transcript: &[],
-        })
-        .map(drop)
+fn drop_message(row: &InboxRow) -> TurnRecord {
+    TurnRecord {
+        inbox_id: row.id,
+        key: row.key.clone(),
+        session: None,
+        profile: None,
+        outputs: vec![],
+        lane_hash: 0,
+        now_ms: now_ms(),
+        transcript: vec![],
+    }
 }
 
 impl<'a> Conversation<'a> {
@@ -183,7 +182,7 @@ impl<'a> Conversation<'a> {
     }
 
     /// Runs (or resumes) the turn through every checkpoint to its final commit.
-    fn run(&mut self, engine: &mut LazyEngine) -> Result<(), StoreError> {
+    fn run(&mut self, engine: &mut LazyEngine) -> Result<TurnRecord, StoreError> {
         let flow = self.flow.clone();
         let mut turn = match self.row.resume.as_deref().map(serde_json::from_str::<Resume>) {
             Some(Ok(r)) => {
@@ -212,8 +211,9 @@ impl<'a> Conversation<'a> {
                 };
                 serde_json::to_string(&r).expect("a resume record is plain JSON")
             });
-            self.commit(engine, &turn.outputs, resume.as_deref())?;
-            let Some(call) = suspend else { return Ok(()) };
+            let record = self.record(engine, &turn.outputs);
+            let Some(call) = suspend else { return Ok(record) };
+            self.checkpoint(&record, resume.as_deref().expect("made above for a suspended turn"))?;
             let result = crate::http_node::perform(&self.shared.http_agent, &call);
             let opts = self.opts();
             turn = flow::resume(&flow, self.io(engine), opts, &call, result, &turn);
@@ -284,7 +284,8 @@ impl<'a> Conversation<'a> {
 
     /// Commits the session, profile and outputs so far; `resume` keeps the message for a
     /// checkpoint.
-    fn commit(&mut self, engine: &mut LazyEngine, outputs: &[Output], resume: Option<&str>) -> Result<(), StoreError> {
+    /// What the turn so far writes: session, changed profile, outputs, transcript lines.
+    fn record(&mut self, engine: &mut LazyEngine, outputs: &[Output]) -> TurnRecord {
         let now = now_ms();
         let new: Vec<NewOutput> = outputs
             .iter()
@@ -292,28 +293,32 @@ impl<'a> Conversation<'a> {
             .collect();
         let transcript = self.transcript(outputs, now);
         let state = serde_json::to_string(&self.state).expect("session state is plain JSON");
-        let session = SessionRow { state, seq: 0, messages: self.messages, updated_ms: now };
         let keep = self.ep.data_protection.contact_profiles;
         let profile = (keep && self.profile != self.profile_before).then(|| self.profile.to_string());
-        self.shared.store.commit_turn(&TurnCommit {
+        self.profile_before = self.profile.clone();
+        TurnRecord {
             inbox_id: self.row.id,
-            key: &self.row.key,
-            session: Some(&session),
-            profile: profile.as_deref(),
-            outputs: &new,
+            key: self.row.key.clone(),
+            session: Some(SessionRow { state, seq: 0, messages: self.messages, updated_ms: now }),
+            profile,
+            outputs: new,
             lane_hash: self.lane,
             now_ms: now,
-            checkpoint: resume,
-            transcript: &transcript,
-        })?;
-        self.profile_before = self.profile.clone();
-        if !new.is_empty() {
+            transcript,
+        }
+    }
+
+    /// Commits the turn so far before an `http` node's call, keeping the message with `resume`,
+    /// so that its outputs go out during the call and a crash resumes at the node.
+    fn checkpoint(&self, record: &TurnRecord, resume: &str) -> Result<(), StoreError> {
+        self.shared.store.commit_turn(&TurnCommit { checkpoint: Some(resume), ..record.commit() })?;
+        if !record.outputs.is_empty() {
             self.shared.senders.wake(self.lane);
         }
         Ok(())
     }
 
-    fn commit_notify(self, engine: &mut LazyEngine, o: &Output) -> Result<(), StoreError> {
+    fn notify_record(self, engine: &mut LazyEngine, o: &Output) -> TurnRecord {
         let now = now_ms();
         let new: Vec<NewOutput> =
             self.body(engine, o).map(|body| NewOutput { body, not_before_ms: now }).into_iter().collect();
@@ -322,19 +327,16 @@ impl<'a> Conversation<'a> {
         } else {
             vec![]
         };
-        self.shared.store.commit_turn(&TurnCommit {
+        TurnRecord {
             inbox_id: self.row.id,
-            key: &self.row.key,
+            key: self.row.key.clone(),
             session: None,
             profile: None,
-            outputs: &new,
+            outputs: new,
             lane_hash: self.lane,
             now_ms: now,
-            checkpoint: None,
-            transcript: &transcript,
-        })?;
-        self.shared.senders.wake(self.lane);
-        Ok(())
+            transcript,
+        }
     }
 
     /// Transcript lines for a commit (`collectConversations`): the user's message once, then

@@ -54,7 +54,7 @@ impl Scheduler {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an already stored message (start-up recovery, or the acceptor). Ids of one
+    /// Queues an already stored message (start-up recovery, or the writer). Ids of one
     /// session must arrive in increasing order.
     pub(crate) fn enqueue(&self, key: SessionKey, id: i64) {
         let mut s = self.lock();
@@ -80,8 +80,14 @@ impl Scheduler {
         self.lock().sessions.get(key).and_then(|q| q.front().copied())
     }
 
-    /// The head message of `key` is done: drop it, and requeue the session if it has more.
-    fn done(&self, key: SessionKey) {
+    /// Runs the head message of `key` again (its turn could not be written).
+    pub(crate) fn retry(&self, key: SessionKey) {
+        self.ready_tx.try_send(Job::Run(key)).expect("the ready FIFO has room for every session");
+    }
+
+    /// The head message of `key` is done (committed): drop it, and requeue the session if it
+    /// has more.
+    pub(crate) fn done(&self, key: SessionKey) {
         let mut s = self.lock();
         s.queued -= 1;
         let q = s.sessions.get_mut(&key).expect("a running session has a queue");
@@ -110,7 +116,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
         expire_sessions(&shared);
         let Some(id) = shared.sched.head(&key) else { continue };
         match crate::turn::handle(&shared, &mut engine, id) {
-            Ok(()) => shared.sched.done(key),
+            // The writer releases the session once the turn is on disk.
+            Ok(Some(record)) => shared.writer.turn(key, record),
+            Ok(None) => shared.sched.done(key),
             Err(e) => {
                 // The store failed (disk full, I/O error): the message stays queued, on disk and
                 // here, and is tried again shortly; nothing is lost or reordered.
