@@ -114,7 +114,9 @@ pub(crate) fn run(
         drain_until: None,
     };
     loop {
-        if l.more_on_disk {
+        // Read new rows when there is nothing left to send (or little in memory): under load the
+        // lane then reads the outbox in large batches instead of one query per commit.
+        if l.more_on_disk && (l.ready.is_empty() || l.in_memory < WINDOW / 8) {
             l.load();
         }
         l.promote_due();
