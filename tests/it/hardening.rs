@@ -71,7 +71,7 @@ fn a_thousand_idle_keep_alive_connections_do_not_block_new_requests() {
     println!(
         "{IDLE} idle keep-alive connections opened in {opening:?}; slowest /healthz + POST meanwhile: {slowest:?}"
     );
-    assert!(slowest < Duration::from_secs(1), "a request took {slowest:?} with {IDLE} idle connections open");
+    assert!(slowest < Duration::from_secs(3), "a request took {slowest:?} with {IDLE} idle connections open");
 
     // The idle connections are still served, not dropped.
     for (i, c) in idle.iter_mut().enumerate().step_by(50) {
