@@ -34,9 +34,12 @@ doc:
 
 check: lint doc test
 
+# End-to-end benchmark: examples/bench.rs, against the server and examples/bare.rs (the yardstick).
+# A few minutes; BENCH_* variables tune it (BENCH_ONLY=echo,bare,... runs a subset), see bench.rs.
+# The binary is run as built: `cargo run` would rebuild the bench alone if a source changed meanwhile.
 bench:
 	$(CARGO) build --release --bins --examples
-	$(CARGO) run --release --example bench
+	target/release/examples/bench
 
 # One self-contained executable (no shared libraries): copy it anywhere, even an empty chroot.
 static:

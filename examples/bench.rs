@@ -1,8 +1,30 @@
 //! End-to-end benchmark of hookflow: `make bench` (or `cargo run --release --example bench`).
 //!
-//! What it measures, and why:
+//! Several scenarios run one after the other, each on a freshly started server (except where
+//! said), each printing its detailed lines; a summary table and the goals close the output.
+//! Other work on the machine skews absolute numbers, so the load average is printed before every
+//! scenario, and the comparisons are ratios of two measurements taken next to each other.
 //!
-//! - **ready time**: spawn of `hookflow serve` until the first `GET /healthz` answers 200. This is
+//! | scenario | what it answers |
+//! | --- | --- |
+//! | echo | the reference: echo Flow (`say {{input.text}}`), `durability: normal`, default senders, `BENCH_N` messages |
+//! | bare | the same load and sink against `examples/bare.rs`, the same pipeline shape without store and Flow, right after echo: hookflow ÷ bare delivered/s is the price of what hookflow adds (goal ≥ 0.6, on the median of `BENCH_ROUNDS` pairs; pairs after the first use a fresh hookflow) |
+//! | sessions | on the echo server, after echo: `BENCH_IDLE_SESSIONS` new sessions, one message each, then the idle RSS (goal ≤ 40 MiB) |
+//! | durability | `normal` vs `full` (fsync before every 200, batched), same load: full ÷ normal |
+//! | lanes | a webhook taking `BENCH_SINK_DELAY_MS` per POST, `delivery.senders` 1, 2, 4, 8: speed-up vs 1; once with userIds unrelated to the sessionIds, once with `u<k>`/`s<k>` (the lane is a hash of both) |
+//! | templates | `{{input.text}}` (path, no script engine) vs `{{input.text.trim()}}` (QuickJS), same output: delivered/s and server CPU per message |
+//!
+//! bare, durability and templates alternate their two servers for `BENCH_ROUNDS` rounds (A B A B ..),
+//! so that a change in the machine's load hits both alike; their ratios are given per round and
+//! as the median. The summary also shows, per load, the load average and how much the server's
+//! threads were runnable but waited for a CPU (`/proc/<pid>/task/*/schedstat`): a high value
+//! means the numbers of that row say more about the machine than about the server.
+//!
+//! The ready time (goal ≤ 50 ms) and idle RSS (goal ≤ 8 MiB) are those of the echo server.
+//!
+//! What each load measures, and why:
+//!
+//! - **ready time**: spawn of the server until the first `GET /healthz` answers 200. This is
 //!   what a restart (deploy, crash, `systemctl restart`) costs in unavailability.
 //! - **idle RSS**: `VmRSS` of the server after ~1 s without traffic, the floor an install pays.
 //! - **accepted/s**: messages answered 200 per second, seen from the clients. Every POST waits for
@@ -18,26 +40,37 @@
 //! - **order**: per session, outputs must arrive in send order (http-api.md §2); violations,
 //!   duplicates and missing outputs are counted, and the process exits 1 if any occur, so the
 //!   benchmark doubles as a smoke test of the ordering guarantee under concurrency.
-//! - **CPU per server thread** over the load window (from `/proc/<pid>/task/*/stat`): a thread
+//! - **CPU per message**: the server's user + system time (`/proc/<pid>/stat`) over the load
+//!   window, divided by the outputs delivered.
+//! - **CPU per server thread** over the load window (from `/proc/<pid>/task/*/schedstat`, ns
+//!   precise; `stat` ticks of 10 ms where the kernel has no schedstats): a thread
 //!   group near 100% of one core is the bottleneck. The bench's own CPU is printed too, because
-//!   clients, sink and server share the machine.
+//!   clients, sink and server share the machine, and per group the time its threads were
+//!   runnable but waited for a CPU (`schedstat`): what the machine's contention cost.
 //!
-//! Set-up: a temp dir holds a config (free 127.0.0.1 port, `workers: 0` = one per CPU, durability
-//! `normal`) and an echo Flow (`say {{input.text}}`). The webhook is an in-process tiny_http sink.
-//! Each message text is `"<index> <send-µs>"`: the per-session index checks order, the send time
-//! (µs since the bench's epoch, same process and clock as the sink) gives the latency.
+//! Set-up: a temp dir holds, per server, a config (free 127.0.0.1 port, `workers: 0` = one per
+//! CPU) and a Flow. The webhook is an in-process tiny_http sink. Each message text is
+//! `"<index> <send-µs>"`: the per-session index checks order, the send time (µs since the bench's
+//! epoch, same process and clock as the sink) gives the latency.
 //!
-//! Knobs (environment): `BENCH_N` messages (20000), `BENCH_SESSIONS` (200), `BENCH_CLIENTS` (8);
-//! optional `BENCH_WORKERS` and `BENCH_SENDERS` override `workers` / `delivery.senders` in the
-//! config to explore where the limit is (unset: the defaults, as an operator would run it).
+//! Knobs (environment): `BENCH_N` messages (20000), `BENCH_SESSIONS` (200), `BENCH_CLIENTS` (8)
+//! for echo and bare; `BENCH_DURABILITY_N` (5000), `BENCH_TEMPLATE_N` (5000) messages over
+//! `BENCH_SESSIONS`; `BENCH_LANES_N` (400) over `BENCH_LANES_SESSIONS` (200), `BENCH_LANES`
+//! (`1,2,4,8`), `BENCH_SINK_DELAY_MS` (20); `BENCH_IDLE_SESSIONS` (10000); `BENCH_ONLY`, a comma
+//! list of scenario names (echo, bare, sessions, durability, lanes, templates), runs only those;
+//! `BENCH_ROUNDS` (3). Optional `BENCH_WORKERS` and `BENCH_SENDERS` override `workers` /
+//! `delivery.senders` in every config (the lanes scenario sets its own senders) to explore where
+//! the limit is (unset: the defaults, as an operator would run it).
 //! For diagnosis: `BENCH_SERVER_LOG=debug` sets the server's `RUST_LOG` (default `warn`) and
-//! `BENCH_KEEP=1` keeps the temp dir (config, data, `server.log`) instead of removing it.
+//! `BENCH_KEEP=1` keeps the temp dir (configs, data, `server.log`s) instead of removing it.
+//! The temp dir is under `$TMPDIR` (default `/tmp`); its filesystem matters for `full`.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -46,22 +79,37 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::{Value, json};
 
-/// How long the server may take to answer `/healthz` before the bench gives up.
+/// How long a server may take to answer `/healthz` before the bench gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the server sits idle before its RSS is read.
+/// How long a server sits idle before its RSS is read.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How long after the last accepted message the bench waits for the remaining outputs.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 /// After the last expected output, listen this much longer to catch duplicates or extras.
 const GRACE: Duration = Duration::from_millis(300);
-/// Threads of the sink calling `recv()`; the server sends with `delivery.senders` lanes (default 1).
+/// Threads of the fast sink calling `recv()`; the server sends with `delivery.senders` lanes.
 const SINK_THREADS: usize = 4;
+/// Threads of the slow sink (lanes scenario): more than the most lanes, so none waits for one.
+const SLOW_SINK_THREADS: usize = 64;
 /// A client gives up after this many transport errors (the server is most likely gone).
 const MAX_CLIENT_ERRORS: u64 = 20;
 /// The endpoint's URL token (any `[A-Za-z0-9_-]{8,128}`).
 const URL_TOKEN: &str = "bench-0123456789abcdef";
 /// Linux reports per-thread CPU time in USER_HZ ticks, which is 100 on every mainstream arch.
 const USER_HZ: f64 = 100.0;
+/// Session numbers of the sessions scenario start here, apart from the echo load's.
+const FRESH_SESSIONS_FROM: usize = 1_000_000;
+/// The two templates of the templates scenario: same output, path vs JavaScript.
+const PATH_TEMPLATE: &str = "{{input.text}}";
+const JS_TEMPLATE: &str = "{{input.text.trim()}}";
+
+/// The goals, checked in the summary (a missed goal is reported, it does not fail the run).
+const GOAL_READY_MS: f64 = 50.0;
+const GOAL_IDLE_RSS_MIB: f64 = 8.0;
+const GOAL_SESSIONS_RSS_MIB: f64 = 40.0;
+const GOAL_BARE_RATIO: f64 = 0.6;
+
+const SCENARIOS: [&str; 6] = ["echo", "bare", "sessions", "durability", "lanes", "templates"];
 
 fn main() -> ExitCode {
     match run() {
@@ -77,13 +125,24 @@ fn main() -> ExitCode {
     }
 }
 
+// ---- Knobs ------------------------------------------------------------------------------------------
+
 /// The knobs, from the environment.
-struct Params {
+struct Knobs {
     messages: usize,
     sessions: usize,
     clients: usize,
     workers: Option<usize>,
     senders: Option<usize>,
+    durability_n: usize,
+    template_n: usize,
+    lanes_n: usize,
+    lanes_sessions: usize,
+    lanes: Vec<usize>,
+    sink_delay: Duration,
+    idle_sessions: usize,
+    rounds: usize,
+    only: Vec<String>,
 }
 
 fn env_usize(name: &str) -> Result<Option<usize>, String> {
@@ -93,115 +152,762 @@ fn env_usize(name: &str) -> Result<Option<usize>, String> {
     }
 }
 
-impl Params {
-    fn from_env() -> Result<Params, String> {
-        let p = Params {
+impl Knobs {
+    fn from_env() -> Result<Knobs, String> {
+        let lanes = match std::env::var("BENCH_LANES") {
+            Ok(v) => v
+                .split(',')
+                .map(|s| s.trim().parse().map_err(|_| format!("BENCH_LANES must be numbers, got {v:?}")))
+                .collect::<Result<Vec<usize>, _>>()?,
+            Err(_) => vec![1, 2, 4, 8],
+        };
+        let only: Vec<String> = std::env::var("BENCH_ONLY")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        if let Some(bad) = only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+            return Err(format!("BENCH_ONLY: unknown scenario {bad:?} (known: {})", SCENARIOS.join(", ")));
+        }
+        let k = Knobs {
             messages: env_usize("BENCH_N")?.unwrap_or(20_000),
             sessions: env_usize("BENCH_SESSIONS")?.unwrap_or(200),
             clients: env_usize("BENCH_CLIENTS")?.unwrap_or(8),
             workers: env_usize("BENCH_WORKERS")?,
             senders: env_usize("BENCH_SENDERS")?,
+            durability_n: env_usize("BENCH_DURABILITY_N")?.unwrap_or(5_000),
+            template_n: env_usize("BENCH_TEMPLATE_N")?.unwrap_or(5_000),
+            lanes_n: env_usize("BENCH_LANES_N")?.unwrap_or(400),
+            lanes_sessions: env_usize("BENCH_LANES_SESSIONS")?.unwrap_or(200),
+            lanes,
+            sink_delay: Duration::from_millis(env_usize("BENCH_SINK_DELAY_MS")?.unwrap_or(20) as u64),
+            idle_sessions: env_usize("BENCH_IDLE_SESSIONS")?.unwrap_or(10_000),
+            rounds: env_usize("BENCH_ROUNDS")?.unwrap_or(3),
+            only,
         };
-        if p.messages == 0 || p.sessions == 0 || p.clients == 0 {
-            return Err("BENCH_N, BENCH_SESSIONS and BENCH_CLIENTS must be at least 1".into());
+        let counts = [k.messages, k.sessions, k.clients, k.durability_n, k.template_n, k.lanes_n, k.lanes_sessions];
+        if counts.contains(&0) || k.idle_sessions == 0 || k.rounds == 0 || k.lanes.is_empty() || k.lanes.contains(&0) {
+            return Err("message, session, client and lane counts must be at least 1".into());
         }
-        Ok(p)
+        Ok(k)
     }
 
-    /// Messages of session `k`: `messages` spread as evenly as possible over the sessions.
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+
+    /// A load of `messages` over `sessions` with the configured clients, session numbers from 0.
+    fn load(&self, messages: usize, sessions: usize) -> Load {
+        Load { messages, sessions, first: 0, clients: self.clients, ids: Ids::Paired }
+    }
+}
+
+/// One load: `messages` spread over sessions `s<first>` .. `s<first + sessions - 1>`.
+#[derive(Clone, Copy)]
+struct Load {
+    messages: usize,
+    sessions: usize,
+    first: usize,
+    clients: usize,
+    ids: Ids,
+}
+
+/// How the userId of session `s<k>` is made. It matters only with several sender lanes, which
+/// hash (endpoint, userId, sessionId) to pick the lane of a session.
+#[derive(Clone, Copy, PartialEq)]
+enum Ids {
+    /// `u<k>`: userId and sessionId share their digits, as when a client derives both from one
+    /// counter or uses one value for both.
+    Paired,
+    /// `u<8 hex digits>`, a fixed scramble of k: unrelated to the sessionId, as two random ids are.
+    Scattered,
+}
+
+impl Load {
+    fn user_id(&self, k: usize) -> String {
+        match self.ids {
+            Ids::Paired => format!("u{k}"),
+            Ids::Scattered => format!("u{:08x}", fmix32(k as u32)),
+        }
+    }
+
+    /// Messages of session `first + k`: spread as evenly as possible over the sessions.
     fn per_session(&self, k: usize) -> usize {
         self.messages / self.sessions + usize::from(k < self.messages % self.sessions)
     }
 }
 
-/// Kills the server and removes the temp dir however the bench ends (error, panic or success).
-struct Cleanup {
+// ---- The whole run ----------------------------------------------------------------------------------
+
+/// What every scenario needs, and what they leave for the summary.
+struct Bench {
+    knobs: Knobs,
+    epoch: Instant,
     dir: PathBuf,
-    child: Option<Child>,
+    hookflow: PathBuf,
+    bare: PathBuf,
+    server_log: String,
+    rows: Vec<Row>,
+    /// The headline ratios, one line per scenario.
+    ratios: Vec<String>,
+    /// Log lines of each server stopped so far.
+    log_lines: Vec<usize>,
+    goals: Vec<Goal>,
+    /// No correctness failure so far (errors, missing, order, a server exit).
+    ok: bool,
 }
 
-impl Drop for Cleanup {
+/// Removes the temp dir however the bench ends (error, panic or success).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
         if std::env::var_os("BENCH_KEEP").is_some() {
-            eprintln!("bench: kept {}", self.dir.display());
+            eprintln!("bench: kept {}", self.0.display());
         } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 }
 
 fn run() -> Result<bool, String> {
-    let params = Params::from_env()?;
-    // Other work on the machine (a build, a test run) skews every number below: say so.
-    let loadavg =
-        std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| Some(l.split_whitespace().next()?.to_string()));
+    let knobs = Knobs::from_env()?;
+    let load_at_start = loadavg();
     // One clock for clients and sink: µs since this instant travel in the message text.
     let epoch = Instant::now();
-
-    // -- The sink (the webhook target) --------------------------------------------------------
-    let sink = Sink::start(epoch)?;
-
-    // -- Temp dir, config, Flow -----------------------------------------------------------------
     let dir = std::env::temp_dir().join(format!("hookflow-bench-{}-{}", std::process::id(), epoch_nanos()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut cleanup = Cleanup { dir: dir.clone(), child: None };
-    let listen = free_port()?;
-    write_files(&dir, listen, sink.addr, &params)?;
+    let _cleanup = TempDir(dir.clone());
+    let (hookflow, bare) = binaries()?;
+    let mut b = Bench {
+        knobs,
+        epoch,
+        dir,
+        hookflow,
+        bare,
+        server_log: std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        rows: Vec::new(),
+        ratios: Vec::new(),
+        log_lines: Vec::new(),
+        goals: Vec::new(),
+        ok: true,
+    };
 
-    // -- Start the server and wait until it answers ----------------------------------------------
-    let binary = server_binary()?;
-    let server_log = std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into());
-    let log_path = dir.join("server.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create the server log: {e}"))?;
-    let spawned = Instant::now();
-    let child = Command::new(&binary)
-        .args(["serve", "--config"])
-        .arg(dir.join("hookflow.json"))
-        .env("RUST_LOG", &server_log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let pid = child.id();
-    let child = cleanup.child.insert(child);
-    let base = format!("http://{listen}");
-    let ready = wait_ready(&base, child, &log_path, spawned)?;
+    let (cpus, model, mem) = machine();
+    println!("hookflow bench: in-process webhook sink, every POST waits for its 200");
+    println!(
+        "machine      {cpus} CPUs, {model}, {mem}; load average {load_at_start} at the start; temp dir on {}",
+        fs_type(&b.dir)
+    );
+    let started = Instant::now();
+    if ["echo", "bare", "sessions"].iter().any(|s| b.knobs.wants(s)) {
+        b.echo_bare_sessions()?;
+    }
+    if b.knobs.wants("durability") {
+        b.durability()?;
+    }
+    if b.knobs.wants("lanes") {
+        b.lanes()?;
+    }
+    if b.knobs.wants("templates") {
+        b.templates()?;
+    }
+    b.summary(&load_at_start, started.elapsed());
+    Ok(b.ok)
+}
 
-    // Idle footprint: after start-up allocations have settled and nothing is happening.
-    thread::sleep(IDLE_WAIT);
-    let idle_rss = proc_status_field(pid, "VmRSS")?;
+/// A server under test.
+enum Target {
+    Hookflow(Hookflow),
+    Bare,
+}
 
-    // -- Load -----------------------------------------------------------------------------------
-    let server_cpu_before = thread_cpu(pid);
+/// The config knobs a scenario varies.
+struct Hookflow {
+    durability: &'static str,
+    senders: Option<usize>,
+    workers: Option<usize>,
+    /// The text template of the Flow's one `say` node.
+    template: &'static str,
+}
+
+impl Bench {
+    fn hookflow(&self, durability: &'static str, senders: Option<usize>, template: &'static str) -> Target {
+        Target::Hookflow(Hookflow {
+            durability,
+            senders: senders.or(self.knobs.senders),
+            workers: self.knobs.workers,
+            template,
+        })
+    }
+
+    /// echo, then bare right after it with the same sink and load, then the sessions scenario on
+    /// the echo server (which sat idle meanwhile).
+    fn echo_bare_sessions(&mut self) -> Result<(), String> {
+        let k = &self.knobs;
+        let load = k.load(k.messages, k.sessions);
+        let sink = Sink::start(self.epoch, SINK_THREADS, Duration::ZERO)?;
+        let senders = k.senders.map_or("default".to_string(), |s| format!("{s} (BENCH_SENDERS)"));
+        section("echo", &format!("echo Flow, durability normal, delivery.senders {senders}"));
+        let mut server = self.start("echo", &self.hookflow("normal", None, PATH_TEMPLATE), sink.addr)?;
+        self.goal("ready time", server.ready.as_secs_f64() * 1e3, "ms", GOAL_READY_MS, false);
+        self.goal("idle RSS", kib_to_mib(server.idle_rss), "MiB", GOAL_IDLE_RSS_MIB, false);
+        let mut echo_rates = None;
+        if self.knobs.wants("echo") {
+            let r = self.measure(&mut server, &sink, load)?;
+            echo_rates = Some(Rates::of(&r));
+            self.row("echo", &r, Some(&server), String::new());
+        }
+
+        if self.knobs.wants("bare") {
+            // Round 1 pairs bare with the echo load above; further rounds (BENCH_ROUNDS) pair a
+            // fresh hookflow with a fresh bare, so that one disturbed run does not decide the goal.
+            let n = if echo_rates.is_some() { self.knobs.rounds } else { 1 };
+            let mut pairs: Vec<(Rates, Rates)> = Vec::new();
+            for round in 1..=n {
+                let suffix = if n > 1 { format!(" #{round}") } else { String::new() };
+                let echo = match echo_rates {
+                    Some(rates) if round == 1 => Some(rates),
+                    Some(_) => {
+                        section(&format!("echo{suffix}"), "echo Flow again, fresh server, for the next bare round");
+                        let target = self.hookflow("normal", None, PATH_TEMPLATE);
+                        let mut again = self.start(&format!("echo-{round}"), &target, sink.addr)?;
+                        let r = self.measure(&mut again, &sink, load)?;
+                        self.row(&format!("echo{suffix}"), &r, Some(&again), String::new());
+                        self.stop(&mut again);
+                        Some(Rates::of(&r))
+                    }
+                    None => None,
+                };
+                section(
+                    &format!("bare{suffix}"),
+                    "examples/bare.rs: tiny_http ─► 2 workers ─► 1 ureq sender, no store, no Flow",
+                );
+                let mut bare = self.start(&format!("bare-{round}"), &Target::Bare, sink.addr)?;
+                let r = self.measure(&mut bare, &sink, load)?;
+                let mut note = String::new();
+                if let Some(echo) = echo {
+                    let ratio = echo.delivered / r.delivered_rate().max(1e-9);
+                    println!("ratio        hookflow echo ÷ bare delivered/s = {ratio:.2} (goal ≥ {GOAL_BARE_RATIO})");
+                    note = format!("echo ÷ bare {ratio:.2}");
+                    pairs.push((echo, Rates::of(&r)));
+                }
+                self.row(&format!("bare{suffix}"), &r, Some(&bare), note);
+                self.stop(&mut bare);
+            }
+            if !pairs.is_empty() {
+                let of = |f: fn(&Rates) -> f64| Ratios(pairs.iter().map(|(e, b)| f(e) / f(b)).collect());
+                let del = of(|r| r.delivered);
+                self.goal("hookflow ÷ bare delivered/s (median)", del.median(), "", GOAL_BARE_RATIO, true);
+                self.ratios.push(format!(
+                    "bare         hookflow echo ÷ bare: delivered/s {}, accepted/s {}, server CPU per message {}",
+                    del.text(),
+                    of(|r| r.accepted).text(),
+                    of(|r| r.cpu_ms).text()
+                ));
+            }
+        }
+
+        if self.knobs.wants("sessions") {
+            let n = self.knobs.idle_sessions;
+            section("sessions", &format!("{n} new sessions, one message each, on the echo server; then idle RSS"));
+            let load = Load { first: FRESH_SESSIONS_FROM, ..self.knobs.load(n, n) };
+            let before = proc_status_field(server.pid, "VmRSS").unwrap_or(0);
+            let r = self.measure(&mut server, &sink, load)?;
+            thread::sleep(IDLE_WAIT);
+            let after = proc_status_field(server.pid, "VmRSS").unwrap_or(0);
+            println!(
+                "idle RSS     {} after {} s idle (was {} before these sessions; goal ≤ {GOAL_SESSIONS_RSS_MIB} MiB)",
+                mib(after),
+                IDLE_WAIT.as_secs(),
+                mib(before)
+            );
+            self.goal(
+                &format!("idle RSS with {n} more sessions"),
+                kib_to_mib(after),
+                "MiB",
+                GOAL_SESSIONS_RSS_MIB,
+                false,
+            );
+            let mut row = self.row_of(&format!("sessions +{n}"), &r, None, String::new());
+            row.idle_rss = Some(after);
+            self.rows.push(row);
+        }
+        self.stop(&mut server);
+        Ok(())
+    }
+
+    /// The same load with `durability: normal` and `full`.
+    fn durability(&mut self) -> Result<(), String> {
+        let load = self.knobs.load(self.knobs.durability_n, self.knobs.sessions);
+        let variants = [
+            ("normal", self.hookflow("normal", None, PATH_TEMPLATE), "echo Flow".to_string()),
+            ("full", self.hookflow("full", None, PATH_TEMPLATE), "echo Flow, fsync before every 200".to_string()),
+        ];
+        let rounds = self.pair("durability", variants, load)?;
+        let acc = ratios(&rounds, LoadResult::accepted_rate);
+        let del = ratios(&rounds, LoadResult::delivered_rate);
+        let p50 = ratios(&rounds, |r| r.accept_pct(0.5));
+        let line =
+            format!("full ÷ normal: accepted/s {}, delivered/s {}, accept p50 {}", acc.text(), del.text(), p50.text());
+        println!("\nratio        {line}");
+        self.ratios.push(format!("durability   {line}"));
+        Ok(())
+    }
+
+    /// A slow webhook and 1, 2, 4, 8 sender lanes.
+    fn lanes(&mut self) -> Result<(), String> {
+        let delay = self.knobs.sink_delay;
+        let ms = delay.as_millis();
+        let sink = Sink::start(self.epoch, SLOW_SINK_THREADS, delay)?;
+        let counts = self.knobs.lanes.clone();
+        let mut base: Option<f64> = None;
+        // Scattered ids first (how random ids spread over the lanes); then, for more than one
+        // lane, paired ids (u<k>/s<k>) to show what the lane hash makes of related ids.
+        for ids in [Ids::Scattered, Ids::Paired] {
+            let load = Load { ids, ..self.knobs.load(self.knobs.lanes_n, self.knobs.lanes_sessions) };
+            let (tag, what) = match ids {
+                Ids::Scattered => ("", "userId unrelated to sessionId"),
+                Ids::Paired => (" u/s", "userId u<k> for sessionId s<k>"),
+            };
+            let mut speedups = Vec::new();
+            for &lanes in counts.iter().filter(|&&n| ids == Ids::Scattered || n > 1) {
+                section(
+                    &format!("lanes {lanes}{tag}"),
+                    &format!("delivery.senders {lanes}, webhook taking {ms} ms per POST, {what}"),
+                );
+                let target = self.hookflow("normal", Some(lanes), PATH_TEMPLATE);
+                let mut server =
+                    self.start(&format!("lanes-{lanes}{}", tag.replace([' ', '/'], "")), &target, sink.addr)?;
+                let r = self.measure(&mut server, &sink, load)?;
+                self.stop(&mut server);
+                let rate = r.delivered_rate();
+                let speedup = rate / base.get_or_insert(rate).max(1e-9);
+                // Each lane has one POST in flight: `lanes` POSTs per `delay` at best.
+                let bound = lanes as f64 / delay.as_secs_f64().max(1e-9);
+                println!(
+                    "speed-up     {speedup:.2}x delivered/s vs {} lane(s); {:.0}% of the {bound:.0} msg/s that {lanes} lane(s) could do",
+                    counts[0],
+                    100.0 * rate / bound
+                );
+                let note = format!("{speedup:.2}x vs {}, {:.0}% of {lanes}/{ms}ms", counts[0], 100.0 * rate / bound);
+                self.row(&format!("lanes {lanes}{tag} ({ms} ms sink)"), &r, Some(&server), note);
+                speedups.push(format!("{lanes}: {speedup:.2}x"));
+            }
+            self.ratios.push(format!(
+                "lanes{}  delivered/s vs {} lane(s), {what}: {}",
+                if tag.is_empty() { "       " } else { " u/s   " },
+                counts[0],
+                speedups.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// The same output through a path template and through a JavaScript one.
+    fn templates(&mut self) -> Result<(), String> {
+        let load = self.knobs.load(self.knobs.template_n, self.knobs.sessions);
+        let variants = [
+            ("path", self.hookflow("normal", None, PATH_TEMPLATE), format!("say {PATH_TEMPLATE}")),
+            ("js", self.hookflow("normal", None, JS_TEMPLATE), format!("say {JS_TEMPLATE}")),
+        ];
+        let rounds = self.pair("template", variants, load)?;
+        let del = ratios(&rounds, LoadResult::delivered_rate);
+        let cpu = ratios(&rounds, LoadResult::cpu_ms_per_msg);
+        let turn = ratios(&rounds, LoadResult::worker_ms_per_msg);
+        let extra: Vec<String> =
+            rounds.iter().map(|r| format!("{:.3}", r[1].0.worker_ms_per_msg() - r[0].0.worker_ms_per_msg())).collect();
+        let line = format!(
+            "js ÷ path: delivered/s {}, server CPU per message {}, worker-thread CPU per message {} \
+             (JavaScript adds {} ms of worker CPU per message)",
+            del.text(),
+            cpu.text(),
+            turn.text(),
+            extra.join(", ")
+        );
+        println!("\nratio        {line}");
+        self.ratios.push(format!("templates    {line}"));
+        Ok(())
+    }
+
+    /// Runs `load` against two configurations, alternating them for `BENCH_ROUNDS` rounds so that
+    /// a change in the machine's load hits both alike. Each gets a fresh server; the second's
+    /// rows carry its ratios to the first.
+    fn pair(&mut self, scenario: &str, variants: [(&str, Target, String); 2], load: Load) -> Result<Rounds, String> {
+        let sink = Sink::start(self.epoch, SINK_THREADS, Duration::ZERO)?;
+        let n = self.knobs.rounds;
+        let mut rounds: Rounds = Vec::new();
+        for round in 1..=n {
+            let suffix = if n > 1 { format!(" #{round}") } else { String::new() };
+            let mut pair = Vec::new();
+            for (name, target, what) in &variants {
+                section(&format!("{scenario} {name}{suffix}"), what);
+                let mut server = self.start(&format!("{scenario}-{name}-{round}"), target, sink.addr)?;
+                let r = self.measure(&mut server, &sink, load)?;
+                self.stop(&mut server);
+                pair.push((r, server));
+            }
+            let (a, b) = (&pair[0], &pair[1]);
+            self.row(&format!("{scenario} {}{suffix}", variants[0].0), &a.0, Some(&a.1), String::new());
+            let note = format!(
+                "÷ {}: acc {:.2}, del {:.2}, CPU {:.2}",
+                variants[0].0,
+                b.0.accepted_rate() / a.0.accepted_rate().max(1e-9),
+                b.0.delivered_rate() / a.0.delivered_rate().max(1e-9),
+                b.0.cpu_ms_per_msg() / a.0.cpu_ms_per_msg().max(1e-9),
+            );
+            self.row(&format!("{scenario} {}{suffix}", variants[1].0), &b.0, Some(&b.1), note);
+            rounds.push(pair);
+        }
+        Ok(rounds)
+    }
+
+    /// Starts a server in its own folder and waits until it answers and has been idle a moment.
+    fn start(&self, name: &str, target: &Target, sink: SocketAddr) -> Result<Server, String> {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let listen = free_port()?;
+        let webhook = format!("http://{sink}/hook");
+        let (mut cmd, describe) = match target {
+            Target::Hookflow(h) => {
+                write_files(&dir, listen, &webhook, h)?;
+                let mut cmd = Command::new(&self.hookflow);
+                cmd.args(["serve", "--config"]).arg(dir.join("hookflow.json")).env("RUST_LOG", &self.server_log);
+                let describe = format!(
+                    "{} (workers {}, delivery.senders {}, durability {}, say {}, RUST_LOG={})",
+                    self.hookflow.display(),
+                    h.workers.map_or("0 = one per CPU".to_string(), |w| w.to_string()),
+                    h.senders.map_or("default (1)".to_string(), |s| s.to_string()),
+                    h.durability,
+                    h.template,
+                    self.server_log
+                );
+                (cmd, describe)
+            }
+            Target::Bare => {
+                let mut cmd = Command::new(&self.bare);
+                cmd.args(["--listen", &listen.to_string(), "--webhook", &webhook]);
+                (cmd, self.bare.display().to_string())
+            }
+        };
+        let log_path = dir.join("server.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create the server log: {e}"))?;
+        let spawned = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {describe}: {e}"))?;
+        let base = format!("http://{listen}");
+        let ready = match wait_ready(&base, &mut child, &log_path, spawned) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        let pid = child.id();
+        let mut server = Server { pid, child, url: format!("{base}/{URL_TOKEN}"), ready, idle_rss: 0, log_path };
+        // Idle footprint: after start-up allocations have settled and nothing is happening.
+        thread::sleep(IDLE_WAIT);
+        server.idle_rss = proc_status_field(pid, "VmRSS")?;
+        println!("server       {describe}");
+        println!("ready        {:.0} ms (spawn to the first /healthz 200)", ready.as_secs_f64() * 1e3);
+        println!("idle RSS     {} (VmRSS after {} s idle)", mib(server.idle_rss), IDLE_WAIT.as_secs());
+        Ok(server)
+    }
+
+    /// Stops a server, counting its log lines for the summary.
+    fn stop(&mut self, server: &mut Server) {
+        let lines = server.stop(&self.server_log);
+        self.log_lines.push(lines);
+    }
+
+    /// Runs one load, prints its detailed lines, and records whether it was correct.
+    fn measure(&mut self, server: &mut Server, sink: &Sink, load: Load) -> Result<LoadResult, String> {
+        let r = run_load(server, sink, load, self.epoch)?;
+        r.print();
+        self.ok &= r.correct();
+        Ok(r)
+    }
+
+    fn row_of(&self, label: &str, r: &LoadResult, server: Option<&Server>, note: String) -> Row {
+        Row {
+            label: label.to_string(),
+            accepted: r.accepted_rate(),
+            delivered: r.delivered_rate(),
+            accept_p50: r.accept_pct(0.50),
+            accept_p99: r.accept_pct(0.99),
+            e2e_p50: r.latency_pct(0.50),
+            cpu_ms: r.cpu_ms_per_msg(),
+            load_avg: r.load_avg.clone(),
+            cpu_wait: r.cpu_wait_pct(),
+            ready_ms: server.map(|s| s.ready.as_secs_f64() * 1e3),
+            idle_rss: server.map(|s| s.idle_rss),
+            peak_rss: r.peak_rss,
+            correct: r.correct(),
+            note,
+        }
+    }
+
+    fn row(&mut self, label: &str, r: &LoadResult, server: Option<&Server>, note: String) {
+        let row = self.row_of(label, r, server, note);
+        self.rows.push(row);
+    }
+
+    /// Records a goal: `value` must be at most (or, with `at_least`, at least) `goal`.
+    fn goal(&mut self, name: &str, value: f64, unit: &'static str, goal: f64, at_least: bool) {
+        self.goals.push(Goal { name: name.to_string(), value, unit, goal, at_least });
+    }
+
+    fn summary(&self, load_at_start: &str, took: Duration) {
+        println!();
+        println!(
+            "== summary: {} s in all; load average {load_at_start} at the start, {} at the end ({} CPUs) ==",
+            took.as_secs(),
+            loadavg(),
+            machine().0
+        );
+        println!(
+            "{:<24} {:>5} {:>5} {:>10} {:>11} {:>15} {:>9} {:>7} {:>6} {:>13}  ratio",
+            "scenario",
+            "load",
+            "wait",
+            "accepted/s",
+            "delivered/s",
+            "accept p50/p99",
+            "e2e p50",
+            "CPU/msg",
+            "ready",
+            "RSS idle/peak",
+        );
+        for r in &self.rows {
+            let ready = r.ready_ms.map_or("-".to_string(), |ms| format!("{ms:.0}ms"));
+            let idle = r.idle_rss.map_or("-".to_string(), |k| format!("{:.1}", kib_to_mib(k)));
+            println!(
+                "{:<24} {:>5} {:>5} {:>10.0} {:>11.0} {:>15} {:>9} {:>7} {:>6} {:>13}  {}{}",
+                r.label,
+                r.load_avg,
+                format!("{:.0}%", r.cpu_wait),
+                r.accepted,
+                r.delivered,
+                format!("{:.1}/{:.1}ms", r.accept_p50, r.accept_p99),
+                format!("{:.0}ms", r.e2e_p50),
+                format!("{:.3}ms", r.cpu_ms),
+                ready,
+                format!("{idle}/{:.1}MiB", kib_to_mib(r.peak_rss)),
+                r.note,
+                if r.correct { "" } else { "  INCORRECT (see above)" }
+            );
+        }
+        let logged: usize = self.log_lines.iter().sum();
+        println!(
+            "server logs  {logged} lines from {} servers at RUST_LOG={}{}",
+            self.log_lines.len(),
+            self.server_log,
+            if logged > 0 && self.server_log == "warn" { " (expected none: see the heads above)" } else { "" }
+        );
+        if !self.ratios.is_empty() {
+            println!("ratios (measured next to each other)");
+            for r in &self.ratios {
+                println!("  {r}");
+            }
+        }
+        let mut line = String::new();
+        for g in &self.goals {
+            let met = if g.at_least { g.value >= g.goal } else { g.value <= g.goal };
+            let (cmp, unit) = (if g.at_least { "≥" } else { "≤" }, if g.unit.is_empty() { "" } else { " " });
+            let _ = write!(
+                line,
+                "\n  {:<38} {:>8.3}{unit}{:<3}  goal {cmp} {}{unit}{:<3}  {}",
+                g.name,
+                g.value,
+                g.unit,
+                g.goal,
+                g.unit,
+                if met { "met" } else { "MISSED" }
+            );
+        }
+        if !line.is_empty() {
+            println!("goals{line}");
+        }
+        println!(
+            "(load: 1-min load average at the start of the load; wait: server threads runnable but waiting for a CPU, \
+         in % of one core; CPU/msg: server user+system time over the load window \
+         ÷ outputs delivered)"
+        );
+    }
+}
+
+/// The rates of one load that the bare comparison needs.
+#[derive(Clone, Copy)]
+struct Rates {
+    delivered: f64,
+    accepted: f64,
+    cpu_ms: f64,
+}
+
+impl Rates {
+    fn of(r: &LoadResult) -> Rates {
+        Rates { delivered: r.delivered_rate(), accepted: r.accepted_rate(), cpu_ms: r.cpu_ms_per_msg() }
+    }
+}
+
+/// Per round, the two variants' results (see `Bench::pair`).
+type Rounds = Vec<Vec<(LoadResult, Server)>>;
+
+/// A ratio (second variant ÷ first) per round.
+struct Ratios(Vec<f64>);
+
+impl Ratios {
+    /// The median, not the mean: one round disturbed by a build next door should not move it.
+    fn median(&self) -> f64 {
+        let mut sorted = self.0.clone();
+        sorted.sort_by(f64::total_cmp);
+        match sorted.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => sorted[n / 2],
+            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        }
+    }
+
+    /// The median alone, or `median (round 1, round 2, ...)`; `n/a` where a denominator was 0.
+    fn text(&self) -> String {
+        let show = |r: f64| if r.is_finite() { format!("{r:.2}") } else { "n/a".into() };
+        let median = self.median();
+        if self.0.len() < 2 {
+            return show(median);
+        }
+        let each: Vec<String> = self.0.iter().map(|&r| show(r)).collect();
+        format!("{} (median; rounds: {})", show(median), each.join(", "))
+    }
+}
+
+fn ratios(rounds: &Rounds, f: impl Fn(&LoadResult) -> f64) -> Ratios {
+    Ratios(rounds.iter().map(|r| f(&r[1].0) / f(&r[0].0)).collect())
+}
+
+/// One line of the summary table.
+struct Row {
+    label: String,
+    accepted: f64,
+    delivered: f64,
+    accept_p50: f64,
+    accept_p99: f64,
+    e2e_p50: f64,
+    cpu_ms: f64,
+    load_avg: String,
+    /// Server threads runnable but waiting for a CPU, in % of one core.
+    cpu_wait: f64,
+    ready_ms: Option<f64>,
+    idle_rss: Option<u64>,
+    peak_rss: u64,
+    correct: bool,
+    note: String,
+}
+
+struct Goal {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    goal: f64,
+    at_least: bool,
+}
+
+/// The heading of a scenario, with the load average right before it.
+fn section(name: &str, what: &str) {
+    println!();
+    println!("== {name}: {what} (load average {}) ==", loadavg());
+}
+
+// ---- A server under test ----------------------------------------------------------------------------
+
+/// A running server; killed when dropped.
+struct Server {
+    pid: u32,
+    child: Child,
+    /// Where messages are POSTed.
+    url: String,
+    ready: Duration,
+    idle_rss: u64,
+    log_path: PathBuf,
+}
+
+impl Server {
+    /// Stops the server and prints the head of its log; returns the log's line count.
+    fn stop(&mut self, level: &str) -> usize {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        println!("server log   {} lines at RUST_LOG={level}", lines.len());
+        for line in lines.iter().take(5) {
+            println!("             {line}");
+        }
+        lines.len()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- One load ---------------------------------------------------------------------------------------
+
+/// What one load measured.
+struct LoadResult {
+    load: Load,
+    /// The 1-minute load average when the load started.
+    load_avg: String,
+    pid: u32,
+    stats: ClientStats,
+    check: OrderCheck,
+    /// Load start to the last expected output (or the delivery timeout), in s.
+    window: f64,
+    cpu_before: ThreadCpu,
+    cpu_after: ThreadCpu,
+    /// CPU seconds of the server process (`/proc/<pid>/stat`, exited threads included) and of
+    /// the bench over the window.
+    server_cpu: f64,
+    self_cpu: f64,
+    peak_rss: u64,
+    threads: u64,
+    exited: Option<ExitStatus>,
+}
+
+/// Sends `load` to `server` with client threads and collects the outputs at `sink` until every
+/// accepted message's output arrived (or the delivery timeout), plus a grace period.
+fn run_load(server: &mut Server, sink: &Sink, load: Load, epoch: Instant) -> Result<LoadResult, String> {
+    let pid = server.pid;
+    let pid_text = pid.to_string();
+    let load_avg = loadavg();
+    let cpu_before = thread_cpu(pid);
+    let server_cpu_before = process_cpu_seconds(&pid_text);
     let self_cpu_before = process_cpu_seconds("self");
     let load_started = Instant::now();
-    let url = format!("{base}/{URL_TOKEN}");
-    let mut clients: Vec<JoinHandle<ClientStats>> = (0..params.clients)
+    let mut clients: Vec<JoinHandle<ClientStats>> = (0..load.clients)
         .map(|c| {
             // Client c owns sessions c, c+C, c+2C, ...: disjoint, so per-session order is
             // simply the order in which this one thread sends.
             let owned: Vec<(usize, usize)> =
-                (c..params.sessions).step_by(params.clients).map(|k| (k, params.per_session(k))).collect();
-            let url = url.clone();
+                (c..load.sessions).step_by(load.clients).map(|k| (load.first + k, load.per_session(k))).collect();
+            let url = server.url.clone();
             thread::Builder::new()
                 .name(format!("client-{c}"))
-                .spawn(move || client(&url, &owned, epoch))
+                .spawn(move || client(&url, &load, &owned, epoch))
                 .map_err(|e| format!("cannot spawn a client thread: {e}"))
         })
         .collect::<Result<_, _>>()?;
 
-    // -- Collect the outputs while the clients run (the sink's channel is bounded) ---------------
-    let mut check = OrderCheck::new(&params);
+    // Collect the outputs while the clients run (the sink's channel is bounded).
+    let mut check = OrderCheck::new(&load);
     let mut stats: Option<ClientStats> = None;
     let mut load_done: Option<Instant> = None;
     // Taken when the last expected output arrived (or at the timeout): the end of the load window.
-    let mut server_cpu_after = None;
-    let mut self_cpu_after = 0.0;
+    let mut after: Option<(ThreadCpu, f64, f64)> = None;
     let mut window_end = load_started;
     loop {
         match sink.rx.recv_timeout(Duration::from_millis(20)) {
@@ -219,112 +925,159 @@ fn run() -> Result<bool, String> {
         }
         let (Some(s), Some(done)) = (&stats, load_done) else { continue };
         let now = Instant::now();
-        if server_cpu_after.is_none() && (check.unique >= s.accepted || now >= done + DELIVERY_TIMEOUT) {
-            server_cpu_after = Some(thread_cpu(pid));
-            self_cpu_after = process_cpu_seconds("self");
+        if after.is_none() && (check.unique >= s.accepted || now >= done + DELIVERY_TIMEOUT) {
+            after = Some((thread_cpu(pid), process_cpu_seconds(&pid_text), process_cpu_seconds("self")));
             window_end = now;
         }
         // Past the last expected output, listen a little longer for duplicates and extras.
-        if server_cpu_after.is_some() && now >= window_end + GRACE {
+        if after.is_some() && now >= window_end + GRACE {
             break;
         }
     }
-    let stats = stats.unwrap_or_default();
-    let server_cpu_after = server_cpu_after.unwrap_or_default();
-    // Read before the kill; if the server died during the run these are 0 (and it is reported).
-    let peak_rss = proc_status_field(pid, "VmHWM").unwrap_or(0);
-    let threads = proc_status_field(pid, "Threads").unwrap_or(0);
-    let exited = child.try_wait().ok().flatten();
-    if let Some(mut child) = cleanup.child.take() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    drop(sink);
+    let (cpu_after, server_cpu_after, self_cpu_after) = after.unwrap_or_default();
+    // If the server died during the run these are 0 (and it is reported).
+    let mut r = LoadResult {
+        load,
+        load_avg,
+        pid,
+        stats: stats.unwrap_or_default(),
+        check,
+        window: window_end.duration_since(load_started).as_secs_f64(),
+        cpu_before,
+        cpu_after,
+        server_cpu: server_cpu_after - server_cpu_before,
+        self_cpu: self_cpu_after - self_cpu_before,
+        peak_rss: proc_status_field(pid, "VmHWM").unwrap_or(0),
+        threads: proc_status_field(pid, "Threads").unwrap_or(0),
+        exited: server.child.try_wait().ok().flatten(),
+    };
+    r.stats.accept_us.sort_unstable();
+    r.check.latency_us.sort_unstable();
+    Ok(r)
+}
 
-    // -- Report -----------------------------------------------------------------------------------
-    let p = &params;
-    let (cpus, model, mem) = machine();
-    println!("hookflow bench: echo Flow, in-process webhook sink, every POST waits for its 200");
-    println!(
-        "machine      {cpus} CPUs, {model}, {mem}; load average {} before the run",
-        loadavg.as_deref().unwrap_or("unknown")
-    );
-    println!(
-        "server       {} (workers {}, delivery.senders {}, durability normal, RUST_LOG={server_log})",
-        binary.display(),
-        p.workers.map_or("0 = one per CPU".to_string(), |w| w.to_string()),
-        p.senders.map_or("default (1)".to_string(), |s| s.to_string()),
-    );
-    println!("ready        {:.0} ms (spawn to the first /healthz 200)", ready.as_secs_f64() * 1e3);
-    println!("idle RSS     {} (VmRSS after {} s idle)", mib(idle_rss), IDLE_WAIT.as_secs());
-    println!("load         {} messages, {} sessions, {} clients", p.messages, p.sessions, p.clients);
-    let first_send = stats.first_send_us.unwrap_or(0);
-    let accept_secs = stats.last_accept_us.unwrap_or(first_send).saturating_sub(first_send) as f64 / 1e6;
-    println!(
-        "accepted     {}/{} in {:.2} s = {:.0} msg/s (client side; 503 retries {}, errors {})",
-        stats.accepted,
-        p.messages,
-        accept_secs,
-        rate(stats.accepted, accept_secs),
-        stats.retries,
-        stats.errors
-    );
-    if let Some(e) = &stats.first_error {
-        println!("             first error: {e}");
+impl LoadResult {
+    fn first_send(&self) -> u64 {
+        self.stats.first_send_us.unwrap_or(0)
     }
-    let mut accept_us = stats.accept_us;
-    // Outliers matter for a webhook endpoint (the caller may time out), so count them apart.
-    let slow = accept_us.iter().filter(|&&us| us > 100_000).count();
-    println!("accept lat.  {} (POST to its 200; {slow} over 100 ms)", percentiles(&mut accept_us));
-    let deliver_secs = check.last_recv_us.saturating_sub(first_send) as f64 / 1e6;
-    println!(
-        "delivered    {}/{} in {:.2} s = {:.0} msg/s (first send to last delivery)",
-        check.unique,
-        stats.accepted,
-        deliver_secs,
-        rate(check.unique, deliver_secs)
-    );
-    // Does delivery keep up with ingest? What was delivered by the time the last message was
-    // accepted, and the backlog left then: a growing backlog means latency is queueing time.
-    let last_accept = stats.last_accept_us.unwrap_or(first_send);
-    let during = check.recv_us.iter().filter(|&&t| t <= last_accept).count();
-    println!(
-        "             while accepting {:.0} msg/s, backlog {} when the last message was accepted",
-        rate(during, accept_secs),
-        stats.accepted.saturating_sub(during)
-    );
-    println!("latency      {} (send to sink receipt)", percentiles(&mut check.latency_us));
-    let missing = stats.accepted.saturating_sub(check.unique);
-    println!(
-        "order        {} violations, {} duplicates, {} malformed, {} missing",
-        check.violations, check.duplicates, check.malformed, missing
-    );
-    println!("peak RSS     {} (VmHWM), {threads} threads", mib(peak_rss));
-    let window = window_end.duration_since(load_started).as_secs_f64();
-    println!(
-        "CPU          over the {window:.2} s load window, in % of one core: server {:.0}%, bench (clients + sink) {:.0}%",
-        100.0 * (process_cpu_total(&server_cpu_after) - process_cpu_total(&server_cpu_before)) / window,
-        100.0 * (self_cpu_after - self_cpu_before) / window
-    );
-    for line in cpu_by_group(pid, &server_cpu_before, &server_cpu_after, window) {
-        println!("             {line}");
+
+    fn accept_secs(&self) -> f64 {
+        self.stats.last_accept_us.unwrap_or(self.first_send()).saturating_sub(self.first_send()) as f64 / 1e6
     }
-    if let Some(status) = exited {
-        println!("server       EXITED during the run: {status}");
+
+    fn deliver_secs(&self) -> f64 {
+        self.check.last_recv_us.saturating_sub(self.first_send()) as f64 / 1e6
     }
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let log_lines: Vec<&str> = log.lines().collect();
-    println!("server log   {} lines at RUST_LOG={server_log}", log_lines.len());
-    for line in log_lines.iter().take(5) {
-        println!("             {line}");
+
+    fn accepted_rate(&self) -> f64 {
+        rate(self.stats.accepted, self.accept_secs())
     }
-    drop(cleanup);
-    Ok(stats.errors == 0
-        && missing == 0
-        && check.violations == 0
-        && check.duplicates == 0
-        && check.malformed == 0
-        && exited.is_none())
+
+    fn delivered_rate(&self) -> f64 {
+        rate(self.check.unique, self.deliver_secs())
+    }
+
+    fn accept_pct(&self, q: f64) -> f64 {
+        percentile(&self.stats.accept_us, q)
+    }
+
+    fn latency_pct(&self, q: f64) -> f64 {
+        percentile(&self.check.latency_us, q)
+    }
+
+    fn cpu_ms_per_msg(&self) -> f64 {
+        1e3 * self.server_cpu / self.check.unique.max(1) as f64
+    }
+
+    /// Server threads runnable but waiting for a CPU over the window, in % of one core.
+    fn cpu_wait_pct(&self) -> f64 {
+        let waited: f64 = thread_deltas(&self.cpu_before, &self.cpu_after).map(|t| t.3).sum();
+        100.0 * waited / self.window.max(1e-9)
+    }
+
+    /// CPU of the `worker-N` threads (the Flow turns, in hookflow) per delivered output.
+    fn worker_ms_per_msg(&self) -> f64 {
+        1e3 * prefix_cpu(&self.cpu_before, &self.cpu_after, "worker-") / self.check.unique.max(1) as f64
+    }
+
+    fn missing(&self) -> usize {
+        self.stats.accepted.saturating_sub(self.check.unique)
+    }
+
+    fn correct(&self) -> bool {
+        self.stats.errors == 0
+            && self.missing() == 0
+            && self.check.violations == 0
+            && self.check.duplicates == 0
+            && self.check.malformed == 0
+            && self.exited.is_none()
+    }
+
+    fn print(&self) {
+        let (l, st, check) = (&self.load, &self.stats, &self.check);
+        println!("load         {} messages, {} sessions, {} clients", l.messages, l.sessions, l.clients);
+        let accept_secs = self.accept_secs();
+        println!(
+            "accepted     {}/{} in {:.2} s = {:.0} msg/s (client side; 503 retries {}, errors {})",
+            st.accepted,
+            l.messages,
+            accept_secs,
+            self.accepted_rate(),
+            st.retries,
+            st.errors
+        );
+        if let Some(e) = &st.first_error {
+            println!("             first error: {e}");
+        }
+        // Outliers matter for a webhook endpoint (the caller may time out), so count them apart.
+        let slow = st.accept_us.iter().filter(|&&us| us > 100_000).count();
+        println!("accept lat.  {} (POST to its 200; {slow} over 100 ms)", percentiles(&st.accept_us));
+        println!(
+            "delivered    {}/{} in {:.2} s = {:.0} msg/s (first send to last delivery)",
+            check.unique,
+            st.accepted,
+            self.deliver_secs(),
+            self.delivered_rate()
+        );
+        // Does delivery keep up with ingest? What was delivered by the time the last message was
+        // accepted, and the backlog left then: a growing backlog means latency is queueing time.
+        let last_accept = st.last_accept_us.unwrap_or(self.first_send());
+        let during = check.recv_us.iter().filter(|&&t| t <= last_accept).count();
+        println!(
+            "             while accepting {:.0} msg/s, backlog {} when the last message was accepted",
+            rate(during, accept_secs),
+            st.accepted.saturating_sub(during)
+        );
+        println!("latency      {} (send to sink receipt)", percentiles(&check.latency_us));
+        println!(
+            "order        {} violations, {} duplicates, {} malformed, {} missing",
+            check.violations,
+            check.duplicates,
+            check.malformed,
+            self.missing()
+        );
+        println!("peak RSS     {} (VmHWM), {} threads", mib(self.peak_rss), self.threads);
+        let window = self.window.max(1e-9);
+        println!(
+            "CPU          over the {:.2} s load window, in % of one core: server {:.0}% ({:.3} ms per message, of which \
+             worker threads {:.3} ms), bench (clients + sink) {:.0}%",
+            self.window,
+            100.0 * self.server_cpu / window,
+            self.cpu_ms_per_msg(),
+            self.worker_ms_per_msg(),
+            100.0 * self.self_cpu / window
+        );
+        println!(
+            "             server threads runnable but waiting for a CPU: {:.0}% of one core (the machine's contention)",
+            self.cpu_wait_pct()
+        );
+        for line in cpu_by_group(self.pid, &self.cpu_before, &self.cpu_after, window) {
+            println!("             {line}");
+        }
+        if let Some(status) = self.exited {
+            println!("server       EXITED during the run: {status}");
+        }
+    }
 }
 
 // ---- Set-up ---------------------------------------------------------------------------------------
@@ -335,26 +1088,26 @@ fn free_port() -> Result<SocketAddr, String> {
     l.local_addr().map_err(|e| e.to_string())
 }
 
-/// The config and the echo Flow, in `dir`.
-fn write_files(dir: &Path, listen: SocketAddr, sink: SocketAddr, p: &Params) -> Result<(), String> {
+/// The config and the one-node Flow, in `dir`.
+fn write_files(dir: &Path, listen: SocketAddr, webhook: &str, h: &Hookflow) -> Result<(), String> {
     let mut delivery = json!({});
-    if let Some(s) = p.senders {
+    if let Some(s) = h.senders {
         delivery["senders"] = json!(s);
     }
     let config = json!({
         "listen": listen.to_string(),
         "dataDir": dir.join("data"),
-        "workers": p.workers.unwrap_or(0),
-        "durability": "normal",
+        "workers": h.workers.unwrap_or(0),
+        "durability": h.durability,
         "delivery": delivery,
         "endpoints": [{
             "name": "bench",
             "urlToken": URL_TOKEN,
             "flow": "flow.json",
-            "webhook": { "url": format!("http://{sink}/hook") }
+            "webhook": { "url": webhook }
         }]
     });
-    let flow = json!({ "nodes": [{ "type": "say", "text": "{{input.text}}" }] });
+    let flow = json!({ "nodes": [{ "type": "say", "text": h.template }] });
     for (name, value) in [("hookflow.json", config), ("flow.json", flow)] {
         let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
         std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))?;
@@ -362,19 +1115,24 @@ fn write_files(dir: &Path, listen: SocketAddr, sink: SocketAddr, p: &Params) -> 
     Ok(())
 }
 
-/// `target/release/hookflow`, next to the `examples/` folder this bench runs from.
-fn server_binary() -> Result<PathBuf, String> {
+/// `target/release/hookflow` and `target/release/examples/bare`, found from this bench's path
+/// (`target/release/examples/bench`).
+fn binaries() -> Result<(PathBuf, PathBuf), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the bench executable: {e}"))?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join(format!("hookflow{}", std::env::consts::EXE_SUFFIX)))
-        .ok_or("cannot find the target folder")?;
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!("{} not found: build it first (`make bench` runs `cargo build --release --bins`)", bin.display()))
+    let examples = exe.parent().ok_or("cannot find the examples folder")?;
+    let target = examples.parent().ok_or("cannot find the target folder")?;
+    let suffix = std::env::consts::EXE_SUFFIX;
+    let hookflow = target.join(format!("hookflow{suffix}"));
+    let bare = examples.join(format!("bare{suffix}"));
+    for bin in [&hookflow, &bare] {
+        if !bin.is_file() {
+            return Err(format!(
+                "{} not found: build it first (`make bench` runs `cargo build --release --bins --examples`)",
+                bin.display()
+            ));
+        }
     }
+    Ok((hookflow, bare))
 }
 
 /// Polls `/healthz` until it answers 200; returns the time since `spawned`. Bounded, and fails
@@ -439,7 +1197,7 @@ impl ClientStats {
 /// session, then j+1, ...), one POST at a time on one keep-alive connection, each waiting for its
 /// 200. Round-robin keeps many sessions in flight, as real traffic does, while the order within
 /// each session is the send order.
-fn client(url: &str, owned: &[(usize, usize)], epoch: Instant) -> ClientStats {
+fn client(url: &str, load: &Load, owned: &[(usize, usize)], epoch: Instant) -> ClientStats {
     // Per-phase timeouts, not `timeout_global`: with a global (or per-call) timeout ureq 3
     // resolves the host on a freshly spawned thread for every request, pooled connection or not,
     // and the bench would measure its own thread spawns.
@@ -456,7 +1214,7 @@ fn client(url: &str, owned: &[(usize, usize)], epoch: Instant) -> ClientStats {
     for j in 0..rounds {
         for &(k, n) in owned {
             if j < n {
-                send(&agent, url, k, j, epoch, &mut st);
+                send(&agent, url, (&load.user_id(k), k), j, epoch, &mut st);
             }
             if st.errors >= MAX_CLIENT_ERRORS {
                 return st;
@@ -468,13 +1226,13 @@ fn client(url: &str, owned: &[(usize, usize)], epoch: Instant) -> ClientStats {
 
 /// Sends message `j` of session `k` until it is accepted. A 503 (queue full) is retried after
 /// its `Retry-After` (at most 1 s): the message is resent, not skipped, so session order holds.
-fn send(agent: &ureq::Agent, url: &str, k: usize, j: usize, epoch: Instant, st: &mut ClientStats) {
+fn send(agent: &ureq::Agent, url: &str, (user, k): (&str, usize), j: usize, epoch: Instant, st: &mut ClientStats) {
     const MAX_RETRIES: u32 = 600;
     for _ in 0..MAX_RETRIES {
         // The latency clock starts at the attempt that is accepted (503 retries are counted apart).
         let sent = micros(epoch, Instant::now());
         st.first_send_us.get_or_insert(sent);
-        let body = json!({ "userId": format!("u{k}"), "sessionId": format!("s{k}"), "text": format!("{j} {sent}") });
+        let body = json!({ "userId": user, "sessionId": format!("s{k}"), "text": format!("{j} {sent}") });
         let result = agent.post(url).header("Content-Type", "application/json").send(body.to_string().as_bytes());
         match result {
             Ok(mut resp) => {
@@ -545,13 +1303,15 @@ struct Sink {
 }
 
 impl Sink {
-    fn start(epoch: Instant) -> Result<Sink, String> {
+    /// A sink with `threads` threads, each sleeping `delay` before it answers a POST (a slow
+    /// webhook; the thread is taken meanwhile, as in a synchronous web app).
+    fn start(epoch: Instant, threads: usize, delay: Duration) -> Result<Sink, String> {
         let server = tiny_http::Server::http("127.0.0.1:0").map_err(|e| format!("sink: cannot listen: {e}"))?;
         let server = Arc::new(server);
         let addr = server.server_addr().to_ip().ok_or("sink: not an IP address")?;
         let (tx, rx) = crossbeam_channel::bounded(8192);
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..SINK_THREADS)
+        let threads = (0..threads)
             .map(|i| {
                 let (server, tx, stop) = (server.clone(), tx.clone(), stop.clone());
                 thread::Builder::new()
@@ -559,7 +1319,7 @@ impl Sink {
                     .spawn(move || {
                         while !stop.load(Ordering::Relaxed) {
                             match server.recv_timeout(Duration::from_millis(50)) {
-                                Ok(Some(req)) => sink_one(req, &tx, epoch),
+                                Ok(Some(req)) => sink_one(req, &tx, epoch, delay),
                                 Ok(None) => {}
                                 Err(_) => break,
                             }
@@ -581,15 +1341,19 @@ impl Drop for Sink {
     }
 }
 
-/// Records one request, then answers 200. Recording before answering matters for the order
-/// check: the server sends a session's output n+1 only after n's 200, so n is in the channel first.
-fn sink_one(mut req: tiny_http::Request, tx: &Sender<Record>, epoch: Instant) {
+/// Records one request, then (after `delay`) answers 200. Recording before answering matters for
+/// the order check: the server sends a session's output n+1 only after n's 200, so n is in the
+/// channel first.
+fn sink_one(mut req: tiny_http::Request, tx: &Sender<Record>, epoch: Instant, delay: Duration) {
     let recv_us = micros(epoch, Instant::now());
     if *req.method() == tiny_http::Method::Post {
         let mut body = Vec::new();
         let _ = req.as_reader().take(1 << 20).read_to_end(&mut body);
         // Bounded wait: if the bench stopped reading, the record is dropped (and shows as missing).
         let _ = tx.send_timeout(Record::parse(&body, recv_us), Duration::from_secs(1));
+        if !delay.is_zero() {
+            thread::sleep(delay);
+        }
     }
     let _ = req.respond(tiny_http::Response::empty(200));
 }
@@ -598,6 +1362,8 @@ fn sink_one(mut req: tiny_http::Request, tx: &Sender<Record>, epoch: Instant) {
 
 /// Per-session order, duplicates and latency of the received outputs.
 struct OrderCheck {
+    /// Number of the load's first session (`s<first>`).
+    first: usize,
     /// `seen[k][j]`: output j of session k arrived.
     seen: Vec<Vec<bool>>,
     /// Highest index that arrived per session.
@@ -614,8 +1380,9 @@ struct OrderCheck {
 }
 
 impl OrderCheck {
-    fn new(p: &Params) -> OrderCheck {
+    fn new(p: &Load) -> OrderCheck {
         OrderCheck {
+            first: p.first,
             seen: (0..p.sessions).map(|k| vec![false; p.per_session(k)]).collect(),
             highest: vec![None; p.sessions],
             unique: 0,
@@ -629,7 +1396,9 @@ impl OrderCheck {
     }
 
     fn add(&mut self, r: Record) {
-        let Some((k, j)) = r.id.filter(|&(k, j)| k < self.seen.len() && j < self.seen[k].len()) else {
+        let first = self.first;
+        let id = r.id.and_then(|(k, j)| Some((k.checked_sub(first)?, j)));
+        let Some((k, j)) = id.filter(|&(k, j)| k < self.seen.len() && j < self.seen[k].len()) else {
             self.malformed += 1;
             return;
         };
@@ -648,14 +1417,22 @@ impl OrderCheck {
     }
 }
 
-/// `p50 / p99 / max` of µs values, in ms (nearest-rank percentiles).
-fn percentiles(v: &mut [u64]) -> String {
-    if v.is_empty() {
+/// `p50 / p99 / max` of sorted µs values, in ms.
+fn percentiles(sorted: &[u64]) -> String {
+    if sorted.is_empty() {
         return "no samples".into();
     }
-    v.sort_unstable();
-    let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1e3;
-    format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", at(0.50), at(0.99), at(1.0))
+    let at = |q| percentile(sorted, q);
+    let mean = sorted.iter().sum::<u64>() as f64 / sorted.len() as f64 / 1e3;
+    format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, mean {mean:.2} ms", at(0.50), at(0.99), at(1.0))
+}
+
+/// The nearest-rank `q` percentile of sorted µs values, in ms (0 without samples).
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1] as f64 / 1e3
 }
 
 fn rate(n: usize, secs: f64) -> f64 {
@@ -671,7 +1448,11 @@ fn epoch_nanos() -> u128 {
 }
 
 fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
+    format!("{:.1} MiB", kib_to_mib(kib))
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 // ---- /proc ------------------------------------------------------------------------------------------
@@ -702,20 +1483,60 @@ fn process_cpu_seconds(pid: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().as_deref().and_then(parse_stat).map_or(0.0, |s| s.1)
 }
 
-/// Per thread of `pid`: tid ─► (name, CPU seconds).
-fn thread_cpu(pid: u32) -> BTreeMap<u64, (String, f64)> {
+/// One thread's cumulative times.
+#[derive(Clone, Default)]
+struct ThreadTimes {
+    name: String,
+    /// CPU seconds: the run time of `schedstat` (ns), else user + system time of `stat` (in
+    /// ticks of 10 ms, too coarse for a thread that ran a few ms).
+    cpu: f64,
+    /// Seconds spent runnable but waiting for a CPU (`schedstat`; 0 without schedstats): time
+    /// lost to the other threads and processes on the machine, not to locks or I/O.
+    wait: f64,
+}
+
+/// Per thread of a process: tid ─► times.
+type ThreadCpu = BTreeMap<u64, ThreadTimes>;
+
+/// Per thread of `pid`: tid ─► times.
+fn thread_cpu(pid: u32) -> ThreadCpu {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return BTreeMap::new() };
     dir.flatten()
         .filter_map(|e| {
             let tid = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            Some((tid, parse_stat(&stat)?))
+            let (name, ticks) = parse_stat(&std::fs::read_to_string(e.path().join("stat")).ok()?)?;
+            // "<run ns> <wait ns> <timeslices>"
+            let sched: Vec<f64> = std::fs::read_to_string(e.path().join("schedstat"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|f| f.parse::<u64>().ok().map(|ns| ns as f64 / 1e9))
+                .collect();
+            let (cpu, wait) = match sched[..] {
+                [run, wait, ..] => (run, wait),
+                _ => (ticks, 0.0),
+            };
+            Some((tid, ThreadTimes { name, cpu, wait }))
         })
         .collect()
 }
 
-fn process_cpu_total(threads: &BTreeMap<u64, (String, f64)>) -> f64 {
-    threads.values().map(|t| t.1).sum()
+/// The group of a thread: `worker-3` ─► `worker-*`; the main thread; `(unnamed)` for threads that
+/// kept the process name.
+fn thread_group(pid: u32, tid: u64, name: &str, process_name: Option<&str>) -> String {
+    match name.rsplit_once('-') {
+        _ if tid == u64::from(pid) => "main".to_string(),
+        _ if Some(name) == process_name => "(unnamed)".to_string(),
+        Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("{stem}-*"),
+        _ => name.to_string(),
+    }
+}
+
+/// CPU and CPU-wait seconds of each thread over the window (threads that ended are missing).
+fn thread_deltas<'a>(before: &'a ThreadCpu, after: &'a ThreadCpu) -> impl Iterator<Item = (u64, &'a str, f64, f64)> {
+    after.iter().map(|(tid, t)| {
+        let b = before.get(tid);
+        (*tid, t.name.as_str(), t.cpu - b.map_or(0.0, |b| b.cpu), t.wait - b.map_or(0.0, |b| b.wait))
+    })
 }
 
 /// Server CPU over the window, per thread group (`worker-3` ─► `worker-*`), busiest first: the
@@ -723,35 +1544,34 @@ fn process_cpu_total(threads: &BTreeMap<u64, (String, f64)>) -> f64 {
 /// that more CPUs cannot fix; a group near `threads × 100%` is saturated. hookflow names its own
 /// threads; the unnamed ones (they inherit the process name) are tiny_http's accept thread and
 /// connection pool, which read requests off the sockets.
-fn cpu_by_group(
-    pid: u32,
-    before: &BTreeMap<u64, (String, f64)>,
-    after: &BTreeMap<u64, (String, f64)>,
-    window: f64,
-) -> Vec<String> {
-    let mut groups: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
-    let process_name = after.get(&u64::from(pid)).map(|t| t.0.clone());
-    for (tid, (name, secs)) in after {
-        let used = secs - before.get(tid).map_or(0.0, |b| b.1);
-        let group = match name.rsplit_once('-') {
-            _ if *tid == u64::from(pid) => "main".to_string(),
-            _ if Some(name) == process_name.as_ref() => "(unnamed)".to_string(),
-            Some((stem, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("{stem}-*"),
-            _ => name.clone(),
-        };
-        let g = groups.entry(group).or_default();
+fn cpu_by_group(pid: u32, before: &ThreadCpu, after: &ThreadCpu, window: f64) -> Vec<String> {
+    let mut groups: BTreeMap<String, (usize, f64, f64, f64)> = BTreeMap::new();
+    let process_name = after.get(&u64::from(pid)).map(|t| t.name.as_str());
+    for (tid, name, used, waited) in thread_deltas(before, after) {
+        let g = groups.entry(thread_group(pid, tid, name, process_name)).or_default();
         g.0 += 1;
         g.1 += used;
         g.2 = g.2.max(used);
+        g.3 += waited;
     }
     let mut rows: Vec<_> = groups.into_iter().filter(|g| g.1.1 > 0.0).collect();
     rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
     rows.iter()
-        .map(|(name, (n, total, max))| {
+        .map(|(name, (n, total, max, waited))| {
             let pct = |s: f64| 100.0 * s / window.max(1e-9);
-            format!("{name:<16} x{n:<3} {:>5.0}%  (busiest thread {:.0}%)", pct(*total), pct(*max))
+            format!(
+                "{name:<16} x{n:<3} {:>5.0}%  (busiest thread {:.0}%; runnable, waiting for a CPU {:.0}%)",
+                pct(*total),
+                pct(*max),
+                pct(*waited)
+            )
         })
         .collect()
+}
+
+/// CPU seconds over the window of the threads whose name starts with `prefix`.
+fn prefix_cpu(before: &ThreadCpu, after: &ThreadCpu, prefix: &str) -> f64 {
+    thread_deltas(before, after).filter(|t| t.1.starts_with(prefix)).map(|t| t.2).sum()
 }
 
 /// CPU count, model name and memory of this machine.
@@ -768,4 +1588,38 @@ fn machine() -> (usize, String, String) {
         .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<u64>().ok())
         .map_or_else(|| "unknown memory".into(), |kib| format!("{:.1} GiB RAM", kib as f64 / 1048576.0));
     (cpus, model, mem)
+}
+
+/// The 1-minute load average: other work on the machine (a build, a test run) skews every number.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| Some(l.split_whitespace().next()?.to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The filesystem type holding `dir` (longest mount point that is a prefix of it), from
+/// `/proc/mounts`: what an fsync costs (`durability: full`) depends on it.
+fn fs_type(dir: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(point).then(|| (point.len(), kind.to_string()))
+        })
+        .max()
+        .map_or_else(|| "an unknown filesystem".into(), |(_, kind)| kind)
+}
+
+/// MurmurHash3's 32-bit finaliser: a fixed, well-spread scramble of `k`.
+fn fmix32(k: u32) -> u32 {
+    let mut h = k.wrapping_mul(0x9e37_79b9);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }

@@ -32,11 +32,13 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        // ureq's trace level dumps request headers, Basic credentials included: never log them.
-        .filter_module("ureq", log::LevelFilter::Debug)
-        .filter_module("ureq_proto", log::LevelFilter::Debug)
-        .init();
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // ureq's trace level dumps request headers, Basic credentials included: when anything asks
+    // for trace, ureq stays at debug. (Only then: a directive would otherwise raise it.)
+    if std::env::var("RUST_LOG").is_ok_and(|v| v.to_ascii_lowercase().contains("trace")) {
+        logger.filter_module("ureq", log::LevelFilter::Debug).filter_module("ureq_proto", log::LevelFilter::Debug);
+    }
+    logger.init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

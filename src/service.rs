@@ -276,8 +276,13 @@ fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
 }
 
 /// The TLS settings of outbound HTTPS (webhooks, `http` nodes, Rasa): the public roots
-/// (Mozilla's, built in, so a minimal chroot needs no CA store) plus `delivery.caFile`.
+/// (Mozilla's, built in, so a minimal chroot needs no CA store) plus `delivery.caFile`. Without
+/// a CA file ureq's own Mozilla roots are used, loaded on the first HTTPS call rather than at
+/// start (a few hundred KiB that a plain-HTTP installation never needs).
 pub(crate) fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, Error> {
+    if config.delivery.ca_file.is_none() {
+        return Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::WebPki).build());
+    }
     let mut roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
         .map(|c| ureq::tls::Certificate::from_der(c).to_owned())
