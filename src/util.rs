@@ -80,6 +80,19 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The JSON type of a value, for "expected ..., got a number" in error messages.
+pub fn kind_of(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// `; did you mean "x"?` when one of `known` is close to `got`, else the empty string.
 pub fn suggest(got: &str, known: &[&str]) -> String {
     let best = known.iter().map(|k| (edit_distance(&got.to_lowercase(), &k.to_lowercase()), k)).min();

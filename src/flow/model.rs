@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::template::{DataTemplate, Expr, Path as VarPath, Root, Template};
+use crate::util::kind_of;
 
 /// A loaded, validated Flow.
 #[derive(Debug)]
@@ -861,18 +862,6 @@ impl Compiler {
 
 fn join(place: &str, key: &str) -> String {
     if place.is_empty() { key.to_owned() } else { format!("{place}.{key}") }
-}
-
-/// "a string", "a number", ... for type errors.
-pub fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Counts of node kinds, for `hookflow check`'s summary.
