@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 use crate::support3::*;
+use crate::support4::Launch;
 
 fn say(text: &str) -> Value {
     json!({ "type": "say", "text": text })
@@ -233,7 +234,7 @@ fn after_kill_9_during_the_call_the_turn_resumes_at_the_http_node() {
 
     mock.hold();
     let port = free_port();
-    let mut first = ServerProc::start(&write(port), port, dir.join("first.log"));
+    let mut first = Launch::new(&write(port), dir.join("first.log")).env("RUST_LOG", "debug").start();
     let trace = send_to(&format!("{}/{TOKEN}", first.base), &json!({ "userId": "u", "sessionId": "s", "text": "go" }));
     let call = mock.recv(WAIT);
     assert_eq!(call.url, "/slow");
@@ -244,7 +245,7 @@ fn after_kill_9_during_the_call_the_turn_resumes_at_the_http_node() {
     mock.release();
 
     let port = free_port();
-    let second = ServerProc::start(&write(port), port, dir.join("second.log"));
+    let second = Launch::new(&write(port), dir.join("second.log")).env("RUST_LOG", "debug").start();
     let again = mock.recv(WAIT);
     assert_eq!(again.url, "/slow", "the resumed turn makes the call again");
 

@@ -1,77 +1,12 @@
 //! http-api.md §1 "When the 200 is sent": a message that got a 200 is processed and its outputs
 //! are delivered even if the process is killed (`kill -9`) and started again. Runs the binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use serde_json::json;
 
 use crate::support::*;
-
-/// A `hookflow serve` child, killed with SIGKILL on drop.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Starts the binary and waits (bounded) until `/healthz` answers.
-    fn start(config: &Path, port: u16, log: PathBuf) -> Server {
-        let stderr = std::fs::File::create(&log).expect("create the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_hookflow"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start the hookflow binary");
-        let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), log };
-        server.wait_healthy();
-        server
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let health: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_millis(500)))
-            .build()
-            .into();
-        loop {
-            if let Ok(r) = health.get(format!("{}/healthz", self.base)).call()
-                && r.status() == 200
-            {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("hookflow exited with {status} before answering /healthz:\n{}", self.log_text());
-            }
-            assert!(Instant::now() < deadline, "hookflow did not answer /healthz in time:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL, then reap.
-    fn kill9(&mut self) {
-        self.child.kill().expect("kill -9 hookflow");
-        self.child.wait().expect("reap hookflow");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support4::Launch;
 
 fn write_config(dir: &TempDir, webhook: &str, port: u16) -> PathBuf {
     let mut cfg = config(webhook);
@@ -87,7 +22,7 @@ fn acknowledged_messages_are_delivered_after_kill_9_and_restart() {
     let refusing = Sink::with_status(503);
     let port = free_port();
     let path = write_config(&dir, &refusing.url, port);
-    let mut first = Server::start(&path, port, dir.join("first.log"));
+    let mut first = Launch::new(&path, dir.join("first.log")).env("RUST_LOG", "debug").start();
     let url = format!("{}/{TOKEN}", first.base);
 
     let trace1 = send_to(&url, &json!({"userId": "u", "sessionId": "s", "text": "before the crash"}));
@@ -101,7 +36,7 @@ fn acknowledged_messages_are_delivered_after_kill_9_and_restart() {
     let sink = Sink::new();
     let port = free_port();
     let path = write_config(&dir, &sink.url, port);
-    let second = Server::start(&path, port, dir.join("second.log"));
+    let second = Launch::new(&path, dir.join("second.log")).env("RUST_LOG", "debug").start();
 
     let hits = sink.recv_n(2, WAIT);
     let got: Vec<(u64, &str, &str)> = hits.iter().map(|h| (h.seq(), h.text(), h.trace_id())).collect();

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -291,71 +291,6 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: &str, cwd: Option<&Pa
     }
     let _ = writer.join();
     waiter.join().expect("the waiter thread").expect("wait for hookflow")
-}
-
-/// A `hookflow serve` child process, killed with SIGKILL on drop.
-pub struct ServerProc {
-    child: Child,
-    pub base: String,
-    log: PathBuf,
-}
-
-impl ServerProc {
-    /// Starts the binary on `config` and waits (bounded) until `/healthz` answers on `port`.
-    pub fn start(config: &Path, port: u16, log: PathBuf) -> ServerProc {
-        let stderr = std::fs::File::create(&log).expect("create the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_hookflow"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start the hookflow binary");
-        let mut server = ServerProc { child, base: format!("http://127.0.0.1:{port}"), log };
-        server.wait_healthy();
-        server
-    }
-
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let health: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_millis(500)))
-            .build()
-            .into();
-        loop {
-            if let Ok(r) = health.get(format!("{}/healthz", self.base)).call()
-                && r.status() == 200
-            {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("hookflow exited with {status} before answering /healthz:\n{}", self.log_text());
-            }
-            assert!(Instant::now() < deadline, "hookflow did not answer /healthz in time:\n{}", self.log_text());
-            // Polling a child process's readiness: there is no event to wait on.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL, then reap.
-    pub fn kill9(&mut self) {
-        self.child.kill().expect("kill -9 hookflow");
-        self.child.wait().expect("reap hookflow");
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
