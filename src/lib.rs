@@ -9,7 +9,9 @@
 //! HTTP request ─► server.rs (http-N threads: route, validate)
 //!     ─► writer.rs (group commit into the inbox, then 200)
 //!     ─► worker.rs (Scheduler: per-session FIFO; worker-N threads run one turn each)
-//!     ─► flow/ (model: compiled ops; run: the interpreter; template: {{ }} and conditions)
+//!     ─► turn.rs (input object, nlu.rs, the Flow, http-node checkpoints, output bodies)
+//!     ─► flow/ (model: compiled ops; run: the interpreter; template: {{ }} and conditions;
+//!        JavaScript through script.rs on QuickJS)
 //!     ─► writer.rs (group commit: session state + outputs into the outbox; session released)
 //!     ─► [wake channel] ─► sender.rs (sender-N lanes: outbox ─► ureq POST ─► webhook)
 //! ```
@@ -20,15 +22,19 @@
 //!
 //! - A message is answered 200 only once it is committed to the `inbox` table; it leaves that
 //!   table in the same transaction that stores its turn's outputs and session state. So after a
-//!   crash a turn either happened entirely or runs again.
+//!   crash a turn either happened entirely or runs again (from its last `http` checkpoint).
+//! - A session is released for its next message only after its turn is committed.
 //! - Messages of one session run one at a time, in acceptance (inbox id) order; a worker never
 //!   waits for another session: a busy session is simply not in the ready FIFO.
 //! - Outputs of one session go through one sender lane, in sequence order; output n+1 is sent
 //!   only after n was delivered or became a dead letter.
-//! - Only `server.rs`/`admin.rs` know tiny_http, only `sender.rs` knows ureq, only `store.rs`
-//!   knows SQL, and `wire.rs` holds the JSON shapes of the outside world.
+//! - Only `server.rs`/`admin.rs`/`sink.rs` know tiny_http; ureq is used by `sender.rs`
+//!   (deliveries), `http_node.rs` and `nlu.rs` (the Flow's outbound calls, made by the worker,
+//!   never by the interpreter); only `store.rs` knows SQL; `wire.rs` holds the JSON shapes of
+//!   the outside world.
 //! - The Flow interpreter does no I/O: it takes state and input and returns outputs.
-//! - Every channel is bounded; every thread is named and joined by `service.rs`.
+//! - Every channel is bounded; every thread is named and joined by `service.rs` (a sender lane
+//!   stuck in a delivery past the shutdown drain is the one exception: it is left behind).
 //!
 //! # Cross-cutting
 //!
