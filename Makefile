@@ -18,8 +18,8 @@ build:
 # Starts `hookflow sink` (the demo webhook, on :9000) and hookflow on the example config (:8080).
 # Ctrl-C stops both.
 run: build
-	@trap 'kill 0' INT TERM EXIT; \
-	$(BIN) sink --listen 127.0.0.1:9000 --user bot --password $(DEMO_PASSWORD) & \
+	@$(BIN) sink --listen 127.0.0.1:9000 --user bot --password $(DEMO_PASSWORD) & sink=$$!; \
+	trap 'kill $$sink 2>/dev/null' EXIT INT TERM; \
 	DEMO_WEBHOOK_PASSWORD=$(DEMO_PASSWORD) $(BIN) serve --config examples/hookflow.json
 
 test:
