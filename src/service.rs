@@ -126,6 +126,7 @@ impl Service {
         let tls = tls_config(&config)?;
         let transformers = crate::transform::load(&config).map_err(|e| Error::Flow(e.join("\n")))?;
         let store = Store::open(&config.data_dir, config.durability)?;
+        let pending = store.pending_inbox()?;
         let lanes = config.delivery.senders;
         let (senders, wake_rx) = sender::channels(lanes);
         let http = listen(&config)?;
@@ -134,7 +135,9 @@ impl Service {
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
         let (writer, writer_rx) = Writer::new();
         let shared = Arc::new(Shared {
-            sched: Scheduler::new(config.limits.queue_capacity, workers),
+            // A store from a run with a larger queueCapacity may hold more than this one allows;
+            // every stored message must still fit in the scheduler.
+            sched: Scheduler::new(config.limits.queue_capacity.max(pending.len()), workers),
             writer,
             http_agent: crate::http_node::agent(tls.clone()),
             tls,
@@ -150,7 +153,7 @@ impl Service {
             next_expiry_ms: std::sync::atomic::AtomicI64::new(0),
             fatal: fatal_tx,
         });
-        for (id, key) in shared.store.pending_inbox()? {
+        for (id, key) in pending {
             shared.sched.enqueue(key, id);
         }
         let http = Arc::new(http);
