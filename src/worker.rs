@@ -113,6 +113,11 @@ pub(crate) fn run(shared: Arc<Shared>) {
     let rx = shared.sched.ready_rx.clone();
     let mut engine = LazyEngine::new(&shared);
     while let Ok(Job::Run(key)) = rx.recv() {
+        if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // Shutting down: only turns already running finish; queued messages stay on disk
+            // and run after the next start (they would otherwise keep the drain waiting).
+            break;
+        }
         expire_sessions(&shared);
         let Some(id) = shared.sched.head(&key) else { continue };
         match crate::turn::handle(&shared, &mut engine, id) {

@@ -94,6 +94,43 @@ fn sigint_exits_0() {
 // ---------------------------------------------------------------------------------------------
 // /metrics
 
+#[test]
+fn shutdown_lets_running_turns_finish_and_leaves_queued_messages_for_the_next_start() {
+    let sink = Sink::new();
+    let api = Sink::new();
+    api.hold();
+    let flow = json!({ "name": "call", "nodes": [
+        { "type": "http", "method": "GET", "url": api.url, "contextKey": "api", "timeoutMs": 30000 },
+        { "type": "say", "text": "done {{input.text}}" }
+    ]});
+    let mut cfg = config(&sink.url);
+    cfg["workers"] = json!(1);
+    let mut app = App::start("shutdown-queue", &cfg, &[("flow.json", &flow)]);
+    for m in 0..5 {
+        app.send("u", &format!("s{m}"), &format!("m{m}"));
+    }
+    // The first turn is in its http call; four sessions wait for the one worker.
+    api.recv(WAIT);
+    let readyz = app.url("/readyz");
+    std::thread::scope(|scope| {
+        let stopping = scope.spawn(|| app.shutdown());
+        // Shutdown has begun once /readyz says so; only then may the held turn end.
+        let deadline = Instant::now() + WAIT;
+        while try_get(&readyz).is_ok_and(|r| r.0 == 200) {
+            assert!(Instant::now() < deadline, "/readyz never reported the shutdown");
+        }
+        api.release();
+        stopping.join().expect("shutdown");
+    });
+    assert_eq!(sink.recv(WAIT).text(), "done m0", "the running turn finished and was delivered");
+    // The workers have been joined: any call a queued message made would be recorded by now.
+    assert!(api.rx.try_recv().is_err(), "a queued message ran during the shutdown");
+    app.boot();
+    let mut texts: Vec<String> = sink.recv_n(4, WAIT).iter().map(|h| h.text().to_owned()).collect();
+    texts.sort();
+    assert_eq!(texts, ["done m1", "done m2", "done m3", "done m4"]);
+}
+
 fn scrape(app: &App) -> (Metrics, String) {
     let r = request("GET", &app.url("/metrics"), None, &[]);
     assert_eq!(r.status, 200, "{}", r.body);
