@@ -6,6 +6,12 @@
 //! when it succeeded or became a dead letter, so output n+1 never overtakes output n. Failed heads
 //! wait in a due-time heap: no thread sleeps on one output, and other sessions go on.
 //!
+//! The window is shared fairly so that rows that cannot go out now never keep others waiting on
+//! disk: each endpoint has its own read cursor and share of the window (an endpoint whose target
+//! is down fills only its share), and each session keeps at most `SESSION_ROWS` rows in memory
+//! (a flooded session, or one whose head keeps failing, fills only those); the rest of such a
+//! session is read back, in order, once the rows in memory are done.
+//!
 //! A webhook target that keeps failing is not hammered: after `DOWN_AFTER` consecutive failed
 //! attempts the lane holds every output for that URL until the next probe time (the retry
 //! schedule, stepped by the consecutive failures); the first due output is the probe, and its
@@ -31,6 +37,8 @@ use crate::util::now_ms;
 
 /// Most outbox rows a lane holds in memory; the rest wait on disk.
 const WINDOW: usize = 4096;
+/// Most rows of one session a lane holds in memory.
+const SESSION_ROWS: usize = 64;
 /// Consecutive failed attempts (any session) after which a webhook URL counts as down.
 const DOWN_AFTER: usize = 3;
 /// Delivered outputs removed from the store in one transaction. Until they are, a crash would
@@ -106,6 +114,7 @@ pub(crate) fn run(
     done: Sender<()>,
 ) {
     let agent = agent(&shared.config, shared.tls.clone());
+    let endpoints = &shared.config.endpoints;
     let mut l = Lane {
         shared: &shared,
         lane,
@@ -113,9 +122,9 @@ pub(crate) fn run(
         queues: HashMap::new(),
         ready: VecDeque::new(),
         timers: BinaryHeap::new(),
-        loaded: 0,
+        feeds: endpoints.iter().map(|e| (e.name.clone(), Feed { loaded: 0, in_memory: 0, more: true })).collect(),
+        share: (WINDOW / endpoints.len().max(1)).max(SESSION_ROWS),
         in_memory: 0,
-        more_on_disk: true,
         delivered: Vec::with_capacity(DELETE_BATCH),
         down: HashMap::new(),
         drain_until: None,
@@ -123,7 +132,7 @@ pub(crate) fn run(
     loop {
         // Read new rows when there is nothing left to send (or little in memory): under load the
         // lane then reads the outbox in large batches instead of one query per commit.
-        if l.more_on_disk && (l.ready.is_empty() || l.in_memory < WINDOW / 8) {
+        if l.more_on_disk() && (l.ready.is_empty() || l.in_memory < WINDOW / 8) {
             l.load();
         }
         l.promote_due();
@@ -143,7 +152,7 @@ pub(crate) fn run(
         let wait = l.next_due().unwrap_or(Duration::from_secs(3600));
         let wait = l.drain_until.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
         select! {
-            recv(wake) -> _ => l.more_on_disk = true,
+            recv(wake) -> _ => l.feeds.values_mut().for_each(|f| f.more = true),
             recv(stop) -> d => {
                 if l.drain_until.is_none() {
                     l.drain_until = Some(d.unwrap_or_else(|_| Instant::now()));
@@ -162,22 +171,42 @@ struct Lane<'a> {
     shared: &'a Shared,
     lane: usize,
     agent: ureq::Agent,
-    queues: HashMap<SessionKey, VecDeque<OutboxRow>>,
+    queues: HashMap<SessionKey, Queue>,
     /// Sessions whose head is due, in the order they became due.
     ready: VecDeque<SessionKey>,
     /// Sessions whose head waits (a retry, a `sleep`), by due time.
     timers: BinaryHeap<Reverse<(i64, SessionKey)>>,
-    /// Highest outbox id read so far.
-    loaded: i64,
+    /// The read cursor of each configured endpoint.
+    feeds: HashMap<String, Feed>,
+    /// Most rows of one endpoint in memory.
+    share: usize,
     in_memory: usize,
-    /// New rows may be on disk (woken, or the window was full).
-    more_on_disk: bool,
     /// Delivered outputs not yet removed from the store.
     delivered: Vec<i64>,
     /// Webhook URLs whose last attempt failed, with when they may be tried again.
     down: HashMap<String, Down>,
     /// Set at shutdown: deliver until the outbox is empty or this instant.
     drain_until: Option<Instant>,
+}
+
+/// The outputs of one session that are in memory.
+#[derive(Default)]
+struct Queue {
+    rows: VecDeque<OutboxRow>,
+    /// More rows of this session, up to its feed's cursor, are on disk only: while set, newer
+    /// rows are not admitted either, and the rest is read back when `rows` runs out.
+    spilled: bool,
+    /// The id of the last row that left `rows`.
+    last_id: i64,
+}
+
+/// Where reading the outbox of one endpoint stands.
+struct Feed {
+    /// Every row of the endpoint up to this id has been read (kept in memory or spilled).
+    loaded: i64,
+    in_memory: usize,
+    /// New rows may be on disk (woken, or the share was full).
+    more: bool,
 }
 
 /// A failing webhook target.
@@ -199,35 +228,86 @@ impl Lane<'_> {
         self.delivered.clear();
     }
 
+    fn more_on_disk(&self) -> bool {
+        self.feeds.values().any(|f| f.more && f.in_memory < self.share)
+    }
+
+    /// Reads new outbox rows of every endpoint, up to its share of the window.
     fn load(&mut self) {
-        let room = WINDOW.saturating_sub(self.in_memory);
-        if room == 0 {
-            return;
-        }
-        let lanes = self.shared.config.delivery.senders;
-        let rows = match self.shared.store.outbox_after(self.lane, lanes, self.loaded, room) {
-            Ok(rows) => rows,
+        let shared = self.shared;
+        let upto = match shared.store.outbox_max_id() {
+            Ok(max) => max,
             Err(e) => {
                 log::error!("sender-{}: cannot read the outbox: {e}", self.lane);
                 return;
             }
         };
-        self.more_on_disk = rows.len() == room;
-        for row in rows {
-            self.loaded = row.id;
-            self.in_memory += 1;
-            let q = self.queues.entry(row.key.clone()).or_default();
-            q.push_back(row);
-            if q.len() == 1 {
-                let key = q[0].key.clone();
-                self.schedule(key);
+        let lanes = shared.config.delivery.senders;
+        for ep in &shared.config.endpoints {
+            let feed = self.feeds.get_mut(&ep.name).expect("one feed per endpoint");
+            let room = self.share.saturating_sub(feed.in_memory);
+            if !feed.more || room == 0 {
+                continue;
+            }
+            let rows = match shared.store.outbox_after(self.lane, lanes, &ep.name, feed.loaded, upto, room) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    log::error!("sender-{}: cannot read the outbox: {e}", self.lane);
+                    return;
+                }
+            };
+            // A short read saw every row of the endpoint up to `upto`.
+            (feed.loaded, feed.more) = match rows.last() {
+                Some(last) if rows.len() == room => (last.id, true),
+                _ => (upto, false),
+            };
+            for row in rows {
+                self.admit(row);
+            }
+        }
+    }
+
+    /// Takes a row read from the outbox into its session's queue, or leaves it on disk when the
+    /// session already holds `SESSION_ROWS`.
+    fn admit(&mut self, row: OutboxRow) {
+        let q = self.queues.entry(row.key.clone()).or_default();
+        if q.spilled || q.rows.len() >= SESSION_ROWS {
+            q.spilled = true;
+            return;
+        }
+        self.feeds.get_mut(&row.key.endpoint).expect("one feed per endpoint").in_memory += 1;
+        self.in_memory += 1;
+        q.rows.push_back(row);
+        if q.rows.len() == 1 {
+            let key = q.rows[0].key.clone();
+            self.schedule(key);
+        }
+    }
+
+    /// Reads back the next rows of a spilled session whose rows in memory are done; false when
+    /// the store could not be read (the session is then tried again a second later).
+    fn refill(&mut self, key: &SessionKey) -> bool {
+        let loaded = self.feeds[&key.endpoint].loaded;
+        let q = self.queues.get_mut(key).expect("a spilled session keeps its queue");
+        match self.shared.store.outbox_of_session(key, q.last_id, loaded, SESSION_ROWS) {
+            Ok(rows) => {
+                q.spilled = rows.len() == SESSION_ROWS;
+                self.in_memory += rows.len();
+                self.feeds.get_mut(&key.endpoint).expect("one feed per endpoint").in_memory += rows.len();
+                q.rows.extend(rows);
+                true
+            }
+            Err(e) => {
+                log::error!("sender-{}: cannot read the outbox: {e}", self.lane);
+                self.timers.push(Reverse((now_ms() + 1000, key.clone())));
+                false
             }
         }
     }
 
     /// Puts a session whose head changed into `ready` or `timers`.
     fn schedule(&mut self, key: SessionKey) {
-        let due = self.queues[&key][0].not_before_ms;
+        let due = self.queues[&key].rows[0].not_before_ms;
         if due <= now_ms() {
             self.ready.push_back(key);
         } else {
@@ -250,11 +330,16 @@ impl Lane<'_> {
 
     /// Sends the head output of `key` once and acts on the outcome.
     fn send_head(&mut self, key: SessionKey) {
-        let row = &self.queues[&key][0];
-        let Some(ep) = self.shared.config.endpoint_by_name(&key.endpoint) else {
-            log::warn!("output {} is for endpoint {:?}, which is no longer configured", row.id, key.endpoint);
-            return self.finish(key, Err("endpoint no longer configured".into()));
-        };
+        if self.queues[&key].rows.is_empty() {
+            // A spilled session whose read-back failed: try it again.
+            if self.refill(&key) {
+                self.after_change(key);
+            }
+            return;
+        }
+        let row = &self.queues[&key].rows[0];
+        // Outputs of endpoints no longer configured were made dead letters at start-up.
+        let ep = self.shared.config.endpoint_by_name(&key.endpoint).expect("feeds read configured endpoints only");
         if let Some(d) = self.down.get(&ep.webhook.url)
             && d.failures >= DOWN_AFTER
             && d.next_probe_ms > now_ms()
@@ -310,7 +395,7 @@ impl Lane<'_> {
         let wait = after.map_or(*wait, |a| a.max(*wait));
         let due = now_ms() + wait.as_millis() as i64;
         self.shared.metrics.retried();
-        let row = self.queues.get_mut(&key).and_then(|q| q.front_mut()).expect("the head is being sent");
+        let row = self.queues.get_mut(&key).and_then(|q| q.rows.front_mut()).expect("the head is being sent");
         row.attempts = attempts;
         row.not_before_ms = due;
         if let Err(e) = self.shared.store.attempt_failed(row.id, attempts, due, &error) {
@@ -322,7 +407,8 @@ impl Lane<'_> {
     /// The head of `key` is done: delivered (`Ok`) or a dead letter (`Err`).
     fn finish(&mut self, key: SessionKey, result: Result<(), String>) {
         let q = self.queues.get_mut(&key).expect("the head is being sent");
-        let row = q.pop_front().expect("the head is being sent");
+        let row = q.rows.pop_front().expect("the head is being sent");
+        q.last_id = row.id;
         match result {
             Ok(()) => self.delivered.push(row.id),
             Err(e) => {
@@ -334,13 +420,20 @@ impl Lane<'_> {
             }
         }
         self.in_memory -= 1;
-        if q.is_empty() {
-            self.queues.remove(&key);
-        } else {
-            self.schedule(key);
+        self.feeds.get_mut(&key.endpoint).expect("one feed per endpoint").in_memory -= 1;
+        if self.queues[&key].rows.is_empty() && self.queues[&key].spilled && !self.refill(&key) {
+            return;
         }
-        if self.in_memory < WINDOW / 2 {
-            self.more_on_disk = true;
+        self.after_change(key);
+    }
+
+    /// Forgets a session with nothing left in memory or on disk, or schedules its new head.
+    fn after_change(&mut self, key: SessionKey) {
+        let q = &self.queues[&key];
+        if q.rows.is_empty() && !q.spilled {
+            self.queues.remove(&key);
+        } else if !q.rows.is_empty() {
+            self.schedule(key);
         }
     }
 }

@@ -126,6 +126,11 @@ impl Service {
         let tls = tls_config(&config)?;
         let transformers = crate::transform::load(&config).map_err(|e| Error::Flow(e.join("\n")))?;
         let store = Store::open(&config.data_dir, config.durability)?;
+        let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
+        let orphans = store.dead_unconfigured(&names, crate::util::now_ms())?;
+        if orphans > 0 {
+            log::warn!("{orphans} output(s) are for endpoints no longer configured; kept as dead letters");
+        }
         let pending = store.pending_inbox()?;
         let lanes = config.delivery.senders;
         let (senders, wake_rx) = sender::channels(lanes);

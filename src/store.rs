@@ -114,6 +114,9 @@ pub struct TurnRecord {
     pub lane_hash: u32,
     pub now_ms: i64,
     pub transcript: Vec<TranscriptLine>,
+    /// The session's message count when the turn read it: a lower count at commit time means
+    /// the session was forgotten meanwhile (admin DELETE, expiry), and it stays forgotten.
+    pub loaded_messages: i64,
 }
 
 impl TurnRecord {
@@ -129,6 +132,7 @@ impl TurnRecord {
             now_ms: self.now_ms,
             checkpoint: None,
             transcript: &self.transcript,
+            loaded_messages: self.loaded_messages,
         }
     }
 }
@@ -190,6 +194,8 @@ pub struct TurnCommit<'a> {
     pub checkpoint: Option<&'a str>,
     /// Transcript lines to keep (`collectConversations`).
     pub transcript: &'a [TranscriptLine],
+    /// See [`TurnRecord::loaded_messages`].
+    pub loaded_messages: i64,
 }
 
 /// One line of a conversation transcript.
@@ -236,6 +242,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER NOT NULL, body TEXT NOT NULL,
     not_before_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
 );
+-- Reading back the rest of one session's queue (a sender lane keeps at most a few rows of each
+-- session in memory); the integer hash keeps the index small, the session columns filter.
+CREATE INDEX IF NOT EXISTS outbox_hash ON outbox (hash, id);
 CREATE TABLE IF NOT EXISTS transcripts (
     id INTEGER PRIMARY KEY,
     endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
@@ -376,11 +385,14 @@ impl Store {
 /// The writes of one turn, inside the caller's transaction; returns the last output id.
 fn write_turn(tx: &rusqlite::Transaction<'_>, c: &TurnCommit<'_>) -> Result<i64> {
     {
-        let mut seq: i64 = tx
-            .prepare_cached("SELECT seq FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3")?
-            .query_row(params![c.key.endpoint, c.key.user_id, c.key.session_id], |r| r.get(0))
+        let (mut seq, messages): (i64, i64) = tx
+            .prepare_cached(
+                "SELECT seq, messages FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3",
+            )?
+            .query_row(params![c.key.endpoint, c.key.user_id, c.key.session_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
-            .unwrap_or(0);
+            .unwrap_or((0, 0));
+        let forgotten = messages < c.loaded_messages;
         let mut last_id = 0;
         {
             let mut ins = tx.prepare_cached(
@@ -402,6 +414,19 @@ fn write_turn(tx: &rusqlite::Transaction<'_>, c: &TurnCommit<'_>) -> Result<i64>
             }
         }
         match c.session {
+            Some(_) if forgotten => {
+                // Forgotten while the turn ran: its outputs go out, its state does not come back.
+                log::info!(
+                    "{}: the session was forgotten while a message ran; its new state is dropped",
+                    c.key.endpoint
+                );
+                tx.prepare_cached(
+                    "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
+                     VALUES (?1, ?2, ?3, '', ?4, 0, ?5)
+                     ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET seq = excluded.seq",
+                )?
+                .execute(params![c.key.endpoint, c.key.user_id, c.key.session_id, seq, c.now_ms])?;
+            }
             Some(s) => {
                 tx.prepare_cached(
                     "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
@@ -466,26 +491,70 @@ fn write_turn(tx: &rusqlite::Transaction<'_>, c: &TurnCommit<'_>) -> Result<i64>
 }
 
 impl Store {
-    /// Outputs of sender `lane` (of `lanes`) with an id above `after`, in id order, at most
-    /// `limit`. Lanes are computed from the stored hash, so a changed `delivery.senders` still
-    /// finds every row.
-    pub fn outbox_after(&self, lane: usize, lanes: usize, after: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+    /// The highest outbox id so far (0 when none): reads bounded by it see a fixed set of rows,
+    /// since ids are handed out in commit order by the one writing connection.
+    pub fn outbox_max_id(&self) -> Result<i64> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let max: Option<i64> = conn.prepare_cached("SELECT max(id) FROM outbox")?.query_row([], |r| r.get(0))?;
+        Ok(max.unwrap_or(0))
+    }
+
+    /// Outputs of `endpoint` for sender `lane` (of `lanes`) with an id in `(after, upto]`, in id
+    /// order, at most `limit`. Lanes are computed from the stored hash, so a changed
+    /// `delivery.senders` still finds every row.
+    pub fn outbox_after(
+        &self,
+        lane: usize,
+        lanes: usize,
+        endpoint: &str,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn.prepare_cached(
             "SELECT id, endpoint, user_id, session_id, seq, body, not_before_ms, attempts
-             FROM outbox WHERE id > ?2 AND hash % ?4 = ?1 ORDER BY id LIMIT ?3",
+             FROM outbox WHERE id > ?2 AND id <= ?5 AND endpoint = ?6 AND hash % ?4 = ?1 ORDER BY id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![lane as i64, after, limit as i64, lanes as i64], |r| {
-            Ok(OutboxRow {
-                id: r.get(0)?,
-                key: key_from(r, 1)?,
-                seq: r.get(4)?,
-                body: r.get(5)?,
-                not_before_ms: r.get(6)?,
-                attempts: r.get(7)?,
-            })
-        })?;
+        let rows =
+            stmt.query_map(params![lane as i64, after, limit as i64, lanes as i64, upto, endpoint], outbox_row)?;
         rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
+    }
+
+    /// Outputs of one session with an id in `(after, upto]`, in id order, at most `limit`.
+    pub fn outbox_of_session(&self, key: &SessionKey, after: i64, upto: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, endpoint, user_id, session_id, seq, body, not_before_ms, attempts
+             FROM outbox WHERE hash = ?1 AND id > ?2 AND id <= ?3
+               AND endpoint = ?4 AND user_id = ?5 AND session_id = ?6 ORDER BY id LIMIT ?7",
+        )?;
+        let hash = crate::sender::lane_hash(key);
+        let rows = stmt.query_map(
+            params![hash, after, upto, key.endpoint, key.user_id, key.session_id, limit as i64],
+            outbox_row,
+        )?;
+        rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
+    }
+
+    /// Moves the outputs of endpoints that are no longer configured to the dead letters (they
+    /// can be replayed once the endpoint is back); returns how many.
+    pub fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let names = serde_json::to_string(endpoints).expect("strings serialize");
+        let unknown = "endpoint NOT IN (SELECT value FROM json_each(?1))";
+        let moved = tx.execute(
+            &format!(
+                "INSERT INTO deadletters (endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms)
+                 SELECT endpoint, user_id, session_id, seq, body, attempts, 'endpoint no longer configured', ?2
+                 FROM outbox WHERE {unknown} ORDER BY id"
+            ),
+            params![names, now_ms],
+        )?;
+        tx.execute(&format!("DELETE FROM outbox WHERE {unknown}"), [names])?;
+        tx.commit()?;
+        Ok(moved)
     }
 
     /// Removes delivered outputs, in one transaction.
@@ -554,7 +623,17 @@ impl Store {
             .prepare_cached("SELECT endpoint, user_id, session_id, seq, body FROM deadletters WHERE id = ?1")?
             .query_row([id], |r| Ok((key_from(r, 0)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)))
             .optional()?;
-        let Some((key, seq, body)) = row else { return Ok(false) };
+        let Some((key, dead_seq, body)) = row else { return Ok(false) };
+        // A replay is a new output at the end of the session: the next Seq (so that Seq keeps
+        // increasing, and a new webhook-id), not the old one.
+        let seq: i64 = tx
+            .prepare_cached(
+                "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
+                 VALUES (?1, ?2, ?3, '', ?4 + 1, 0, ?5)
+                 ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET seq = seq + 1
+                 RETURNING seq",
+            )?
+            .query_row(params![key.endpoint, key.user_id, key.session_id, dead_seq, now_ms], |r| r.get(0))?;
         tx.prepare_cached(
             "INSERT INTO outbox (hash, endpoint, user_id, session_id, seq, body, not_before_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -599,7 +678,13 @@ impl Store {
     pub fn expire_sessions(&self, before_ms: i64) -> Result<usize> {
         let conn = self.lock();
         conn.execute("DELETE FROM transcripts WHERE at_ms < ?1", [before_ms])?;
-        Ok(conn.execute("DELETE FROM sessions WHERE updated_ms < ?1", [before_ms])?)
+        // The row stays, with only its output counter: a session id used again later goes on
+        // numbering where it stopped, so receivers that drop outputs by Seq or webhook-id as
+        // duplicates do not drop the new conversation's outputs.
+        Ok(conn.execute(
+            "UPDATE sessions SET state = '', messages = 0 WHERE updated_ms < ?1 AND state != ''",
+            [before_ms],
+        )?)
     }
 
     /// The transcript of a session, oldest first.
@@ -625,6 +710,17 @@ impl Store {
     pub fn writable(&self) -> bool {
         self.lock().execute_batch("BEGIN IMMEDIATE; COMMIT;").is_ok()
     }
+}
+
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        key: key_from(r, 1)?,
+        seq: r.get(4)?,
+        body: r.get(5)?,
+        not_before_ms: r.get(6)?,
+        attempts: r.get(7)?,
+    })
 }
 
 fn key_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SessionKey> {
@@ -672,6 +768,7 @@ mod tests {
                 now_ms,
                 checkpoint: None,
                 transcript: &[],
+                loaded_messages: 0,
             })
             .unwrap();
     }
@@ -683,7 +780,7 @@ mod tests {
         assert_eq!(store.pending_inbox().unwrap(), vec![(id, key())]);
         commit(&store, id, &["a", "b"], 1);
         assert!(store.pending_inbox().unwrap().is_empty());
-        let rows = store.outbox_after(0, 1, 0, 10).unwrap();
+        let rows = store.outbox_after(0, 1, &key().endpoint, 0, i64::MAX, 10).unwrap();
         assert_eq!(rows.iter().map(|r| (r.seq, r.body.as_str())).collect::<Vec<_>>(), vec![(1, "a"), (2, "b")]);
         assert_eq!(store.session(&key()).unwrap().unwrap().seq, 2);
         std::fs::remove_dir_all(dir).unwrap();
@@ -694,11 +791,11 @@ mod tests {
         let (store, dir) = temp_store("ids");
         let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
         commit(&store, id, &["a"], 1);
-        let first = store.outbox_after(0, 1, 0, 10).unwrap()[0].id;
+        let first = store.outbox_after(0, 1, &key().endpoint, 0, i64::MAX, 10).unwrap()[0].id;
         store.delivered(&[first]).unwrap();
         let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
         commit(&store, id, &["b"], 1);
-        let rows = store.outbox_after(0, 1, first, 10).unwrap();
+        let rows = store.outbox_after(0, 1, &key().endpoint, first, i64::MAX, 10).unwrap();
         assert_eq!(rows.len(), 1, "the new output has an id above the delivered one");
         assert_eq!(rows[0].seq, 2);
         std::fs::remove_dir_all(dir).unwrap();
@@ -709,19 +806,19 @@ mod tests {
         let (store, dir) = temp_store("dead");
         let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
         commit(&store, id, &["a"], 1);
-        let out = store.outbox_after(0, 1, 0, 10).unwrap()[0].id;
+        let out = store.outbox_after(0, 1, &key().endpoint, 0, i64::MAX, 10).unwrap()[0].id;
         store.dead(out, 3, "HTTP 400", 5).unwrap();
         assert_eq!(store.outbox_len().unwrap(), 0);
         let dead = store.dead_letters().unwrap();
         assert_eq!((dead[0].attempts, dead[0].last_error.as_str(), dead[0].body.as_str()), (3, "HTTP 400", "a"));
         assert!(store.replay_dead_letter(dead[0].id, 6).unwrap());
         assert!(!store.replay_dead_letter(dead[0].id, 6).unwrap());
-        assert_eq!(store.outbox_after(0, 1, out, 10).unwrap()[0].body, "a");
+        assert_eq!(store.outbox_after(0, 1, &key().endpoint, out, i64::MAX, 10).unwrap()[0].body, "a");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
-    fn forgetting_a_session_keeps_its_output_counter_and_expiry_removes_it() {
+    fn forgetting_or_expiring_a_session_keeps_its_output_counter() {
         let (store, dir) = temp_store("forget");
         let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
         commit(&store, id, &["a"], 1_000);
@@ -729,9 +826,17 @@ mod tests {
         assert!(!store.delete_session(&key()).unwrap());
         let row = store.session(&key()).unwrap().unwrap();
         assert_eq!((row.state.as_str(), row.seq), ("", 1));
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["b"], 1_000);
         assert_eq!(store.expire_sessions(500).unwrap(), 0);
         assert_eq!(store.expire_sessions(2_000).unwrap(), 1);
-        assert!(store.session(&key()).unwrap().is_none());
+        assert_eq!(store.expire_sessions(2_000).unwrap(), 0, "already forgotten");
+        let row = store.session(&key()).unwrap().unwrap();
+        assert_eq!((row.state.as_str(), row.seq, row.messages), ("", 2, 0));
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["c"], 3_000);
+        let last = store.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap().pop().unwrap();
+        assert_eq!((last.body.as_str(), last.seq), ("c", 3), "numbering goes on after expiry");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -741,9 +846,87 @@ mod tests {
         let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
         commit(&store, id, &["a"], 1);
         // lane_hash 7: lane 1 of 2, lane 3 of 4.
-        assert_eq!(store.outbox_after(1, 2, 0, 10).unwrap().len(), 1);
-        assert_eq!(store.outbox_after(0, 2, 0, 10).unwrap().len(), 0);
-        assert_eq!(store.outbox_after(3, 4, 0, 10).unwrap().len(), 1);
+        assert_eq!(store.outbox_after(1, 2, &key().endpoint, 0, i64::MAX, 10).unwrap().len(), 1);
+        assert_eq!(store.outbox_after(0, 2, &key().endpoint, 0, i64::MAX, 10).unwrap().len(), 0);
+        assert_eq!(store.outbox_after(3, 4, &key().endpoint, 0, i64::MAX, 10).unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reads_by_endpoint_and_session_stay_within_their_bounds() {
+        let (store, dir) = temp_store("bounds");
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["a", "b", "c"], 1);
+        let max = store.outbox_max_id().unwrap();
+        let all = store.outbox_after(0, 1, "e", 0, max, 10).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(store.outbox_after(0, 1, "other", 0, max, 10).unwrap().is_empty());
+        assert_eq!(store.outbox_after(0, 1, "e", 0, all[1].id, 10).unwrap().len(), 2, "upto is inclusive");
+        // The session read looks rows up by the key's own hash, as the writer stores it.
+        let conn = store.lock();
+        conn.execute("UPDATE outbox SET hash = ?1", [crate::sender::lane_hash(&key())]).unwrap();
+        drop(conn);
+        let rest = store.outbox_of_session(&key(), all[0].id, max, 10).unwrap();
+        assert_eq!(rest.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(store.outbox_of_session(&key(), all[0].id, all[1].id, 10).unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn outputs_of_unconfigured_endpoints_become_dead_letters() {
+        let (store, dir) = temp_store("unconfigured");
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["a"], 1);
+        assert_eq!(store.dead_unconfigured(&["e"], 9).unwrap(), 0);
+        assert_eq!(store.dead_unconfigured(&["x", "y"], 9).unwrap(), 1);
+        assert_eq!(store.outbox_len().unwrap(), 0);
+        let dead = store.dead_letters().unwrap();
+        assert_eq!((dead[0].last_error.as_str(), dead[0].died_at_ms), ("endpoint no longer configured", 9));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_turn_that_ends_after_its_session_was_forgotten_keeps_it_forgotten() {
+        let (store, dir) = temp_store("forgotten-mid-turn");
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["a"], 1);
+        // The next turn reads the session (1 message), then an admin DELETE forgets it.
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        assert!(store.delete_session(&key()).unwrap());
+        let session = SessionRow { state: "{\"context\":{\"x\":1}}".into(), seq: 0, messages: 2, updated_ms: 0 };
+        let outputs = [NewOutput { body: "b".into(), not_before_ms: 0 }];
+        store
+            .commit_turn(&TurnCommit {
+                inbox_id: id,
+                key: &key(),
+                session: Some(&session),
+                profile: None,
+                outputs: &outputs,
+                lane_hash: 7,
+                now_ms: 2,
+                checkpoint: None,
+                transcript: &[],
+                loaded_messages: 1,
+            })
+            .unwrap();
+        let row = store.session(&key()).unwrap().unwrap();
+        assert_eq!((row.state.as_str(), row.seq, row.messages), ("", 2, 0), "state dropped, output numbered");
+        assert_eq!(store.outbox_len().unwrap(), 2, "the turn's output is kept");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_replayed_dead_letter_gets_the_next_seq_of_its_session() {
+        let (store, dir) = temp_store("replay-seq");
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        commit(&store, id, &["a", "b"], 1);
+        let first = store.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap()[0].id;
+        store.dead(first, 1, "HTTP 400", 2).unwrap();
+        let dead = store.dead_letters().unwrap();
+        assert!(store.replay_dead_letter(dead[0].id, 3).unwrap());
+        let rows = store.outbox_after(0, 1, "e", first, i64::MAX, 10).unwrap();
+        assert_eq!(rows.iter().map(|r| (r.body.as_str(), r.seq)).collect::<Vec<_>>(), [("b", 2), ("a", 3)]);
+        assert_eq!(store.session(&key()).unwrap().unwrap().seq, 3);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

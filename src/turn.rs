@@ -76,6 +76,8 @@ struct Conversation<'a> {
     profile: Value,
     profile_before: Value,
     messages: i64,
+    /// The session's message count as read (see `TurnRecord::loaded_messages`).
+    loaded_messages: i64,
     lane: u32,
     /// Whether the user's line went into the transcript already.
     logged_input: bool,
@@ -131,6 +133,7 @@ fn drop_message(row: &InboxRow) -> TurnRecord {
         lane_hash: 0,
         now_ms: now_ms(),
         transcript: vec![],
+        loaded_messages: 0,
     }
 }
 
@@ -171,6 +174,7 @@ impl<'a> Conversation<'a> {
             profile_before: profile.clone(),
             profile,
             messages,
+            loaded_messages: session.messages,
             lane: crate::sender::lane_hash(&row.key),
             logged_input: row.resume.is_some(),
         }
@@ -305,6 +309,7 @@ impl<'a> Conversation<'a> {
             lane_hash: self.lane,
             now_ms: now,
             transcript,
+            loaded_messages: self.loaded_messages,
         }
     }
 
@@ -336,6 +341,7 @@ impl<'a> Conversation<'a> {
             lane_hash: self.lane,
             now_ms: now,
             transcript,
+            loaded_messages: self.loaded_messages,
         }
     }
 

@@ -112,3 +112,38 @@ fn the_test_route_runs_the_flow_with_test_mode() {
         post_json(&app.url("/test/no-such-token-123"), &json!({"userId": "u", "sessionId": "s", "text": "c"}));
     assert_error(status, &answer, 404, "unknown_endpoint");
 }
+
+/// Sets `context.last`, calls `api` (a checkpoint: the turn is running while the call is held),
+/// then says "done <text>".
+fn held_call_flow(api: &str) -> Value {
+    json!({ "name": "held", "nodes": [
+        { "type": "setContext", "key": "last", "value": "{{input.text}}" },
+        { "type": "http", "method": "GET", "url": api, "contextKey": "api", "timeoutMs": 30000 },
+        { "type": "say", "text": "done {{input.text}}" }
+    ]})
+}
+
+#[test]
+fn a_session_forgotten_while_its_message_runs_stays_forgotten() {
+    let sink = Sink::new();
+    let api = Sink::new();
+    let app = App::start("forget-mid-turn", &config(&sink.url), &[("flow.json", &held_call_flow(&api.url))]);
+    app.send("u", "s", "m1");
+    assert_eq!(sink.recv(WAIT).text(), "done m1");
+    api.recv(WAIT);
+    api.hold();
+    app.send("u", "s", "m2");
+    // The second turn is in its http call, its state so far committed at the checkpoint.
+    api.recv(WAIT);
+    let r = request("DELETE", &session_url(&app, "u", "s"), None, &[("X-API-Key", ADMIN_KEY)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    api.release();
+    let h = sink.recv(WAIT);
+    assert_eq!((h.text(), h.seq()), ("done m2", 2), "the running turn's output still goes out");
+    let s = admin_get(&session_url(&app, "u", "s"));
+    assert_eq!(s.status, 404, "the end of the turn brought the forgotten session back: {}", s.body);
+    app.send("u", "s", "m3");
+    let h = sink.recv(WAIT);
+    assert_eq!((h.text(), h.seq()), ("done m3", 3));
+    assert_eq!(admin_get(&session_url(&app, "u", "s")).json()["messageCount"], 1, "a fresh session");
+}

@@ -81,9 +81,13 @@ fn a_4xx_answer_makes_a_dead_letter_that_can_be_replayed() {
     let r = request("POST", &replay, None, &[("X-API-Key", ADMIN_KEY)]);
     assert_eq!(r.status, 200, "{}", r.body);
 
+    // The same output again, as the session's next output: Seq keeps increasing, so receivers
+    // that drop outputs with a Seq they have seen do not drop the replay.
     let h = sink.recv(WAIT);
-    assert_eq!((h.seq(), h.answered), (1, 200));
+    assert_eq!((h.seq(), h.answered), (3, 200));
     assert_eq!(h.raw, hits[0].raw, "the replay sends the same output again");
+    app.send("u", "s", "next");
+    assert_eq!(sink.recv(WAIT).seq(), 4);
 
     let r = request("POST", &app.url("/api/deadletters/987654/replay"), None, &[("X-API-Key", ADMIN_KEY)]);
     assert_eq!(r.status, 404, "{}", r.body);
@@ -122,4 +126,87 @@ fn one_sessions_retries_do_not_hold_up_another_session() {
     // ...and the retry of the first still comes, later.
     let retry = sink.recv(WAIT);
     assert_eq!((retry.session_id(), retry.seq(), retry.answered), ("stuck", 1, 200));
+}
+
+/// A Flow that says `data.n` numbered outputs in one turn.
+fn burst_flow() -> Value {
+    json!({ "name": "burst", "nodes": [
+        { "type": "code", "code": "for (let i = 0; i < input.data.n; i++) api.say('o' + i);" }
+    ] })
+}
+
+/// Waits until every accepted message has run its turn (the outputs are in the outbox).
+fn wait_for_turns(app: &App) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let m = admin_get(&app.url("/metrics")).body;
+        if m.lines().any(|l| l == "hookflow_inbound_queue_depth 0") {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the turns did not finish:\n{m}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_down_target_with_a_long_backlog_does_not_hold_up_other_endpoints() {
+    let sink = Sink::new();
+    let mut cfg = config(&sink.url);
+    // Nothing listens there: every attempt fails, and the next is a minute away.
+    let down = format!("http://127.0.0.1:{}/hook", free_port());
+    cfg["delivery"]["retrySchedule"] = json!([60]);
+    let mut other = endpoint("down", "down-token-0123456789", &down);
+    other["flow"] = json!("burst.json");
+    cfg["endpoints"].as_array_mut().unwrap().push(other);
+    let app = App::start("down-backlog", &cfg, &[("flow.json", &echo_flow()), ("burst.json", &burst_flow())]);
+    // More rows than a sender keeps in memory (4096), over more sessions than it keeps per
+    // session (64 rows each): only the per-endpoint share lets the other endpoint through.
+    for s in 0..100 {
+        let msg = json!({ "userId": "u", "sessionId": format!("s{s}"), "data": { "n": 50 } });
+        send_to(&app.url("/down-token-0123456789"), &msg);
+    }
+    wait_for_turns(&app);
+    app.send("u", "healthy", "still delivered");
+    let hit = sink.recv(WAIT);
+    assert_eq!((hit.session_id(), hit.text()), ("healthy", "still delivered"));
+}
+
+#[test]
+fn a_session_with_a_long_backlog_and_a_failing_head_does_not_hold_up_other_sessions() {
+    let sink = Sink::new();
+    let mut cfg = config(&sink.url);
+    cfg["delivery"]["retrySchedule"] = json!([60]);
+    cfg["endpoints"][0]["flow"] = json!("burst.json");
+    let app = App::start("session-backlog", &cfg, &[("burst.json", &burst_flow())]);
+    sink.script(&[503]);
+    send_to(&app.msg_url(), &json!({ "userId": "u", "sessionId": "flood", "data": { "n": 5000 } }));
+    let first = sink.recv(WAIT);
+    assert_eq!((first.session_id(), first.text(), first.answered), ("flood", "o0", 503));
+    send_to(&app.msg_url(), &json!({ "userId": "u", "sessionId": "free", "data": { "n": 1 } }));
+    let hit = sink.recv(WAIT);
+    assert_eq!((hit.session_id(), hit.text(), hit.answered), ("free", "o0", 200));
+}
+
+#[test]
+fn a_session_longer_than_the_memory_window_is_delivered_whole_and_in_order() {
+    let sink = Sink::new();
+    let mut cfg = config(&sink.url);
+    cfg["endpoints"][0]["flow"] = json!("burst.json");
+    let app = App::start("session-spill", &cfg, &[("burst.json", &burst_flow())]);
+    // 300 outputs: read back from the store in several rounds of 64, interleaved with another
+    // session's outputs, and a failed attempt in the middle.
+    sink.script(&[200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 500]);
+    send_to(&app.msg_url(), &json!({ "userId": "u", "sessionId": "long", "data": { "n": 300 } }));
+    send_to(&app.msg_url(), &json!({ "userId": "u", "sessionId": "short", "data": { "n": 100 } }));
+    let hits = sink.recv_n(401, WAIT);
+    for session in ["long", "short"] {
+        let got: Vec<(u64, String)> = hits
+            .iter()
+            .filter(|h| h.session_id() == session && h.answered == 200)
+            .map(|h| (h.seq(), h.text().to_owned()))
+            .collect();
+        let n = if session == "long" { 300 } else { 100 };
+        let want: Vec<(u64, String)> = (0..n).map(|i| (i as u64 + 1, format!("o{i}"))).collect();
+        assert_eq!(got, want, "session {session}");
+    }
 }
