@@ -44,6 +44,9 @@ const DOWN_AFTER: usize = 3;
 /// Delivered outputs removed from the store in one transaction. Until they are, a crash would
 /// send them again (at-least-once); batching keeps one commit per batch, not per POST.
 const DELETE_BATCH: usize = 64;
+/// Longest wait a `Retry-After` can ask for: a receiver's typo (or a date years ahead) must not
+/// park a session for good. The retry schedule still applies; this only caps the header.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Longest body read back from a webhook answer (it is only logged).
 const MAX_ANSWER_BYTES: u64 = 16 * 1024;
 
@@ -522,13 +525,17 @@ fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
 }
 
 /// `Retry-After` as delta seconds or as an HTTP-date (RFC 9110 §10.2.3), as a wait from `now_ms`.
+/// Capped at `MAX_RETRY_AFTER`.
 fn parse_retry_after(v: &str, now_ms: i64) -> Option<Duration> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at_ms = crate::util::parse_http_date(v)? * 1000;
-    Some(Duration::from_millis((at_ms - now_ms).max(0) as u64))
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at_ms = crate::util::parse_http_date(v)?.saturating_mul(1000);
+            Duration::from_millis(at_ms.saturating_sub(now_ms).max(0) as u64)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// The stop signal of a lane: send the drain deadline.
@@ -559,6 +566,9 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 10_000), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", 0), None);
+        // Huge values are capped, not overflowed into a due time in the past.
+        assert_eq!(parse_retry_after("18446744073709551615", 0), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", 0), Some(MAX_RETRY_AFTER));
     }
 
     #[test]
