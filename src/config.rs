@@ -23,6 +23,9 @@ use sha2::{Digest as _, Sha256};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 65_536;
 /// Default number of queued messages before 503 `overloaded`.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+/// Largest `limits.queueCapacity`: far beyond what a small machine runs through before clients
+/// give up, and small enough that counts of queued messages cannot overflow.
+pub const MAX_QUEUE_CAPACITY: u64 = 10_000_000;
 /// Default cap on Flow nodes run in one turn.
 pub const DEFAULT_MAX_NODES_PER_TURN: u32 = 1000;
 /// Default JS time limit per script call.
@@ -548,7 +551,7 @@ impl Loader<'_> {
         let script_ms = self.opt_int(&o, "scriptTimeoutMs", DEFAULT_SCRIPT_TIMEOUT_MS, MILLIS);
         Limits {
             max_body_bytes: self.opt_usize(&o, "maxBodyBytes", DEFAULT_MAX_BODY_BYTES, usize_max),
-            queue_capacity: self.opt_usize(&o, "queueCapacity", DEFAULT_QUEUE_CAPACITY, usize_max),
+            queue_capacity: self.opt_usize(&o, "queueCapacity", DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY),
             max_nodes_per_turn: self
                 .opt(&o, "maxNodesPerTurn", |l, p, v| l.integer(p, v, 1..=u32::MAX.into()))
                 .map_or(DEFAULT_MAX_NODES_PER_TURN, |n| n as u32),
@@ -1431,7 +1434,8 @@ mod tests {
             (r#""adminKeys": "sha256:00""#, "", "adminKeys", "expected an array, got a string"),
             (r#""workers": 5000"#, "", "workers", "expected an integer from 0 to 1024, got 5000"),
             (r#""limits": {"maxBodyBytes": 0}"#, "", "limits.maxBodyBytes", "expected a positive integer, got 0"),
-            (r#""limits": {"queueCapacity": 1.5}"#, "", "limits.queueCapacity", "expected a positive integer, got 1.5"),
+            (r#""limits": {"queueCapacity": 1.5}"#, "", "limits.queueCapacity", "expected an integer from 1 to 10000000, got 1.5"),
+            (r#""limits": {"queueCapacity": 10000001}"#, "", "limits.queueCapacity", "from 1 to 10000000, got 10000001"),
             (r#""limits": {"maxNodesPerTurn": "9"}"#, "", "limits.maxNodesPerTurn", "got a string"),
             (r#""durability": "fsync""#, "", "durability", r#"expected "normal" or "full", got "fsync""#),
             (r#""sessions": {"ttlSeconds": 0}"#, "", "sessions.ttlSeconds", "expected an integer from 1 to"),

@@ -140,9 +140,7 @@ impl Service {
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
         let (writer, writer_rx) = Writer::new();
         let shared = Arc::new(Shared {
-            // A store from a run with a larger queueCapacity may hold more than this one allows;
-            // every stored message must still fit in the scheduler.
-            sched: Scheduler::new(config.limits.queue_capacity.max(pending.len()), workers),
+            sched: Scheduler::new(),
             writer,
             http_agent: crate::http_node::agent(tls.clone()),
             tls,

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::service::Shared;
 use crate::store::SessionKey;
@@ -43,10 +43,12 @@ struct Sched {
 }
 
 impl Scheduler {
-    pub(crate) fn new(capacity: usize, workers: usize) -> Scheduler {
-        // A session is in the FIFO at most once and has at least one queued message, so
-        // capacity + one Stop per worker always fits: sending never blocks.
-        let (ready_tx, ready_rx) = bounded(capacity + workers + 1);
+    pub(crate) fn new() -> Scheduler {
+        // A session is in the FIFO at most once and has at least one queued message, so the
+        // FIFO is bounded by `limits.queueCapacity` (the writer refuses beyond it) plus one Stop
+        // per worker. Unbounded rather than `bounded(capacity)`, which would allocate every
+        // slot of a large capacity up front.
+        let (ready_tx, ready_rx) = unbounded();
         Scheduler { state: Mutex::default(), ready_tx, ready_rx }
     }
 
