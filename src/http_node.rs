@@ -57,6 +57,11 @@ fn send(agent: &ureq::Agent, call: &HttpCall) -> Result<Value, String> {
     }
     let bytes = resp.body_mut().with_config().limit(MAX_BODY_BYTES).read_to_vec().map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+    // Kept as text when it is not JSON, or nests so deeply that the session could not be read
+    // back (see `wire::MAX_DATA_DEPTH`).
+    let body = match serde_json::from_str::<Value>(&text) {
+        Ok(v) if crate::util::depth(&v) <= crate::wire::MAX_DATA_DEPTH => v,
+        _ => Value::String(text),
+    };
     Ok(json!({ "status": status, "headers": headers, "body": body }))
 }

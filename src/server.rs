@@ -264,6 +264,9 @@ fn accept_inner(
                     &format!("the body is not valid JSON (line {}, column {}): {e}", e.line(), e.column()),
                 )
             })?;
+            if !v.is_object() {
+                return Err(Reply::error(400, "invalid_json", "the body must be a JSON object"));
+            }
             let Some(t) = v.get("URLToken").and_then(Value::as_str) else {
                 return Err(Reply::error(400, "invalid_request", "\"URLToken\" is required on this route"));
             };

@@ -24,6 +24,9 @@ use crate::transform::Outcome;
 use crate::util::{now_ms, shown};
 use crate::wire::{Accepted, AiOutput, OutputPayload, output_body};
 
+/// Deepest nesting kept in `context` and `profile` (see `record`).
+const MAX_STATE_DEPTH: usize = 100;
+
 /// A worker's script engine, created on first use: Flows made only of paths never pay for one.
 pub(crate) struct LazyEngine {
     limits: crate::script::Limits,
@@ -101,14 +104,17 @@ pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Resul
             return Ok(Some(drop_message(&row)));
         }
     };
-    if row.kind == JobKind::Notify {
-        let data = acc.data.clone().map(Value::Object).unwrap_or_else(|| json!({}));
-        let o = Output { text: acc.text.clone().unwrap_or_default(), data, delay_ms: 0 };
-        let conv = Conversation::new(shared, &row, ep, acc, session, profile);
-        return Ok(Some(conv.notify_record(engine, &o)));
-    }
-    let mut conv = Conversation::new(shared, &row, ep, acc, session, profile);
-    let outcome = catch_unwind(AssertUnwindSafe(|| conv.run(engine)));
+    // A notify runs the output transformer, which may panic too: both are inside the guard.
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let notify = row.kind == JobKind::Notify;
+        let mut conv = Conversation::new(shared, &row, ep, acc, session, profile);
+        if notify {
+            let data = conv.acc.data.clone().map(Value::Object).unwrap_or_else(|| json!({}));
+            let o = Output { text: conv.acc.text.clone().unwrap_or_default(), data, delay_ms: 0 };
+            return Ok(conv.notify_record(engine, &o));
+        }
+        conv.run(engine)
+    }));
     let result = match outcome {
         Ok(r) => r,
         Err(_) => {
@@ -250,13 +256,15 @@ impl<'a> Conversation<'a> {
     /// The exact body POSTed for an output: the standard payload, or what the output
     /// transformer made of it; `None` when the transformer drops the output.
     fn body(&self, engine: &mut LazyEngine, o: &Output) -> Option<String> {
-        let standard = self.standard_body(o);
         let Some(code) = self.shared.transformers.get(&self.ep.name).filter(|c| c.settings.output) else {
-            return Some(standard);
+            return Some(output_body(&self.standard_payload(o)));
         };
+        let payload = self.standard_payload(o);
+        let standard = output_body(&payload);
+        let processed = serde_json::to_value(&payload).expect("output payloads are plain JSON values");
         let arg = json!({
             "output": { "text": o.text, "data": o.data },
-            "processedOutput": serde_json::from_str::<Value>(&standard).expect("we just wrote it"),
+            "processedOutput": processed,
             "endpoint": crate::transform::endpoint_arg(self.ep),
             "userId": self.row.key.user_id,
             "sessionId": self.row.key.session_id,
@@ -272,8 +280,8 @@ impl<'a> Conversation<'a> {
         }
     }
 
-    fn standard_body(&self, o: &Output) -> String {
-        output_body(&OutputPayload {
+    fn standard_payload<'o>(&'o self, o: &'o Output) -> OutputPayload<'o> {
+        OutputPayload {
             user_id: &self.row.key.user_id,
             session_id: &self.row.key.session_id,
             ai_output: AiOutput {
@@ -283,7 +291,7 @@ impl<'a> Conversation<'a> {
                 disable_sensitive_logging: self.ep.data_protection.mask_logging,
                 source: "bot",
             },
-        })
+        }
     }
 
     /// Commits the session, profile and outputs so far; `resume` keeps the message for a
@@ -296,6 +304,16 @@ impl<'a> Conversation<'a> {
             .filter_map(|o| Some(NewOutput { body: self.body(engine, o)?, not_before_ms: now + o.delay_ms as i64 }))
             .collect();
         let transcript = self.transcript(outputs, now);
+        // The stored state must stay readable (serde_json reads 128 levels at most); a Code node
+        // can build deeper values.
+        for (what, v) in [("context", &mut self.state.context), ("profile", &mut self.profile)] {
+            if crate::util::prune_depth(v, MAX_STATE_DEPTH) {
+                log::warn!(
+                    "{}: {what} nested deeper than {MAX_STATE_DEPTH} levels; the deeper part is set to null",
+                    self.ep.name
+                );
+            }
+        }
         let state = serde_json::to_string(&self.state).expect("session state is plain JSON");
         let keep = self.ep.data_protection.contact_profiles;
         let profile = (keep && self.profile != self.profile_before).then(|| self.profile.to_string());

@@ -81,6 +81,31 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The JSON type of a value, for "expected ..., got a number" in error messages.
+/// How deeply a JSON value nests (a scalar is 1). Values here come from serde_json, whose
+/// parser stops at 128 levels, so the recursion is bounded.
+pub fn depth(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    1 + match v {
+        Value::Array(a) => a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Replaces whatever nests deeper than `max` levels with `null`; true if anything was.
+pub fn prune_depth(v: &mut serde_json::Value, max: usize) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Array(_) | Value::Object(_) if max <= 1 => {
+            *v = Value::Null;
+            true
+        }
+        Value::Array(a) => a.iter_mut().fold(false, |cut, x| prune_depth(x, max - 1) | cut),
+        Value::Object(o) => o.values_mut().fold(false, |cut, x| prune_depth(x, max - 1) | cut),
+        _ => false,
+    }
+}
+
 pub fn kind_of(v: &serde_json::Value) -> &'static str {
     use serde_json::Value;
     match v {
@@ -129,6 +154,16 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depth_counts_levels_and_prune_cuts_below_the_limit() {
+        let mut v = serde_json::json!({"a": [1, {"b": {"c": 2}}], "d": 3});
+        assert_eq!(depth(&v), 5);
+        assert!(!prune_depth(&mut v, 5));
+        assert!(prune_depth(&mut v, 4));
+        assert_eq!(v, serde_json::json!({"a": [1, {"b": null}], "d": 3}));
+        assert_eq!(depth(&serde_json::json!(1)), 1);
+    }
 
     #[test]
     fn suggestions_pick_the_nearest_known_word() {

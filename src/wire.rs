@@ -9,6 +9,10 @@ use serde_json::{Map, Value};
 pub const MAX_ID_CHARS: usize = 256;
 /// Longest `text`, in characters.
 pub const MAX_TEXT_CHARS: usize = 10_000;
+/// Deepest nesting of `data`. The session state, the resume record of a checkpoint and the
+/// transcript wrap `data` in a few more levels, and serde_json reads at most 128: a deeper
+/// `data` would be accepted and then make the session unreadable.
+pub const MAX_DATA_DEPTH: usize = 64;
 
 /// A validated inbound message body.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +57,14 @@ pub fn parse_inbound(body: &[u8]) -> Result<Inbound, BodyError> {
     };
     let data = match m.remove("data") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(d)) => Some(d),
+        Some(Value::Object(d)) => {
+            let d = Value::Object(d);
+            if crate::util::depth(&d) > MAX_DATA_DEPTH {
+                return Err(invalid(format!("\"data\" is nested deeper than {MAX_DATA_DEPTH} levels")));
+            }
+            let Value::Object(d) = d else { unreachable!("checked above") };
+            Some(d)
+        }
         Some(_) => return Err(invalid("\"data\" must be a JSON object")),
     };
     if data.is_none() && text.as_deref().is_none_or(str::is_empty) {

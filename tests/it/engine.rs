@@ -714,3 +714,42 @@ fn code_nodes_have_no_require_fetch_process_std_or_os() {
     );
     assert_eq!(hits[2].text(), "error=");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Deeply nested values stay out of the stored session
+
+/// `{"a": {"a": ... 1}}` with `levels` objects.
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }))
+}
+
+#[test]
+fn a_code_node_building_a_very_deep_context_value_does_not_make_the_session_unreadable() {
+    let code = "if (input.text === 'deep') { let o = 1; for (let i = 0; i < 126; i++) o = { a: o }; context.deep = o; }
+                context.n = (context.n || 0) + 1;";
+    let f = flow(json!([{ "type": "code", "code": code }, say("n={{context.n}}")]));
+    let bot = Bot::start("deep-context-126", &[("flow.json", &f)], |_| {});
+    bot.text("u", "s", "deep");
+    bot.expect1("s", "n=1");
+    bot.text("u", "s", "again");
+    bot.expect1("s", "n=2");
+    let deep = &bot.session("u", "s")["context"]["deep"];
+    assert!(deep["a"]["a"]["a"].is_object(), "the shallow part is kept: {deep}");
+}
+
+#[test]
+fn an_http_answer_nested_too_deeply_is_kept_as_text() {
+    let mock = Mock::new(|_| MockReply::json(200, nested(100)));
+    let f = flow(json!([
+        { "type": "code", "code": "context.n = (context.n || 0) + 1;" },
+        { "type": "http", "method": "GET", "url": mock.url("/deep"), "contextKey": "api" },
+        say("n={{context.n}} {{context.api.status}}")
+    ]));
+    let bot = Bot::start("deep-answer", &[("flow.json", &f)], |_| {});
+    bot.text("u", "s", "one");
+    bot.expect1("s", "n=1 200");
+    bot.text("u", "s", "two");
+    bot.expect1("s", "n=2 200");
+    let body = &bot.session("u", "s")["context"]["api"]["body"];
+    assert!(body.as_str().is_some_and(|t| t.starts_with("{\"a\":{\"a\":")), "the body as text: {body}");
+}

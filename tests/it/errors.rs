@@ -232,3 +232,32 @@ fn a_full_queue_is_503_overloaded_with_retry_after() {
     let hits = sink.recv_n(2, WAIT);
     assert_eq!(hits.iter().map(|h| (h.seq(), h.text())).collect::<Vec<_>>(), [(1, "slow"), (2, "queued")]);
 }
+
+/// `{"a": {"a": ... 1}}` with `levels` objects.
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }))
+}
+
+#[test]
+fn data_nested_deeper_than_64_levels_is_invalid_request_and_64_levels_are_accepted() {
+    let sink = Sink::new();
+    let app = app("deep-data", &sink);
+    // Deeper data would be accepted and then make the session state unreadable.
+    let (status, answer) = post_json(&app.msg_url(), &json!({"userId": "u", "sessionId": "s", "data": nested(64)}));
+    let message = assert_error(status, &answer, 400, "invalid_request");
+    assert!(message.contains("\"data\"") && message.contains("64"), "{message}");
+    let accepted = json!({"userId": "u", "sessionId": "s", "text": "deep", "data": nested(63)});
+    send_to(&app.msg_url(), &accepted);
+    assert_eq!(sink.recv(WAIT).text(), "deep");
+}
+
+#[test]
+fn the_v2_routes_answer_invalid_json_for_a_body_that_is_not_an_object() {
+    let sink = Sink::new();
+    let app = app("v2-not-object", &sink);
+    let url = app.url("/new/v2.0/endpoint/inject");
+    for body in ["[]", "[{\"URLToken\": \"x\"}]", "7"] {
+        let (status, answer) = post(&url, body, &[("Content-Type", "application/json"), ("X-API-Key", ADMIN_KEY)]);
+        assert_error(status, &answer, 400, "invalid_json");
+    }
+}
