@@ -125,9 +125,11 @@ pub(crate) fn run(
         queues: HashMap::new(),
         ready: VecDeque::new(),
         timers: BinaryHeap::new(),
-        feeds: endpoints.iter().map(|e| (e.name.clone(), Feed { loaded: 0, in_memory: 0, more: true })).collect(),
+        feeds: endpoints.iter().map(|e| (e.name.clone(), Feed::default())).collect(),
+        // With more than 64 endpoints the window grows to 64 rows per endpoint.
         share: (WINDOW / endpoints.len().max(1)).max(SESSION_ROWS),
         in_memory: 0,
+        read_pause_until: Instant::now(),
         delivered: Vec::with_capacity(DELETE_BATCH),
         down: HashMap::new(),
         drain_until: None,
@@ -152,7 +154,10 @@ pub(crate) fn run(
             continue;
         }
         l.flush();
-        let wait = l.next_due().unwrap_or(Duration::from_secs(3600));
+        let mut wait = l.next_due().unwrap_or(Duration::from_secs(3600));
+        if l.read_pause_until > Instant::now() {
+            wait = wait.min(l.read_pause_until - Instant::now());
+        }
         let wait = l.drain_until.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
         select! {
             recv(wake) -> _ => l.feeds.values_mut().for_each(|f| f.more = true),
@@ -184,6 +189,8 @@ struct Lane<'a> {
     /// Most rows of one endpoint in memory.
     share: usize,
     in_memory: usize,
+    /// After a failed read of the store, reading waits until then (instead of spinning).
+    read_pause_until: Instant,
     /// Delivered outputs not yet removed from the store.
     delivered: Vec<i64>,
     /// Webhook URLs whose last attempt failed, with when they may be tried again.
@@ -210,6 +217,15 @@ struct Feed {
     in_memory: usize,
     /// New rows may be on disk (woken, or the share was full).
     more: bool,
+    /// Spilled sessions whose rows in memory are done, waiting for room in the share to be read
+    /// back; served before new rows, so that they cannot be crowded out.
+    waiting: VecDeque<SessionKey>,
+}
+
+impl Default for Feed {
+    fn default() -> Feed {
+        Feed { loaded: 0, in_memory: 0, more: true, waiting: VecDeque::new() }
+    }
 }
 
 /// A failing webhook target.
@@ -232,40 +248,47 @@ impl Lane<'_> {
     }
 
     fn more_on_disk(&self) -> bool {
-        self.feeds.values().any(|f| f.more && f.in_memory < self.share)
+        Instant::now() >= self.read_pause_until
+            && self.feeds.values().any(|f| (f.more || !f.waiting.is_empty()) && f.in_memory < self.share)
     }
 
-    /// Reads new outbox rows of every endpoint, up to its share of the window.
+    fn read_failed(&mut self, e: &crate::store::StoreError) {
+        log::error!("sender-{}: cannot read the outbox: {e}; trying again in 1s", self.lane);
+        self.read_pause_until = Instant::now() + Duration::from_secs(1);
+    }
+
+    /// Reads outbox rows of every endpoint up to its share of the window: first the rest of
+    /// spilled sessions, then new rows, until a read comes back short or the share is full (rows
+    /// of sessions at their `SESSION_ROWS` stay on disk, so one read may take in few).
     fn load(&mut self) {
         let shared = self.shared;
         let upto = match shared.store.outbox_max_id() {
             Ok(max) => max,
-            Err(e) => {
-                log::error!("sender-{}: cannot read the outbox: {e}", self.lane);
-                return;
-            }
+            Err(e) => return self.read_failed(&e),
         };
         let lanes = shared.config.delivery.senders;
         for ep in &shared.config.endpoints {
-            let feed = self.feeds.get_mut(&ep.name).expect("one feed per endpoint");
-            let room = self.share.saturating_sub(feed.in_memory);
-            if !feed.more || room == 0 {
-                continue;
+            if !self.serve_waiting(&ep.name) {
+                return;
             }
-            let rows = match shared.store.outbox_after(self.lane, lanes, &ep.name, feed.loaded, upto, room) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    log::error!("sender-{}: cannot read the outbox: {e}", self.lane);
-                    return;
+            loop {
+                let feed = self.feeds.get_mut(&ep.name).expect("one feed per endpoint");
+                let room = self.share.saturating_sub(feed.in_memory);
+                if !feed.more || room == 0 || !feed.waiting.is_empty() {
+                    break;
                 }
-            };
-            // A short read saw every row of the endpoint up to `upto`.
-            (feed.loaded, feed.more) = match rows.last() {
-                Some(last) if rows.len() == room => (last.id, true),
-                _ => (upto, false),
-            };
-            for row in rows {
-                self.admit(row);
+                let rows = match shared.store.outbox_after(self.lane, lanes, &ep.name, feed.loaded, upto, room) {
+                    Ok(rows) => rows,
+                    Err(e) => return self.read_failed(&e),
+                };
+                // A short read saw every row of the endpoint up to `upto`.
+                (feed.loaded, feed.more) = match rows.last() {
+                    Some(last) if rows.len() == room => (last.id, true),
+                    _ => (feed.loaded.max(upto), false),
+                };
+                for row in rows {
+                    self.admit(row);
+                }
             }
         }
     }
@@ -278,7 +301,9 @@ impl Lane<'_> {
             q.spilled = true;
             return;
         }
-        self.feeds.get_mut(&row.key.endpoint).expect("one feed per endpoint").in_memory += 1;
+        let feed = self.feeds.get_mut(&row.key.endpoint).expect("one feed per endpoint");
+        feed.in_memory += 1;
+        debug_assert!(feed.in_memory <= self.share, "endpoint {} is over its share", row.key.endpoint);
         self.in_memory += 1;
         q.rows.push_back(row);
         if q.rows.len() == 1 {
@@ -287,24 +312,44 @@ impl Lane<'_> {
         }
     }
 
-    /// Reads back the next rows of a spilled session whose rows in memory are done; false when
-    /// the store could not be read (the session is then tried again a second later).
-    fn refill(&mut self, key: &SessionKey) -> bool {
-        let loaded = self.feeds[&key.endpoint].loaded;
-        let q = self.queues.get_mut(key).expect("a spilled session keeps its queue");
-        match self.shared.store.outbox_of_session(key, q.last_id, loaded, SESSION_ROWS) {
-            Ok(rows) => {
-                q.spilled = rows.len() == SESSION_ROWS;
-                self.in_memory += rows.len();
-                self.feeds.get_mut(&key.endpoint).expect("one feed per endpoint").in_memory += rows.len();
-                q.rows.extend(rows);
-                true
-            }
-            Err(e) => {
-                log::error!("sender-{}: cannot read the outbox: {e}", self.lane);
-                self.timers.push(Reverse((now_ms() + 1000, key.clone())));
-                false
-            }
+    /// The memory bound: no endpoint holds more than its share.
+    fn check_bound(&self, endpoint: &str) {
+        debug_assert!(
+            self.feeds[endpoint].in_memory <= self.share,
+            "endpoint {endpoint} holds {} rows, over its share of {}",
+            self.feeds[endpoint].in_memory,
+            self.share
+        );
+    }
+
+    /// Reads back spilled sessions of `endpoint` while its share has room; false when the store
+    /// could not be read (they stay waiting).
+    fn serve_waiting(&mut self, endpoint: &str) -> bool {
+        loop {
+            let feed = &self.feeds[endpoint];
+            let room = self.share.saturating_sub(feed.in_memory);
+            let Some(key) = feed.waiting.front().filter(|_| room > 0).cloned() else { return true };
+            let limit = room.min(SESSION_ROWS);
+            let loaded = feed.loaded;
+            let q = self.queues.get_mut(&key).expect("a spilled session keeps its queue");
+            let rows = match self.shared.store.outbox_of_session(&key, q.last_id, loaded, limit) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.read_failed(&e);
+                    return false;
+                }
+            };
+            // A full read may have left more on disk; a short one took in everything up to the
+            // cursor, and what comes later arrives through the feed.
+            q.spilled = rows.len() == limit;
+            let n = rows.len();
+            q.rows.extend(rows);
+            self.in_memory += n;
+            let feed = self.feeds.get_mut(endpoint).expect("one feed per endpoint");
+            feed.in_memory += n;
+            feed.waiting.pop_front();
+            self.check_bound(endpoint);
+            self.after_change(key);
         }
     }
 
@@ -333,13 +378,6 @@ impl Lane<'_> {
 
     /// Sends the head output of `key` once and acts on the outcome.
     fn send_head(&mut self, key: SessionKey) {
-        if self.queues[&key].rows.is_empty() {
-            // A spilled session whose read-back failed: try it again.
-            if self.refill(&key) {
-                self.after_change(key);
-            }
-            return;
-        }
         let row = &self.queues[&key].rows[0];
         // Outputs of endpoints no longer configured were made dead letters at start-up.
         let ep = self.shared.config.endpoint_by_name(&key.endpoint).expect("feeds read configured endpoints only");
@@ -423,8 +461,11 @@ impl Lane<'_> {
             }
         }
         self.in_memory -= 1;
-        self.feeds.get_mut(&key.endpoint).expect("one feed per endpoint").in_memory -= 1;
-        if self.queues[&key].rows.is_empty() && self.queues[&key].spilled && !self.refill(&key) {
+        let feed = self.feeds.get_mut(&key.endpoint).expect("one feed per endpoint");
+        feed.in_memory -= 1;
+        if self.queues[&key].rows.is_empty() && self.queues[&key].spilled {
+            feed.waiting.push_back(key.clone());
+            self.serve_waiting(&key.endpoint);
             return;
         }
         self.after_change(key);
