@@ -6,7 +6,7 @@ use tiny_http::{Method, Request};
 
 use crate::server::{Reply, admin_ok, percent_decode};
 use crate::service::Shared;
-use crate::store::SessionKey;
+use crate::store::{Replay, SessionKey};
 use crate::util::now_ms;
 
 /// Routes `/api/{rest..}`.
@@ -135,12 +135,18 @@ fn replay(shared: &Shared, id: &str) -> Reply {
     let Ok(id) = id.parse::<i64>() else {
         return Reply::error(400, "invalid_request", "the dead letter id must be a number");
     };
-    match shared.store.replay_dead_letter(id, now_ms()) {
-        Ok(true) => {
+    let configured = |name: &str| shared.config.endpoint_by_name(name).is_some();
+    match shared.store.replay_dead_letter_if(id, now_ms(), configured) {
+        Ok(Replay::Queued) => {
             shared.senders.wake_all();
             Reply::json(200, json!({"status": "queued"}))
         }
-        Ok(false) => Reply::error(404, "unknown_dead_letter", "no dead letter has this id"),
+        Ok(Replay::Unknown) => Reply::error(404, "unknown_dead_letter", "no dead letter has this id"),
+        Ok(Replay::EndpointGone(name)) => Reply::error(
+            409,
+            "endpoint_not_configured",
+            &format!("the dead letter is for endpoint {name:?}, which is not in the config; add it back, then replay"),
+        ),
         Err(e) => store_error(e),
     }
 }

@@ -209,6 +209,16 @@ pub struct TranscriptLine {
     pub at_ms: i64,
 }
 
+/// What a dead-letter replay did.
+#[derive(Debug, PartialEq)]
+pub enum Replay {
+    Queued,
+    /// No dead letter has this id.
+    Unknown,
+    /// Its endpoint (named) is not configured: no sender would read it.
+    EndpointGone(String),
+}
+
 /// The store handle; cheap to share behind an `Arc`.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -617,13 +627,21 @@ impl Store {
     /// Puts a dead letter back in the outbox (at the end of its session's queue); false if the
     /// id is unknown.
     pub fn replay_dead_letter(&self, id: i64, now_ms: i64) -> Result<bool> {
+        self.replay_dead_letter_if(id, now_ms, |_| true).map(|r| r == Replay::Queued)
+    }
+
+    /// [`Store::replay_dead_letter`], only when `endpoint_ok` accepts the dead letter's endpoint.
+    pub fn replay_dead_letter_if(&self, id: i64, now_ms: i64, endpoint_ok: impl Fn(&str) -> bool) -> Result<Replay> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let row = tx
             .prepare_cached("SELECT endpoint, user_id, session_id, seq, body FROM deadletters WHERE id = ?1")?
             .query_row([id], |r| Ok((key_from(r, 0)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)))
             .optional()?;
-        let Some((key, dead_seq, body)) = row else { return Ok(false) };
+        let Some((key, dead_seq, body)) = row else { return Ok(Replay::Unknown) };
+        if !endpoint_ok(&key.endpoint) {
+            return Ok(Replay::EndpointGone(key.endpoint));
+        }
         // A replay is a new output at the end of the session: the next Seq (so that Seq keeps
         // increasing, and a new webhook-id), not the old one.
         let seq: i64 = tx
@@ -649,7 +667,7 @@ impl Store {
         ])?;
         tx.prepare_cached("DELETE FROM deadletters WHERE id = ?1")?.execute([id])?;
         tx.commit()?;
-        Ok(true)
+        Ok(Replay::Queued)
     }
 
     /// The stored session, if any.
@@ -675,12 +693,16 @@ impl Store {
 
     /// Drops sessions untouched since `before_ms`, and transcript lines older than that;
     /// returns how many sessions.
-    pub fn expire_sessions(&self, before_ms: i64) -> Result<usize> {
+    ///
+    /// The row of an expired session stays, with only its output counter: a session id used
+    /// again goes on numbering where it stopped, so receivers that drop outputs by Seq or
+    /// webhook-id as duplicates do not drop the new conversation's outputs. Such rows (and those
+    /// of sessions forgotten through the admin API) are deleted once untouched since
+    /// `purge_before_ms`, so that ids of users are not kept for ever.
+    pub fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize> {
         let conn = self.lock();
         conn.execute("DELETE FROM transcripts WHERE at_ms < ?1", [before_ms])?;
-        // The row stays, with only its output counter: a session id used again later goes on
-        // numbering where it stopped, so receivers that drop outputs by Seq or webhook-id as
-        // duplicates do not drop the new conversation's outputs.
+        conn.execute("DELETE FROM sessions WHERE state = '' AND updated_ms < ?1", [purge_before_ms])?;
         Ok(conn.execute(
             "UPDATE sessions SET state = '', messages = 0 WHERE updated_ms < ?1 AND state != ''",
             [before_ms],
@@ -828,15 +850,20 @@ mod tests {
         assert_eq!((row.state.as_str(), row.seq), ("", 1));
         let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
         commit(&store, id, &["b"], 1_000);
-        assert_eq!(store.expire_sessions(500).unwrap(), 0);
-        assert_eq!(store.expire_sessions(2_000).unwrap(), 1);
-        assert_eq!(store.expire_sessions(2_000).unwrap(), 0, "already forgotten");
+        assert_eq!(store.expire_sessions(500, 0).unwrap(), 0);
+        assert_eq!(store.expire_sessions(2_000, 0).unwrap(), 1);
+        assert_eq!(store.expire_sessions(2_000, 0).unwrap(), 0, "already forgotten");
         let row = store.session(&key()).unwrap().unwrap();
         assert_eq!((row.state.as_str(), row.seq, row.messages), ("", 2, 0));
         let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
         commit(&store, id, &["c"], 3_000);
         let last = store.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap().pop().unwrap();
         assert_eq!((last.body.as_str(), last.seq), ("c", 3), "numbering goes on after expiry");
+        // A forgotten session untouched since the purge time is deleted entirely.
+        assert_eq!(store.expire_sessions(4_000, 3_500).unwrap(), 1);
+        assert!(store.session(&key()).unwrap().is_some(), "expiry first keeps the counter");
+        assert_eq!(store.expire_sessions(9_000, 3_500).unwrap(), 0);
+        assert!(store.session(&key()).unwrap().is_none());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

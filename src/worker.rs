@@ -158,8 +158,9 @@ pub(crate) fn expire_sessions(shared: &Shared) {
     {
         return;
     }
-    let before = now - shared.config.session_ttl.as_millis() as i64;
-    match shared.store.expire_sessions(before) {
+    let ttl = shared.config.session_ttl.as_millis() as i64;
+    // A forgotten session's output counter is kept for one more ttl (see `expire_sessions`).
+    match shared.store.expire_sessions(now - ttl, now - 2 * ttl) {
         Ok(0) => {}
         Ok(n) => log::info!("forgot {n} session(s) untouched for longer than sessions.ttlSeconds"),
         Err(e) => log::error!("cannot expire sessions: {e}"),

@@ -268,3 +268,39 @@ fn a_long_session_waits_for_room_rather_than_going_over_the_memory_window() {
         *seq += 1;
     }
 }
+
+#[test]
+fn outputs_of_a_removed_endpoint_become_dead_letters_that_replay_only_once_it_is_back() {
+    let sink = Sink::new();
+    sink.set_status(503);
+    let mut cfg = config(&sink.url);
+    cfg["delivery"]["retrySchedule"] = json!([60]);
+    let mut app = App::start("removed-endpoint", &cfg, &[("flow.json", &echo_flow())]);
+    app.send("u", "s", "orphan");
+    assert_eq!(sink.recv(WAIT).answered, 503);
+    app.shutdown();
+
+    // Restart with the endpoint renamed: its output has no lane to go through.
+    let mut renamed = cfg.clone();
+    renamed["endpoints"][0]["name"] = json!("renamed");
+    write_files(&app.dir.path, &renamed, &[("flow.json", &echo_flow())]);
+    app.boot();
+    let list = dead_letters(&app);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["endpoint"], "main");
+    assert_eq!(list[0]["lastError"], "endpoint no longer configured");
+    let path = format!("/api/deadletters/{}/replay", list[0]["id"]);
+    let r = request("POST", &app.url(&path), None, &[("X-API-Key", ADMIN_KEY)]);
+    let message = assert_error(r.status, &r.json(), 409, "endpoint_not_configured");
+    assert!(message.contains("\"main\""), "{message}");
+    app.shutdown();
+
+    // With the endpoint back, the replay goes out.
+    sink.set_status(200);
+    write_files(&app.dir.path, &cfg, &[("flow.json", &echo_flow())]);
+    app.boot();
+    let r = request("POST", &app.url(&path), None, &[("X-API-Key", ADMIN_KEY)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let h = sink.recv(WAIT);
+    assert_eq!((h.text(), h.seq(), h.answered), ("orphan", 2, 200));
+}
