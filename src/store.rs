@@ -433,7 +433,8 @@ fn write_turn(tx: &rusqlite::Transaction<'_>, c: &TurnCommit<'_>) -> Result<i64>
                 tx.prepare_cached(
                     "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
                      VALUES (?1, ?2, ?3, '', ?4, 0, ?5)
-                     ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET seq = excluded.seq",
+                     ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET
+                       seq = excluded.seq, updated_ms = excluded.updated_ms",
                 )?
                 .execute(params![c.key.endpoint, c.key.user_id, c.key.session_id, seq, c.now_ms])?;
             }
@@ -473,7 +474,9 @@ fn write_turn(tx: &rusqlite::Transaction<'_>, c: &TurnCommit<'_>) -> Result<i64>
             )?
             .execute(params![c.key.user_id, p, c.now_ms])?;
         }
-        if !c.transcript.is_empty() {
+        // The lines of a forgotten session's turn would start the next session's transcript.
+        let drop_lines = forgotten && c.session.is_some();
+        if !c.transcript.is_empty() && !drop_lines {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -648,7 +651,7 @@ impl Store {
             .prepare_cached(
                 "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
                  VALUES (?1, ?2, ?3, '', ?4 + 1, 0, ?5)
-                 ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET seq = seq + 1
+                 ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET seq = seq + 1, updated_ms = ?5
                  RETURNING seq",
             )?
             .query_row(params![key.endpoint, key.user_id, key.session_id, dead_seq, now_ms], |r| r.get(0))?;
@@ -702,11 +705,10 @@ impl Store {
     pub fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize> {
         let conn = self.lock();
         conn.execute("DELETE FROM transcripts WHERE at_ms < ?1", [before_ms])?;
-        conn.execute("DELETE FROM sessions WHERE state = '' AND updated_ms < ?1", [purge_before_ms])?;
-        Ok(conn.execute(
-            "UPDATE sessions SET state = '', messages = 0 WHERE updated_ms < ?1 AND state != ''",
-            [before_ms],
-        )?)
+        purge_tombstones(&conn, purge_before_ms)?;
+        // `messages` stays: a turn running meanwhile (the session is in use after all) then
+        // does not take the expiry for a forget, and writes its state back.
+        Ok(conn.execute("UPDATE sessions SET state = '' WHERE updated_ms < ?1 AND state != ''", [before_ms])?)
     }
 
     /// The transcript of a session, oldest first.
@@ -732,6 +734,28 @@ impl Store {
     pub fn writable(&self) -> bool {
         self.lock().execute_batch("BEGIN IMMEDIATE; COMMIT;").is_ok()
     }
+}
+
+/// Deletes the rows of forgotten sessions untouched since `before_ms`, except those with
+/// outputs still in the outbox (their Seq must go on from where it is).
+fn purge_tombstones(conn: &Connection, before_ms: i64) -> Result<()> {
+    let candidates: Vec<SessionKey> = conn
+        .prepare_cached("SELECT endpoint, user_id, session_id FROM sessions WHERE state = '' AND updated_ms < ?1")?
+        .query_map([before_ms], |r| key_from(r, 0))?
+        .collect::<std::result::Result<_, _>>()?;
+    let mut pending = conn.prepare_cached(
+        "SELECT 1 FROM outbox WHERE hash = ?1 AND endpoint = ?2 AND user_id = ?3 AND session_id = ?4 LIMIT 1",
+    )?;
+    let mut delete = conn.prepare_cached(
+        "DELETE FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3 AND state = ''",
+    )?;
+    for k in candidates {
+        let hash = crate::sender::lane_hash(&k);
+        if !pending.exists(params![hash, k.endpoint, k.user_id, k.session_id])? {
+            delete.execute(params![k.endpoint, k.user_id, k.session_id])?;
+        }
+    }
+    Ok(())
 }
 
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -854,7 +878,7 @@ mod tests {
         assert_eq!(store.expire_sessions(2_000, 0).unwrap(), 1);
         assert_eq!(store.expire_sessions(2_000, 0).unwrap(), 0, "already forgotten");
         let row = store.session(&key()).unwrap().unwrap();
-        assert_eq!((row.state.as_str(), row.seq, row.messages), ("", 2, 0));
+        assert_eq!((row.state.as_str(), row.seq, row.messages), ("", 2, 1), "expiry keeps the count");
         let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
         commit(&store, id, &["c"], 3_000);
         let last = store.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap().pop().unwrap();
@@ -862,6 +886,12 @@ mod tests {
         // A forgotten session untouched since the purge time is deleted entirely.
         assert_eq!(store.expire_sessions(4_000, 3_500).unwrap(), 1);
         assert!(store.session(&key()).unwrap().is_some(), "expiry first keeps the counter");
+        // Not while outputs of the session wait in the outbox (rows stored with the key's hash).
+        store.lock().execute("UPDATE outbox SET hash = ?1", [crate::sender::lane_hash(&key())]).unwrap();
+        assert_eq!(store.expire_sessions(9_000, 3_500).unwrap(), 0);
+        assert!(store.session(&key()).unwrap().is_some(), "outputs are pending");
+        let ids: Vec<i64> = store.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap().iter().map(|r| r.id).collect();
+        store.delivered(&ids).unwrap();
         assert_eq!(store.expire_sessions(9_000, 3_500).unwrap(), 0);
         assert!(store.session(&key()).unwrap().is_none());
         std::fs::remove_dir_all(dir).unwrap();

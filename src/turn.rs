@@ -154,9 +154,13 @@ impl<'a> Conversation<'a> {
     ) -> Conversation<'a> {
         let flow = shared.flows[&ep.name].clone();
         let mut session = session.unwrap_or_default();
+        // What the store holds, for the forgotten-meanwhile check at commit (see `TurnRecord`).
+        let loaded_messages = session.messages;
         let ttl = shared.config.session_ttl.as_millis() as i64;
-        if session.updated_ms > 0 && now_ms() - session.updated_ms > ttl && row.resume.is_none() {
-            // Untouched for longer than sessions.ttlSeconds: forgotten, as if expired already.
+        let expired = session.updated_ms > 0 && now_ms() - session.updated_ms > ttl;
+        if (expired || session.state.is_empty()) && row.resume.is_none() {
+            // Untouched for longer than sessions.ttlSeconds (or expired already, which keeps the
+            // count for that check): a fresh session that keeps only its output counter.
             session = SessionRow { seq: session.seq, ..SessionRow::default() };
         }
         let state = match serde_json::from_str::<SessionState>(&session.state) {
@@ -180,7 +184,7 @@ impl<'a> Conversation<'a> {
             profile_before: profile.clone(),
             profile,
             messages,
-            loaded_messages: session.messages,
+            loaded_messages,
             lane: crate::sender::lane_hash(&row.key),
             logged_input: row.resume.is_some(),
         }
@@ -213,6 +217,13 @@ impl<'a> Conversation<'a> {
             self.log(&turn);
             let suspend = turn.suspend.take();
             let resume = suspend.as_ref().map(|call| {
+                // A Code node may have made `input` deeper than the resume record can be read.
+                if crate::util::prune_depth(&mut self.input, MAX_STATE_DEPTH) {
+                    log::warn!(
+                        "{}: input nested deeper than {MAX_STATE_DEPTH} levels; the deeper part is set to null",
+                        self.ep.name
+                    );
+                }
                 let r = Resume {
                     call: call.clone(),
                     input: self.input.clone(),
@@ -333,8 +344,10 @@ impl<'a> Conversation<'a> {
 
     /// Commits the turn so far before an `http` node's call, keeping the message with `resume`,
     /// so that its outputs go out during the call and a crash resumes at the node.
-    fn checkpoint(&self, record: &TurnRecord, resume: &str) -> Result<(), StoreError> {
+    fn checkpoint(&mut self, record: &TurnRecord, resume: &str) -> Result<(), StoreError> {
         self.shared.store.commit_turn(&TurnCommit { checkpoint: Some(resume), ..record.commit() })?;
+        // The store now holds this turn's count: a forget from here on shows as a lower one.
+        self.loaded_messages = self.messages;
         if !record.outputs.is_empty() {
             self.shared.senders.wake(self.lane);
         }

@@ -80,7 +80,6 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The JSON type of a value, for "expected ..., got a number" in error messages.
 /// How deeply a JSON value nests (a scalar is 1). Values here come from serde_json, whose
 /// parser stops at 128 levels, so the recursion is bounded.
 pub fn depth(v: &serde_json::Value) -> usize {
@@ -96,7 +95,11 @@ pub fn depth(v: &serde_json::Value) -> usize {
 pub fn prune_depth(v: &mut serde_json::Value, max: usize) -> bool {
     use serde_json::Value;
     match v {
-        Value::Array(_) | Value::Object(_) if max <= 1 => {
+        Value::Array(a) if max <= 1 && !a.is_empty() => {
+            *v = Value::Null;
+            true
+        }
+        Value::Object(o) if max <= 1 && !o.is_empty() => {
             *v = Value::Null;
             true
         }
@@ -106,6 +109,7 @@ pub fn prune_depth(v: &mut serde_json::Value, max: usize) -> bool {
     }
 }
 
+/// The JSON type of a value, for "expected ..., got a number" in error messages.
 pub fn kind_of(v: &serde_json::Value) -> &'static str {
     use serde_json::Value;
     match v {
@@ -163,6 +167,9 @@ mod tests {
         assert!(prune_depth(&mut v, 4));
         assert_eq!(v, serde_json::json!({"a": [1, {"b": null}], "d": 3}));
         assert_eq!(depth(&serde_json::json!(1)), 1);
+        let mut empty = serde_json::json!({"a": {}, "b": []});
+        assert!(!prune_depth(&mut empty, 2), "empty containers at the limit are within it");
+        assert_eq!(empty, serde_json::json!({"a": {}, "b": []}));
     }
 
     #[test]

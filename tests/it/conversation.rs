@@ -147,3 +147,31 @@ fn a_session_forgotten_while_its_message_runs_stays_forgotten() {
     assert_eq!((h.text(), h.seq()), ("done m3", 3));
     assert_eq!(admin_get(&session_url(&app, "u", "s")).json()["messageCount"], 1, "a fresh session");
 }
+
+#[test]
+fn a_first_message_forgotten_during_its_http_call_leaves_no_state_and_no_transcript() {
+    let sink = Sink::new();
+    let api = Sink::new();
+    let mut cfg = config(&sink.url);
+    cfg["endpoints"][0]["dataProtection"] = json!({ "collectConversations": true });
+    let app = App::start("forget-first-turn", &cfg, &[("flow.json", &held_call_flow(&api.url))]);
+    api.hold();
+    // The session's very first message: its checkpoint creates the session, then the call waits.
+    app.send("u", "s", "secret");
+    api.recv(WAIT);
+    let r = request("DELETE", &session_url(&app, "u", "s"), None, &[("X-API-Key", ADMIN_KEY)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    api.release();
+    assert_eq!(sink.recv(WAIT).text(), "done secret");
+    let s = admin_get(&session_url(&app, "u", "s"));
+    assert_eq!(s.status, 404, "the end of the turn brought the forgotten session back: {}", s.body);
+
+    app.send("u", "s", "fresh");
+    api.recv(WAIT);
+    assert_eq!(sink.recv(WAIT).text(), "done fresh");
+    let s = admin_get(&session_url(&app, "u", "s")).json();
+    let lines: Vec<&str> =
+        s["transcript"].as_array().expect("a transcript").iter().filter_map(|l| l["text"].as_str()).collect();
+    assert_eq!(lines, ["fresh", "done fresh"], "nothing of the forgotten turn is kept");
+    assert_eq!(s["context"]["last"], "fresh");
+}
