@@ -238,11 +238,12 @@ fn many_long_sessions_are_delivered_whole_and_in_order_within_the_memory_window(
 }
 
 #[test]
-fn a_long_session_waits_for_room_rather_than_going_over_the_memory_window() {
+fn a_long_session_goes_on_within_the_memory_window_while_delayed_outputs_fill_it() {
     // `long` has 200 outputs; its first attempt is held while 64 other sessions commit 64
-    // delayed outputs each, which then fill the window while they wait. `long` must not read
-    // its next 64 rows on top of a full window (debug builds check the bound); it gets them
-    // once the delayed outputs are out, and everything arrives whole and in order.
+    // delayed outputs each, which then fill the rest of the window while they wait. `long` reads
+    // the rest of its rows into the room its delivered rows free, never over the window (debug
+    // builds check the bound), so it goes on while the delayed outputs wait, and everything
+    // arrives whole and in order.
     let sink = Sink::new();
     let mut cfg = config(&sink.url);
     cfg["endpoints"][0]["flow"] = json!("burst.json");
@@ -261,6 +262,9 @@ fn a_long_session_waits_for_room_rather_than_going_over_the_memory_window() {
     wait_for_turns(&app);
     sink.release();
     let hits = sink.recv_n(199 + 64 * 64, Duration::from_secs(60));
+    let last_long = hits.iter().rposition(|h| h.session_id() == "long").expect("outputs of long");
+    let first_delayed = hits.iter().position(|h| h.session_id() != "long").expect("delayed outputs");
+    assert!(last_long < first_delayed, "long waited for the delayed outputs (its last at {last_long})");
     let mut next = std::collections::HashMap::from([("long".to_owned(), 2u64)]);
     for h in &hits {
         let seq = next.entry(h.session_id().to_owned()).or_insert(1u64);
