@@ -136,7 +136,7 @@ fn replay(shared: &Shared, id: &str) -> Reply {
         return Reply::error(400, "invalid_request", "the dead letter id must be a number");
     };
     let configured = |name: &str| shared.config.endpoint_by_name(name).is_some();
-    match shared.store.replay_dead_letter_if(id, now_ms(), configured) {
+    match shared.store.replay_dead_letter(id, now_ms(), configured) {
         Ok(Replay::Queued) => {
             shared.senders.wake_all();
             Reply::json(200, json!({"status": "queued"}))

@@ -114,8 +114,9 @@ pub struct TurnRecord {
     pub lane_hash: u32,
     pub now_ms: i64,
     pub transcript: Vec<TranscriptLine>,
-    /// The session's message count when the turn read it: a lower count at commit time means
-    /// the session was forgotten meanwhile (admin DELETE, expiry), and it stays forgotten.
+    /// The session's message count when the turn read it (or its checkpoint last wrote it): a
+    /// lower count at commit time means the session was forgotten meanwhile through the admin
+    /// API, and it stays forgotten. (Expiry keeps the count, see `expire_sessions`.)
     pub loaded_messages: i64,
 }
 
@@ -627,14 +628,9 @@ impl Store {
         rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
     }
 
-    /// Puts a dead letter back in the outbox (at the end of its session's queue); false if the
-    /// id is unknown.
-    pub fn replay_dead_letter(&self, id: i64, now_ms: i64) -> Result<bool> {
-        self.replay_dead_letter_if(id, now_ms, |_| true).map(|r| r == Replay::Queued)
-    }
-
-    /// [`Store::replay_dead_letter`], only when `endpoint_ok` accepts the dead letter's endpoint.
-    pub fn replay_dead_letter_if(&self, id: i64, now_ms: i64, endpoint_ok: impl Fn(&str) -> bool) -> Result<Replay> {
+    /// Puts a dead letter back in the outbox, as the next output of its session, when
+    /// `endpoint_ok` accepts its endpoint (no sender reads outputs of other endpoints).
+    pub fn replay_dead_letter(&self, id: i64, now_ms: i64, endpoint_ok: impl Fn(&str) -> bool) -> Result<Replay> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let row = tx
@@ -694,8 +690,8 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Drops sessions untouched since `before_ms`, and transcript lines older than that;
-    /// returns how many sessions.
+    /// Forgets the state of sessions untouched since `before_ms` and drops transcript lines older
+    /// than that; returns how many sessions were forgotten.
     ///
     /// The row of an expired session stays, with only its output counter: a session id used
     /// again goes on numbering where it stopped, so receivers that drop outputs by Seq or
@@ -857,8 +853,8 @@ mod tests {
         assert_eq!(store.outbox_len().unwrap(), 0);
         let dead = store.dead_letters().unwrap();
         assert_eq!((dead[0].attempts, dead[0].last_error.as_str(), dead[0].body.as_str()), (3, "HTTP 400", "a"));
-        assert!(store.replay_dead_letter(dead[0].id, 6).unwrap());
-        assert!(!store.replay_dead_letter(dead[0].id, 6).unwrap());
+        assert_eq!(store.replay_dead_letter(dead[0].id, 6, |_| true).unwrap(), Replay::Queued);
+        assert_eq!(store.replay_dead_letter(dead[0].id, 6, |_| true).unwrap(), Replay::Unknown);
         assert_eq!(store.outbox_after(0, 1, &key().endpoint, out, i64::MAX, 10).unwrap()[0].body, "a");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -980,7 +976,8 @@ mod tests {
         let first = store.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap()[0].id;
         store.dead(first, 1, "HTTP 400", 2).unwrap();
         let dead = store.dead_letters().unwrap();
-        assert!(store.replay_dead_letter(dead[0].id, 3).unwrap());
+        assert_eq!(store.replay_dead_letter(dead[0].id, 3, |e| e == "x").unwrap(), Replay::EndpointGone("e".into()));
+        assert_eq!(store.replay_dead_letter(dead[0].id, 3, |_| true).unwrap(), Replay::Queued);
         let rows = store.outbox_after(0, 1, "e", first, i64::MAX, 10).unwrap();
         assert_eq!(rows.iter().map(|r| (r.body.as_str(), r.seq)).collect::<Vec<_>>(), [("b", 2), ("a", 3)]);
         assert_eq!(store.session(&key()).unwrap().unwrap().seq, 3);

@@ -128,6 +128,13 @@ pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Resul
     result.map(Some)
 }
 
+/// Cuts what nests deeper than `MAX_STATE_DEPTH` in a value about to be stored, with a warning.
+fn cut_deep(endpoint: &str, what: &str, v: &mut Value) {
+    if crate::util::prune_depth(v, MAX_STATE_DEPTH) {
+        log::warn!("{endpoint}: {what} nested deeper than {MAX_STATE_DEPTH} levels; the deeper part is set to null");
+    }
+}
+
 /// Removes a message that cannot run, without outputs.
 fn drop_message(row: &InboxRow) -> TurnRecord {
     TurnRecord {
@@ -218,12 +225,7 @@ impl<'a> Conversation<'a> {
             let suspend = turn.suspend.take();
             let resume = suspend.as_ref().map(|call| {
                 // A Code node may have made `input` deeper than the resume record can be read.
-                if crate::util::prune_depth(&mut self.input, MAX_STATE_DEPTH) {
-                    log::warn!(
-                        "{}: input nested deeper than {MAX_STATE_DEPTH} levels; the deeper part is set to null",
-                        self.ep.name
-                    );
-                }
+                cut_deep(&self.ep.name, "input", &mut self.input);
                 let r = Resume {
                     call: call.clone(),
                     input: self.input.clone(),
@@ -317,14 +319,8 @@ impl<'a> Conversation<'a> {
         let transcript = self.transcript(outputs, now);
         // The stored state must stay readable (serde_json reads 128 levels at most); a Code node
         // can build deeper values.
-        for (what, v) in [("context", &mut self.state.context), ("profile", &mut self.profile)] {
-            if crate::util::prune_depth(v, MAX_STATE_DEPTH) {
-                log::warn!(
-                    "{}: {what} nested deeper than {MAX_STATE_DEPTH} levels; the deeper part is set to null",
-                    self.ep.name
-                );
-            }
-        }
+        cut_deep(&self.ep.name, "context", &mut self.state.context);
+        cut_deep(&self.ep.name, "profile", &mut self.profile);
         let state = serde_json::to_string(&self.state).expect("session state is plain JSON");
         let keep = self.ep.data_protection.contact_profiles;
         let profile = (keep && self.profile != self.profile_before).then(|| self.profile.to_string());

@@ -94,12 +94,10 @@ pub fn depth(v: &serde_json::Value) -> usize {
 /// Replaces whatever nests deeper than `max` levels with `null`; true if anything was.
 pub fn prune_depth(v: &mut serde_json::Value, max: usize) -> bool {
     use serde_json::Value;
+    // An empty container is one level deep, within any limit.
+    let empty = matches!(v, Value::Array(a) if a.is_empty()) || matches!(v, Value::Object(o) if o.is_empty());
     match v {
-        Value::Array(a) if max <= 1 && !a.is_empty() => {
-            *v = Value::Null;
-            true
-        }
-        Value::Object(o) if max <= 1 && !o.is_empty() => {
+        Value::Array(_) | Value::Object(_) if max <= 1 && !empty => {
             *v = Value::Null;
             true
         }

@@ -57,14 +57,10 @@ pub fn parse_inbound(body: &[u8]) -> Result<Inbound, BodyError> {
     };
     let data = match m.remove("data") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(d)) => {
-            let d = Value::Object(d);
-            if crate::util::depth(&d) > MAX_DATA_DEPTH {
-                return Err(invalid(format!("\"data\" is nested deeper than {MAX_DATA_DEPTH} levels")));
-            }
-            let Value::Object(d) = d else { unreachable!("checked above") };
-            Some(d)
+        Some(Value::Object(d)) if 1 + d.values().map(crate::util::depth).max().unwrap_or(0) > MAX_DATA_DEPTH => {
+            return Err(invalid(format!("\"data\" is nested deeper than {MAX_DATA_DEPTH} levels")));
         }
+        Some(Value::Object(d)) => Some(d),
         Some(_) => return Err(invalid("\"data\" must be a JSON object")),
     };
     if data.is_none() && text.as_deref().is_none_or(str::is_empty) {
