@@ -3,38 +3,49 @@
 //! A client POSTs `{userId, sessionId, text, data}` to `/{URLToken}`; hookflow stores it, runs
 //! the endpoint's Flow for that session, and POSTs each output to the endpoint's webhook URL.
 //!
-//! # The data path
+//! # The data path, one folder a room
 //!
 //! ```text
-//! HTTP request ─► server.rs (http-N threads: route, validate)
-//!     ─► writer.rs (group commit into the inbox, then 200)
-//!     ─► worker.rs (Scheduler: per-session FIFO; worker-N threads run one turn each)
-//!     ─► turn.rs (input object, nlu.rs, the Flow, http-node checkpoints, output bodies)
+//! HTTP request ─► intake/ (http-N threads: routes.rs validates, admin.rs is /api/)
+//!     ─► engine/writer.rs (group commit into the inbox, then 200)
+//!     ─► engine/scheduler.rs (per-session FIFO) ─► engine/worker.rs (worker-N: one turn each)
+//!     ─► engine/turn.rs (input object, engine/nlu.rs, the Flow, http-node checkpoints)
 //!     ─► flow/ (model: compiled ops; run: the interpreter; template: {{ }} and conditions;
-//!        JavaScript through script.rs on QuickJS)
-//!     ─► writer.rs (group commit: session state + outputs into the outbox; session released)
-//!     ─► [wake channel] ─► sender.rs (sender-N lanes: outbox ─► ureq POST ─► webhook)
+//!        script: JavaScript on QuickJS; intents: the built-in NLU; transform: transformers)
+//!     ─► engine/writer.rs (group commit: session state + outputs into the outbox)
+//!     ─► [wake channel] ─► delivery/ (sender-N lanes: outbox ─► attempt.rs POST ─► webhook)
 //! ```
 //!
-//! Start reading at `service::Service::start`, then `server::run`, `worker::run`, `sender::run`.
+//! Beside the path: `store/` (the `Store` trait every stage uses, and its SQLite backend),
+//! `domain.rs` (the types the stages and the store share), `config/` (the config file, read and
+//! validated once), `wire.rs` (JSON shapes of the outside world), `crypto.rs` (key digests,
+//! signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd), `cli/`
+//! (`try`, `sink`), `service.rs` (the wiring). Start reading at `service::Service::start`.
 //!
 //! # Invariants
 //!
-//! - A message is answered 200 only once it is committed to the `inbox` table; it leaves that
-//!   table in the same transaction that stores its turn's outputs and session state. So after a
+//! - A message is answered 200 only once it is committed to the store's inbox; it leaves the
+//!   inbox in the same transaction that stores its turn's outputs and session state. So after a
 //!   crash a turn either happened entirely or runs again (from its last `http` checkpoint).
 //! - A session is released for its next message only after its turn is committed.
-//! - Messages of one session run one at a time, in acceptance (inbox id) order; a worker never
-//!   waits for another session: a busy session is simply not in the ready FIFO.
-//! - Outputs of one session go through one sender lane, in sequence order; output n+1 is sent
-//!   only after n was delivered or became a dead letter.
-//! - Only `server.rs`/`admin.rs`/`sink.rs` know tiny_http; ureq is used by `sender.rs`
-//!   (deliveries), `http_node.rs` and `nlu.rs` (the Flow's outbound calls, made by the worker,
-//!   never by the interpreter); only `store.rs` knows SQL; `wire.rs` holds the JSON shapes of
-//!   the outside world.
-//! - The Flow interpreter does no I/O: it takes state and input and returns outputs.
-//! - Every channel is bounded; every thread is named and joined by `service.rs` (a sender lane
-//!   stuck in a delivery past the shutdown drain is the one exception: it is left behind).
+//! - Messages of one session run one at a time, in acceptance order; a worker never waits for
+//!   another session: a busy session is simply not in the ready FIFO.
+//! - Outputs of one session go through one sender lane, in Seq order; output n+1 is sent only
+//!   after n was delivered or became a dead letter.
+//! - Each thread gets a context of the handles it uses, built by `service.rs`; no module but
+//!   `service.rs` knows every part, and none imports it.
+//! - tiny_http: the listener is bound by `service.rs`, requests are read by `intake/` only
+//!   (`cli/sink.rs` is a separate little server). ureq: built in `tls.rs`/`engine/http_node.rs`
+//!   /`delivery/attempt.rs`, used by `delivery/` (deliveries) and by `engine/` (the `http`
+//!   node, Rasa: the worker performs them, never the interpreter). SQL: only in `store/sqlite/`.
+//!   serde types of the outside world: `wire.rs`.
+//! - The Flow interpreter (`flow/`) does no I/O: it takes state and input and returns outputs.
+//!   JavaScript runs on the workers (templates, Code nodes, output transformers) and on the http
+//!   threads (input transformers), each on its thread's own QuickJS runtime.
+//! - Channels are bounded except the scheduler's ready FIFO, which is bounded by
+//!   `limits.queueCapacity` through the writer (see `Scheduler::new`). Every thread is named and
+//!   joined by `service.rs` (a sender lane stuck in a delivery past the shutdown drain is the
+//!   one exception: it is left behind).
 //!
 //! # Cross-cutting
 //!
@@ -42,29 +53,25 @@
 //! a failing turn is logged and costs that message only. Logs go through `log`/`env_logger`.
 #![forbid(unsafe_code)]
 
-mod admin;
-pub mod config;
+// The data path, in order.
+mod delivery;
+mod engine;
 pub mod flow;
-mod http_node;
-mod metrics;
-pub mod nlu;
-pub mod notify;
-pub mod script;
-mod sender;
-mod server;
-pub mod service;
-mod signing;
-pub mod sink;
+mod intake;
 pub mod store;
-pub mod transform;
-mod try_cmd;
-mod turn;
+
+// Beside it.
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+mod ops;
+pub mod service;
+mod tls;
 mod util;
 pub mod wire;
-mod worker;
-mod writer;
 
 pub use config::{Config, ConfigErrors};
-pub use service::{Error, Service, load_flows};
-pub use try_cmd::run as try_flow;
+pub use ops::systemd;
+pub use service::{Error, Service};
 pub use util::{hex, random_bytes};

@@ -157,8 +157,8 @@ fn serve(opts: Opts) -> Result<(), Failure> {
             }
         })
         .map_err(|e| Failure::Runtime(format!("cannot start the signal thread: {e}")))?;
-    hookflow::notify::notify("READY=1");
-    let watchdog = hookflow::notify::watchdog_interval();
+    hookflow::systemd::notify("READY=1");
+    let watchdog = hookflow::systemd::watchdog_interval();
     let fatal = loop {
         crossbeam_channel::select! {
             recv(sig_rx) -> sig => {
@@ -171,12 +171,12 @@ fn serve(opts: Opts) -> Result<(), Failure> {
                 // Pet the watchdog only while the service is healthy; a hung sender lane or a
                 // store that cannot be written lets systemd restart us.
                 if watchdog.is_some() && service.healthy() {
-                    hookflow::notify::notify("WATCHDOG=1");
+                    hookflow::systemd::notify("WATCHDOG=1");
                 }
             }
         }
     };
-    hookflow::notify::notify("STOPPING=1");
+    hookflow::systemd::notify("STOPPING=1");
     handle.close();
     let _ = watcher.join();
     if let Some(m) = &fatal {
@@ -210,7 +210,7 @@ fn check(opts: Opts) -> Result<(), Failure> {
             }
         }
     }
-    if let Err(errors) = hookflow::transform::load(&config) {
+    if let Err(errors) = hookflow::flow::transform::load(&config) {
         failed.extend(errors);
     }
     if failed.is_empty() { Ok(()) } else { Err(Failure::Usage(failed.join("\n"))) }
@@ -224,21 +224,21 @@ fn try_flow(opts: Opts) -> Result<(), Failure> {
         (None, _) => return Err(Failure::Usage("--endpoint NAME is required when the config has several".into())),
     };
     let stdin = std::io::stdin();
-    hookflow::try_flow(&config, &endpoint, stdin.lock(), &mut std::io::stdout()).map_err(Failure::Usage)
+    hookflow::cli::try_cmd::run(&config, &endpoint, stdin.lock(), &mut std::io::stdout()).map_err(Failure::Usage)
 }
 
 fn sink(opts: Opts) -> Result<(), Failure> {
     let listen = opts.listen.unwrap_or_else(|| "127.0.0.1:9000".into());
     let auth = match (opts.user, opts.password) {
-        (Some(user), password) => Some(hookflow::sink::SinkAuth { user, password: password.unwrap_or_default() }),
+        (Some(user), password) => Some(hookflow::cli::sink::SinkAuth { user, password: password.unwrap_or_default() }),
         (None, Some(_)) => return Err(Failure::Usage("--password needs --user".into())),
         (None, None) => None,
     };
-    hookflow::sink::run(&listen, auth).map_err(Failure::Runtime)
+    hookflow::cli::sink::run(&listen, auth).map_err(Failure::Runtime)
 }
 
 fn keygen() {
     let key = format!("hf_{}", hookflow::hex(&hookflow::random_bytes::<24>()));
     println!("key:    {key}");
-    println!("config: sha256:{}", hookflow::hex(&config::sha256(key.as_bytes())));
+    println!("config: sha256:{}", hookflow::hex(&hookflow::crypto::sha256(key.as_bytes())));
 }

@@ -1,21 +1,27 @@
-//! Wiring: opens the store, loads the Flows, spawns the named http, worker and sender threads,
-//! owns their join handles, and shuts them down in data-path order (stop accepting, let running
-//! turns finish, drain the outbox for up to `delivery.drainSeconds`).
+//! Wiring: opens the store, loads the Flows, builds each thread's context (the handles it uses,
+//! nothing more), spawns the named writer, sender, worker and http threads, owns their join
+//! handles, and shuts them down in data-path order (stop accepting, let running turns finish,
+//! drain the outbox for up to `delivery.drainSeconds`). The only module that knows every part;
+//! nothing imports it back.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::delivery::{self, LaneContext};
+use crate::engine::turn::{Flows, Turns};
+use crate::engine::worker::WorkerContext;
+use crate::engine::writer::WriterContext;
+use crate::engine::{self, Scheduler, Writer};
 use crate::flow::Flow;
-use crate::metrics::Metrics;
-use crate::sender::{self, Senders, StopTx};
-use crate::server;
-use crate::store::Store;
-use crate::worker::{self, Scheduler};
-use crate::writer::Writer;
+use crate::flow::transform;
+use crate::intake::{self, HttpContext};
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::util::now_ms;
 
 /// A start-up or run-time failure (exit code 2, config.md).
 #[derive(Debug)]
@@ -23,7 +29,7 @@ pub enum Error {
     /// A Flow file is missing or invalid.
     Flow(String),
     /// The store cannot be opened or read.
-    Store(crate::store::StoreError),
+    Store(StoreError),
     /// The listen address cannot be bound.
     Listen(String),
     /// A thread could not be started.
@@ -46,56 +52,31 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<crate::store::StoreError> for Error {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
         Error::Store(e)
     }
 }
 
-/// What every thread shares.
-pub(crate) struct Shared {
-    pub config: Config,
-    pub store: Store,
-    /// The Flow of each endpoint, by endpoint name.
-    pub flows: HashMap<String, Arc<Flow>>,
-    pub sched: Scheduler,
-    pub writer: Writer,
-    /// Transformer files by endpoint name.
-    pub transformers: HashMap<String, Arc<crate::transform::Code>>,
-    /// Outbound TLS settings (public roots plus `delivery.caFile`).
-    pub tls: ureq::tls::TlsConfig,
-    /// The client of `http` nodes and the Rasa NLU.
-    pub http_agent: ureq::Agent,
-    pub senders: Senders,
-    pub metrics: Metrics,
-    /// Set when shutdown begins: new messages are refused.
-    pub stopping: AtomicBool,
-    /// Set when the http threads must end.
-    pub http_stop: AtomicBool,
-    /// When `worker::expire_sessions` next runs (Unix ms).
-    pub next_expiry_ms: std::sync::atomic::AtomicI64,
-    /// A failure after which the process cannot go on serving (the listener died): the command
-    /// line shuts down and exits with status 2, so the service manager restarts it.
-    pub fatal: crossbeam_channel::Sender<String>,
-    /// One flag per sender lane, false once the lane's thread has ended.
-    pub senders_alive: Vec<Arc<AtomicBool>>,
-}
-
 /// A running hookflow.
 pub struct Service {
-    shared: Arc<Shared>,
+    health: Arc<Health>,
+    store: Arc<dyn Store>,
+    sched: Arc<Scheduler>,
+    writer_handle: Writer,
+    drain: std::time::Duration,
     http: Arc<tiny_http::Server>,
     addr: std::net::SocketAddr,
     http_threads: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
-    senders: Vec<Lane>,
+    senders: Vec<SenderThread>,
     fatal: crossbeam_channel::Receiver<String>,
     writer: Option<JoinHandle<()>>,
 }
 
 /// A sender lane's thread and its shutdown handles.
-struct Lane {
-    stop: StopTx,
+struct SenderThread {
+    stop: crossbeam_channel::Sender<Instant>,
     /// Receives when the lane has finished draining.
     done: crossbeam_channel::Receiver<()>,
     handle: JoinHandle<()>,
@@ -105,8 +86,8 @@ struct Lane {
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Loads the Flow of every endpoint.
-pub fn load_flows(config: &Config) -> Result<HashMap<String, Arc<Flow>>, Error> {
-    let mut flows = HashMap::new();
+pub(crate) fn load_flows(config: &Config) -> Result<Flows, Error> {
+    let mut flows = Flows::new();
     for ep in &config.endpoints {
         let flow = Flow::load(&ep.flow).map_err(|errs| {
             let lines: Vec<String> =
@@ -122,89 +103,103 @@ impl Service {
     /// Starts hookflow: everything queued or undelivered in the store is picked up.
     pub fn start(config: Config) -> Result<Service, Error> {
         raise_fd_limit();
-        let flows = load_flows(&config)?;
-        let tls = tls_config(&config)?;
-        let transformers = crate::transform::load(&config).map_err(|e| Error::Flow(e.join("\n")))?;
-        let store = Store::open(&config.data_dir, config.durability)?;
+        let flows = Arc::new(load_flows(&config)?);
+        let tls = crate::tls::outbound(&config).map_err(Error::Tls)?;
+        let transformers = Arc::new(transform::load(&config).map_err(|e| Error::Flow(e.join("\n")))?);
+        let store = crate::store::open(&config)?;
         let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
-        let orphans = store.dead_unconfigured(&names, crate::util::now_ms())?;
+        let orphans = store.dead_unconfigured(&names, now_ms())?;
         if orphans > 0 {
             log::warn!("{orphans} output(s) are for endpoints no longer configured; kept as dead letters");
         }
         let pending = store.pending_inbox()?;
         let lanes = config.delivery.senders;
-        let (senders, wake_rx) = sender::channels(lanes);
-        let http = listen(&config)?;
+        let (wake, wake_rx) = delivery::wake_channels(lanes);
+        let http = Arc::new(listen(&config)?);
         let addr = http.server_addr().to_ip().expect("a TCP listener has an IP address");
-        let workers = config.workers;
-        let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
+        let (fatal_tx, fatal) = crossbeam_channel::bounded(1);
         let (writer, writer_rx) = Writer::new();
-        let shared = Arc::new(Shared {
-            sched: Scheduler::new(),
-            writer,
-            http_agent: crate::http_node::agent(tls.clone()),
-            tls,
-            transformers,
-            metrics: Metrics::new(&config),
-            senders_alive: (0..lanes).map(|_| Arc::new(AtomicBool::new(true))).collect(),
-            config,
-            store,
-            flows,
-            senders,
-            stopping: AtomicBool::new(false),
-            http_stop: AtomicBool::new(false),
-            next_expiry_ms: std::sync::atomic::AtomicI64::new(0),
-            fatal: fatal_tx,
-        });
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new(&config));
+        let health = Arc::new(Health::new(lanes, fatal_tx));
+        let sched = Arc::new(Scheduler::new());
         for (id, key) in pending {
-            shared.sched.enqueue(key, id);
+            sched.enqueue(key, id);
         }
-        let http = Arc::new(http);
         let mut svc = Service {
-            shared,
-            http,
+            health: health.clone(),
+            store: store.clone(),
+            sched: sched.clone(),
+            writer_handle: writer.clone(),
+            drain: config.delivery.drain,
+            http: http.clone(),
             addr,
             http_threads: vec![],
             workers: vec![],
             senders: vec![],
-            fatal: fatal_rx,
+            fatal,
             writer: None,
         };
-        svc.spawn_all(wake_rx, writer_rx).map_err(Error::Spawn)?;
+        let writer_cx = WriterContext {
+            store: store.clone(),
+            sched: sched.clone(),
+            wake: wake.clone(),
+            capacity: config.limits.queue_capacity,
+            rx: writer_rx,
+        };
+        svc.writer = Some(spawn("writer".into(), move || engine::writer::run(writer_cx)).map_err(Error::Spawn)?);
+        for (lane, wake_rx) in wake_rx.into_iter().enumerate() {
+            let (stop_tx, stop) = crossbeam_channel::bounded(1);
+            let (done, done_rx) = crossbeam_channel::bounded(1);
+            let cx = LaneContext {
+                config: config.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                tls: tls.clone(),
+                lane,
+                wake: wake_rx,
+                stop,
+                done,
+                alive: health.lane_flag(lane),
+            };
+            let handle = spawn(format!("sender-{lane}"), move || delivery::run(cx)).map_err(Error::Spawn)?;
+            svc.senders.push(SenderThread { stop: stop_tx, done: done_rx, handle });
+        }
+        let turns = Arc::new(Turns {
+            config: config.clone(),
+            flows,
+            transformers: transformers.clone(),
+            agent: engine::http_node::agent(tls),
+            store: store.clone(),
+            wake: wake.clone(),
+            metrics: metrics.clone(),
+        });
+        let next_expiry_ms = Arc::new(AtomicI64::new(0));
+        for i in 0..config.workers {
+            let cx = WorkerContext {
+                turns: turns.clone(),
+                sched: sched.clone(),
+                writer: writer.clone(),
+                health: health.clone(),
+                next_expiry_ms: next_expiry_ms.clone(),
+            };
+            svc.workers.push(spawn(format!("worker-{i}"), move || engine::worker::run(cx)).map_err(Error::Spawn)?);
+        }
+        let http_cx =
+            Arc::new(HttpContext { config: config.clone(), store, writer, sched, transformers, metrics, health, wake });
+        for i in 0..intake::HTTP_THREADS {
+            let (cx, http) = (http_cx.clone(), http.clone());
+            svc.http_threads.push(spawn(format!("http-{i}"), move || intake::run(&cx, &http)).map_err(Error::Spawn)?);
+        }
         log::info!(
             "hookflow {} listening on http://{} ({} endpoint(s), {} worker(s), data in {})",
             env!("CARGO_PKG_VERSION"),
             svc.addr,
-            svc.shared.config.endpoints.len(),
-            workers,
-            svc.shared.config.data_dir.display()
+            config.endpoints.len(),
+            config.workers,
+            config.data_dir.display()
         );
         Ok(svc)
-    }
-
-    fn spawn_all(
-        &mut self,
-        wake_rx: Vec<crossbeam_channel::Receiver<()>>,
-        writer_rx: crossbeam_channel::Receiver<crate::writer::Msg>,
-    ) -> std::io::Result<()> {
-        let shared = self.shared.clone();
-        self.writer = Some(spawn("writer".into(), move || crate::writer::run(shared, writer_rx))?);
-        for (lane, wake) in wake_rx.into_iter().enumerate() {
-            let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-            let (shared, alive) = (self.shared.clone(), self.shared.senders_alive[lane].clone());
-            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-            let h = spawn(format!("sender-{lane}"), move || sender::run(shared, lane, wake, stop_rx, alive, done_tx))?;
-            self.senders.push(Lane { stop: stop_tx, done: done_rx, handle: h });
-        }
-        for i in 0..self.shared.config.workers {
-            let shared = self.shared.clone();
-            self.workers.push(spawn(format!("worker-{i}"), move || worker::run(shared))?);
-        }
-        for i in 0..server::HTTP_THREADS {
-            let (shared, http) = (self.shared.clone(), self.http.clone());
-            self.http_threads.push(spawn(format!("http-{i}"), move || server::run(&shared, &http))?);
-        }
-        Ok(())
     }
 
     /// Receives a message when the service can no longer serve and must be restarted.
@@ -215,7 +210,7 @@ impl Service {
     /// True while every sender lane runs and the store accepts writes (`/readyz` without the
     /// shutdown part).
     pub fn healthy(&self) -> bool {
-        self.shared.senders_alive.iter().all(|a| a.load(Ordering::SeqCst)) && self.shared.store.writable()
+        self.health.lanes_alive() && self.store.writable()
     }
 
     /// The address the server listens on (useful with port 0).
@@ -228,12 +223,12 @@ impl Service {
     pub fn shutdown(self) {
         // The http threads keep answering (503 `shutting_down` for new messages, /healthz) until
         // the outbox has drained; they are the last to go.
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.sched.stop(self.workers.len());
+        self.health.begin_stop();
+        self.sched.stop(self.workers.len());
         join(self.workers);
         // Finished turns are committed before the drain, so their outputs go out in it.
-        self.shared.writer.flush();
-        let deadline = Instant::now() + self.shared.config.delivery.drain;
+        self.writer_handle.flush();
+        let deadline = Instant::now() + self.drain;
         for lane in &self.senders {
             let _ = lane.stop.send(deadline);
         }
@@ -249,12 +244,12 @@ impl Service {
                 );
             }
         }
-        self.shared.http_stop.store(true, Ordering::SeqCst);
+        self.health.stop_http();
         for _ in &self.http_threads {
             self.http.unblock();
         }
         join(self.http_threads);
-        self.shared.writer.stop();
+        self.writer_handle.stop();
         join(self.writer.into_iter().collect());
         log::info!("hookflow stopped");
     }
@@ -279,39 +274,6 @@ fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
             tls.key.display()
         ))
     })
-}
-
-/// The TLS settings of outbound HTTPS (webhooks, `http` nodes, Rasa): the public roots
-/// (Mozilla's, built in, so a minimal chroot needs no CA store) plus `delivery.caFile`. Without
-/// a CA file ureq's own Mozilla roots are used, loaded on the first HTTPS call rather than at
-/// start (a few hundred KiB that a plain-HTTP installation never needs).
-pub(crate) fn tls_config(config: &Config) -> Result<ureq::tls::TlsConfig, Error> {
-    if config.delivery.ca_file.is_none() {
-        return Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::WebPki).build());
-    }
-    let mut roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .map(|c| ureq::tls::Certificate::from_der(c).to_owned())
-        .collect();
-    if let Some(file) = &config.delivery.ca_file {
-        let pem = std::fs::read(file)
-            .map_err(|e| Error::Tls(format!("cannot read delivery.caFile {}: {e}", file.display())))?;
-        let mut n = 0;
-        for item in ureq::tls::parse_pem(&pem) {
-            match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => {
-                    roots.push(c);
-                    n += 1;
-                }
-                Ok(_) => {}
-                Err(e) => return Err(Error::Tls(format!("delivery.caFile {}: {e}", file.display()))),
-            }
-        }
-        if n == 0 {
-            return Err(Error::Tls(format!("delivery.caFile {} holds no PEM certificate", file.display())));
-        }
-    }
-    Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&roots)).build())
 }
 
 /// Raises the soft limit on open files to the hard limit: each keep-alive connection holds a

@@ -1,9 +1,14 @@
-//! The Flow: `model` (the file, validated and compiled to ops), `run` (the interpreter) and
-//! `template` (CognigyScript templates and conditions).
+//! The Flow, pure (no I/O): `model` (the file, validated and compiled to ops), `run` (the
+//! interpreter), `template` (CognigyScript templates and conditions), `script` (JavaScript on
+//! QuickJS: expressions, Code nodes, transformer functions), `intents` (the built-in NLU
+//! scorer) and `transform` (the endpoint transformers' files and calls).
 
+pub mod intents;
 pub mod model;
 pub mod run;
+pub mod script;
 pub mod template;
+pub mod transform;
 
 pub use model::Flow;
 pub use run::{HttpCall, Output, RunOptions, SessionState, Turn, TurnIo, resume, run};

@@ -36,7 +36,7 @@ pub struct Intent {
     pub name: String,
     pub examples: Vec<String>,
     /// The examples prepared for the built-in NLU.
-    pub prepared: Vec<crate::nlu::Example>,
+    pub prepared: Vec<crate::flow::intents::Example>,
 }
 
 /// Where a node came from: its `id`, or its JSON path when it has none.
@@ -311,7 +311,7 @@ impl Compiler {
                 .and_then(|a| a.iter().map(|e| e.as_str().map(str::to_owned)).collect());
             match (name, examples) {
                 (Some(n), Some(ex)) => {
-                    out.push(Intent { name: n.to_owned(), prepared: crate::nlu::prepare(&ex), examples: ex })
+                    out.push(Intent { name: n.to_owned(), prepared: crate::flow::intents::prepare(&ex), examples: ex })
                 }
                 _ if m.is_some() => {
                     self.err(&place, "needs \"name\" (a string) and \"examples\" (an array of strings)")
@@ -441,7 +441,7 @@ impl Compiler {
     /// JavaScript expressions are compiled (not run) so that syntax errors are found here.
     fn check_scripts<'s>(&mut self, scripts: impl Iterator<Item = &'s str>, place: &str) {
         for s in scripts {
-            if let Err(e) = crate::script::check_syntax(s, true) {
+            if let Err(e) = crate::flow::script::check_syntax(s, true) {
                 self.err(place, format!("the expression {s:?} does not compile: {e}"));
             }
         }
@@ -495,7 +495,7 @@ impl Compiler {
             "regex" => match m.get("pattern").and_then(Value::as_str) {
                 Some(p) => {
                     let src = format!("new RegExp({})", Value::String(p.to_owned()));
-                    if let Err(e) = crate::script::check_regex(&src) {
+                    if let Err(e) = crate::flow::script::check_regex(&src) {
                         self.err(&join(place, "pattern"), format!("not a valid regular expression: {e}"));
                     }
                     QuestionKind::Regex(p.to_owned())
@@ -674,7 +674,7 @@ impl Compiler {
         let Some(code) = m.get("code").and_then(Value::as_str) else {
             return self.err(&join(place, "code"), "required: the JavaScript to run");
         };
-        if let Err(e) = crate::script::check_syntax(code, false) {
+        if let Err(e) = crate::flow::script::check_syntax(code, false) {
             self.err(&join(place, "code"), format!("the code does not compile: {e}"));
         }
         self.push(node, OpKind::Code(code.to_owned()));

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::model::Flow;
 use super::run::{RunOptions, SessionState, Turn, TurnIo, run};
-use crate::script::{Engine, Limits};
+use crate::flow::script::{Engine, Limits};
 
 fn engine() -> Engine {
     Engine::new(Limits { timeout: std::time::Duration::from_millis(300), memory: 8 << 20 })

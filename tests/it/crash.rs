@@ -79,20 +79,20 @@ fn queued_messages_run_exactly_once_in_order_across_a_graceful_restart() {
 /// lowered between runs) starts, runs every message, and refuses new ones until there is room.
 #[test]
 fn a_store_with_more_queued_messages_than_the_capacity_starts_and_runs_them_all() {
-    use hookflow::store::{JobKind, SessionKey, Store};
+    use hookflow::domain::{JobKind, SessionKey};
     let sink = Sink::new();
     let mut cfg = config(&sink.url);
     cfg["limits"] = json!({ "queueCapacity": 2 });
     let dir = TempDir::new("over-capacity");
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
     {
-        let store = Store::open(&dir.join("data"), hookflow::config::Durability::Normal).expect("open the store");
+        let store = hookflow::store::open(&load(&path, &[])).expect("open the store");
         for n in 0..10 {
             let key = SessionKey { endpoint: "main".into(), user_id: "u".into(), session_id: format!("s{n}") };
             let payload = json!({"text": format!("queued {n}"), "traceId": format!("t{n}"), "at": 0}).to_string();
             store.accept(&key, JobKind::Message, &payload).expect("queue a message");
         }
     }
-    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
     let svc = hookflow::Service::start(load(&path, &[])).expect("starts with an over-full queue");
     let mut texts: Vec<String> = sink.recv_n(10, WAIT).iter().map(|h| h.text().to_owned()).collect();
     texts.sort();

@@ -24,7 +24,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// `sha256:<hex>` of a key, the form configs hold.
 pub fn key_digest(key: &str) -> String {
-    format!("sha256:{}", hookflow::hex(&hookflow::config::sha256(key.as_bytes())))
+    format!("sha256:{}", hookflow::hex(&hookflow::crypto::sha256(key.as_bytes())))
 }
 
 // ---------------------------------------------------------------------------------------------

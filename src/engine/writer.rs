@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
-use crate::service::Shared;
-use crate::store::{JobKind, SessionKey, StoreError, TurnRecord};
+use super::Scheduler;
+use crate::delivery::Wake;
+use crate::domain::{JobKind, SessionKey, TurnRecord};
+use crate::store::{Accept, Store};
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 256;
@@ -57,6 +59,7 @@ pub(crate) enum Msg {
 }
 
 /// The other threads' side.
+#[derive(Clone)]
 pub(crate) struct Writer {
     tx: Sender<Msg>,
 }
@@ -77,7 +80,7 @@ impl Writer {
 
     /// Hands over a finished turn; its session is released once it is committed.
     pub(crate) fn turn(&self, key: SessionKey, record: TurnRecord) {
-        // The writer outlives the workers (service.rs stops it last), so this cannot fail
+        // The writer outlives the workers (the wiring stops it last), so this cannot fail
         // while a worker runs.
         let _ = self.tx.send(Msg::Turn(key, record));
     }
@@ -104,8 +107,21 @@ struct Batch {
     flushes: Vec<Sender<()>>,
 }
 
+/// What the writer thread is given by the wiring.
+pub(crate) struct WriterContext {
+    pub store: Arc<dyn Store>,
+    /// Committed messages are queued here; committed turns release their session here.
+    pub sched: Arc<Scheduler>,
+    /// Committed outputs wake their sender lane.
+    pub wake: Wake,
+    /// `limits.queueCapacity`.
+    pub capacity: usize,
+    pub rx: Receiver<Msg>,
+}
+
 /// The writer loop: gather, commit, release, answer; until `Stop`.
-pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>) {
+pub(crate) fn run(cx: WriterContext) {
+    let (shared, rx) = (&cx, &cx.rx);
     let mut retry: Vec<(Instant, SessionKey)> = Vec::new();
     let mut stop = false;
     while !stop {
@@ -125,7 +141,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>) {
                 Err(_) => break,
             }
         }
-        commit(&shared, batch, &mut retry);
+        commit(shared, batch, &mut retry);
         let now = Instant::now();
         retry.retain(|(t, key)| {
             let due = *t <= now;
@@ -154,18 +170,17 @@ impl Batch {
     }
 }
 
-fn commit(shared: &Shared, mut batch: Batch, retry: &mut Vec<(Instant, SessionKey)>) {
-    let room = shared.config.limits.queue_capacity.saturating_sub(shared.sched.depth());
+fn commit(shared: &WriterContext, mut batch: Batch, retry: &mut Vec<(Instant, SessionKey)>) {
+    let room = shared.capacity.saturating_sub(shared.sched.depth());
     for p in batch.accepts.drain(room.min(batch.accepts.len())..) {
         let _ = p.reply.send(Err(AcceptError::Full));
     }
     if batch.len() > 0 {
-        let rows: Vec<(&SessionKey, JobKind, &str)> =
-            batch.accepts.iter().map(|p| (&p.key, p.kind, p.payload.as_str())).collect();
+        let rows: Vec<Accept<'_>> = batch.accepts.iter().map(|p| (&p.key, p.kind, p.payload.as_str())).collect();
         let turns: Vec<&TurnRecord> = batch.turns.iter().map(|(_, r)| r).collect();
         match shared.store.commit_batch(&rows, &turns) {
             Ok(ids) => released(shared, batch.accepts, batch.turns, ids),
-            Err(StoreError(e)) => {
+            Err(e) => {
                 log::error!(
                     "cannot write {} accepted message(s) and {} finished turn(s): {e}; the turns run again in {RETRY_AFTER:?}",
                     batch.accepts.len(),
@@ -185,14 +200,14 @@ fn commit(shared: &Shared, mut batch: Batch, retry: &mut Vec<(Instant, SessionKe
 }
 
 /// After a commit: queue the accepted messages, release the sessions, wake the sender lanes.
-fn released(shared: &Shared, accepts: Vec<Pending>, turns: Vec<(SessionKey, TurnRecord)>, ids: Vec<i64>) {
+fn released(shared: &WriterContext, accepts: Vec<Pending>, turns: Vec<(SessionKey, TurnRecord)>, ids: Vec<i64>) {
     for (p, id) in accepts.into_iter().zip(ids) {
         shared.sched.enqueue(p.key, id);
         let _ = p.reply.send(Ok(id));
     }
     for (key, record) in turns {
         if !record.outputs.is_empty() {
-            shared.senders.wake(record.lane_hash);
+            shared.wake.lane_of(key.lane_hash());
         }
         shared.sched.done(key);
     }

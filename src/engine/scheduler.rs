@@ -1,4 +1,4 @@
-//! The worker pool and the per-session scheduler.
+//! The per-session scheduler: which sessions have queued messages, and in which order they run.
 //!
 //! The scheduler keeps, in memory, the ids of queued messages per session and a FIFO of sessions
 //! that have work and are not running. A worker takes a session from that FIFO, runs exactly one
@@ -10,15 +10,11 @@
 //! The queue is on disk (the `inbox` table); the in-memory part is rebuilt from it at start-up.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use crate::service::Shared;
-use crate::store::SessionKey;
-use crate::turn::LazyEngine;
-use crate::util::now_ms;
+use crate::domain::SessionKey;
 
 /// What a worker is told to do next.
 pub(crate) enum Job {
@@ -78,7 +74,7 @@ impl Scheduler {
         self.lock().sessions.len()
     }
 
-    fn head(&self, key: &SessionKey) -> Option<i64> {
+    pub(crate) fn head(&self, key: &SessionKey) -> Option<i64> {
         self.lock().sessions.get(key).and_then(|q| q.front().copied())
     }
 
@@ -108,61 +104,9 @@ impl Scheduler {
             let _ = self.ready_tx.try_send(Job::Stop);
         }
     }
-}
 
-/// The worker loop: takes a runnable session, runs its next message, repeats until `Stop`.
-pub(crate) fn run(shared: Arc<Shared>) {
-    let rx = shared.sched.ready_rx.clone();
-    let mut engine = LazyEngine::new(&shared);
-    while let Ok(Job::Run(key)) = rx.recv() {
-        if shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            // Shutting down: only turns already running finish; queued messages stay on disk
-            // and run after the next start (they would otherwise keep the drain waiting).
-            break;
-        }
-        expire_sessions(&shared);
-        let Some(id) = shared.sched.head(&key) else { continue };
-        match crate::turn::handle(&shared, &mut engine, id) {
-            // The writer releases the session once the turn is on disk.
-            Ok(Some(record)) => shared.writer.turn(key, record),
-            Ok(None) => shared.sched.done(key),
-            Err(e) => {
-                // The store failed (disk full, I/O error): the message stays queued, on disk and
-                // here, and is tried again shortly; nothing is lost or reordered.
-                log::error!("cannot run message {id}: {e}; retrying in 1s");
-                std::thread::sleep(Duration::from_secs(1));
-                shared.sched.ready_tx.try_send(Job::Run(key)).expect("the session's slot in the FIFO is free");
-            }
-        }
-    }
-}
-
-/// How often sessions older than `sessions.ttlSeconds` are removed from the store.
-const EXPIRY_EVERY_MS: i64 = 10 * 60 * 1000;
-
-/// Removes expired sessions, at most once per `EXPIRY_EVERY_MS` across all workers (and at the
-/// first message after start).
-pub(crate) fn expire_sessions(shared: &Shared) {
-    let now = now_ms();
-    let next = shared.next_expiry_ms.load(std::sync::atomic::Ordering::Relaxed);
-    if now < next
-        || shared
-            .next_expiry_ms
-            .compare_exchange(
-                next,
-                now + EXPIRY_EVERY_MS,
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_err()
-    {
-        return;
-    }
-    let ttl = shared.config.session_ttl.as_millis() as i64;
-    // A forgotten session's output counter is kept for one more ttl (see `expire_sessions`).
-    match shared.store.expire_sessions(now - ttl, now - 2 * ttl) {
-        Ok(0) => {}
-        Ok(n) => log::info!("forgot {n} session(s) untouched for longer than sessions.ttlSeconds"),
-        Err(e) => log::error!("cannot expire sessions: {e}"),
+    /// The FIFO of runnable sessions, for a worker to take from.
+    pub(crate) fn ready(&self) -> Receiver<Job> {
+        self.ready_rx.clone()
     }
 }

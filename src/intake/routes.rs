@@ -6,80 +6,49 @@
 //! and the workers stay free for Flows.
 
 use std::io::Read;
-use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response};
 
-use crate::config::{Endpoint, key_matches};
-use crate::service::Shared;
-use crate::store::{JobKind, SessionKey};
-use crate::transform;
+use super::HttpContext;
+use super::reply::{Reply, Route, admin_ok, header_value, percent_decode};
+use crate::config::Endpoint;
+use crate::crypto::key_matches;
+use crate::domain::{JobKind, SessionKey};
+use crate::engine::AcceptError;
+use crate::flow::script::Limits;
+use crate::flow::transform;
 use crate::util::{now_ms, shown};
 use crate::wire::{self, Accepted};
-use crate::writer::AcceptError;
 
 /// Threads answering HTTP requests.
 pub(crate) const HTTP_THREADS: usize = 4;
 
-/// An answer, before it is written.
-pub(crate) struct Reply {
-    status: u16,
-    body: String,
-    headers: Vec<(&'static str, String)>,
-    /// Endpoint name for the request metric (`-` when none).
-    endpoint: String,
-    route: &'static str,
-}
-
-impl Reply {
-    pub(crate) fn json(status: u16, body: Value) -> Reply {
-        Reply { status, body: body.to_string(), headers: vec![], endpoint: "-".into(), route: "other" }
-    }
-
-    pub(crate) fn error(status: u16, code: &str, message: &str) -> Reply {
-        Reply { status, body: wire::error_body(code, message), headers: vec![], endpoint: "-".into(), route: "other" }
-    }
-
-    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    pub(crate) fn route(mut self, route: &'static str, endpoint: &str) -> Reply {
-        self.route = route;
-        self.endpoint = endpoint.to_owned();
-        self
-    }
-}
-
 /// The loop of an http thread: answers requests until shutdown.
-pub(crate) fn run(shared: &Shared, http: &tiny_http::Server) {
+pub(crate) fn run(cx: &HttpContext, http: &tiny_http::Server) {
     loop {
         match http.recv() {
-            Ok(req) => handle(shared, req),
-            Err(_) if shared.http_stop.load(Ordering::SeqCst) => return,
+            Ok(req) => handle(cx, req),
+            Err(_) if cx.health.http_stopping() => return,
             Err(e) => {
                 // tiny_http's accept thread has ended (transient errors are retried inside it):
                 // no new connection will arrive, so the process must be restarted.
-                let _ = shared.fatal.try_send(format!("the listener failed: {e}"));
+                cx.health.fatal(format!("the listener failed: {e}"));
                 return;
             }
         }
     }
 }
 
-fn handle(shared: &Shared, mut req: Request) {
+fn handle(cx: &HttpContext, mut req: Request) {
     // The path only: the query string may carry an admin key (`api_key`).
     log::debug!("{} {}", req.method(), req.url().split('?').next().unwrap_or(""));
-    let reply = route(shared, &mut req);
-    drain_body(&mut req, shared.config.limits.max_body_bytes);
-    shared.metrics.request(&reply.endpoint, reply.route, reply.status);
-    let content_type =
-        if reply.route == "metrics" { "text/plain; version=0.0.4" } else { "application/json; charset=utf-8" };
+    let reply = route(cx, &mut req);
+    drain_body(&mut req, cx.config.limits.max_body_bytes);
+    cx.metrics.request(reply.endpoint.as_deref().unwrap_or("-"), reply.route.label(), reply.status);
     let mut resp = Response::from_string(reply.body)
         .with_status_code(reply.status)
-        .with_header(header("Content-Type", content_type));
+        .with_header(header("Content-Type", reply.route.content_type()));
     for (k, v) in reply.headers {
         resp = resp.with_header(header(k, &v));
     }
@@ -115,23 +84,34 @@ struct MessageRoute {
     test: bool,
 }
 
-fn route(shared: &Shared, req: &mut Request) -> Reply {
+impl MessageRoute {
+    fn route(self) -> Route {
+        match (self.kind, self.test) {
+            (JobKind::Inject, _) => Route::Inject,
+            (JobKind::Notify, _) => Route::Notify,
+            (JobKind::Message, true) => Route::Test,
+            (JobKind::Message, false) => Route::Message,
+        }
+    }
+}
+
+fn route(cx: &HttpContext, req: &mut Request) -> Reply {
     let url = req.url().to_owned();
     let path = url.split('?').next().unwrap_or("");
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let msg = |kind, test| MessageRoute { kind, test };
     match parts.as_slice() {
         ["healthz"] => get_only(req, |_| Reply::json(200, json!({"status": "ok"}))),
-        ["readyz"] => get_only(req, |_| ready(shared)),
-        ["metrics"] => get_only(req, |_| metrics(shared)),
-        ["api", rest @ ..] => crate::admin::route(shared, req, rest),
+        ["readyz"] => get_only(req, |_| ready(cx)),
+        ["metrics"] => get_only(req, |_| metrics(cx)),
+        ["api", rest @ ..] => super::admin::route(cx, req, rest),
         // The older API-service routes carry the token in the body.
-        ["new", "v2.0", "endpoint", "inject"] => message(shared, req, None, msg(JobKind::Inject, false)),
-        ["new", "v2.0", "endpoint", "notify"] => message(shared, req, None, msg(JobKind::Notify, false)),
-        ["inject", token] => message(shared, req, Some(token), msg(JobKind::Inject, false)),
-        ["notify", token] => message(shared, req, Some(token), msg(JobKind::Notify, false)),
-        ["test", token] => message(shared, req, Some(token), msg(JobKind::Message, true)),
-        [token] if !token.is_empty() => message(shared, req, Some(token), msg(JobKind::Message, false)),
+        ["new", "v2.0", "endpoint", "inject"] => message(cx, req, None, msg(JobKind::Inject, false)),
+        ["new", "v2.0", "endpoint", "notify"] => message(cx, req, None, msg(JobKind::Notify, false)),
+        ["inject", token] => message(cx, req, Some(token), msg(JobKind::Inject, false)),
+        ["notify", token] => message(cx, req, Some(token), msg(JobKind::Notify, false)),
+        ["test", token] => message(cx, req, Some(token), msg(JobKind::Message, true)),
+        [token] if !token.is_empty() => message(cx, req, Some(token), msg(JobKind::Message, false)),
         _ => Reply::error(404, "not_found", "no such route; messages go to POST /{URLToken}"),
     }
 }
@@ -144,12 +124,12 @@ fn get_only(req: &Request, f: impl FnOnce(&Request) -> Reply) -> Reply {
     }
 }
 
-fn ready(shared: &Shared) -> Reply {
-    let reason = if shared.stopping.load(Ordering::SeqCst) {
+fn ready(cx: &HttpContext) -> Reply {
+    let reason = if cx.health.stopping() {
         Some("shutting down")
-    } else if !shared.senders_alive.iter().all(|a| a.load(Ordering::SeqCst)) {
+    } else if !cx.health.lanes_alive() {
         Some("a sender thread has stopped")
-    } else if !shared.store.writable() {
+    } else if !cx.store.writable() {
         Some("the store is not writable")
     } else {
         None
@@ -158,82 +138,28 @@ fn ready(shared: &Shared) -> Reply {
         None => Reply::json(200, json!({"status": "ready"})),
         Some(r) => Reply::json(503, json!({"status": "not_ready", "reason": r})),
     }
-    .route("readyz", "-")
+    .route(Route::Ready)
 }
 
-fn metrics(shared: &Shared) -> Reply {
-    let body = shared.metrics.render(shared.sched.depth(), shared.sched.active_sessions());
-    Reply { status: 200, body, headers: vec![], endpoint: "-".into(), route: "metrics" }
-}
-
-/// The value of a request header, if present.
-pub(crate) fn header_value<'r>(req: &'r Request, name: &str) -> Option<&'r str> {
-    req.headers().iter().find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
-}
-
-/// The admin key from `X-API-Key` or the `api_key` query parameter, checked against `adminKeys`.
-pub(crate) fn admin_ok(shared: &Shared, req: &Request) -> bool {
-    let from_query = || {
-        req.url()
-            .split_once('?')
-            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("api_key=")).map(percent_decode))
-    };
-    let key = header_value(req, "X-API-Key").map(str::to_owned).or_else(from_query);
-    key.is_some_and(|k| key_matches(&k, &shared.config.admin_keys))
-}
-
-/// Decodes `%XX` escapes (a `+` stays a `+`: user and session ids may contain it).
-pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+fn metrics(cx: &HttpContext) -> Reply {
+    Reply::text(200, cx.metrics.render(cx.sched.depth(), cx.sched.active_sessions())).route(Route::Metrics)
 }
 
 /// `POST /{URLToken}` and its siblings: validate, queue durably, answer 200 with the traceId.
-fn message(shared: &Shared, req: &mut Request, token: Option<&str>, r: MessageRoute) -> Reply {
-    let route = match (r.kind, r.test) {
-        (JobKind::Inject, _) => "inject",
-        (JobKind::Notify, _) => "notify",
-        (JobKind::Message, true) => "test",
-        (JobKind::Message, false) => "message",
-    };
-    let mut name = "-".to_owned();
-    let reply = accept(shared, req, token, r, &mut name);
-    reply.route(route, &name)
-}
-
-fn accept(shared: &Shared, req: &mut Request, token: Option<&str>, r: MessageRoute, name: &mut String) -> Reply {
-    match accept_inner(shared, req, token, r, name) {
-        Ok(reply) | Err(reply) => reply,
+fn message(cx: &HttpContext, req: &mut Request, token: Option<&str>, r: MessageRoute) -> Reply {
+    match accept(cx, req, token, r) {
+        Ok(reply) | Err(reply) => reply.route(r.route()),
     }
 }
 
-fn accept_inner(
-    shared: &Shared,
-    req: &mut Request,
-    token: Option<&str>,
-    r: MessageRoute,
-    name: &mut String,
-) -> Result<Reply, Reply> {
+/// Errors before the endpoint is known carry no endpoint label; the endpoint's own gates and
+/// everything after carry its name (`Reply::endpoint`).
+fn accept(cx: &HttpContext, req: &mut Request, token: Option<&str>, r: MessageRoute) -> Result<Reply, Reply> {
     if *req.method() != Method::Post {
         return Err(Reply::error(405, "method_not_allowed", "this route only accepts POST").header("Allow", "POST"));
     }
     let admin = r.kind != JobKind::Message;
-    if admin && !admin_ok(shared, req) {
+    if admin && !admin_ok(req, &cx.config.admin_keys) {
         return Err(Reply::error(
             401,
             "unauthorized",
@@ -241,18 +167,21 @@ fn accept_inner(
         ));
     }
     let mut ep = match token {
-        Some(t) => Some(open_endpoint(shared, req, t, admin, name)?),
+        Some(t) => Some(open_endpoint(cx, req, t, admin)?),
         None => None,
     };
-    if shared.stopping.load(Ordering::SeqCst) {
-        return Err(shutting_down());
+    fn label(ep: Option<&Endpoint>) -> impl Fn(Reply) -> Reply + '_ {
+        move |reply| reply.endpoint(ep.map(|e| e.name.as_str()))
+    }
+    if cx.health.stopping() {
+        return Err(label(ep)(shutting_down()));
     }
     // With an input transformer, any body may come in (a form post, a foreign JSON shape).
-    let transformed = ep.is_some_and(|e| transformer_for(shared, e, r.kind).is_some());
+    let transformed = ep.is_some_and(|e| transformer_for(cx, e, r.kind).is_some());
     if !transformed {
-        check_content_type(req)?;
+        check_content_type(req).map_err(label(ep))?;
     }
-    let body = read_body(req, shared.config.limits.max_body_bytes)?;
+    let body = read_body(req, cx.config.limits.max_body_bytes).map_err(label(ep))?;
     let ep = match ep.take() {
         Some(e) => e,
         None => {
@@ -270,17 +199,18 @@ fn accept_inner(
             let Some(t) = v.get("URLToken").and_then(Value::as_str) else {
                 return Err(Reply::error(400, "invalid_request", "\"URLToken\" is required on this route"));
             };
-            open_endpoint(shared, req, t, admin, name)?
+            open_endpoint(cx, req, t, admin)?
         }
     };
-    let inbound = match transformer_for(shared, ep, r.kind) {
-        Some((code, hook)) => match transform_input(shared, req, ep, code, hook, &body)? {
+    let label = label(Some(ep));
+    let inbound = match transformer_for(cx, ep, r.kind) {
+        Some((code, hook)) => match transform_input(cx, req, ep, code, hook, &body).map_err(&label)? {
             Some(m) => m,
-            None => return Ok(Reply::json(200, json!({"status": "dropped"}))),
+            None => return Ok(label(Reply::json(200, json!({"status": "dropped"})))),
         },
-        None => wire::parse_inbound(&body).map_err(|e| Reply::error(400, e.code, &e.message))?,
+        None => wire::parse_inbound(&body).map_err(|e| label(Reply::error(400, e.code, &e.message)))?,
     };
-    Ok(queue(shared, req, ep, inbound, r))
+    Ok(label(queue(cx, req, ep, inbound, r)))
 }
 
 fn shutting_down() -> Reply {
@@ -288,16 +218,9 @@ fn shutting_down() -> Reply {
 }
 
 /// Finds the endpoint of a token and applies its gates (403, 401).
-fn open_endpoint<'s>(
-    shared: &'s Shared,
-    req: &Request,
-    token: &str,
-    admin: bool,
-    name: &mut String,
-) -> Result<&'s Endpoint, Reply> {
-    let ep = endpoint(shared, token)?;
-    *name = ep.name.clone();
-    endpoint_gate(ep, req, admin)?;
+fn open_endpoint<'s>(cx: &'s HttpContext, req: &Request, token: &str, admin: bool) -> Result<&'s Endpoint, Reply> {
+    let ep = endpoint(cx, token)?;
+    endpoint_gate(ep, req, admin).map_err(|r| r.endpoint(Some(&ep.name)))?;
     Ok(ep)
 }
 
@@ -314,11 +237,11 @@ fn check_content_type(req: &Request) -> Result<(), Reply> {
 
 /// The endpoint's transformer and the function name for this route, when it transforms it.
 fn transformer_for<'s>(
-    shared: &'s Shared,
+    cx: &'s HttpContext,
     ep: &Endpoint,
     kind: JobKind,
 ) -> Option<(&'s transform::Code, &'static str)> {
-    let code = shared.transformers.get(&ep.name)?;
+    let code = cx.transformers.get(&ep.name)?;
     let s = &code.settings;
     match kind {
         JobKind::Message if s.input => Some((code, "handleInput")),
@@ -330,7 +253,7 @@ fn transformer_for<'s>(
 
 /// Runs the input-side transformer: `Ok(None)` when it drops the request.
 fn transform_input(
-    shared: &Shared,
+    cx: &HttpContext,
     req: &Request,
     ep: &Endpoint,
     code: &transform::Code,
@@ -338,11 +261,7 @@ fn transform_input(
     body: &[u8],
 ) -> Result<Option<wire::Inbound>, Reply> {
     let arg = json!({ "endpoint": transform::endpoint_arg(ep), "request": request_arg(req, ep, body) });
-    let limits = crate::script::Limits {
-        timeout: shared.config.limits.script_timeout,
-        memory: shared.config.limits.script_memory_bytes,
-    };
-    let transformed = match transform::call_here(limits, code, hook, &arg) {
+    let transformed = match transform::call_here(Limits::of(&cx.config), code, hook, &arg) {
         transform::Outcome::Replaced(v) => v,
         transform::Outcome::Dropped => return Ok(None),
         transform::Outcome::Unchanged => {
@@ -396,9 +315,8 @@ fn form_fields(s: &str) -> serde_json::Map<String, Value> {
 }
 
 /// 404 for an unknown token (without saying which exist).
-fn endpoint<'s>(shared: &'s Shared, token: &str) -> Result<&'s Endpoint, Reply> {
-    shared
-        .config
+fn endpoint<'s>(cx: &'s HttpContext, token: &str) -> Result<&'s Endpoint, Reply> {
+    cx.config
         .endpoint_by_token(token)
         .ok_or_else(|| Reply::error(404, "unknown_endpoint", "no endpoint has this URL token"))
 }
@@ -435,7 +353,7 @@ fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, Reply> {
     Ok(body)
 }
 
-fn queue(shared: &Shared, req: &Request, ep: &Endpoint, m: wire::Inbound, r: MessageRoute) -> Reply {
+fn queue(cx: &HttpContext, req: &Request, ep: &Endpoint, m: wire::Inbound, r: MessageRoute) -> Reply {
     let trace_id = wire::new_trace_id();
     let ip = (!ep.data_protection.mask_ip_address).then(|| req.remote_addr().map(|a| a.ip().to_string())).flatten();
     let acc = Accepted { text: m.text, data: m.data, trace_id: trace_id.clone(), ip, test_mode: r.test, at: now_ms() };
@@ -451,7 +369,7 @@ fn queue(shared: &Shared, req: &Request, ep: &Endpoint, m: wire::Inbound, r: Mes
         route = r.kind,
     );
     let key = SessionKey { endpoint: ep.name.clone(), user_id: m.user_id, session_id: m.session_id };
-    match shared.writer.accept(key, r.kind, payload) {
+    match cx.writer.accept(key, r.kind, payload) {
         Ok(_) => Reply::json(200, json!({"status": "accepted", "traceId": trace_id})),
         Err(AcceptError::Full) => Reply::error(503, "overloaded", "too many messages are waiting; send again shortly")
             .header("Retry-After", "1"),

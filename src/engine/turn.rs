@@ -6,6 +6,7 @@
 //! `input`, the accumulated sleep); the call is made; the turn goes on. After a crash during
 //! the call, the row is found with its resume record and the turn continues at the node.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,33 +14,45 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::config::Endpoint;
+use crate::config::{Config, Endpoint};
+use crate::delivery::Wake;
+use crate::domain::{InboxRow, JobKind, NewOutput, SessionRow, Speaker, TranscriptLine, TurnInput, TurnRecord};
+use crate::flow::script::{Engine, Limits};
+use crate::flow::transform::{Outcome, Transformers};
 use crate::flow::{self, Flow, HttpCall, Output, RunOptions, SessionState, Turn, TurnIo};
-use crate::script::Engine;
-use crate::service::Shared;
-use crate::store::{
-    InboxRow, JobKind, NewOutput, SessionRow, StoreError, TranscriptLine, TurnCommit, TurnInput, TurnRecord,
-};
-use crate::transform::Outcome;
+use crate::ops::metrics::Metrics;
+use crate::store::{Store, StoreError};
 use crate::util::{now_ms, shown};
 use crate::wire::{Accepted, AiOutput, OutputPayload, output_body};
+
+/// The compiled Flow of each endpoint, by endpoint name.
+pub(crate) type Flows = HashMap<String, Arc<Flow>>;
+
+/// What running a turn needs; one per process, shared by the workers.
+pub(crate) struct Turns {
+    pub config: Arc<Config>,
+    pub flows: Arc<Flows>,
+    pub transformers: Arc<Transformers>,
+    /// The client of `http` nodes and the Rasa NLU.
+    pub agent: ureq::Agent,
+    pub store: Arc<dyn Store>,
+    /// A checkpoint's outputs go out during the call: their lane is woken.
+    pub wake: Wake,
+    pub metrics: Arc<Metrics>,
+}
 
 /// Deepest nesting kept in `context` and `profile` (see `record`).
 const MAX_STATE_DEPTH: usize = 100;
 
 /// A worker's script engine, created on first use: Flows made only of paths never pay for one.
 pub(crate) struct LazyEngine {
-    limits: crate::script::Limits,
+    limits: Limits,
     engine: Option<Engine>,
 }
 
 impl LazyEngine {
-    pub(crate) fn new(shared: &Shared) -> LazyEngine {
-        let l = &shared.config.limits;
-        LazyEngine {
-            limits: crate::script::Limits { timeout: l.script_timeout, memory: l.script_memory_bytes },
-            engine: None,
-        }
+    pub(crate) fn new(config: &Config) -> LazyEngine {
+        LazyEngine { limits: Limits::of(config), engine: None }
     }
 
     pub(crate) fn get(&mut self) -> &mut Engine {
@@ -69,7 +82,7 @@ struct Resume {
 
 /// A Flow turn being run.
 struct Conversation<'a> {
-    shared: &'a Shared,
+    cx: &'a Turns,
     row: &'a InboxRow,
     ep: &'a Endpoint,
     acc: Accepted,
@@ -81,19 +94,18 @@ struct Conversation<'a> {
     messages: i64,
     /// The session's message count as read (see `TurnRecord::loaded_messages`).
     loaded_messages: i64,
-    lane: u32,
     /// Whether the user's line went into the transcript already.
     logged_input: bool,
 }
 
 /// Runs one queued message: commits its checkpoints itself and returns the final result for
 /// the writer to commit (`None` when the message is gone already).
-pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Result<Option<TurnRecord>, StoreError> {
-    let Some(TurnInput { row, session, profile }) = shared.store.load_turn(id)? else {
+pub(crate) fn handle(cx: &Turns, engine: &mut LazyEngine, id: i64) -> Result<Option<TurnRecord>, StoreError> {
+    let Some(TurnInput { row, session, profile }) = cx.store.load_turn(id)? else {
         return Ok(None);
     };
     let started = Instant::now();
-    let Some(ep) = shared.config.endpoint_by_name(&row.key.endpoint) else {
+    let Some(ep) = cx.config.endpoint_by_name(&row.key.endpoint) else {
         log::warn!("message {id} is for endpoint {:?}, which is no longer configured; dropped", row.key.endpoint);
         return Ok(Some(drop_message(&row)));
     };
@@ -107,7 +119,7 @@ pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Resul
     // A notify runs the output transformer, which may panic too: both are inside the guard.
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let notify = row.kind == JobKind::Notify;
-        let mut conv = Conversation::new(shared, &row, ep, acc, session, profile);
+        let mut conv = Conversation::new(cx, &row, ep, acc, session, profile);
         if notify {
             let data = conv.acc.data.clone().map(Value::Object).unwrap_or_else(|| json!({}));
             let o = Output { text: conv.acc.text.clone().unwrap_or_default(), data, delay_ms: 0 };
@@ -124,7 +136,7 @@ pub(crate) fn handle(shared: &Shared, engine: &mut LazyEngine, id: i64) -> Resul
             Ok(drop_message(&row))
         }
     };
-    shared.metrics.turn_done(started.elapsed());
+    cx.metrics.turn_done(started.elapsed());
     result.map(Some)
 }
 
@@ -137,43 +149,56 @@ fn cut_deep(endpoint: &str, what: &str, v: &mut Value) {
 
 /// Removes a message that cannot run, without outputs.
 fn drop_message(row: &InboxRow) -> TurnRecord {
+    record(row, None, vec![], vec![], 0)
+}
+
+/// A turn's writes that leave the profile alone (see `Conversation::record` for one that
+/// changes it).
+fn record(
+    row: &InboxRow,
+    session: Option<SessionRow>,
+    outputs: Vec<NewOutput>,
+    transcript: Vec<TranscriptLine>,
+    loaded_messages: i64,
+) -> TurnRecord {
     TurnRecord {
         inbox_id: row.id,
         key: row.key.clone(),
-        session: None,
+        session,
         profile: None,
-        outputs: vec![],
-        lane_hash: 0,
+        outputs,
         now_ms: now_ms(),
-        transcript: vec![],
-        loaded_messages: 0,
+        transcript,
+        loaded_messages,
+        checkpoint: None,
     }
 }
 
 impl<'a> Conversation<'a> {
     fn new(
-        shared: &'a Shared,
+        cx: &'a Turns,
         row: &'a InboxRow,
         ep: &'a Endpoint,
         acc: Accepted,
         session: Option<SessionRow>,
         profile: Option<String>,
     ) -> Conversation<'a> {
-        let flow = shared.flows[&ep.name].clone();
+        let flow = cx.flows[&ep.name].clone();
         let mut session = session.unwrap_or_default();
         // What the store holds, for the forgotten-meanwhile check at commit (see `TurnRecord`).
         let loaded_messages = session.messages;
-        let ttl = shared.config.session_ttl.as_millis() as i64;
+        let ttl = cx.config.session_ttl.as_millis() as i64;
         let expired = session.updated_ms > 0 && now_ms() - session.updated_ms > ttl;
-        if (expired || session.state.is_empty()) && row.resume.is_none() {
+        if (expired || session.state.is_none()) && row.resume.is_none() {
             // Untouched for longer than sessions.ttlSeconds (or expired already, which keeps the
             // count for that check): a fresh session that keeps only its output counter.
             session = SessionRow { seq: session.seq, ..SessionRow::default() };
         }
-        let state = match serde_json::from_str::<SessionState>(&session.state) {
-            Ok(s) if !session.state.is_empty() => s,
-            _ => SessionState::new(&flow),
-        };
+        let state = session
+            .state
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<SessionState>(s).ok())
+            .unwrap_or_else(|| SessionState::new(&flow));
         // A resumed turn was counted when it started.
         let messages = if row.resume.is_some() { session.messages } else { session.messages + 1 };
         let keep = ep.data_protection.contact_profiles;
@@ -181,7 +206,7 @@ impl<'a> Conversation<'a> {
             profile.filter(|_| keep).and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_else(|| json!({}));
         let input = build_input(ep, row, &acc, messages);
         Conversation {
-            shared,
+            cx,
             row,
             ep,
             acc,
@@ -192,14 +217,13 @@ impl<'a> Conversation<'a> {
             profile,
             messages,
             loaded_messages,
-            lane: crate::sender::lane_hash(&row.key),
             logged_input: row.resume.is_some(),
         }
     }
 
     fn opts(&self) -> RunOptions {
         let random = u64::from_le_bytes(crate::util::random_bytes::<8>());
-        RunOptions { max_nodes: self.shared.config.limits.max_nodes_per_turn, random }
+        RunOptions { max_nodes: self.cx.config.limits.max_nodes_per_turn, random }
     }
 
     /// Runs (or resumes) the turn through every checkpoint to its final commit.
@@ -209,13 +233,13 @@ impl<'a> Conversation<'a> {
             Some(Ok(r)) => {
                 log::info!("{}: resuming message {} at its http node after a restart", self.ep.name, self.row.id);
                 self.input = r.input;
-                let result = crate::http_node::perform(&self.shared.http_agent, &r.call);
+                let result = crate::engine::http_node::perform(&self.cx.agent, &r.call);
                 let opts = self.opts();
                 let before = Turn { delay_ms: r.delay_ms, steps: r.steps, ..Turn::default() };
                 flow::resume(&flow, self.io(engine), opts, &r.call, result, &before)
             }
             _ => {
-                crate::nlu::annotate(&self.shared.http_agent, self.ep, &flow, &mut self.input);
+                crate::engine::nlu::annotate(&self.cx.agent, self.ep, &flow, &mut self.input);
                 let opts = self.opts();
                 flow::run(&flow, self.io(engine), opts)
             }
@@ -236,8 +260,8 @@ impl<'a> Conversation<'a> {
             });
             let record = self.record(engine, &turn.outputs);
             let Some(call) = suspend else { return Ok(record) };
-            self.checkpoint(&record, resume.as_deref().expect("made above for a suspended turn"))?;
-            let result = crate::http_node::perform(&self.shared.http_agent, &call);
+            self.checkpoint(record, resume.expect("made above for a suspended turn"))?;
+            let result = crate::engine::http_node::perform(&self.cx.agent, &call);
             let opts = self.opts();
             turn = flow::resume(&flow, self.io(engine), opts, &call, result, &turn);
         }
@@ -269,7 +293,7 @@ impl<'a> Conversation<'a> {
     /// The exact body POSTed for an output: the standard payload, or what the output
     /// transformer made of it; `None` when the transformer drops the output.
     fn body(&self, engine: &mut LazyEngine, o: &Output) -> Option<String> {
-        let Some(code) = self.shared.transformers.get(&self.ep.name).filter(|c| c.settings.output) else {
+        let Some(code) = self.cx.transformers.get(&self.ep.name).filter(|c| c.settings.output) else {
             return Some(output_body(&self.standard_payload(o)));
         };
         let payload = self.standard_payload(o);
@@ -278,11 +302,11 @@ impl<'a> Conversation<'a> {
         let arg = json!({
             "output": { "text": o.text, "data": o.data },
             "processedOutput": processed,
-            "endpoint": crate::transform::endpoint_arg(self.ep),
+            "endpoint": crate::flow::transform::endpoint_arg(self.ep),
             "userId": self.row.key.user_id,
             "sessionId": self.row.key.session_id,
         });
-        match crate::transform::call(engine.get(), code, "handleOutput", &arg) {
+        match crate::flow::transform::call(engine.get(), code, "handleOutput", &arg) {
             Outcome::Replaced(v) => Some(v.to_string()),
             Outcome::Dropped => None,
             Outcome::Unchanged => Some(standard),
@@ -325,27 +349,19 @@ impl<'a> Conversation<'a> {
         let keep = self.ep.data_protection.contact_profiles;
         let profile = (keep && self.profile != self.profile_before).then(|| self.profile.to_string());
         self.profile_before = self.profile.clone();
-        TurnRecord {
-            inbox_id: self.row.id,
-            key: self.row.key.clone(),
-            session: Some(SessionRow { state, seq: 0, messages: self.messages, updated_ms: now }),
-            profile,
-            outputs: new,
-            lane_hash: self.lane,
-            now_ms: now,
-            transcript,
-            loaded_messages: self.loaded_messages,
-        }
+        let session = SessionRow { state: Some(state), seq: 0, messages: self.messages, updated_ms: now };
+        TurnRecord { profile, ..record(self.row, Some(session), new, transcript, self.loaded_messages) }
     }
 
     /// Commits the turn so far before an `http` node's call, keeping the message with `resume`,
     /// so that its outputs go out during the call and a crash resumes at the node.
-    fn checkpoint(&mut self, record: &TurnRecord, resume: &str) -> Result<(), StoreError> {
-        self.shared.store.commit_turn(&TurnCommit { checkpoint: Some(resume), ..record.commit() })?;
+    fn checkpoint(&mut self, record: TurnRecord, resume: String) -> Result<(), StoreError> {
+        let record = TurnRecord { checkpoint: Some(resume), ..record };
+        self.cx.store.commit_turn(&record)?;
         // The store now holds this turn's count: a forget from here on shows as a lower one.
         self.loaded_messages = self.messages;
         if !record.outputs.is_empty() {
-            self.shared.senders.wake(self.lane);
+            self.cx.wake.lane_of(record.key.lane_hash());
         }
         Ok(())
     }
@@ -355,21 +371,11 @@ impl<'a> Conversation<'a> {
         let new: Vec<NewOutput> =
             self.body(engine, o).map(|body| NewOutput { body, not_before_ms: now }).into_iter().collect();
         let transcript = if self.ep.data_protection.collect_conversations {
-            vec![TranscriptLine { source: "bot", text: o.text.clone(), data: o.data.to_string(), at_ms: now }]
+            vec![TranscriptLine { source: Speaker::Bot, text: o.text.clone(), data: o.data.to_string(), at_ms: now }]
         } else {
             vec![]
         };
-        TurnRecord {
-            inbox_id: self.row.id,
-            key: self.row.key.clone(),
-            session: None,
-            profile: None,
-            outputs: new,
-            lane_hash: self.lane,
-            now_ms: now,
-            transcript,
-            loaded_messages: self.loaded_messages,
-        }
+        record(self.row, None, new, transcript, self.loaded_messages)
     }
 
     /// Transcript lines for a commit (`collectConversations`): the user's message once, then
@@ -383,10 +389,18 @@ impl<'a> Conversation<'a> {
             self.logged_input = true;
             let data = self.acc.data.clone().map_or_else(|| "{}".to_owned(), |d| Value::Object(d).to_string());
             let text = self.acc.text.clone().unwrap_or_default();
-            lines.push(TranscriptLine { source: "user", text, data, at_ms: self.acc.at });
+            // The turn's time, not the accept time: the next message may have been accepted
+            // before this turn's bot lines were written, and the transcript must not go back in
+            // time (lines are read in the order of the turns).
+            lines.push(TranscriptLine { source: Speaker::User, text, data, at_ms: now });
         }
         for o in outputs {
-            lines.push(TranscriptLine { source: "bot", text: o.text.clone(), data: o.data.to_string(), at_ms: now });
+            lines.push(TranscriptLine {
+                source: Speaker::Bot,
+                text: o.text.clone(),
+                data: o.data.to_string(),
+                at_ms: now,
+            });
         }
         lines
     }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::{Config, Endpoint, Transformer};
+use crate::flow::script::{Engine, Limits};
 use crate::flow::template::truthy;
-use crate::script::{Engine, Limits};
 
 /// A transformer file, read and syntax-checked at start-up.
 #[derive(Debug)]
@@ -36,13 +36,16 @@ pub enum Outcome {
 }
 
 /// Reads and checks the transformer of every endpoint that has one; `Err` lists each problem.
-pub fn load(config: &Config) -> Result<HashMap<String, Arc<Code>>, Vec<String>> {
+/// The transformer of each endpoint that has one, by endpoint name.
+pub type Transformers = HashMap<String, Arc<Code>>;
+
+pub fn load(config: &Config) -> Result<Transformers, Vec<String>> {
     let mut out = HashMap::new();
     let mut errors = Vec::new();
     for ep in &config.endpoints {
         let Some(t) = &ep.transformer else { continue };
         match std::fs::read_to_string(&t.file) {
-            Ok(source) => match crate::script::check_syntax(&source, false) {
+            Ok(source) => match crate::flow::script::check_syntax(&source, false) {
                 Ok(()) => {
                     out.insert(ep.name.clone(), Arc::new(Code { file: t.file.clone(), source, settings: t.clone() }));
                 }

@@ -8,9 +8,9 @@ use std::io::{BufRead, Write};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
+use crate::domain::{InboxRow, JobKind, SessionKey};
+use crate::flow::script::{Engine, Limits};
 use crate::flow::{self, Flow, RunOptions, SessionState, Turn, TurnIo};
-use crate::script::{Engine, Limits};
-use crate::store::{InboxRow, JobKind, SessionKey};
 use crate::wire::Accepted;
 
 /// Runs the conversation loop over `input`, writing to `out`; `Err` names a bad endpoint.
@@ -24,7 +24,7 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
     })?;
     let limits = Limits { timeout: config.limits.script_timeout, memory: config.limits.script_memory_bytes };
     let mut engine = Engine::new(limits);
-    let agent = crate::http_node::agent(crate::service::tls_config(config).map_err(|e| e.to_string())?);
+    let agent = crate::engine::http_node::agent(crate::tls::outbound(config)?);
     let mut session = Session::new(&flow);
     let _ =
         writeln!(out, "talking to endpoint {} (flow {}); /reset starts over, /quit ends", ep.name, ep.flow.display());
@@ -63,8 +63,8 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
         };
         let row =
             InboxRow { id: 0, key: session.key.clone(), kind: JobKind::Message, payload: String::new(), resume: None };
-        let mut input = crate::turn::build_input(ep, &row, &acc, session.messages);
-        crate::nlu::annotate(&agent, ep, &flow, &mut input);
+        let mut input = crate::engine::turn::build_input(ep, &row, &acc, session.messages);
+        crate::engine::nlu::annotate(&agent, ep, &flow, &mut input);
         if let Some(intent) = input.get("intent").and_then(Value::as_str) {
             let _ = writeln!(out, "  (intent {intent}, score {})", input["intentScore"]);
         }
@@ -80,7 +80,7 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
             print_turn(out, &turn);
             let Some(call) = turn.suspend.take() else { break };
             let _ = writeln!(out, "  (http {} {})", call.method, call.url);
-            let result = crate::http_node::perform(&agent, &call);
+            let result = crate::engine::http_node::perform(&agent, &call);
             let io = TurnIo {
                 state: &mut session.state,
                 input: &mut input,

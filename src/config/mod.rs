@@ -17,7 +17,6 @@ use std::time::Duration;
 use crate::util::{edit_distance, kind_of as kind};
 use base64::Engine as _;
 use serde_json::{Map, Value};
-use sha2::{Digest as _, Sha256};
 
 /// Default body cap (http-api.md §1).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 65_536;
@@ -237,7 +236,7 @@ impl Config {
     pub fn endpoint_by_token(&self, token: &str) -> Option<&Endpoint> {
         let mut found = None;
         for endpoint in &self.endpoints {
-            if constant_time_eq(endpoint.url_token.as_bytes(), token.as_bytes()) {
+            if crate::crypto::constant_time_eq(endpoint.url_token.as_bytes(), token.as_bytes()) {
                 found = Some(endpoint);
             }
         }
@@ -318,65 +317,6 @@ pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
     let mut loader = Loader { file: path.to_path_buf(), base: base_dir(path), env, errors: Vec::new() };
     let config = loader.config(&root);
     if loader.errors.is_empty() { Ok(config) } else { Err(ConfigErrors(loader.errors)) }
-}
-
-/// sha256 of `bytes`.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-/// What to do with a key given in plain text: we store only digests, so a leaked config file
-/// does not leak the keys.
-const PLAIN_KEY_HINT: &str = "expected \"sha256:\" followed by 64 hex digits (the digest of a \
-     key, never the key itself); run \"hookflow keygen\" and put the \"sha256:...\" form it \
-     prints here";
-
-/// Parses `sha256:<64 hex digits>` (either case) into the digest; otherwise a message saying
-/// what would be right (without echoing the value, which may be a plain key).
-pub fn parse_key_digest(s: &str) -> Result<[u8; 32], String> {
-    let hex = s.strip_prefix("sha256:").ok_or(PLAIN_KEY_HINT)?;
-    if hex.len() != 64 {
-        return Err(format!("expected 64 hex digits after \"sha256:\", got {} characters", hex.chars().count()));
-    }
-    let mut digest = [0u8; 32];
-    for (byte, pair) in digest.iter_mut().zip(hex.as_bytes().chunks(2)) {
-        let (Some(high), Some(low)) = (hex_value(pair[0]), hex_value(pair[1])) else {
-            return Err("expected only hex digits (0-9, a-f) after \"sha256:\"".into());
-        };
-        *byte = high << 4 | low;
-    }
-    Ok(digest)
-}
-
-/// Whether sha256(`presented`) equals any of `digests`.
-///
-/// Every digest is compared in full, with no early exit on a mismatch, so timing tells nothing
-/// about how close a guess was.
-pub fn key_matches(presented: &str, digests: &[[u8; 32]]) -> bool {
-    let got = sha256(presented.as_bytes());
-    let mut found = false;
-    for want in digests {
-        found |= constant_time_eq(&got, want);
-    }
-    found
-}
-
-/// Equality without an early exit on the first differing byte (lengths are not secret).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 fn syntax_error(file: &Path, e: &serde_json::Error) -> ConfigError {
@@ -875,7 +815,7 @@ impl Loader<'_> {
             let Some(text) = self.string(&path, item) else {
                 continue;
             };
-            match parse_key_digest(&text) {
+            match crate::crypto::parse_key_digest(&text) {
                 Ok(digest) => digests.push(digest),
                 Err(message) => self.error(&path, message),
             }
@@ -1115,6 +1055,7 @@ fn is_header_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{key_matches, parse_key_digest, sha256};
 
     const FILE: &str = "/etc/hookflow/hookflow.json";
 

@@ -77,6 +77,13 @@ pub struct Limits {
     pub memory: usize,
 }
 
+impl Limits {
+    /// The limits of `limits.scriptTimeoutMs` and `limits.scriptMemoryBytes`.
+    pub fn of(config: &crate::config::Config) -> Limits {
+        Limits { timeout: config.limits.script_timeout, memory: config.limits.script_memory_bytes }
+    }
+}
+
 /// A QuickJS runtime with its main context and the contexts of loaded transformer files.
 pub struct Engine {
     limits: Limits,

@@ -1,17 +1,11 @@
-//! Intent recognition, run before the Flow on `input.text`: fills `input.intent`,
-//! `input.intentScore`, `input.intentRanking` (best first) and `input.slots`.
+//! The built-in intent scorer (`nlu.type: builtin`) of flows.md's NLU section.
 //!
-//! `builtin` scores each intent of the Flow by its best example: words are lowercased and
-//! stripped of punctuation, matched regardless of order, and a word matches a word one or two
-//! typing errors away (by length); the score is the F1 of matched words, with very common words
-//! counting less. `rasa` asks a Rasa server (`/model/parse`); a failure or timeout leaves the
-//! intent null and the turn goes on. `none` does nothing.
+//! The built-in scorer (`nlu.type: builtin`) scores each intent of the Flow by its best example:
+//! words are lowercased and stripped of punctuation, matched regardless of order, and a word
+//! matches a word one or two typing errors away (by length); the score is the F1 of matched
+//! words, with very common words counting less. Pure: the Rasa client, which does I/O, is
+//! `engine::nlu`.
 
-use std::time::Duration;
-
-use serde_json::{Value, json};
-
-use crate::config::{Endpoint, Nlu};
 use crate::flow::Flow;
 use crate::util::edit_distance;
 
@@ -87,81 +81,6 @@ pub fn rank(flow: &Flow, text: &str) -> Vec<(String, f64)> {
         .collect();
     ranking.sort_by(|a, b| b.1.total_cmp(&a.1));
     ranking
-}
-
-/// Runs the endpoint's NLU on `input.text` and writes the results into `input`.
-pub(crate) fn annotate(agent: &ureq::Agent, ep: &Endpoint, flow: &Flow, input: &mut Value) {
-    let Some(text) = input.get("text").and_then(Value::as_str).filter(|t| !t.trim().is_empty()) else { return };
-    let text = text.to_owned();
-    let found = match &ep.nlu {
-        Nlu::None => return,
-        Nlu::Builtin { threshold } => {
-            if flow.intents.is_empty() {
-                return;
-            }
-            let ranking = rank(flow, &text);
-            let best = ranking.first().filter(|(_, s)| *s >= *threshold).cloned();
-            Found { best, ranking, slots: json!({}) }
-        }
-        Nlu::Rasa { url, token, timeout } => match rasa(agent, url, token.as_deref(), *timeout, &text) {
-            Ok(f) => f,
-            Err(e) => {
-                log::warn!("{}: the Rasa NLU failed ({e}); the turn goes on without an intent", ep.name);
-                return;
-            }
-        },
-    };
-    let ranking: Vec<Value> = found.ranking.iter().map(|(n, s)| json!({ "name": n, "score": round(*s) })).collect();
-    let m = input.as_object_mut().expect("input is an object");
-    m.insert("intent".into(), found.best.as_ref().map_or(Value::Null, |(n, _)| json!(n)));
-    m.insert("intentScore".into(), found.best.as_ref().map_or(Value::Null, |(_, s)| json!(round(*s))));
-    m.insert("intentRanking".into(), Value::Array(ranking));
-    m.insert("slots".into(), found.slots);
-}
-
-fn round(s: f64) -> f64 {
-    (s * 1000.0).round() / 1000.0
-}
-
-/// An NLU answer.
-struct Found {
-    best: Option<(String, f64)>,
-    ranking: Vec<(String, f64)>,
-    slots: Value,
-}
-
-/// POST `{"text"}` to `{url}/model/parse` (Rasa's HTTP API).
-fn rasa(agent: &ureq::Agent, url: &str, token: Option<&str>, timeout: Duration, text: &str) -> Result<Found, String> {
-    let mut endpoint = format!("{}/model/parse", url.trim_end_matches('/'));
-    if let Some(t) = token {
-        endpoint.push_str(&format!("?token={t}"));
-    }
-    let req = ureq::http::Request::builder()
-        .method("POST")
-        .uri(&endpoint)
-        .header("Content-Type", "application/json")
-        .body(json!({ "text": text }).to_string())
-        .map_err(|e| e.to_string())?;
-    let req = agent.configure_request(req).timeout_global(Some(timeout)).build();
-    let mut resp = agent.run(req).map_err(|e| e.to_string())?;
-    if resp.status().as_u16() != 200 {
-        return Err(format!("HTTP {}", resp.status().as_u16()));
-    }
-    let text = resp.body_mut().with_config().limit(1 << 20).read_to_string().map_err(|e| e.to_string())?;
-    let body: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
-    let best =
-        body["intent"]["name"].as_str().map(|n| (n.to_owned(), body["intent"]["confidence"].as_f64().unwrap_or(0.0)));
-    let ranking = body["intent_ranking"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|i| Some((i["name"].as_str()?.to_owned(), i["confidence"].as_f64()?))).collect())
-        .unwrap_or_default();
-    let mut slots = serde_json::Map::new();
-    for e in body["entities"].as_array().into_iter().flatten() {
-        if let Some(name) = e["entity"].as_str() {
-            slots.insert(name.to_owned(), e["value"].clone());
-        }
-    }
-    Ok(Found { best, ranking, slots: Value::Object(slots) })
 }
 
 #[cfg(test)]

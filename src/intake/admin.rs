@@ -4,29 +4,30 @@
 use serde_json::{Value, json};
 use tiny_http::{Method, Request};
 
-use crate::server::{Reply, admin_ok, percent_decode};
-use crate::service::Shared;
-use crate::store::{Replay, SessionKey};
+use super::HttpContext;
+use super::reply::{Reply, Route, admin_ok, percent_decode};
+use crate::domain::{Replay, SessionKey, SessionRow, TranscriptLine};
+use crate::store::StoreError;
 use crate::util::now_ms;
 
 /// Routes `/api/{rest..}`.
-pub(crate) fn route(shared: &Shared, req: &Request, rest: &[&str]) -> Reply {
-    if !admin_ok(shared, req) {
+pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
+    if !admin_ok(req, &cx.config.admin_keys) {
         return Reply::error(401, "unauthorized", "the admin API needs an admin key in X-API-Key or api_key");
     }
     let m = req.method();
     let reply = match rest {
-        ["endpoints"] if *m == Method::Get => endpoints(shared),
+        ["endpoints"] if *m == Method::Get => endpoints(cx),
         ["sessions", ep, user, session] if *m == Method::Get || *m == Method::Delete => {
             let key = SessionKey {
                 endpoint: percent_decode(ep),
                 user_id: percent_decode(user),
                 session_id: percent_decode(session),
             };
-            if *m == Method::Get { get_session(shared, &key) } else { delete_session(shared, &key) }
+            if *m == Method::Get { get_session(cx, &key) } else { delete_session(cx, &key) }
         }
-        ["deadletters"] if *m == Method::Get => dead_letters(shared),
-        ["deadletters", id, "replay"] if *m == Method::Post => replay(shared, id),
+        ["deadletters"] if *m == Method::Get => dead_letters(cx),
+        ["deadletters", id, "replay"] if *m == Method::Post => replay(cx, id),
         ["endpoints"] | ["deadletters"] => Reply::error(405, "method_not_allowed", "use GET").header("Allow", "GET"),
         ["sessions", _, _, _] => {
             Reply::error(405, "method_not_allowed", "use GET or DELETE").header("Allow", "GET, DELETE")
@@ -34,16 +35,16 @@ pub(crate) fn route(shared: &Shared, req: &Request, rest: &[&str]) -> Reply {
         ["deadletters", _, "replay"] => Reply::error(405, "method_not_allowed", "use POST").header("Allow", "POST"),
         _ => Reply::error(404, "not_found", "no such admin route"),
     };
-    reply.route("admin", "-")
+    reply.route(Route::Admin)
 }
 
-fn store_error(e: crate::store::StoreError) -> Reply {
+fn store_error(e: StoreError) -> Reply {
     log::error!("admin: {e}");
     Reply::error(500, "store_error", "the store could not be read; see the server log")
 }
 
-fn endpoints(shared: &Shared) -> Reply {
-    let list: Vec<Value> = shared
+fn endpoints(cx: &HttpContext) -> Reply {
+    let list: Vec<Value> = cx
         .config
         .endpoints
         .iter()
@@ -61,22 +62,33 @@ fn endpoints(shared: &Shared) -> Reply {
     Reply::json(200, json!({ "endpoints": list }))
 }
 
-fn get_session(shared: &Shared, key: &SessionKey) -> Reply {
-    match shared.store.session(key) {
-        Ok(Some(row)) if !row.state.is_empty() => {
-            let state: Value = serde_json::from_str(&row.state).unwrap_or(Value::Null);
+/// 404 `unknown_endpoint` for a session URL naming an endpoint that is not configured.
+fn known_endpoint(cx: &HttpContext, key: &SessionKey) -> Result<(), Reply> {
+    match cx.config.endpoint_by_name(&key.endpoint) {
+        Some(_) => Ok(()),
+        None => Err(Reply::error(404, "unknown_endpoint", &format!("no endpoint is named {:?}", key.endpoint))),
+    }
+}
+
+fn get_session(cx: &HttpContext, key: &SessionKey) -> Reply {
+    if let Err(r) = known_endpoint(cx, key) {
+        return r;
+    }
+    match cx.store.session(key) {
+        Ok(Some(SessionRow { state: Some(state), seq, messages, .. })) => {
+            let state: Value = serde_json::from_str(&state).unwrap_or(Value::Null);
             let mut answer = json!({
                     "endpoint": key.endpoint, "userId": key.user_id, "sessionId": key.session_id,
                     "context": state.get("context").cloned().unwrap_or(Value::Null),
                     "entrypoint": state.get("entry").cloned().unwrap_or(json!(0)),
                     "pendingQuestion": state.get("question").cloned().unwrap_or(Value::Null),
-                    "messageCount": row.messages,
-                    "lastSeq": row.seq,
+                    "messageCount": messages,
+                    "lastSeq": seq,
             });
             let collects =
-                shared.config.endpoint_by_name(&key.endpoint).is_some_and(|e| e.data_protection.collect_conversations);
+                cx.config.endpoint_by_name(&key.endpoint).is_some_and(|e| e.data_protection.collect_conversations);
             if collects {
-                match shared.store.transcript(key) {
+                match cx.store.transcript(key) {
                     Ok(lines) => answer["transcript"] = transcript_json(lines),
                     Err(e) => return store_error(e),
                 }
@@ -88,12 +100,12 @@ fn get_session(shared: &Shared, key: &SessionKey) -> Reply {
     }
 }
 
-fn transcript_json(lines: Vec<crate::store::TranscriptLine>) -> Value {
+fn transcript_json(lines: Vec<TranscriptLine>) -> Value {
     let lines: Vec<Value> = lines
         .into_iter()
         .map(|l| {
             json!({
-                "source": l.source,
+                "source": l.source.as_str(),
                 "text": l.text,
                 "data": serde_json::from_str::<Value>(&l.data).unwrap_or(Value::Null),
                 "at": crate::util::iso8601(l.at_ms),
@@ -103,16 +115,19 @@ fn transcript_json(lines: Vec<crate::store::TranscriptLine>) -> Value {
     Value::Array(lines)
 }
 
-fn delete_session(shared: &Shared, key: &SessionKey) -> Reply {
-    match shared.store.delete_session(key) {
+fn delete_session(cx: &HttpContext, key: &SessionKey) -> Reply {
+    if let Err(r) = known_endpoint(cx, key) {
+        return r;
+    }
+    match cx.store.delete_session(key) {
         Ok(true) => Reply::json(200, json!({"status": "deleted"})),
         Ok(false) => Reply::error(404, "unknown_session", "no such session"),
         Err(e) => store_error(e),
     }
 }
 
-fn dead_letters(shared: &Shared) -> Reply {
-    match shared.store.dead_letters() {
+fn dead_letters(cx: &HttpContext) -> Reply {
+    match cx.store.dead_letters() {
         Ok(list) => {
             let items: Vec<Value> = list
                 .into_iter()
@@ -131,15 +146,15 @@ fn dead_letters(shared: &Shared) -> Reply {
     }
 }
 
-fn replay(shared: &Shared, id: &str) -> Reply {
+fn replay(cx: &HttpContext, id: &str) -> Reply {
     let Ok(id) = id.parse::<i64>() else {
         return Reply::error(400, "invalid_request", "the dead letter id must be a number");
     };
-    let configured = |name: &str| shared.config.endpoint_by_name(name).is_some();
-    match shared.store.replay_dead_letter(id, now_ms(), configured) {
-        Ok(Replay::Queued) => {
-            shared.senders.wake_all();
-            Reply::json(200, json!({"status": "queued"}))
+    let configured = |name: &str| cx.config.endpoint_by_name(name).is_some();
+    match cx.store.replay_dead_letter(id, now_ms(), &configured) {
+        Ok(Replay::Queued { id, seq }) => {
+            cx.wake.all();
+            Reply::json(200, json!({"status": "queued", "outputId": id, "seq": seq}))
         }
         Ok(Replay::Unknown) => Reply::error(404, "unknown_dead_letter", "no dead letter has this id"),
         Ok(Replay::EndpointGone(name)) => Reply::error(

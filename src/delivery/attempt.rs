@@ -1,0 +1,155 @@
+//! One delivery attempt: the POST of one output with its headers (Seq, signature, Basic auth,
+//! the endpoint's own), and the class of its answer (http-api.md §2).
+
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::config::{Config, Endpoint};
+use crate::crypto;
+use crate::domain::OutboxRow;
+use crate::util::now_ms;
+
+/// Longest wait a `Retry-After` can ask for: a receiver's typo (or a date years ahead) must not
+/// park a session for good. The retry schedule still applies; this only caps the header.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// Longest body read back from a webhook answer (it is only logged).
+const MAX_ANSWER_BYTES: u64 = 16 * 1024;
+
+/// How an attempt ended.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Outcome {
+    Delivered,
+    /// Try again, not before the given wait (from `Retry-After`) if any.
+    Retry(String, Option<Duration>),
+    /// A 4xx other than 408/429: the receiver refuses it; no retry.
+    Final(String),
+}
+
+/// The one HTTP client of a lane: timeouts set, redirects not followed, statuses as values.
+///
+/// The timeouts are per phase (connect; send; wait for the answer; read it) rather than one
+/// global bound: with a global timeout ureq resolves the host on a new thread for every request
+/// so that the lookup can be timed out too, which cost one thread start per delivery (measured
+/// by `make bench`). A delivery can so take up to four times `delivery.timeoutMs` in the worst
+/// case of a server that dribbles.
+pub(super) fn agent(config: &Config, tls: ureq::tls::TlsConfig) -> ureq::Agent {
+    let d = &config.delivery;
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_connect(Some(d.connect_timeout))
+        .timeout_send_request(Some(d.timeout))
+        .timeout_send_body(Some(d.timeout))
+        .timeout_recv_response(Some(d.timeout))
+        .timeout_recv_body(Some(d.timeout))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .user_agent(concat!("hookflow/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// One POST of one output; `now_s` is the Unix time for the signature; `limit` bounds the whole
+/// attempt (used while draining at shutdown).
+pub(crate) fn attempt(
+    agent: &ureq::Agent,
+    ep: &Endpoint,
+    row: &OutboxRow,
+    now_s: i64,
+    limit: Option<Duration>,
+) -> Outcome {
+    let mut req = agent
+        .post(&ep.webhook.url)
+        .header("Content-Type", "application/json")
+        .header("X-Hookflow-Seq", row.seq.to_string());
+    if let Some(secret) = &ep.webhook.secret {
+        let k = &row.key;
+        let id = crypto::webhook_id(&k.endpoint, &k.user_id, &k.session_id, row.seq, &row.body);
+        let sig = crypto::signature(secret, &id, now_s, row.body.as_bytes());
+        req = req
+            .header("webhook-id", id)
+            .header("webhook-timestamp", now_s.to_string())
+            .header("webhook-signature", sig);
+    }
+    if let Some(user) = &ep.webhook.user {
+        let pass = ep.webhook.password.as_deref().unwrap_or("");
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        req = req.header("Authorization", format!("Basic {token}"));
+    }
+    for (k, v) in &ep.webhook.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    if let Some(limit) = limit {
+        req = req.config().timeout_global(Some(limit)).build();
+    }
+    match req.send(row.body.as_bytes()) {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now_ms()));
+            // Reading the answer to its end lets ureq reuse the connection.
+            let _ = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
+            classify(status, retry_after)
+        }
+        Err(e) => Outcome::Retry(e.to_string(), None),
+    }
+}
+
+/// Outcome classes of http-api.md §2: 2xx ok; 4xx other than 408 and 429 final; the rest
+/// (redirects included, since they are not followed) retried.
+fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered,
+        408 | 429 => Outcome::Retry(format!("HTTP {status}"), retry_after),
+        400..=499 => Outcome::Final(format!("HTTP {status}")),
+        _ => Outcome::Retry(format!("HTTP {status}"), retry_after),
+    }
+}
+
+/// `Retry-After` as delta seconds or as an HTTP-date (RFC 9110 §10.2.3), as a wait from `now_ms`.
+/// Capped at `MAX_RETRY_AFTER`.
+fn parse_retry_after(v: &str, now_ms: i64) -> Option<Duration> {
+    let v = v.trim();
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at_ms = crate::util::parse_http_date(v)?.saturating_mul(1000);
+            Duration::from_millis(at_ms.saturating_sub(now_ms).max(0) as u64)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_classes_follow_the_spec() {
+        assert_eq!(classify(200, None), Outcome::Delivered);
+        assert_eq!(classify(204, None), Outcome::Delivered);
+        assert!(matches!(classify(301, None), Outcome::Retry(..)));
+        assert!(matches!(classify(408, None), Outcome::Retry(..)));
+        assert!(matches!(classify(429, Some(Duration::from_secs(3))), Outcome::Retry(_, Some(_))));
+        assert!(matches!(classify(400, None), Outcome::Final(_)));
+        assert!(matches!(classify(404, None), Outcome::Final(_)));
+        assert!(matches!(classify(500, None), Outcome::Retry(..)));
+        assert!(matches!(classify(503, None), Outcome::Retry(..)));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("7", 0), Some(Duration::from_secs(7)));
+        // Sun, 06 Nov 1994 08:49:37 GMT is 784111777 s after the epoch.
+        let now = 784_111_777_000 - 3_000;
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 10_000), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", 0), None);
+        // Huge values are capped, not overflowed into a due time in the past.
+        assert_eq!(parse_retry_after("18446744073709551615", 0), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", 0), Some(MAX_RETRY_AFTER));
+    }
+}

@@ -1,0 +1,215 @@
+//! The vocabulary of the data path: what a queued message, a session, a finished turn and an
+//! output are. Every stage speaks these types; the store implements them (`store::Store`) and
+//! nothing here knows how they are kept.
+
+/// The conversation a message belongs to: endpoint name, userId, sessionId.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    pub endpoint: String,
+    pub user_id: String,
+    pub session_id: String,
+}
+
+impl SessionKey {
+    /// FNV-1a of the key, then MurmurHash3's finaliser: stable across restarts and versions
+    /// (unlike `DefaultHasher`), and with every bit mixed, so that `hash % senders` spreads
+    /// sessions evenly even when userId and sessionId look alike (plain FNV's low bits do not:
+    /// measured by `make bench`, "lanes u/s"). Stored with each output, so it must never change.
+    pub fn lane_hash(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for part in [&self.endpoint, &self.user_id, &self.session_id] {
+            for b in part.bytes().chain([0xff]) {
+                h ^= u32::from(b);
+                h = h.wrapping_mul(0x0100_0193);
+            }
+        }
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^ (h >> 16)
+    }
+}
+
+/// What a queued message asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// A user message (`POST /{URLToken}`): runs the Flow.
+    Message,
+    /// `inject`: runs the Flow as if the user had sent it.
+    Inject,
+    /// `notify`: one output straight to the webhook; the Flow does not run.
+    Notify,
+}
+
+impl JobKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Message => "message",
+            JobKind::Inject => "inject",
+            JobKind::Notify => "notify",
+        }
+    }
+
+    /// The kind of a stored name; `None` for a name this version does not know (a newer
+    /// version's row), which the store reports instead of running it as something else.
+    pub fn parse(s: &str) -> Option<JobKind> {
+        match s {
+            "message" => Some(JobKind::Message),
+            "inject" => Some(JobKind::Inject),
+            "notify" => Some(JobKind::Notify),
+            _ => None,
+        }
+    }
+}
+
+/// An accepted message, as queued.
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    pub id: i64,
+    pub key: SessionKey,
+    pub kind: JobKind,
+    /// JSON of the accepted input (`wire::Accepted`).
+    pub payload: String,
+    /// JSON of a turn interrupted at a checkpoint (an `http` node), to resume from.
+    pub resume: Option<String>,
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, Default)]
+pub struct SessionRow {
+    /// JSON of `flow::SessionState`; `None` when the session has no state: it never ran a
+    /// Flow (only notifies), or it was forgotten (expiry, admin DELETE) and keeps only its
+    /// output counter.
+    pub state: Option<String>,
+    /// The last output sequence number given out (0 = none yet).
+    pub seq: i64,
+    /// Messages this session has run (inputs of kind message or inject).
+    pub messages: i64,
+    /// Unix milliseconds of the last change.
+    pub updated_ms: i64,
+}
+
+/// What a turn starts from.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    pub row: InboxRow,
+    pub session: Option<SessionRow>,
+    /// JSON of the user's profile, if stored.
+    pub profile: Option<String>,
+}
+
+/// What a turn writes, in one transaction: its session, profile, numbered outputs and
+/// transcript lines, and the inbox row deleted — or, at a checkpoint, kept to resume from.
+#[derive(Debug, Clone)]
+pub struct TurnRecord {
+    pub inbox_id: i64,
+    pub key: SessionKey,
+    /// New session state; `None` leaves the session as it is (a notify, a dropped message).
+    pub session: Option<SessionRow>,
+    /// New profile of the user, when contact profiles are on and the turn changed it.
+    pub profile: Option<String>,
+    pub outputs: Vec<NewOutput>,
+    pub now_ms: i64,
+    /// Transcript lines to keep (`collectConversations`).
+    pub transcript: Vec<TranscriptLine>,
+    /// The session's message count when the turn read it (or its checkpoint last wrote it): a
+    /// lower count at commit time means the session was forgotten meanwhile through the admin
+    /// API, and it stays forgotten. (Expiry keeps the count.)
+    pub loaded_messages: i64,
+    /// Keep the inbox row with this resume record instead of deleting it (an `http` node's
+    /// checkpoint: the turn goes on after the call).
+    pub checkpoint: Option<String>,
+}
+
+/// One output of a turn, before it is numbered.
+#[derive(Debug, Clone)]
+pub struct NewOutput {
+    pub body: String,
+    pub not_before_ms: i64,
+}
+
+/// One output to deliver.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub key: SessionKey,
+    pub seq: i64,
+    /// The exact body to POST.
+    pub body: String,
+    /// Unix milliseconds before which it must not go out (the `sleep` node, retries).
+    pub not_before_ms: i64,
+    pub attempts: i64,
+}
+
+/// A dead letter, as listed by the admin API.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub key: SessionKey,
+    pub seq: i64,
+    pub body: String,
+    pub attempts: i64,
+    pub last_error: String,
+    pub died_at_ms: i64,
+}
+
+/// Who said a transcript line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    User,
+    Bot,
+}
+
+impl Speaker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Speaker::User => "user",
+            Speaker::Bot => "bot",
+        }
+    }
+}
+
+/// One line of a conversation transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptLine {
+    pub source: Speaker,
+    pub text: String,
+    /// JSON of the data object, `{}` when none.
+    pub data: String,
+    pub at_ms: i64,
+}
+
+/// What a dead-letter replay did.
+#[derive(Debug, PartialEq)]
+pub enum Replay {
+    /// Back in the outbox as the session's next output.
+    Queued { id: i64, seq: i64 },
+    /// No dead letter has this id.
+    Unknown,
+    /// Its endpoint (named) is not configured: no sender would read it.
+    EndpointGone(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_hash_is_a_fixed_function_of_the_key() {
+        // Stored with every output: a change would send a session's outputs through two lanes.
+        let k = SessionKey { endpoint: "e".into(), user_id: "u".into(), session_id: "s".into() };
+        assert_eq!(k.lane_hash(), k.clone().lane_hash());
+        let other = SessionKey { session_id: "t".into(), ..k.clone() };
+        assert_ne!(k.lane_hash(), other.lane_hash());
+    }
+
+    #[test]
+    fn job_kinds_round_trip_and_unknown_names_are_refused() {
+        for k in [JobKind::Message, JobKind::Inject, JobKind::Notify] {
+            assert_eq!(JobKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(JobKind::parse("handover"), None);
+    }
+}

@@ -1,0 +1,20 @@
+//! The engine: from a committed message to a committed turn.
+//!
+//! - `writer.rs`: the one thread that commits — accepted messages (group commit before the 200)
+//!   and finished turns (state + outputs + inbox row in one transaction).
+//! - `scheduler.rs`: per-session FIFO of queued messages; the ready queue of sessions.
+//! - `worker.rs`: the `worker-N` threads; one message of one session at a time.
+//! - `turn.rs`: one turn — the `input` object, NLU, the Flow, checkpoints at `http` nodes,
+//!   output bodies (through the output transformer).
+//! - `nlu.rs`, `http_node.rs`: the effects a turn performs for the Flow (the Rasa client, the
+//!   `http` node's request); the Flow itself (`flow/`) does no I/O.
+
+pub(crate) mod http_node;
+pub(crate) mod nlu;
+mod scheduler;
+pub(crate) mod turn;
+pub(crate) mod worker;
+pub(crate) mod writer;
+
+pub(crate) use scheduler::Scheduler;
+pub(crate) use writer::{AcceptError, Writer};

@@ -1,0 +1,75 @@
+//! The worker pool: each `worker-N` thread takes a runnable session from the scheduler, runs
+//! exactly one message of it (`turn.rs`), and hands the result to the writer, which releases
+//! the session once it is on disk. Expiry of old sessions runs here too, between turns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use super::scheduler::Job;
+use super::turn::{LazyEngine, Turns};
+use super::{Scheduler, Writer};
+use crate::ops::health::Health;
+use crate::util::now_ms;
+
+/// What a worker thread is given by the wiring.
+pub(crate) struct WorkerContext {
+    pub turns: Arc<Turns>,
+    pub sched: Arc<Scheduler>,
+    pub writer: Writer,
+    pub health: Arc<Health>,
+    /// When session expiry next runs (Unix ms), shared by the workers.
+    pub next_expiry_ms: Arc<AtomicI64>,
+}
+
+/// The worker loop: takes a runnable session, runs its next message, repeats until `Stop`.
+pub(crate) fn run(cx: WorkerContext) {
+    let rx = cx.sched.ready();
+    let mut engine = LazyEngine::new(&cx.turns.config);
+    while let Ok(Job::Run(key)) = rx.recv() {
+        if cx.health.stopping() {
+            // Shutting down: only turns already running finish; queued messages stay on disk
+            // and run after the next start (they would otherwise keep the drain waiting).
+            break;
+        }
+        expire_sessions(&cx);
+        let Some(id) = cx.sched.head(&key) else { continue };
+        match super::turn::handle(&cx.turns, &mut engine, id) {
+            // The writer releases the session once the turn is on disk.
+            Ok(Some(record)) => cx.writer.turn(key, record),
+            Ok(None) => cx.sched.done(key),
+            Err(e) => {
+                // The store failed (disk full, I/O error): the message stays queued, on disk and
+                // here, and is tried again shortly; nothing is lost or reordered.
+                log::error!("cannot run message {id}: {e}; retrying in 1s");
+                std::thread::sleep(Duration::from_secs(1));
+                cx.sched.retry(key);
+            }
+        }
+    }
+}
+
+/// How often sessions older than `sessions.ttlSeconds` are removed from the store.
+const EXPIRY_EVERY_MS: i64 = 10 * 60 * 1000;
+
+/// Removes expired sessions, at most once per `EXPIRY_EVERY_MS` across all workers (and at the
+/// first message after start).
+fn expire_sessions(cx: &WorkerContext) {
+    let now = now_ms();
+    let next = cx.next_expiry_ms.load(Ordering::Relaxed);
+    if now < next
+        || cx
+            .next_expiry_ms
+            .compare_exchange(next, now + EXPIRY_EVERY_MS, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let ttl = cx.turns.config.session_ttl.as_millis() as i64;
+    // A forgotten session's output counter is kept for one more ttl (see `Store::expire_sessions`).
+    match cx.turns.store.expire_sessions(now - ttl, now - 2 * ttl) {
+        Ok(0) => {}
+        Ok(n) => log::info!("forgot {n} session(s) untouched for longer than sessions.ttlSeconds"),
+        Err(e) => log::error!("cannot expire sessions: {e}"),
+    }
+}

@@ -1,0 +1,36 @@
+//! Intake: HTTP in. `routes.rs` is the loop of the `http-N` threads (route, validate, hand the
+//! message to the writer, answer); `admin.rs` is the admin API under `/api/`; `reply.rs` the
+//! answer type and request helpers both use. Nothing past this folder sees tiny_http's
+//! requests (the wiring binds the listener; `cli::sink` is a separate little server).
+
+mod admin;
+mod reply;
+mod routes;
+
+use std::sync::Arc;
+
+pub(crate) use routes::{HTTP_THREADS, run};
+
+use crate::config::Config;
+use crate::delivery::Wake;
+use crate::engine::{Scheduler, Writer};
+use crate::flow::transform::Transformers;
+use crate::ops::health::Health;
+use crate::ops::metrics::Metrics;
+use crate::store::Store;
+
+/// What an http thread is given by the wiring.
+pub(crate) struct HttpContext {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    /// Durable accept: the writer commits a message before it is answered.
+    pub writer: Writer,
+    /// Queue depth and active sessions for `/metrics`.
+    pub sched: Arc<Scheduler>,
+    /// Input transformers run here, on the http threads, before the message is stored.
+    pub transformers: Arc<Transformers>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// A replayed dead letter wakes the sender lanes.
+    pub wake: Wake,
+}

@@ -1,0 +1,5 @@
+//! Operating the process: `/metrics` counters, health flags, systemd's readiness protocol.
+
+pub(crate) mod health;
+pub(crate) mod metrics;
+pub mod systemd;

@@ -1,0 +1,164 @@
+//! The store seam: everything the data path asks of durable storage, as one trait, and the
+//! backends behind it (`sqlite`, the embedded default).
+//!
+//! A trait object (`Arc<dyn Store>`) rather than an enum of backends: the threads hold the
+//! store through this one interface and never name a backend, a backend is a folder of its own
+//! that can be compiled in or out, and a test can run the same scenario on any backend by
+//! choosing it in one place. The cost is one indirect call per storage operation, nothing
+//! beside a transaction.
+//!
+//! The contract every backend keeps (the invariants of `lib.rs` rest on it):
+//! - `commit_batch` is atomic: accepted messages, and each turn's state, outputs and inbox row,
+//!   are all on disk or none are.
+//! - Outputs of a session are numbered `seq + 1, seq + 2, …` in commit order, and outbox ids
+//!   grow in commit order and are never reused.
+//! - Reads of the outbox bounded by `outbox_max_id` see a fixed set of rows.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::domain::{
+    DeadLetter, JobKind, OutboxRow, Replay, SessionKey, SessionRow, TranscriptLine, TurnInput, TurnRecord,
+};
+
+/// Opens the store the config names: the one place that picks a backend (SQLite in `dataDir`).
+pub fn open(config: &Config) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir, config.durability)?))
+}
+
+/// What kind of failure a store operation had, so callers can tell a full disk from a busy one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The disk (or quota) is full: writes fail until space is freed.
+    Full,
+    /// Another process or connection holds the store.
+    Busy,
+    /// The store cannot be opened, read or written (permissions, I/O error, a missing file).
+    Io,
+    /// The data is not what this version expects (corrupt, or written by a newer version).
+    Data,
+    /// Anything else.
+    Other,
+}
+
+/// A store failure: its kind and a message from the backend or the file system.
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> StoreError {
+        StoreError { kind, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store: {}", self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One accepted message to queue: its session, kind and payload (JSON of `wire::Accepted`).
+pub type Accept<'a> = (&'a SessionKey, JobKind, &'a str);
+
+/// Durable storage of the data path: the inbound queue, sessions and profiles, the outbox, dead
+/// letters and transcripts.
+pub trait Store: Send + Sync {
+    // --- the inbound queue and turns -----------------------------------------------------------
+
+    /// One transaction for a writer batch: accepted messages (their ids are returned, in order)
+    /// and finished turns (see [`TurnRecord`]).
+    fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>>;
+
+    /// Queues an accepted message on its own; returns its id once it is committed.
+    fn accept(&self, key: &SessionKey, kind: JobKind, payload: &str) -> Result<i64> {
+        Ok(self.commit_batch(&[(key, kind, payload)], &[])?[0])
+    }
+
+    /// Writes one turn (a checkpoint) in its own transaction.
+    fn commit_turn(&self, turn: &TurnRecord) -> Result<()> {
+        self.commit_batch(&[], &[turn]).map(drop)
+    }
+
+    /// Every queued message, in acceptance order (for the start-up scan).
+    fn pending_inbox(&self) -> Result<Vec<(i64, SessionKey)>>;
+
+    /// What a turn needs: the message, its session (if any) and the user's profile.
+    fn load_turn(&self, inbox_id: i64) -> Result<Option<TurnInput>>;
+
+    // --- the outbox ----------------------------------------------------------------------------
+
+    /// The highest outbox id so far (0 when none).
+    fn outbox_max_id(&self) -> Result<i64>;
+
+    /// Outputs of `endpoint` for sender `lane` (of `lanes`, by `SessionKey::lane_hash`) with an
+    /// id in `(after, upto]`, in id order, at most `limit`.
+    fn outbox_after(
+        &self,
+        lane: usize,
+        lanes: usize,
+        endpoint: &str,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>>;
+
+    /// Outputs of one session with an id in `(after, upto]`, in id order, at most `limit`.
+    fn outbox_of_session(&self, key: &SessionKey, after: i64, upto: i64, limit: usize) -> Result<Vec<OutboxRow>>;
+
+    /// Number of outputs waiting.
+    fn outbox_len(&self) -> Result<i64>;
+
+    /// Removes delivered outputs, in one transaction.
+    fn delivered(&self, ids: &[i64]) -> Result<()>;
+
+    /// Records a failed attempt that will be retried at `next_ms`.
+    fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()>;
+
+    // --- dead letters --------------------------------------------------------------------------
+
+    /// Moves an output to the dead letters.
+    fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()>;
+
+    /// Moves the outputs of endpoints that are not in `endpoints` to the dead letters (they can
+    /// be replayed once the endpoint is back); returns how many.
+    fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize>;
+
+    /// Dead letters, oldest first.
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
+
+    /// Puts a dead letter back in the outbox as the next output of its session (a new Seq),
+    /// when `endpoint_ok` accepts its endpoint (no sender reads outputs of other endpoints).
+    fn replay_dead_letter(&self, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay>;
+
+    // --- sessions and transcripts --------------------------------------------------------------
+
+    /// The stored session, if any.
+    fn session(&self, key: &SessionKey) -> Result<Option<SessionRow>>;
+
+    /// Forgets a session's state and transcript, so its next message starts fresh; true if it
+    /// had state. Its output counter is kept, so `X-Hookflow-Seq` stays strictly increasing.
+    /// Queued messages and undelivered outputs stay.
+    fn delete_session(&self, key: &SessionKey) -> Result<bool>;
+
+    /// Forgets the state of sessions untouched since `before_ms` and drops transcript lines older
+    /// than that; counter-only rows untouched since `purge_before_ms` (and with no output queued)
+    /// are deleted. Returns how many sessions were forgotten.
+    fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize>;
+
+    /// The transcript of a session, in the order of its turns.
+    fn transcript(&self, key: &SessionKey) -> Result<Vec<TranscriptLine>>;
+
+    // --- health --------------------------------------------------------------------------------
+
+    /// Whether the store accepts writes now (for `/readyz`).
+    fn writable(&self) -> bool;
+}

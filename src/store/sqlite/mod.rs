@@ -1,0 +1,247 @@
+//! The SQLite backend: the inbound queue (`inbox`), sessions, profiles, the outbox, dead letters
+//! and transcripts, in one file in WAL mode. Every SQL statement of this backend lives in this
+//! folder: `inbox.rs` (accepting and loading messages), `turns.rs` (a turn's writes, one
+//! function per table), `outbox.rs` (delivery and dead letters), `sessions.rs` (sessions,
+//! expiry, transcripts).
+//!
+//! One connection behind a mutex serves every writer: SQLite allows one writer at a time anyway,
+//! and waiting on a Rust mutex is far cheaper than SQLite's busy handler, which sleeps in
+//! millisecond steps. Each method takes the lock for one short transaction and never across a
+//! network call or a Flow step. A second, read-only connection serves the sender's outbox reads:
+//! in WAL mode readers do not wait for the writer.
+//!
+//! Durability (config `durability`): `normal` uses `synchronous=NORMAL`, so a commit is in the
+//! OS page cache before the 200 goes out and survives the process dying; `full` adds an fsync
+//! per commit (`synchronous=FULL`).
+
+mod inbox;
+mod outbox;
+mod sessions;
+mod turns;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+use crate::config::Durability;
+use crate::domain::{DeadLetter, OutboxRow, Replay, SessionKey, SessionRow, TranscriptLine, TurnInput, TurnRecord};
+use crate::store::{Accept, ErrorKind, Result, Store, StoreError};
+
+/// The file name of the store inside the data directory.
+pub const STORE_FILE: &str = "hookflow.sqlite3";
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let kind = match e.sqlite_error_code() {
+            Some(C::DiskFull) => ErrorKind::Full,
+            Some(C::DatabaseBusy | C::DatabaseLocked) => ErrorKind::Busy,
+            Some(C::CannotOpen | C::ReadOnly | C::SystemIoFailure | C::PermissionDenied) => ErrorKind::Io,
+            Some(C::DatabaseCorrupt | C::NotADatabase) => ErrorKind::Data,
+            _ => ErrorKind::Other,
+        };
+        StoreError::new(kind, e.to_string())
+    }
+}
+
+/// The SQLite store; cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+/// Outbox ids must never be reused: a sender lane reads rows above the highest id it has seen,
+/// and SQLite would otherwise hand out `max(id) + 1` again once the table is empty.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    kind TEXT NOT NULL, payload TEXT NOT NULL, resume TEXT
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    state TEXT NOT NULL, seq INTEGER NOT NULL, messages INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, user_id, session_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS profiles (
+    user_id TEXT PRIMARY KEY, profile TEXT NOT NULL, updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash INTEGER NOT NULL,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, body TEXT NOT NULL,
+    not_before_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT
+);
+-- Reading back the rest of one session's queue (a sender lane keeps at most a few rows of each
+-- session in memory); the integer hash keeps the index small, the session columns filter.
+CREATE INDEX IF NOT EXISTS outbox_hash ON outbox (hash, id);
+CREATE TABLE IF NOT EXISTS transcripts (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    source TEXT NOT NULL, text TEXT NOT NULL, data TEXT NOT NULL, at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transcripts_session ON transcripts (endpoint, user_id, session_id, id);
+CREATE TABLE IF NOT EXISTS deadletters (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, body TEXT NOT NULL,
+    attempts INTEGER NOT NULL, last_error TEXT NOT NULL, died_ms INTEGER NOT NULL
+);
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::new(ErrorKind::Io, format!("cannot create data directory {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(STORE_FILE);
+        let conn = Connection::open(&path)
+            .map_err(|e| StoreError::new(ErrorKind::Io, format!("cannot open {}: {e}", path.display())))?;
+        let sync = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;
+             PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000;"
+        ))?;
+        conn.execute_batch(SCHEMA)?;
+        let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        reader.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
+        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction half done: rusqlite rolls
+        // back an open transaction when it is dropped during the unwind.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for SqliteStore {
+    fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let ids = inbox::insert(&tx, accepts)?;
+        for t in turns {
+            turns::write(&tx, t)?;
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn pending_inbox(&self) -> Result<Vec<(i64, SessionKey)>> {
+        inbox::pending(&self.lock())
+    }
+
+    fn load_turn(&self, inbox_id: i64) -> Result<Option<TurnInput>> {
+        let mut conn = self.lock();
+        // One read transaction for the three reads: one lock round instead of three.
+        let tx = conn.transaction()?;
+        let input = inbox::load_turn(&tx, inbox_id)?;
+        tx.commit()?;
+        Ok(input)
+    }
+
+    fn outbox_max_id(&self) -> Result<i64> {
+        outbox::max_id(&self.read())
+    }
+
+    fn outbox_after(
+        &self,
+        lane: usize,
+        lanes: usize,
+        endpoint: &str,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
+        outbox::after(&self.read(), lane, lanes, endpoint, after, upto, limit)
+    }
+
+    fn outbox_of_session(&self, key: &SessionKey, after: i64, upto: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+        outbox::of_session(&self.read(), key, after, upto, limit)
+    }
+
+    fn outbox_len(&self) -> Result<i64> {
+        Ok(self.lock().query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?)
+    }
+
+    fn delivered(&self, ids: &[i64]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        outbox::delete(&tx, ids)?;
+        Ok(tx.commit()?)
+    }
+
+    fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
+        outbox::attempt_failed(&self.lock(), id, attempts, next_ms, error)
+    }
+
+    fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        outbox::dead(&tx, id, attempts, error, now_ms)?;
+        Ok(tx.commit()?)
+    }
+
+    fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let moved = outbox::dead_unconfigured(&tx, endpoints, now_ms)?;
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        outbox::dead_letters(&self.lock())
+    }
+
+    fn replay_dead_letter(&self, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let replay = outbox::replay(&tx, id, now_ms, endpoint_ok)?;
+        tx.commit()?;
+        Ok(replay)
+    }
+
+    fn session(&self, key: &SessionKey) -> Result<Option<SessionRow>> {
+        sessions::get(&self.lock(), key)
+    }
+
+    fn delete_session(&self, key: &SessionKey) -> Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let had = sessions::forget(&tx, key)?;
+        tx.commit()?;
+        Ok(had)
+    }
+
+    fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize> {
+        sessions::expire(&self.lock(), before_ms, purge_before_ms)
+    }
+
+    fn transcript(&self, key: &SessionKey) -> Result<Vec<TranscriptLine>> {
+        sessions::transcript(&self.lock(), key)
+    }
+
+    fn writable(&self) -> bool {
+        self.lock().execute_batch("BEGIN IMMEDIATE; COMMIT;").is_ok()
+    }
+}
+
+/// The session key stored in three columns from `at`.
+fn key_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SessionKey> {
+    Ok(SessionKey { endpoint: r.get(at)?, user_id: r.get(at + 1)?, session_id: r.get(at + 2)? })
+}
+
+#[cfg(test)]
+mod tests;

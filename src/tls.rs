@@ -1,0 +1,36 @@
+//! The TLS settings of outbound HTTPS (webhooks, `http` nodes, Rasa), shared by delivery and the
+//! engine. (Inbound TLS, `tls.cert`/`tls.key`, is bound by the wiring with the listener.)
+
+use crate::config::Config;
+
+/// The TLS settings of outbound HTTPS (webhooks, `http` nodes, Rasa): the public roots
+/// (Mozilla's, built in, so a minimal chroot needs no CA store) plus `delivery.caFile`. Without
+/// a CA file ureq's own Mozilla roots are used, loaded on the first HTTPS call rather than at
+/// start (a few hundred KiB that a plain-HTTP installation never needs).
+pub fn outbound(config: &Config) -> Result<ureq::tls::TlsConfig, String> {
+    if config.delivery.ca_file.is_none() {
+        return Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::WebPki).build());
+    }
+    let mut roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c).to_owned())
+        .collect();
+    if let Some(file) = &config.delivery.ca_file {
+        let pem = std::fs::read(file).map_err(|e| format!("cannot read delivery.caFile {}: {e}", file.display()))?;
+        let mut n = 0;
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => {
+                    roots.push(c);
+                    n += 1;
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("delivery.caFile {}: {e}", file.display())),
+            }
+        }
+        if n == 0 {
+            return Err(format!("delivery.caFile {} holds no PEM certificate", file.display()));
+        }
+    }
+    Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&roots)).build())
+}
