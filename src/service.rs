@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::delivery::{self, LaneContext};
+use crate::engine::calls::Calls;
 use crate::engine::turn::{Flows, Turns};
 use crate::engine::worker::WorkerContext;
 use crate::engine::writer::WriterContext;
@@ -72,6 +73,8 @@ pub struct Service {
     senders: Vec<SenderThread>,
     fatal: crossbeam_channel::Receiver<String>,
     writer: Option<JoinHandle<()>>,
+    /// The call threads of parked turns (not joined: a call may take `timeoutMs`).
+    calls: Option<Calls>,
 }
 
 /// A sender lane's thread and its shutdown handles.
@@ -139,6 +142,7 @@ impl Service {
             senders: vec![],
             fatal,
             writer: None,
+            calls: None,
         };
         let writer_cx = WriterContext {
             store: store.clone(),
@@ -165,11 +169,13 @@ impl Service {
             let handle = spawn(format!("sender-{lane}"), move || delivery::run(cx)).map_err(Error::Spawn)?;
             svc.senders.push(SenderThread { stop: stop_tx, done: done_rx, handle });
         }
+        let agent = engine::http_node::agent(tls);
+        let calls = Calls::new(config.limits.max_concurrent_calls, agent, sched.clone(), metrics.clone());
+        svc.calls = Some(calls.clone());
         let turns = Arc::new(Turns {
             config: config.clone(),
             flows,
             transformers: transformers.clone(),
-            agent: engine::http_node::agent(tls),
             store: store.clone(),
             wake: wake.clone(),
             metrics: metrics.clone(),
@@ -180,6 +186,7 @@ impl Service {
                 turns: turns.clone(),
                 sched: sched.clone(),
                 writer: writer.clone(),
+                calls: calls.clone(),
                 health: health.clone(),
                 next_expiry_ms: next_expiry_ms.clone(),
             };
@@ -224,11 +231,21 @@ impl Service {
         // The http threads keep answering (503 `shutting_down` for new messages, /healthz) until
         // the outbox has drained; they are the last to go.
         self.health.begin_stop();
+        let deadline = Instant::now() + self.drain;
+        // Parked turns whose calls answer within the drain finish; the others keep their
+        // checkpoint, and their calls are made again after the next start.
+        if let Some(calls) = &self.calls
+            && !calls.wait_idle(deadline)
+        {
+            log::warn!("outbound calls of parked turns are still running; those turns go on after the next start");
+        }
         self.sched.stop(self.workers.len());
         join(self.workers);
+        if let Some(calls) = &self.calls {
+            calls.stop();
+        }
         // Finished turns are committed before the drain, so their outputs go out in it.
         self.writer_handle.flush();
-        let deadline = Instant::now() + self.drain;
         for lane in &self.senders {
             let _ = lane.stop.send(deadline);
         }

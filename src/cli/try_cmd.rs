@@ -9,8 +9,11 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::domain::{InboxRow, JobKind, SessionKey};
+use crate::engine::driver::{From, Host, drive};
+use crate::engine::nlu;
 use crate::flow::script::{Engine, Limits};
-use crate::flow::{self, Flow, RunOptions, SessionState, Turn, TurnIo};
+use crate::flow::{Flow, HttpCall, RunOptions, SessionState, Turn, TurnIo};
+use crate::store::StoreError;
 use crate::wire::Accepted;
 
 /// Runs the conversation loop over `input`, writing to `out`; `Err` names a bad endpoint.
@@ -22,8 +25,7 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
     let flow = Flow::load(&ep.flow).map_err(|errs| {
         errs.iter().map(|(p, m)| format!("{}: {p}: {m}", ep.flow.display())).collect::<Vec<_>>().join("\n")
     })?;
-    let limits = Limits { timeout: config.limits.script_timeout, memory: config.limits.script_memory_bytes };
-    let mut engine = Engine::new(limits);
+    let mut engine = Engine::new(Limits::of(config));
     let agent = crate::engine::http_node::agent(crate::tls::outbound(config)?);
     let mut session = Session::new(&flow);
     let _ =
@@ -64,33 +66,59 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
         let row =
             InboxRow { id: 0, key: session.key.clone(), kind: JobKind::Message, payload: String::new(), resume: None };
         let mut input = crate::engine::turn::build_input(ep, &row, &acc, session.messages);
-        crate::engine::nlu::annotate(&agent, ep, &flow, &mut input);
+        if let Some(req) = nlu::prepare(ep, &flow, &mut input)
+            && let Some(found) = nlu::ask(&agent, &req)
+        {
+            nlu::apply(&found, &mut input);
+        }
         if let Some(intent) = input.get("intent").and_then(Value::as_str) {
             let _ = writeln!(out, "  (intent {intent}, score {})", input["intentScore"]);
         }
-        let opts = RunOptions { max_nodes: config.limits.max_nodes_per_turn, random: session.messages as u64 };
-        let io = TurnIo {
-            state: &mut session.state,
-            input: &mut input,
-            profile: &mut session.profile,
-            scripts: &mut engine,
+        let mut host = TryHost {
+            session: &mut session,
+            input,
+            agent: &agent,
+            out: &mut *out,
+            max_nodes: config.limits.max_nodes_per_turn,
         };
-        let mut turn = flow::run(&flow, io, opts);
-        loop {
-            print_turn(out, &turn);
-            let Some(call) = turn.suspend.take() else { break };
-            let _ = writeln!(out, "  (http {} {})", call.method, call.url);
-            let result = crate::engine::http_node::perform(&agent, &call);
-            let io = TurnIo {
-                state: &mut session.state,
-                input: &mut input,
-                profile: &mut session.profile,
-                scripts: &mut engine,
-            };
-            turn = flow::resume(&flow, io, opts, &call, result, &turn);
-        }
+        // `try` performs every call right away, so the turn never parks.
+        drive(&mut host, &flow, &mut engine, From::Start).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The driver's host in the terminal: prints each part of a turn, makes calls right away.
+struct TryHost<'a, W: Write> {
+    session: &'a mut Session,
+    input: Value,
+    agent: &'a ureq::Agent,
+    out: &'a mut W,
+    max_nodes: u32,
+}
+
+impl<W: Write> Host for TryHost<'_, W> {
+    type Scripts = Engine;
+
+    fn io<'s>(&'s mut self, scripts: &'s mut Engine) -> TurnIo<'s> {
+        TurnIo { state: &mut self.session.state, input: &mut self.input, profile: &mut self.session.profile, scripts }
+    }
+
+    fn opts(&mut self) -> RunOptions {
+        RunOptions { max_nodes: self.max_nodes, random: self.session.messages as u64 }
+    }
+
+    fn part_done(&mut self, turn: &Turn) {
+        print_turn(self.out, turn);
+    }
+
+    fn checkpoint(&mut self, _: &mut Engine, _: &Turn, call: &HttpCall) -> Result<(), StoreError> {
+        let _ = writeln!(self.out, "  (http {} {})", call.method, call.url);
+        Ok(())
+    }
+
+    fn perform(&mut self, call: &HttpCall) -> Option<Value> {
+        Some(crate::engine::http_node::perform(self.agent, call))
+    }
 }
 
 /// The one conversation of a `try` run.

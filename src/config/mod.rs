@@ -31,6 +31,10 @@ pub const DEFAULT_MAX_NODES_PER_TURN: u32 = 1000;
 pub const DEFAULT_SCRIPT_TIMEOUT_MS: u64 = 1000;
 /// Default JS memory limit per runtime.
 pub const DEFAULT_SCRIPT_MEMORY_BYTES: usize = 16 * 1024 * 1024;
+/// Default `limits.maxConcurrentCalls` (config.md).
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 64;
+/// Largest `limits.maxConcurrentCalls`: each call in flight holds a thread.
+pub const MAX_CONCURRENT_CALLS: u64 = 4096;
 /// Cognigy keeps session state for 7 days.
 pub const DEFAULT_SESSION_TTL_SECONDS: u64 = 7 * 24 * 3600;
 /// Default retry waits, in seconds (http-api.md §2).
@@ -102,6 +106,8 @@ pub struct Limits {
     pub script_timeout: Duration,
     /// JS memory per runtime.
     pub script_memory_bytes: usize,
+    /// Outbound calls of Flows (http node, Rasa) in flight at once, on their own threads.
+    pub max_concurrent_calls: usize,
 }
 
 /// `durability`.
@@ -359,7 +365,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 const TOP_KEYS: &[&str] =
     &["listen", "dataDir", "workers", "adminKeys", "limits", "durability", "sessions", "delivery", "tls", "endpoints"];
 const LIMITS_KEYS: &[&str] =
-    &["maxBodyBytes", "queueCapacity", "maxNodesPerTurn", "scriptTimeoutMs", "scriptMemoryBytes"];
+    &["maxBodyBytes", "queueCapacity", "maxNodesPerTurn", "scriptTimeoutMs", "scriptMemoryBytes", "maxConcurrentCalls"];
 const SESSIONS_KEYS: &[&str] = &["ttlSeconds"];
 const DELIVERY_KEYS: &[&str] = &["timeoutMs", "connectTimeoutMs", "retrySchedule", "drainSeconds", "senders", "caFile"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
@@ -497,6 +503,12 @@ impl Loader<'_> {
                 .map_or(DEFAULT_MAX_NODES_PER_TURN, |n| n as u32),
             script_timeout: Duration::from_millis(script_ms),
             script_memory_bytes: self.opt_usize(&o, "scriptMemoryBytes", DEFAULT_SCRIPT_MEMORY_BYTES, usize_max),
+            max_concurrent_calls: self.opt_usize(
+                &o,
+                "maxConcurrentCalls",
+                DEFAULT_MAX_CONCURRENT_CALLS,
+                MAX_CONCURRENT_CALLS,
+            ),
         }
     }
 

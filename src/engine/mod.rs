@@ -6,9 +6,15 @@
 //! - `worker.rs`: the `worker-N` threads; one message of one session at a time.
 //! - `turn.rs`: one turn — the `input` object, NLU, the Flow, checkpoints at `http` nodes,
 //!   output bodies (through the output transformer).
-//! - `nlu.rs`, `http_node.rs`: the effects a turn performs for the Flow (the Rasa client, the
-//!   `http` node's request); the Flow itself (`flow/`) does no I/O.
+//! - `driver.rs`: run → stop at an `http` node → perform or park → resume, written once for the
+//!   worker and `hookflow try`.
+//! - `effects.rs`, `calls.rs`: the outbound calls a turn waits for (an `http` node's request,
+//!   `nlu.rs`'s Rasa client, `http_node.rs`) and the `call-N` threads that make them while the
+//!   turn is parked, so a slow API never holds a worker. The Flow itself (`flow/`) does no I/O.
 
+pub(crate) mod calls;
+pub(crate) mod driver;
+pub(crate) mod effects;
 pub(crate) mod http_node;
 pub(crate) mod nlu;
 mod scheduler;

@@ -13,34 +13,60 @@ use crate::config::{Endpoint, Nlu};
 use crate::flow::Flow;
 use crate::flow::intents::rank;
 
-/// Runs the endpoint's NLU on `input.text` and writes the results into `input`.
-pub(crate) fn annotate(agent: &ureq::Agent, ep: &Endpoint, flow: &Flow, input: &mut Value) {
-    let Some(text) = input.get("text").and_then(Value::as_str).filter(|t| !t.trim().is_empty()) else { return };
-    let text = text.to_owned();
-    let found = match &ep.nlu {
-        Nlu::None => return,
+/// A question for the Rasa server, made by a call thread while the turn is parked.
+#[derive(Debug, Clone)]
+pub(crate) struct RasaRequest {
+    endpoint: String,
+    url: String,
+    token: Option<String>,
+    timeout: Duration,
+    text: String,
+}
+
+/// Runs the endpoint's built-in NLU on `input.text` right away (pure), or returns the request
+/// to make when the endpoint asks Rasa (an outbound call: the caller performs it with `ask`,
+/// off the worker, then applies it with `apply`).
+pub(crate) fn prepare(ep: &Endpoint, flow: &Flow, input: &mut Value) -> Option<RasaRequest> {
+    let text = input.get("text").and_then(Value::as_str).filter(|t| !t.trim().is_empty())?.to_owned();
+    match &ep.nlu {
+        Nlu::None => None,
         Nlu::Builtin { threshold } => {
-            if flow.intents.is_empty() {
-                return;
+            if !flow.intents.is_empty() {
+                let ranking = rank(flow, &text);
+                let best = ranking.first().filter(|(_, s)| *s >= *threshold).cloned();
+                apply(&Found { best, ranking, slots: json!({}) }, input);
             }
-            let ranking = rank(flow, &text);
-            let best = ranking.first().filter(|(_, s)| *s >= *threshold).cloned();
-            Found { best, ranking, slots: json!({}) }
+            None
         }
-        Nlu::Rasa { url, token, timeout } => match rasa(agent, url, token.as_deref(), *timeout, &text) {
-            Ok(f) => f,
-            Err(e) => {
-                log::warn!("{}: the Rasa NLU failed ({e}); the turn goes on without an intent", ep.name);
-                return;
-            }
-        },
-    };
+        Nlu::Rasa { url, token, timeout } => Some(RasaRequest {
+            endpoint: ep.name.clone(),
+            url: url.clone(),
+            token: token.clone(),
+            timeout: *timeout,
+            text,
+        }),
+    }
+}
+
+/// Asks Rasa; a failure or timeout is logged and leaves the intent null (the turn goes on).
+pub(crate) fn ask(agent: &ureq::Agent, req: &RasaRequest) -> Option<Found> {
+    match rasa(agent, &req.url, req.token.as_deref(), req.timeout, &req.text) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            log::warn!("{}: the Rasa NLU failed ({e}); the turn goes on without an intent", req.endpoint);
+            None
+        }
+    }
+}
+
+/// Writes an NLU answer into `input`.
+pub(crate) fn apply(found: &Found, input: &mut Value) {
     let ranking: Vec<Value> = found.ranking.iter().map(|(n, s)| json!({ "name": n, "score": round(*s) })).collect();
     let m = input.as_object_mut().expect("input is an object");
     m.insert("intent".into(), found.best.as_ref().map_or(Value::Null, |(n, _)| json!(n)));
     m.insert("intentScore".into(), found.best.as_ref().map_or(Value::Null, |(_, s)| json!(round(*s))));
     m.insert("intentRanking".into(), Value::Array(ranking));
-    m.insert("slots".into(), found.slots);
+    m.insert("slots".into(), found.slots.clone());
 }
 
 fn round(s: f64) -> f64 {
@@ -48,7 +74,8 @@ fn round(s: f64) -> f64 {
 }
 
 /// An NLU answer.
-struct Found {
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
     best: Option<(String, f64)>,
     ranking: Vec<(String, f64)>,
     slots: Value,

@@ -14,12 +14,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
+use super::effects::Parked;
 use crate::domain::SessionKey;
 
 /// What a worker is told to do next.
 pub(crate) enum Job {
     /// Run the next message of this session.
     Run(SessionKey),
+    /// Go on with the parked turn of this session's head message, with its call's answer.
+    Resume(SessionKey, Parked),
     /// Exit the loop.
     Stop,
 }
@@ -95,6 +98,12 @@ impl Scheduler {
         } else {
             self.ready_tx.try_send(Job::Run(key)).expect("the ready FIFO has room for every session");
         }
+    }
+
+    /// Hands a parked turn's answer to the workers. The session stays busy meanwhile: it is not
+    /// in the FIFO while its head is parked, so this is its only entry.
+    pub(crate) fn resume(&self, key: SessionKey, parked: Parked) {
+        let _ = self.ready_tx.send(Job::Resume(key, parked));
     }
 
     /// Tells `n` workers to stop after their current turn.

@@ -14,6 +14,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::driver::{Driven, From, Host, drive};
+use super::effects::{Answer, Call};
+use super::nlu;
 use crate::config::{Config, Endpoint};
 use crate::delivery::Wake;
 use crate::domain::{InboxRow, JobKind, NewOutput, SessionRow, Speaker, TranscriptLine, TurnInput, TurnRecord};
@@ -33,8 +36,6 @@ pub(crate) struct Turns {
     pub config: Arc<Config>,
     pub flows: Arc<Flows>,
     pub transformers: Arc<Transformers>,
-    /// The client of `http` nodes and the Rasa NLU.
-    pub agent: ureq::Agent,
     pub store: Arc<dyn Store>,
     /// A checkpoint's outputs go out during the call: their lane is woken.
     pub wake: Wake,
@@ -78,6 +79,11 @@ struct Resume {
     delay_ms: u64,
     #[serde(default)]
     steps: u32,
+    /// The session's message count this checkpoint wrote: resumed, the turn compares the store's
+    /// count against it to see whether the session was forgotten while the call was parked.
+    /// (Absent in records of versions before parking.)
+    #[serde(default)]
+    messages: Option<i64>,
 }
 
 /// A Flow turn being run.
@@ -98,22 +104,32 @@ struct Conversation<'a> {
     logged_input: bool,
 }
 
-/// Runs one queued message: commits its checkpoints itself and returns the final result for
-/// the writer to commit (`None` when the message is gone already).
-pub(crate) fn handle(cx: &Turns, engine: &mut LazyEngine, id: i64) -> Result<Option<TurnRecord>, StoreError> {
+/// How far one visit of a worker took a message.
+pub(crate) enum Step {
+    /// The turn ended: the writer commits this record and releases the session.
+    Done(TurnRecord),
+    /// The turn waits for a call (its checkpoint, if any, is committed); the session stays busy.
+    Parked(Call),
+    /// The message is no longer queued.
+    Gone,
+}
+
+/// Runs one queued message, from its start or from the answer it was parked for (`answer`):
+/// commits its checkpoints itself and returns how far it got.
+pub(crate) fn handle(cx: &Turns, engine: &mut LazyEngine, id: i64, answer: Option<Answer>) -> Result<Step, StoreError> {
     let Some(TurnInput { row, session, profile }) = cx.store.load_turn(id)? else {
-        return Ok(None);
+        return Ok(Step::Gone);
     };
     let started = Instant::now();
     let Some(ep) = cx.config.endpoint_by_name(&row.key.endpoint) else {
         log::warn!("message {id} is for endpoint {:?}, which is no longer configured; dropped", row.key.endpoint);
-        return Ok(Some(drop_message(&row)));
+        return Ok(Step::Done(drop_message(&row)));
     };
     let acc: Accepted = match serde_json::from_str(&row.payload) {
         Ok(a) => a,
         Err(e) => {
             log::error!("message {id} has an unreadable payload ({e}); dropped");
-            return Ok(Some(drop_message(&row)));
+            return Ok(Step::Done(drop_message(&row)));
         }
     };
     // A notify runs the output transformer, which may panic too: both are inside the guard.
@@ -123,9 +139,9 @@ pub(crate) fn handle(cx: &Turns, engine: &mut LazyEngine, id: i64) -> Result<Opt
         if notify {
             let data = conv.acc.data.clone().map(Value::Object).unwrap_or_else(|| json!({}));
             let o = Output { text: conv.acc.text.clone().unwrap_or_default(), data, delay_ms: 0 };
-            return Ok(conv.notify_record(engine, &o));
+            return Ok(Step::Done(conv.notify_record(engine, &o)));
         }
-        conv.run(engine)
+        conv.run(engine, answer)
     }));
     let result = match outcome {
         Ok(r) => r,
@@ -133,11 +149,11 @@ pub(crate) fn handle(cx: &Turns, engine: &mut LazyEngine, id: i64) -> Result<Opt
             // One bad message costs one message: it is dropped, the worker and session live on.
             log::error!("turn of message {id} ({}) panicked; the message is dropped", row.key.endpoint);
             *engine = LazyEngine { limits: engine.limits, engine: None };
-            Ok(drop_message(&row))
+            Ok(Step::Done(drop_message(&row)))
         }
     };
     cx.metrics.turn_done(started.elapsed());
-    result.map(Some)
+    result
 }
 
 /// Cuts what nests deeper than `MAX_STATE_DEPTH` in a value about to be stored, with a warning.
@@ -221,54 +237,45 @@ impl<'a> Conversation<'a> {
         }
     }
 
-    fn opts(&self) -> RunOptions {
-        let random = u64::from_le_bytes(crate::util::random_bytes::<8>());
-        RunOptions { max_nodes: self.cx.config.limits.max_nodes_per_turn, random }
-    }
-
-    /// Runs (or resumes) the turn through every checkpoint to its final commit.
-    fn run(&mut self, engine: &mut LazyEngine) -> Result<TurnRecord, StoreError> {
+    /// Runs the turn from its start or from the answer it was parked for, to its end or its
+    /// next park; checkpoints are committed on the way.
+    fn run(&mut self, engine: &mut LazyEngine, answer: Option<Answer>) -> Result<Step, StoreError> {
         let flow = self.flow.clone();
-        let mut turn = match self.row.resume.as_deref().map(serde_json::from_str::<Resume>) {
+        let from = match self.row.resume.as_deref().map(serde_json::from_str::<Resume>) {
             Some(Ok(r)) => {
-                log::info!("{}: resuming message {} at its http node after a restart", self.ep.name, self.row.id);
                 self.input = r.input;
-                let result = crate::engine::http_node::perform(&self.cx.agent, &r.call);
-                let opts = self.opts();
+                if let Some(n) = r.messages {
+                    (self.messages, self.loaded_messages) = (n, n);
+                }
                 let before = Turn { delay_ms: r.delay_ms, steps: r.steps, ..Turn::default() };
-                flow::resume(&flow, self.io(engine), opts, &r.call, result, &before)
+                match answer {
+                    Some(Answer::Http(answer)) => From::Answer { call: r.call, answer, before: Box::new(before) },
+                    _ => {
+                        // Queued with its checkpoint but no answer: the process stopped while
+                        // the call was parked. The call is made again.
+                        log::info!(
+                            "{}: message {} waits at its http node again after a restart",
+                            self.ep.name,
+                            self.row.id
+                        );
+                        return Ok(Step::Parked(Call::Http(r.call)));
+                    }
+                }
             }
             _ => {
-                crate::engine::nlu::annotate(&self.cx.agent, self.ep, &flow, &mut self.input);
-                let opts = self.opts();
-                flow::run(&flow, self.io(engine), opts)
+                if let Some(req) = nlu::prepare(self.ep, &flow, &mut self.input) {
+                    let Some(Answer::Rasa(found)) = answer else { return Ok(Step::Parked(Call::Rasa(req))) };
+                    if let Some(found) = found {
+                        nlu::apply(&found, &mut self.input);
+                    }
+                }
+                From::Start
             }
         };
-        loop {
-            self.log(&turn);
-            let suspend = turn.suspend.take();
-            let resume = suspend.as_ref().map(|call| {
-                // A Code node may have made `input` deeper than the resume record can be read.
-                cut_deep(&self.ep.name, "input", &mut self.input);
-                let r = Resume {
-                    call: call.clone(),
-                    input: self.input.clone(),
-                    delay_ms: turn.delay_ms,
-                    steps: turn.steps,
-                };
-                serde_json::to_string(&r).expect("a resume record is plain JSON")
-            });
-            let record = self.record(engine, &turn.outputs);
-            let Some(call) = suspend else { return Ok(record) };
-            self.checkpoint(record, resume.expect("made above for a suspended turn"))?;
-            let result = crate::engine::http_node::perform(&self.cx.agent, &call);
-            let opts = self.opts();
-            turn = flow::resume(&flow, self.io(engine), opts, &call, result, &turn);
+        match drive(self, &flow, engine, from)? {
+            Driven::Done(turn) => Ok(Step::Done(self.record(engine, &turn.outputs))),
+            Driven::Parked(call) => Ok(Step::Parked(Call::Http(call))),
         }
-    }
-
-    fn io<'s>(&'s mut self, engine: &'s mut LazyEngine) -> TurnIo<'s> {
-        TurnIo { state: &mut self.state, input: &mut self.input, profile: &mut self.profile, scripts: engine }
     }
 
     fn log(&self, turn: &Turn) {
@@ -331,8 +338,6 @@ impl<'a> Conversation<'a> {
         }
     }
 
-    /// Commits the session, profile and outputs so far; `resume` keeps the message for a
-    /// checkpoint.
     /// What the turn so far writes: session, changed profile, outputs, transcript lines.
     fn record(&mut self, engine: &mut LazyEngine, outputs: &[Output]) -> TurnRecord {
         let now = now_ms();
@@ -351,19 +356,6 @@ impl<'a> Conversation<'a> {
         self.profile_before = self.profile.clone();
         let session = SessionRow { state: Some(state), seq: 0, messages: self.messages, updated_ms: now };
         TurnRecord { profile, ..record(self.row, Some(session), new, transcript, self.loaded_messages) }
-    }
-
-    /// Commits the turn so far before an `http` node's call, keeping the message with `resume`,
-    /// so that its outputs go out during the call and a crash resumes at the node.
-    fn checkpoint(&mut self, record: TurnRecord, resume: String) -> Result<(), StoreError> {
-        let record = TurnRecord { checkpoint: Some(resume), ..record };
-        self.cx.store.commit_turn(&record)?;
-        // The store now holds this turn's count: a forget from here on shows as a lower one.
-        self.loaded_messages = self.messages;
-        if !record.outputs.is_empty() {
-            self.cx.wake.lane_of(record.key.lane_hash());
-        }
-        Ok(())
     }
 
     fn notify_record(self, engine: &mut LazyEngine, o: &Output) -> TurnRecord {
@@ -403,6 +395,51 @@ impl<'a> Conversation<'a> {
             });
         }
         lines
+    }
+}
+
+impl Host for Conversation<'_> {
+    type Scripts = LazyEngine;
+
+    fn io<'s>(&'s mut self, engine: &'s mut LazyEngine) -> TurnIo<'s> {
+        TurnIo { state: &mut self.state, input: &mut self.input, profile: &mut self.profile, scripts: engine }
+    }
+
+    fn opts(&mut self) -> RunOptions {
+        let random = u64::from_le_bytes(crate::util::random_bytes::<8>());
+        RunOptions { max_nodes: self.cx.config.limits.max_nodes_per_turn, random }
+    }
+
+    fn part_done(&mut self, turn: &Turn) {
+        self.log(turn);
+    }
+
+    /// Commits the turn so far before an `http` node's call, keeping the message with its
+    /// resume record, so that its outputs go out during the call and a crash resumes at the node.
+    fn checkpoint(&mut self, engine: &mut LazyEngine, turn: &Turn, call: &HttpCall) -> Result<(), StoreError> {
+        // A Code node may have made `input` deeper than the resume record can be read.
+        cut_deep(&self.ep.name, "input", &mut self.input);
+        let r = Resume {
+            call: call.clone(),
+            input: self.input.clone(),
+            delay_ms: turn.delay_ms,
+            steps: turn.steps,
+            messages: Some(self.messages),
+        };
+        let resume = serde_json::to_string(&r).expect("a resume record is plain JSON");
+        let record = TurnRecord { checkpoint: Some(resume), ..self.record(engine, &turn.outputs) };
+        self.cx.store.commit_turn(&record)?;
+        // The store now holds this turn's count: a forget from here on shows as a lower one.
+        self.loaded_messages = self.messages;
+        if !record.outputs.is_empty() {
+            self.cx.wake.lane_of(record.key.lane_hash());
+        }
+        Ok(())
+    }
+
+    /// The worker never waits for a call: the turn parks and the call threads make it.
+    fn perform(&mut self, _call: &HttpCall) -> Option<Value> {
+        None
     }
 }
 

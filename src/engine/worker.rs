@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use super::calls::Calls;
 use super::scheduler::Job;
-use super::turn::{LazyEngine, Turns};
+use super::turn::{LazyEngine, Step, Turns};
 use super::{Scheduler, Writer};
 use crate::ops::health::Health;
 use crate::util::now_ms;
@@ -17,6 +18,8 @@ pub(crate) struct WorkerContext {
     pub turns: Arc<Turns>,
     pub sched: Arc<Scheduler>,
     pub writer: Writer,
+    /// Where a parked turn's call goes.
+    pub calls: Calls,
     pub health: Arc<Health>,
     /// When session expiry next runs (Unix ms), shared by the workers.
     pub next_expiry_ms: Arc<AtomicI64>,
@@ -26,21 +29,29 @@ pub(crate) struct WorkerContext {
 pub(crate) fn run(cx: WorkerContext) {
     let rx = cx.sched.ready();
     let mut engine = LazyEngine::new(&cx.turns.config);
-    while let Ok(Job::Run(key)) = rx.recv() {
-        if cx.health.stopping() {
-            // Shutting down: only turns already running finish; queued messages stay on disk
-            // and run after the next start (they would otherwise keep the drain waiting).
-            break;
-        }
+    loop {
+        let (key, id, answer) = match rx.recv() {
+            // Shutting down: only turns already running (or parked, whose calls answer within
+            // the drain) finish; queued messages stay on disk and run after the next start.
+            Ok(Job::Run(_)) if cx.health.stopping() => continue,
+            Ok(Job::Run(key)) => {
+                let Some(id) = cx.sched.head(&key) else { continue };
+                (key, id, None)
+            }
+            Ok(Job::Resume(key, parked)) => (key, parked.id, Some(parked.answer)),
+            Ok(Job::Stop) | Err(_) => break,
+        };
         expire_sessions(&cx);
-        let Some(id) = cx.sched.head(&key) else { continue };
-        match super::turn::handle(&cx.turns, &mut engine, id) {
+        match super::turn::handle(&cx.turns, &mut engine, id, answer) {
             // The writer releases the session once the turn is on disk.
-            Ok(Some(record)) => cx.writer.turn(key, record),
-            Ok(None) => cx.sched.done(key),
+            Ok(Step::Done(record)) => cx.writer.turn(key, record),
+            // The session stays busy until the call's answer resumes it.
+            Ok(Step::Parked(call)) => cx.calls.submit(key, id, call),
+            Ok(Step::Gone) => cx.sched.done(key),
             Err(e) => {
                 // The store failed (disk full, I/O error): the message stays queued, on disk and
-                // here, and is tried again shortly; nothing is lost or reordered.
+                // here, and is tried again shortly (a parked turn's call is made again); nothing
+                // is lost or reordered.
                 log::error!("cannot run message {id}: {e}; retrying in 1s");
                 std::thread::sleep(Duration::from_secs(1));
                 cx.sched.retry(key);

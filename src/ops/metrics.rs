@@ -56,6 +56,10 @@ pub(crate) struct Metrics {
     delivered: AtomicU64,
     retried: AtomicU64,
     dead: AtomicU64,
+    /// Outbound calls of parked turns (engine/calls.rs): waiting for a thread, in flight, done.
+    calls_waiting: AtomicU64,
+    calls_in_flight: AtomicU64,
+    calls_done: AtomicU64,
 }
 
 impl Metrics {
@@ -67,6 +71,9 @@ impl Metrics {
             delivered: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             dead: AtomicU64::new(0),
+            calls_waiting: AtomicU64::new(0),
+            calls_in_flight: AtomicU64::new(0),
+            calls_done: AtomicU64::new(0),
         }
     }
 
@@ -92,6 +99,20 @@ impl Metrics {
         self.dead.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn call_queued(&self) {
+        self.calls_waiting.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn call_started(&self) {
+        self.calls_waiting.fetch_sub(1, Relaxed);
+        self.calls_in_flight.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn call_done(&self) {
+        self.calls_in_flight.fetch_sub(1, Relaxed);
+        self.calls_done.fetch_add(1, Relaxed);
+    }
+
     /// The text of `/metrics`; `queue_depth` and `sessions` are read by the caller.
     pub(crate) fn render(&self, queue_depth: usize, sessions: usize) -> String {
         let mut out = String::new();
@@ -110,6 +131,19 @@ impl Metrics {
             queue_depth as u64,
         );
         gauge(&mut out, "hookflow_sessions_active", "Sessions with queued or running messages.", sessions as u64);
+        let calls = |v: &AtomicU64| v.load(Relaxed);
+        gauge(
+            &mut out,
+            "hookflow_calls_waiting",
+            "Outbound calls of parked turns (http node, Rasa) waiting for a call thread.",
+            calls(&self.calls_waiting),
+        );
+        gauge(
+            &mut out,
+            "hookflow_calls_in_flight",
+            "Outbound calls of parked turns in flight.",
+            calls(&self.calls_in_flight),
+        );
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
         };
@@ -121,6 +155,7 @@ impl Metrics {
             &self.retried,
         );
         counter(&mut out, "hookflow_outputs_dead_total", "Outputs that became dead letters.", &self.dead);
+        counter(&mut out, "hookflow_calls_total", "Outbound calls of parked turns completed.", &self.calls_done);
         self.turns.write(&mut out, "hookflow_flow_run_seconds", "Time to run one message through its Flow and commit.");
         self.delivery.write(&mut out, "hookflow_delivery_seconds", "Time of one successful webhook POST.");
         out

@@ -25,6 +25,8 @@ mod inject;
 mod ops;
 /// Per-session order under parallel load (50 sessions × 20 messages).
 mod order;
+/// Outbound calls of Flows park the turn: they never hold a worker.
+mod parking;
 /// http-api.md §2: the output payload, its headers, Basic auth and Seq.
 mod payload;
 /// Shared helpers of the engine, checkpoint, transformer, CLI and support-example tests.

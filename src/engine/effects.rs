@@ -1,0 +1,41 @@
+//! The outbound calls a turn waits for, and their answers: an `http` node's request and the
+//! Rasa NLU's parse. A turn parks at one of these (the worker is freed), a call thread performs
+//! it (`calls.rs`), and the answer resumes the turn on any worker.
+
+use serde_json::Value;
+
+use super::{http_node, nlu};
+use crate::flow::HttpCall;
+
+/// What a parked turn waits for.
+#[derive(Debug, Clone)]
+pub(crate) enum Call {
+    /// An `http` node's request; the turn's checkpoint is committed.
+    Http(HttpCall),
+    /// The Rasa NLU, before the Flow runs (nothing is committed yet).
+    Rasa(nlu::RasaRequest),
+}
+
+/// A call's answer; a failure is an answer too (described in it).
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    /// `{status, headers, body}` or `{error}` (flows.md, the `http` node).
+    Http(Value),
+    /// `None` when Rasa failed or timed out: the turn goes on without an intent.
+    Rasa(Option<nlu::Found>),
+}
+
+/// A call's answer for the parked turn of inbox message `id`.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    pub id: i64,
+    pub answer: Answer,
+}
+
+/// Performs a call (blocking: on a call thread, or in `hookflow try`).
+pub(crate) fn perform(agent: &ureq::Agent, call: &Call) -> Answer {
+    match call {
+        Call::Http(c) => Answer::Http(http_node::perform(agent, c)),
+        Call::Rasa(r) => Answer::Rasa(nlu::ask(agent, r)),
+    }
+}
