@@ -1,5 +1,5 @@
 //! hookflow patch: tests of the connection cap, the request-head bounds and RFC 9112 framing
-//! (vendor/README.md, changes 7 to 9), against a real server on 127.0.0.1.
+//! (vendor/README.md, changes 7 to 10), against a real server on 127.0.0.1.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -288,4 +288,25 @@ fn connections_over_max_connections_get_503_until_one_closes() {
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(answer(&mut r).unwrap().status, 200);
+}
+
+#[test]
+fn an_accept_thread_that_panics_turns_is_listening_false_and_recv_into_an_error() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listening = Arc::new(AtomicBool::new(true));
+    let messages = crate::util::MessagesQueue::with_capacity(1);
+    let alive = crate::AcceptThreadAlive {
+        listening: listening.clone(),
+        close: Arc::new(AtomicBool::new(false)),
+        messages: messages.clone(),
+        error: None,
+    };
+    let ended = std::thread::spawn(move || {
+        let _alive = alive;
+        panic!("an accept thread panicking (expected by this test)");
+    })
+    .join();
+    assert!(ended.is_err());
+    assert!(!listening.load(Ordering::SeqCst));
+    assert!(matches!(messages.try_pop(), Some(crate::Message::Error(_))));
 }
