@@ -1,4 +1,4 @@
-//! HTTP hardening inside tiny_http (vendor/README.md, changes 7 to 9): the connection cap
+//! HTTP hardening inside tiny_http (vendor/README.md, changes 7 to 10): the connection cap
 //! (`limits.maxConnections`, 503), the request-head deadline (slowloris), the head size bound
 //! (`limits.maxHeaderBytes`, 431) and RFC 9112 framing (501 for a `Transfer-Encoding` other
 //! than chunked, 400 for ambiguous lengths and malformed heads), all answered with hookflow's
