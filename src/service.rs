@@ -214,10 +214,10 @@ impl Service {
         &self.fatal
     }
 
-    /// True while every sender lane runs and the store accepts writes (`/readyz` without the
-    /// shutdown part).
+    /// True while every sender lane runs, the store accepts writes (`/readyz` without the
+    /// shutdown part) and the listener accepts connections.
     pub fn healthy(&self) -> bool {
-        self.health.lanes_alive() && self.store.writable()
+        self.health.lanes_alive() && self.store.writable() && self.http.is_listening()
     }
 
     /// The address the server listens on (useful with port 0).
@@ -276,14 +276,24 @@ impl Service {
 fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
     let bind_error =
         |e: Box<dyn std::error::Error + Send + Sync>| Error::Listen(format!("cannot listen on {}: {e}", config.listen));
+    // Connection cap, head size and head deadline, enforced inside tiny_http (vendor/README.md).
+    let limits = tiny_http::Limits {
+        max_connections: config.limits.max_connections,
+        max_header_bytes: config.limits.max_header_bytes,
+        ..tiny_http::Limits::default()
+    };
+    let server = |ssl| {
+        let addr = tiny_http::ConfigListenAddr::IP(vec![config.listen]);
+        tiny_http::Server::new(tiny_http::ServerConfig { addr, ssl, limits: limits.clone() })
+    };
     let Some(tls) = &config.tls else {
-        return tiny_http::Server::http(config.listen).map_err(bind_error);
+        return server(None).map_err(bind_error);
     };
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| Error::Tls(format!("cannot read the TLS file {}: {e}", p.display())))
     };
     let ssl = tiny_http::SslConfig { certificate: read(&tls.cert)?, private_key: read(&tls.key)? };
-    tiny_http::Server::https(config.listen, ssl).map_err(|e| {
+    server(Some(ssl)).map_err(|e| {
         Error::Listen(format!(
             "cannot serve HTTPS on {} with {} and {}: {e}",
             config.listen,

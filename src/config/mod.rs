@@ -25,6 +25,12 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
 /// Largest `limits.queueCapacity`: far beyond what a small machine runs through before clients
 /// give up, and small enough that counts of queued messages cannot overflow.
 pub const MAX_QUEUE_CAPACITY: u64 = 10_000_000;
+/// Default cap on open client connections (each has a thread); beyond it 503 and close.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Largest `limits.maxConnections`.
+pub const MAX_CONNECTIONS: u64 = 1_000_000;
+/// Default bound on a request line plus headers; beyond it 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 65_536;
 /// Default cap on Flow nodes run in one turn.
 pub const DEFAULT_MAX_NODES_PER_TURN: u32 = 1000;
 /// Default JS time limit per script call.
@@ -108,6 +114,10 @@ pub struct Limits {
     pub script_memory_bytes: usize,
     /// Outbound calls of Flows (http node, Rasa) in flight at once, on their own threads.
     pub max_concurrent_calls: usize,
+    /// Open client connections; beyond it a new one gets 503 and is closed.
+    pub max_connections: usize,
+    /// Request line plus headers; beyond it 431.
+    pub max_header_bytes: usize,
 }
 
 /// `durability`.
@@ -364,8 +374,16 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 
 const TOP_KEYS: &[&str] =
     &["listen", "dataDir", "workers", "adminKeys", "limits", "durability", "sessions", "delivery", "tls", "endpoints"];
-const LIMITS_KEYS: &[&str] =
-    &["maxBodyBytes", "queueCapacity", "maxNodesPerTurn", "scriptTimeoutMs", "scriptMemoryBytes", "maxConcurrentCalls"];
+const LIMITS_KEYS: &[&str] = &[
+    "maxBodyBytes",
+    "queueCapacity",
+    "maxNodesPerTurn",
+    "scriptTimeoutMs",
+    "scriptMemoryBytes",
+    "maxConcurrentCalls",
+    "maxConnections",
+    "maxHeaderBytes",
+];
 const SESSIONS_KEYS: &[&str] = &["ttlSeconds"];
 const DELIVERY_KEYS: &[&str] = &["timeoutMs", "connectTimeoutMs", "retrySchedule", "drainSeconds", "senders", "caFile"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
@@ -509,6 +527,8 @@ impl Loader<'_> {
                 DEFAULT_MAX_CONCURRENT_CALLS,
                 MAX_CONCURRENT_CALLS,
             ),
+            max_connections: self.opt_usize(&o, "maxConnections", DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS),
+            max_header_bytes: self.opt_usize(&o, "maxHeaderBytes", DEFAULT_MAX_HEADER_BYTES, usize_max),
         }
     }
 
@@ -1231,6 +1251,8 @@ mod tests {
         assert_eq!(config.limits.max_nodes_per_turn, DEFAULT_MAX_NODES_PER_TURN);
         assert_eq!(config.limits.script_timeout.as_millis(), 1000);
         assert_eq!(config.limits.script_memory_bytes, DEFAULT_SCRIPT_MEMORY_BYTES);
+        assert_eq!(config.limits.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.limits.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
         assert_eq!(config.durability, Durability::Normal);
         assert_eq!(config.session_ttl.as_secs(), 7 * 24 * 3600);
         assert_eq!(config.delivery.timeout.as_millis(), 15_000);

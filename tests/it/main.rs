@@ -19,6 +19,8 @@ mod errors;
 mod fairness;
 /// HTTP framing: unread request bodies and clients that never send a declared body.
 mod framing;
+/// HTTP hardening in tiny_http: connection cap, head deadline and size, RFC 9112 framing.
+mod http_limits;
 /// http-api.md §3: inject and notify, both route styles, and their admin key.
 mod inject;
 /// http-api.md §4: health, readiness, metrics and the admin API.

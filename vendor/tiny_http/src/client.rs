@@ -2,15 +2,17 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
-use crate::common::{HTTPVersion, Method};
+use crate::common::{HTTPVersion, Header, Method};
+use crate::util::refined_tcp_stream::Deadline;
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
-use crate::Request;
+use crate::{Limits, Request};
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -34,26 +36,66 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // hookflow patch (see vendor/README.md): bounds on request heads, and their state.
+    limits: Limits,
+    /// Deadline of the reads of the request head being read.
+    deadline: Deadline,
+    /// Bytes of the current request head read so far.
+    head_bytes: usize,
+    /// No request has been read yet (its head deadline runs from the accept).
+    first: bool,
 }
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
-    WrongRequestLine,
-    WrongHeader(HTTPVersion),
-    /// the client sent an unrecognized `Expect` header
-    ExpectationFailed(HTTPVersion),
+    /// hookflow patch: answer this error (JSON) and close the connection.
+    Reject(Rejection),
     ReadIoError(IoError),
 }
+
+/// hookflow patch: a request refused before it reaches the application.
+#[derive(Debug)]
+struct Rejection {
+    status: u16,
+    code: &'static str,
+    message: &'static str,
+}
+
+/// A 400 `bad_request`.
+fn bad(message: &'static str) -> ReadError {
+    ReadError::Reject(Rejection {
+        status: 400,
+        code: "bad_request",
+        message,
+    })
+}
+
+/// hookflow patch: after an answer that closes the connection, what the client still sends is
+/// read and dropped for up to this long (and `LINGER_BYTES`), so that closing with unread data
+/// does not reset the connection before the client has read the answer (RFC 9112 §9.6).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
     pub fn new(
         write_socket: RefinedTcpStream,
+        read_socket: RefinedTcpStream,
+    ) -> ClientConnection {
+        Self::with_limits(write_socket, read_socket, Limits::default())
+    }
+
+    /// hookflow patch: the same, with bounds on request heads.
+    pub(crate) fn with_limits(
+        write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: Limits,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let deadline = read_socket.deadline();
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -65,6 +107,10 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
+            deadline,
+            head_bytes: 0,
+            first: true,
         }
     }
 
@@ -77,7 +123,13 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// hookflow patch: the whole head (request line and headers) is bounded by
+    /// `limits.max_header_bytes` (431 beyond, and nothing past the bound is buffered); a line
+    /// must end with CRLF (a bare LF or CR is a 400, RFC 9112 §2.2), hold no other control
+    /// character and be ASCII (400, where upstream dropped the connection); the first byte of a
+    /// request starts its head deadline.
+    fn read_next_line(&mut self) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -85,14 +137,41 @@ impl ClientConnection {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(ReadError::ReadIoError)?,
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+
+            if self.head_bytes == 0 && self.deadline.get().is_none() {
+                self.deadline
+                    .set(Some(Instant::now() + self.limits.header_timeout));
+            }
+            self.head_bytes += 1;
+            if self.head_bytes > self.limits.max_header_bytes {
+                return Err(ReadError::Reject(Rejection {
+                    status: 431,
+                    code: "headers_too_large",
+                    message: "the request line and headers are larger than this server accepts",
+                }));
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
                 return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                    .map_err(|_| bad("the request line or a header is not ASCII"));
+            }
+            if byte == b'\n' || prev_byte_was_cr {
+                return Err(bad("lines of the request head must end with CRLF"));
+            }
+            if byte >= 0x80 {
+                return Err(bad("the request line or a header is not ASCII"));
+            }
+            if (byte < 0x20 && byte != b'\t' && byte != b'\r') || byte == 0x7f {
+                return Err(bad("the request line or a header holds a control character"));
             }
 
             prev_byte_was_cr = byte == b'\r';
@@ -104,36 +183,32 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
-        let (method, path, version, headers) = {
-            // reading the request line
-            let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
-
-            // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
-                }
-
-                headers
-            };
-
-            (method, path, version, headers)
+        // hookflow patch: the head of the first request must arrive within the header timeout
+        // of the accept; that of a later one within the timeout of its first byte (before it,
+        // the socket's idle timeout applies).
+        self.head_bytes = 0;
+        if self.first {
+            self.first = false;
+            self.deadline
+                .set(Some(Instant::now() + self.limits.header_timeout));
+        }
+        let head = self.read_head();
+        self.deadline.set(None);
+        let (method, path, version, headers) = match head {
+            Ok(head) => head,
+            // A client that stopped in the middle of a head gets a 408; an idle one (nothing
+            // of a next request sent) is closed silently, as it may be sending one just now.
+            Err(ReadError::ReadIoError(ref e))
+                if self.head_bytes > 0
+                    && matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
+            {
+                return Err(ReadError::Reject(Rejection {
+                    status: 408,
+                    code: "request_timeout",
+                    message: "the request line and headers did not arrive in time",
+                }));
+            }
+            Err(e) => return Err(e),
         };
 
         // building the writer for the request
@@ -148,9 +223,9 @@ impl ClientConnection {
             self.secure,
             method,
             path,
-            version.clone(),
+            version,
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
             writer,
         )
@@ -159,7 +234,11 @@ impl ClientConnection {
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
                 request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
+                    ReadError::Reject(Rejection {
+                        status: 417,
+                        code: "expectation_failed",
+                        message: "the only Expect this server knows is 100-continue",
+                    })
                 }
             }
         })?;
@@ -167,6 +246,112 @@ impl ClientConnection {
         // return the request
         Ok(request)
     }
+
+    /// Reads and checks the request line and the headers.
+    fn read_head(&mut self) -> Result<(Method, String, HTTPVersion, Vec<Header>), ReadError> {
+        // reading the request line; empty lines before it are ignored (RFC 9112 §2.2)
+        let line = loop {
+            let line = self.read_next_line()?;
+            if !line.is_empty() {
+                break line;
+            }
+        };
+        let (method, path, version) = parse_request_line(line.as_str())?;
+        if version > (1, 1) {
+            return Err(ReadError::Reject(Rejection {
+                status: 505,
+                code: "http_version_not_supported",
+                message: "this server only supports HTTP versions 1.0 and 1.1",
+            }));
+        }
+
+        // getting all headers
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_next_line()?;
+
+            if line.is_empty() {
+                break;
+            };
+            // obsolete line folding (a line starting with whitespace) is refused, RFC 9112 §5.2
+            if line.as_str().starts_with([' ', '\t']) {
+                return Err(bad("header lines must not be folded"));
+            }
+            match Header::from_str(line.as_str().trim_end()) {
+                Ok(h) if is_token(h.field.as_str().as_str()) => headers.push(h),
+                _ => return Err(bad("a header line is not `name: value`")),
+            }
+        }
+
+        check_framing(&headers)?;
+        Ok((method, path, version, headers))
+    }
+
+    /// hookflow patch: answers a refused request with a JSON error and closes the connection:
+    /// the answer is flushed, the write side shut (the client reads it, then end of stream),
+    /// and what the client still sends is read for a moment before the socket closes.
+    fn reject(&mut self, r: Rejection) {
+        use crate::response::json_error;
+        let writer = self.sink.next().unwrap();
+        json_error(r.status, r.code, r.message)
+            .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+            .ok();
+        self.sink.with_inner(|w| {
+            w.flush().ok();
+            w.get_mut().shutdown_write().ok();
+        });
+        self.deadline.set(Some(Instant::now() + LINGER_TIME));
+        let mut scratch = [0u8; 8192];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match self.next_header_source.read(&mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+        self.deadline.set(None);
+    }
+}
+
+/// hookflow patch: RFC 9112 §6 framing, checked before a body is read, so that a request cannot
+/// mean one thing here and another to a proxy in front. A `Transfer-Encoding` other than exactly
+/// `chunked` is not implemented (501); `Transfer-Encoding` together with `Content-Length`, more
+/// than one `Content-Length`, or one that is not a number is a 400. All close the connection.
+fn check_framing(headers: &[Header]) -> Result<(), ReadError> {
+    let mut te = headers.iter().filter(|h| h.field.equiv("Transfer-Encoding"));
+    let mut cl = headers.iter().filter(|h| h.field.equiv("Content-Length"));
+    let (first_te, first_cl) = (te.next(), cl.next());
+    if first_te.is_some() && first_cl.is_some() {
+        return Err(bad(
+            "a request must not have both Transfer-Encoding and Content-Length",
+        ));
+    }
+    if let Some(h) = first_te {
+        if te.next().is_some() || !h.value.as_str().trim().eq_ignore_ascii_case("chunked") {
+            return Err(ReadError::Reject(Rejection {
+                status: 501,
+                code: "not_implemented",
+                message: "the only Transfer-Encoding this server accepts is chunked",
+            }));
+        }
+    }
+    if let Some(h) = first_cl {
+        if cl.next().is_some() {
+            return Err(bad("a request must not have more than one Content-Length"));
+        }
+        let v = h.value.as_str().trim();
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.parse::<usize>().is_err() {
+            return Err(bad("Content-Length must be a number of bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// A header name: one or more `tchar` (RFC 9110 §5.6.2).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl Iterator for ClientConnection {
@@ -175,93 +360,47 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
             return None;
         }
 
-        loop {
-            let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
-                }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
-            };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
+        let rq = match self.read() {
+            Err(ReadError::Reject(r)) => {
+                self.reject(r);
+                return None; // we don't know where the next request would start,
+                             // se we have to close
             }
 
-            // updating the status of the connection
-            let connection_header = rq
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Connection"))
-                .map(|h| h.value.as_str());
+            Err(ReadError::ReadIoError(_)) => return None,
 
-            let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
+            Ok(rq) => rq,
+        };
 
-            match lowercase {
-                Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
-                    self.no_more_requests = true
-                }
-                None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
-                _ => (),
-            };
+        // updating the status of the connection
+        let connection_header = rq
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Connection"))
+            .map(|h| h.value.as_str());
 
-            // returning the request
-            return Some(rq);
-        }
+        let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
+
+        match lowercase {
+            Some(ref val) if val.contains("close") => self.no_more_requests = true,
+            Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
+            Some(ref val)
+                if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
+            {
+                self.no_more_requests = true
+            }
+            None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
+            _ => (),
+        };
+
+        // returning the request
+        Some(rq)
     }
 }
 
@@ -273,7 +412,7 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
         "HTTP/1.1" => (1, 1),
         "HTTP/2.0" => (2, 0),
         "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
+        _ => return Err(bad("the request line is not `METHOD target HTTP/1.1`")),
     };
 
     Ok(HTTPVersion(major, minor))
@@ -281,16 +420,21 @@ fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
 
 /// Parses the request line of the request.
 /// eg. GET / HTTP/1.1
+///
+/// hookflow patch: exactly three parts separated by single spaces, as RFC 9112 §3 has it.
 fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
     let mut parts = line.split(' ');
 
     let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
+    let path = parts.next().filter(|p| !p.is_empty()).map(ToOwned::to_owned);
     let version = parts.next().and_then(|w| parse_http_version(w).ok());
+    if parts.next().is_some() {
+        return Err(bad("the request line is not `METHOD target HTTP/1.1`"));
+    }
 
     method
         .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
+        .ok_or_else(|| bad("the request line is not `METHOD target HTTP/1.1`"))
 }
 
 #[cfg(test)]

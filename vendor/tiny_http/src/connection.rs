@@ -95,6 +95,33 @@ impl Connection {
         }
     }
 
+    /// hookflow patch: used by the header deadline (vendor/README.md).
+    pub(crate) fn set_read_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(t),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    /// hookflow patch: used by the header deadline (vendor/README.md).
+    pub(crate) fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+        match self {
+            Self::Tcp(s) => s.read_timeout(),
+            #[cfg(unix)]
+            Self::Unix(s) => s.read_timeout(),
+        }
+    }
+
+    /// hookflow patch: the accept thread answers a connection over the cap without blocking.
+    pub(crate) fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_nonblocking(on),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

@@ -100,12 +100,12 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use client::ClientConnection;
 use connection::Connection;
@@ -126,6 +126,9 @@ mod ssl;
 mod test;
 mod util;
 
+#[cfg(test)]
+mod limits_test;
+
 /// The main class of this library.
 ///
 /// Destroying this object will immediately close the listening socket and the reading
@@ -141,6 +144,12 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // hookflow patch: true while the accept thread runs
+    listening: Arc<AtomicBool>,
+
+    // hookflow patch: connections being served
+    connections: Arc<AtomicUsize>,
 }
 
 enum Message {
@@ -178,6 +187,35 @@ pub struct ServerConfig {
 
     /// If `Some`, then the server will use SSL to encode the communications.
     pub ssl: Option<SslConfig>,
+
+    /// hookflow patch: bounds on connections and request heads.
+    pub limits: Limits,
+}
+
+/// hookflow patch (see vendor/README.md): what one client, or many, can hold of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections (each is read by a thread of its own). A new one beyond this is
+    /// answered 503 `overloaded` with `Retry-After: 1` and closed; over HTTPS, where an answer
+    /// would need a TLS handshake on the accept thread, it is closed unanswered.
+    pub max_connections: usize,
+    /// Bytes of a request line plus headers (CRLFs included); beyond it the request is
+    /// answered 431 `headers_too_large` and the connection closed, nothing more buffered.
+    pub max_header_bytes: usize,
+    /// Time within which a request line and all its headers must arrive, counted from the
+    /// accept (the first request) or from the request's first byte (later ones on a keep-alive
+    /// connection); past it 408 and close, however slowly bytes keep coming.
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_header_bytes: 64 * 1024,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Configuration of the server for SSL.
@@ -199,6 +237,7 @@ impl Server {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
             ssl: None,
+            limits: Limits::default(),
         })
     }
 
@@ -215,6 +254,7 @@ impl Server {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::from_socket_addrs(addr)?,
             ssl: Some(config),
+            limits: Limits::default(),
         })
     }
 
@@ -227,13 +267,14 @@ impl Server {
         Server::new(ServerConfig {
             addr: ConfigListenAddr::unix_from_path(path),
             ssl: None,
+            limits: Limits::default(),
         })
     }
 
     /// Builds a new server that listens on the specified address.
     pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
+        Self::from_listener_with_limits(listener, config.ssl, config.limits)
     }
 
     /// Builds a new server using the specified TCP listener.
@@ -243,6 +284,15 @@ impl Server {
     pub fn from_listener<L: Into<Listener>>(
         listener: L,
         ssl_config: Option<SslConfig>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// hookflow patch: `from_listener` with bounds on connections and request heads.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
@@ -286,15 +336,34 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
+        let listening = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let inside_connections = connections.clone();
+        // hookflow patch: however the accept thread ends (an error, a panic), `is_listening`
+        // turns false and `recv` returns an error, unless the server is being dropped.
+        let mut alive = AcceptThreadAlive {
+            listening: listening.clone(),
+            close: close_trigger.clone(),
+            messages: messages.clone(),
+            error: None,
+        };
+        thread::Builder::new().name("tiny_http accept".into()).spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            let mut refused = LogEvery::default();
+            let mut unspawned = LogEvery::default();
 
             log::debug!("Running accept thread");
             // hookflow patch (see vendor/README.md): back-off for transient accept errors.
             let mut backoff = std::time::Duration::from_millis(5);
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
+                    // hookflow patch: beyond `max_connections`, 503 and close.
+                    Ok((sock, _)) if inside_connections.load(Ordering::SeqCst) >= limits.max_connections => {
+                        refused.log(|n| log::warn!("Too many open connections ({}): {} new one(s) answered 503", limits.max_connections, n));
+                        refuse_overloaded(sock, ssl.is_some());
+                        continue;
+                    }
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
                         // hookflow patch: a client that stops sending (in the middle of a
@@ -322,7 +391,7 @@ impl Server {
                         };
                         // hookflow patch: out of descriptors for the second handle of the
                         // connection: drop this connection, pause, and keep accepting.
-                        let (read_closable, write_closable) = match pair {
+                        let (read_closable, mut write_closable) = match pair {
                             Ok(pair) => pair,
                             Err(e) => {
                                 log::error!("Error setting up a new client (will retry): {}", e);
@@ -332,7 +401,10 @@ impl Server {
                             }
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        // hookflow patch: counted as open until the write half (which the
+                        // connection's requests share until answered) is dropped.
+                        write_closable.hold(ConnectionSlot::new(&inside_connections));
+                        Ok(ClientConnection::with_limits(write_closable, read_closable, limits.clone()))
                     }
                     Err(e) => Err(e),
                 };
@@ -342,7 +414,7 @@ impl Server {
                         backoff = std::time::Duration::from_millis(5);
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
+                        let spawned = tasks_pool.spawn(Box::new(move || {
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
@@ -358,6 +430,13 @@ impl Server {
                                 }
                             }
                         }));
+                        // hookflow patch: no thread for this connection (a thread or memory
+                        // limit): it is closed, the accept loop pauses and goes on.
+                        if let Err(e) = spawned {
+                            unspawned.log(|n| log::error!("Cannot start a thread for a new connection, {} connection(s) closed: {}", n, e));
+                            thread::sleep(backoff);
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                        }
                     }
 
                     // hookflow patch: out of file descriptors or memory, or a connection that
@@ -372,20 +451,30 @@ impl Server {
                     }
                     Err(e) => {
                         log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
+                        alive.error = Some(e);
                         break;
                     }
                 }
             }
             log::debug!("Terminating accept thread");
-        });
+            drop(alive);
+        })?;
 
         // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            listening,
+            connections,
         })
+    }
+
+    /// hookflow patch: false once the accept thread has ended (a non-transient accept error,
+    /// or a panic): no new connection will be served, and the process should be restarted.
+    /// `recv` then also returns an error (once, to one of its callers).
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
     }
 
     /// Returns an iterator for all the incoming requests.
@@ -403,9 +492,12 @@ impl Server {
     }
 
     /// Returns the number of clients currently connected to the server.
+    ///
+    /// hookflow patch: upstream left this unimplemented; it counts the accepted connections
+    /// not yet closed (those `Limits::max_connections` bounds): a connection is open while its
+    /// thread reads from it or a request of it is not yet answered.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -486,3 +578,93 @@ fn is_transient_accept_error(e: &IoError) -> bool {
 
 /// hookflow patch: read and write timeout of accepted connections, in seconds.
 const SOCKET_TIMEOUT_SECS: u64 = 15;
+
+/// hookflow patch: dropped when the accept thread ends, normally or by a panic.
+struct AcceptThreadAlive {
+    listening: Arc<AtomicBool>,
+    close: Arc<AtomicBool>,
+    messages: Arc<MessagesQueue<Message>>,
+    /// The accept error that ended the thread.
+    error: Option<IoError>,
+}
+
+impl Drop for AcceptThreadAlive {
+    fn drop(&mut self) {
+        self.listening.store(false, Ordering::SeqCst);
+        if self.close.load(Relaxed) {
+            return;
+        }
+        let e = self.error.take().unwrap_or_else(|| {
+            let why = if thread::panicking() {
+                "the accept thread panicked"
+            } else {
+                "the accept thread ended"
+            };
+            log::error!("{}: no new connection will be accepted", why);
+            IoError::new(IoErrorKind::Other, why)
+        });
+        self.messages.push(e.into());
+    }
+}
+
+/// hookflow patch: one connection counted against `Limits::max_connections` while it lives.
+pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        ConnectionSlot(count.clone())
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// hookflow patch: logs a repeated event at most once a second, with how often it happened.
+#[derive(Default)]
+struct LogEvery {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl LogEvery {
+    fn log(&mut self, f: impl FnOnce(u64)) {
+        self.count += 1;
+        if self.last.map_or(true, |t| t.elapsed() >= Duration::from_secs(1)) {
+            f(self.count);
+            self.count = 0;
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
+/// hookflow patch: answers a connection over `Limits::max_connections` with 503 and closes it,
+/// on the accept thread and without blocking it: what the client already sent is read (so
+/// that closing does not reset the connection under the answer), the answer goes into the
+/// fresh socket's empty send buffer. Over HTTPS the connection is just closed.
+fn refuse_overloaded(mut sock: Connection, secure: bool) {
+    use std::io::{Read, Write};
+    if secure || sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 4096];
+    for _ in 0..16 {
+        match sock.read(&mut scratch) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let mut answer = Vec::with_capacity(512);
+    let _ = response::json_error(
+        503,
+        "overloaded",
+        "the server has too many open connections; retry later",
+    )
+    .with_header(Header::from_bytes(&b"Retry-After"[..], &b"1"[..]).unwrap())
+    .raw_print(&mut answer, HTTPVersion(1, 1), &[], false, None);
+    let _ = sock.write_all(&answer);
+    let _ = sock.shutdown(Shutdown::Write);
+}

@@ -572,3 +572,26 @@ impl Clone for Response<io::Empty> {
         }
     }
 }
+
+/// hookflow patch (see vendor/README.md): the answer to a request refused before it reaches the
+/// application (malformed, smuggling-prone framing, headers too large, too many connections),
+/// in the JSON error shape of hookflow's own answers, with `Connection: close`.
+pub(crate) fn json_error(status: u16, code: &str, message: &str) -> Response<Cursor<Vec<u8>>> {
+    let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let body = format!(
+        "{{\"error\":{{\"code\":\"{}\",\"message\":\"{}\"}}}}",
+        escape(code),
+        escape(message)
+    );
+    let mut response = Response::from_string(body)
+        .with_status_code(StatusCode(status))
+        .with_header(
+            Header::from_bytes(&b"Content-Type"[..], &b"application/json; charset=utf-8"[..])
+                .unwrap(),
+        );
+    // `add_header` drops `Connection`; this answer is always the connection's last.
+    response
+        .headers
+        .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+    response
+}

@@ -22,6 +22,15 @@ impl SplitOpenSslStream {
     pub(crate) fn shutdown(&mut self, how: Shutdown) -> std::io::Result<()> {
         self.0.lock().unwrap().inner.get_mut().shutdown(how)
     }
+
+    /// hookflow patch: the header deadline (vendor/README.md).
+    pub(crate) fn set_read_timeout(&mut self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.0.lock().unwrap().inner.get_mut().set_read_timeout(t)
+    }
+
+    pub(crate) fn read_timeout(&mut self) -> std::io::Result<Option<std::time::Duration>> {
+        self.0.lock().unwrap().inner.get_mut().read_timeout()
+    }
 }
 
 impl Clone for SplitOpenSslStream {

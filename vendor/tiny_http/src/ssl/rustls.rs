@@ -29,6 +29,26 @@ impl RustlsStream {
             .sock
             .shutdown(how)
     }
+
+    /// hookflow patch: the header deadline (vendor/README.md).
+    pub(crate) fn set_read_timeout(
+        &mut self,
+        t: Option<std::time::Duration>,
+    ) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .expect("Failed to lock SSL stream mutex")
+            .sock
+            .set_read_timeout(t)
+    }
+
+    pub(crate) fn read_timeout(&mut self) -> std::io::Result<Option<std::time::Duration>> {
+        self.0
+            .lock()
+            .expect("Failed to lock SSL stream mutex")
+            .sock
+            .read_timeout()
+    }
 }
 
 impl Clone for RustlsStream {

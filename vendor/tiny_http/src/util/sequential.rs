@@ -71,6 +71,15 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
             next_trigger: None,
         }
     }
+
+    /// hookflow patch: direct access to the writer, once the last `SequentialWriter` handed
+    /// out has written (to flush and half-close a connection after its last answer).
+    pub(crate) fn with_inner<T>(&self, f: impl FnOnce(&mut W) -> T) -> T {
+        f(&mut self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {

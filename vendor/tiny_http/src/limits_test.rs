@@ -1,0 +1,312 @@
+//! hookflow patch: tests of the connection cap, the request-head bounds and RFC 9112 framing
+//! (vendor/README.md, changes 7 to 10), against a real server on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::{Limits, Response, Server, ServerConfig};
+
+/// A server answering `200 <method> <url> <body>` to every request, on its own thread.
+fn serve(limits: Limits) -> (Arc<Server>, String) {
+    let config = ServerConfig {
+        addr: crate::ConfigListenAddr::from_socket_addrs("127.0.0.1:0").unwrap(),
+        ssl: None,
+        limits,
+    };
+    let server = Arc::new(Server::new(config).unwrap());
+    let addr = server.server_addr().to_ip().unwrap().to_string();
+    let s = server.clone();
+    std::thread::spawn(move || {
+        while let Ok(mut rq) = s.recv() {
+            let mut body = String::new();
+            let _ = rq.as_reader().read_to_string(&mut body);
+            let text = format!("{} {} {}", rq.method(), rq.url(), body);
+            let _ = rq.respond(Response::from_string(text));
+        }
+    });
+    (server, addr)
+}
+
+fn connect(addr: &str) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    BufReader::new(s)
+}
+
+/// One answer: status, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn answer(r: &mut BufReader<TcpStream>) -> Option<Answer> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let status = line.split(' ').nth(1)?.parse().ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Answer {
+        status,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    })
+}
+
+/// True when the server has closed the connection (end of stream or reset, not a timeout).
+fn closed(r: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    match r.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// Sends `request` on a new connection; the answer must be `status` with the JSON error `code`,
+/// and the connection must then be closed.
+fn refused(addr: &str, request: &[u8], status: u16, code: &str) {
+    let mut r = connect(addr);
+    r.get_mut().write_all(request).unwrap();
+    let a = answer(&mut r).unwrap_or_else(|| panic!("no answer to {:?}", show(request)));
+    assert_eq!(a.status, status, "{:?}: {}", show(request), a.body);
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(a.header("connection"), Some("close"));
+    let prefix = format!("{{\"error\":{{\"code\":\"{}\",\"message\":\"", code);
+    assert!(a.body.starts_with(&prefix), "{}", a.body);
+    assert!(closed(&mut r), "{:?}: connection left open", show(request));
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(120)]).into_owned()
+}
+
+#[test]
+fn transfer_encoding_other_than_chunked_is_501_and_the_body_is_never_a_request() {
+    let (_s, addr) = serve(Limits::default());
+    let smuggled = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    for te in ["xchunked", "gzip, chunked", "chunked, chunked", "identity", "chunked;x=1"] {
+        let rq = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {}\r\n\r\n{}",
+            te, smuggled
+        );
+        refused(&addr, rq.as_bytes(), 501, "not_implemented");
+    }
+    let two = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{}",
+        smuggled
+    );
+    refused(&addr, two.as_bytes(), 501, "not_implemented");
+}
+
+#[test]
+fn chunked_in_any_case_is_still_read() {
+    let (_s, addr) = serve(Limits::default());
+    let mut r = connect(&addr);
+    r.get_mut()
+        .write_all(b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(answer(&mut r).unwrap().body, "POST /a hi");
+    assert_eq!(answer(&mut r).unwrap().body, "GET /b ");
+}
+
+#[test]
+fn ambiguous_lengths_are_400() {
+    let (_s, addr) = serve(Limits::default());
+    let cases = [
+        "Transfer-Encoding: chunked\r\nContent-Length: 5",
+        "Content-Length: 5\r\nTransfer-Encoding: chunked",
+        "Content-Length: 5\r\nContent-Length: 5",
+        "Content-Length: 5\r\nContent-Length: 6",
+        "Content-Length: 5, 5",
+        "Content-Length: abc",
+        "Content-Length: +5",
+        "Content-Length: -1",
+        "Content-Length: ",
+        "Content-Length: 99999999999999999999999999",
+    ];
+    for h in cases {
+        let rq = format!("POST / HTTP/1.1\r\nHost: x\r\n{}\r\n\r\nhello", h);
+        refused(&addr, rq.as_bytes(), 400, "bad_request");
+    }
+}
+
+#[test]
+fn malformed_heads_are_400_not_a_dropped_connection() {
+    let (_s, addr) = serve(Limits::default());
+    let cases: [&[u8]; 9] = [
+        b"GET / HTTP/1.1\nHost: x\n\n",
+        b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\rY\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-Name: caf\xc3\xa9\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: 1\x00\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\n: empty\r\n\r\n",
+        b"GET  / HTTP/1.1\r\n\r\n",
+    ];
+    for rq in cases {
+        refused(&addr, rq, 400, "bad_request");
+    }
+    refused(&addr, b"GET / HTTP/2.0\r\n\r\n", 505, "http_version_not_supported");
+    // an empty line before the request line is ignored (RFC 9112 §2.2)
+    let mut r = connect(&addr);
+    r.get_mut()
+        .write_all(b"\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(answer(&mut r).unwrap().body, "GET /ok ");
+}
+
+#[test]
+fn a_head_over_max_header_bytes_is_431_without_reading_it_all() {
+    let limits = Limits {
+        max_header_bytes: 1024,
+        ..Limits::default()
+    };
+    let (_s, addr) = serve(limits);
+    // Just under the limit (request line, header, CRLFs: 1024 bytes) is served.
+    let head = "GET /x HTTP/1.1\r\nX-Fill: \r\n\r\n";
+    let fill = "a".repeat(1024 - head.len());
+    let mut r = connect(&addr);
+    let rq = format!("GET /x HTTP/1.1\r\nX-Fill: {}\r\n\r\n", fill);
+    r.get_mut().write_all(rq.as_bytes()).unwrap();
+    assert_eq!(answer(&mut r).unwrap().status, 200);
+    // One byte more is refused.
+    let rq = format!("GET /x HTTP/1.1\r\nX-Fill: {}a\r\n\r\n", fill);
+    refused(&addr, rq.as_bytes(), 431, "headers_too_large");
+    // A header that never ends is answered as soon as the limit is passed.
+    let mut r = connect(&addr);
+    r.get_mut()
+        .write_all(format!("GET /x HTTP/1.1\r\nX-Big: {}", "b".repeat(4096)).as_bytes())
+        .unwrap();
+    assert_eq!(answer(&mut r).map(|a| a.status), Some(431));
+}
+
+#[test]
+fn a_head_trickled_past_the_header_timeout_is_cut_off() {
+    let limits = Limits {
+        header_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let (_s, addr) = serve(limits);
+    let mut r = connect(&addr);
+    r.get_mut().write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let t = Instant::now();
+    // One byte every 50 ms: each read is quick, the head as a whole is not.
+    let mut sent_all = true;
+    for b in b"X-Slow: ".iter().cycle().take(200) {
+        if r.get_mut().write_all(&[*b]).is_err() {
+            sent_all = false;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if t.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let a = answer(&mut r);
+    assert!(
+        !sent_all || a.is_some(),
+        "still reading the head after {:?}",
+        t.elapsed()
+    );
+    if let Some(a) = a {
+        assert_eq!(a.status, 408, "{}", a.body);
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "cut off after {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn connections_over_max_connections_get_503_until_one_closes() {
+    let limits = Limits {
+        max_connections: 3,
+        ..Limits::default()
+    };
+    let (server, addr) = serve(limits);
+    assert!(server.is_listening());
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut r = connect(&addr);
+        r.get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(answer(&mut r).unwrap().status, 200);
+        open.push(r);
+    }
+    assert_eq!(server.num_connections(), 3);
+    let mut r = connect(&addr);
+    r.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let a = answer(&mut r).unwrap();
+    assert_eq!(a.status, 503);
+    assert_eq!(a.header("retry-after"), Some("1"));
+    assert!(a.body.contains("\"code\":\"overloaded\""), "{}", a.body);
+    assert!(closed(&mut r));
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.num_connections() >= 3 {
+        assert!(Instant::now() < deadline, "the closed connection is still counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut r = connect(&addr);
+    r.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(answer(&mut r).unwrap().status, 200);
+}
+
+#[test]
+fn an_accept_thread_that_panics_turns_is_listening_false_and_recv_into_an_error() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listening = Arc::new(AtomicBool::new(true));
+    let messages = crate::util::MessagesQueue::with_capacity(1);
+    let alive = crate::AcceptThreadAlive {
+        listening: listening.clone(),
+        close: Arc::new(AtomicBool::new(false)),
+        messages: messages.clone(),
+        error: None,
+    };
+    let ended = std::thread::spawn(move || {
+        let _alive = alive;
+        panic!("an accept thread panicking (expected by this test)");
+    })
+    .join();
+    assert!(ended.is_err());
+    assert!(!listening.load(Ordering::SeqCst));
+    assert!(matches!(messages.try_pop(), Some(crate::Message::Error(_))));
+}
