@@ -10,17 +10,20 @@
 //!     ─► engine/writer.rs (group commit into the inbox, then 200)
 //!     ─► engine/scheduler.rs (per-session FIFO) ─► engine/worker.rs (worker-N: one turn each)
 //!     ─► engine/turn.rs (input object, engine/nlu.rs, the Flow, http-node checkpoints)
-//!     ─► flow/ (model: compiled ops; run: the interpreter; template: {{ }} and conditions;
-//!        script: JavaScript on QuickJS; intents: the built-in NLU; transform: transformers)
+//!     ─► flow/ (model: compiled ops; compile, nodes: the compiler, one entry per node kind;
+//!        run: the interpreter; template: {{ }} and conditions; script: JavaScript on QuickJS;
+//!        intents: the built-in NLU; transform: transformers)
 //!     ─► engine/writer.rs (group commit: session state + outputs into the outbox)
 //!     ─► [wake channel] ─► delivery/ (sender-N lanes: outbox ─► attempt.rs POST ─► webhook)
 //! ```
 //!
 //! Beside the path: `store/` (the `Store` trait every stage uses, and its SQLite backend),
 //! `domain.rs` (the types the stages and the store share), `config/` (the config file, read and
-//! validated once), `wire.rs` (JSON shapes of the outside world), `crypto.rs` (key digests,
-//! signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd), `cli/`
-//! (`try`, `sink`), `service.rs` (the wiring). Start reading at `service::Service::start`.
+//! validated once: `schema.rs` types and defaults, `loader.rs` and `checks.rs` the walk of the
+//! file, `walk.rs` the JSON walker the Flow compiler shares, `files.rs` Flow and transformer
+//! files kept in the config folder), `wire.rs` (JSON shapes of the outside world), `crypto.rs`
+//! (key digests, signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd),
+//! `cli/` (`try`, `sink`), `service.rs` (the wiring). Start reading at `service::Service::start`.
 //!
 //! # Invariants
 //!

@@ -117,7 +117,12 @@ fn run(args: &[String]) -> Result<(), Failure> {
 
 fn load_config(opts: &Opts) -> Result<Config, Failure> {
     let path = opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{HELP}")))?;
-    let mut config = config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let config = config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    apply_overrides(config, opts)
+}
+
+/// `--listen`, `--data-dir` and `--workers` over the file's values.
+fn apply_overrides(mut config: Config, opts: &Opts) -> Result<Config, Failure> {
     if let Some(l) = &opts.listen {
         config.listen = l
             .parse()
@@ -189,29 +194,48 @@ fn serve(opts: Opts) -> Result<(), Failure> {
     }
 }
 
+/// Every problem at once: the config's, and those of every Flow and transformer it names with a
+/// usable path, even when the config itself has errors (config.md: "every error found").
 fn check(opts: Opts) -> Result<(), Failure> {
-    let config = load_config(&opts)?;
-    let mut failed = Vec::new();
-    for ep in &config.endpoints {
-        match hookflow::flow::Flow::load(&ep.flow) {
-            Ok(flow) => println!(
-                "ok  {}: POST /{} -> {} ({}; flow {})",
-                ep.name,
-                ep.url_token,
-                ep.webhook.url,
-                hookflow::flow::model::summary(&flow),
-                ep.flow.display()
-            ),
+    let path = opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{HELP}")))?;
+    let checked = config::check(path);
+    let mut failed: Vec<String> = match &checked.config {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    };
+    for (i, files) in checked.files.iter().enumerate() {
+        let Some(file) = &files.flow else { continue };
+        match hookflow::flow::Flow::load(file, &checked.dir) {
+            // The summary line needs the whole endpoint, so only for a config without errors.
+            Ok(flow) => {
+                if let Ok(config) = &checked.config {
+                    let ep = &config.endpoints[i];
+                    let summary = hookflow::flow::model::summary(&flow);
+                    println!(
+                        "ok  {}: POST /{} -> {} ({summary}; flow {})",
+                        ep.name,
+                        ep.url_token,
+                        ep.webhook.url,
+                        file.display()
+                    );
+                }
+            }
             Err(errs) => {
                 for (place, msg) in errs {
                     let place = if place.is_empty() { String::new() } else { format!("{place}: ") };
-                    failed.push(format!("{}: {place}{msg}", ep.flow.display()));
+                    failed.push(format!("{}: {place}{msg}", file.display()));
                 }
             }
         }
     }
-    if let Err(errors) = hookflow::flow::transform::load(&config) {
-        failed.extend(errors);
+    for file in checked.files.iter().filter_map(|f| f.transformer.as_ref()) {
+        if let Err(e) = hookflow::flow::transform::read(file, &checked.dir) {
+            failed.push(e);
+        }
+    }
+    // The overrides of the command line are checked too, as `serve` would.
+    if let Ok(config) = checked.config {
+        apply_overrides(config, &opts)?;
     }
     if failed.is_empty() { Ok(()) } else { Err(Failure::Usage(failed.join("\n"))) }
 }

@@ -92,7 +92,7 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 pub(crate) fn load_flows(config: &Config) -> Result<Flows, Error> {
     let mut flows = Flows::new();
     for ep in &config.endpoints {
-        let flow = Flow::load(&ep.flow).map_err(|errs| {
+        let flow = Flow::load(&ep.flow, &config.dir).map_err(|errs| {
             let lines: Vec<String> =
                 errs.iter().map(|(place, msg)| format!("{}: {place}: {msg}", ep.flow.display())).collect();
             Error::Flow(lines.join("\n"))

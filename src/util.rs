@@ -120,13 +120,21 @@ pub fn kind_of(v: &serde_json::Value) -> &'static str {
     }
 }
 
-/// `; did you mean "x"?` when one of `known` is close to `got`, else the empty string.
-pub fn suggest(got: &str, known: &[&str]) -> String {
-    let best = known.iter().map(|k| (edit_distance(&got.to_lowercase(), &k.to_lowercase()), k)).min();
+/// The one of `known` that `got` is a typo of, if any: the nearest by edit distance (ignoring
+/// case), when it is close enough. Short words need a closer match, or "x" would suggest every
+/// three-letter word. The one suggestion rule of the config, Flow files and the command line.
+pub fn nearest<'k>(got: &str, known: &[&'k str]) -> Option<&'k str> {
+    let best = known.iter().map(|k| (edit_distance(&got.to_lowercase(), &k.to_lowercase()), *k)).min();
     match best {
-        Some((d, k)) if d <= 3 && d < got.len().max(2) => format!("; did you mean \"{k}\"?"),
-        _ => String::new(),
+        Some((d, k)) if d <= 3 && 2 * d <= got.chars().count() => Some(k),
+        _ => None,
     }
+}
+
+/// `; did you mean "x"?` when one of `known` is close to `got` (see [`nearest`]), else the
+/// empty string.
+pub fn suggest(got: &str, known: &[&str]) -> String {
+    nearest(got, known).map(|k| format!("; did you mean \"{k}\"?")).unwrap_or_default()
 }
 
 /// Edit distance by characters, counting a swap of two neighbours as one edit (optimal string

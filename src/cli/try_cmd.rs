@@ -22,7 +22,7 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
         let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
         format!("no endpoint is named {endpoint:?}; the config has: {}", names.join(", "))
     })?;
-    let flow = Flow::load(&ep.flow).map_err(|errs| {
+    let flow = Flow::load(&ep.flow, &config.dir).map_err(|errs| {
         errs.iter().map(|(p, m)| format!("{}: {p}: {m}", ep.flow.display())).collect::<Vec<_>>().join("\n")
     })?;
     let mut engine = Engine::new(Limits::of(config));

@@ -103,8 +103,8 @@ mod tests {
             {"name": "resetPassword", "examples": ["reset my password", "forgot my password", "i cannot log in", "change password"]},
             {"name": "thanks", "examples": ["thanks", "thank you", "thanks a lot", "much appreciated"]}
         ]);
-        let flow =
-            Flow::compile(std::path::Path::new("nlu.json"), &json!({"intents": intents, "nodes": []}), 1).unwrap();
+        let (file, root) = (std::path::Path::new("nlu.json"), std::path::Path::new("."));
+        let flow = Flow::compile(file, root, &json!({"intents": intents, "nodes": []})).unwrap();
         let tests = vec![
             ("my order, where is it?", "orderStatus"),
             ("status of my order please", "orderStatus"),

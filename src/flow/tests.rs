@@ -19,11 +19,12 @@ fn turn(flow: &Flow, state: &mut SessionState, input: &mut Value, profile: &mut 
 }
 
 fn compile(doc: Value) -> Flow {
-    Flow::compile(Path::new("test.json"), &doc, 1).unwrap_or_else(|e| panic!("flow does not compile: {e:?}"))
+    Flow::compile(Path::new("test.json"), Path::new("."), &doc)
+        .unwrap_or_else(|e| panic!("flow does not compile: {e:?}"))
 }
 
 fn errors(doc: Value) -> Vec<(String, String)> {
-    Flow::compile(Path::new("test.json"), &doc, 1).expect_err("flow should be rejected")
+    Flow::compile(Path::new("test.json"), Path::new("."), &doc).expect_err("flow should be rejected")
 }
 
 /// Runs `messages` (texts) through a fresh session and compares each turn's output texts.
@@ -159,7 +160,8 @@ fn a_changed_flow_restarts_sessions_at_the_top_keeping_context() {
     state.context = json!({"kept": true});
     turn(&flow, &mut state, &mut json!({"text": "a"}), &mut json!({}), 10);
     assert!(state.question.is_some());
-    let changed = Flow::compile(Path::new("test.json"), &doc, 2).unwrap();
+    let edited = json!({"nodes": [{"type": "question", "text": "q?"}, {"type": "say", "text": "done!"}]});
+    let changed = compile(edited);
     let turn = turn(&changed, &mut state, &mut json!({"text": "b"}), &mut json!({}), 10);
     assert_eq!(turn.outputs[0].text, "q?");
     assert_eq!(state.context, json!({"kept": true}));
@@ -382,7 +384,7 @@ fn execute_flow_runs_a_subroutine_sharing_context_and_returns() {
             ),
         ],
     );
-    let flow = Flow::load(&main).unwrap();
+    let flow = Flow::load(&main, main.parent().unwrap()).unwrap();
     let mut state = SessionState::new(&flow);
     let texts = |t: &Turn| t.outputs.iter().map(|o| o.text.clone()).collect::<Vec<_>>();
     let t = turn(&flow, &mut state, &mut json!({"text": "go"}), &mut json!({}), 20);
@@ -415,7 +417,7 @@ fn go_to_another_flow_file_and_stay_there() {
             ),
         ],
     );
-    let flow = Flow::load(&main).unwrap();
+    let flow = Flow::load(&main, main.parent().unwrap()).unwrap();
     let mut state = SessionState::new(&flow);
     let texts = |t: &Turn| t.outputs.iter().map(|o| o.text.clone()).collect::<Vec<_>>();
     assert_eq!(
@@ -445,8 +447,112 @@ fn missing_flow_files_and_targets_are_reported() {
             ("other.json", json!({"nodes": [{"type": "say", "text": "x"}]})),
         ],
     );
-    let e = Flow::load(&main).unwrap_err();
+    let e = Flow::load(&main, main.parent().unwrap()).unwrap_err();
     assert!(e.iter().any(|(p, m)| p == "nope.json" && m.contains("cannot read")), "{e:?}");
     assert!(e.iter().any(|(p, m)| p == "nodes[1].target" && m.contains("ghost")), "{e:?}");
     std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn the_version_is_a_fixed_digest_of_the_canonical_flow() {
+    // A stored session restarts at the top when its Flow's version differs, so the version of
+    // the same Flow must not change between builds or toolchains. If this fails, the canonical
+    // form or `OPS_LAYOUT` changed: every session restarts on upgrade, so only on purpose.
+    let doc = json!({"name": "fixed", "nodes": [{"type": "question", "text": "q?"}, {"type": "say", "text": "done"}]});
+    let flow = compile(doc);
+    assert_eq!(format!("{:016x}", flow.version), "faa8131531f27779");
+    let reformatted: Value = serde_json::from_str(
+        "{ \"nodes\": [ {\"text\": \"q?\", \"type\": \"question\"},\n {\"type\": \"say\", \"text\": \"done\"} ],\n \"name\": \"fixed\" }",
+    )
+    .unwrap();
+    assert_eq!(compile(reformatted).version, flow.version, "whitespace and key order are not a new version");
+    let edited =
+        json!({"name": "fixed", "nodes": [{"type": "question", "text": "q?"}, {"type": "say", "text": "done."}]});
+    assert_ne!(compile(edited).version, flow.version);
+}
+
+#[test]
+fn the_version_covers_every_flow_file() {
+    let main_doc = json!({"nodes": [{"type": "executeFlow", "flow": "sub.json"}]});
+    let sub = |text: &str| json!({"nodes": [{"type": "say", "text": text}]});
+    let main = flow_files("version", &[("main.json", main_doc.clone()), ("sub.json", sub("one"))]);
+    let before = Flow::load(&main, main.parent().unwrap()).unwrap().version;
+    std::fs::write(main.with_file_name("sub.json"), sub("two").to_string()).unwrap();
+    let after = Flow::load(&main, main.parent().unwrap()).unwrap().version;
+    assert_ne!(before, after, "a changed sub-Flow is a new version");
+    std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
+}
+
+/// The errors of loading a Flow whose only node is `node`, from a folder `root` that also
+/// holds `inside.json`, with `secret.json` beside the folder (outside it).
+fn refusals(name: &str, node: Value, prepare: impl FnOnce(&Path)) -> Vec<(String, String)> {
+    let main = flow_files(name, &[("main.json", json!({"nodes": [node]})), ("inside.json", json!({"nodes": []}))]);
+    let root = main.parent().unwrap().to_path_buf();
+    let secret = root.with_file_name(format!("{}-secret.json", name));
+    std::fs::write(&secret, json!({"nodes": [{"type": "say", "text": "secret"}]}).to_string()).unwrap();
+    prepare(&root);
+    let result = Flow::load(&main, &root);
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    result.expect_err("the Flow should be refused")
+}
+
+fn assert_refused(e: &[(String, String)], place: &str, fragment: &str) {
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].0, place, "{e:?}");
+    assert!(e[0].1.contains(fragment), "{e:?}");
+}
+
+#[test]
+fn flow_files_outside_the_config_folder_are_refused_by_their_name() {
+    let name = "refuse-parent";
+    let parent = format!("../hookflow-flows-{name}-{}-secret.json#x", std::process::id());
+    let e = refusals(name, json!({"type": "goTo", "target": parent}), |_| {});
+    assert_refused(&e, "nodes[0].target", "outside the config folder");
+    let e = refusals("refuse-absolute", json!({"type": "executeFlow", "flow": "/etc/passwd"}), |_| {});
+    assert_refused(&e, "nodes[0].flow", "outside the config folder");
+    // Nothing is read, so nothing hangs: /dev/zero never ends.
+    let e = refusals("refuse-zero", json!({"type": "goTo", "target": "/dev/zero#x"}), |_| {});
+    assert_refused(&e, "nodes[0].target", "outside the config folder");
+    // Inside is fine, even spelled with "..".
+    let node = json!({"type": "goTo", "target": "flows/../inside.json"});
+    let main =
+        flow_files("allow-dotdot", &[("main.json", json!({"nodes": [node]})), ("inside.json", json!({"nodes": []}))]);
+    std::fs::create_dir(main.with_file_name("flows")).unwrap();
+    let ok = Flow::load(&main, main.parent().unwrap());
+    std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn flow_files_that_lead_outside_are_not_files_or_are_too_big_are_refused() {
+    let name = "refuse-link";
+    let e = refusals(name, json!({"type": "goTo", "target": "link.json"}), |root| {
+        let secret = root.with_file_name(format!("{name}-secret.json"));
+        std::os::unix::fs::symlink(secret, root.join("link.json")).unwrap();
+    });
+    assert_refused(&e, "link.json", "outside the config folder");
+    let e = refusals("refuse-device", json!({"type": "goTo", "target": "zero.json"}), |root| {
+        std::os::unix::fs::symlink("/dev/zero", root.join("zero.json")).unwrap();
+    });
+    assert_refused(&e, "zero.json", "outside the config folder");
+    let e = refusals("refuse-dir", json!({"type": "executeFlow", "flow": "dir.json"}), |root| {
+        std::fs::create_dir(root.join("dir.json")).unwrap();
+    });
+    assert_refused(&e, "dir.json", "not a regular file");
+    let e = refusals("refuse-big", json!({"type": "goTo", "target": "big.json"}), |root| {
+        let big = std::fs::File::create(root.join("big.json")).unwrap();
+        big.set_len(crate::config::files::MAX_FILE_BYTES + 1).unwrap();
+    });
+    assert_refused(&e, "big.json", "more than the 4 MiB");
+}
+
+#[test]
+fn the_main_flow_file_follows_the_same_rule() {
+    let main = flow_files("refuse-main", &[("main.json", json!({"nodes": []}))]);
+    let root = main.parent().unwrap().join("config");
+    std::fs::create_dir(&root).unwrap();
+    let e = Flow::load(&main, &root).unwrap_err();
+    std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
+    assert_refused(&e, "", "cannot read the Flow file: it is outside the config folder");
 }

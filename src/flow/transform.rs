@@ -5,12 +5,12 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::{Config, Endpoint, Transformer};
+use crate::config::{Config, Endpoint, Transformer, files};
 use crate::flow::script::{Engine, Limits};
 use crate::flow::template::truthy;
 
@@ -35,26 +35,32 @@ pub enum Outcome {
     Failed(String),
 }
 
-/// Reads and checks the transformer of every endpoint that has one; `Err` lists each problem.
 /// The transformer of each endpoint that has one, by endpoint name.
 pub type Transformers = HashMap<String, Arc<Code>>;
 
+/// Reads and checks the transformer of every endpoint that has one; `Err` lists each problem.
 pub fn load(config: &Config) -> Result<Transformers, Vec<String>> {
     let mut out = HashMap::new();
     let mut errors = Vec::new();
     for ep in &config.endpoints {
         let Some(t) = &ep.transformer else { continue };
-        match std::fs::read_to_string(&t.file) {
-            Ok(source) => match crate::flow::script::check_syntax(&source, false) {
-                Ok(()) => {
-                    out.insert(ep.name.clone(), Arc::new(Code { file: t.file.clone(), source, settings: t.clone() }));
-                }
-                Err(e) => errors.push(format!("{}: {e}", t.file.display())),
-            },
-            Err(e) => errors.push(format!("{}: cannot read the transformer file: {e}", t.file.display())),
+        match read(&t.file, &config.dir) {
+            Ok(source) => {
+                out.insert(ep.name.clone(), Arc::new(Code { file: t.file.clone(), source, settings: t.clone() }));
+            }
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
+/// Reads a transformer file, which must be inside `root` (the config file's folder, see
+/// `config/files.rs`), and checks its syntax; `Err` is a `file: problem` line.
+pub fn read(file: &Path, root: &Path) -> Result<String, String> {
+    let source =
+        files::read(root, file).map_err(|e| format!("{}: cannot read the transformer file: {e}", file.display()))?;
+    crate::flow::script::check_syntax(&source, false).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(source)
 }
 
 /// The `endpoint` argument of every transformer function.

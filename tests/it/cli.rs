@@ -218,3 +218,61 @@ fn version_and_an_unknown_command() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(stderr(&o).contains("frobnicate"), "{}", show(&o));
 }
+
+#[test]
+fn check_reports_config_and_flow_errors_in_one_run() {
+    let dir = TempDir::new("cli-all-errors");
+    let mut cfg = config("http://127.0.0.1:9/hook");
+    cfg["workers"] = json!(-1);
+    let flow = json!({ "name": "typo", "nodes": [{ "type": "sya", "text": "hi" }] });
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &flow)]);
+    let o = run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "one config error and one Flow error: {}", show(&o));
+    assert!(lines[0].contains("hookflow.json: workers: expected an integer"), "{}", show(&o));
+    assert!(lines[1].contains("flow.json: nodes[0].type: unknown node type \"sya\""), "{}", show(&o));
+    assert!(stdout(&o).is_empty(), "no summary for a config with errors: {}", show(&o));
+}
+
+#[test]
+fn check_refuses_flow_and_transformer_files_outside_the_config_folder() {
+    let outside = TempDir::new("cli-outside-secret");
+    write_text(&outside.path, "secret.json", &json!({ "nodes": [] }).to_string());
+    write_text(&outside.path, "t.js", "function handleInput({ request }) { return request.body; }\n");
+    let dir = TempDir::new("cli-outside");
+    std::os::unix::fs::symlink(outside.path.join("secret.json"), dir.path.join("link.json")).unwrap();
+    let flow = json!({ "name": "escape", "nodes": [
+        { "type": "goTo", "target": "/dev/zero#x" },
+        { "type": "executeFlow", "flow": "link.json" }
+    ]});
+    let mut cfg = config("http://127.0.0.1:9/hook");
+    let t = outside.path.join("t.js");
+    cfg["endpoints"][0]["transformer"] = json!({ "file": t.to_str().unwrap() });
+    let mut second = cfg["endpoints"][0].clone();
+    second["name"] = json!("second");
+    second["urlToken"] = json!("second-token-0001");
+    second["flow"] = json!("link.json");
+    second.as_object_mut().unwrap().remove("transformer");
+    cfg["endpoints"].as_array_mut().unwrap().push(second);
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &flow)]);
+    let started = Instant::now();
+    let o = run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    assert!(started.elapsed() < Duration::from_secs(10), "check hung: {}", show(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = stderr(&o);
+    for (file, place, what) in [
+        ("hookflow.json", "endpoints[0].transformer.file", "outside the config folder"),
+        ("flow.json", "nodes[0].target", "outside the config folder"),
+        ("flow.json", "link.json", "outside the config folder"),
+        ("link.json", "cannot read the Flow file", "outside the config folder"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(file) && l.contains(place) && l.contains(what)),
+            "{file} {place} ({what}) is not reported: {}",
+            show(&o)
+        );
+    }
+    assert_eq!(err.lines().count(), 4, "{}", show(&o));
+}

@@ -320,7 +320,24 @@ impl App {
 
     /// Same, with `${NAME}` variables.
     pub fn start_env(name: &str, config: &Value, flows: &[(&str, &Value)], env: &[(&str, &str)]) -> App {
+        App::start_files(name, config, flows, &[], env)
+    }
+
+    /// Same, with text files (`(path relative to the config, text)`: transformers, Flow files
+    /// as text) written beside the config, where Flow and transformer files must be.
+    pub fn start_files(
+        name: &str,
+        config: &Value,
+        flows: &[(&str, &Value)],
+        texts: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> App {
         let dir = TempDir::new(name);
+        for (rel, text) in texts {
+            let path = dir.join(rel);
+            std::fs::create_dir_all(path.parent().expect("a file in a folder")).expect("create the folder");
+            std::fs::write(&path, text).expect("write a file");
+        }
         let config_path = write_files(&dir.path, config, flows);
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut app = App { svc: None, base: String::new(), config_path, env, dir };

@@ -35,10 +35,20 @@ impl Bot {
     /// Starts `main` (see `support::config`) with these Flow files (the first one should be
     /// `flow.json`); `tweak` edits the config before it is written.
     pub fn start(name: &str, flows: &[(&str, &Value)], tweak: impl FnOnce(&mut Value)) -> Bot {
+        Bot::start_files(name, flows, &[], tweak)
+    }
+
+    /// Same, with text files beside the config (see [`App::start_files`]).
+    pub fn start_files(
+        name: &str,
+        flows: &[(&str, &Value)],
+        texts: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Value),
+    ) -> Bot {
         let sink = Sink::new();
         let mut cfg = config(&sink.url);
         tweak(&mut cfg);
-        let app = App::start(name, &cfg, flows);
+        let app = App::start_files(name, &cfg, flows, texts, &[]);
         Bot { app, sink, seqs: RefCell::new(HashMap::new()) }
     }
 

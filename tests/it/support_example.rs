@@ -22,16 +22,15 @@ fn order_api() -> Mock {
     })
 }
 
-/// The example's files copied into `files` (the Flow pointed at `api`), and its config pointed
-/// at them, at `webhook`, a free port and a data dir of the test.
-fn example_config(files: &TempDir, api: &Mock, webhook: &str) -> Value {
+/// The example's config pointed at `webhook`, a free port and a data dir of the test, and its
+/// Flow (pointed at `api`) and transformer as `(path, text)`, to be written beside it at the
+/// paths the example config names.
+fn example_config(api: &Mock, webhook: &str) -> (Value, Vec<(&'static str, String)>) {
     let ex = examples_dir();
     let flow = std::fs::read_to_string(ex.join("flows/support.json")).expect("read the example Flow");
     assert!(flow.contains("http://127.0.0.1:9100/"), "the example Flow calls the mock on its default port");
     let flow = flow.replace("http://127.0.0.1:9100", &api.base);
-    let flow_path = write_text(&files.path, "flows/support.json", &flow);
     let chat = std::fs::read_to_string(ex.join("transformers/chat.js")).expect("read the example transformer");
-    let chat_path = write_text(&files.path, "transformers/chat.js", &chat);
 
     let text = std::fs::read_to_string(ex.join("support.json")).expect("read the example config");
     let mut cfg: Value = serde_json::from_str(&text).expect("the example config is JSON");
@@ -41,26 +40,25 @@ fn example_config(files: &TempDir, api: &Mock, webhook: &str) -> Value {
     cfg["delivery"] = json!({ "retrySchedule": [0.05, 0.1], "drainSeconds": 0 });
     let ep = &mut cfg["endpoints"][0];
     ep["webhook"]["url"] = json!(webhook);
-    ep["flow"] = json!(flow_path.to_str().expect("a UTF-8 temp path"));
-    ep["transformer"]["file"] = json!(chat_path.to_str().expect("a UTF-8 temp path"));
-    cfg
+    assert_eq!(ep["flow"], "flows/support.json", "the example config names its Flow");
+    assert_eq!(ep["transformer"]["file"], "transformers/chat.js", "the example config names its transformer");
+    (cfg, vec![("flows/support.json", flow), ("transformers/chat.js", chat)])
 }
 
 struct Example {
     app: App,
     sink: Sink,
     api: Mock,
-    _files: TempDir,
 }
 
 impl Example {
     fn start(name: &str) -> Example {
-        let files = TempDir::new(&format!("{name}-files"));
         let api = order_api();
         let sink = Sink::new();
-        let cfg = example_config(&files, &api, &sink.url);
-        let app = App::start(name, &cfg, &[]);
-        Example { app, sink, api, _files: files }
+        let (cfg, files) = example_config(&api, &sink.url);
+        let texts: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let app = App::start_files(name, &cfg, &[], &texts, &[]);
+        Example { app, sink, api }
     }
 
     fn url(&self) -> String {

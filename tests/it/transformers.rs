@@ -54,14 +54,13 @@ fn name_flow() -> Value {
     ]})
 }
 
-/// A bot whose `main` endpoint uses [`TRANSFORMER`] with these settings (`file` is added).
-fn bot_with(name: &str, flow: &Value, settings: Value) -> (Bot, TempDir) {
-    let js = TempDir::new(&format!("{name}-js"));
-    let file = write_text(&js.path, "transformer.js", TRANSFORMER);
+/// A bot whose `main` endpoint uses [`TRANSFORMER`] with these settings (`file` is added; the
+/// file is beside the config, where transformers must be).
+fn bot_with(name: &str, flow: &Value, settings: Value) -> Bot {
     let mut t = settings;
-    t["file"] = json!(file.to_str().expect("a UTF-8 temp path"));
-    let bot = Bot::start(name, &[("flow.json", flow)], |cfg| cfg["endpoints"][0]["transformer"] = t);
-    (bot, js)
+    t["file"] = json!("transformer.js");
+    let texts = [("transformer.js", TRANSFORMER)];
+    Bot::start_files(name, &[("flow.json", flow)], &texts, |cfg| cfg["endpoints"][0]["transformer"] = t)
 }
 
 fn post_json_raw(bot: &Bot, body: &Value) -> (u16, Value) {
@@ -70,7 +69,7 @@ fn post_json_raw(bot: &Bot, body: &Value) -> (u16, Value) {
 
 #[test]
 fn handle_input_lets_a_foreign_client_format_hold_a_conversation() {
-    let (bot, _js) = bot_with("t-foreign", &name_flow(), json!({ "input": true, "output": false }));
+    let bot = bot_with("t-foreign", &name_flow(), json!({ "input": true, "output": false }));
     let (status, answer) = post_json_raw(&bot, &json!({ "user": "ann", "conversation": "c1", "message": "hello" }));
     assert_eq!(status, 200, "{answer}");
     let trace = assert_accepted(&answer);
@@ -86,7 +85,7 @@ fn handle_input_lets_a_foreign_client_format_hold_a_conversation() {
 
 #[test]
 fn handle_input_accepts_a_form_post() {
-    let (bot, _js) = bot_with("t-form", &name_flow(), json!({ "input": true, "output": false }));
+    let bot = bot_with("t-form", &name_flow(), json!({ "input": true, "output": false }));
     let form = [("Content-Type", "application/x-www-form-urlencoded")];
     let (status, answer) = post(&bot.app.msg_url(), "From=%2B4912345&Body=hello+there", &form);
     assert_eq!(status, 200, "{answer}");
@@ -102,7 +101,7 @@ fn handle_input_accepts_a_form_post() {
 
 #[test]
 fn handle_input_returning_a_falsy_value_drops_the_request() {
-    let (bot, _js) = bot_with("t-drop", &name_flow(), json!({ "input": true, "output": false }));
+    let bot = bot_with("t-drop", &name_flow(), json!({ "input": true, "output": false }));
     let (status, answer) =
         post_json_raw(&bot, &json!({ "user": "ann", "conversation": "c1", "message": "dropped", "drop": true }));
     assert_eq!(status, 200, "a dropped request is answered 200 all the same: {answer}");
@@ -115,7 +114,7 @@ fn handle_input_returning_a_falsy_value_drops_the_request() {
 
 #[test]
 fn a_throwing_handle_input_falls_back_to_the_untransformed_body() {
-    let (bot, _js) = bot_with("t-throw", &name_flow(), json!({ "input": true, "output": false }));
+    let bot = bot_with("t-throw", &name_flow(), json!({ "input": true, "output": false }));
     let (status, answer) =
         post_json_raw(&bot, &json!({ "userId": "u", "sessionId": "s", "text": "plain", "boom": true }));
     assert_eq!(status, 200, "{answer}");
@@ -125,11 +124,10 @@ fn a_throwing_handle_input_falls_back_to_the_untransformed_body() {
 
 #[test]
 fn a_transformer_is_limited_like_any_script() {
-    let js = TempDir::new("t-limits-js");
-    let file = write_text(&js.path, "transformer.js", TRANSFORMER);
-    let bot = Bot::start("t-limits", &[("flow.json", &name_flow())], |cfg| {
+    let texts = [("transformer.js", TRANSFORMER)];
+    let bot = Bot::start_files("t-limits", &[("flow.json", &name_flow())], &texts, |cfg| {
         cfg["limits"] = json!({ "scriptTimeoutMs": 200 });
-        cfg["endpoints"][0]["transformer"] = json!({ "file": file.to_str().unwrap(), "input": true, "output": false });
+        cfg["endpoints"][0]["transformer"] = json!({ "file": "transformer.js", "input": true, "output": false });
     });
     // An endless loop is stopped at scriptTimeoutMs and the request falls back to its body.
     let started = std::time::Instant::now();
@@ -147,7 +145,7 @@ fn a_transformer_is_limited_like_any_script() {
 
 #[test]
 fn a_throwing_handle_input_with_abort_on_error_is_answered_400() {
-    let (bot, _js) = bot_with("t-abort", &name_flow(), json!({ "input": true, "output": false, "abortOnError": true }));
+    let bot = bot_with("t-abort", &name_flow(), json!({ "input": true, "output": false, "abortOnError": true }));
     let (status, answer) =
         post_json_raw(&bot, &json!({ "userId": "u", "sessionId": "s", "text": "plain", "boom": true }));
     let message = assert_error(status, &answer, 400, "transformer_error");
@@ -163,7 +161,7 @@ fn handle_output_replaces_the_posted_body_and_a_falsy_result_drops_that_output()
     let f = json!({ "name": "three", "nodes": [
         { "type": "say", "text": "first", "data": { "k": 1 } }, say("secret"), say("third")
     ]});
-    let (bot, _js) = bot_with("t-output", &f, json!({ "input": false, "output": true }));
+    let bot = bot_with("t-output", &f, json!({ "input": false, "output": true }));
     let trace = bot.text("u", "s", "go");
     let hits = bot.sink.recv_n(2, WAIT);
     assert_eq!(
@@ -184,14 +182,14 @@ fn handle_output_replaces_the_posted_body_and_a_falsy_result_drops_that_output()
 #[test]
 fn a_throwing_handle_output_falls_back_to_the_standard_payload_or_with_abort_on_error_drops_it() {
     let f = json!({ "name": "three", "nodes": [ say("first"), say("explode"), say("third") ] });
-    let (bot, _js) = bot_with("t-output-throw", &f, json!({ "input": false, "output": true }));
+    let bot = bot_with("t-output-throw", &f, json!({ "input": false, "output": true }));
     bot.text("u", "s", "go");
     let hits = bot.sink.recv_n(3, WAIT);
     assert_eq!(hits[0].body["says"], "first", "{}", hits[0].raw);
     assert_eq!(hits[1].body["AIOutput"]["text"], "explode", "the standard payload: {}", hits[1].raw);
     assert_eq!(hits[2].body["says"], "third", "{}", hits[2].raw);
 
-    let (bot, _js) = bot_with("t-output-abort", &f, json!({ "input": false, "output": true, "abortOnError": true }));
+    let bot = bot_with("t-output-abort", &f, json!({ "input": false, "output": true, "abortOnError": true }));
     bot.text("u", "s", "go");
     let hits = bot.sink.recv_n(2, WAIT);
     assert_eq!((hits[0].body["says"].as_str(), hits[1].body["says"].as_str()), (Some("first"), Some("third")));
@@ -203,7 +201,7 @@ fn a_throwing_handle_output_falls_back_to_the_standard_payload_or_with_abort_on_
 fn handle_inject_and_handle_notify_transform_their_routes() {
     let f = json!({ "name": "echo", "nodes": [ { "type": "say", "text": "flow: {{input.text}}" } ] });
     let settings = json!({ "input": false, "output": false, "inject": true, "notify": true });
-    let (bot, _js) = bot_with("t-inject", &f, settings);
+    let bot = bot_with("t-inject", &f, settings);
     let headers = [("Content-Type", "application/json"), ("X-API-Key", ADMIN_KEY)];
     let body = json!({ "who": "u", "where": "s", "what": "x" }).to_string();
 
