@@ -13,6 +13,7 @@
 //! | durability | `normal` vs `full` (fsync before every 200, batched), same load: full ÷ normal |
 //! | lanes | a webhook taking `BENCH_SINK_DELAY_MS` per POST, `delivery.senders` 1, 2, 4, 8: speed-up vs 1; once with userIds unrelated to the sessionIds, once with `u<k>`/`s<k>` (the lane is a hash of both) |
 //! | templates | `{{input.text}}` (path, no script engine) vs `{{input.text.trim()}}` (QuickJS), same output: delivered/s and server CPU per message |
+//! | latency, store, parked | low-load p99s vs bare, a store of a million sessions vs a fresh one, turns parked on a slow API beside the echo load: see `bench_more/scenarios.rs` |
 //!
 //! bare, durability and templates alternate their two servers for `BENCH_ROUNDS` rounds (A B A B ..),
 //! so that a change in the machine's load hits both alike; their ratios are given per round and
@@ -57,7 +58,8 @@
 //! for echo and bare; `BENCH_DURABILITY_N` (5000), `BENCH_TEMPLATE_N` (5000) messages over
 //! `BENCH_SESSIONS`; `BENCH_LANES_N` (400) over `BENCH_LANES_SESSIONS` (200), `BENCH_LANES`
 //! (`1,2,4,8`), `BENCH_SINK_DELAY_MS` (20); `BENCH_IDLE_SESSIONS` (10000); `BENCH_ONLY`, a comma
-//! list of scenario names (echo, bare, sessions, durability, lanes, templates), runs only those;
+//! list of scenario names (echo, bare, sessions, durability, lanes, templates, latency, store,
+//! parked), runs only those;
 //! `BENCH_ROUNDS` (3). Optional `BENCH_WORKERS` and `BENCH_SENDERS` override `workers` /
 //! `delivery.senders` in every config (the lanes scenario sets its own senders) to explore where
 //! the limit is (unset: the defaults, as an operator would run it).
@@ -109,7 +111,12 @@ const GOAL_IDLE_RSS_MIB: f64 = 8.0;
 const GOAL_SESSIONS_RSS_MIB: f64 = 40.0;
 const GOAL_BARE_RATIO: f64 = 0.6;
 
-const SCENARIOS: [&str; 6] = ["echo", "bare", "sessions", "durability", "lanes", "templates"];
+const SCENARIOS: [&str; 9] =
+    ["echo", "bare", "sessions", "durability", "lanes", "templates", "latency", "store", "parked"];
+
+/// The scenarios of `bench_more/` (low-load latency, a large store, parked calls).
+#[path = "bench_more/scenarios.rs"]
+mod more;
 
 fn main() -> ExitCode {
     match run() {
@@ -196,7 +203,7 @@ impl Knobs {
 
     /// A load of `messages` over `sessions` with the configured clients, session numbers from 0.
     fn load(&self, messages: usize, sessions: usize) -> Load {
-        Load { messages, sessions, first: 0, clients: self.clients, ids: Ids::Paired }
+        Load { messages, sessions, first: 0, clients: self.clients, ids: Ids::Paired, rate: None }
     }
 }
 
@@ -208,6 +215,8 @@ struct Load {
     first: usize,
     clients: usize,
     ids: Ids,
+    /// Messages per second over all clients (paced sends); `None`: as fast as answers come.
+    rate: Option<f64>,
 }
 
 /// How the userId of session `s<k>` is made. It matters only with several sender lanes, which
@@ -310,6 +319,15 @@ fn run() -> Result<bool, String> {
     if b.knobs.wants("templates") {
         b.templates()?;
     }
+    if b.knobs.wants("latency") {
+        b.latency()?;
+    }
+    if b.knobs.wants("store") {
+        b.large_store()?;
+    }
+    if b.knobs.wants("parked") {
+        b.parked()?;
+    }
     b.summary(&load_at_start, started.elapsed());
     Ok(b.ok)
 }
@@ -327,6 +345,12 @@ struct Hookflow {
     workers: Option<usize>,
     /// The text template of the Flow's one `say` node.
     template: &'static str,
+    /// Another hookflow binary (`BENCH_BASELINE`: an older build, for before/after rows).
+    binary: Option<PathBuf>,
+    /// A store file copied into the data directory before the start (a prefilled store).
+    store: Option<PathBuf>,
+    /// The Flow, when not the one `say` node.
+    flow: Option<Value>,
 }
 
 impl Bench {
@@ -336,6 +360,9 @@ impl Bench {
             senders: senders.or(self.knobs.senders),
             workers: self.knobs.workers,
             template,
+            binary: None,
+            store: None,
+            flow: None,
         })
     }
 
@@ -569,11 +596,18 @@ impl Bench {
         let (mut cmd, describe) = match target {
             Target::Hookflow(h) => {
                 write_files(&dir, listen, &webhook, h)?;
-                let mut cmd = Command::new(&self.hookflow);
+                if let Some(store) = &h.store {
+                    let data = dir.join("data");
+                    std::fs::create_dir_all(&data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
+                    std::fs::copy(store, data.join("hookflow.sqlite3"))
+                        .map_err(|e| format!("cannot copy the prefilled store {}: {e}", store.display()))?;
+                }
+                let mut cmd = Command::new(h.binary.as_ref().unwrap_or(&self.hookflow));
                 cmd.args(["serve", "--config"]).arg(dir.join("hookflow.json")).env("RUST_LOG", &self.server_log);
                 let describe = format!(
-                    "{} (workers {}, delivery.senders {}, durability {}, say {}, RUST_LOG={})",
-                    self.hookflow.display(),
+                    "{}{} (workers {}, delivery.senders {}, durability {}, say {}, RUST_LOG={})",
+                    h.binary.as_ref().unwrap_or(&self.hookflow).display(),
+                    if h.store.is_some() { " on a prefilled store" } else { "" },
                     h.workers.map_or("0 = one per CPU".to_string(), |w| w.to_string()),
                     h.senders.map_or("default (1)".to_string(), |s| s.to_string()),
                     h.durability,
@@ -1107,7 +1141,7 @@ fn write_files(dir: &Path, listen: SocketAddr, webhook: &str, h: &Hookflow) -> R
             "webhook": { "url": webhook }
         }]
     });
-    let flow = json!({ "nodes": [{ "type": "say", "text": h.template }] });
+    let flow = h.flow.clone().unwrap_or_else(|| json!({ "nodes": [{ "type": "say", "text": h.template }] }));
     for (name, value) in [("hookflow.json", config), ("flow.json", flow)] {
         let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
         std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))?;
@@ -1211,9 +1245,19 @@ fn client(url: &str, load: &Load, owned: &[(usize, usize)], epoch: Instant) -> C
         .into();
     let mut st = ClientStats::default();
     let rounds = owned.iter().map(|&(_, n)| n).max().unwrap_or(0);
+    // Paced: this client's share of `rate`, each send at its slot (not after a fixed sleep, so
+    // a slow answer does not lower the rate).
+    let interval = load.rate.map(|r| Duration::from_secs_f64(load.clients as f64 / r.max(1e-9)));
+    let start = Instant::now();
+    let mut sent = 0u32;
     for j in 0..rounds {
         for &(k, n) in owned {
             if j < n {
+                if let Some(every) = interval {
+                    let slot = start + every * sent;
+                    thread::sleep(slot.saturating_duration_since(Instant::now()));
+                    sent += 1;
+                }
                 send(&agent, url, (&load.user_id(k), k), j, epoch, &mut st);
             }
             if st.errors >= MAX_CLIENT_ERRORS {
