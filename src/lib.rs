@@ -40,15 +40,19 @@
 //! - tiny_http: the listener is bound by `service.rs`, requests are read by `intake/` only
 //!   (`cli/sink.rs` is a separate little server). ureq: built in `tls.rs`/`engine/http_node.rs`
 //!   /`delivery/attempt.rs`, used by `delivery/` (deliveries) and by `engine/` (the `http`
-//!   node, Rasa: the worker performs them, never the interpreter). SQL: only in `store/sqlite/`.
+//!   node, Rasa: made by the `call-N` threads while the turn is parked, never by the
+//!   interpreter or a worker). SQL: only in `store/sqlite/`.
 //!   serde types of the outside world: `wire.rs`.
 //! - The Flow interpreter (`flow/`) does no I/O: it takes state and input and returns outputs.
 //!   JavaScript runs on the workers (templates, Code nodes, output transformers) and on the http
 //!   threads (input transformers), each on its thread's own QuickJS runtime.
 //! - Channels are bounded except the scheduler's ready FIFO, which is bounded by
 //!   `limits.queueCapacity` through the writer (see `Scheduler::new`). Every thread is named and
-//!   joined by `service.rs` (a sender lane stuck in a delivery past the shutdown drain is the
-//!   one exception: it is left behind).
+//!   joined by `service.rs`, with two exceptions: a sender lane stuck in a delivery past the
+//!   shutdown drain is left behind, and the `call-N` threads are told to stop but not waited for
+//!   (a call may take its `timeoutMs`; the parked turn keeps its checkpoint).
+//! - A worker never waits for the network: a turn that needs an outbound call parks, and the
+//!   call's answer resumes it on any worker.
 //!
 //! # Cross-cutting
 //!

@@ -170,7 +170,13 @@ impl Service {
             svc.senders.push(SenderThread { stop: stop_tx, done: done_rx, handle });
         }
         let agent = engine::http_node::agent(tls);
-        let calls = Calls::new(config.limits.max_concurrent_calls, agent, sched.clone(), metrics.clone());
+        let calls = Calls::new(
+            config.limits.max_concurrent_calls,
+            config.endpoints.len(),
+            agent,
+            sched.clone(),
+            metrics.clone(),
+        );
         svc.calls = Some(calls.clone());
         let turns = Arc::new(Turns {
             config: config.clone(),
@@ -232,12 +238,12 @@ impl Service {
         // the outbox has drained; they are the last to go.
         self.health.begin_stop();
         let deadline = Instant::now() + self.drain;
-        // Parked turns whose calls answer within the drain finish; the others keep their
-        // checkpoint, and their calls are made again after the next start.
-        if let Some(calls) = &self.calls
-            && !calls.wait_idle(deadline)
-        {
-            log::warn!("outbound calls of parked turns are still running; those turns go on after the next start");
+        // Started turns finish (a turn parked at an `http` node, if its calls answer within the
+        // drain); the others keep their checkpoint and go on after the next start.
+        if !self.sched.wait_started(deadline) {
+            log::warn!(
+                "turns waiting for outbound calls did not finish within the drain; they go on after the next start"
+            );
         }
         self.sched.stop(self.workers.len());
         join(self.workers);

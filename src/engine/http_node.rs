@@ -1,5 +1,5 @@
-//! The one outbound call of a Flow: an `http` node's request, performed by the worker while the
-//! turn is suspended at its checkpoint (flows.md, Execution). The answer becomes
+//! An `http` node's request, made by a call thread (`calls.rs`) while the turn is parked at its
+//! checkpoint (flows.md, Execution), or right away by `hookflow try`. The answer becomes
 //! `{status, headers, body}` (body parsed when it is JSON) or `{error}`.
 
 use std::time::Duration;

@@ -1,16 +1,19 @@
 //! The per-session scheduler: which sessions have queued messages, and in which order they run.
 //!
 //! The scheduler keeps, in memory, the ids of queued messages per session and a FIFO of sessions
-//! that have work and are not running. A worker takes a session from that FIFO, runs exactly one
-//! message of it, commits, and puts the session back at the *end* of the FIFO if it has more.
+//! that have work and are not running. A worker takes a session from that FIFO and runs one
+//! message of it (in one go, or in parts when it parks at outbound calls: the answer comes back
+//! through the same FIFO as a `Resume`); once that turn is committed the session goes back to
+//! the *end* of the FIFO if it has more.
 //! So messages of one session run one at a time and in acceptance order, different sessions run
 //! in parallel, no worker ever waits for another session, and a session flooded with a thousand
 //! messages gets one turn per round like everybody else.
 //!
 //! The queue is on disk (the `inbox` table); the in-memory part is rebuilt from it at start-up.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
@@ -30,6 +33,8 @@ pub(crate) enum Job {
 /// Per-session queues of message ids, and the FIFO of runnable sessions.
 pub(crate) struct Scheduler {
     state: Mutex<Sched>,
+    /// Signalled when the last started turn is done (shutdown waits for it).
+    idle: Condvar,
     ready_tx: Sender<Job>,
     ready_rx: Receiver<Job>,
 }
@@ -39,6 +44,9 @@ struct Sched {
     sessions: HashMap<SessionKey, VecDeque<i64>>,
     /// Messages queued or running, all sessions together.
     queued: usize,
+    /// Sessions whose head message has started (running, parked, or its answer queued) and is
+    /// not done yet.
+    started: HashSet<SessionKey>,
 }
 
 impl Scheduler {
@@ -48,7 +56,7 @@ impl Scheduler {
         // per worker. Unbounded rather than `bounded(capacity)`, which would allocate every
         // slot of a large capacity up front.
         let (ready_tx, ready_rx) = unbounded();
-        Scheduler { state: Mutex::default(), ready_tx, ready_rx }
+        Scheduler { state: Mutex::default(), idle: Condvar::new(), ready_tx, ready_rx }
     }
 
     fn lock(&self) -> MutexGuard<'_, Sched> {
@@ -81,6 +89,26 @@ impl Scheduler {
         self.lock().sessions.get(key).and_then(|q| q.front().copied())
     }
 
+    /// The head message of `key` starts (a worker runs it): until it is done, shutdown waits
+    /// for it (see `wait_started`).
+    pub(crate) fn start(&self, key: &SessionKey) {
+        self.lock().started.insert(key.clone());
+    }
+
+    /// Waits until every started turn is done, or until `deadline`; true when none is left.
+    /// (At shutdown: a turn parked at an `http` node finishes if its calls answer in time.)
+    pub(crate) fn wait_started(&self, deadline: Instant) -> bool {
+        let mut s = self.lock();
+        while !s.started.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self.idle.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+
     /// Runs the head message of `key` again (its turn could not be written).
     pub(crate) fn retry(&self, key: SessionKey) {
         self.ready_tx.try_send(Job::Run(key)).expect("the ready FIFO has room for every session");
@@ -91,6 +119,9 @@ impl Scheduler {
     pub(crate) fn done(&self, key: SessionKey) {
         let mut s = self.lock();
         s.queued -= 1;
+        if s.started.remove(&key) && s.started.is_empty() {
+            self.idle.notify_all();
+        }
         let q = s.sessions.get_mut(&key).expect("a running session has a queue");
         q.pop_front();
         if q.is_empty() {

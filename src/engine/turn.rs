@@ -84,6 +84,13 @@ struct Resume {
     /// (Absent in records of versions before parking.)
     #[serde(default)]
     messages: Option<i64>,
+    /// The turn's session state and profile at the checkpoint: the rest of the turn goes on
+    /// from them, also when the session was forgotten meanwhile (its new state is then dropped
+    /// at the commit, but the turn's outputs are those of its own context).
+    #[serde(default)]
+    state: Option<SessionState>,
+    #[serde(default)]
+    profile: Option<Value>,
 }
 
 /// A Flow turn being run.
@@ -246,6 +253,12 @@ impl<'a> Conversation<'a> {
                 self.input = r.input;
                 if let Some(n) = r.messages {
                     (self.messages, self.loaded_messages) = (n, n);
+                }
+                if let Some(state) = r.state {
+                    self.state = state;
+                }
+                if let Some(profile) = r.profile {
+                    (self.profile, self.profile_before) = (profile.clone(), profile);
                 }
                 let before = Turn { delay_ms: r.delay_ms, steps: r.steps, ..Turn::default() };
                 match answer {
@@ -417,17 +430,21 @@ impl Host for Conversation<'_> {
     /// Commits the turn so far before an `http` node's call, keeping the message with its
     /// resume record, so that its outputs go out during the call and a crash resumes at the node.
     fn checkpoint(&mut self, engine: &mut LazyEngine, turn: &Turn, call: &HttpCall) -> Result<(), StoreError> {
-        // A Code node may have made `input` deeper than the resume record can be read.
+        // A Code node may have made `input` deeper than the resume record can be read (`record`
+        // cuts context and profile the same way, before they go into it).
         cut_deep(&self.ep.name, "input", &mut self.input);
+        let record = self.record(engine, &turn.outputs);
         let r = Resume {
             call: call.clone(),
             input: self.input.clone(),
             delay_ms: turn.delay_ms,
             steps: turn.steps,
             messages: Some(self.messages),
+            state: Some(self.state.clone()),
+            profile: Some(self.profile.clone()),
         };
         let resume = serde_json::to_string(&r).expect("a resume record is plain JSON");
-        let record = TurnRecord { checkpoint: Some(resume), ..self.record(engine, &turn.outputs) };
+        let record = TurnRecord { checkpoint: Some(resume), ..record };
         self.cx.store.commit_turn(&record)?;
         // The store now holds this turn's count: a forget from here on shows as a lower one.
         self.loaded_messages = self.messages;

@@ -1,6 +1,7 @@
-//! The worker pool: each `worker-N` thread takes a runnable session from the scheduler, runs
-//! exactly one message of it (`turn.rs`), and hands the result to the writer, which releases
-//! the session once it is on disk. Expiry of old sessions runs here too, between turns.
+//! The worker pool: each `worker-N` thread takes a runnable session from the scheduler and runs
+//! its head message (`turn.rs`) until the turn ends — then the writer commits it and releases
+//! the session — or parks at an outbound call (the call goes to `calls.rs`; its answer comes
+//! back as a `Resume` job, which any worker runs). Expiry of old sessions runs here too, between turns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -36,6 +37,7 @@ pub(crate) fn run(cx: WorkerContext) {
             Ok(Job::Run(_)) if cx.health.stopping() => continue,
             Ok(Job::Run(key)) => {
                 let Some(id) = cx.sched.head(&key) else { continue };
+                cx.sched.start(&key);
                 (key, id, None)
             }
             Ok(Job::Resume(key, parked)) => (key, parked.id, Some(parked.answer)),

@@ -156,7 +156,7 @@ impl Metrics {
         );
         counter(&mut out, "hookflow_outputs_dead_total", "Outputs that became dead letters.", &self.dead);
         counter(&mut out, "hookflow_calls_total", "Outbound calls of parked turns completed.", &self.calls_done);
-        self.turns.write(&mut out, "hookflow_flow_run_seconds", "Time to run one message through its Flow and commit.");
+        self.turns.write(&mut out, "hookflow_flow_run_seconds", "Worker time of one part of a turn: a message through its Flow to its end or to a parked call (a turn with http nodes has several parts).");
         self.delivery.write(&mut out, "hookflow_delivery_seconds", "Time of one successful webhook POST.");
         out
     }

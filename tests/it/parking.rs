@@ -11,6 +11,7 @@ use crate::support3::{Mock, MockReply};
 use crate::support4::{Launch, Metrics};
 
 /// A slow API: every answer is held until the test releases it.
+/// (Its threads hold a request at most 30 s: a bound, not a timing assumption.)
 fn slow_api() -> Mock {
     let api = Mock::new(|_| MockReply::json(200, json!({ "ok": true })));
     api.hold();
@@ -70,7 +71,7 @@ fn four_parked_calls_on_two_workers_do_not_stop_a_fifth_session() {
 }
 
 #[test]
-fn max_concurrent_calls_bounds_the_calls_in_flight_and_the_rest_wait_in_order() {
+fn max_concurrent_calls_bounds_the_calls_in_flight_and_the_rest_wait() {
     let sink = Sink::new();
     let api = slow_api();
     let mut cfg = config(&sink.url);
@@ -106,11 +107,13 @@ fn waiting_calls_are_taken_round_robin_between_endpoints() {
     b["flow"] = json!("b.json");
     cfg["endpoints"].as_array_mut().unwrap().push(b);
     let app = App::start("parking-fair", &cfg, &[("flow.json", &flow_of("a")), ("b.json", &flow_of("b"))]);
-    for n in 1..=3 {
-        app.send("u", &format!("a{n}"), &format!("{n}"));
-    }
+    // One at a time, each parked before the next is sent, so the queue order is the send order.
+    app.send("u", "a1", "1");
     assert_eq!(api.recv(WAIT).url, "/a/1");
-    wait_gauge(&app, "hookflow_calls_waiting", 2.0);
+    for (n, waiting) in [(2, 1.0), (3, 2.0)] {
+        app.send("u", &format!("a{n}"), &format!("{n}"));
+        wait_gauge(&app, "hookflow_calls_waiting", waiting);
+    }
     send_to(&app.url("/b-token-0123456789abcdef"), &json!({ "userId": "u", "sessionId": "b1", "text": "1" }));
     wait_gauge(&app, "hookflow_calls_waiting", 3.0);
     // One call at a time from here: A's next, then B's (not after all of A's), then A's last.
@@ -153,4 +156,60 @@ fn kill_9_with_parked_calls_makes_them_again_and_every_turn_ends_once() {
         let r = admin_get(&format!("{}/api/sessions/main/u/s{s}", second.base));
         assert_eq!(r.json()["messageCount"], 1, "each message counted once: {}", r.body);
     }
+}
+
+#[test]
+fn at_shutdown_a_turn_parked_at_two_http_nodes_finishes_within_the_drain() {
+    let sink = Sink::new();
+    let api = slow_api();
+    let flow = json!({ "nodes": [
+        { "type": "http", "method": "GET", "url": api.url("/one"), "contextKey": "a", "timeoutMs": 30000 },
+        { "type": "http", "method": "POST", "url": api.url("/two"), "contextKey": "b", "timeoutMs": 30000 },
+        { "type": "say", "text": "done {{input.text}}" }
+    ]});
+    let mut cfg = config(&sink.url);
+    cfg["workers"] = json!(1);
+    cfg["delivery"]["drainSeconds"] = json!(10);
+    let mut app = App::start("parking-shutdown", &cfg, &[("flow.json", &flow)]);
+    app.send("u", "s", "m0");
+    assert_eq!(api.recv(WAIT).url, "/one");
+    let readyz = app.url("/readyz");
+    std::thread::scope(|scope| {
+        let stopping = scope.spawn(|| app.shutdown());
+        // Shutdown has begun once /readyz says so; only then are the calls answered.
+        let deadline = Instant::now() + WAIT;
+        while request("GET", &readyz, None, &[]).status == 200 {
+            assert!(Instant::now() < deadline, "/readyz never reported the shutdown");
+        }
+        api.release();
+        stopping.join().expect("shutdown");
+    });
+    // The turn parked again at its second node during the shutdown, and still finished.
+    assert_eq!(api.rx.try_iter().map(|h| h.url).collect::<Vec<_>>(), ["/two"]);
+    assert_eq!(sink.recv(WAIT).text(), "done m0");
+    app.boot();
+    let s = admin_get(&app.url("/api/sessions/main/u/s"));
+    assert_eq!(s.json()["messageCount"], 1, "{}", s.body);
+    assert!(api.rx.try_recv().is_err(), "no call was made again after the restart");
+}
+
+#[test]
+fn a_session_forgotten_while_its_turn_is_parked_ends_that_turn_on_its_own_context() {
+    let sink = Sink::new();
+    let api = slow_api();
+    let flow = json!({ "nodes": [
+        { "type": "code", "code": "context.x = 'kept';" },
+        { "type": "http", "method": "GET", "url": api.url("/one"), "contextKey": "a", "timeoutMs": 30000 },
+        { "type": "say", "text": "x={{context.x}}" }
+    ]});
+    let app = App::start("parking-forget", &config(&sink.url), &[("flow.json", &flow)]);
+    app.send("u", "s", "m0");
+    api.recv(WAIT);
+    let r = request("DELETE", &app.url("/api/sessions/main/u/s"), None, &[("X-API-Key", ADMIN_KEY)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    api.release();
+    assert_eq!(sink.recv(WAIT).text(), "x=kept", "the rest of the turn runs on the turn's own context");
+    // ... and the forget holds: the turn's new state was not written back.
+    let s = admin_get(&app.url("/api/sessions/main/u/s"));
+    assert_eq!(s.status, 404, "{}", s.body);
 }
