@@ -13,7 +13,8 @@
 //! | durability | `normal` vs `full` (fsync before every 200, batched), same load: full ÷ normal |
 //! | lanes | a webhook taking `BENCH_SINK_DELAY_MS` per POST, `delivery.senders` 1, 2, 4, 8: speed-up vs 1; once with userIds unrelated to the sessionIds, once with `u<k>`/`s<k>` (the lane is a hash of both) |
 //! | templates | `{{input.text}}` (path, no script engine) vs `{{input.text.trim()}}` (QuickJS), same output: delivered/s and server CPU per message |
-//! | latency, store, parked | low-load p99s vs bare, a store of a million sessions vs a fresh one, turns parked on a slow API beside the echo load: see `bench_more/scenarios.rs` |
+//! | latency, store, parked | low-load p99s vs bare, a store of a million sessions vs a fresh one, turns parked on a slow API beside the echo load: see `bench/more.rs` |
+//! | hanging | a second endpoint whose webhook accepts connections and never answers, fed all along: the echo endpoint's delivered/s and latency with it vs without, `delivery.senders` 1 and 4 (`bench/hanging.rs`) |
 //!
 //! bare, durability and templates alternate their two servers for `BENCH_ROUNDS` rounds (A B A B ..),
 //! so that a change in the machine's load hits both alike; their ratios are given per round and
@@ -58,8 +59,8 @@
 //! for echo and bare; `BENCH_DURABILITY_N` (5000), `BENCH_TEMPLATE_N` (5000) messages over
 //! `BENCH_SESSIONS`; `BENCH_LANES_N` (400) over `BENCH_LANES_SESSIONS` (200), `BENCH_LANES`
 //! (`1,2,4,8`), `BENCH_SINK_DELAY_MS` (20); `BENCH_IDLE_SESSIONS` (10000); `BENCH_ONLY`, a comma
-//! list of scenario names (echo, bare, sessions, durability, lanes, templates, latency, store,
-//! parked), runs only those;
+//! list of scenario names (echo, bare, sessions, durability, lanes, templates, hanging, latency,
+//! store, parked), runs only those; `BENCH_HANGING_N` (10000) messages of the hanging scenario;
 //! `BENCH_ROUNDS` (3). Optional `BENCH_WORKERS` and `BENCH_SENDERS` override `workers` /
 //! `delivery.senders` in every config (the lanes scenario sets its own senders) to explore where
 //! the limit is (unset: the defaults, as an operator would run it).
@@ -111,11 +112,14 @@ const GOAL_IDLE_RSS_MIB: f64 = 8.0;
 const GOAL_SESSIONS_RSS_MIB: f64 = 40.0;
 const GOAL_BARE_RATIO: f64 = 0.6;
 
-const SCENARIOS: [&str; 9] =
-    ["echo", "bare", "sessions", "durability", "lanes", "templates", "latency", "store", "parked"];
+const SCENARIOS: [&str; 10] =
+    ["echo", "bare", "sessions", "durability", "lanes", "templates", "hanging", "latency", "store", "parked"];
 
-/// The scenarios of `bench_more/` (low-load latency, a large store, parked calls).
-#[path = "bench_more/scenarios.rs"]
+/// The hanging-webhook scenario (a folder of its own: a file beside this one would be an example).
+#[path = "bench/hanging.rs"]
+mod hanging;
+/// Low-load latency, a large store, parked calls.
+#[path = "bench/more.rs"]
 mod more;
 
 fn main() -> ExitCode {
@@ -146,6 +150,7 @@ struct Knobs {
     lanes_n: usize,
     lanes_sessions: usize,
     lanes: Vec<usize>,
+    hanging_n: usize,
     sink_delay: Duration,
     idle_sessions: usize,
     rounds: usize,
@@ -185,12 +190,14 @@ impl Knobs {
             lanes_n: env_usize("BENCH_LANES_N")?.unwrap_or(400),
             lanes_sessions: env_usize("BENCH_LANES_SESSIONS")?.unwrap_or(200),
             lanes,
+            hanging_n: env_usize("BENCH_HANGING_N")?.unwrap_or(10_000),
             sink_delay: Duration::from_millis(env_usize("BENCH_SINK_DELAY_MS")?.unwrap_or(20) as u64),
             idle_sessions: env_usize("BENCH_IDLE_SESSIONS")?.unwrap_or(10_000),
             rounds: env_usize("BENCH_ROUNDS")?.unwrap_or(3),
             only,
         };
-        let counts = [k.messages, k.sessions, k.clients, k.durability_n, k.template_n, k.lanes_n, k.lanes_sessions];
+        let counts =
+            [k.messages, k.sessions, k.clients, k.durability_n, k.template_n, k.lanes_n, k.lanes_sessions, k.hanging_n];
         if counts.contains(&0) || k.idle_sessions == 0 || k.rounds == 0 || k.lanes.is_empty() || k.lanes.contains(&0) {
             return Err("message, session, client and lane counts must be at least 1".into());
         }
@@ -319,6 +326,9 @@ fn run() -> Result<bool, String> {
     if b.knobs.wants("templates") {
         b.templates()?;
     }
+    if b.knobs.wants("hanging") {
+        b.hanging()?;
+    }
     if b.knobs.wants("latency") {
         b.latency()?;
     }
@@ -351,6 +361,8 @@ struct Hookflow {
     store: Option<PathBuf>,
     /// The Flow, when not the one `say` node.
     flow: Option<Value>,
+    /// A second endpoint with this webhook URL (the hanging scenario), and `delivery.timeoutMs`.
+    broken: Option<(String, u64)>,
 }
 
 impl Bench {
@@ -363,6 +375,7 @@ impl Bench {
             binary: None,
             store: None,
             flow: None,
+            broken: None,
         })
     }
 
@@ -1128,18 +1141,25 @@ fn write_files(dir: &Path, listen: SocketAddr, webhook: &str, h: &Hookflow) -> R
     if let Some(s) = h.senders {
         delivery["senders"] = json!(s);
     }
+    let mut endpoints = vec![json!({
+        "name": "bench",
+        "urlToken": URL_TOKEN,
+        "flow": "flow.json",
+        "webhook": { "url": webhook }
+    })];
+    if let Some((url, timeout_ms)) = &h.broken {
+        delivery["timeoutMs"] = json!(timeout_ms);
+        endpoints.push(
+            json!({ "name": "broken", "urlToken": hanging::TOKEN, "flow": "flow.json", "webhook": { "url": url } }),
+        );
+    }
     let config = json!({
         "listen": listen.to_string(),
         "dataDir": dir.join("data"),
         "workers": h.workers.unwrap_or(0),
         "durability": h.durability,
         "delivery": delivery,
-        "endpoints": [{
-            "name": "bench",
-            "urlToken": URL_TOKEN,
-            "flow": "flow.json",
-            "webhook": { "url": webhook }
-        }]
+        "endpoints": endpoints
     });
     let flow = h.flow.clone().unwrap_or_else(|| json!({ "nodes": [{ "type": "say", "text": h.template }] }));
     for (name, value) in [("hookflow.json", config), ("flow.json", flow)] {

@@ -116,15 +116,15 @@ impl Service {
             log::warn!("{orphans} output(s) are for endpoints no longer configured; kept as dead letters");
         }
         let pending = store.pending_inbox()?;
-        let lanes = config.delivery.senders;
-        let (wake, wake_rx) = delivery::wake_channels(lanes);
+        // `delivery.senders` lanes per distinct webhook URL (see `delivery`).
+        let (wake, lanes) = delivery::plan(&config);
         let http = Arc::new(listen(&config)?);
         let addr = http.server_addr().to_ip().expect("a TCP listener has an IP address");
         let (fatal_tx, fatal) = crossbeam_channel::bounded(1);
         let (writer, writer_rx) = Writer::new();
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new(&config));
-        let health = Arc::new(Health::new(lanes, fatal_tx));
+        let health = Arc::new(Health::new(lanes.len(), fatal_tx));
         let sched = Arc::new(Scheduler::new());
         for (id, key) in pending {
             sched.enqueue(key, id);
@@ -152,7 +152,7 @@ impl Service {
             rx: writer_rx,
         };
         svc.writer = Some(spawn("writer".into(), move || engine::writer::run(writer_cx)).map_err(Error::Spawn)?);
-        for (lane, wake_rx) in wake_rx.into_iter().enumerate() {
+        for (lane, plan) in lanes.into_iter().enumerate() {
             let (stop_tx, stop) = crossbeam_channel::bounded(1);
             let (done, done_rx) = crossbeam_channel::bounded(1);
             let cx = LaneContext {
@@ -161,7 +161,7 @@ impl Service {
                 metrics: metrics.clone(),
                 tls: tls.clone(),
                 lane,
-                wake: wake_rx,
+                plan,
                 stop,
                 done,
                 alive: health.lane_flag(lane),
@@ -205,11 +205,12 @@ impl Service {
             svc.http_threads.push(spawn(format!("http-{i}"), move || intake::run(&cx, &http)).map_err(Error::Spawn)?);
         }
         log::info!(
-            "hookflow {} listening on http://{} ({} endpoint(s), {} worker(s), data in {})",
+            "hookflow {} listening on http://{} ({} endpoint(s), {} worker(s), {} sender lane(s), data in {})",
             env!("CARGO_PKG_VERSION"),
             svc.addr,
             config.endpoints.len(),
             config.workers,
+            svc.senders.len(),
             config.data_dir.display()
         );
         Ok(svc)

@@ -1,21 +1,21 @@
 //! The sender lanes: outbox → webhook, one blocking ureq POST at a time per lane.
 //!
-//! Each lane owns the sessions whose key hashes to it (`SessionKey::lane_hash % senders`), so outputs of one
+//! Each lane delivers for the endpoints of one webhook URL (its group, see `delivery`) and owns
+//! their sessions whose key hashes to it (`SessionKey::lane_hash % senders`), so outputs of one
 //! session always go through one thread, in order. A lane keeps a window of outbox rows in
 //! memory, per session; only the head of a session's queue is ever sent, and it leaves the queue
 //! when it succeeded or became a dead letter, so output n+1 never overtakes output n. Failed heads
 //! wait in a due-time heap: no thread sleeps on one output, and other sessions go on.
 //!
 //! The window is shared fairly so that rows that cannot go out now never keep others waiting on
-//! disk: each endpoint has its own read cursor and share of the window (an endpoint whose target
-//! is down fills only its share), and each session keeps at most `SESSION_ROWS` rows in memory
+//! disk: each endpoint of the group has its own read cursor and share of the window (a flooded
+//! endpoint fills only its share), and each session keeps at most `SESSION_ROWS` rows in memory
 //! (a flooded session, or one whose head keeps failing, fills only those); the rest of such a
 //! session is read back, in order, once the rows in memory are done.
 //!
-//! A webhook target that keeps failing is not hammered: after `DOWN_AFTER` consecutive failed
-//! attempts the lane holds every output for that URL until the next probe time (the retry
-//! schedule, stepped by the consecutive failures); the first due output is the probe, and its
-//! success releases the rest. A single failure holds back only its own session.
+//! Before each attempt the lane asks the URL's shared `Target` (target.rs): while the URL counts
+//! as down, heads wait in `held` (not in the due-time heap) until the next probe time or until
+//! the target's epoch changes (a probe ended, the target answered; the lane is woken then).
 //!
 //! The lane is woken through a channel after each commit and also reads the store at start-up,
 //! so whatever was pending when the process stopped goes out.
@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 
-use super::LaneContext;
 use super::attempt::{Outcome, agent, attempt};
+use super::target::Gate;
+use super::{Group, LaneContext};
 use crate::domain::{OutboxRow, SessionKey};
 use crate::store::StoreError;
 use crate::util::now_ms;
@@ -37,8 +38,6 @@ use crate::util::now_ms;
 const WINDOW: usize = 4096;
 /// Most rows of one session a lane holds in memory.
 const SESSION_ROWS: usize = 64;
-/// Consecutive failed attempts (any session) after which a webhook URL counts as down.
-const DOWN_AFTER: usize = 3;
 /// Delivered outputs removed from the store in one transaction. Until they are, a crash would
 /// send them again (at-least-once); batching keeps one commit per batch, not per POST.
 const DELETE_BATCH: usize = 64;
@@ -47,31 +46,45 @@ const DELETE_BATCH: usize = 64;
 /// and either the window is empty or `l.drain_until` has passed.
 pub(crate) fn run(cx: LaneContext) {
     let agent = agent(&cx.config, cx.tls.clone());
-    let endpoints = &cx.config.endpoints;
+    let group = &cx.plan.group;
     let lane = cx.lane;
+    log::debug!(
+        "sender-{lane}: lane {} of {} for endpoint(s) {}",
+        cx.plan.index + 1,
+        cx.config.delivery.senders,
+        group.endpoints.join(", ")
+    );
+    // The share is taken of all endpoints, not of the group's: the lanes of all groups together
+    // hold at most what the shared lanes held (the delivery module doc). With more than 64
+    // endpoints it grows to 64 rows per endpoint.
+    let share = (WINDOW / cx.config.endpoints.len().max(1)).max(SESSION_ROWS);
     let mut l = Lane {
         cx: &cx,
+        group,
         lane,
         agent,
         queues: HashMap::new(),
         ready: VecDeque::new(),
         timers: BinaryHeap::new(),
-        feeds: endpoints.iter().map(|e| (e.name.clone(), Feed::default())).collect(),
-        // With more than 64 endpoints the window grows to 64 rows per endpoint.
-        share: (WINDOW / endpoints.len().max(1)).max(SESSION_ROWS),
+        feeds: group.endpoints.iter().map(|e| (e.clone(), Feed::default())).collect(),
+        share,
+        window: share * group.endpoints.len(),
         in_memory: 0,
         read_pause_until: Instant::now(),
         delivered: Vec::with_capacity(DELETE_BATCH),
-        down: HashMap::new(),
+        held: Vec::new(),
+        held_until_ms: i64::MAX,
+        held_epoch: 0,
         drain_until: None,
     };
     loop {
         // Read new rows when there is nothing left to send (or little in memory): under load the
         // lane then reads the outbox in large batches instead of one query per commit.
-        if l.more_on_disk() && (l.ready.is_empty() || l.in_memory < WINDOW / 8) {
+        if l.more_on_disk() && (l.ready.is_empty() || l.in_memory < l.window / 8) {
             l.load();
         }
         l.promote_due();
+        l.release_held();
         if let Some(deadline) = l.drain_until
             && (l.in_memory == 0 || Instant::now() >= deadline)
         {
@@ -86,12 +99,15 @@ pub(crate) fn run(cx: LaneContext) {
         }
         l.flush();
         let mut wait = l.next_due().unwrap_or(Duration::from_secs(3600));
+        if !l.held.is_empty() {
+            wait = wait.min(Duration::from_millis((l.held_until_ms - now_ms()).max(0) as u64));
+        }
         if l.read_pause_until > Instant::now() {
             wait = wait.min(l.read_pause_until - Instant::now());
         }
         let wait = l.drain_until.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
         select! {
-            recv(cx.wake) -> _ => l.feeds.values_mut().for_each(|f| f.more = true),
+            recv(cx.plan.wake) -> _ => l.feeds.values_mut().for_each(|f| f.more = true),
             recv(cx.stop) -> d => {
                 if l.drain_until.is_none() {
                     l.drain_until = Some(d.unwrap_or_else(|_| Instant::now()));
@@ -108,6 +124,8 @@ pub(crate) fn run(cx: LaneContext) {
 
 struct Lane<'a> {
     cx: &'a LaneContext,
+    /// The endpoints this lane delivers for and their webhook URL's health.
+    group: &'a Group,
     lane: usize,
     agent: ureq::Agent,
     queues: HashMap<SessionKey, Queue>,
@@ -119,13 +137,19 @@ struct Lane<'a> {
     feeds: HashMap<String, Feed>,
     /// Most rows of one endpoint in memory.
     share: usize,
+    /// Most rows in memory: the shares of the group's endpoints.
+    window: usize,
     in_memory: usize,
     /// After a failed read of the store, reading waits until then (instead of spinning).
     read_pause_until: Instant,
     /// Delivered outputs not yet removed from the store.
     delivered: Vec<i64>,
-    /// Webhook URLs whose last attempt failed, with when they may be tried again.
-    down: HashMap<String, Down>,
+    /// Sessions whose head is due but waits for the down target (`Gate::Hold`).
+    held: Vec<SessionKey>,
+    /// They go back to `ready` at this time (the earliest hold's end)...
+    held_until_ms: i64,
+    /// ...or as soon as the target's epoch differs from this one.
+    held_epoch: u64,
     /// Set at shutdown: deliver until the outbox is empty or this instant.
     drain_until: Option<Instant>,
 }
@@ -157,12 +181,6 @@ impl Default for Feed {
     fn default() -> Feed {
         Feed { loaded: 0, in_memory: 0, more: true, waiting: VecDeque::new() }
     }
-}
-
-/// A failing webhook target.
-struct Down {
-    failures: usize,
-    next_probe_ms: i64,
 }
 
 impl Lane<'_> {
@@ -197,18 +215,18 @@ impl Lane<'_> {
             Ok(max) => max,
             Err(e) => return self.read_failed(&e),
         };
-        let lanes = shared.config.delivery.senders;
-        for ep in &shared.config.endpoints {
-            if !self.serve_waiting(&ep.name) {
+        let (index, lanes) = (shared.plan.index, shared.config.delivery.senders);
+        for name in &self.group.endpoints {
+            if !self.serve_waiting(name) {
                 return;
             }
             loop {
-                let feed = self.feeds.get_mut(&ep.name).expect("one feed per endpoint");
+                let feed = self.feeds.get_mut(name).expect("one feed per endpoint");
                 let room = self.share.saturating_sub(feed.in_memory);
                 if !feed.more || room == 0 || !feed.waiting.is_empty() {
                     break;
                 }
-                let rows = match shared.store.outbox_after(self.lane, lanes, &ep.name, feed.loaded, upto, room) {
+                let rows = match shared.store.outbox_after(index, lanes, name, feed.loaded, upto, room) {
                     Ok(rows) => rows,
                     Err(e) => return self.read_failed(&e),
                 };
@@ -302,6 +320,26 @@ impl Lane<'_> {
         }
     }
 
+    /// Puts held sessions back into `ready` once their hold may be over; they ask the target
+    /// again (one of them may become the probe, the others are held anew).
+    fn release_held(&mut self) {
+        if self.held.is_empty() || (now_ms() < self.held_until_ms && self.group.target.epoch() == self.held_epoch) {
+            return;
+        }
+        self.ready.extend(self.held.drain(..));
+        self.held_until_ms = i64::MAX;
+    }
+
+    fn hold(&mut self, key: SessionKey, until_ms: i64, epoch: u64) {
+        if self.held.is_empty() {
+            self.held_epoch = epoch;
+        }
+        // A hold under a newer epoch than `held_epoch` releases them all at the next turn of the
+        // loop, and they are held again under the current one.
+        self.held_until_ms = self.held_until_ms.min(until_ms);
+        self.held.push(key);
+    }
+
     fn next_due(&self) -> Option<Duration> {
         let Reverse((due, _)) = self.timers.peek()?;
         Some(Duration::from_millis((due - now_ms()).max(0) as u64))
@@ -312,22 +350,19 @@ impl Lane<'_> {
         let row = &self.queues[&key].rows[0];
         // Outputs of endpoints no longer configured were made dead letters at start-up.
         let ep = self.cx.config.endpoint_by_name(&key.endpoint).expect("feeds read configured endpoints only");
-        if let Some(d) = self.down.get(&ep.webhook.url)
-            && d.failures >= DOWN_AFTER
-            && d.next_probe_ms > now_ms()
-        {
-            // The target is failing and its next probe is not due: wait for it with the others.
-            let at = d.next_probe_ms;
-            self.timers.push(Reverse((at, key)));
-            return;
-        }
+        let probe = match self.group.target.gate(now_ms()) {
+            Gate::Go => false,
+            Gate::Probe => true,
+            // The target is down and this is not the probe: wait for it with the others.
+            Gate::Hold { until_ms, epoch } => return self.hold(key, until_ms, epoch),
+        };
         let started = Instant::now();
         // While draining, an attempt may not outlast the drain (delivery.drainSeconds).
         let limit = self.drain_until.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
         let outcome = attempt(&self.agent, ep, row, now_ms() / 1000, limit);
         let attempts = row.attempts + 1;
         log::debug!("sender-{}: output {} seq {} attempt {attempts}: {outcome:?}", self.lane, row.id, row.seq);
-        self.target_health(&ep.webhook.url, &outcome);
+        self.group.target.record(probe, &outcome, now_ms());
         match outcome {
             Outcome::Delivered => {
                 self.cx.metrics.delivered(started.elapsed());
@@ -339,20 +374,6 @@ impl Lane<'_> {
             }
             Outcome::Retry(e, after) => self.retry(key, attempts, e, after),
         }
-    }
-
-    /// Records whether the target answered; a failing one is next probed at the retry pace.
-    fn target_health(&mut self, url: &str, outcome: &Outcome) {
-        let Outcome::Retry(_, after) = outcome else {
-            self.down.remove(url);
-            return;
-        };
-        let schedule = &self.cx.config.delivery.retry_schedule;
-        let d = self.down.entry(url.to_owned()).or_insert(Down { failures: 0, next_probe_ms: 0 });
-        d.failures += 1;
-        let step = schedule[(d.failures - 1).min(schedule.len() - 1)];
-        let wait = after.map_or(step, |a| a.max(step));
-        d.next_probe_ms = now_ms() + wait.as_millis() as i64;
     }
 
     fn retry(&mut self, key: SessionKey, attempts: i64, error: String, after: Option<Duration>) {

@@ -1,13 +1,37 @@
 //! Delivery: the outbox → the customer's webhook. `lane.rs` is one sender thread (its window of
-//! outbox rows, per-session order, retries by due time, down targets); `attempt.rs` is one POST
-//! and how its answer is classified; the signatures are `crypto.rs`'s.
+//! outbox rows, per-session order, retries by due time); `target.rs` is the health of one webhook
+//! URL (down, probing), shared by the lanes that send to it; `attempt.rs` is one POST and how its
+//! answer is classified; the signatures are `crypto.rs`'s.
+//!
+//! # Lanes are grouped by webhook URL
+//!
+//! A POST is a blocking call that may take up to the delivery timeouts, and a lane sends one at
+//! a time. So that a slow or hanging webhook can only hold up its own outputs, every distinct
+//! `webhook.url` of the config gets its own group of `delivery.senders` lanes, and an endpoint's
+//! outputs go only through the lanes of its URL's group (a session through lane
+//! `lane_hash % senders` of the group, so its outputs keep one lane and their order). Endpoints
+//! that share a URL share its lanes: when that receiver is slow or down, it is so for all of them.
+//! Isolation holds from the first attempt on, before anything is known about the URL.
+//!
+//! The thread count is fixed at start: (distinct webhook URLs) × `delivery.senders`; it does not
+//! grow with load or failures. The memory bound stays what it was with shared lanes: each
+//! endpoint's share of the window is `WINDOW / endpoints` (at least `SESSION_ROWS`), and a lane's
+//! window is the sum of its endpoints' shares, so lane number `i` of all groups together holds at
+//! most what lane `i` held before.
+//!
+//! "Down" is known once per URL, for all its lanes (`target::Target`): the consecutive failures
+//! of every lane count together, and once the URL counts as down, one probe at a time is sent for
+//! the whole group; the probe's end wakes the group's lanes.
 //!
 //! This module holds the handles other stages use: `Wake` (the writer and the admin API tell a
-//! lane that new rows are in the outbox) and `LaneContext` (what a lane thread is given).
+//! lane that new rows are in the outbox), `plan` (the lanes to start) and `LaneContext` (what a
+//! lane thread is given).
 
 mod attempt;
 mod lane;
+mod target;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,35 +40,80 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 pub(crate) use lane::run;
 
 use crate::config::Config;
+use crate::domain::SessionKey;
 use crate::ops::metrics::Metrics;
 use crate::store::Store;
+use target::Target;
 
-/// Wakes the sender lanes; held by the writer and the admin API.
+/// Wakes the sender lanes; held by the writer, the workers and the admin API.
 #[derive(Clone)]
 pub(crate) struct Wake {
-    lanes: Arc<[Sender<()>]>,
+    /// Endpoint name → the wake channels of its group's lanes, in lane order.
+    by_endpoint: Arc<HashMap<String, Arc<[Sender<()>]>>>,
+    /// Every lane's channel.
+    all: Arc<[Sender<()>]>,
 }
 
 impl Wake {
-    /// Tells the lane of `hash` (a `SessionKey::lane_hash`) that new rows are in the outbox.
-    pub(crate) fn lane_of(&self, hash: u32) {
-        let lane = hash as usize % self.lanes.len();
+    /// Tells the lane of `key`'s session that new rows are in the outbox.
+    pub(crate) fn session(&self, key: &SessionKey) {
+        let Some(lanes) = self.by_endpoint.get(&key.endpoint) else {
+            // Not a configured endpoint: no lane reads its rows (they became dead letters).
+            return;
+        };
         // A full channel means a wake-up is already pending: nothing to add.
-        let _ = self.lanes[lane].try_send(());
+        let _ = lanes[key.lane_hash() as usize % lanes.len()].try_send(());
     }
 
     /// Wakes every lane (a dead letter replayed).
     pub(crate) fn all(&self) {
-        for w in self.lanes.iter() {
+        for w in self.all.iter() {
             let _ = w.try_send(());
         }
     }
 }
 
-/// Creates the wake channels; returns the handle and one receiver per lane.
-pub(crate) fn wake_channels(lanes: usize) -> (Wake, Vec<Receiver<()>>) {
-    let (tx, rx): (Vec<_>, Vec<_>) = (0..lanes).map(|_| bounded(1)).unzip();
-    (Wake { lanes: tx.into() }, rx)
+/// The lanes of one webhook URL.
+pub(crate) struct Group {
+    /// The endpoints (names, in config order) whose webhook is this URL.
+    endpoints: Vec<String>,
+    /// The URL's health, shared by the group's lanes.
+    target: Target,
+}
+
+/// One lane to start: its group, its number in the group, its wake-up channel.
+pub(crate) struct LanePlan {
+    group: Arc<Group>,
+    /// Of `delivery.senders`: the lane takes the sessions whose `lane_hash % senders` is this.
+    index: usize,
+    wake: Receiver<()>,
+}
+
+/// Lays out the lanes: one group per distinct webhook URL, in config order, `delivery.senders`
+/// lanes each. Returns the wake handle and the lanes to start, numbered in that order.
+pub(crate) fn plan(config: &Config) -> (Wake, Vec<LanePlan>) {
+    let senders = config.delivery.senders;
+    let mut urls: Vec<(&str, Vec<String>)> = Vec::new();
+    for ep in &config.endpoints {
+        match urls.iter_mut().find(|(url, _)| *url == ep.webhook.url) {
+            Some((_, names)) => names.push(ep.name.clone()),
+            None => urls.push((&ep.webhook.url, vec![ep.name.clone()])),
+        }
+    }
+    let mut by_endpoint = HashMap::new();
+    let mut all = Vec::new();
+    let mut plans = Vec::new();
+    for (_, endpoints) in urls {
+        let (tx, rx): (Vec<_>, Vec<_>) = (0..senders).map(|_| bounded(1)).unzip();
+        let tx: Arc<[Sender<()>]> = tx.into();
+        for name in &endpoints {
+            by_endpoint.insert(name.clone(), tx.clone());
+        }
+        all.extend(tx.iter().cloned());
+        let group = Arc::new(Group { endpoints, target: Target::new(&config.delivery, tx) });
+        plans.extend(rx.into_iter().enumerate().map(|(index, wake)| LanePlan { group: group.clone(), index, wake }));
+    }
+    (Wake { by_endpoint: Arc::new(by_endpoint), all: all.into() }, plans)
 }
 
 /// What a sender lane thread is given by the wiring.
@@ -54,13 +123,60 @@ pub(crate) struct LaneContext {
     pub metrics: Arc<Metrics>,
     /// Outbound TLS settings (public roots plus `delivery.caFile`).
     pub tls: ureq::tls::TlsConfig,
-    /// This lane's number, of `delivery.senders`.
+    /// This lane's number among all lanes (its thread is `sender-<lane>`).
     pub lane: usize,
-    pub wake: Receiver<()>,
+    /// Its group and place in it, from `plan`.
+    pub plan: LanePlan,
     /// Receives the drain deadline at shutdown.
     pub stop: Receiver<Instant>,
     /// Told once the lane has drained and is about to end.
     pub done: Sender<()>,
     /// Cleared when the lane's thread ends (`/readyz`).
     pub alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(urls: &[(&str, &str)], senders: usize) -> Config {
+        let endpoints: Vec<String> = urls
+            .iter()
+            .map(|(name, url)| {
+                format!(
+                    r#"{{"name": "{name}", "urlToken": "token-of-{name}", "flow": "f.json", "webhook": {{"url": "{url}"}}}}"#
+                )
+            })
+            .collect();
+        let text = format!(r#"{{"delivery": {{"senders": {senders}}}, "endpoints": [{}]}}"#, endpoints.join(","));
+        crate::config::parse(&text, std::path::Path::new("/etc/hookflow/hookflow.json"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn each_webhook_url_gets_its_own_lanes_and_endpoints_sharing_one_share_them() {
+        let c = config(&[("a", "http://a.test/hook"), ("b", "http://b.test/hook"), ("c", "http://a.test/hook")], 3);
+        let (wake, plans) = plan(&c);
+        assert_eq!(plans.len(), 2 * 3, "two URLs × three senders");
+        let groups: Vec<(Vec<String>, usize)> = plans.iter().map(|p| (p.group.endpoints.clone(), p.index)).collect();
+        let ac = vec!["a".to_owned(), "c".to_owned()];
+        let b = vec!["b".to_owned()];
+        assert_eq!(groups, [(ac.clone(), 0), (ac.clone(), 1), (ac, 2), (b.clone(), 0), (b.clone(), 1), (b, 2)]);
+
+        // A session's wake-up reaches exactly the lane of its group that reads its rows.
+        for endpoint in ["a", "b", "c"] {
+            for s in 0..20 {
+                let key = SessionKey { endpoint: endpoint.into(), user_id: "u".into(), session_id: format!("s{s}") };
+                wake.session(&key);
+                let woken: Vec<usize> = (0..plans.len()).filter(|&i| plans[i].wake.try_recv().is_ok()).collect();
+                let want = plans
+                    .iter()
+                    .position(|p| p.group.endpoints.contains(&key.endpoint) && p.index == key.lane_hash() as usize % 3)
+                    .expect("a lane for every configured endpoint");
+                assert_eq!(woken, [want], "{key:?}");
+            }
+        }
+        wake.all();
+        assert!(plans.iter().all(|p| p.wake.try_recv().is_ok()), "all() wakes every lane");
+    }
 }

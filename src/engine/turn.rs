@@ -449,7 +449,7 @@ impl Host for Conversation<'_> {
         // The store now holds this turn's count: a forget from here on shows as a lower one.
         self.loaded_messages = self.messages;
         if !record.outputs.is_empty() {
-            self.cx.wake.lane_of(record.key.lane_hash());
+            self.cx.wake.session(&record.key);
         }
         Ok(())
     }

@@ -207,7 +207,7 @@ fn released(shared: &WriterContext, accepts: Vec<Pending>, turns: Vec<(SessionKe
     }
     for (key, record) in turns {
         if !record.outputs.is_empty() {
-            shared.wake.lane_of(key.lane_hash());
+            shared.wake.session(&key);
         }
         shared.sched.done(key);
     }

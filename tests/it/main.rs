@@ -23,6 +23,8 @@ mod framing;
 mod http_limits;
 /// http-api.md §3: inject and notify, both route styles, and their admin key.
 mod inject;
+/// One hanging webhook never delays another endpoint; "down" is known once for all lanes.
+mod isolation;
 /// http-api.md §4: health, readiness, metrics and the admin API.
 mod ops;
 /// Per-session order under parallel load (50 sessions × 20 messages).
