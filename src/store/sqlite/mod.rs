@@ -226,7 +226,17 @@ impl Store for SqliteStore {
     }
 
     fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize> {
-        sessions::expire(&self.lock(), before_ms, purge_before_ms)
+        // In chunks, each its own transaction: the writer waits at most one chunk.
+        while sessions::expire_transcript_chunk(&self.lock(), before_ms)? == sessions::EXPIRY_CHUNK {}
+        let (mut forgotten, mut after) = (0, None);
+        loop {
+            let (n, last) = sessions::expire_chunk(&self.lock(), after.as_ref(), before_ms, purge_before_ms)?;
+            forgotten += n;
+            match last {
+                Some(k) => after = Some(k),
+                None => return Ok(forgotten),
+            }
+        }
     }
 
     fn transcript(&self, key: &SessionKey) -> Result<Vec<TranscriptLine>> {

@@ -37,38 +37,77 @@ pub(super) fn forget(conn: &Connection, key: &SessionKey) -> Result<bool> {
     Ok(n > 0)
 }
 
+/// Rows looked at per expiry transaction: the store's lock is released between chunks, so
+/// expiring a million sessions never holds up the writer for more than one chunk.
+pub(super) const EXPIRY_CHUNK: usize = 1000;
+
+/// One chunk of expiry: the next `EXPIRY_CHUNK` sessions after `after` (in key order), of which
+/// those untouched since `before_ms` are forgotten and counter-only rows untouched since
+/// `purge_before_ms` (with no output queued) are deleted. Returns how many were forgotten and
+/// the last key looked at (`None` once the table is done).
+///
 /// The row of an expired session stays, with only its output counter: a session id used again
 /// goes on numbering where it stopped, so receivers that drop outputs by Seq or webhook-id as
 /// duplicates do not drop the new conversation's outputs. Such rows (and those of sessions
 /// forgotten through the admin API) are deleted once untouched since `purge_before_ms`, so that
-/// ids of users are not kept for ever.
-pub(super) fn expire(conn: &Connection, before_ms: i64, purge_before_ms: i64) -> Result<usize> {
-    conn.execute("DELETE FROM transcripts WHERE at_ms < ?1", [before_ms])?;
-    purge_tombstones(conn, purge_before_ms)?;
-    // `messages` stays: a turn running meanwhile (the session is in use after all) then does not
-    // take the expiry for a forget, and writes its state back.
-    Ok(conn.execute("UPDATE sessions SET state = '' WHERE updated_ms < ?1 AND state != ''", [before_ms])?)
-}
-
-/// Deletes the rows of forgotten sessions untouched since `before_ms`, except those with
-/// outputs still in the outbox (their Seq must go on from where it is).
-fn purge_tombstones(conn: &Connection, before_ms: i64) -> Result<()> {
-    let candidates: Vec<SessionKey> = conn
-        .prepare_cached("SELECT endpoint, user_id, session_id FROM sessions WHERE state = '' AND updated_ms < ?1")?
-        .query_map([before_ms], |r| key_from(r, 0))?
-        .collect::<std::result::Result<_, _>>()?;
+/// ids of users are not kept for ever. `messages` stays: a turn running meanwhile (the session
+/// is in use after all) then does not take the expiry for a forget, and writes its state back.
+pub(super) fn expire_chunk(
+    conn: &Connection,
+    after: Option<&SessionKey>,
+    before_ms: i64,
+    purge_before_ms: i64,
+) -> Result<(usize, Option<SessionKey>)> {
+    type Row = (SessionKey, bool, i64);
+    let rows: Vec<Row> = {
+        let map = |r: &rusqlite::Row<'_>| Ok((key_from(r, 0)?, r.get::<_, bool>(3)?, r.get(4)?));
+        let sql = "SELECT endpoint, user_id, session_id, state = '', updated_ms FROM sessions";
+        let order = "ORDER BY endpoint, user_id, session_id LIMIT ?";
+        let limit = EXPIRY_CHUNK as i64;
+        match after {
+            None => conn
+                .prepare_cached(&format!("{sql} {order}1"))?
+                .query_map([limit], map)?
+                .collect::<rusqlite::Result<Vec<Row>>>(),
+            Some(k) => conn
+                .prepare_cached(&format!("{sql} WHERE (endpoint, user_id, session_id) > (?1, ?2, ?3) {order}4"))?
+                .query_map(params![k.endpoint, k.user_id, k.session_id, limit], map)?
+                .collect::<rusqlite::Result<Vec<Row>>>(),
+        }
+    }?;
+    let mut forgotten = 0;
+    let mut forget = conn.prepare_cached(
+        "UPDATE sessions SET state = '' WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3 AND state != ''",
+    )?;
     let mut pending = conn.prepare_cached(
         "SELECT 1 FROM outbox WHERE hash = ?1 AND endpoint = ?2 AND user_id = ?3 AND session_id = ?4 LIMIT 1",
     )?;
     let mut delete = conn.prepare_cached(
         "DELETE FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3 AND state = ''",
     )?;
-    for k in candidates {
-        if !pending.exists(params![k.lane_hash(), k.endpoint, k.user_id, k.session_id])? {
-            delete.execute(params![k.endpoint, k.user_id, k.session_id])?;
+    for (k, tombstone, updated) in &rows {
+        let p = params![k.endpoint, k.user_id, k.session_id];
+        if !tombstone && *updated < before_ms {
+            forgotten += forget.execute(p)?;
+        } else if *tombstone
+            && *updated < purge_before_ms
+            && !pending.exists(params![k.lane_hash(), k.endpoint, k.user_id, k.session_id])?
+        {
+            delete.execute(p)?;
         }
     }
-    Ok(())
+    let last = (rows.len() == EXPIRY_CHUNK).then(|| rows.last().map(|r| r.0.clone())).flatten();
+    Ok((forgotten, last))
+}
+
+/// Drops transcript lines older than `before_ms`, at most `EXPIRY_CHUNK` a call, oldest first;
+/// returns how many. Lines are written in time order, so the old ones are at the start.
+pub(super) fn expire_transcript_chunk(conn: &Connection, before_ms: i64) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM transcripts WHERE id IN (SELECT id FROM transcripts WHERE at_ms < ?1 ORDER BY id LIMIT ?2)",
+        )?
+        .execute(params![before_ms, EXPIRY_CHUNK as i64])?)
 }
 
 /// Lines in the order they were written, which is the order of the turns (the writer commits a

@@ -186,3 +186,32 @@ fn a_replayed_dead_letter_gets_the_next_seq_of_its_session() {
     assert_eq!(store.session(&key()).unwrap().unwrap().seq, 3);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn expiry_works_through_the_table_in_chunks() {
+    let (store, dir) = temp_store("expiry-chunks");
+    let n = 2 * super::sessions::EXPIRY_CHUNK + 17;
+    {
+        let conn = store.lock();
+        let mut ins = conn.prepare("INSERT INTO sessions VALUES ('e', ?1, 's', ?2, 1, 1, ?3)").unwrap();
+        for i in 0..n {
+            // Every third session was touched recently; the rest are old. Every fifth old one
+            // is a counter-only row already (forgotten before), old enough to be purged.
+            let (state, updated) = match i {
+                i if i % 3 == 0 => ("{}", 5_000),
+                i if i % 5 == 0 => ("", 10),
+                _ => ("{}", 10),
+            };
+            ins.execute(rusqlite::params![format!("u{i:05}"), state, updated]).unwrap();
+        }
+    }
+    let old_with_state = (0..n).filter(|i| i % 3 != 0 && i % 5 != 0).count();
+    assert_eq!(store.expire_sessions(1_000, 100).unwrap(), old_with_state);
+    let left: i64 = store.lock().query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)).unwrap();
+    let purged = (0..n).filter(|i| i % 3 != 0 && i % 5 == 0).count();
+    assert_eq!(left as usize, n - purged, "old counter-only rows are purged, all others kept");
+    let recent: i64 =
+        store.lock().query_row("SELECT count(*) FROM sessions WHERE state != ''", [], |r| r.get(0)).unwrap();
+    assert_eq!(recent as usize, (0..n).filter(|i| i % 3 == 0).count(), "recent sessions keep their state");
+    std::fs::remove_dir_all(dir).unwrap();
+}
