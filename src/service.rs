@@ -218,12 +218,16 @@ impl Service {
         self.addr
     }
 
-    /// Stops in data-path order: new requests get 503, running turns finish, the outbox drains
+    /// Stops in data-path order: new requests get 503, running turns finish (a turn whose
+    /// script is interrupted stays queued instead), the outbox drains
     /// for up to `delivery.drainSeconds`; what is left stays on disk for the next start.
     pub fn shutdown(self) {
         // The http threads keep answering (503 `shutting_down` for new messages, /healthz) until
         // the outbox has drained; they are the last to go.
         self.health.begin_stop();
+        // A running script would hold its worker (and so the exit) until its limits; its turn
+        // is not committed and runs again after the next start.
+        self.health.interrupt_scripts();
         self.sched.stop(self.workers.len());
         join(self.workers);
         // Finished turns are committed before the drain, so their outputs go out in it.

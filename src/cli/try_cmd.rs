@@ -22,8 +22,7 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
     let flow = Flow::load(&ep.flow).map_err(|errs| {
         errs.iter().map(|(p, m)| format!("{}: {p}: {m}", ep.flow.display())).collect::<Vec<_>>().join("\n")
     })?;
-    let limits = Limits { timeout: config.limits.script_timeout, memory: config.limits.script_memory_bytes };
-    let mut engine = Engine::new(limits);
+    let mut engine = Engine::new(Limits::of(config));
     let agent = crate::engine::http_node::agent(crate::tls::outbound(config)?);
     let mut session = Session::new(&flow);
     let _ =
@@ -69,6 +68,7 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
             let _ = writeln!(out, "  (intent {intent}, score {})", input["intentScore"]);
         }
         let opts = RunOptions { max_nodes: config.limits.max_nodes_per_turn, random: session.messages as u64 };
+        engine.begin_turn();
         let io = TurnIo {
             state: &mut session.state,
             input: &mut input,

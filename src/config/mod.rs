@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_NODES_PER_TURN: u32 = 1000;
 pub const DEFAULT_SCRIPT_TIMEOUT_MS: u64 = 1000;
 /// Default JS memory limit per runtime.
 pub const DEFAULT_SCRIPT_MEMORY_BYTES: usize = 16 * 1024 * 1024;
+/// Default JS time of one whole turn (all its script calls).
+pub const DEFAULT_TURN_SCRIPT_MS: u64 = 5000;
 /// Cognigy keeps session state for 7 days.
 pub const DEFAULT_SESSION_TTL_SECONDS: u64 = 7 * 24 * 3600;
 /// Default retry waits, in seconds (http-api.md §2).
@@ -102,6 +104,8 @@ pub struct Limits {
     pub script_timeout: Duration,
     /// JS memory per runtime.
     pub script_memory_bytes: usize,
+    /// JS time of one turn, all its script calls together.
+    pub turn_script: Duration,
 }
 
 /// `durability`.
@@ -359,7 +363,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 const TOP_KEYS: &[&str] =
     &["listen", "dataDir", "workers", "adminKeys", "limits", "durability", "sessions", "delivery", "tls", "endpoints"];
 const LIMITS_KEYS: &[&str] =
-    &["maxBodyBytes", "queueCapacity", "maxNodesPerTurn", "scriptTimeoutMs", "scriptMemoryBytes"];
+    &["maxBodyBytes", "queueCapacity", "maxNodesPerTurn", "scriptTimeoutMs", "scriptMemoryBytes", "turnScriptMs"];
 const SESSIONS_KEYS: &[&str] = &["ttlSeconds"];
 const DELIVERY_KEYS: &[&str] = &["timeoutMs", "connectTimeoutMs", "retrySchedule", "drainSeconds", "senders", "caFile"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
@@ -497,6 +501,7 @@ impl Loader<'_> {
                 .map_or(DEFAULT_MAX_NODES_PER_TURN, |n| n as u32),
             script_timeout: Duration::from_millis(script_ms),
             script_memory_bytes: self.opt_usize(&o, "scriptMemoryBytes", DEFAULT_SCRIPT_MEMORY_BYTES, usize_max),
+            turn_script: Duration::from_millis(self.opt_int(&o, "turnScriptMs", DEFAULT_TURN_SCRIPT_MS, MILLIS)),
         }
     }
 
@@ -1204,6 +1209,19 @@ mod tests {
         assert!(config.endpoint_by_name("sales").is_none());
         assert_eq!(config.endpoint_by_token(&e.url_token).unwrap().name, "support");
         assert!(config.endpoint_by_token("4e5e2f01").is_none());
+    }
+
+    #[test]
+    fn turn_script_ms_defaults_to_5000_and_is_checked() {
+        assert_eq!(ok(&config_with("", "")).limits.turn_script, Duration::from_millis(DEFAULT_TURN_SCRIPT_MS));
+        let config = ok(&config_with(r#""limits": {"turnScriptMs": 250}"#, ""));
+        assert_eq!(config.limits.turn_script, Duration::from_millis(250));
+        #[rustfmt::skip]
+        check_cases(&[
+            (r#""limits": {"turnScriptMs": 0}"#, "", "limits.turnScriptMs", "expected an integer from 1 to"),
+            (r#""limits": {"turnScriptMs": "5s"}"#, "", "limits.turnScriptMs", "got a string"),
+            (r#""limits": {"turnScriptMS": 5}"#, "", "limits.turnScriptMS", r#"did you mean "turnScriptMs"?"#),
+        ]);
     }
 
     #[test]

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use super::scheduler::Job;
-use super::turn::{LazyEngine, Turns};
+use super::turn::Turns;
 use super::{Scheduler, Writer};
+use crate::flow::script::LazyEngine;
 use crate::ops::health::Health;
 use crate::util::now_ms;
 
@@ -25,7 +26,7 @@ pub(crate) struct WorkerContext {
 /// The worker loop: takes a runnable session, runs its next message, repeats until `Stop`.
 pub(crate) fn run(cx: WorkerContext) {
     let rx = cx.sched.ready();
-    let mut engine = LazyEngine::new(&cx.turns.config);
+    let mut engine = LazyEngine::new(&cx.turns.config).stop_on(cx.health.scripts_stop());
     while let Ok(Job::Run(key)) = rx.recv() {
         if cx.health.stopping() {
             // Shutting down: only turns already running finish; queued messages stay on disk
@@ -35,6 +36,13 @@ pub(crate) fn run(cx: WorkerContext) {
         expire_sessions(&cx);
         let Some(id) = cx.sched.head(&key) else { continue };
         match super::turn::handle(&cx.turns, &mut engine, id) {
+            Ok(Some(_)) if engine.interrupted() => {
+                // The shutdown stopped a script of this turn: it did not run as written, so it
+                // is not committed; the message stays in the inbox (from its last checkpoint, if
+                // any) and runs after the next start.
+                log::warn!("message {id} was interrupted by the shutdown; it stays queued for the next start");
+                break;
+            }
             // The writer releases the session once the turn is on disk.
             Ok(Some(record)) => cx.writer.turn(key, record),
             Ok(None) => cx.sched.done(key),
