@@ -232,7 +232,8 @@ impl Service {
         self.addr
     }
 
-    /// Stops in data-path order: new requests get 503, running turns finish, the outbox drains
+    /// Stops in data-path order: new requests get 503, running turns finish (a turn whose
+    /// script is interrupted stays queued instead), the outbox drains
     /// for up to `delivery.drainSeconds`; what is left stays on disk for the next start.
     pub fn shutdown(self) {
         // The http threads keep answering (503 `shutting_down` for new messages, /healthz) until
@@ -246,6 +247,9 @@ impl Service {
                 "turns waiting for outbound calls did not finish within the drain; they go on after the next start"
             );
         }
+        // A script still running past the drain would hold its worker (and so the exit) until
+        // its limits; its turn is not committed and runs again after the next start.
+        self.health.interrupt_scripts();
         self.sched.stop(self.workers.len());
         join(self.workers);
         if let Some(calls) = &self.calls {

@@ -81,6 +81,8 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
             out: &mut *out,
             max_nodes: config.limits.max_nodes_per_turn,
         };
+        // Each line's JavaScript starts clean, as in the server.
+        engine.begin_turn();
         // `try` performs every call right away, so the turn never parks.
         drive(&mut host, &flow, &mut engine, From::Start).map_err(|e| e.to_string())?;
     }

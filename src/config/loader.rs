@@ -23,6 +23,7 @@ const LIMITS_KEYS: &[&str] = &[
     "maxNodesPerTurn",
     "scriptTimeoutMs",
     "scriptMemoryBytes",
+    "turnScriptMs",
     "maxConcurrentCalls",
     "maxConnections",
     "maxHeaderBytes",
@@ -152,6 +153,7 @@ impl Loader<'_> {
                 .map_or(DEFAULT_MAX_NODES_PER_TURN, |n| n as u32),
             script_timeout: Duration::from_millis(script_ms),
             script_memory_bytes: self.opt_usize(&o, "scriptMemoryBytes", DEFAULT_SCRIPT_MEMORY_BYTES, usize_max),
+            turn_script: Duration::from_millis(self.opt_int(&o, "turnScriptMs", DEFAULT_TURN_SCRIPT_MS, MILLIS)),
             max_concurrent_calls: self.opt_usize(
                 &o,
                 "maxConcurrentCalls",

@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_NODES_PER_TURN: u32 = 1000;
 pub const DEFAULT_SCRIPT_TIMEOUT_MS: u64 = 1000;
 /// Default JS memory limit per runtime.
 pub const DEFAULT_SCRIPT_MEMORY_BYTES: usize = 16 * 1024 * 1024;
+/// Default JS time of one whole turn (all its script calls).
+pub const DEFAULT_TURN_SCRIPT_MS: u64 = 5000;
 /// Default `limits.maxConcurrentCalls` (config.md).
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 64;
 /// Largest `limits.maxConcurrentCalls`: each call in flight holds a thread.
@@ -104,6 +106,8 @@ pub struct Limits {
     pub script_timeout: Duration,
     /// JS memory per runtime.
     pub script_memory_bytes: usize,
+    /// JS time of one turn, all its script calls together.
+    pub turn_script: Duration,
     /// Outbound calls of Flows (http node, Rasa) in flight at once, on their own threads.
     pub max_concurrent_calls: usize,
     /// Open client connections; beyond it a new one gets 503 and is closed.

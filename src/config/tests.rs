@@ -564,3 +564,16 @@ fn check_keeps_the_files_of_a_config_with_errors() {
     let [files] = &bad_paths.files[..] else { panic!("one endpoint") };
     assert_eq!((files.endpoint.as_str(), files.flow.as_ref()), ("endpoints[0]", None));
 }
+
+#[test]
+fn turn_script_ms_defaults_to_5000_and_is_checked() {
+    assert_eq!(ok(&config_with("", "")).limits.turn_script, Duration::from_millis(DEFAULT_TURN_SCRIPT_MS));
+    let config = ok(&config_with(r#""limits": {"turnScriptMs": 250}"#, ""));
+    assert_eq!(config.limits.turn_script, Duration::from_millis(250));
+    #[rustfmt::skip]
+    check_cases(&[
+        (r#""limits": {"turnScriptMs": 0}"#, "", "limits.turnScriptMs", "expected an integer from 1 to"),
+        (r#""limits": {"turnScriptMs": "5s"}"#, "", "limits.turnScriptMs", "got a string"),
+        (r#""limits": {"turnScriptMS": 5}"#, "", "limits.turnScriptMS", r#"did you mean "turnScriptMs"?"#),
+    ]);
+}

@@ -20,9 +20,9 @@ use super::nlu;
 use crate::config::{Config, Endpoint};
 use crate::delivery::Wake;
 use crate::domain::{InboxRow, JobKind, NewOutput, SessionRow, Speaker, TranscriptLine, TurnInput, TurnRecord};
-use crate::flow::script::{Engine, Limits};
+use crate::flow::script::LazyEngine;
 use crate::flow::transform::{Outcome, Transformers};
-use crate::flow::{self, Flow, HttpCall, Output, RunOptions, SessionState, Turn, TurnIo};
+use crate::flow::{Flow, HttpCall, Output, RunOptions, SessionState, Turn, TurnIo};
 use crate::ops::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::util::{now_ms, shown};
@@ -44,32 +44,6 @@ pub(crate) struct Turns {
 
 /// Deepest nesting kept in `context` and `profile` (see `record`).
 const MAX_STATE_DEPTH: usize = 100;
-
-/// A worker's script engine, created on first use: Flows made only of paths never pay for one.
-pub(crate) struct LazyEngine {
-    limits: Limits,
-    engine: Option<Engine>,
-}
-
-impl LazyEngine {
-    pub(crate) fn new(config: &Config) -> LazyEngine {
-        LazyEngine { limits: Limits::of(config), engine: None }
-    }
-
-    pub(crate) fn get(&mut self) -> &mut Engine {
-        self.engine.get_or_insert_with(|| Engine::new(self.limits))
-    }
-}
-
-impl flow::template::Scripts for LazyEngine {
-    fn eval(&mut self, src: &str, scope: &flow::template::Scope<'_>) -> Result<Option<Value>, String> {
-        flow::template::Scripts::eval(self.get(), src, scope)
-    }
-
-    fn code(&mut self, src: &str, i: &mut Value, c: &mut Value, p: &mut Value) -> Result<Vec<(String, Value)>, String> {
-        flow::template::Scripts::code(self.get(), src, i, c, p)
-    }
-}
 
 /// What the inbox row keeps while a turn waits at an `http` node.
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,6 +102,8 @@ pub(crate) fn handle(cx: &Turns, engine: &mut LazyEngine, id: i64, answer: Optio
         return Ok(Step::Gone);
     };
     let started = Instant::now();
+    // Fresh JavaScript globals and the whole limits.turnScriptMs for this turn.
+    engine.begin_turn();
     let Some(ep) = cx.config.endpoint_by_name(&row.key.endpoint) else {
         log::warn!("message {id} is for endpoint {:?}, which is no longer configured; dropped", row.key.endpoint);
         return Ok(Step::Done(drop_message(&row)));
@@ -155,7 +131,7 @@ pub(crate) fn handle(cx: &Turns, engine: &mut LazyEngine, id: i64, answer: Optio
         Err(_) => {
             // One bad message costs one message: it is dropped, the worker and session live on.
             log::error!("turn of message {id} ({}) panicked; the message is dropped", row.key.endpoint);
-            *engine = LazyEngine { limits: engine.limits, engine: None };
+            engine.reset();
             Ok(Step::Done(drop_message(&row)))
         }
     };

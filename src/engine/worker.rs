@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::calls::Calls;
 use super::scheduler::Job;
-use super::turn::{LazyEngine, Step, Turns};
+use super::turn::{Step, Turns};
 use super::{Scheduler, Writer};
+use crate::flow::script::LazyEngine;
 use crate::ops::health::Health;
 use crate::util::now_ms;
 
@@ -29,7 +30,7 @@ pub(crate) struct WorkerContext {
 /// The worker loop: takes a runnable session, runs its next message, repeats until `Stop`.
 pub(crate) fn run(cx: WorkerContext) {
     let rx = cx.sched.ready();
-    let mut engine = LazyEngine::new(&cx.turns.config);
+    let mut engine = LazyEngine::new(&cx.turns.config).stop_on(cx.health.scripts_stop());
     loop {
         let (key, id, answer) = match rx.recv() {
             // Shutting down: only turns already running (or parked, whose calls answer within
@@ -45,6 +46,13 @@ pub(crate) fn run(cx: WorkerContext) {
         };
         expire_sessions(&cx);
         match super::turn::handle(&cx.turns, &mut engine, id, answer) {
+            Ok(Step::Done(_) | Step::Parked(_)) if engine.interrupted() => {
+                // The shutdown stopped a script of this turn: it did not run as written, so it
+                // is not committed; the message stays in the inbox (from its last checkpoint, if
+                // any) and runs after the next start.
+                log::warn!("message {id} was interrupted by the shutdown; it stays queued for the next start");
+                break;
+            }
             // The writer releases the session once the turn is on disk.
             Ok(Step::Done(record)) => cx.writer.turn(key, record),
             // The session stays busy until the call's answer resumes it.

@@ -82,7 +82,8 @@ pub struct HttpCall {
 #[derive(Debug, Default)]
 pub struct Turn {
     pub outputs: Vec<Output>,
-    /// Set when the turn was cut short (node limit); the outputs so far are kept.
+    /// Set when the turn was cut short (node limit, script budget, shutdown); the outputs so
+    /// far are kept.
     pub error: Option<String>,
     /// Problems worth a log line (a throwing expression, a failing Code node), with the node.
     pub warnings: Vec<String>,
@@ -121,7 +122,10 @@ pub fn run(flow: &Flow, io: TurnIo<'_>, opts: RunOptions) -> Turn {
     let start = m.io.state.entry;
     m.io.state.entry = 0;
     if let Some(p) = m.io.state.question.take() {
-        if let Some(pc) = m.answer(p) {
+        let next = m.answer(p);
+        if !m.cut_if_stopped(0)
+            && let Some(pc) = next
+        {
             m.exec(pc);
         }
     } else {
@@ -218,7 +222,12 @@ impl Machine<'_, '_> {
                     return;
                 }
             }
-            match self.step(op, pc) {
+            let emitted = self.turn.outputs.len();
+            let next = self.step(op, pc);
+            if self.cut_if_stopped(emitted) {
+                return;
+            }
+            match next {
                 Next::Go(next) => pc = next,
                 Next::Wait(entry) => {
                     self.io.state.entry = entry;
@@ -227,6 +236,21 @@ impl Machine<'_, '_> {
                 Next::Suspend => return,
             }
         }
+    }
+
+    /// Ends the turn if its scripts were stopped (`limits.turnScriptMs`, shutdown) during the
+    /// node just run: that node's outputs (from `emitted` on), its question and its request are
+    /// dropped, as its expressions did not run; the next message starts at the top, as after
+    /// `maxNodesPerTurn`.
+    fn cut_if_stopped(&mut self, emitted: usize) -> bool {
+        let Some(why) = self.io.scripts.stopped() else { return false };
+        self.turn.outputs.truncate(emitted);
+        self.turn.suspend = None;
+        self.io.state.question = None;
+        self.io.state.entry = 0;
+        let node = self.flow.nodes[self.node].name();
+        self.turn.error = Some(format!("{why}; the turn was stopped at node {node}"));
+        true
     }
 
     fn step(&mut self, op: &Op, pc: usize) -> Next {
@@ -318,6 +342,8 @@ impl Machine<'_, '_> {
                     self.emit(text, Some(data));
                 }
             }
+            // The turn ends here (`cut_if_stopped`); nothing to tell the next nodes.
+            Err(_) if io.scripts.stopped().is_some() => {}
             Err(e) => {
                 // Cognigy: the error is put into the input, and execution goes on.
                 set_input(self.io.input, "codeNodeError", json!({ "message": e }));

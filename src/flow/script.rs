@@ -1,18 +1,31 @@
 //! CognigyScript on QuickJS (rquickjs): expressions in templates and conditions, Code nodes,
 //! and transformer functions.
 //!
-//! One `Engine` per worker thread (a QuickJS runtime is not `Send`), created on first use. Each
-//! call gets `input`, `context`, `profile` (and `ci`, `cc`, `cp`) as fresh globals parsed from
-//! JSON, runs under a deadline (`limits.scriptTimeoutMs`, enforced by the interrupt handler) and
-//! a memory limit (`limits.scriptMemoryBytes`), and hands JSON back. QuickJS has no file or
-//! network access of its own and we add none, so scripts are pure computation. After a memory
-//! or time failure the runtime is thrown away and a fresh one made, so one bad script cannot
-//! leave a poisoned engine behind.
+//! One `Engine` per worker thread (a QuickJS runtime is not `Send`), created on first use
+//! (`LazyEngine`). Each call gets `input`, `context`, `profile` (and `ci`, `cc`, `cp`) as fresh
+//! globals parsed from JSON, runs under a deadline (`limits.scriptTimeoutMs`, enforced by the
+//! interrupt handler) and a memory limit (`limits.scriptMemoryBytes`), and hands JSON back.
+//! QuickJS has no file or network access of its own and we add none, so scripts are pure
+//! computation. After a memory or time failure the runtime is thrown away and a fresh one made,
+//! so one bad script cannot leave a poisoned engine behind.
+//!
+//! Isolation: every turn (`Engine::begin_turn`) and every transformer call runs in a new
+//! QuickJS context, so what one turn does to `globalThis` or to the built-ins
+//! (`Object.prototype.x = ...`) is never seen by another turn, of this session or any other. A
+//! context is made at the first script of a turn: a turn without JavaScript pays nothing.
+//! Freezing the built-ins and resetting the global object instead would cost less, but breaks
+//! ordinary strict-mode code (`err.message = ...` on a frozen `Error.prototype` throws), so each
+//! turn gets the whole set of intrinsics fresh (README, Choices).
+//!
+//! Budget: a turn's script calls together get `limits.turnScriptMs`; the call that reaches it is
+//! interrupted, later calls of the turn are refused, and `Scripts::stopped` tells the
+//! interpreter to end the turn. A stop flag set by the shutdown interrupts a running script the
+//! same way (`Engine::interrupted`: the worker then keeps the message queued).
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Object, Runtime, Value as JsValue};
@@ -20,7 +33,7 @@ use serde_json::Value;
 
 use crate::flow::template::Scope;
 
-/// JavaScript that every context starts with: the `api` of Code nodes.
+/// JavaScript that a context gets before its first Code node: the `api` of Code nodes.
 const PRELUDE: &str = r#"
 globalThis.__hf_out = [];
 globalThis.api = {
@@ -49,6 +62,11 @@ pub enum ScriptError {
     Timeout,
     /// Needed more than `limits.scriptMemoryBytes`.
     Memory,
+    /// The turn's scripts together ran past `limits.turnScriptMs` (this one was stopped or not
+    /// started).
+    TurnBudget,
+    /// Stopped (or not started) because the service is shutting down.
+    Interrupted,
     /// The script threw (or did not compile); the message, with position when known.
     Thrown(String),
 }
@@ -58,9 +76,22 @@ impl std::fmt::Display for ScriptError {
         match self {
             ScriptError::Timeout => write!(f, "the script ran longer than limits.scriptTimeoutMs and was stopped"),
             ScriptError::Memory => write!(f, "the script needed more memory than limits.scriptMemoryBytes"),
+            ScriptError::TurnBudget => {
+                write!(f, "the turn's scripts ran longer than limits.turnScriptMs in all; this one was stopped")
+            }
+            ScriptError::Interrupted => write!(f, "the script was interrupted by the shutdown"),
             ScriptError::Thrown(m) => write!(f, "{m}"),
         }
     }
+}
+
+/// Why the scripts of the current turn are stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `limits.turnScriptMs` is used up.
+    Budget,
+    /// The stop flag (shutdown) is set.
+    Shutdown,
 }
 
 /// What a Code node did.
@@ -70,63 +101,142 @@ pub struct CodeResult {
     pub outputs: Vec<(String, Value)>,
 }
 
-/// Limits of every script call.
+/// What calling a transformer function gave.
+#[derive(Debug, PartialEq)]
+pub enum Called {
+    /// The file defines no function of that name.
+    Undefined,
+    /// The function's value; `None` is `undefined`.
+    Returned(Option<Value>),
+}
+
+/// Limits of script calls.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Each call.
     pub timeout: Duration,
+    /// The runtime.
     pub memory: usize,
+    /// All calls of one turn together (from `Engine::begin_turn`).
+    pub turn: Duration,
 }
 
 impl Limits {
-    /// The limits of `limits.scriptTimeoutMs` and `limits.scriptMemoryBytes`.
+    /// `limits.scriptTimeoutMs`, `limits.scriptMemoryBytes` and `limits.turnScriptMs`.
     pub fn of(config: &crate::config::Config) -> Limits {
-        Limits { timeout: config.limits.script_timeout, memory: config.limits.script_memory_bytes }
+        Limits {
+            timeout: config.limits.script_timeout,
+            memory: config.limits.script_memory_bytes,
+            turn: config.limits.turn_script,
+        }
     }
 }
 
-/// A QuickJS runtime with its main context and the contexts of loaded transformer files.
+/// A QuickJS runtime and the context of the current turn.
 pub struct Engine {
     limits: Limits,
     rt: Runtime,
-    ctx: Context,
-    transformers: HashMap<PathBuf, Context>,
+    /// The current turn's context; made at its first script, dropped by `begin_turn`.
+    ctx: Option<Context>,
+    /// Whether `ctx` has the Code node `api` yet.
+    api: bool,
+    /// When the running call must stop; read by the interrupt handler.
     deadline: Rc<Cell<Option<Instant>>>,
+    /// Set by the shutdown: running scripts are interrupted, new ones refused.
+    stop: Option<Arc<AtomicBool>>,
+    /// Script time of the current turn so far.
+    used: Duration,
+    stopped: Option<Stopped>,
 }
 
 impl Engine {
-    /// A fresh engine.
+    /// A fresh engine; its first turn starts now.
     pub fn new(limits: Limits) -> Engine {
-        let rt = Runtime::new().expect("QuickJS can allocate a runtime");
-        rt.set_memory_limit(limits.memory);
-        rt.set_max_stack_size(256 * 1024);
+        Engine::with_stop(limits, None)
+    }
+
+    /// A fresh engine whose scripts stop when `stop` is set.
+    pub fn with_stop(limits: Limits, stop: Option<Arc<AtomicBool>>) -> Engine {
         let deadline: Rc<Cell<Option<Instant>>> = Rc::default();
-        let d = deadline.clone();
-        rt.set_interrupt_handler(Some(Box::new(move || d.get().is_some_and(|t| Instant::now() >= t))));
-        let ctx = new_context(&rt);
-        Engine { limits, rt, ctx, transformers: HashMap::new(), deadline }
+        let rt = runtime(limits, &deadline, &stop);
+        Engine { limits, rt, ctx: None, api: false, deadline, stop, used: Duration::ZERO, stopped: None }
     }
 
-    /// Throws the runtime away after a limit was hit.
+    /// Starts a turn: a new context for its first script (nothing of the last turn's globals or
+    /// built-ins is left) and the whole `limits.turnScriptMs` again.
+    pub fn begin_turn(&mut self) {
+        self.ctx = None;
+        self.api = false;
+        self.used = Duration::ZERO;
+        self.stopped = None;
+    }
+
+    /// Why this turn's scripts are stopped, if they are.
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.stopped
+    }
+
+    /// Whether the shutdown interrupted (or refused) a script of this turn: the turn did not run
+    /// as written and must not be committed.
+    pub fn interrupted(&self) -> bool {
+        self.stopped == Some(Stopped::Shutdown)
+    }
+
+    /// Throws the runtime away after a limit was hit; the turn's accounting stays.
     fn reset(&mut self) {
-        *self = Engine::new(self.limits);
+        self.rt = runtime(self.limits, &self.deadline, &self.stop);
+        self.ctx = None;
+        self.api = false;
     }
 
-    /// Runs `f` in the main context under the limits; classifies failures.
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// The turn's context, made on first use.
+    fn turn_context(&mut self) -> Context {
+        self.ctx.get_or_insert_with(|| Context::full(&self.rt).expect("QuickJS can allocate a context")).clone()
+    }
+
+    /// Runs `f` in `context` under the limits; classifies failures and counts the time.
     fn guarded<T>(
         &mut self,
+        context: &Context,
         f: impl for<'js> FnOnce(&Ctx<'js>) -> Result<T, CaughtError<'js>>,
-        ctx: Option<&Path>,
     ) -> Result<T, ScriptError> {
-        self.deadline.set(Some(Instant::now() + self.limits.timeout));
-        let context = match ctx {
-            Some(p) => self.transformers.get(p).expect("transformer loaded before use").clone(),
-            None => self.ctx.clone(),
-        };
+        if self.stop_requested() {
+            self.stopped = Some(Stopped::Shutdown);
+        }
+        let left = self.limits.turn.saturating_sub(self.used);
+        if left.is_zero() && self.stopped.is_none() {
+            self.stopped = Some(Stopped::Budget);
+        }
+        match self.stopped {
+            Some(Stopped::Shutdown) => return Err(ScriptError::Interrupted),
+            Some(Stopped::Budget) => return Err(ScriptError::TurnBudget),
+            None => {}
+        }
+        let by_budget = left <= self.limits.timeout;
+        let started = Instant::now();
+        let deadline = started + left.min(self.limits.timeout);
+        self.deadline.set(Some(deadline));
         let result = context.with(|ctx| f(&ctx).map_err(|e| caught_message(&e)));
-        let timed_out = self.deadline.get().is_some_and(|t| Instant::now() >= t);
+        let ended = Instant::now();
         self.deadline.set(None);
+        self.used = self.used.saturating_add(ended - started);
+        let timed_out = ended >= deadline;
         match result {
             Ok(v) => Ok(v),
+            Err(_) if self.stop_requested() => {
+                self.stopped = Some(Stopped::Shutdown);
+                self.reset();
+                Err(ScriptError::Interrupted)
+            }
+            Err(_) if timed_out && by_budget => {
+                self.stopped = Some(Stopped::Budget);
+                self.reset();
+                Err(ScriptError::TurnBudget)
+            }
             Err(_) if timed_out => {
                 self.reset();
                 Err(ScriptError::Timeout)
@@ -143,14 +253,12 @@ impl Engine {
     pub fn eval(&mut self, src: &str, scope: &Scope<'_>) -> Result<Option<Value>, ScriptError> {
         let (input, context, profile) = (scope.input.to_string(), scope.context.to_string(), scope.profile.to_string());
         let code = format!("(\n{src}\n)");
-        self.guarded(
-            |ctx| {
-                set_memory(ctx, &input, &context, &profile).catch(ctx)?;
-                let v: JsValue = ctx.eval(code).catch(ctx)?;
-                to_json(ctx, v).catch(ctx)
-            },
-            None,
-        )
+        let ctx = self.turn_context();
+        self.guarded(&ctx, |ctx| {
+            set_memory(ctx, &input, &context, &profile).catch(ctx)?;
+            let v: JsValue = ctx.eval(code).catch(ctx)?;
+            to_json(ctx, v).catch(ctx)
+        })
     }
 
     /// Runs a Code node's body; changes to `input`, `context` and `profile` are written back.
@@ -163,21 +271,24 @@ impl Engine {
     ) -> Result<CodeResult, ScriptError> {
         let (i, c, p) = (input.to_string(), context.to_string(), profile.to_string());
         let code = format!("__hf_out = []; (function () {{\n{src}\n}})();");
-        let (ni, nc, np, out) = self.guarded(
-            |ctx| {
-                set_memory(ctx, &i, &c, &p).catch(ctx)?;
-                ctx.eval::<(), _>(code).catch(ctx)?;
-                let g = ctx.globals();
-                let read = |name: &str| -> rquickjs::Result<Option<Value>> { to_json(ctx, g.get(name)?) };
-                Ok((
-                    read("input").catch(ctx)?,
-                    read("context").catch(ctx)?,
-                    read("profile").catch(ctx)?,
-                    read("__hf_out").catch(ctx)?,
-                ))
-            },
-            None,
-        )?;
+        let ctx = self.turn_context();
+        // The api is only for Code nodes: templates, the common case, do not pay for it.
+        let prelude = !std::mem::replace(&mut self.api, true);
+        let (ni, nc, np, out) = self.guarded(&ctx, |ctx| {
+            if prelude {
+                ctx.eval::<(), _>(PRELUDE).catch(ctx)?;
+            }
+            set_memory(ctx, &i, &c, &p).catch(ctx)?;
+            ctx.eval::<(), _>(code).catch(ctx)?;
+            let g = ctx.globals();
+            let read = |name: &str| -> rquickjs::Result<Option<Value>> { to_json(ctx, g.get(name)?) };
+            Ok((
+                read("input").catch(ctx)?,
+                read("context").catch(ctx)?,
+                read("profile").catch(ctx)?,
+                read("__hf_out").catch(ctx)?,
+            ))
+        })?;
         *input = ni.unwrap_or(Value::Null);
         *context = nc.unwrap_or(Value::Null);
         *profile = np.unwrap_or(Value::Null);
@@ -191,45 +302,24 @@ impl Engine {
         Ok(CodeResult { outputs })
     }
 
-    /// Loads (once) a transformer file into its own context.
-    pub fn load_transformer(&mut self, file: &Path, source: &str) -> Result<(), ScriptError> {
-        if self.transformers.contains_key(file) {
-            return Ok(());
-        }
-        let ctx = new_context(&self.rt);
-        self.transformers.insert(file.to_owned(), ctx);
-        let src = source.to_owned();
-        let loaded = self.guarded(|ctx| ctx.eval::<(), _>(src).catch(ctx), Some(file));
-        if loaded.is_err() {
-            self.transformers.remove(file);
-        }
-        loaded
-    }
-
-    /// Whether a loaded transformer defines the function `name`.
-    pub fn has_function(&self, file: &Path, name: &str) -> bool {
-        let Some(ctx) = self.transformers.get(file) else { return false };
-        ctx.with(|ctx| ctx.globals().get::<_, Option<Function>>(name).ok().flatten().is_some())
-    }
-
-    /// Calls `name(arg)` of a loaded transformer; awaits a returned promise. `Ok(None)` when the
-    /// function is not defined or returned `undefined`.
-    pub fn call_transformer(&mut self, file: &Path, name: &str, arg: &Value) -> Result<Option<Value>, ScriptError> {
-        let arg = arg.to_string();
-        self.guarded(
-            |ctx| {
-                let f: Option<Function> = ctx.globals().get(name).catch(ctx)?;
-                let Some(f) = f else { return Ok(None) };
-                let arg = ctx.json_parse(arg).catch(ctx)?;
-                let mut v: JsValue = f.call((arg,)).catch(ctx)?;
-                if let Some(p) = v.as_promise().cloned() {
-                    // Cognigy's transformers are `async`: run the job queue until it settles.
-                    v = p.finish::<JsValue>().catch(ctx)?;
-                }
-                to_json(ctx, v).catch(ctx)
-            },
-            Some(file),
-        )
+    /// Runs a transformer file in a context of its own, made for this call (so no call sees
+    /// what an earlier one left), then calls `name(arg)`, awaiting a returned promise. Counts
+    /// against the current turn's budget.
+    pub fn call_transformer(&mut self, source: &str, name: &str, arg: &Value) -> Result<Called, ScriptError> {
+        let (source, arg) = (source.to_owned(), arg.to_string());
+        let context = Context::full(&self.rt).expect("QuickJS can allocate a context");
+        self.guarded(&context, |ctx| {
+            ctx.eval::<(), _>(source).catch(ctx)?;
+            let f: Option<Function> = ctx.globals().get(name).catch(ctx)?;
+            let Some(f) = f else { return Ok(Called::Undefined) };
+            let arg = ctx.json_parse(arg).catch(ctx)?;
+            let mut v: JsValue = f.call((arg,)).catch(ctx)?;
+            if let Some(p) = v.as_promise().cloned() {
+                // Cognigy's transformers are `async`: run the job queue until it settles.
+                v = p.finish::<JsValue>().catch(ctx)?;
+            }
+            to_json(ctx, v).map(Called::Returned).catch(ctx)
+        })
     }
 }
 
@@ -247,12 +337,86 @@ impl crate::flow::template::Scripts for Engine {
     ) -> Result<Vec<(String, Value)>, String> {
         self.run_code(src, input, context, profile).map(|r| r.outputs).map_err(|e| e.to_string())
     }
+
+    fn stopped(&self) -> Option<String> {
+        Engine::stopped(self).map(|s| match s {
+            Stopped::Budget => format!(
+                "the turn's JavaScript ran longer than limits.turnScriptMs ({} ms) in all",
+                self.limits.turn.as_millis()
+            ),
+            Stopped::Shutdown => {
+                "the turn was interrupted by the shutdown; the message runs again after the next start".into()
+            }
+        })
+    }
 }
 
-fn new_context(rt: &Runtime) -> Context {
-    let ctx = Context::full(rt).expect("QuickJS can allocate a context");
-    ctx.with(|ctx| ctx.eval::<(), _>(PRELUDE)).expect("the prelude is valid JavaScript");
-    ctx
+/// A worker's engine, created at its first script: Flows made only of paths never pay for one.
+pub struct LazyEngine {
+    limits: Limits,
+    stop: Option<Arc<AtomicBool>>,
+    engine: Option<Engine>,
+}
+
+impl LazyEngine {
+    /// With the limits of `config`.
+    pub fn new(config: &crate::config::Config) -> LazyEngine {
+        LazyEngine { limits: Limits::of(config), stop: None, engine: None }
+    }
+
+    /// Scripts stop (running ones are interrupted) once `flag` is set.
+    pub fn stop_on(mut self, flag: Arc<AtomicBool>) -> LazyEngine {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// The engine, made now if this is its first use.
+    pub fn get(&mut self) -> &mut Engine {
+        self.engine.get_or_insert_with(|| Engine::with_stop(self.limits, self.stop.clone()))
+    }
+
+    /// See `Engine::begin_turn`.
+    pub fn begin_turn(&mut self) {
+        if let Some(e) = &mut self.engine {
+            e.begin_turn();
+        }
+    }
+
+    /// See `Engine::interrupted`.
+    pub fn interrupted(&self) -> bool {
+        self.engine.as_ref().is_some_and(Engine::interrupted)
+    }
+
+    /// Throws the engine away (after a panic), keeping limits and stop flag.
+    pub fn reset(&mut self) {
+        self.engine = None;
+    }
+}
+
+impl crate::flow::template::Scripts for LazyEngine {
+    fn eval(&mut self, src: &str, scope: &Scope<'_>) -> Result<Option<Value>, String> {
+        crate::flow::template::Scripts::eval(self.get(), src, scope)
+    }
+
+    fn code(&mut self, src: &str, i: &mut Value, c: &mut Value, p: &mut Value) -> Result<Vec<(String, Value)>, String> {
+        crate::flow::template::Scripts::code(self.get(), src, i, c, p)
+    }
+
+    fn stopped(&self) -> Option<String> {
+        self.engine.as_ref().and_then(crate::flow::template::Scripts::stopped)
+    }
+}
+
+/// A runtime with the memory limit and the interrupt handler (deadline or stop flag).
+fn runtime(limits: Limits, deadline: &Rc<Cell<Option<Instant>>>, stop: &Option<Arc<AtomicBool>>) -> Runtime {
+    let rt = Runtime::new().expect("QuickJS can allocate a runtime");
+    rt.set_memory_limit(limits.memory);
+    rt.set_max_stack_size(256 * 1024);
+    let (d, stop) = (deadline.clone(), stop.clone());
+    rt.set_interrupt_handler(Some(Box::new(move || {
+        stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) || d.get().is_some_and(|t| Instant::now() >= t)
+    })));
+    rt
 }
 
 /// Sets `input`, `context`, `profile` and their aliases from JSON.
@@ -317,7 +481,9 @@ pub fn check_syntax(src: &str, expression: bool) -> Result<(), String> {
     };
     CHECKER.with(|c| {
         let mut c = c.borrow_mut();
-        c.get_or_insert_with(checker).guarded(|ctx| ctx.eval::<(), _>(code).catch(ctx), None).map_err(|e| e.to_string())
+        let e = c.get_or_insert_with(checker);
+        let ctx = e.turn_context();
+        e.guarded(&ctx, |ctx| ctx.eval::<(), _>(code).catch(ctx)).map_err(|e| e.to_string())
     })
 }
 
@@ -327,7 +493,8 @@ thread_local! {
 }
 
 fn checker() -> Engine {
-    Engine::new(Limits { timeout: Duration::from_secs(1), memory: 16 << 20 })
+    // One long turn: compiling is quick, and the budget is for Flow turns.
+    Engine::new(Limits { timeout: Duration::from_secs(1), memory: 16 << 20, turn: Duration::MAX })
 }
 
 /// Checks that `src` (a `new RegExp(...)` expression) builds a regular expression.
@@ -346,7 +513,7 @@ mod tests {
     use serde_json::json;
 
     fn engine() -> Engine {
-        Engine::new(Limits { timeout: Duration::from_millis(200), memory: 8 << 20 })
+        Engine::new(Limits { timeout: Duration::from_millis(200), memory: 8 << 20, turn: Duration::from_secs(5) })
     }
 
     fn eval(e: &mut Engine, src: &str) -> Result<Option<Value>, ScriptError> {
@@ -425,12 +592,83 @@ mod tests {
     #[test]
     fn transformers_are_called_and_promises_awaited() {
         let mut e = engine();
-        let file = Path::new("t.js");
-        e.load_transformer(file, "async function handleInput({ request }) { return { userId: request.body.user, text: request.body.message }; }").unwrap();
-        let out = e
-            .call_transformer(file, "handleInput", &json!({"request": {"body": {"user": "u", "message": "m"}}}))
-            .unwrap();
-        assert_eq!(out, Some(json!({"userId": "u", "text": "m"})));
-        assert_eq!(e.call_transformer(file, "handleOutput", &json!({})).unwrap(), None);
+        let file = "async function handleInput({ request }) { return { userId: request.body.user, text: request.body.message }; }";
+        let out = e.call_transformer(file, "handleInput", &json!({"request": {"body": {"user": "u", "message": "m"}}}));
+        assert_eq!(out.unwrap(), Called::Returned(Some(json!({"userId": "u", "text": "m"}))));
+        assert_eq!(e.call_transformer(file, "handleOutput", &json!({})).unwrap(), Called::Undefined);
+    }
+
+    #[test]
+    fn a_new_turn_sees_none_of_the_globals_and_builtins_the_last_one_changed() {
+        let mut e = engine();
+        let dirty = "globalThis.leak = 1; Object.prototype.polluted = 1; Array.prototype.last = function () { return this[this.length - 1]; };";
+        e.run_code(dirty, &mut json!({}), &mut json!({}), &mut json!({})).unwrap();
+        let seen = "[typeof leak, typeof ({}).polluted, typeof [].last, typeof api].join()";
+        // Within the turn, later scripts share the context (as later lines of one Code node would).
+        assert_eq!(eval(&mut e, seen).unwrap(), Some(json!("number,number,function,object")));
+        e.begin_turn();
+        assert_eq!(eval(&mut e, seen).unwrap(), Some(json!("undefined,undefined,undefined,undefined")));
+        let mut context = json!({});
+        e.run_code(
+            "context.seen = [typeof leak, typeof ({}).polluted].join();",
+            &mut json!({}),
+            &mut context,
+            &mut json!({}),
+        )
+        .unwrap();
+        assert_eq!(context, json!({"seen": "undefined,undefined"}));
+    }
+
+    #[test]
+    fn every_transformer_call_starts_clean() {
+        let mut e = engine();
+        let file = "globalThis.calls = (globalThis.calls || 0) + 1; \
+                    function handleOutput() { const was = typeof ({}).polluted; Object.prototype.polluted = 1; return { calls, was }; }";
+        for _ in 0..2 {
+            let out = e.call_transformer(file, "handleOutput", &json!({})).unwrap();
+            assert_eq!(out, Called::Returned(Some(json!({"calls": 1, "was": "undefined"}))));
+        }
+        // Nor does a transformer's change reach the turn's scripts, or theirs a transformer.
+        assert_eq!(eval(&mut e, "typeof ({}).polluted").unwrap(), Some(json!("undefined")));
+    }
+
+    #[test]
+    fn the_turn_budget_stops_the_call_that_reaches_it_and_refuses_the_rest_until_the_next_turn() {
+        let limits = Limits { timeout: Duration::from_millis(300), memory: 8 << 20, turn: Duration::from_millis(500) };
+        let mut e = Engine::new(limits);
+        let slow = "(() => { const t = Date.now(); while (Date.now() - t < 150) {} return 'ok'; })()";
+        let started = Instant::now();
+        let results: Vec<_> = (0..6).map(|_| eval(&mut e, slow)).collect();
+        let took = started.elapsed();
+        assert_eq!(results[..3], [Ok(Some(json!("ok"))), Ok(Some(json!("ok"))), Ok(Some(json!("ok")))]);
+        assert_eq!(
+            results[3..],
+            [Err(ScriptError::TurnBudget), Err(ScriptError::TurnBudget), Err(ScriptError::TurnBudget)]
+        );
+        assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(2), "took {took:?}");
+        assert_eq!(e.stopped(), Some(Stopped::Budget));
+        assert!(!e.interrupted());
+        e.begin_turn();
+        assert_eq!(eval(&mut e, slow).unwrap(), Some(json!("ok")));
+        assert_eq!(e.stopped(), None);
+    }
+
+    #[test]
+    fn the_stop_flag_interrupts_a_running_script_and_refuses_the_next() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let limits = Limits { timeout: Duration::from_secs(30), memory: 8 << 20, turn: Duration::from_secs(60) };
+        let mut e = Engine::with_stop(limits, Some(stop.clone()));
+        assert_eq!(eval(&mut e, "1 + 1").unwrap(), Some(json!(2)));
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, Ordering::SeqCst);
+        });
+        let started = Instant::now();
+        let err = e.run_code("while (true) {}", &mut json!({}), &mut json!({}), &mut json!({})).unwrap_err();
+        setter.join().unwrap();
+        assert_eq!(err, ScriptError::Interrupted);
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert!(e.interrupted());
+        assert_eq!(eval(&mut e, "1 + 1").unwrap_err(), ScriptError::Interrupted);
     }
 }

@@ -29,6 +29,11 @@ pub trait Scripts {
         context: &mut Value,
         profile: &mut Value,
     ) -> Result<Vec<(String, Value)>, String>;
+    /// Set once the turn's scripts are stopped (`limits.turnScriptMs` used up, or the shutdown):
+    /// why, for the interpreter to end the turn with.
+    fn stopped(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A `Scripts` plus the errors met while rendering, for the caller to log.
@@ -46,6 +51,8 @@ impl<'a> Evaluator<'a> {
     fn script(&mut self, src: &str, scope: &Scope<'_>) -> Option<Value> {
         match self.scripts.eval(src, scope) {
             Ok(v) => v,
+            // A stopped turn is logged once, by the interpreter, not once per expression.
+            Err(_) if self.scripts.stopped().is_some() => None,
             Err(e) => {
                 self.errors.push(format!("{src:?}: {e}"));
                 None

@@ -9,7 +9,8 @@ use super::run::{RunOptions, SessionState, Turn, TurnIo, run};
 use crate::flow::script::{Engine, Limits};
 
 fn engine() -> Engine {
-    Engine::new(Limits { timeout: std::time::Duration::from_millis(300), memory: 8 << 20 })
+    let turn = std::time::Duration::from_secs(5);
+    Engine::new(Limits { timeout: std::time::Duration::from_millis(300), memory: 8 << 20, turn })
 }
 
 /// One turn with a fresh engine.
@@ -150,6 +151,38 @@ fn node_limit_stops_an_endless_go_to_loop_and_keeps_outputs() {
     assert_eq!(turn.outputs.len(), 5);
     assert!(turn.error.unwrap().contains("maxNodesPerTurn"));
     assert_eq!(state.entry, 0);
+}
+
+#[test]
+fn the_turn_script_budget_stops_a_loop_of_slow_templates_and_drops_the_cut_node() {
+    let slow = "{{ (() => { const t = Date.now(); while (Date.now() - t < 70) {} return 'ok'; })() }}";
+    let flow = compile(json!({"nodes": [
+        {"type": "say", "text": "before"},
+        {"id": "tick", "type": "say", "text": format!("tick {slow}")},
+        {"type": "goTo", "target": "tick"}
+    ]}));
+    let ms = std::time::Duration::from_millis;
+    let mut e = Engine::new(Limits { timeout: ms(100), memory: 8 << 20, turn: ms(300) });
+    let mut state = SessionState::new(&flow);
+    let opts = RunOptions { max_nodes: 1000, random: 7 };
+    let started = std::time::Instant::now();
+    let io = TurnIo { state: &mut state, input: &mut json!({"text": "x"}), profile: &mut json!({}), scripts: &mut e };
+    let t = run(&flow, io, opts);
+    assert!(started.elapsed() < ms(1500), "the turn took {:?} with turnScriptMs 300", started.elapsed());
+    let texts: Vec<&str> = t.outputs.iter().map(|o| o.text.as_str()).collect();
+    assert_eq!(texts[0], "before");
+    // The Say whose hole was stopped gives no half-rendered "tick ".
+    assert!((2..=5).contains(&texts.len()) && texts[1..].iter().all(|t| *t == "tick ok"), "{texts:?}");
+    let error = t.error.expect("the turn is stopped with an error");
+    assert!(error.contains("limits.turnScriptMs (300 ms)") && error.contains("node tick"), "{error}");
+    assert_eq!(state.entry, 0);
+    assert!(t.warnings.is_empty(), "one error, not a warning per refused expression: {:?}", t.warnings);
+    // The next turn has the whole budget again and starts at the top.
+    e.begin_turn();
+    let io = TurnIo { state: &mut state, input: &mut json!({"text": "y"}), profile: &mut json!({}), scripts: &mut e };
+    let t = run(&flow, io, RunOptions { max_nodes: 3, random: 7 });
+    let texts: Vec<&str> = t.outputs.iter().map(|o| o.text.as_str()).collect();
+    assert_eq!(texts, ["before", "tick ok"]);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Transformers (flows.md, Transformers): an endpoint's JavaScript file with any of
 //! `handleInput`, `handleOutput`, `handleInject`, `handleNotify`, as in Cognigy. Each call runs
 //! on the calling thread's script engine (http threads for the input side, workers for outputs)
-//! under the same limits as any script.
+//! under the same limits as any script, in a context made for that call: no call sees what an
+//! earlier one (or a Flow script) left in the globals or built-ins.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::{Config, Endpoint, Transformer, files};
-use crate::flow::script::{Engine, Limits};
+use crate::flow::script::{Called, Engine, Limits};
 use crate::flow::template::truthy;
 
 /// A transformer file, read and syntax-checked at start-up.
@@ -68,17 +69,14 @@ pub fn endpoint_arg(ep: &Endpoint) -> Value {
     serde_json::json!({ "name": ep.name, "URLToken": ep.url_token, "channel": "webhook" })
 }
 
-/// Calls `name(arg)` if the function exists, on `engine`.
+/// Calls `name(arg)` if the function exists, on `engine`, as part of its current turn (an
+/// output transformer's time counts in the turn's `limits.turnScriptMs`).
 pub fn call(engine: &mut Engine, code: &Code, name: &str, arg: &Value) -> Outcome {
-    if let Err(e) = engine.load_transformer(&code.file, &code.source) {
-        return Outcome::Failed(e.to_string());
-    }
-    match engine.call_transformer(&code.file, name, arg) {
-        Ok(Some(v)) if truthy(Some(&v)) => Outcome::Replaced(v),
-        Ok(Some(_)) => Outcome::Dropped,
-        // `undefined`: a missing function, or one that returned nothing.
-        Ok(None) if engine.has_function(&code.file, name) => Outcome::Dropped,
-        Ok(None) => Outcome::Unchanged,
+    match engine.call_transformer(&code.source, name, arg) {
+        Ok(Called::Returned(Some(v))) if truthy(Some(&v)) => Outcome::Replaced(v),
+        // A falsy value, or `undefined` (the function returned nothing).
+        Ok(Called::Returned(_)) => Outcome::Dropped,
+        Ok(Called::Undefined) => Outcome::Unchanged,
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }
@@ -88,10 +86,12 @@ thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
 }
 
-/// `call` on this thread's own engine (http threads have no other).
+/// `call` on this thread's own engine (http threads have no other), as a turn of its own.
 pub fn call_here(limits: Limits, code: &Code, name: &str, arg: &Value) -> Outcome {
     ENGINE.with(|e| {
         let mut e = e.borrow_mut();
-        call(e.get_or_insert_with(|| Engine::new(limits)), code, name, arg)
+        let engine = e.get_or_insert_with(|| Engine::new(limits));
+        engine.begin_turn();
+        call(engine, code, name, arg)
     })
 }

@@ -11,6 +11,9 @@ pub(crate) struct Health {
     stopping: AtomicBool,
     /// Set when the http threads must end (after the drain).
     http_stop: AtomicBool,
+    /// Set by the shutdown: the workers' running scripts are interrupted (their turns stay
+    /// queued), so a long script cannot hold the exit.
+    scripts_stop: Arc<AtomicBool>,
     /// One flag per sender lane, false once the lane's thread has ended.
     lanes_alive: Vec<Arc<AtomicBool>>,
     /// A failure after which the process cannot go on serving (the listener died): the command
@@ -23,6 +26,7 @@ impl Health {
         Health {
             stopping: AtomicBool::new(false),
             http_stop: AtomicBool::new(false),
+            scripts_stop: Arc::new(AtomicBool::new(false)),
             lanes_alive: (0..lanes).map(|_| Arc::new(AtomicBool::new(true))).collect(),
             fatal,
         }
@@ -34,6 +38,15 @@ impl Health {
 
     pub(crate) fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// The flag the workers' script engines stop on.
+    pub(crate) fn scripts_stop(&self) -> Arc<AtomicBool> {
+        self.scripts_stop.clone()
+    }
+
+    pub(crate) fn interrupt_scripts(&self) {
+        self.scripts_stop.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn http_stopping(&self) -> bool {

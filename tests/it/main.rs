@@ -48,6 +48,8 @@ mod hardening;
 mod ops4;
 /// dataProtection (maskLogging, maskIPAddress, collectConversations) and secrets in logs.
 mod privacy;
+/// JavaScript isolation between turns, limits.turnScriptMs, and SIGTERM during a script.
+mod scripts;
 /// The support example (examples/support.json) end to end against a mock order API.
 mod support_example;
 mod tls;
