@@ -20,7 +20,7 @@ use crate::flow::transform;
 use crate::intake::{self, HttpContext};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::util::now_ms;
 
 /// A start-up or run-time failure (exit code 2, config.md).
@@ -61,7 +61,6 @@ impl From<StoreError> for Error {
 /// A running hookflow.
 pub struct Service {
     health: Arc<Health>,
-    store: Arc<dyn Store>,
     sched: Arc<Scheduler>,
     writer_handle: Writer,
     drain: std::time::Duration,
@@ -128,7 +127,6 @@ impl Service {
         }
         let mut svc = Service {
             health: health.clone(),
-            store: store.clone(),
             sched: sched.clone(),
             writer_handle: writer.clone(),
             drain: config.delivery.drain,
@@ -146,6 +144,7 @@ impl Service {
             wake: wake.clone(),
             capacity: config.limits.queue_capacity,
             rx: writer_rx,
+            status: writer.status(),
         };
         svc.writer = Some(spawn("writer".into(), move || engine::writer::run(writer_cx)).map_err(Error::Spawn)?);
         for (lane, wake_rx) in wake_rx.into_iter().enumerate() {
@@ -207,10 +206,10 @@ impl Service {
         &self.fatal
     }
 
-    /// True while every sender lane runs and the store accepts writes (`/readyz` without the
-    /// shutdown part).
+    /// True while every sender lane runs and the store takes the writer's writes (`/readyz`
+    /// without the shutdown part): false from a failed commit until a write succeeds again.
     pub fn healthy(&self) -> bool {
-        self.health.lanes_alive() && self.store.writable()
+        self.health.lanes_alive() && self.writer_handle.store_failure().is_none()
     }
 
     /// The address the server listens on (useful with port 0).
