@@ -654,6 +654,15 @@ impl Loader<'_> {
         self.check_present(endpoint, "webhook");
         let o = self.sub(endpoint, "webhook", WEBHOOK_KEYS);
         let url = self.req(&o, "url", Self::http_url).unwrap_or_default();
+        if has_userinfo(&url) {
+            // A URL is shown (check, the admin API); "user" and "password" never are.
+            let message = format!(
+                "must not contain credentials (\"user:password@\"): set \"user\" and \"password\" in {} \
+                 instead (HTTP Basic), so that they are never shown with the URL",
+                o.path
+            );
+            self.error(&join(&o.path, "url"), message);
+        }
         let user = self.opt(&o, "user", Self::basic_user);
         let password = self.opt(&o, "password", Self::string);
         if password.is_some() && o.value("user").is_none() {
@@ -1045,6 +1054,26 @@ fn check_http_url(url: &str) -> Result<(), String> {
         return Err(format!("the port {port:?} is not a number from 0 to 65535"));
     }
     Ok(())
+}
+
+/// Whether an http(s) URL carries `user[:password]@` before its host.
+fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or_default().contains('@')
+}
+
+/// A URL as it may be shown (`hookflow check`, `GET /api/endpoints`): scheme, host, port and
+/// path; credentials, the query and the fragment, which may carry a token, become `…`.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority.to_owned(), |(_, h)| format!("…@{h}"));
+    let tail = match tail.find(['?', '#']) {
+        Some(i) => format!("{}{}…", &tail[..i], &tail[i..=i]),
+        None => tail.to_owned(),
+    };
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{scheme}{host}{tail}")
 }
 
 /// An HTTP token (RFC 9110, section 5.6.2).
@@ -1444,6 +1473,20 @@ mod tests {
     }
 
     #[test]
+    fn shown_urls_hide_credentials_queries_and_fragments() {
+        let cases = [
+            ("https://hooks.example/bot?token=s3cret&x=1", "https://hooks.example/bot?…"),
+            ("https://u:p@hooks.example:8443/bot", "https://…@hooks.example:8443/bot"),
+            ("http://h?token=t", "http://h?…"),
+            ("http://h/p#frag", "http://h/p#…"),
+            ("http://[::1]:9000/hook", "http://[::1]:9000/hook"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(shown_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
     fn webhook_checks() {
         let url = |u: &str| config_with("", &format!(r#""webhook": {{"url": "{u}"}}"#));
         let place = "endpoints[0].webhook.url";
@@ -1452,7 +1495,9 @@ mod tests {
         check_error(&url("http://h:99999/"), place, "port");
         check_error(&url("http://h /"), place, "spaces");
         ok(&url("http://[::1]:9000/hook"));
-        ok(&url("https://u:p@example.com"));
+        check_error(&url("https://u:p@example.com"), place, "\"user\" and \"password\" in endpoints[0].webhook");
+        check_error(&url("https://token@example.com/x"), place, "must not contain credentials");
+        ok(&url("https://example.com/x?token=t&a=b@c"));
 
         let webhook = |members: &str| format!(r#""webhook": {{"url": "http://h", {members}}}"#);
         #[rustfmt::skip]
