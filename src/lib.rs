@@ -72,6 +72,7 @@ mod util;
 pub mod wire;
 
 pub use config::{Config, ConfigErrors};
+pub use ops::logging;
 pub use ops::systemd;
 pub use service::{Error, Service};
 pub use util::{hex, random_bytes};
