@@ -19,7 +19,7 @@
 //! Beside the path: `store/` (the `Store` trait every stage uses, and its SQLite backend),
 //! `domain.rs` (the types the stages and the store share), `config/` (the config file, read and
 //! validated once), `wire.rs` (JSON shapes of the outside world), `crypto.rs` (key digests,
-//! signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd), `cli/`
+//! signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd, the logger), `cli/`
 //! (`try`, `sink`), `service.rs` (the wiring). Start reading at `service::Service::start`.
 //!
 //! # Invariants
@@ -50,7 +50,8 @@
 //! # Cross-cutting
 //!
 //! Errors: `config::ConfigErrors` at start-up (exit 1), `service::Error` at run time (exit 2);
-//! a failing turn is logged and costs that message only. Logs go through `log`/`env_logger`.
+//! a failing turn is logged and costs that message only. Logs go through `log` to
+//! `ops/logging.rs` (env_logger's filter and format; control characters escaped, repeats folded).
 #![forbid(unsafe_code)]
 
 // The data path, in order.
