@@ -22,7 +22,7 @@
 //! validated once: `schema.rs` types and defaults, `loader.rs` and `checks.rs` the walk of the
 //! file, `walk.rs` the JSON walker the Flow compiler shares, `files.rs` Flow and transformer
 //! files kept in the config folder), `wire.rs` (JSON shapes of the outside world), `crypto.rs`
-//! (key digests, signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd),
+//! (key digests, signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd, the logger),
 //! `cli/` (`try`, `sink`), `service.rs` (the wiring). Start reading at `service::Service::start`.
 //!
 //! # Invariants
@@ -57,7 +57,8 @@
 //! # Cross-cutting
 //!
 //! Errors: `config::ConfigErrors` at start-up (exit 1), `service::Error` at run time (exit 2);
-//! a failing turn is logged and costs that message only. Logs go through `log`/`env_logger`.
+//! a failing turn is logged and costs that message only. Logs go through `log` to
+//! `ops/logging.rs` (env_logger's filter and format; control characters escaped, repeats folded).
 #![forbid(unsafe_code)]
 
 // The data path, in order.
@@ -79,6 +80,7 @@ mod util;
 pub mod wire;
 
 pub use config::{Config, ConfigErrors};
+pub use ops::logging;
 pub use ops::systemd;
 pub use service::{Error, Service};
 pub use util::{hex, random_bytes};

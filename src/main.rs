@@ -23,6 +23,9 @@ USAGE:
 Logs go to stderr; set RUST_LOG=debug to see each request, turn and delivery.
 ";
 
+/// Longest wait between two writes of folded log lines' summaries.
+const LOG_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the command failed, and so its exit code.
 enum Failure {
     /// Bad arguments or config: exit 1.
@@ -32,13 +35,8 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    // ureq's trace level dumps request headers, Basic credentials included: when anything asks
-    // for trace, ureq stays at debug. (Only then: a directive would otherwise raise it.)
-    if std::env::var("RUST_LOG").is_ok_and(|v| v.to_ascii_lowercase().contains("trace")) {
-        logger.filter_module("ureq", log::LevelFilter::Debug).filter_module("ureq_proto", log::LevelFilter::Debug);
-    }
-    logger.init();
+    // Escapes control characters and folds repeated errors (see `logging`).
+    hookflow::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +162,8 @@ fn serve(opts: Opts) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(format!("cannot start the signal thread: {e}")))?;
     hookflow::systemd::notify("READY=1");
     let watchdog = hookflow::systemd::watchdog_interval();
+    // The loop also writes the summaries of folded log lines, so it wakes at least this often.
+    let tick = watchdog.map_or(LOG_TICK, |w| w.min(LOG_TICK));
     let fatal = loop {
         crossbeam_channel::select! {
             recv(sig_rx) -> sig => {
@@ -172,12 +172,13 @@ fn serve(opts: Opts) -> Result<(), Failure> {
                 break None;
             }
             recv(service.fatal()) -> msg => break Some(msg.unwrap_or_default()),
-            default(watchdog.unwrap_or(std::time::Duration::from_secs(3600))) => {
+            default(tick) => {
                 // Pet the watchdog only while the service is healthy; a hung sender lane or a
-                // store that cannot be written lets systemd restart us.
+                // store whose writes fail (a full disk) lets systemd restart us.
                 if watchdog.is_some() && service.healthy() {
                     hookflow::systemd::notify("WATCHDOG=1");
                 }
+                hookflow::logging::tick();
             }
         }
     };
@@ -188,6 +189,8 @@ fn serve(opts: Opts) -> Result<(), Failure> {
         log::error!("{m}; shutting down so that the service manager restarts hookflow");
     }
     service.shutdown();
+    // Summaries of folded lines still pending.
+    log::logger().flush();
     match fatal {
         None => Ok(()),
         Some(m) => Err(Failure::Runtime(m)),
@@ -211,11 +214,12 @@ fn check(opts: Opts) -> Result<(), Failure> {
                 if let Ok(config) = &checked.config {
                     let ep = &config.endpoints[i];
                     let summary = hookflow::flow::model::summary(&flow);
+                    // Run by the systemd unit before every start, so this goes to the journal:
+                    // no URL token, and the webhook URL without its query (config::shown_url).
                     println!(
-                        "ok  {}: POST /{} -> {} ({summary}; flow {})",
+                        "ok  {} -> {} ({summary}; flow {})",
                         ep.name,
-                        ep.url_token,
-                        ep.webhook.url,
+                        config::shown_url(&ep.webhook.url),
                         file.display()
                     );
                 }

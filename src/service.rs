@@ -21,7 +21,7 @@ use crate::flow::transform;
 use crate::intake::{self, HttpContext};
 use crate::ops::health::Health;
 use crate::ops::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::util::now_ms;
 
 /// A start-up or run-time failure (exit code 2, config.md).
@@ -62,7 +62,6 @@ impl From<StoreError> for Error {
 /// A running hookflow.
 pub struct Service {
     health: Arc<Health>,
-    store: Arc<dyn Store>,
     sched: Arc<Scheduler>,
     writer_handle: Writer,
     drain: std::time::Duration,
@@ -131,7 +130,6 @@ impl Service {
         }
         let mut svc = Service {
             health: health.clone(),
-            store: store.clone(),
             sched: sched.clone(),
             writer_handle: writer.clone(),
             drain: config.delivery.drain,
@@ -150,6 +148,7 @@ impl Service {
             wake: wake.clone(),
             capacity: config.limits.queue_capacity,
             rx: writer_rx,
+            status: writer.status(),
         };
         svc.writer = Some(spawn("writer".into(), move || engine::writer::run(writer_cx)).map_err(Error::Spawn)?);
         for (lane, plan) in lanes.into_iter().enumerate() {
@@ -221,10 +220,11 @@ impl Service {
         &self.fatal
     }
 
-    /// True while every sender lane runs, the store accepts writes (`/readyz` without the
-    /// shutdown part) and the listener accepts connections.
+    /// True while every sender lane runs and the store takes the writer's writes (`/readyz`
+    /// without the shutdown part): false from a failed commit until a write succeeds again,
+    /// and once the listener has stopped accepting connections.
     pub fn healthy(&self) -> bool {
-        self.health.lanes_alive() && self.store.writable() && self.http.is_listening()
+        self.health.lanes_alive() && self.writer_handle.store_failure().is_none() && self.http.is_listening()
     }
 
     /// The address the server listens on (useful with port 0).

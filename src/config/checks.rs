@@ -235,6 +235,26 @@ fn lookup(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, St
 }
 
 /// Scheme, host, and a numeric port if any; the rest is left to the HTTP client.
+/// Whether an http(s) URL carries `user[:password]@` before its host.
+pub(super) fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or_default().contains('@')
+}
+
+/// A URL as it may be shown (`hookflow check`, `GET /api/endpoints`): scheme, host, port and
+/// path; credentials, the query and the fragment, which may carry a token, become `…`.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority.to_owned(), |(_, h)| format!("…@{h}"));
+    let tail = match tail.find(['?', '#']) {
+        Some(i) => format!("{}{}…", &tail[..i], &tail[i..=i]),
+        None => tail.to_owned(),
+    };
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{scheme}{host}{tail}")
+}
+
 fn check_http_url(url: &str) -> Result<(), String> {
     let rest = (url.strip_prefix("http://"))
         .or_else(|| url.strip_prefix("https://"))

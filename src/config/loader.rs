@@ -241,6 +241,15 @@ impl Loader<'_> {
         self.check_present(endpoint, "webhook");
         let o = self.sub(endpoint, "webhook", WEBHOOK_KEYS);
         let url = self.req(&o, "url", Self::http_url).unwrap_or_default();
+        if checks::has_userinfo(&url) {
+            // A URL is shown (check, the admin API); "user" and "password" never are.
+            let message = format!(
+                "must not contain credentials (\"user:password@\"): set \"user\" and \"password\" in {} \
+                 instead (HTTP Basic), so that they are never shown with the URL",
+                o.path
+            );
+            self.error(&o.at("url"), message);
+        }
         let user = self.opt(&o, "user", Self::basic_user);
         let password = self.opt(&o, "password", Self::string);
         if password.is_some() && o.value("user").is_none() {

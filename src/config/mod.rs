@@ -24,6 +24,7 @@ mod loader;
 mod schema;
 pub mod walk;
 
+pub use checks::shown_url;
 pub use schema::*;
 
 /// One problem in the file.

@@ -408,7 +408,9 @@ fn webhook_checks() {
     check_error(&url("http://h:99999/"), place, "port");
     check_error(&url("http://h /"), place, "spaces");
     ok(&url("http://[::1]:9000/hook"));
-    ok(&url("https://u:p@example.com"));
+    check_error(&url("https://u:p@example.com"), place, "\"user\" and \"password\" in endpoints[0].webhook");
+    check_error(&url("https://token@example.com/x"), place, "must not contain credentials");
+    ok(&url("https://example.com/x?token=t&a=b@c"));
 
     let webhook = |members: &str| format!(r#""webhook": {{"url": "http://h", {members}}}"#);
     #[rustfmt::skip]
@@ -576,4 +578,18 @@ fn turn_script_ms_defaults_to_5000_and_is_checked() {
         (r#""limits": {"turnScriptMs": "5s"}"#, "", "limits.turnScriptMs", "got a string"),
         (r#""limits": {"turnScriptMS": 5}"#, "", "limits.turnScriptMS", r#"did you mean "turnScriptMs"?"#),
     ]);
+}
+
+#[test]
+fn shown_urls_hide_credentials_queries_and_fragments() {
+    let cases = [
+        ("https://hooks.example/bot?token=s3cret&x=1", "https://hooks.example/bot?…"),
+        ("https://u:p@hooks.example:8443/bot", "https://…@hooks.example:8443/bot"),
+        ("http://h?token=t", "http://h?…"),
+        ("http://h/p#frag", "http://h/p#…"),
+        ("http://[::1]:9000/hook", "http://[::1]:9000/hook"),
+    ];
+    for (url, want) in cases {
+        assert_eq!(shown_url(url), want, "{url}");
+    }
 }

@@ -11,10 +11,15 @@
 //!   woken. So a session never runs against state that is not yet on disk, and workers do not
 //!   wait for the disk.
 //!
-//! If a batch cannot be written (disk full), accepts are answered 503 and the sessions of the
-//! turns are run again a second later; nothing is lost or reordered.
+//! If a batch cannot be written (disk full), accepts are answered 503 and the batch's turns wait;
+//! nothing is lost or reordered. The failure is kept for `/readyz` and the watchdog (an empty
+//! transaction would succeed on a full disk, so only a real write tells). The writer then
+//! checkpoints the store (cutting SQLite's log to nothing gives back its space) and probes it
+//! with a small write every `PROBE_EVERY`; the first write that succeeds, a probe or a commit,
+//! ends the failure and the waiting turns run again. While healthy it checkpoints every
+//! `CHECKPOINT_EVERY`, so the log never keeps much space.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
@@ -22,12 +27,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use super::Scheduler;
 use crate::delivery::Wake;
 use crate::domain::{JobKind, SessionKey, TurnRecord};
-use crate::store::{Accept, Store};
+use crate::store::{Accept, ErrorKind, Store, StoreError};
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 256;
-/// How long the turns of a failed batch wait before they run again.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often a failing store is checkpointed and probed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How often a healthy store is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
 /// Why a message could not be queued.
 #[derive(Debug)]
@@ -62,13 +69,60 @@ pub(crate) enum Msg {
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: Sender<Msg>,
+    status: Arc<StoreStatus>,
+}
+
+/// The writer's last outcome, read by `/readyz` and the watchdog; set only by the writer thread.
+#[derive(Default)]
+pub(crate) struct StoreStatus {
+    failure: Mutex<Option<StoreFailure>>,
+}
+
+/// The store has failed to take the writer's writes since `since`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreFailure {
+    pub kind: ErrorKind,
+    pub since: Instant,
+}
+
+impl StoreFailure {
+    /// Why the service is not ready, for `/readyz` (README, Troubleshoot).
+    pub(crate) fn reason(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Full => "the disk is full: the store cannot be written",
+            ErrorKind::Busy => "the store is locked: it cannot be written",
+            ErrorKind::Io => "the store cannot be written: I/O error",
+            ErrorKind::Data => "the store is damaged: it cannot be written",
+            ErrorKind::Other => "the store cannot be written",
+        }
+    }
+}
+
+impl StoreStatus {
+    fn get(&self) -> Option<StoreFailure> {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, failure: Option<StoreFailure>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    }
 }
 
 impl Writer {
     /// Creates the channel; the receiver goes to `run`.
     pub(crate) fn new() -> (Writer, Receiver<Msg>) {
         let (tx, rx) = bounded(MAX_BATCH);
-        (Writer { tx }, rx)
+        (Writer { tx, status: Arc::default() }, rx)
+    }
+
+    /// The status the writer thread keeps (for its context).
+    pub(crate) fn status(&self) -> Arc<StoreStatus> {
+        self.status.clone()
+    }
+
+    /// Since when the store has refused the writer's writes, if it does now.
+    pub(crate) fn store_failure(&self) -> Option<StoreFailure> {
+        self.status.get()
     }
 
     /// Stores and queues a message; returns its id once it is committed.
@@ -117,20 +171,28 @@ pub(crate) struct WriterContext {
     /// `limits.queueCapacity`.
     pub capacity: usize,
     pub rx: Receiver<Msg>,
+    /// Where the writer reports a failing store (`Writer::status`).
+    pub status: Arc<StoreStatus>,
 }
 
-/// The writer loop: gather, commit, release, answer; until `Stop`.
+/// What the writer remembers between rounds.
+struct Health {
+    /// Sessions whose finished turn could not be written: they run again once the store takes
+    /// writes (their message is still in the inbox, on disk and at the head of their queue).
+    waiting: Vec<SessionKey>,
+    /// When the next checkpoint (healthy) or probe (failing) is due.
+    next_check: Instant,
+}
+
+/// The writer loop: gather, commit, release, answer; until `Stop`. Between rounds, the store is
+/// checkpointed (and probed while it fails) when due.
 pub(crate) fn run(cx: WriterContext) {
-    let (shared, rx) = (&cx, &cx.rx);
-    let mut retry: Vec<(Instant, SessionKey)> = Vec::new();
+    let rx = &cx.rx;
+    let mut health = Health { waiting: Vec::new(), next_check: Instant::now() + CHECKPOINT_EVERY };
     let mut stop = false;
     while !stop {
         let mut batch = Batch::default();
-        let first = match retry.iter().map(|(t, _)| *t).min() {
-            Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match first {
+        match rx.recv_timeout(health.next_check.saturating_duration_since(Instant::now())) {
             Ok(msg) => stop = batch.add(msg),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
@@ -141,15 +203,10 @@ pub(crate) fn run(cx: WriterContext) {
                 Err(_) => break,
             }
         }
-        commit(shared, batch, &mut retry);
-        let now = Instant::now();
-        retry.retain(|(t, key)| {
-            let due = *t <= now;
-            if due {
-                shared.sched.retry(key.clone());
-            }
-            !due
-        });
+        commit(&cx, batch, &mut health);
+        if Instant::now() >= health.next_check {
+            check(&cx, &mut health);
+        }
     }
 }
 
@@ -170,27 +227,31 @@ impl Batch {
     }
 }
 
-fn commit(shared: &WriterContext, mut batch: Batch, retry: &mut Vec<(Instant, SessionKey)>) {
-    let room = shared.capacity.saturating_sub(shared.sched.depth());
+fn commit(cx: &WriterContext, mut batch: Batch, health: &mut Health) {
+    let room = cx.capacity.saturating_sub(cx.sched.depth());
     for p in batch.accepts.drain(room.min(batch.accepts.len())..) {
         let _ = p.reply.send(Err(AcceptError::Full));
     }
     if batch.len() > 0 {
         let rows: Vec<Accept<'_>> = batch.accepts.iter().map(|p| (&p.key, p.kind, p.payload.as_str())).collect();
         let turns: Vec<&TurnRecord> = batch.turns.iter().map(|(_, r)| r).collect();
-        match shared.store.commit_batch(&rows, &turns) {
-            Ok(ids) => released(shared, batch.accepts, batch.turns, ids),
+        match cx.store.commit_batch(&rows, &turns) {
+            Ok(ids) => {
+                released(cx, batch.accepts, batch.turns, ids);
+                recovered(cx, health);
+            }
             Err(e) => {
+                // One line per failed batch; the logger folds repeats into one summary a minute.
                 log::error!(
-                    "cannot write {} accepted message(s) and {} finished turn(s): {e}; the turns run again in {RETRY_AFTER:?}",
+                    "cannot write {} accepted message(s) and {} finished turn(s): {e}",
                     batch.accepts.len(),
                     batch.turns.len()
                 );
                 for p in batch.accepts {
                     let _ = p.reply.send(Err(AcceptError::Store));
                 }
-                let at = Instant::now() + RETRY_AFTER;
-                retry.extend(batch.turns.into_iter().map(|(key, _)| (at, key)));
+                health.waiting.extend(batch.turns.into_iter().map(|(key, _)| key));
+                failed(cx, health, &e);
             }
         }
     }
@@ -199,16 +260,65 @@ fn commit(shared: &WriterContext, mut batch: Batch, retry: &mut Vec<(Instant, Se
     }
 }
 
+/// A write failed: report it and, the first time, checkpoint at once (the log's space may be
+/// all the next commit needs); then probe every `PROBE_EVERY`.
+fn failed(cx: &WriterContext, health: &mut Health, e: &StoreError) {
+    if cx.status.get().is_some() {
+        return;
+    }
+    cx.status.set(Some(StoreFailure { kind: e.kind, since: Instant::now() }));
+    log::error!(
+        "the store does not take writes ({e}): messages get 503 store_unavailable, /readyz says not ready, \
+         finished turns wait; checking again every {PROBE_EVERY:?}"
+    );
+    if let Err(e) = cx.store.checkpoint() {
+        log::debug!("store: checkpoint after a failed write: {e}");
+    }
+    health.next_check = Instant::now() + PROBE_EVERY;
+}
+
+/// A write succeeded: if the store was failing, it is healthy again and the waiting turns run.
+fn recovered(cx: &WriterContext, health: &mut Health) {
+    let Some(failure) = cx.status.get() else { return };
+    cx.status.set(None);
+    log::info!(
+        "the store takes writes again after {:.1}s; {} waiting turn(s) run again",
+        failure.since.elapsed().as_secs_f64(),
+        health.waiting.len()
+    );
+    for key in health.waiting.drain(..) {
+        cx.sched.retry(key);
+    }
+    health.next_check = Instant::now() + CHECKPOINT_EVERY;
+}
+
+/// Due maintenance: a checkpoint, and while the store fails, a probe write after it.
+fn check(cx: &WriterContext, health: &mut Health) {
+    let checkpoint = cx.store.checkpoint();
+    if cx.status.get().is_none() {
+        if let Err(e) = checkpoint {
+            log::warn!("store: the periodic checkpoint failed: {e}");
+        }
+        health.next_check = Instant::now() + CHECKPOINT_EVERY;
+        return;
+    }
+    health.next_check = Instant::now() + PROBE_EVERY;
+    match cx.store.probe() {
+        Ok(()) => recovered(cx, health),
+        Err(e) => log::debug!("store: still failing: {e}"),
+    }
+}
+
 /// After a commit: queue the accepted messages, release the sessions, wake the sender lanes.
-fn released(shared: &WriterContext, accepts: Vec<Pending>, turns: Vec<(SessionKey, TurnRecord)>, ids: Vec<i64>) {
+fn released(cx: &WriterContext, accepts: Vec<Pending>, turns: Vec<(SessionKey, TurnRecord)>, ids: Vec<i64>) {
     for (p, id) in accepts.into_iter().zip(ids) {
-        shared.sched.enqueue(p.key, id);
+        cx.sched.enqueue(p.key, id);
         let _ = p.reply.send(Ok(id));
     }
     for (key, record) in turns {
         if !record.outputs.is_empty() {
-            shared.wake.session(&key);
+            cx.wake.session(&key);
         }
-        shared.sched.done(key);
+        cx.sched.done(key);
     }
 }

@@ -6,6 +6,7 @@ use tiny_http::{Method, Request};
 
 use super::HttpContext;
 use super::reply::{Reply, Route, admin_ok, percent_decode};
+use crate::config::shown_url;
 use crate::domain::{Replay, SessionKey, SessionRow, TranscriptLine};
 use crate::store::StoreError;
 use crate::util::now_ms;
@@ -54,7 +55,8 @@ fn endpoints(cx: &HttpContext) -> Reply {
                 "urlToken": e.url_token,
                 "enabled": e.enabled,
                 "flow": e.flow.display().to_string(),
-                "webhook": {"url": e.webhook.url, "user": e.webhook.user, "signed": e.webhook.secret.is_some()},
+                // The query may carry a token (config::shown_url); the password is never shown.
+                "webhook": {"url": shown_url(&e.webhook.url), "user": e.webhook.user, "signed": e.webhook.secret.is_some()},
                 "inboundKeys": e.inbound_keys.len(),
             })
         })

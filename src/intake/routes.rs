@@ -129,10 +129,9 @@ fn ready(cx: &HttpContext) -> Reply {
         Some("shutting down")
     } else if !cx.health.lanes_alive() {
         Some("a sender thread has stopped")
-    } else if !cx.store.writable() {
-        Some("the store is not writable")
     } else {
-        None
+        // The writer's last commit failed (a full disk, say) and no write has succeeded since.
+        cx.writer.store_failure().map(|failure| failure.reason())
     };
     match reason {
         None => Reply::json(200, json!({"status": "ready"})),

@@ -159,6 +159,13 @@ pub trait Store: Send + Sync {
 
     // --- health --------------------------------------------------------------------------------
 
-    /// Whether the store accepts writes now (for `/readyz`).
-    fn writable(&self) -> bool;
+    /// A small real write, to learn whether the store takes writes again after a failure (an
+    /// empty transaction would succeed on a full disk: it writes nothing).
+    fn probe(&self) -> Result<()>;
+
+    /// Gives back the space a write-ahead log holds and cuts it to nothing, where the backend
+    /// has one (called after a failed write and from time to time); a no-op otherwise.
+    fn checkpoint(&self) -> Result<()> {
+        Ok(())
+    }
 }

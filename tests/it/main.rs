@@ -7,6 +7,8 @@ mod support;
 mod conversation;
 /// A message acknowledged before `kill -9` is delivered after the next start (the binary).
 mod crash;
+/// A full disk (tmpfs, needs root): 503, /readyz, folded log lines, recovery; one process per data dir.
+mod datadir;
 /// Delivery retries, dead letters and replay.
 mod delivery;
 /// kill -9 and restart under load: nothing acknowledged is lost; `durability: "full"`.
@@ -50,6 +52,8 @@ mod ops4;
 mod privacy;
 /// JavaScript isolation between turns, limits.turnScriptMs, and SIGTERM during a script.
 mod scripts;
+/// http node headers across redirects, control characters in logs, webhook URL credentials and queries.
+mod secrets;
 /// The support example (examples/support.json) end to end against a mock order API.
 mod support_example;
 mod tls;

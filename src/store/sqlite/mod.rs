@@ -13,12 +13,20 @@
 //! Durability (config `durability`): `normal` uses `synchronous=NORMAL`, so a commit is in the
 //! OS page cache before the 200 goes out and survives the process dying; `full` adds an fsync
 //! per commit (`synchronous=FULL`).
+//!
+//! One process per data directory: `open` takes an exclusive lock on `hookflow.lock` there
+//! (flock, released by the kernel when the process ends, even by `kill -9`) and holds it as long
+//! as the store lives. Two processes on one SQLite file would each keep their own per-session
+//! order and Seq in memory and interleave (an output delivered twice, a state change lost); a
+//! backend made for several processes (PostgreSQL) takes no such lock.
 
 mod inbox;
 mod outbox;
 mod sessions;
 mod turns;
 
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -30,6 +38,8 @@ use crate::store::{Accept, ErrorKind, Result, Store, StoreError};
 
 /// The file name of the store inside the data directory.
 pub const STORE_FILE: &str = "hookflow.sqlite3";
+/// The lock file inside the data directory; it holds the pid of the process that has it.
+pub const LOCK_FILE: &str = "hookflow.lock";
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -49,6 +59,8 @@ impl From<rusqlite::Error> for StoreError {
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// Held for the store's life: the exclusive lock on the data directory (see the file doc).
+    _lock: File,
 }
 
 /// Outbox ids must never be reused: a sender lane reads rows above the highest id it has seen,
@@ -84,6 +96,8 @@ CREATE TABLE IF NOT EXISTS transcripts (
     source TEXT NOT NULL, text TEXT NOT NULL, data TEXT NOT NULL, at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transcripts_session ON transcripts (endpoint, user_id, session_id, id);
+-- One row, rewritten by `probe` to learn whether writes succeed again.
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deadletters (
     id INTEGER PRIMARY KEY,
     endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
@@ -98,6 +112,7 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::new(ErrorKind::Io, format!("cannot create data directory {}: {e}", dir.display()))
         })?;
+        let lock = lock_dir(dir)?;
         let path = dir.join(STORE_FILE);
         let conn = Connection::open(&path)
             .map_err(|e| StoreError::new(ErrorKind::Io, format!("cannot open {}: {e}", path.display())))?;
@@ -112,7 +127,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         reader.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
-        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader) })
+        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader), _lock: lock })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -243,9 +258,73 @@ impl Store for SqliteStore {
         sessions::transcript(&self.lock(), key)
     }
 
-    fn writable(&self) -> bool {
-        self.lock().execute_batch("BEGIN IMMEDIATE; COMMIT;").is_ok()
+    fn probe(&self) -> Result<()> {
+        // One row rewritten: a page appended to the WAL, as any commit does.
+        let sql = "INSERT OR REPLACE INTO probe (id, at_ms) VALUES (1, ?1)";
+        self.lock().execute(sql, [crate::util::now_ms()])?;
+        Ok(())
     }
+
+    fn checkpoint(&self) -> Result<()> {
+        // TRUNCATE: copy every frame into the database, wait for readers to leave the log, then
+        // cut the -wal file to zero bytes. The automatic checkpoint (PASSIVE) only rewinds the
+        // log for reuse, so a log that grew large keeps its space; on a full disk that space is
+        // what the next commits need. `busy` = 1 means a reader kept the log from being cut
+        // (within busy_timeout); the next checkpoint tries again.
+        let (busy, frames): (i64, i64) =
+            self.lock().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if busy != 0 {
+            log::debug!("store: the checkpoint could not cut the log ({frames} frames); a reader held it");
+        }
+        Ok(())
+    }
+}
+
+/// Takes the exclusive lock on `dir` and writes our pid into the lock file, or says which
+/// process has it. The file is never deleted: removing it while another process waits to lock
+/// it would let two processes each lock a different file.
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let io = |what: &str, e: std::io::Error| {
+        StoreError::new(ErrorKind::Io, format!("cannot {what} {}: {e}", path.display()))
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io("open the lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = match pid.trim() {
+                "" => "pid unknown".to_owned(),
+                p => format!("pid {p}"),
+            };
+            return Err(StoreError::new(
+                ErrorKind::Busy,
+                format!(
+                    "the data directory {} is in use by another hookflow process ({pid}); one data \
+                     directory serves one process: stop the other one or give this one another dataDir",
+                    dir.display()
+                ),
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", e)),
+    }
+    // Our pid, for the message above in the next process that tries. Written over the old one
+    // before cutting the rest, so that it needs no new space on a full disk; best effort: the
+    // lock, not the pid, is what keeps a second process out.
+    let pid = format!("{}\n", std::process::id());
+    let written =
+        file.rewind().and_then(|()| file.write_all(pid.as_bytes())).and_then(|()| file.set_len(pid.len() as u64));
+    if let Err(e) = written {
+        log::warn!("cannot write the pid into {}: {e}", path.display());
+    }
+    Ok(file)
 }
 
 /// The session key stored in three columns from `at`.

@@ -215,3 +215,33 @@ fn expiry_works_through_the_table_in_chunks() {
     assert_eq!(recent as usize, (0..n).filter(|i| i % 3 == 0).count(), "recent sessions keep their state");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_second_open_of_a_data_directory_fails_naming_the_first_process() {
+    let (store, dir) = temp_store("lock");
+    let err = SqliteStore::open(&dir, Durability::Normal).err().expect("a second open while the first lives");
+    assert_eq!(err.kind, ErrorKind::Busy);
+    let pid = format!("pid {}", std::process::id());
+    assert!(err.message.contains("in use by another hookflow process") && err.message.contains(&pid), "{err}");
+    // The lock goes with the store.
+    drop(store);
+    let again = SqliteStore::open(&dir, Durability::Normal).expect("open after the first store is gone");
+    drop(again);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_checkpoint_cuts_the_log_and_a_probe_writes() {
+    let (store, dir) = temp_store("checkpoint");
+    for n in 0..50 {
+        store.accept(&key(), JobKind::Message, &format!("{{\"n\":{n}}}")).unwrap();
+    }
+    let wal = dir.join(format!("{STORE_FILE}-wal"));
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0, "the commits are in the log");
+    store.checkpoint().unwrap();
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "TRUNCATE leaves an empty log");
+    store.probe().unwrap();
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0, "a probe is a real write");
+    assert_eq!(store.pending_inbox().unwrap().len(), 50, "nothing was lost by the checkpoint");
+    std::fs::remove_dir_all(dir).unwrap();
+}
