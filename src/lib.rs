@@ -74,4 +74,4 @@ pub mod wire;
 pub use config::{Config, ConfigErrors};
 pub use ops::systemd;
 pub use service::{Error, Service};
-pub use util::{hex, random_bytes};
+pub use util::{hex, random_bytes, suggest};
