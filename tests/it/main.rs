@@ -42,6 +42,8 @@ mod hardening;
 mod ops4;
 /// dataProtection (maskLogging, maskIPAddress, collectConversations) and secrets in logs.
 mod privacy;
+/// The README's curl examples against the example config (the binary and the real curl).
+mod readme;
 /// The support example (examples/support.json) end to end against a mock order API.
 mod support_example;
 mod tls;
