@@ -313,6 +313,7 @@ fn run() -> Result<bool, String> {
         "machine      {cpus} CPUs, {model}, {mem}; load average {load_at_start} at the start; temp dir on {}",
         fs_type(&b.dir)
     );
+    b.binary_sizes();
     let started = Instant::now();
     if ["echo", "bare", "sessions"].iter().any(|s| b.knobs.wants(s)) {
         b.echo_bare_sessions()?;
@@ -700,6 +701,26 @@ impl Bench {
     fn row(&mut self, label: &str, r: &LoadResult, server: Option<&Server>, note: String) {
         let row = self.row_of(label, r, server, note);
         self.rows.push(row);
+    }
+
+    /// Prints the sizes of the binary under test and of the static one (`make static`, if built; it
+    /// is the appliance binary, held under 8 MiB), and records the latter as a goal.
+    fn binary_sizes(&mut self) {
+        let mib = |p: &Path| std::fs::metadata(p).ok().map(|m| m.len() as f64 / 1_048_576.0);
+        let target = self.hookflow.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        let static_bin = target.join("x86_64-unknown-linux-gnu/release/hookflow");
+        let release = mib(&self.hookflow).map_or("-".to_string(), |m| format!("{m:.2} MiB"));
+        match mib(&static_bin) {
+            Some(m) => {
+                println!("binary       hookflow {release}; static {m:.2} MiB ({})", static_bin.display());
+                self.goal("static binary size (make static)", m, "MiB", 8.0, false);
+            }
+            None => {
+                println!(
+                    "binary       hookflow {release}; static not built (`make size` builds it and prints its size)"
+                )
+            }
+        }
     }
 
     /// Records a goal: `value` must be at most (or, with `at_least`, at least) `goal`.

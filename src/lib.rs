@@ -83,4 +83,4 @@ pub use config::{Config, ConfigErrors};
 pub use ops::logging;
 pub use ops::systemd;
 pub use service::{Error, Service};
-pub use util::{hex, random_bytes};
+pub use util::{hex, random_bytes, suggest};

@@ -18,13 +18,89 @@ USAGE:
     hookflow sink [--listen ADDR] [--user U --password P]
                                       print every webhook POST received (default 127.0.0.1:9000)
     hookflow keygen                   print a new API key and its sha256: form for the config
+    hookflow COMMAND --help           the usage of one command
     hookflow --version | --help
 
+Exit codes: 0 clean stop, 1 bad config or arguments, 2 run-time failure.
 Logs go to stderr; set RUST_LOG=debug to see each request, turn and delivery.
 ";
 
 /// Longest wait between two writes of folded log lines' summaries.
 const LOG_TICK: std::time::Duration = std::time::Duration::from_secs(5);
+/// A subcommand: its name, the options it takes and its usage (`hookflow NAME --help`).
+struct Command {
+    name: &'static str,
+    options: &'static [&'static str],
+    usage: &'static str,
+}
+
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "serve",
+        options: &["--config", "-c", "--listen", "--data-dir", "--workers"],
+        usage: "\
+USAGE:
+    hookflow serve --config FILE [--listen ADDR] [--data-dir DIR] [--workers N]
+    hookflow --config FILE [...]      (the same)
+
+Runs the server: takes messages on the endpoints' URLs, runs their Flows and delivers the
+outputs to their webhooks. SIGTERM or SIGINT (Ctrl-C) stops it cleanly.
+
+OPTIONS:
+    -c, --config FILE    the config file (JSON)
+    --listen ADDR        instead of the config's \"listen\", e.g. 127.0.0.1:8080
+    --data-dir DIR       instead of the config's \"dataDir\" (where the store lives)
+    --workers N          instead of the config's \"workers\" (turns run in parallel)
+",
+    },
+    Command {
+        name: "check",
+        options: &["--config", "-c"],
+        usage: "\
+USAGE:
+    hookflow check --config FILE
+
+Validates the config, every Flow (JavaScript syntax included) and every transformer, without
+starting anything. Prints one line per endpoint; on errors prints each of them
+(file: place: message) and exits 1.
+",
+    },
+    Command {
+        name: "try",
+        options: &["--config", "-c", "--endpoint"],
+        usage: "\
+USAGE:
+    hookflow try --config FILE [--endpoint NAME]
+
+Talks to an endpoint's Flow in the terminal: no server, no store, no webhook. Each line is a
+message; a line starting with { is sent as data; /reset starts over, /quit ends. http nodes make
+their requests; sleep is shown, not waited for. --endpoint may be left out when the config has
+one endpoint.
+",
+    },
+    Command {
+        name: "sink",
+        options: &["--listen", "--user", "--password"],
+        usage: "\
+USAGE:
+    hookflow sink [--listen ADDR] [--user U --password P]
+
+A webhook receiver for trying hookflow out: prints every POST it receives (time, Seq, auth=ok or
+auth=FAILED when --user is given, the body) and answers 200. Listens on 127.0.0.1:9000 unless
+--listen says otherwise.
+",
+    },
+    Command {
+        name: "keygen",
+        options: &[],
+        usage: "\
+USAGE:
+    hookflow keygen
+
+Prints a new random API key and its sha256: form for \"adminKeys\" or \"inboundKeys\".
+",
+    },
+];
 
 /// Why the command failed, and so its exit code.
 enum Failure {
@@ -54,6 +130,9 @@ fn main() -> ExitCode {
 /// Options after the subcommand.
 #[derive(Default)]
 struct Opts {
+    /// The subcommand's usage, for errors about its arguments.
+    usage: &'static str,
+    help: bool,
     config: Option<PathBuf>,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
@@ -63,11 +142,26 @@ struct Opts {
     endpoint: Option<String>,
 }
 
-fn parse_opts(args: &[String]) -> Result<Opts, Failure> {
-    let mut o = Opts::default();
+fn parse_opts(cmd: &Command, args: &[String]) -> Result<Opts, Failure> {
+    let usage = cmd.usage;
+    let mut o = Opts { usage, ..Opts::default() };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = || it.next().cloned().ok_or_else(|| Failure::Usage(format!("{a} needs a value\n\n{HELP}")));
+        if a == "--help" || a == "-h" {
+            o.help = true;
+            continue;
+        }
+        if !cmd.options.contains(&a.as_str()) {
+            let known = COMMANDS.iter().any(|c| c.options.contains(&a.as_str()));
+            let msg = if known {
+                format!("hookflow {} does not take {a}", cmd.name)
+            } else {
+                let hint = hookflow::suggest(a, cmd.options);
+                format!("unknown argument {a:?} for hookflow {}{hint}", cmd.name)
+            };
+            return Err(Failure::Usage(format!("{msg}\n\n{usage}")));
+        }
+        let mut value = || it.next().cloned().ok_or_else(|| Failure::Usage(format!("{a} needs a value\n\n{usage}")));
         match a.as_str() {
             "--config" | "-c" => o.config = Some(value()?.into()),
             "--listen" => o.listen = Some(value()?),
@@ -80,18 +174,26 @@ fn parse_opts(args: &[String]) -> Result<Opts, Failure> {
             "--user" => o.user = Some(value()?),
             "--endpoint" => o.endpoint = Some(value()?),
             "--password" => o.password = Some(value()?),
-            other => return Err(Failure::Usage(format!("unknown argument {other:?}\n\n{HELP}"))),
+            other => unreachable!("{other} is in the options of {} but not parsed", cmd.name),
         }
     }
     Ok(o)
 }
 
 fn run(args: &[String]) -> Result<(), Failure> {
-    let (cmd, rest) = match args.first().map(String::as_str) {
-        None | Some("--help" | "-h" | "help") => {
+    let (name, rest) = match args.first().map(String::as_str) {
+        None | Some("--help" | "-h") => {
             print!("{HELP}");
             return Ok(());
         }
+        // `hookflow help` and `hookflow help COMMAND`.
+        Some("help") => match args.get(1) {
+            None => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            Some(c) => (c.as_str(), &args[..0]),
+        },
         Some("--version" | "-V") => {
             println!("hookflow {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
@@ -99,22 +201,31 @@ fn run(args: &[String]) -> Result<(), Failure> {
         Some(c) if c.starts_with('-') => ("serve", args),
         Some(c) => (c, &args[1..]),
     };
-    let opts = parse_opts(rest)?;
-    match cmd {
+    let Some(cmd) = COMMANDS.iter().find(|c| c.name == name) else {
+        let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+        let hint = hookflow::suggest(name, &names);
+        return Err(Failure::Usage(format!("unknown command {name:?}{hint}\n\n{HELP}")));
+    };
+    let opts = parse_opts(cmd, rest)?;
+    if opts.help || args[0] == "help" {
+        print!("{}", cmd.usage);
+        return Ok(());
+    }
+    match cmd.name {
         "serve" => serve(opts),
         "check" => check(opts),
         "sink" => sink(opts),
         "try" => try_flow(opts),
-        "keygen" => {
+        _ => {
             keygen();
             Ok(())
         }
-        other => Err(Failure::Usage(format!("unknown command {other:?}\n\n{HELP}"))),
     }
 }
 
 fn load_config(opts: &Opts) -> Result<Config, Failure> {
-    let path = opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{HELP}")))?;
+    let path =
+        opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{}", opts.usage)))?;
     let config = config::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
     apply_overrides(config, opts)
 }
@@ -200,7 +311,8 @@ fn serve(opts: Opts) -> Result<(), Failure> {
 /// Every problem at once: the config's, and those of every Flow and transformer it names with a
 /// usable path, even when the config itself has errors (config.md: "every error found").
 fn check(opts: Opts) -> Result<(), Failure> {
-    let path = opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{HELP}")))?;
+    let path =
+        opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{}", opts.usage)))?;
     let checked = config::check(path);
     let mut failed: Vec<String> = match &checked.config {
         Ok(_) => Vec::new(),
@@ -252,7 +364,11 @@ fn try_flow(opts: Opts) -> Result<(), Failure> {
         (None, _) => return Err(Failure::Usage("--endpoint NAME is required when the config has several".into())),
     };
     let stdin = std::io::stdin();
-    hookflow::cli::try_cmd::run(&config, &endpoint, stdin.lock(), &mut std::io::stdout()).map_err(Failure::Usage)
+    // A prompt only for a person at a terminal: piped input is not echoed, so there it would
+    // only run into the bot's lines.
+    let prompt = std::io::IsTerminal::is_terminal(&stdin);
+    hookflow::cli::try_cmd::run(&config, &endpoint, stdin.lock(), &mut std::io::stdout(), prompt)
+        .map_err(Failure::Usage)
 }
 
 fn sink(opts: Opts) -> Result<(), Failure> {

@@ -179,7 +179,7 @@ impl Service {
         svc.calls = Some(calls.clone());
         let turns = Arc::new(Turns {
             config: config.clone(),
-            flows,
+            flows: flows.clone(),
             transformers: transformers.clone(),
             store: store.clone(),
             wake: wake.clone(),
@@ -197,8 +197,17 @@ impl Service {
             };
             svc.workers.push(spawn(format!("worker-{i}"), move || engine::worker::run(cx)).map_err(Error::Spawn)?);
         }
-        let http_cx =
-            Arc::new(HttpContext { config: config.clone(), store, writer, sched, transformers, metrics, health, wake });
+        let http_cx = Arc::new(HttpContext {
+            config: config.clone(),
+            flows,
+            store,
+            writer,
+            sched,
+            transformers,
+            metrics,
+            health,
+            wake,
+        });
         for i in 0..intake::HTTP_THREADS {
             let (cx, http) = (http_cx.clone(), http.clone());
             svc.http_threads.push(spawn(format!("http-{i}"), move || intake::run(&cx, &http)).map_err(Error::Spawn)?);

@@ -7,49 +7,27 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// ISO 8601 in UTC with milliseconds (`2026-11-22T07:27:51.123Z`), for `input.currentTime`.
+/// ISO 8601 in UTC with milliseconds (`2026-11-22T07:27:51.123Z`), for `input.currentTime` and
+/// the admin API. The calendar is httpdate's: its IMF-fixdate (`Sun, 22 Nov 2026 07:27:51 GMT`)
+/// is re-ordered, so no date arithmetic of our own. Times outside 1970..=9999 (which httpdate
+/// does not represent) are clamped to that range.
 pub fn iso8601(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let (h, min, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
-pub fn parse_http_date(s: &str) -> Option<i64> {
-    let mut it = s.split_whitespace().skip(1);
-    let day: i64 = it.next()?.parse().ok()?;
+    const LAST_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    let ms = ms.clamp(0, LAST_MS);
+    let at = UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+    let date = httpdate::fmt_http_date(at);
+    // "Www, DD Mon YYYY hh:mm:ss GMT": fixed width, so fixed positions.
+    let (day, mon, year, time) = (&date[5..7], &date[8..11], &date[12..16], &date[17..25]);
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let name = it.next()?.get(..3)?;
-    let month = MONTHS.iter().position(|m| *m == name)? as i64 + 1;
-    let year: i64 = it.next()?.parse().ok()?;
-    let hms: Vec<i64> = it.next()?.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    let [h, m, sec] = hms[..] else { return None };
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+    let month = MONTHS.iter().position(|m| *m == mon).map_or(0, |i| i + 1);
+    format!("{year}-{month:02}-{day}T{time}.{:03}Z", ms % 1000)
 }
 
-/// Howard Hinnant's civil-to-days: (year, month, day) to days since 1970-01-01.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Howard Hinnant's days-to-civil: days since 1970-01-01 to (year, month, day).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// Parses an HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime
+/// forms a recipient must accept) to Unix seconds.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let at = httpdate::parse_http_date(s.trim()).ok()?;
+    at.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs() as i64)
 }
 
 /// What a log line may show of user data: `***` when the endpoint masks logging
@@ -68,11 +46,12 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 
 /// A random (version 4) UUID in its usual text form.
 pub fn uuid_v4() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    uuid_v4_from(random_bytes())
+}
+
+/// The version 4 UUID made of these random bytes (the version and variant bits are set).
+fn uuid_v4_from(bytes: [u8; 16]) -> String {
+    uuid::Builder::from_random_bytes(bytes).into_uuid().hyphenated().to_string()
 }
 
 /// Lowercase hex of bytes.
@@ -191,6 +170,23 @@ mod tests {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_795_333_671_123), "2026-11-22T07:47:51.123Z");
         assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_399_999), "2000-02-28T23:59:59.999Z");
+        assert_eq!(iso8601(1_709_251_199_007), "2024-02-29T23:59:59.007Z");
+        assert_eq!(iso8601(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(iso8601(-1), "1970-01-01T00:00:00.000Z", "clamped, not a panic");
+        assert_eq!(iso8601(i64::MAX), "9999-12-31T23:59:59.999Z", "clamped, not a panic");
+    }
+
+    #[test]
+    fn http_dates_of_rfc_9110_in_all_three_forms() {
+        // RFC 9110 §5.6.7: the same instant, 784111777 s after the epoch.
+        for s in ["Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+            assert_eq!(parse_http_date(s), Some(784_111_777), "{s}");
+        }
+        assert_eq!(parse_http_date(" Sun, 06 Nov 1994 08:49:37 GMT "), Some(784_111_777));
+        assert_eq!(parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT"), Some(253_402_300_799));
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37"), None);
+        assert_eq!(parse_http_date("soon"), None);
     }
 
     #[test]
@@ -199,5 +195,9 @@ mod tests {
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
         assert_ne!(u, uuid_v4());
+        // RFC 9562 Appendix A.4, the UUIDv4 test vector: the version nibble and variant bits of
+        // the random bytes are overwritten.
+        let bytes = [0x91, 0x91, 0x08, 0xf7, 0x52, 0xd1, 0xf3, 0x20, 0xdb, 0xac, 0xf8, 0x47, 0xdb, 0x41, 0x48, 0xa8];
+        assert_eq!(uuid_v4_from(bytes), "919108f7-52d1-4320-9bac-f847db4148a8");
     }
 }

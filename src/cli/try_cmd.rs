@@ -1,7 +1,9 @@
 //! `hookflow try --config FILE --endpoint NAME`: talk to an endpoint's Flow in the terminal.
 //! No server, no store, no webhook: each line is a message (a line starting with `{` is sent
 //! as `data`), each output is printed. The session lives until `/reset` (or the end of input).
-//! An `http` node's request is made directly; `sleep` is shown, not waited for.
+//! An `http` node's request is made directly and its outcome shown (a failure too: otherwise
+//! a wrong URL would only be seen as a Flow taking its error branch); `sleep` is shown, not
+//! waited for.
 
 use std::io::{BufRead, Write};
 
@@ -16,8 +18,19 @@ use crate::flow::{Flow, HttpCall, RunOptions, SessionState, Turn, TurnIo};
 use crate::store::StoreError;
 use crate::wire::Accepted;
 
+/// The prompt before each line read when `prompt` is set.
+pub const PROMPT: &str = "you> ";
+
 /// Runs the conversation loop over `input`, writing to `out`; `Err` names a bad endpoint.
-pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl Write) -> Result<(), String> {
+/// `prompt`: print [`PROMPT`] before each line (the caller sets it when a person types: piped
+/// input is not echoed, so prompts would only clutter a script's transcript).
+pub fn run(
+    config: &Config,
+    endpoint: &str,
+    input: impl BufRead,
+    out: &mut impl Write,
+    prompt: bool,
+) -> Result<(), String> {
     let ep = config.endpoint_by_name(endpoint).ok_or_else(|| {
         let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
         format!("no endpoint is named {endpoint:?}; the config has: {}", names.join(", "))
@@ -30,7 +43,19 @@ pub fn run(config: &Config, endpoint: &str, input: impl BufRead, out: &mut impl 
     let mut session = Session::new(&flow);
     let _ =
         writeln!(out, "talking to endpoint {} (flow {}); /reset starts over, /quit ends", ep.name, ep.flow.display());
-    for line in input.lines() {
+    let mut lines = input.lines();
+    loop {
+        if prompt {
+            let _ = write!(out, "{PROMPT}");
+            let _ = out.flush();
+        }
+        let Some(line) = lines.next() else {
+            if prompt {
+                // End of input (Ctrl-D): the shell's prompt goes on a line of its own.
+                let _ = writeln!(out);
+            }
+            break;
+        };
         let line = line.map_err(|e| e.to_string())?;
         let line = line.trim();
         match line {
@@ -113,13 +138,15 @@ impl<W: Write> Host for TryHost<'_, W> {
         print_turn(self.out, turn);
     }
 
-    fn checkpoint(&mut self, _: &mut Engine, _: &Turn, call: &HttpCall) -> Result<(), StoreError> {
-        let _ = writeln!(self.out, "  (http {} {})", call.method, call.url);
+    fn checkpoint(&mut self, _: &mut Engine, _: &Turn, _: &HttpCall) -> Result<(), StoreError> {
         Ok(())
     }
 
+    /// Made right away, its outcome shown (a failure too).
     fn perform(&mut self, call: &HttpCall) -> Option<Value> {
-        Some(crate::engine::http_node::perform(self.agent, call))
+        let result = crate::engine::http_node::perform(self.agent, call);
+        let _ = writeln!(self.out, "  {}", describe_call(call, &result));
+        Some(result)
     }
 }
 
@@ -135,6 +162,18 @@ impl Session {
     fn new(flow: &Flow) -> Session {
         let key = SessionKey { endpoint: "try".into(), user_id: "try-user".into(), session_id: crate::util::uuid_v4() };
         Session { key, state: SessionState::new(flow), profile: Value::Object(Map::new()), messages: 0 }
+    }
+}
+
+/// One line about an `http` node's request and how it went: `(http GET url -> 200)`, or
+/// `(http GET url failed: ...)` for a transport error or an HTTP error status (what the Flow
+/// also counts as failed, see `abortOnError`).
+fn describe_call(call: &crate::flow::HttpCall, result: &Value) -> String {
+    let status = result.get("status").and_then(Value::as_u64);
+    match (result.get("error"), status) {
+        (Some(e), _) => format!("(http {} {} failed: {})", call.method, call.url, e.as_str().unwrap_or_default()),
+        (None, Some(s)) if s >= 400 => format!("(http {} {} failed: HTTP {s})", call.method, call.url),
+        (None, s) => format!("(http {} {} -> {})", call.method, call.url, s.unwrap_or_default()),
     }
 }
 
@@ -174,7 +213,7 @@ mod tests {
         let config = crate::config::parse(&config.to_string(), &path, &|_| None).unwrap();
         let script = "hi\nmany\n3\n/reset\nhello\n{\"k\": 1}\n";
         let mut out = Vec::new();
-        run(&config, "demo", script.as_bytes(), &mut out).unwrap();
+        run(&config, "demo", script.as_bytes(), &mut out, false).unwrap();
         let out = String::from_utf8(out).unwrap();
         let bot: Vec<&str> = out.lines().filter(|l| l.starts_with("bot")).collect();
         assert_eq!(
@@ -182,7 +221,39 @@ mod tests {
             ["bot: How many?", "bot: A number, please.", "bot: You said 3", "bot: How many?", "bot: A number, please."]
         );
         assert!(out.contains("(session reset)"));
-        assert!(run(&config, "nope", "".as_bytes(), &mut Vec::new()).unwrap_err().contains("demo"));
+        assert!(!out.contains(PROMPT), "no prompt unless asked: {out}");
+        assert!(run(&config, "nope", "".as_bytes(), &mut Vec::new(), false).unwrap_err().contains("demo"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_prompt_before_each_line_and_a_failed_http_call_shown() {
+        let dir = std::env::temp_dir().join(format!("hookflow-try-prompt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A port nothing listens on: the connection is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}/orders/1");
+        let flow = serde_json::json!({"nodes": [
+            {"type": "say", "text": "checking"},
+            {"type": "http", "method": "GET", "url": url, "contextKey": "r", "timeoutMs": 2000},
+            {"type": "say", "text": "failed: {{context.r.error != null}}"},
+        ]});
+        std::fs::write(dir.join("flow.json"), flow.to_string()).unwrap();
+        let config = serde_json::json!({"endpoints": [{"name": "demo", "urlToken": "try-token-123", "flow": "flow.json",
+            "webhook": {"url": "http://127.0.0.1:9/"}}]});
+        let config = crate::config::parse(&config.to_string(), &dir.join("config.json"), &|_| None).unwrap();
+        let mut out = Vec::new();
+        run(&config, "demo", "hi\n\n/reset\n".as_bytes(), &mut out, true).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        // One prompt per line read (three) and one before the end of input, which ends the line.
+        assert_eq!(out.matches(PROMPT).count(), 4, "{out}");
+        assert!(out.ends_with(&format!("{PROMPT}\n")), "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[1], format!("{PROMPT}bot: checking"), "{out}");
+        let failed = format!("  (http GET {url} failed: ");
+        assert!(lines[2].starts_with(&failed) && lines[2].len() > failed.len() + 1, "the error is shown: {out}");
+        assert_eq!(lines[3], "bot: failed: true", "{out}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

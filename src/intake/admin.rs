@@ -8,6 +8,8 @@ use super::HttpContext;
 use super::reply::{Reply, Route, admin_ok, percent_decode};
 use crate::config::shown_url;
 use crate::domain::{Replay, SessionKey, SessionRow, TranscriptLine};
+use crate::flow::model::OpKind;
+use crate::flow::{Flow, SessionState};
 use crate::store::StoreError;
 use crate::util::now_ms;
 
@@ -78,12 +80,17 @@ fn get_session(cx: &HttpContext, key: &SessionKey) -> Reply {
     }
     match cx.store.session(key) {
         Ok(Some(SessionRow { state: Some(state), seq, messages, .. })) => {
-            let state: Value = serde_json::from_str(&state).unwrap_or(Value::Null);
+            let state: Option<SessionState> = serde_json::from_str(&state).ok();
+            let context = state.as_ref().map_or(Value::Null, |s| s.context.clone());
+            let (entrypoint, question) = match (cx.flows.get(&key.endpoint), &state) {
+                (Some(flow), Some(state)) => positions(flow, state),
+                _ => (Value::Null, Value::Null),
+            };
             let mut answer = json!({
                     "endpoint": key.endpoint, "userId": key.user_id, "sessionId": key.session_id,
-                    "context": state.get("context").cloned().unwrap_or(Value::Null),
-                    "entrypoint": state.get("entry").cloned().unwrap_or(json!(0)),
-                    "pendingQuestion": state.get("question").cloned().unwrap_or(Value::Null),
+                    "context": context,
+                    "entrypoint": entrypoint,
+                    "pendingQuestion": question,
                     "messageCount": messages,
                     "lastSeq": seq,
             });
@@ -100,6 +107,39 @@ fn get_session(cx: &HttpContext, key: &SessionKey) -> Reply {
         Ok(_) => Reply::error(404, "unknown_session", "no such session"),
         Err(e) => store_error(e),
     }
+}
+
+/// Where the session's next message starts and the Question it waits at, by node (`id`, or
+/// JSON path when the node has none) rather than by op index, which means nothing outside
+/// the compiled Flow.
+fn positions(flow: &Flow, state: &SessionState) -> (Value, Value) {
+    if state.version != flow.version {
+        // Saved against another version of the Flow: the next message starts at the top
+        // (`flow::run`), and the old positions may name any node now.
+        return (node_at(flow, 0), Value::Null);
+    }
+    let question = match &state.question {
+        Some(p) => json!({ "node": node_at(flow, p.pc), "attempts": p.attempts }),
+        None => Value::Null,
+    };
+    (node_at(flow, state.entry), question)
+}
+
+/// The node an op belongs to. Jumps (the end of an `if` branch, say) are followed to where they
+/// lead; the end of a Flow file has no node and is shown as `(end of the Flow)`.
+fn node_at(flow: &Flow, mut pc: usize) -> Value {
+    for _ in 0..=flow.ops.len() {
+        match flow.ops.get(pc).map(|op| &op.kind) {
+            Some(OpKind::Jump(next)) => pc = *next,
+            Some(OpKind::End { .. }) => return json!("(end of the Flow)"),
+            Some(_) => {
+                let op = &flow.ops[pc];
+                return flow.nodes.get(op.node).map_or(Value::Null, |n| json!(n.name()));
+            }
+            None => return Value::Null,
+        }
+    }
+    Value::Null
 }
 
 fn transcript_json(lines: Vec<TranscriptLine>) -> Value {

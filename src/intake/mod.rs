@@ -13,6 +13,7 @@ pub(crate) use routes::{HTTP_THREADS, run};
 
 use crate::config::Config;
 use crate::delivery::Wake;
+use crate::engine::turn::Flows;
 use crate::engine::{Scheduler, Writer};
 use crate::flow::transform::Transformers;
 use crate::ops::health::Health;
@@ -22,6 +23,8 @@ use crate::store::Store;
 /// What an http thread is given by the wiring.
 pub(crate) struct HttpContext {
     pub config: Arc<Config>,
+    /// The compiled Flows, by endpoint: the admin API names a session's positions by node.
+    pub flows: Arc<Flows>,
     pub store: Arc<dyn Store>,
     /// Durable accept: the writer commits a message before it is answered.
     pub writer: Writer,

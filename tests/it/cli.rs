@@ -1,7 +1,9 @@
 //! config.md Command line, through the binary: `check` (good and broken configs and Flows),
-//! `try` driven through stdin, `keygen`, `--version` and an unknown command.
+//! `try` driven through stdin, `sink`, `keygen`, `--version`, each command's `--help`, and
+//! mistyped commands and options.
 
-use std::process::Output;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -183,6 +185,9 @@ fn try_talks_to_the_flow_through_stdin() {
         show(&o)
     );
     assert!(out.contains("(session reset)"), "{}", show(&o));
+    assert!(!out.contains("you> "), "no prompt when stdin is not a terminal: {}", show(&o));
+    let call = format!("  (http GET {} -> 200)", api.url("/things/7"));
+    assert!(out.lines().any(|l| l == call), "the http call and its status are shown: {}", show(&o));
     assert_eq!(api.recv(WAIT).url, "/things/7", "the http node's request is made");
 
     let o = run_cli(&["try", "--config", path.to_str().unwrap(), "--endpoint", "nope"], &[], "", None);
@@ -220,6 +225,131 @@ fn version_and_an_unknown_command() {
     let o = run_cli(&["frobnicate"], &[], "", None);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(stderr(&o).contains("frobnicate"), "{}", show(&o));
+    assert!(!stderr(&o).contains("did you mean"), "nothing is near frobnicate: {}", show(&o));
+}
+
+#[test]
+fn a_mistyped_command_or_option_gets_the_nearest_one() {
+    let o = run_cli(&["serv", "--config", "x.json"], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(stderr(&o).lines().next(), Some(r#"unknown command "serv"; did you mean "serve"?"#), "{}", show(&o));
+    assert!(stdout(&o).is_empty(), "{}", show(&o));
+
+    let o = run_cli(&["check", "--confg", "x.json"], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let first = stderr(&o).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(first, r#"unknown argument "--confg" for hookflow check; did you mean "--config"?"#, "{}", show(&o));
+    assert!(stderr(&o).contains("hookflow check --config FILE"), "check's usage follows: {}", show(&o));
+
+    // An option of another command is named as such, not silently ignored.
+    let o = run_cli(&["sink", "--config", "x.json"], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(stderr(&o).lines().next(), Some("hookflow sink does not take --config"), "{}", show(&o));
+}
+
+#[test]
+fn every_command_prints_its_usage_with_help_and_no_arguments_print_the_overview() {
+    for cmd in ["serve", "check", "try", "sink", "keygen"] {
+        for help in ["--help", "-h"] {
+            let o = run_cli(&[cmd, help], &[], "", None);
+            assert_eq!(o.status.code(), Some(0), "{cmd} {help}: {}", show(&o));
+            let out = stdout(&o);
+            assert!(out.starts_with(&format!("USAGE:\n    hookflow {cmd}")), "{cmd} {help}: {}", show(&o));
+            let others = ["serve", "check", "try ", "sink", "keygen"].iter().filter(|c| !c.starts_with(cmd));
+            for other in others {
+                assert!(!out.contains(&format!("hookflow {other}")), "{cmd}'s usage only: {}", show(&o));
+            }
+        }
+        // A missing value is an error, --help or not.
+        let o = run_cli(&[cmd, "--help", "--config"], &[], "", None);
+        assert_eq!(o.status.code(), Some(1), "a missing value is still an error: {}", show(&o));
+        let o = run_cli(&["help", cmd], &[], "", None);
+        assert_eq!(o.status.code(), Some(0), "help {cmd}: {}", show(&o));
+        assert!(stdout(&o).starts_with(&format!("USAGE:\n    hookflow {cmd}")), "help {cmd}: {}", show(&o));
+    }
+    let o = run_cli(&["--config", "x.json", "--help"], &[], "", None);
+    assert_eq!(o.status.code(), Some(0), "serve is the default command: {}", show(&o));
+    assert!(stdout(&o).starts_with("USAGE:\n    hookflow serve"), "{}", show(&o));
+
+    for args in [&[][..], &["--help"][..], &["help"][..]] {
+        let o = run_cli(args, &[], "", None);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", show(&o));
+        for cmd in ["serve", "check", "try", "sink", "keygen"] {
+            assert!(stdout(&o).contains(&format!("hookflow {cmd}")), "{args:?} lists {cmd}: {}", show(&o));
+        }
+    }
+}
+
+/// `hookflow sink` as a child: its address (from stderr) and its printed lines (stdout).
+struct SinkProc {
+    child: std::process::Child,
+    url: String,
+    lines: crossbeam_channel::Receiver<String>,
+}
+
+impl SinkProc {
+    fn start(args: &[&str]) -> SinkProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookflow"))
+            .args(["sink", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hookflow sink");
+        let (tx, lines) = crossbeam_channel::unbounded();
+        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        std::thread::spawn(move || out.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
+        let (addr_tx, addr_rx) = crossbeam_channel::bounded(1);
+        let err = BufReader::new(child.stderr.take().expect("piped stderr"));
+        std::thread::spawn(move || {
+            for l in err.lines().map_while(Result::ok) {
+                if let Some(a) = l.split("listening on ").nth(1) {
+                    let _ = addr_tx.send(a.trim().to_owned());
+                }
+            }
+        });
+        let mut sink = SinkProc { child, url: String::new(), lines };
+        sink.url = addr_rx.recv_timeout(WAIT).expect("the sink says where it listens");
+        sink
+    }
+}
+
+impl Drop for SinkProc {
+    fn drop(&mut self) {
+        // Only the child this test started.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sink_answers_200_and_prints_whether_basic_auth_matched() {
+    use base64::Engine as _;
+    let basic = |cred: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(cred));
+    let sink = SinkProc::start(&["--user", "bot", "--password", "pw-1"]);
+    let url = format!("{}/hook", sink.url);
+    for (auth, seq, shown) in [
+        (Some(basic("bot:wrong")), "7", "auth=FAILED"),
+        (None, "8", "auth=FAILED"),
+        (Some(basic("bot:pw-1")), "9", "auth=ok"),
+    ] {
+        let mut headers = vec![("X-Hookflow-Seq", seq), ("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        let r = request("POST", &url, Some(r#"{"text":"hi"}"#), &headers);
+        assert_eq!(r.status, 200, "the sink answers 200 whatever the credentials ({shown}): {}", r.body);
+        let line = sink.lines.recv_timeout(WAIT).expect("the sink prints a line per POST");
+        assert!(line.contains(&format!("seq={seq} {shown} ")), "{line}");
+        assert!(line.contains("POST /hook") && line.ends_with(r#"{"text":"hi"}"#), "{line}");
+    }
+
+    let open = SinkProc::start(&[]);
+    let r = request("POST", &format!("{}/x", open.url), Some("{}"), &[("Authorization", &basic("a:b"))]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let line = open.lines.recv_timeout(WAIT).expect("a line");
+    assert!(line.contains("auth=sent"), "{line}");
 }
 
 #[test]

@@ -50,6 +50,8 @@ mod hardening;
 mod ops4;
 /// dataProtection (maskLogging, maskIPAddress, collectConversations) and secrets in logs.
 mod privacy;
+/// The README's curl examples against the example config (the binary and the real curl).
+mod readme;
 /// JavaScript isolation between turns, limits.turnScriptMs, and SIGTERM during a script.
 mod scripts;
 /// http node headers across redirects, control characters in logs, webhook URL credentials and queries.

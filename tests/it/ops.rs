@@ -118,3 +118,44 @@ fn admin_endpoints_lists_endpoints_without_secrets() {
         assert!(!r.body.contains(ADMIN_KEY), "{}", r.body);
     }
 }
+
+#[test]
+fn the_session_view_names_nodes_not_op_indexes() {
+    let sink = Sink::new();
+    let flow = json!({ "name": "positions", "nodes": [
+        { "id": "greet", "type": "say", "text": "hello" },
+        { "type": "if", "condition": "input.text == 'wait'",
+          "then": [ { "type": "say", "text": "waiting" }, { "type": "waitForInput" } ] },
+        { "type": "say", "text": "after the if" },
+        { "id": "askAge", "type": "question", "questionType": "number", "text": "How old are you?",
+          "reprompt": "A number, please." },
+        { "type": "say", "text": "thanks" },
+        { "type": "waitForInput" }
+    ]});
+    let app = App::start("positions", &config(&sink.url), &[("flow.json", &flow)]);
+    let view = |session: &str| {
+        let r = admin_get(&app.url(&format!("/api/sessions/main/u/{session}")));
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+
+    app.send("u", "s1", "hi");
+    assert_eq!(sink.recv_n(3, WAIT).last().map(|h| h.text().to_owned()).as_deref(), Some("How old are you?"));
+    assert_eq!(view("s1")["pendingQuestion"], json!({"node": "askAge", "attempts": 0}));
+    app.send("u", "s1", "old");
+    assert_eq!(sink.recv(WAIT).text(), "A number, please.");
+    assert_eq!(view("s1")["pendingQuestion"], json!({"node": "askAge", "attempts": 1}));
+    app.send("u", "s1", "42");
+    assert_eq!(sink.recv(WAIT).text(), "thanks");
+    let v = view("s1");
+    assert_eq!(v["pendingQuestion"], Value::Null, "{v}");
+    // A waitForInput as the last node: the next message starts past the end of the Flow.
+    assert_eq!(v["entrypoint"], "(end of the Flow)", "{v}");
+
+    // Waiting at the end of an `if` branch: the next message goes on after the `if`, a node
+    // without an id, named by its path.
+    app.send("u", "s2", "wait");
+    assert_eq!(sink.recv_n(2, WAIT).last().map(|h| h.text().to_owned()).as_deref(), Some("waiting"));
+    let v = view("s2");
+    assert_eq!((&v["entrypoint"], &v["pendingQuestion"]), (&json!("nodes[2]"), &Value::Null), "{v}");
+}
