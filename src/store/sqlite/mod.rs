@@ -20,6 +20,7 @@
 //! order and Seq in memory and interleave (an output delivered twice, a state change lost); a
 //! backend made for several processes (PostgreSQL) takes no such lock.
 
+mod checkpointer;
 mod inbox;
 mod outbox;
 mod sessions;
@@ -59,7 +60,10 @@ impl From<rusqlite::Error> for StoreError {
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// The `store-checkpoint` thread, stopped and joined when the store goes.
+    _checkpointer: checkpointer::Checkpointer,
     /// Held for the store's life: the exclusive lock on the data directory (see the file doc).
+    /// Declared last, so it is released after everything else is closed.
     _lock: File,
 }
 
@@ -122,12 +126,16 @@ impl SqliteStore {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;
-             PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000;"
+             PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000;
+             PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=8388608;"
         ))?;
         conn.execute_batch(SCHEMA)?;
+        // Checkpoints are the `store-checkpoint` thread's, not the commits' (see checkpointer.rs).
+        let checkpointer = checkpointer::Checkpointer::start(&path)
+            .map_err(|e| StoreError::new(ErrorKind::Io, format!("cannot start the checkpoint thread: {e}")))?;
         let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         reader.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
-        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader), _lock: lock })
+        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader), _checkpointer: checkpointer, _lock: lock })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
