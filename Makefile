@@ -30,6 +30,7 @@ run: build
 
 test:
 	$(CARGO) test --all-targets
+	$(CARGO) test -p tiny_http  # the vendored server's own tests (framing, limits; vendor/README.md)
 
 lint:
 	$(CARGO) fmt --all -- --check
