@@ -7,8 +7,8 @@
 //! One connection behind a mutex serves every writer: SQLite allows one writer at a time anyway,
 //! and waiting on a Rust mutex is far cheaper than SQLite's busy handler, which sleeps in
 //! millisecond steps. Each method takes the lock for one short transaction and never across a
-//! network call or a Flow step. A second, read-only connection serves the sender's outbox reads:
-//! in WAL mode readers do not wait for the writer.
+//! network call or a Flow step. Two read-only connections serve the sender's outbox reads and the
+//! workers' turn reads: in WAL mode readers do not wait for the writer, nor it for them.
 //!
 //! Durability (config `durability`): `normal` uses `synchronous=NORMAL`, so a commit is in the
 //! OS page cache before the 200 goes out and survives the process dying; `full` adds an fsync
@@ -20,7 +20,6 @@
 //! order and Seq in memory and interleave (an output delivered twice, a state change lost); a
 //! backend made for several processes (PostgreSQL) takes no such lock.
 
-mod checkpointer;
 mod inbox;
 mod outbox;
 mod sessions;
@@ -60,8 +59,9 @@ impl From<rusqlite::Error> for StoreError {
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     reader: Mutex<Connection>,
-    /// The `store-checkpoint` thread, stopped and joined when the store goes.
-    _checkpointer: checkpointer::Checkpointer,
+    /// A third, read-only connection for the workers' `load_turn`: a turn's reads never make a
+    /// commit (an accept waiting for its 200) wait, nor the sender's reads.
+    turn_reader: Mutex<Connection>,
     /// Held for the store's life: the exclusive lock on the data directory (see the file doc).
     /// Declared last, so it is released after everything else is closed.
     _lock: File,
@@ -127,15 +127,15 @@ impl SqliteStore {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;
              PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000;
-             PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=8388608;"
+"
         ))?;
         conn.execute_batch(SCHEMA)?;
-        // Checkpoints are the `store-checkpoint` thread's, not the commits' (see checkpointer.rs).
-        let checkpointer = checkpointer::Checkpointer::start(&path)
-            .map_err(|e| StoreError::new(ErrorKind::Io, format!("cannot start the checkpoint thread: {e}")))?;
-        let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        reader.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
-        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader), _checkpointer: checkpointer, _lock: lock })
+        let read_only = || -> Result<Mutex<Connection>> {
+            let c = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
+            Ok(Mutex::new(c))
+        };
+        Ok(SqliteStore { conn: Mutex::new(conn), reader: read_only()?, turn_reader: read_only()?, _lock: lock })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -166,7 +166,10 @@ impl Store for SqliteStore {
     }
 
     fn load_turn(&self, inbox_id: i64) -> Result<Option<TurnInput>> {
-        let mut conn = self.lock();
+        // Everything a turn reads was committed before the turn was queued (the writer queues a
+        // message after its commit, and releases a session after its turn's commit), so a read
+        // connection sees it.
+        let mut conn = self.turn_reader.lock().unwrap_or_else(|p| p.into_inner());
         // One read transaction for the three reads: one lock round instead of three.
         let tx = conn.transaction()?;
         let input = inbox::load_turn(&tx, inbox_id)?;

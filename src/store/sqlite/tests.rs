@@ -245,22 +245,3 @@ fn a_checkpoint_cuts_the_log_and_a_probe_writes() {
     assert_eq!(store.pending_inbox().unwrap().len(), 50, "nothing was lost by the checkpoint");
     std::fs::remove_dir_all(dir).unwrap();
 }
-
-#[test]
-fn the_log_is_copied_into_the_database_by_the_checkpoint_thread_not_by_commits() {
-    let (store, dir) = temp_store("checkpointer");
-    let db = dir.join(STORE_FILE);
-    let before = std::fs::metadata(&db).unwrap().len();
-    // About 300 pages in the log: fewer than SQLite's automatic checkpoint (1,000) would need.
-    let payload = "x".repeat(3000);
-    for _ in 0..300 {
-        store.accept(&key(), JobKind::Message, &payload).unwrap();
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::metadata(&db).unwrap().len() <= before {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint copied the log into the database");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert_eq!(store.pending_inbox().unwrap().len(), 300);
-    std::fs::remove_dir_all(dir).unwrap();
-}
