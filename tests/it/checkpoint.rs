@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::bot::*;
+use crate::child::Launch;
 use crate::support::*;
-use crate::support3::*;
-use crate::support4::Launch;
 
 fn say(text: &str) -> Value {
     json!({ "type": "say", "text": text })

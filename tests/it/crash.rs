@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+use crate::child::Launch;
 use crate::support::*;
-use crate::support4::Launch;
 
 fn write_config(dir: &TempDir, webhook: &str, port: u16) -> PathBuf {
     let mut cfg = config(webhook);

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::bot::run_cli;
+use crate::child::{Launch, try_get, try_post};
 use crate::support::*;
-use crate::support3::run_cli;
-use crate::support4::{Launch, try_get, try_post};
 
 /// A small tmpfs mounted on a new directory, unmounted on drop: a disk that really fills up
 /// (ENOSPC from the kernel, as SQLite meets it), without filling the machine's disk.

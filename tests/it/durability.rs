@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, unbounded};
 use serde_json::json;
 
+use crate::child::*;
 use crate::support::*;
-use crate::support4::*;
 
 /// Sessions, messages acknowledged per run before the kill, and kills.
 const SESSIONS: usize = 10;

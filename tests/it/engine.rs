@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::bot::*;
 use crate::support::*;
-use crate::support3::*;
 
 fn say(text: &str) -> Value {
     json!({ "type": "say", "text": text })

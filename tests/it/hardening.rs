@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::child::*;
 use crate::support::*;
-use crate::support4::*;
 
 const IDLE: usize = 1000;
 

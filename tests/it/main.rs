@@ -3,6 +3,10 @@
 /// The recording sink, temp dirs, config writer, in-process service and HTTP helpers.
 mod support;
 
+/// Shared helpers of the engine, checkpoint, transformer, CLI and support-example tests.
+mod bot;
+/// Helpers of process, durability, hardening, privacy: the binary as a child, a timed mock, /metrics parsing.
+mod child;
 /// Questions answered in later messages, and session state across a restart.
 mod conversation;
 /// A message acknowledged before `kill -9` is delivered after the next start (the binary).
@@ -35,10 +39,6 @@ mod order;
 mod parking;
 /// http-api.md §2: the output payload, its headers, Basic auth and Seq.
 mod payload;
-/// Shared helpers of the engine, checkpoint, transformer, CLI and support-example tests.
-mod support3;
-/// Helpers of ops4, durability, hardening, privacy: the binary as a child, a timed mock, /metrics parsing.
-mod support4;
 // HTTPS in (tls) and out (delivery.caFile), with a CA made by the test.
 /// flows.md `http` node: context, errors, abortOnError; the node as a checkpoint across kill -9.
 mod checkpoint;
@@ -46,10 +46,10 @@ mod checkpoint;
 mod cli;
 /// A thousand idle keep-alive connections; accept() failing with EMFILE (the binary).
 mod hardening;
-/// http-api.md §4/§5: SIGTERM/SIGINT, /metrics, sender lanes, Retry-After, probing, backpressure, memory.
-mod ops4;
 /// dataProtection (maskLogging, maskIPAddress, collectConversations) and secrets in logs.
 mod privacy;
+/// http-api.md §4/§5: SIGTERM/SIGINT, /metrics, sender lanes, Retry-After, probing, backpressure, memory.
+mod process;
 /// The README's curl examples against the example config (the binary and the real curl).
 mod readme;
 /// JavaScript isolation between turns, limits.turnScriptMs, and SIGTERM during a script.

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::bot::{Mock, MockReply};
+use crate::child::{Launch, Metrics};
 use crate::support::*;
-use crate::support3::{Mock, MockReply};
-use crate::support4::{Launch, Metrics};
 
 /// A slow API: every answer is held until the test releases it.
 /// (Its threads hold a request at most 30 s: a bound, not a timing assumption.)

@@ -5,8 +5,8 @@
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::child::*;
 use crate::support::*;
-use crate::support4::*;
 
 const MASKED_TOKEN: &str = "masked-token-0123456789";
 const PLAIN_TOKEN: &str = "plain-token-0123456789";

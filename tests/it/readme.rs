@@ -21,9 +21,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::bot::examples_dir;
+use crate::child::Launch;
 use crate::support::*;
-use crate::support3::examples_dir;
-use crate::support4::Launch;
 
 /// Where the README's examples expect hookflow.
 const README_ADDRS: [&str; 2] = ["localhost:8080", "127.0.0.1:8080"];

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::bot::*;
+use crate::child::Launch;
 use crate::support::*;
-use crate::support3::*;
-use crate::support4::Launch;
 
 /// What a script sees of the changes [`DIRTY`] makes: `typeof` of each.
 const SEEN: &str = "[typeof globalThis.leak, typeof ({}).polluted].join()";

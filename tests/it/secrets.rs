@@ -7,9 +7,9 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 
+use crate::bot::*;
+use crate::child::Launch;
 use crate::support::*;
-use crate::support3::*;
-use crate::support4::Launch;
 
 /// The node's secret header; no request to another origin may carry it.
 const NODE_KEY: &str = "node-key-1f3e9a77";

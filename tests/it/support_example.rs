@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::bot::*;
 use crate::support::*;
-use crate::support3::*;
 
 /// `GET /orders/{n}`: shipped with tracking for even numbers, being packed for odd ones, 404
 /// otherwise (as `examples/mock_orders.rs`).

@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::bot::*;
 use crate::support::*;
-use crate::support3::*;
 
 const TRANSFORMER: &str = r#"
 // A chat client that speaks {"user", "conversation", "message"}; an SMS gateway posting forms.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::child::*;
 use crate::support::*;
-use crate::support4::*;
 
 // ---------------------------------------------------------------------------------------------
 // Shutdown
