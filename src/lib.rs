@@ -14,7 +14,8 @@
 //!        run: the interpreter; template: {{ }} and conditions; script: JavaScript on QuickJS;
 //!        intents: the built-in NLU; transform: transformers)
 //!     ─► engine/writer.rs (group commit: session state + outputs into the outbox)
-//!     ─► [wake channel] ─► delivery/ (sender-N lanes: outbox ─► attempt.rs POST ─► webhook)
+//!     ─► [wake channel] ─► delivery/ (sender-N lanes, `delivery.senders` per webhook URL:
+//!        outbox ─► attempt.rs POST ─► webhook; target.rs: a URL known down once for its lanes)
 //! ```
 //!
 //! Beside the path: `store/` (the `Store` trait every stage uses, and its SQLite backend),
@@ -22,8 +23,9 @@
 //! validated once: `schema.rs` types and defaults, `loader.rs` and `checks.rs` the walk of the
 //! file, `walk.rs` the JSON walker the Flow compiler shares, `files.rs` Flow and transformer
 //! files kept in the config folder), `wire.rs` (JSON shapes of the outside world), `crypto.rs`
-//! (key digests, signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd, the logger),
-//! `cli/` (`try`, `sink`), `service.rs` (the wiring). Start reading at `service::Service::start`.
+//! (key digests, signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd,
+//! the logger), `cli/` (`try`, `sink`), `service.rs` (the wiring). Start reading at
+//! `service::Service::start`.
 //!
 //! # Invariants
 //!
@@ -34,7 +36,8 @@
 //! - Messages of one session run one at a time, in acceptance order; a worker never waits for
 //!   another session: a busy session is simply not in the ready FIFO.
 //! - Outputs of one session go through one sender lane, in Seq order; output n+1 is sent only
-//!   after n was delivered or became a dead letter.
+//!   after n was delivered or became a dead letter. Lanes belong to one webhook URL, so a slow or
+//!   down URL holds only its own lanes.
 //! - Each thread gets a context of the handles it uses, built by `service.rs`; no module but
 //!   `service.rs` knows every part, and none imports it.
 //! - tiny_http: the listener is bound by `service.rs`, requests are read by `intake/` only
@@ -45,7 +48,8 @@
 //!   serde types of the outside world: `wire.rs`.
 //! - The Flow interpreter (`flow/`) does no I/O: it takes state and input and returns outputs.
 //!   JavaScript runs on the workers (templates, Code nodes, output transformers) and on the http
-//!   threads (input transformers), each on its thread's own QuickJS runtime.
+//!   threads (input transformers), each on its thread's own QuickJS runtime, in a fresh context
+//!   per turn and per transformer call (no turn sees another's globals).
 //! - Channels are bounded except the scheduler's ready FIFO, which is bounded by
 //!   `limits.queueCapacity` through the writer (see `Scheduler::new`). Every thread is named and
 //!   joined by `service.rs`, with two exceptions: a sender lane stuck in a delivery past the
