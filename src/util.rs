@@ -110,7 +110,7 @@ pub fn nearest<'k>(got: &str, known: &[&'k str]) -> Option<&'k str> {
     }
 }
 
-/// `; did you mean "x"?` when one of `known` is close to `got` (see [`nearest`]), else the
+/// `; did you mean "x"?` when one of `known` is close to `got` (see `nearest`), else the
 /// empty string.
 pub fn suggest(got: &str, known: &[&str]) -> String {
     nearest(got, known).map(|k| format!("; did you mean \"{k}\"?")).unwrap_or_default()
