@@ -97,6 +97,15 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// At least one, with unique names and URL tokens.
     pub endpoints: Vec<Endpoint>,
+    /// The web console at `/console` (console.md).
+    pub console: Console,
+}
+
+/// `console`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Console {
+    /// Serve `/console`; needs `adminKeys` (the page logs in with one).
+    pub enabled: bool,
 }
 
 /// `limits.*`.
@@ -372,8 +381,20 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // Known keys, per object (used for unknown-key errors and their suggestions).
 
-const TOP_KEYS: &[&str] =
-    &["listen", "dataDir", "workers", "adminKeys", "limits", "durability", "sessions", "delivery", "tls", "endpoints"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "dataDir",
+    "workers",
+    "adminKeys",
+    "limits",
+    "durability",
+    "sessions",
+    "delivery",
+    "tls",
+    "endpoints",
+    "console",
+];
+const CONSOLE_KEYS: &[&str] = &["enabled"];
 const LIMITS_KEYS: &[&str] = &[
     "maxBodyBytes",
     "queueCapacity",
@@ -454,7 +475,7 @@ impl Loader<'_> {
     /// order a reader of the file meets them.
     fn config(&mut self, root: &Value) -> Config {
         let top = self.object(String::new(), Some(root), TOP_KEYS);
-        Config {
+        let mut config = Config {
             path: self.file.clone(),
             listen: self.listen(&top),
             data_dir: self.data_dir(&top),
@@ -466,7 +487,21 @@ impl Loader<'_> {
             delivery: self.delivery(&top),
             tls: self.tls(&top),
             endpoints: self.endpoints(&top),
+            console: Console::default(),
+        };
+        config.console = self.console(&top, &config.admin_keys);
+        config
+    }
+
+    /// `console`: off by default; on, it needs an admin key to log in with.
+    fn console(&mut self, top: &Obj, admin_keys: &[[u8; 32]]) -> Console {
+        let o = self.sub(top, "console", CONSOLE_KEYS);
+        let enabled = self.opt_bool(&o, "enabled", false);
+        if enabled && admin_keys.is_empty() {
+            let message = "the console needs an admin key to log in with: add one to adminKeys (hookflow keygen prints one), or set console.enabled to false";
+            self.error("console.enabled", message);
         }
+        Console { enabled }
     }
 
     // --- top-level settings -------------------------------------------------------------------
@@ -1593,6 +1628,16 @@ mod tests {
         assert!(key_matches("test", &[digest]));
         assert!(!key_matches("tesT", &[other, digest]));
         assert!(!key_matches("test", &[]));
+    }
+
+    #[test]
+    fn console_is_off_by_default_and_needs_admin_keys() {
+        assert!(!ok(&config_with("", "")).console.enabled);
+        let key = r#""adminKeys": ["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]"#;
+        assert!(ok(&config_with(&format!(r#"{key}, "console": {{"enabled": true}}"#), "")).console.enabled);
+        check_error(&config_with(r#""console": {"enabled": true}"#, ""), "console.enabled", "needs an admin key");
+        check_error(&config_with(r#""console": {"enable": true}"#, ""), "console.enable", r#"did you mean "enabled"?"#);
+        check_error(&config_with(r#""console": {"enabled": "yes"}"#, ""), "console.enabled", "got a string");
     }
 
     #[test]
