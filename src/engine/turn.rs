@@ -187,6 +187,7 @@ fn record(
         transcript,
         loaded_messages,
         checkpoint: None,
+        trace: None,
     }
 }
 

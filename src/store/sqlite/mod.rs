@@ -2,7 +2,8 @@
 //! and transcripts, in one file in WAL mode. Every SQL statement of this backend lives in this
 //! folder: `inbox.rs` (accepting and loading messages), `turns.rs` (a turn's writes, one
 //! function per table), `outbox.rs` (delivery and dead letters), `sessions.rs` (sessions,
-//! expiry, transcripts).
+//! expiry, transcripts); for the console, `history.rs` (the delivery log) and `traces.rs` (turn
+//! traces of test sessions).
 //!
 //! One connection behind a mutex serves every writer: SQLite allows one writer at a time anyway,
 //! and waiting on a Rust mutex is far cheaper than SQLite's busy handler, which sleeps in
@@ -14,9 +15,11 @@
 //! OS page cache before the 200 goes out and survives the process dying; `full` adds an fsync
 //! per commit (`synchronous=FULL`).
 
+mod history;
 mod inbox;
 mod outbox;
 mod sessions;
+mod traces;
 mod turns;
 
 use std::path::Path;
@@ -25,7 +28,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 use crate::config::Durability;
-use crate::domain::{DeadLetter, OutboxRow, Replay, SessionKey, SessionRow, TranscriptLine, TurnInput, TurnRecord};
+use crate::domain::{
+    AttemptRecord, DeadLetter, EndpointCounts, OutboxRow, OutputEntry, OutputFilter, OutputState, Replay, SessionKey,
+    SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
+};
 use crate::store::{Accept, ErrorKind, Result, Store, StoreError};
 
 /// The file name of the store inside the data directory.
@@ -49,7 +55,13 @@ impl From<rusqlite::Error> for StoreError {
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// Delivery attempts noted and not yet written (see `Store::record_attempt`).
+    attempts: Mutex<Vec<AttemptRecord>>,
 }
+
+/// Most attempts noted and not yet written; more are dropped from the log (with a warning). Each
+/// lane writes its outputs' fates within a batch of 64, so this is never reached in practice.
+const MAX_NOTED_ATTEMPTS: usize = 4096;
 
 /// Outbox ids must never be reused: a sender lane reads rows above the highest id it has seen,
 /// and SQLite would otherwise hand out `max(id) + 1` again once the table is empty.
@@ -90,6 +102,28 @@ CREATE TABLE IF NOT EXISTS deadletters (
     seq INTEGER NOT NULL, body TEXT NOT NULL,
     attempts INTEGER NOT NULL, last_error TEXT NOT NULL, died_ms INTEGER NOT NULL
 );
+-- The console (history.rs, traces.rs). output_log.id is the outbox id of the output.
+CREATE TABLE IF NOT EXISTS output_log (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+    last_error TEXT, done_ms INTEGER NOT NULL, dead_id INTEGER, replayed_as INTEGER
+);
+CREATE INDEX IF NOT EXISTS output_log_endpoint ON output_log (endpoint, id);
+CREATE INDEX IF NOT EXISTS output_log_dead ON output_log (dead_id) WHERE dead_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    output_id INTEGER NOT NULL, attempt INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL, status INTEGER, answer TEXT NOT NULL, delivered INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_output ON attempts (output_id, attempt);
+CREATE TABLE IF NOT EXISTS traces (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL, trace_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_session ON traces (endpoint, user_id, session_id, id);
 ";
 
 impl SqliteStore {
@@ -112,7 +146,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         reader.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
-        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader) })
+        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader), attempts: Mutex::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -123,6 +157,12 @@ impl SqliteStore {
 
     fn read(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the noted attempts inside the caller's transaction.
+    fn write_attempts(&self, tx: &Connection) -> Result<()> {
+        let noted = std::mem::take(&mut *self.attempts.lock().unwrap_or_else(|p| p.into_inner()));
+        history::write_attempts(tx, &noted)
     }
 }
 
@@ -178,25 +218,40 @@ impl Store for SqliteStore {
     fn delivered(&self, ids: &[i64]) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        self.write_attempts(&tx)?;
+        history::leaving(&tx, ids, OutputState::Delivered, None, crate::util::now_ms())?;
+        let endpoints = endpoints_of(&tx, ids)?;
         outbox::delete(&tx, ids)?;
+        history::bound(&tx, &endpoints.iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(tx.commit()?)
     }
 
     fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
-        outbox::attempt_failed(&self.lock(), id, attempts, next_ms, error)
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        self.write_attempts(&tx)?;
+        outbox::attempt_failed(&tx, id, attempts, next_ms, error)?;
+        Ok(tx.commit()?)
     }
 
     fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        self.write_attempts(&tx)?;
+        history::leaving(&tx, &[id], OutputState::Dead, Some(error), now_ms)?;
+        let endpoints = endpoints_of(&tx, &[id])?;
         outbox::dead(&tx, id, attempts, error, now_ms)?;
+        history::died(&tx, id, attempts)?;
+        history::bound(&tx, &endpoints.iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(tx.commit()?)
     }
 
     fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        history::leaving_unconfigured(&tx, endpoints, now_ms)?;
         let moved = outbox::dead_unconfigured(&tx, endpoints, now_ms)?;
+        history::link_dead(&tx)?;
         tx.commit()?;
         Ok(moved)
     }
@@ -209,6 +264,9 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let replay = outbox::replay(&tx, id, now_ms, endpoint_ok)?;
+        if let Replay::Queued { id: new_id, .. } = replay {
+            history::replayed(&tx, id, new_id)?;
+        }
         tx.commit()?;
         Ok(replay)
     }
@@ -221,21 +279,90 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let had = sessions::forget(&tx, key)?;
+        traces::forget(&tx, key)?;
+        history::forget(&tx, key)?;
         tx.commit()?;
         Ok(had)
     }
 
     fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize> {
-        sessions::expire(&self.lock(), before_ms, purge_before_ms)
+        let conn = self.lock();
+        traces::expire(&conn, before_ms)?;
+        history::expire(&conn, crate::util::now_ms() - history::HISTORY_MS)?;
+        sessions::expire(&conn, before_ms, purge_before_ms)
     }
 
     fn transcript(&self, key: &SessionKey) -> Result<Vec<TranscriptLine>> {
         sessions::transcript(&self.lock(), key)
     }
 
+    fn record_attempt(&self, attempt: AttemptRecord) {
+        let mut noted = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        if noted.len() >= MAX_NOTED_ATTEMPTS {
+            log::warn!("store: too many delivery attempts noted and not written; one is left out of the delivery log");
+            return;
+        }
+        noted.push(attempt);
+    }
+
+    fn outputs(&self, filter: &OutputFilter) -> Result<Vec<OutputEntry>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        self.write_attempts(&tx)?;
+        let list = history::outputs(&tx, filter)?;
+        tx.commit()?;
+        Ok(list)
+    }
+
+    fn endpoint_counts(&self) -> Result<Vec<EndpointCounts>> {
+        history::endpoint_counts(&self.read())
+    }
+
+    fn find_sessions(&self, endpoint: Option<&str>, q: &str, limit: usize) -> Result<Vec<SessionSummary>> {
+        history::find_sessions(&self.lock(), endpoint, q, limit)
+    }
+
+    fn traces(&self, key: &SessionKey) -> Result<Vec<TraceRow>> {
+        traces::list(&self.lock(), key)
+    }
+
+    fn replay_matching(
+        &self,
+        filter: &OutputFilter,
+        now_ms: i64,
+        endpoint_ok: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(i64, Replay)>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut done = Vec::new();
+        for id in history::dead_letter_ids(&tx, filter)? {
+            let replay = outbox::replay(&tx, id, now_ms, endpoint_ok)?;
+            if let Replay::Queued { id: new_id, .. } = replay {
+                history::replayed(&tx, id, new_id)?;
+            }
+            done.push((id, replay));
+        }
+        tx.commit()?;
+        Ok(done)
+    }
+
+    fn changes(&self) -> Result<i64> {
+        // Differs after a commit of any other connection; every write goes through `conn`.
+        Ok(self.read().query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     fn writable(&self) -> bool {
         self.lock().execute_batch("BEGIN IMMEDIATE; COMMIT;").is_ok()
     }
+}
+
+/// The distinct endpoints of outbox rows `ids` (whose log entries need bounding).
+fn endpoints_of(conn: &Connection, ids: &[i64]) -> Result<Vec<String>> {
+    let ids = serde_json::to_string(ids).expect("numbers serialize");
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT endpoint FROM outbox WHERE id IN (SELECT value FROM json_each(?1))")?;
+    let rows = stmt.query_map([ids], |r| r.get(0))?;
+    rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
 }
 
 /// The session key stored in three columns from `at`.
