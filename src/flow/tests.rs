@@ -15,7 +15,7 @@ fn engine() -> Engine {
 /// One turn with a fresh engine.
 fn turn(flow: &Flow, state: &mut SessionState, input: &mut Value, profile: &mut Value, max_nodes: u32) -> Turn {
     let mut e = engine();
-    run(flow, TurnIo { state, input, profile, scripts: &mut e }, RunOptions { max_nodes, random: 7 })
+    run(flow, TurnIo { state, input, profile, scripts: &mut e }, RunOptions { max_nodes, random: 7, trace: false })
 }
 
 fn compile(doc: Value) -> Flow {
@@ -321,7 +321,7 @@ fn http_node_suspends_then_resumes_with_the_answer_in_context() {
     let answer = json!({"status": 200, "headers": {}, "body": {"status": "shipped"}});
     let mut e = engine();
     let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
-    let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0 }, &call, answer, &Turn::default());
+    let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0, trace: false }, &call, answer, &Turn::default());
     assert_eq!(t.outputs[0].text, "status shipped (200)");
 }
 
@@ -339,7 +339,7 @@ fn http_node_abort_on_error_ends_the_turn() {
     let t = resume(
         &flow,
         io,
-        RunOptions { max_nodes: 10, random: 0 },
+        RunOptions { max_nodes: 10, random: 0, trace: false },
         &call,
         json!({"error": "refused"}),
         &Turn::default(),
@@ -449,4 +449,26 @@ fn missing_flow_files_and_targets_are_reported() {
     assert!(e.iter().any(|(p, m)| p == "nope.json" && m.contains("cannot read")), "{e:?}");
     assert!(e.iter().any(|(p, m)| p == "nodes[1].target" && m.contains("ghost")), "{e:?}");
     std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_traced_turn_lists_the_nodes_it_ran_once_each_and_bounded() {
+    let flow = compile(json!({ "name": "t", "nodes": [
+        { "id": "greet", "type": "say", "text": "hi" },
+        { "type": "if", "condition": "input.text == 'x'", "then": [ { "id": "yes", "type": "say", "text": "x" } ],
+          "else": [ { "id": "no", "type": "setContext", "key": "k", "value": "v" } ] },
+        { "id": "loop", "type": "goTo", "target": "loop" }
+    ]}));
+    let mut state = SessionState::new(&flow);
+    let (mut input, mut profile) = (json!({ "text": "y" }), json!({}));
+    let mut e = engine();
+    let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
+    let t = run(&flow, io, RunOptions { max_nodes: 1000, random: 0, trace: true });
+    let names: Vec<(&str, &str)> = t.nodes.iter().map(|(n, kind)| (flow.nodes[*n].name(), *kind)).collect();
+    assert_eq!(names[0], ("greet", "say"));
+    assert_eq!(names[2], ("no", "setContext"));
+    assert_eq!(names[3], ("loop", "goTo"));
+    assert_eq!(names.len(), 4, "the goTo loop is one node repeated: listed once: {names:?}");
+    let untraced = turn(&flow, &mut SessionState::new(&flow), &mut json!({ "text": "y" }), &mut json!({}), 1000);
+    assert!(untraced.nodes.is_empty());
 }
