@@ -15,6 +15,21 @@ pub fn iso8601(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
 }
 
+/// Parses what `iso8601` writes (`2026-11-22T07:47:51.123Z`; the fraction and the `Z` may be
+/// left out, UTC either way) to Unix milliseconds.
+pub fn parse_iso8601(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    let ymd: Vec<i64> = date.split('-').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let [y, m, d] = ymd[..] else { return None };
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let hms: Vec<i64> = hms.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let [h, min, sec] = hms[..] else { return None };
+    let ok = (1..=12).contains(&m) && (1..=31).contains(&d) && h < 24 && min < 60 && sec < 61;
+    let milli: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    ok.then(|| (days_from_civil(y, m, d) * 86_400 + h * 3600 + min * 60 + sec) * 1000 + milli)
+}
+
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
 pub fn parse_http_date(s: &str) -> Option<i64> {
     let mut it = s.split_whitespace().skip(1);
@@ -182,6 +197,11 @@ mod tests {
     fn iso8601_formats_utc() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_795_333_671_123), "2026-11-22T07:47:51.123Z");
+        assert_eq!(parse_iso8601("2026-11-22T07:47:51.123Z"), Some(1_795_333_671_123));
+        assert_eq!(parse_iso8601("2026-11-22T07:47:51Z"), Some(1_795_333_671_000));
+        assert_eq!(parse_iso8601("1970-01-01"), Some(0));
+        assert_eq!(parse_iso8601("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_iso8601("yesterday"), None);
         assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 

@@ -38,7 +38,7 @@ const WINDOW: usize = 4096;
 /// Most rows of one session a lane holds in memory.
 const SESSION_ROWS: usize = 64;
 /// Consecutive failed attempts (any session) after which a webhook URL counts as down.
-const DOWN_AFTER: usize = 3;
+pub(crate) const DOWN_AFTER: usize = 3;
 /// Delivered outputs removed from the store in one transaction. Until they are, a crash would
 /// send them again (at-least-once); batching keeps one commit per batch, not per POST.
 const DELETE_BATCH: usize = 64;
@@ -324,8 +324,10 @@ impl Lane<'_> {
         let started = Instant::now();
         // While draining, an attempt may not outlast the drain (delivery.drainSeconds).
         let limit = self.drain_until.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
-        let outcome = attempt(&self.agent, ep, row, now_ms() / 1000, limit);
+        let tried = attempt(&self.agent, ep, row, now_ms() / 1000, limit);
         let attempts = row.attempts + 1;
+        super::history::note(self.cx, row, attempts, &tried, started.elapsed());
+        let outcome = tried.outcome;
         log::debug!("sender-{}: output {} seq {} attempt {attempts}: {outcome:?}", self.lane, row.id, row.seq);
         self.target_health(&ep.webhook.url, &outcome);
         match outcome {

@@ -1,11 +1,13 @@
 //! Delivery: the outbox → the customer's webhook. `lane.rs` is one sender thread (its window of
 //! outbox rows, per-session order, retries by due time, down targets); `attempt.rs` is one POST
-//! and how its answer is classified; the signatures are `crypto.rs`'s.
+//! and how its answer is classified; `history.rs` notes each attempt for the console's delivery
+//! log and overview; the signatures are `crypto.rs`'s.
 //!
 //! This module holds the handles other stages use: `Wake` (the writer and the admin API tell a
 //! lane that new rows are in the outbox) and `LaneContext` (what a lane thread is given).
 
 mod attempt;
+mod history;
 mod lane;
 
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-pub(crate) use lane::run;
+pub(crate) use lane::{DOWN_AFTER, run};
 
 use crate::config::Config;
 use crate::ops::metrics::Metrics;

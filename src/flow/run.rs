@@ -216,7 +216,8 @@ impl Machine<'_, '_> {
             let op = &flow.ops[pc];
             self.node = op.node;
             if !matches!(op.kind, OpKind::Jump(_)) {
-                if self.opts.trace {
+                // The end of a Flow is no node of the file.
+                if self.opts.trace && !matches!(op.kind, OpKind::End { .. }) {
                     self.trace(op);
                 }
                 self.turn.steps += 1;
