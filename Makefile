@@ -10,20 +10,27 @@ STATIC_BIN := target/$(STATIC_TARGET)/release/hookflow
 # libc function up at run time, which a static binary cannot; use the system call directly.
 STATIC_RUSTFLAGS := -C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"
 
-.PHONY: build run test lint bench check doc clean static test-static install systemd-check
+.PHONY: build run test browsers lint bench check doc clean static test-static install systemd-check
 
 build:
 	$(CARGO) build --release
 
-# Starts `hookflow sink` (the demo webhook, on :9000) and hookflow on the example config (:8080).
-# Ctrl-C stops both.
+# Starts `hookflow sink` (the demo webhook, on :9000) and hookflow on the example config (:8080),
+# with the console on. Ctrl-C stops both.
 run: build
+	@echo "console: http://127.0.0.1:8080/console (admin key: demo-admin-key)"
 	@$(BIN) sink --listen 127.0.0.1:9000 --user bot --password $(DEMO_PASSWORD) & sink=$$!; \
 	trap 'kill $$sink 2>/dev/null' EXIT INT TERM; \
 	DEMO_WEBHOOK_PASSWORD=$(DEMO_PASSWORD) $(BIN) serve --config examples/hookflow.json
 
-test:
+# The console's browser tests (tests/it/browser.rs) drive Debian's chromium through chromedriver;
+# they are installed first when missing (needs root, as on a fresh CI machine).
+test: browsers
 	$(CARGO) test --all-targets
+
+browsers:
+	@command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 lint:
 	$(CARGO) fmt --all -- --check
