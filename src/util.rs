@@ -122,6 +122,13 @@ pub fn prune_depth(v: &mut serde_json::Value, max: usize) -> bool {
     }
 }
 
+/// A JSON object of `members`. Lighter in code than `json!`, which turns each member into a value
+/// through the serializer (`to_value`) at each call site: for the console's many-membered
+/// answers that was tens of KB of the binary.
+pub fn obj(members: Vec<(&str, serde_json::Value)>) -> serde_json::Value {
+    serde_json::Value::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
 /// The JSON type of a value, for "expected ..., got a number" in error messages.
 pub fn kind_of(v: &serde_json::Value) -> &'static str {
     use serde_json::Value;

@@ -9,10 +9,11 @@
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::domain::Trace;
 use crate::flow::{Flow, HttpCall, Output, Turn};
+use crate::util::obj;
 
 /// Largest trace kept; a bigger one (a huge context) keeps the changes only, then less.
 const MAX_TRACE_BYTES: usize = 64 * 1024;
@@ -47,19 +48,22 @@ impl TraceBuilder {
 
     /// The NLU result, as written into `input` (nothing when no intent was looked for).
     pub(crate) fn nlu(&mut self, input: &Value) {
-        let ranking = input.get("intentRanking").cloned().unwrap_or(Value::Null);
-        if input.get("intent").is_some_and(|i| !i.is_null()) || ranking.as_array().is_some_and(|r| !r.is_empty()) {
-            self.nlu = json!({
-                "intent": input["intent"], "score": input["intentScore"],
-                "ranking": ranking, "slots": input.get("slots").cloned().unwrap_or(Value::Null),
-            });
+        let get = |k: &str| input.get(k).cloned().unwrap_or(Value::Null);
+        let ranking = get("intentRanking");
+        if !get("intent").is_null() || ranking.as_array().is_some_and(|r| !r.is_empty()) {
+            self.nlu = obj(vec![
+                ("intent", get("intent")),
+                ("score", get("intentScore")),
+                ("ranking", ranking),
+                ("slots", get("slots")),
+            ]);
         }
     }
 
     /// A part of the turn ran: its nodes and problems.
     pub(crate) fn part(&mut self, flow: &Flow, turn: &Turn) {
         for (node, kind) in &turn.nodes {
-            self.nodes.push(json!({ "node": flow.nodes[*node].name(), "type": kind }));
+            self.nodes.push(obj(vec![("node", flow.nodes[*node].name().into()), ("type", (*kind).into())]));
         }
         self.errors.extend(turn.warnings.iter().cloned());
         self.errors.extend(turn.error.iter().cloned());
@@ -67,36 +71,49 @@ impl TraceBuilder {
 
     /// The turn stops at an `http` node: the request, to be answered in the next part.
     pub(crate) fn call(&mut self, call: &HttpCall) {
-        self.http.push(json!({ "method": call.method, "url": call.url, "state": "waiting" }));
+        self.http.push(obj(vec![
+            ("method", call.method.as_str().into()),
+            ("url", call.url.as_str().into()),
+            ("state", "waiting".into()),
+        ]));
     }
 
     /// The answer a resumed part starts from, at `now_ms`.
     pub(crate) fn answer(&mut self, call: &HttpCall, answer: &Value, now_ms: i64) {
         let ms = self.resumed_after_ms.map(|at| (now_ms - at).max(0));
-        self.http.push(json!({
-            "method": call.method, "url": call.url, "state": "answered",
-            "status": answer.get("status"), "error": answer.get("error"), "ms": ms,
-        }));
+        let get = |k: &str| answer.get(k).cloned().unwrap_or(Value::Null);
+        self.http.push(obj(vec![
+            ("method", call.method.as_str().into()),
+            ("url", call.url.as_str().into()),
+            ("state", "answered".into()),
+            ("status", get("status")),
+            ("error", get("error")),
+            ("ms", ms.into()),
+        ]));
     }
 
     /// The trace of the turn so far, ending at `context`, with its outputs.
     pub(crate) fn finish(&self, trace_id: &str, input: &Value, context: &Value, outputs: &[Output]) -> Trace {
-        let outputs: Vec<Value> = outputs.iter().map(|o| json!({ "text": o.text, "data": o.data })).collect();
+        let mut outs = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            outs.push(obj(vec![("text", o.text.as_str().into()), ("data", o.data.clone())]));
+        }
         let mut changes = Vec::new();
         diff("", &self.context_before, context, &mut changes);
-        let mut body = json!({
-            "part": if self.resumed_after_ms.is_some() { "resumed" } else { "start" },
-            "input": { "text": input.get("text"), "data": input.get("data"), "kind": input.get("kind") },
-            "nlu": self.nlu,
-            "nodes": self.nodes,
-            "http": self.http,
-            "errors": self.errors,
-            "outputs": outputs,
-            "contextChanges": changes,
-            "contextBefore": self.context_before,
-            "contextAfter": context,
-            "ms": self.started.elapsed().as_secs_f64() * 1000.0,
-        });
+        let get = |k: &str| input.get(k).cloned().unwrap_or(Value::Null);
+        let mut body = obj(vec![
+            ("part", if self.resumed_after_ms.is_some() { "resumed" } else { "start" }.into()),
+            ("input", obj(vec![("text", get("text")), ("data", get("data")), ("kind", get("kind"))])),
+            ("nlu", self.nlu.clone()),
+            ("nodes", self.nodes.clone().into()),
+            ("http", self.http.clone().into()),
+            ("errors", self.errors.clone().into()),
+            ("outputs", outs.into()),
+            ("contextChanges", changes.into()),
+            ("contextBefore", self.context_before.clone()),
+            ("contextAfter", context.clone()),
+            ("ms", (self.started.elapsed().as_secs_f64() * 1000.0).into()),
+        ]);
         let mut text = body.to_string();
         for cut in ["contextBefore", "contextAfter", "contextChanges", "outputs"] {
             if text.len() <= MAX_TRACE_BYTES {
@@ -125,7 +142,7 @@ fn diff(path: &str, before: &Value, after: &Value, out: &mut Vec<Value>) {
                 diff(&join(path, k), &Value::Null, av, out);
             }
         }
-        _ => out.push(json!({ "path": path, "before": before, "after": after })),
+        _ => out.push(obj(vec![("path", path.into()), ("before", before.clone()), ("after", after.clone())])),
     }
 }
 
@@ -135,6 +152,8 @@ fn join(path: &str, key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

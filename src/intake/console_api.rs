@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tiny_http::{Method, Request};
 
 use super::HttpContext;
@@ -18,7 +18,7 @@ use crate::delivery::DOWN_AFTER;
 use crate::domain::{OutputEntry, OutputFilter, OutputState, Replay, SessionKey, TraceRow};
 use crate::ops::metrics::{EndpointAttempts, MINUTES};
 use crate::store::StoreError;
-use crate::util::{iso8601, now_ms, parse_iso8601};
+use crate::util::{iso8601, now_ms, obj, parse_iso8601};
 
 /// Default and largest page of the delivery log and the session search.
 const DEFAULT_LIMIT: usize = 50;
@@ -153,7 +153,7 @@ fn outputs(cx: &HttpContext, req: &Request) -> Answer {
     let list = cx.store.outputs(&f).map_err(store_error)?;
     let next = (list.len() == limit).then(|| list.last().map(|e| e.id)).flatten();
     let items: Vec<Value> = list.iter().map(|e| output_json(cx, e)).collect();
-    Ok(Reply::json(200, json!({ "outputs": items, "next": next })))
+    Ok(Reply::json(200, obj(vec![("outputs", items.into()), ("next", next.into())])))
 }
 
 fn output_json(cx: &HttpContext, e: &OutputEntry) -> Value {
@@ -163,23 +163,36 @@ fn output_json(cx: &HttpContext, e: &OutputEntry) -> Value {
     let webhook_id = signed.then(|| crate::crypto::webhook_id(&k.endpoint, &k.user_id, &k.session_id, e.seq, &e.body));
     let body: Value = serde_json::from_str(&e.body).unwrap_or_else(|_| Value::String(e.body.clone()));
     let pending = matches!(e.state, OutputState::Queued | OutputState::Retrying);
-    let tries: Vec<Value> = e
-        .tries
-        .iter()
-        .map(|t| {
-            json!({
-                "attempt": t.attempt, "at": iso8601(t.at_ms), "status": t.status, "latencyMs": t.latency_ms,
-                "answer": t.answer, "delivered": t.delivered,
-            })
-        })
-        .collect();
-    json!({
-        "id": e.id, "endpoint": k.endpoint, "userId": k.user_id, "sessionId": k.session_id, "seq": e.seq,
-        "webhookId": webhook_id, "state": e.state.as_str(), "attempts": e.attempts, "at": iso8601(e.at_ms),
-        "nextAttemptAt": pending.then(|| iso8601(e.at_ms)), "lastError": e.last_error,
-        "deadLetterId": e.dead_letter, "replayedAs": e.replayed_as,
-        "text": body.pointer("/AIOutput/text"), "body": body, "tries": tries,
-    })
+    let mut tries = Vec::with_capacity(e.tries.len());
+    for t in &e.tries {
+        tries.push(obj(vec![
+            ("attempt", t.attempt.into()),
+            ("at", iso8601(t.at_ms).into()),
+            ("status", t.status.into()),
+            ("latencyMs", t.latency_ms.into()),
+            ("answer", t.answer.as_str().into()),
+            ("delivered", t.delivered.into()),
+        ]));
+    }
+    let text = body.pointer("/AIOutput/text").cloned().unwrap_or(Value::Null);
+    obj(vec![
+        ("id", e.id.into()),
+        ("endpoint", k.endpoint.as_str().into()),
+        ("userId", k.user_id.as_str().into()),
+        ("sessionId", k.session_id.as_str().into()),
+        ("seq", e.seq.into()),
+        ("webhookId", webhook_id.into()),
+        ("state", e.state.as_str().into()),
+        ("attempts", e.attempts.into()),
+        ("at", iso8601(e.at_ms).into()),
+        ("nextAttemptAt", pending.then(|| iso8601(e.at_ms)).into()),
+        ("lastError", e.last_error.clone().into()),
+        ("deadLetterId", e.dead_letter.into()),
+        ("replayedAs", e.replayed_as.into()),
+        ("text", text),
+        ("body", body),
+        ("tries", tries.into()),
+    ])
 }
 
 // --- GET /api/sessions ---------------------------------------------------------------------------
@@ -189,17 +202,19 @@ fn sessions(cx: &HttpContext, req: &Request) -> Answer {
     let limit = limit(&q, DEFAULT_LIMIT, MAX_LIMIT)?;
     let text = q.get("q").map_or("", String::as_str);
     let found = cx.store.find_sessions(q.get("endpoint").map(String::as_str), text, limit).map_err(store_error)?;
-    let items: Vec<Value> = found
-        .into_iter()
-        .map(|s| {
-            json!({
-                "endpoint": s.key.endpoint, "userId": s.key.user_id, "sessionId": s.key.session_id,
-                "messageCount": s.messages, "lastSeq": s.seq, "updatedAt": iso8601(s.updated_ms),
-                "hasState": s.has_state,
-            })
-        })
-        .collect();
-    Ok(Reply::json(200, json!({ "sessions": items })))
+    let mut items = Vec::with_capacity(found.len());
+    for s in found {
+        items.push(obj(vec![
+            ("endpoint", s.key.endpoint.into()),
+            ("userId", s.key.user_id.into()),
+            ("sessionId", s.key.session_id.into()),
+            ("messageCount", s.messages.into()),
+            ("lastSeq", s.seq.into()),
+            ("updatedAt", iso8601(s.updated_ms).into()),
+            ("hasState", s.has_state.into()),
+        ]));
+    }
+    Ok(Reply::json(200, obj(vec![("sessions", items.into())])))
 }
 
 // --- GET /api/sessions/{endpoint}/{userId}/{sessionId}/turns -------------------------------------
@@ -210,11 +225,11 @@ fn turns(cx: &HttpContext, key: &SessionKey) -> Answer {
     }
     let rows = cx.store.traces(key).map_err(store_error)?;
     let items: Vec<Value> = rows.into_iter().map(turn_json).collect();
-    Ok(Reply::json(200, json!({ "turns": items })))
+    Ok(Reply::json(200, obj(vec![("turns", items.into())])))
 }
 
 fn turn_json(t: TraceRow) -> Value {
-    let mut v: Value = serde_json::from_str(&t.body).unwrap_or_else(|_| json!({}));
+    let mut v: Value = serde_json::from_str(&t.body).unwrap_or_else(|_| obj(vec![]));
     if let Value::Object(m) = &mut v {
         m.insert("at".into(), iso8601(t.at_ms).into());
         m.insert("traceId".into(), t.trace_id.into());
@@ -231,31 +246,38 @@ fn stats(cx: &HttpContext) -> Answer {
     let counts = cx.store.endpoint_counts().map_err(store_error)?;
     let attempts = cx.metrics.endpoint_attempts();
     let now = now_ms();
-    let endpoints: Vec<Value> = cx
-        .config
-        .endpoints
-        .iter()
-        .map(|ep| {
-            let c = counts.iter().find(|c| c.endpoint == ep.name);
-            let a = attempts.get(&ep.name).cloned().unwrap_or_default();
-            json!({
-                "name": ep.name, "enabled": ep.enabled, "webhook": ep.webhook.url,
-                "state": state(&a), "queued": c.map_or(0, |c| c.queued),
-                "deadLetters": c.map_or(0, |c| c.dead_letters), "delivered": a.delivered,
-                "failedAttempts": a.failed, "consecutiveFailures": a.consecutive_failures,
-                "lastAttemptAt": (a.last_ms > 0).then(|| iso8601(a.last_ms)),
-                "minutes": minutes(&a, now),
-            })
-        })
-        .collect();
+    let mut endpoints = Vec::with_capacity(cx.config.endpoints.len());
+    for ep in &cx.config.endpoints {
+        let c = counts.iter().find(|c| c.endpoint == ep.name);
+        let a = attempts.get(&ep.name).cloned().unwrap_or_default();
+        endpoints.push(obj(vec![
+            ("name", ep.name.as_str().into()),
+            ("enabled", ep.enabled.into()),
+            ("webhook", ep.webhook.url.as_str().into()),
+            ("state", state(&a).into()),
+            ("queued", c.map_or(0, |c| c.queued).into()),
+            ("deadLetters", c.map_or(0, |c| c.dead_letters).into()),
+            ("delivered", a.delivered.into()),
+            ("failedAttempts", a.failed.into()),
+            ("consecutiveFailures", a.consecutive_failures.into()),
+            ("lastAttemptAt", (a.last_ms > 0).then(|| iso8601(a.last_ms)).into()),
+            ("minutes", minutes(&a, now)),
+        ]));
+    }
     let (delivered, retried, dead) = cx.metrics.delivery_totals();
     Ok(Reply::json(
         200,
-        json!({
-            "changes": changes, "now": iso8601(now), "uptimeSeconds": cx.metrics.uptime().as_secs(),
-            "queueDepth": cx.sched.depth(), "sessionsActive": cx.sched.active_sessions(),
-            "delivered": delivered, "retried": retried, "dead": dead, "endpoints": endpoints,
-        }),
+        obj(vec![
+            ("changes", changes.into()),
+            ("now", iso8601(now).into()),
+            ("uptimeSeconds", cx.metrics.uptime().as_secs().into()),
+            ("queueDepth", cx.sched.depth().into()),
+            ("sessionsActive", cx.sched.active_sessions().into()),
+            ("delivered", delivered.into()),
+            ("retried", retried.into()),
+            ("dead", dead.into()),
+            ("endpoints", endpoints.into()),
+        ]),
     ))
 }
 
@@ -284,10 +306,12 @@ fn minutes(a: &EndpointAttempts, now_ms: i64) -> Value {
         latency
             .push(slot.filter(|s| s.delivered > 0).map(|s| (s.latency_ms / s.delivered as f64 * 10.0).round() / 10.0));
     }
-    json!({
-        "start": iso8601((this + 1 - MINUTES as i64) * 60_000),
-        "delivered": delivered, "failed": failed, "latencyMs": latency,
-    })
+    obj(vec![
+        ("start", iso8601((this + 1 - MINUTES as i64) * 60_000).into()),
+        ("delivered", delivered.into()),
+        ("failed", failed.into()),
+        ("latencyMs", latency.into()),
+    ])
 }
 
 // --- POST /api/deadletters/replay ----------------------------------------------------------------
@@ -302,11 +326,14 @@ fn replay(cx: &HttpContext, req: &Request) -> Answer {
     let (mut replayed, mut refused) = (Vec::new(), Vec::new());
     for (dead, r) in done {
         match r {
-            Replay::Queued { id, seq } => replayed.push(json!({ "deadLetterId": dead, "outputId": id, "seq": seq })),
-            Replay::EndpointGone(name) => refused.push(json!({
-                "deadLetterId": dead, "code": "endpoint_not_configured",
-                "message": format!("endpoint {name:?} is not in the config; add it back, then replay"),
-            })),
+            Replay::Queued { id, seq } => {
+                replayed.push(obj(vec![("deadLetterId", dead.into()), ("outputId", id.into()), ("seq", seq.into())]))
+            }
+            Replay::EndpointGone(name) => refused.push(obj(vec![
+                ("deadLetterId", dead.into()),
+                ("code", "endpoint_not_configured".into()),
+                ("message", format!("endpoint {name:?} is not in the config; add it back, then replay").into()),
+            ])),
             // Another replay took it meanwhile (the transaction saw it gone).
             Replay::Unknown => {}
         }
@@ -314,5 +341,13 @@ fn replay(cx: &HttpContext, req: &Request) -> Answer {
     if !replayed.is_empty() {
         cx.wake.all();
     }
-    Ok(Reply::json(200, json!({ "status": "queued", "replayed": replayed, "refused": refused, "more": more })))
+    Ok(Reply::json(
+        200,
+        obj(vec![
+            ("status", "queued".into()),
+            ("replayed", replayed.into()),
+            ("refused", refused.into()),
+            ("more", more.into()),
+        ]),
+    ))
 }
