@@ -3,11 +3,19 @@
 //!
 //! The outbox deletes an output once it is delivered, so the log keeps a copy of each output that
 //! leaves it — delivered, dead, or (later) replayed — in the same transaction as the move. What
-//! it holds is bounded: the last `HISTORY_PER_ENDPOINT` outputs of each endpoint, and none older
-//! than `HISTORY_MS` (checked with session expiry), and at most `ATTEMPTS_PER_OUTPUT` attempts
-//! of one output (the latest). Forgetting a session forgets its part of the log too.
+//! it holds is bounded: the last `HISTORY_PER_ENDPOINT` outputs of each endpoint (trimmed every
+//! `BOUND_EVERY` delivered outputs, so up to that many more for a while), none older than
+//! `HISTORY_MS` (checked with session expiry), and at most `ATTEMPTS_PER_OUTPUT` attempts of one
+//! output (the latest). Forgetting a session forgets its part of the log too.
+//!
+//! The log is on the delivery path (a lane writes it with each batch of delivered outputs), so
+//! the common case is kept to one row: the attempt that delivered an output is stored in the
+//! output's log row, and only the other attempts get rows of their own.
 
-use rusqlite::{Connection, params};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::key_from;
 use crate::domain::{
@@ -23,14 +31,94 @@ pub(crate) const HISTORY_MS: i64 = 24 * 3600 * 1000;
 pub(crate) const ATTEMPTS_PER_OUTPUT: i64 = 20;
 /// Bytes of a webhook's answer (or of a transport error) kept with an attempt.
 pub(crate) const ANSWER_BYTES: usize = 256;
+/// Delivered outputs between two trims of the log to `HISTORY_PER_ENDPOINT`.
+const BOUND_EVERY: usize = 256;
+/// Most attempts noted and not yet written; more are left out of the log (with a warning). Each
+/// lane writes its outputs' fates within a batch of 64, so this is not reached in practice.
+const MAX_NOTED: usize = 4096;
 
+/// What the store holds in memory for the log: attempts noted and not yet written
+/// (`Store::record_attempt`), and the endpoints whose log grew since it was last trimmed.
+#[derive(Default)]
+pub(super) struct Notes {
+    attempts: Vec<AttemptRecord>,
+    since_bound: usize,
+    grown: BTreeSet<String>,
+}
+
+impl Notes {
+    pub(super) fn note(&mut self, a: AttemptRecord) {
+        if self.attempts.len() >= MAX_NOTED {
+            log::warn!("store: too many delivery attempts noted and not written; one is left out of the delivery log");
+            return;
+        }
+        self.attempts.push(a);
+    }
+
+    pub(super) fn take(&mut self) -> Vec<AttemptRecord> {
+        std::mem::take(&mut self.attempts)
+    }
+}
+
+/// Outputs `ids` were delivered and are about to leave the outbox: into the log, each with the
+/// attempt that delivered it, and the other noted attempts into `attempts` (then `trim`).
+pub(super) fn delivered(conn: &Connection, ids: &[i64], notes: &Mutex<Notes>, now_ms: i64) -> Result<()> {
+    let noted = notes.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let mut finals: HashMap<i64, &AttemptRecord> = HashMap::new();
+    let mut others = Vec::new();
+    for a in &noted {
+        if a.delivered && ids.contains(&a.output_id) {
+            finals.insert(a.output_id, a);
+        } else {
+            others.push(a.clone());
+        }
+    }
+    write_attempts(conn, &others)?;
+    let mut copy = conn.prepare_cached(
+        "INSERT OR REPLACE INTO output_log
+             (id, endpoint, user_id, session_id, seq, body, state, attempts, last_error, done_ms,
+              final_at_ms, final_latency_ms, final_status, final_answer)
+         SELECT id, endpoint, user_id, session_id, seq, body, 'delivered', attempts + 1, last_error, ?2, ?3, ?4, ?5, ?6
+         FROM outbox WHERE id = ?1
+         RETURNING endpoint",
+    )?;
+    let mut grown = Vec::new();
+    for id in ids {
+        let f = finals.get(id);
+        let answer = f.map(|a| head(&a.answer, ANSWER_BYTES));
+        let p = params![id, now_ms, f.map(|a| a.at_ms), f.map(|a| a.latency_ms), f.and_then(|a| a.status), answer];
+        if let Some(ep) = copy.query_row(p, |r| r.get::<_, String>(0)).optional()? {
+            grown.push(ep);
+        }
+    }
+    let mut n = notes.lock().unwrap_or_else(|p| p.into_inner());
+    n.since_bound += ids.len();
+    n.grown.extend(grown);
+    Ok(())
+}
+
+/// After delivered outputs left the outbox: trims the log when `BOUND_EVERY` more went in.
+pub(super) fn trim(conn: &Connection, notes: &Mutex<Notes>) -> Result<()> {
+    let due = {
+        let mut n = notes.lock().unwrap_or_else(|p| p.into_inner());
+        (n.since_bound >= BOUND_EVERY).then(|| {
+            n.since_bound = 0;
+            std::mem::take(&mut n.grown)
+        })
+    };
+    match due {
+        Some(endpoints) => bound(conn, &endpoints),
+        None => Ok(()),
+    }
+}
 /// Writes noted attempts (see `Store::record_attempt`).
 pub(super) fn write_attempts(conn: &Connection, attempts: &[AttemptRecord]) -> Result<()> {
     if attempts.is_empty() {
         return Ok(());
     }
+    // (A replace: after a crash an attempt can be made again under the same number.)
     let mut ins = conn.prepare_cached(
-        "INSERT INTO attempts (output_id, attempt, at_ms, latency_ms, status, answer, delivered)
+        "INSERT OR REPLACE INTO attempts (output_id, attempt, at_ms, latency_ms, status, answer, delivered)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut trim = conn.prepare_cached("DELETE FROM attempts WHERE output_id = ?1 AND attempt <= ?2")?;
@@ -53,8 +141,7 @@ fn head(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Copies outputs about to leave the outbox into the log, as `state` at `now_ms`. A delivered
-/// output's attempts are the failed ones counted in the outbox plus the one that succeeded.
+/// Copies outputs about to leave the outbox otherwise than delivered into the log, as `state`.
 pub(super) fn leaving(
     conn: &Connection,
     ids: &[i64],
@@ -62,24 +149,30 @@ pub(super) fn leaving(
     error: Option<&str>,
     now_ms: i64,
 ) -> Result<()> {
-    let extra = i64::from(state == OutputState::Delivered);
     let mut copy = conn.prepare_cached(
         "INSERT OR REPLACE INTO output_log
              (id, endpoint, user_id, session_id, seq, body, state, attempts, last_error, done_ms)
-         SELECT id, endpoint, user_id, session_id, seq, body, ?2, attempts + ?3, coalesce(?4, last_error), ?5
+         SELECT id, endpoint, user_id, session_id, seq, body, ?2, attempts, coalesce(?3, last_error), ?4
          FROM outbox WHERE id = ?1",
     )?;
     for id in ids {
-        copy.execute(params![id, state.as_str(), extra, error, now_ms])?;
+        copy.execute(params![id, state.as_str(), error, now_ms])?;
     }
     Ok(())
 }
 
 /// After `outbox::dead` moved output `id`: its log entry points at the new dead letter (the
-/// last row inserted) and counts `attempts`.
-pub(super) fn died(conn: &Connection, id: i64, attempts: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE output_log SET dead_id = last_insert_rowid(), attempts = ?2 WHERE id = ?1")?
-        .execute(params![id, attempts])?;
+/// last row inserted) and counts `attempts` (then `trim`).
+pub(super) fn died(conn: &Connection, id: i64, attempts: i64, notes: &Mutex<Notes>) -> Result<()> {
+    let endpoint: Option<String> = conn
+        .prepare_cached(
+            "UPDATE output_log SET dead_id = last_insert_rowid(), attempts = ?2 WHERE id = ?1 RETURNING endpoint",
+        )?
+        .query_row(params![id, attempts], |r| r.get(0))
+        .optional()?;
+    let mut n = notes.lock().unwrap_or_else(|p| p.into_inner());
+    n.since_bound += 1;
+    n.grown.extend(endpoint);
     Ok(())
 }
 
@@ -120,7 +213,7 @@ pub(super) fn replayed(conn: &Connection, dead_id: i64, new_id: i64) -> Result<(
 }
 
 /// Keeps the last `HISTORY_PER_ENDPOINT` finished outputs of each endpoint in `endpoints`.
-pub(super) fn bound(conn: &Connection, endpoints: &[&str]) -> Result<()> {
+fn bound(conn: &Connection, endpoints: &BTreeSet<String>) -> Result<()> {
     let mut cutoff =
         conn.prepare_cached("SELECT id FROM output_log WHERE endpoint = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2")?;
     for ep in endpoints {
@@ -153,15 +246,19 @@ pub(super) fn forget(conn: &Connection, key: &SessionKey) -> Result<()> {
     )
 }
 
+/// Deletes finished outputs matching `cond` and their attempts (in one range: those of outputs
+/// still in the outbox or the log stay).
 fn drop_finished(conn: &Connection, cond: &str, p: &[&dyn rusqlite::ToSql]) -> Result<()> {
     let ids: Vec<i64> = conn
         .prepare_cached(&format!("DELETE FROM output_log WHERE {cond} RETURNING id"))?
         .query_map(p, |r| r.get(0))?
         .collect::<std::result::Result<_, _>>()?;
-    let mut del = conn.prepare_cached("DELETE FROM attempts WHERE output_id = ?1")?;
-    for id in ids {
-        del.execute([id])?;
-    }
+    let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) else { return Ok(()) };
+    conn.prepare_cached(
+        "DELETE FROM attempts WHERE output_id BETWEEN ?1 AND ?2
+           AND output_id NOT IN (SELECT id FROM output_log) AND output_id NOT IN (SELECT id FROM outbox)",
+    )?
+    .execute(params![lo, hi])?;
     Ok(())
 }
 
@@ -205,10 +302,12 @@ fn newest_first(a: Vec<OutputEntry>, b: Vec<OutputEntry>, limit: usize) -> Vec<O
 /// Waiting outputs: queued until the first attempt failed, then retrying; the time is when due.
 const OUTBOX_SELECT: &str = "SELECT id, endpoint, user_id, session_id, seq, body,
         CASE WHEN attempts = 0 THEN 'queued' ELSE 'retrying' END AS state, attempts,
-        not_before_ms AS at_ms, last_error, NULL AS dead_id, NULL AS replayed_as FROM outbox";
+        not_before_ms AS at_ms, last_error, NULL AS dead_id, NULL AS replayed_as,
+        NULL AS final_at_ms, NULL AS final_latency_ms, NULL AS final_status, NULL AS final_answer FROM outbox";
 /// Finished outputs; the time is when they were delivered or died.
 const LOG_SELECT: &str = "SELECT id, endpoint, user_id, session_id, seq, body, state, attempts,
-        done_ms AS at_ms, last_error, dead_id, replayed_as FROM output_log";
+        done_ms AS at_ms, last_error, dead_id, replayed_as,
+        final_at_ms, final_latency_ms, final_status, final_answer FROM output_log";
 
 fn query(conn: &Connection, select: &str, f: &OutputFilter) -> Result<Vec<OutputEntry>> {
     let sql = format!(
@@ -232,19 +331,35 @@ fn query(conn: &Connection, select: &str, f: &OutputFilter) -> Result<Vec<Output
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(p, |r| {
         let state: String = r.get(6)?;
+        let (id, key, seq, attempts): (i64, SessionKey, i64, i64) = (r.get(0)?, key_from(r, 1)?, r.get(4)?, r.get(7)?);
+        // The attempt that delivered it, kept in the row.
+        let last = match r.get::<_, Option<i64>>(12)? {
+            Some(at_ms) => Some(AttemptRecord {
+                output_id: id,
+                key: key.clone(),
+                seq,
+                attempt: attempts,
+                at_ms,
+                latency_ms: r.get(13)?,
+                status: r.get(14)?,
+                answer: r.get(15)?,
+                delivered: true,
+            }),
+            None => None,
+        };
         Ok(OutputEntry {
-            id: r.get(0)?,
-            key: key_from(r, 1)?,
-            seq: r.get(4)?,
+            id,
+            key,
+            seq,
             body: r.get(5)?,
             // Written by this module only; an unknown name reads as the nearest safe one.
             state: OutputState::parse(&state).unwrap_or(OutputState::Dead),
-            attempts: r.get(7)?,
+            attempts,
             at_ms: r.get(8)?,
             last_error: r.get(9)?,
             dead_letter: r.get(10)?,
             replayed_as: r.get(11)?,
-            tries: Vec::new(),
+            tries: last.into_iter().collect(),
         })
     })?;
     rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
@@ -266,17 +381,16 @@ fn attach_tries(conn: &Connection, list: &mut [OutputEntry]) -> Result<()> {
         let (id, attempt, at_ms, latency_ms, status, answer, delivered) = row?;
         if let Some(e) = list.iter_mut().find(|e| e.id == id) {
             let (key, seq) = (e.key.clone(), e.seq);
-            e.tries.push(AttemptRecord {
-                output_id: id,
-                key,
-                seq,
-                attempt,
-                at_ms,
-                latency_ms,
-                status,
-                answer,
-                delivered,
-            });
+            let t = AttemptRecord { output_id: id, key, seq, attempt, at_ms, latency_ms, status, answer, delivered };
+            // Rows come in attempt order; the one kept in the log row, if any, is the last.
+            match e.tries.last() {
+                Some(last) if last.attempt == attempt => {}
+                Some(last) if last.attempt > attempt => {
+                    let at = e.tries.len() - 1;
+                    e.tries.insert(at, t);
+                }
+                _ => e.tries.push(t),
+            }
         }
     }
     Ok(())
@@ -506,5 +620,18 @@ mod tests {
         assert_eq!(store.dead_letters().unwrap()[0].key.session_id, "Alpha-1");
         let counts = store.endpoint_counts().unwrap();
         assert_eq!(counts, [EndpointCounts { endpoint: "e".into(), queued: 1, dead_letters: 1 }]);
+    }
+
+    #[test]
+    fn expiry_drops_old_traces_and_log_entries_older_than_a_day() {
+        let (store, _t) = store("expiry");
+        let ids = turn(&store, "s", 2, true);
+        // Died long ago (now_ms 3_000), and delivered just now.
+        store.dead(ids[0], 1, "HTTP 400", 3_000).unwrap();
+        store.delivered(&[ids[1]]).unwrap();
+        store.expire_sessions(2_000, 0).unwrap();
+        assert!(store.traces(&key("s")).unwrap().is_empty(), "the trace (at 1_000) is older than the expiry");
+        let left: Vec<i64> = store.outputs(&all()).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(left, [ids[1]], "the log keeps a day");
     }
 }

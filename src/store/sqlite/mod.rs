@@ -55,13 +55,10 @@ impl From<rusqlite::Error> for StoreError {
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     reader: Mutex<Connection>,
-    /// Delivery attempts noted and not yet written (see `Store::record_attempt`).
-    attempts: Mutex<Vec<AttemptRecord>>,
+    /// Delivery attempts noted and not yet written (see `Store::record_attempt`), and the
+    /// delivery log's pending bound.
+    notes: Mutex<history::Notes>,
 }
-
-/// Most attempts noted and not yet written; more are dropped from the log (with a warning). Each
-/// lane writes its outputs' fates within a batch of 64, so this is never reached in practice.
-const MAX_NOTED_ATTEMPTS: usize = 4096;
 
 /// Outbox ids must never be reused: a sender lane reads rows above the highest id it has seen,
 /// and SQLite would otherwise hand out `max(id) + 1` again once the table is empty.
@@ -102,21 +99,23 @@ CREATE TABLE IF NOT EXISTS deadletters (
     seq INTEGER NOT NULL, body TEXT NOT NULL,
     attempts INTEGER NOT NULL, last_error TEXT NOT NULL, died_ms INTEGER NOT NULL
 );
--- The console (history.rs, traces.rs). output_log.id is the outbox id of the output.
+-- The console (history.rs, traces.rs). output_log.id is the outbox id of the output; the
+-- attempt that delivered it is kept in the row (most outputs have no other), failed ones in
+-- attempts.
 CREATE TABLE IF NOT EXISTS output_log (
     id INTEGER PRIMARY KEY,
     endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
     seq INTEGER NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
-    last_error TEXT, done_ms INTEGER NOT NULL, dead_id INTEGER, replayed_as INTEGER
+    last_error TEXT, done_ms INTEGER NOT NULL, dead_id INTEGER, replayed_as INTEGER,
+    final_at_ms INTEGER, final_latency_ms INTEGER, final_status INTEGER, final_answer TEXT
 );
 CREATE INDEX IF NOT EXISTS output_log_endpoint ON output_log (endpoint, id);
 CREATE INDEX IF NOT EXISTS output_log_dead ON output_log (dead_id) WHERE dead_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY,
     output_id INTEGER NOT NULL, attempt INTEGER NOT NULL, at_ms INTEGER NOT NULL,
-    latency_ms INTEGER NOT NULL, status INTEGER, answer TEXT NOT NULL, delivered INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS attempts_output ON attempts (output_id, attempt);
+    latency_ms INTEGER NOT NULL, status INTEGER, answer TEXT NOT NULL, delivered INTEGER NOT NULL,
+    PRIMARY KEY (output_id, attempt)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS traces (
     id INTEGER PRIMARY KEY,
     endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
@@ -146,7 +145,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         reader.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
-        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader), attempts: Mutex::default() })
+        Ok(SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(reader), notes: Mutex::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -161,8 +160,12 @@ impl SqliteStore {
 
     /// Writes the noted attempts inside the caller's transaction.
     fn write_attempts(&self, tx: &Connection) -> Result<()> {
-        let noted = std::mem::take(&mut *self.attempts.lock().unwrap_or_else(|p| p.into_inner()));
+        let noted = self.notes().take();
         history::write_attempts(tx, &noted)
+    }
+
+    fn notes(&self) -> MutexGuard<'_, history::Notes> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -218,11 +221,9 @@ impl Store for SqliteStore {
     fn delivered(&self, ids: &[i64]) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        self.write_attempts(&tx)?;
-        history::leaving(&tx, ids, OutputState::Delivered, None, crate::util::now_ms())?;
-        let endpoints = endpoints_of(&tx, ids)?;
+        history::delivered(&tx, ids, &self.notes, crate::util::now_ms())?;
         outbox::delete(&tx, ids)?;
-        history::bound(&tx, &endpoints.iter().map(String::as_str).collect::<Vec<_>>())?;
+        history::trim(&tx, &self.notes)?;
         Ok(tx.commit()?)
     }
 
@@ -239,10 +240,9 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         self.write_attempts(&tx)?;
         history::leaving(&tx, &[id], OutputState::Dead, Some(error), now_ms)?;
-        let endpoints = endpoints_of(&tx, &[id])?;
         outbox::dead(&tx, id, attempts, error, now_ms)?;
-        history::died(&tx, id, attempts)?;
-        history::bound(&tx, &endpoints.iter().map(String::as_str).collect::<Vec<_>>())?;
+        history::died(&tx, id, attempts, &self.notes)?;
+        history::trim(&tx, &self.notes)?;
         Ok(tx.commit()?)
     }
 
@@ -297,12 +297,7 @@ impl Store for SqliteStore {
     }
 
     fn record_attempt(&self, attempt: AttemptRecord) {
-        let mut noted = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        if noted.len() >= MAX_NOTED_ATTEMPTS {
-            log::warn!("store: too many delivery attempts noted and not written; one is left out of the delivery log");
-            return;
-        }
-        noted.push(attempt);
+        self.notes().note(attempt);
     }
 
     fn outputs(&self, filter: &OutputFilter) -> Result<Vec<OutputEntry>> {
@@ -354,15 +349,6 @@ impl Store for SqliteStore {
     fn writable(&self) -> bool {
         self.lock().execute_batch("BEGIN IMMEDIATE; COMMIT;").is_ok()
     }
-}
-
-/// The distinct endpoints of outbox rows `ids` (whose log entries need bounding).
-fn endpoints_of(conn: &Connection, ids: &[i64]) -> Result<Vec<String>> {
-    let ids = serde_json::to_string(ids).expect("numbers serialize");
-    let mut stmt =
-        conn.prepare_cached("SELECT DISTINCT endpoint FROM outbox WHERE id IN (SELECT value FROM json_each(?1))")?;
-    let rows = stmt.query_map([ids], |r| r.get(0))?;
-    rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
 }
 
 /// The session key stored in three columns from `at`.
