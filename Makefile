@@ -16,21 +16,28 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static --cfg getrandom_backend="linux
 STATIC_SQLITE_FLAGS := -USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 \
 	-USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_SOUNDEX
 
-.PHONY: build run test lint bench check doc clean static size test-static install systemd-check
+.PHONY: build run test browsers lint bench check doc clean static size test-static install systemd-check
 
 build:
 	$(CARGO) build --release
 
-# Starts `hookflow sink` (the demo webhook, on :9000) and hookflow on the example config (:8080).
-# Ctrl-C stops both.
+# Starts `hookflow sink` (the demo webhook, on :9000) and hookflow on the example config (:8080),
+# with the console on. Ctrl-C stops both.
 run: build
+	@echo "console: http://127.0.0.1:8080/console (admin key: demo-admin-key)"
 	@$(BIN) sink --listen 127.0.0.1:9000 --user bot --password $(DEMO_PASSWORD) & sink=$$!; \
 	trap 'kill $$sink 2>/dev/null' EXIT INT TERM; \
 	DEMO_WEBHOOK_PASSWORD=$(DEMO_PASSWORD) $(BIN) serve --config examples/hookflow.json
 
-test:
+# The console's browser tests (tests/it/browser.rs) drive Debian's chromium through chromedriver;
+# they are installed first when missing (needs root, as on a fresh CI machine).
+test: browsers
 	$(CARGO) test --all-targets
 	$(CARGO) test -p tiny_http  # the vendored server's own tests (framing, limits; vendor/README.md)
+
+browsers:
+	@command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 lint:
 	$(CARGO) fmt --all -- --check

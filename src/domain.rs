@@ -121,6 +121,9 @@ pub struct TurnRecord {
     /// Keep the inbox row with this resume record instead of deleting it (an `http` node's
     /// checkpoint: the turn goes on after the call).
     pub checkpoint: Option<String>,
+    /// What the turn did, for the console: kept for test-mode turns only (`input.testMode`).
+    /// (Boxed: most turns have none, and the record travels by value through the writer.)
+    pub trace: Option<Box<Trace>>,
 }
 
 /// One output of a turn, before it is numbered.
@@ -190,6 +193,132 @@ pub enum Replay {
     Unknown,
     /// Its endpoint (named) is not configured: no sender would read it.
     EndpointGone(String),
+}
+
+/// What one turn (or one part of it, up to or from an `http` node) did, for the console.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub trace_id: String,
+    /// A JSON object: nodes run, NLU result, context before and after with its changes, http
+    /// calls, expression and Code node errors, outputs (see `engine/trace.rs`).
+    pub body: String,
+}
+
+/// A trace as kept, with the Seq numbers its turn gave its outputs.
+#[derive(Debug, Clone)]
+pub struct TraceRow {
+    pub at_ms: i64,
+    pub trace_id: String,
+    /// The outputs of the turn are `first_seq..=last_seq` (`first_seq > last_seq`: none).
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub body: String,
+}
+
+/// One delivery attempt, for the delivery log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// The outbox id of the output.
+    pub output_id: i64,
+    pub key: SessionKey,
+    pub seq: i64,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    pub at_ms: i64,
+    pub latency_ms: i64,
+    /// The HTTP status, when the webhook answered.
+    pub status: Option<u16>,
+    /// The first bytes of the answer, or the transport error.
+    pub answer: String,
+    pub delivered: bool,
+}
+
+/// Where an output stands in the delivery log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputState {
+    /// Waiting for its first attempt (or its `sleep`).
+    Queued,
+    /// Failed at least once; the next attempt is scheduled.
+    Retrying,
+    Delivered,
+    /// A dead letter (see `OutputEntry::dead_letter`).
+    Dead,
+    /// Was a dead letter and went back to the outbox as a new output (`replayed_as`).
+    Replayed,
+}
+
+impl OutputState {
+    pub const ALL: [OutputState; 5] =
+        [OutputState::Queued, OutputState::Retrying, OutputState::Delivered, OutputState::Dead, OutputState::Replayed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputState::Queued => "queued",
+            OutputState::Retrying => "retrying",
+            OutputState::Delivered => "delivered",
+            OutputState::Dead => "dead",
+            OutputState::Replayed => "replayed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutputState> {
+        OutputState::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Which outputs (or dead letters) a console query is about; `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct OutputFilter {
+    pub endpoint: Option<String>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub state: Option<OutputState>,
+    /// Only outputs with a smaller id (the paging cursor).
+    pub before_id: Option<i64>,
+    /// Only outputs whose time (`OutputEntry::at_ms`) is in `since_ms..=until_ms`.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: usize,
+}
+
+/// One output in the delivery log.
+#[derive(Debug, Clone)]
+pub struct OutputEntry {
+    /// The outbox id (unique, in commit order).
+    pub id: i64,
+    pub key: SessionKey,
+    pub seq: i64,
+    pub body: String,
+    pub state: OutputState,
+    pub attempts: i64,
+    /// When it is due (queued, retrying) or when it was delivered or died.
+    pub at_ms: i64,
+    pub last_error: Option<String>,
+    /// The dead letter's id (for replay), while it is one.
+    pub dead_letter: Option<i64>,
+    /// The outbox id of the new output a replay made.
+    pub replayed_as: Option<i64>,
+    /// The attempts kept, oldest first.
+    pub tries: Vec<AttemptRecord>,
+}
+
+/// A session found by a search.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub key: SessionKey,
+    pub messages: i64,
+    pub seq: i64,
+    pub updated_ms: i64,
+    /// False for a forgotten session (only its output counter is kept).
+    pub has_state: bool,
+}
+
+/// Outputs waiting and dead letters of one endpoint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointCounts {
+    pub endpoint: String,
+    pub queued: i64,
+    pub dead_letters: i64,
 }
 
 #[cfg(test)]

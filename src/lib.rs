@@ -6,7 +6,8 @@
 //! # The data path, one folder a room
 //!
 //! ```text
-//! HTTP request ─► intake/ (http-N threads: routes.rs validates, admin.rs is /api/)
+//! HTTP request ─► intake/ (http-N threads: routes.rs validates, admin.rs is /api/,
+//!                           console.rs serves /console and console_api.rs its admin routes)
 //!     ─► engine/writer.rs (group commit into the inbox, then 200)
 //!     ─► engine/scheduler.rs (per-session FIFO) ─► engine/worker.rs (worker-N: one turn each)
 //!     ─► engine/turn.rs (input object, engine/nlu.rs, the Flow, http-node checkpoints)

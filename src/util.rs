@@ -30,6 +30,28 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     at.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs() as i64)
 }
 
+/// Parses what `iso8601` writes (`2026-11-22T07:47:51.123Z`; the fraction and the `Z` may be
+/// left out, UTC either way) to Unix milliseconds. The calendar is httpdate's: the date is
+/// written as an IMF-fixdate for each weekday in turn, and the one httpdate accepts (it checks
+/// the weekday against the date) gives the time.
+pub fn parse_iso8601(s: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    let ymd: Vec<u32> = date.split('-').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let [y, m, d] = ymd[..] else { return None };
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let hms: Vec<u32> = hms.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let [h, min, sec] = hms[..] else { return None };
+    let milli: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    let mon = MONTHS.get(usize::try_from(m).ok()?.checked_sub(1)?)?;
+    ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].iter().find_map(|wd| {
+        let text = format!("{wd}, {d:02} {mon} {y:04} {h:02}:{min:02}:{sec:02} GMT");
+        let secs = parse_http_date(&text)?;
+        Some(secs * 1000 + milli)
+    })
+}
+
 /// What a log line may show of user data: `***` when the endpoint masks logging
 /// (`dataProtection.maskLogging`).
 pub fn shown(mask: bool, s: &str) -> &str {
@@ -84,6 +106,13 @@ pub fn prune_depth(v: &mut serde_json::Value, max: usize) -> bool {
         Value::Object(o) => o.values_mut().fold(false, |cut, x| prune_depth(x, max - 1) | cut),
         _ => false,
     }
+}
+
+/// A JSON object of `members`. Lighter in code than `json!`, which turns each member into a value
+/// through the serializer (`to_value`) at each call site: for the console's many-membered
+/// answers that was tens of KB of the binary.
+pub fn obj(members: Vec<(&str, serde_json::Value)>) -> serde_json::Value {
+    serde_json::Value::Object(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 /// The JSON type of a value, for "expected ..., got a number" in error messages.
@@ -169,6 +198,11 @@ mod tests {
     fn iso8601_formats_utc() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(1_795_333_671_123), "2026-11-22T07:47:51.123Z");
+        assert_eq!(parse_iso8601("2026-11-22T07:47:51.123Z"), Some(1_795_333_671_123));
+        assert_eq!(parse_iso8601("2026-11-22T07:47:51Z"), Some(1_795_333_671_000));
+        assert_eq!(parse_iso8601("1970-01-01"), Some(0));
+        assert_eq!(parse_iso8601("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_iso8601("yesterday"), None);
         assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso8601(951_782_399_999), "2000-02-28T23:59:59.999Z");
         assert_eq!(iso8601(1_709_251_199_007), "2024-02-29T23:59:59.007Z");

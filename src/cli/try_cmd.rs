@@ -131,7 +131,7 @@ impl<W: Write> Host for TryHost<'_, W> {
     }
 
     fn opts(&mut self) -> RunOptions {
-        RunOptions { max_nodes: self.max_nodes, random: self.session.messages as u64 }
+        RunOptions { max_nodes: self.max_nodes, random: self.session.messages as u64, trace: false }
     }
 
     fn part_done(&mut self, turn: &Turn) {

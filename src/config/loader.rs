@@ -15,8 +15,20 @@ use super::*;
 
 // Known keys, per object (used for unknown-key errors and their suggestions).
 
-const TOP_KEYS: &[&str] =
-    &["listen", "dataDir", "workers", "adminKeys", "limits", "durability", "sessions", "delivery", "tls", "endpoints"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "dataDir",
+    "workers",
+    "adminKeys",
+    "limits",
+    "durability",
+    "sessions",
+    "delivery",
+    "tls",
+    "endpoints",
+    "console",
+];
+const CONSOLE_KEYS: &[&str] = &["enabled"];
 const LIMITS_KEYS: &[&str] = &[
     "maxBodyBytes",
     "queueCapacity",
@@ -98,7 +110,7 @@ impl Loader<'_> {
     /// order a reader of the file meets them.
     fn config(&mut self, root: &Value) -> Config {
         let top = self.object(String::new(), Some(root), TOP_KEYS);
-        Config {
+        let mut config = Config {
             path: self.file.clone(),
             dir: self.base.clone(),
             listen: self.listen(&top),
@@ -111,7 +123,22 @@ impl Loader<'_> {
             delivery: self.delivery(&top),
             tls: self.tls(&top),
             endpoints: self.endpoints(&top),
+            console: Console::default(),
+        };
+        config.console = self.console(&top, &config.admin_keys);
+        config
+    }
+
+    /// `console`: off by default; on, it needs an admin key to log in with.
+    fn console(&mut self, top: &Obj, admin_keys: &[[u8; 32]]) -> Console {
+        let o = self.sub(top, "console", CONSOLE_KEYS);
+        let enabled = self.opt_bool(&o, "enabled", false);
+        if enabled && admin_keys.is_empty() {
+            let message = "the console needs an admin key to log in with: add one to adminKeys (hookflow keygen \
+                           prints one), or set console.enabled to false";
+            self.error("console.enabled", message);
         }
+        Console { enabled }
     }
 
     fn listen(&mut self, top: &Obj) -> SocketAddr {

@@ -91,6 +91,15 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// At least one, with unique names and URL tokens.
     pub endpoints: Vec<Endpoint>,
+    /// The web console at `/console` (console.md).
+    pub console: Console,
+}
+
+/// `console`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Console {
+    /// Serve `/console`; needs `adminKeys` (the page logs in with one).
+    pub enabled: bool,
 }
 
 /// `limits.*`.

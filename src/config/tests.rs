@@ -593,3 +593,13 @@ fn shown_urls_hide_credentials_queries_and_fragments() {
         assert_eq!(shown_url(url), want, "{url}");
     }
 }
+
+#[test]
+fn console_is_off_by_default_and_needs_admin_keys() {
+    assert!(!ok(&config_with("", "")).console.enabled);
+    let key = r#""adminKeys": ["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]"#;
+    assert!(ok(&config_with(&format!(r#"{key}, "console": {{"enabled": true}}"#), "")).console.enabled);
+    check_error(&config_with(r#""console": {"enabled": true}"#, ""), "console.enabled", "needs an admin key");
+    check_error(&config_with(r#""console": {"enable": true}"#, ""), "console.enable", r#"did you mean "enabled"?"#);
+    check_error(&config_with(r#""console": {"enabled": "yes"}"#, ""), "console.enabled", "got a string");
+}

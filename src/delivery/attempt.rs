@@ -16,6 +16,19 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Longest body read back from a webhook answer (it is only logged).
 const MAX_ANSWER_BYTES: u64 = 16 * 1024;
 
+/// An attempt, as the delivery log notes it (`history.rs`).
+#[derive(Debug)]
+pub(crate) struct Attempted {
+    pub outcome: Outcome,
+    /// The status, when the webhook answered.
+    pub status: Option<u16>,
+    /// The first bytes of the answer (lossy UTF-8), or the transport error.
+    pub answer: String,
+}
+
+/// Bytes of an answer kept for the delivery log (the store keeps at most this many too).
+const NOTED_ANSWER_BYTES: usize = 256;
+
 /// How an attempt ended.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Outcome {
@@ -57,7 +70,7 @@ pub(crate) fn attempt(
     row: &OutboxRow,
     now_s: i64,
     limit: Option<Duration>,
-) -> Outcome {
+) -> Attempted {
     let mut req = agent
         .post(&ep.webhook.url)
         .header("Content-Type", "application/json")
@@ -91,10 +104,11 @@ pub(crate) fn attempt(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, now_ms()));
             // Reading the answer to its end lets ureq reuse the connection.
-            let _ = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
-            classify(status, retry_after)
+            let body = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_vec().unwrap_or_default();
+            let answer = String::from_utf8_lossy(&body[..body.len().min(NOTED_ANSWER_BYTES)]).into_owned();
+            Attempted { outcome: classify(status, retry_after), status: Some(status), answer }
         }
-        Err(e) => Outcome::Retry(e.to_string(), None),
+        Err(e) => Attempted { outcome: Outcome::Retry(e.to_string(), None), status: None, answer: e.to_string() },
     }
 }
 

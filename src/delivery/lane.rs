@@ -359,8 +359,10 @@ impl Lane<'_> {
         let started = Instant::now();
         // While draining, an attempt may not outlast the drain (delivery.drainSeconds).
         let limit = self.drain_until.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
-        let outcome = attempt(&self.agent, ep, row, now_ms() / 1000, limit);
+        let tried = attempt(&self.agent, ep, row, now_ms() / 1000, limit);
         let attempts = row.attempts + 1;
+        super::history::note(self.cx, row, attempts, &tried, started.elapsed());
+        let outcome = tried.outcome;
         log::debug!("sender-{}: output {} seq {} attempt {attempts}: {outcome:?}", self.lane, row.id, row.seq);
         self.group.target.record(probe, &outcome, now_ms());
         match outcome {

@@ -1,7 +1,8 @@
 //! Delivery: the outbox → the customer's webhook. `lane.rs` is one sender thread (its window of
 //! outbox rows, per-session order, retries by due time); `target.rs` is the health of one webhook
 //! URL (down, probing), shared by the lanes that send to it; `attempt.rs` is one POST and how its
-//! answer is classified; the signatures are `crypto.rs`'s.
+//! answer is classified; `history.rs` notes each attempt for the console's delivery log and
+//! overview; the signatures are `crypto.rs`'s.
 //!
 //! # Lanes are grouped by webhook URL
 //!
@@ -28,6 +29,7 @@
 //! lane thread is given).
 
 mod attempt;
+mod history;
 mod lane;
 mod target;
 
@@ -38,6 +40,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 pub(crate) use lane::run;
+pub(crate) use target::DOWN_AFTER;
 
 use crate::config::Config;
 use crate::domain::SessionKey;

@@ -18,7 +18,7 @@ use super::attempt::Outcome;
 use crate::config::Delivery;
 
 /// Consecutive failed attempts (any lane, any session) after which a webhook URL counts as down.
-pub(super) const DOWN_AFTER: usize = 3;
+pub(crate) const DOWN_AFTER: usize = 3;
 
 /// What a lane may do with an output for the target now.
 #[derive(Debug, PartialEq)]

@@ -5,7 +5,8 @@
 //! - `scheduler.rs`: per-session FIFO of queued messages; the ready queue of sessions.
 //! - `worker.rs`: the `worker-N` threads; one message of one session at a time.
 //! - `turn.rs`: one turn — the `input` object, NLU, the Flow, checkpoints at `http` nodes,
-//!   output bodies (through the output transformer).
+//!   output bodies (through the output transformer). `trace.rs`: what a test-mode turn did,
+//!   for the console, committed with the turn.
 //! - `driver.rs`: run → stop at an `http` node → perform or park → resume, written once for the
 //!   worker and `hookflow try`.
 //! - `effects.rs`, `calls.rs`: the outbound calls a turn waits for (an `http` node's request,
@@ -18,6 +19,7 @@ pub(crate) mod effects;
 pub(crate) mod http_node;
 pub(crate) mod nlu;
 mod scheduler;
+mod trace;
 pub(crate) mod turn;
 pub(crate) mod worker;
 pub(crate) mod writer;

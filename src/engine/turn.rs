@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use super::driver::{Driven, From, Host, drive};
 use super::effects::{Answer, Call};
 use super::nlu;
+use super::trace::TraceBuilder;
 use crate::config::{Config, Endpoint};
 use crate::delivery::Wake;
 use crate::domain::{InboxRow, JobKind, NewOutput, SessionRow, Speaker, TranscriptLine, TurnInput, TurnRecord};
@@ -83,6 +84,8 @@ struct Conversation<'a> {
     loaded_messages: i64,
     /// Whether the user's line went into the transcript already.
     logged_input: bool,
+    /// What the turn does, for the console: test-mode turns only.
+    trace: Option<TraceBuilder>,
 }
 
 /// How far one visit of a worker took a message.
@@ -170,6 +173,7 @@ fn record(
         transcript,
         loaded_messages,
         checkpoint: None,
+        trace: None,
     }
 }
 
@@ -184,6 +188,8 @@ impl<'a> Conversation<'a> {
     ) -> Conversation<'a> {
         let flow = cx.flows[&ep.name].clone();
         let mut session = session.unwrap_or_default();
+        // A resumed part's checkpoint wrote the session: when the call started.
+        let parked_at = row.resume.is_some().then_some(session.updated_ms);
         // What the store holds, for the forgotten-meanwhile check at commit (see `TurnRecord`).
         let loaded_messages = session.messages;
         let ttl = cx.config.session_ttl.as_millis() as i64;
@@ -204,6 +210,7 @@ impl<'a> Conversation<'a> {
         let profile: Value =
             profile.filter(|_| keep).and_then(|p| serde_json::from_str(&p).ok()).unwrap_or_else(|| json!({}));
         let input = build_input(ep, row, &acc, messages);
+        let trace = acc.test_mode.then(|| TraceBuilder::new(&state.context, parked_at));
         Conversation {
             cx,
             row,
@@ -217,6 +224,7 @@ impl<'a> Conversation<'a> {
             messages,
             loaded_messages,
             logged_input: row.resume.is_some(),
+            trace,
         }
     }
 
@@ -238,7 +246,12 @@ impl<'a> Conversation<'a> {
                 }
                 let before = Turn { delay_ms: r.delay_ms, steps: r.steps, ..Turn::default() };
                 match answer {
-                    Some(Answer::Http(answer)) => From::Answer { call: r.call, answer, before: Box::new(before) },
+                    Some(Answer::Http(answer)) => {
+                        if let Some(t) = &mut self.trace {
+                            t.answer(&r.call, &answer, now_ms());
+                        }
+                        From::Answer { call: r.call, answer, before: Box::new(before) }
+                    }
                     _ => {
                         // Queued with its checkpoint but no answer: the process stopped while
                         // the call was parked. The call is made again.
@@ -257,6 +270,9 @@ impl<'a> Conversation<'a> {
                     if let Some(found) = found {
                         nlu::apply(&found, &mut self.input);
                     }
+                }
+                if let Some(t) = &mut self.trace {
+                    t.nlu(&self.input);
                 }
                 From::Start
             }
@@ -344,7 +360,11 @@ impl<'a> Conversation<'a> {
         let profile = (keep && self.profile != self.profile_before).then(|| self.profile.to_string());
         self.profile_before = self.profile.clone();
         let session = SessionRow { state: Some(state), seq: 0, messages: self.messages, updated_ms: now };
-        TurnRecord { profile, ..record(self.row, Some(session), new, transcript, self.loaded_messages) }
+        let trace = self
+            .trace
+            .as_ref()
+            .map(|t| Box::new(t.finish(&self.acc.trace_id, &self.input, &self.state.context, outputs)));
+        TurnRecord { profile, trace, ..record(self.row, Some(session), new, transcript, self.loaded_messages) }
     }
 
     fn notify_record(self, engine: &mut LazyEngine, o: &Output) -> TurnRecord {
@@ -396,11 +416,14 @@ impl Host for Conversation<'_> {
 
     fn opts(&mut self) -> RunOptions {
         let random = u64::from_le_bytes(crate::util::random_bytes::<8>());
-        RunOptions { max_nodes: self.cx.config.limits.max_nodes_per_turn, random }
+        RunOptions { max_nodes: self.cx.config.limits.max_nodes_per_turn, random, trace: self.trace.is_some() }
     }
 
     fn part_done(&mut self, turn: &Turn) {
         self.log(turn);
+        if let Some(t) = &mut self.trace {
+            t.part(&self.flow, turn);
+        }
     }
 
     /// Commits the turn so far before an `http` node's call, keeping the message with its
@@ -409,6 +432,10 @@ impl Host for Conversation<'_> {
         // A Code node may have made `input` deeper than the resume record can be read (`record`
         // cuts context and profile the same way, before they go into it).
         cut_deep(&self.ep.name, "input", &mut self.input);
+        // The call goes into this part's trace, which `record` finishes.
+        if let Some(t) = &mut self.trace {
+            t.call(call);
+        }
         let record = self.record(engine, &turn.outputs);
         let r = Resume {
             call: call.clone(),

@@ -63,7 +63,12 @@ pub struct RunOptions {
     pub max_nodes: u32,
     /// Seed for `texts` in random mode.
     pub random: u64,
+    /// Record the nodes run (`Turn::nodes`), for the console's trace.
+    pub trace: bool,
 }
+
+/// Most nodes recorded in `Turn::nodes`: a loop cut by `maxNodesPerTurn` would list thousands.
+pub const MAX_TRACED_NODES: usize = 200;
 
 /// An HTTP request the turn waits for (an `http` node).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +98,9 @@ pub struct Turn {
     pub delay_ms: u64,
     /// Nodes run so far (carried over a suspension, so `maxNodesPerTurn` bounds the whole turn).
     pub steps: u32,
+    /// With `RunOptions::trace`: the nodes run in this part of the turn, in order (index into
+    /// `Flow::nodes`, and what its step did), at most `MAX_TRACED_NODES`.
+    pub nodes: Vec<(usize, &'static str)>,
 }
 
 impl SessionState {
@@ -212,6 +220,10 @@ impl Machine<'_, '_> {
             let op = &flow.ops[pc];
             self.node = op.node;
             if !matches!(op.kind, OpKind::Jump(_)) {
+                // The end of a Flow is no node of the file.
+                if self.opts.trace && !matches!(op.kind, OpKind::End { .. }) {
+                    self.trace(op);
+                }
                 self.turn.steps += 1;
                 if self.turn.steps > self.opts.max_nodes {
                     let node = self.flow.nodes[op.node].name();
@@ -251,6 +263,14 @@ impl Machine<'_, '_> {
         let node = self.flow.nodes[self.node].name();
         self.turn.error = Some(format!("{why}; the turn was stopped at node {node}"));
         true
+    }
+
+    /// Records a step of a node other than the one before (a node may compile to several ops).
+    fn trace(&mut self, op: &Op) {
+        let nodes = &mut self.turn.nodes;
+        if nodes.len() < MAX_TRACED_NODES && nodes.last().is_none_or(|(n, _)| *n != op.node) {
+            nodes.push((op.node, op_label(&op.kind)));
+        }
     }
 
     fn step(&mut self, op: &Op, pc: usize) -> Next {
@@ -455,6 +475,28 @@ impl Machine<'_, '_> {
             },
             simple => check(simple, &text),
         }
+    }
+}
+
+/// What a step does, in the words of the Flow file's node types.
+fn op_label(k: &OpKind) -> &'static str {
+    match k {
+        OpKind::Say(_) => "say",
+        OpKind::Question(_) => "question",
+        OpKind::Branch { .. } => "if",
+        OpKind::Jump(_) => "jump",
+        OpKind::Lookup { .. } => "lookup",
+        OpKind::Once { .. } => "once",
+        OpKind::SetContext { .. } => "setContext",
+        OpKind::RemoveContext { .. } => "removeContext",
+        OpKind::Code(_) => "code",
+        OpKind::Http(_) => "http",
+        OpKind::Sleep(_) => "sleep",
+        OpKind::GoTo { .. } => "goTo",
+        OpKind::WaitForInput => "waitForInput",
+        OpKind::Stop => "stop",
+        OpKind::Call { .. } => "executeFlow",
+        OpKind::End { .. } => "end",
     }
 }
 

@@ -16,7 +16,7 @@ fn engine() -> Engine {
 /// One turn with a fresh engine.
 fn turn(flow: &Flow, state: &mut SessionState, input: &mut Value, profile: &mut Value, max_nodes: u32) -> Turn {
     let mut e = engine();
-    run(flow, TurnIo { state, input, profile, scripts: &mut e }, RunOptions { max_nodes, random: 7 })
+    run(flow, TurnIo { state, input, profile, scripts: &mut e }, RunOptions { max_nodes, random: 7, trace: false })
 }
 
 fn compile(doc: Value) -> Flow {
@@ -164,7 +164,7 @@ fn the_turn_script_budget_stops_a_loop_of_slow_templates_and_drops_the_cut_node(
     let ms = std::time::Duration::from_millis;
     let mut e = Engine::new(Limits { timeout: ms(100), memory: 8 << 20, turn: ms(300) });
     let mut state = SessionState::new(&flow);
-    let opts = RunOptions { max_nodes: 1000, random: 7 };
+    let opts = RunOptions { max_nodes: 1000, random: 7, trace: false };
     let started = std::time::Instant::now();
     let io = TurnIo { state: &mut state, input: &mut json!({"text": "x"}), profile: &mut json!({}), scripts: &mut e };
     let t = run(&flow, io, opts);
@@ -180,7 +180,7 @@ fn the_turn_script_budget_stops_a_loop_of_slow_templates_and_drops_the_cut_node(
     // The next turn has the whole budget again and starts at the top.
     e.begin_turn();
     let io = TurnIo { state: &mut state, input: &mut json!({"text": "y"}), profile: &mut json!({}), scripts: &mut e };
-    let t = run(&flow, io, RunOptions { max_nodes: 3, random: 7 });
+    let t = run(&flow, io, RunOptions { max_nodes: 3, random: 7, trace: false });
     let texts: Vec<&str> = t.outputs.iter().map(|o| o.text.as_str()).collect();
     assert_eq!(texts, ["before", "tick ok"]);
 }
@@ -356,7 +356,7 @@ fn http_node_suspends_then_resumes_with_the_answer_in_context() {
     let answer = json!({"status": 200, "headers": {}, "body": {"status": "shipped"}});
     let mut e = engine();
     let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
-    let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0 }, &call, answer, &Turn::default());
+    let t = resume(&flow, io, RunOptions { max_nodes: 10, random: 0, trace: false }, &call, answer, &Turn::default());
     assert_eq!(t.outputs[0].text, "status shipped (200)");
 }
 
@@ -374,7 +374,7 @@ fn http_node_abort_on_error_ends_the_turn() {
     let t = resume(
         &flow,
         io,
-        RunOptions { max_nodes: 10, random: 0 },
+        RunOptions { max_nodes: 10, random: 0, trace: false },
         &call,
         json!({"error": "refused"}),
         &Turn::default(),
@@ -588,4 +588,26 @@ fn the_main_flow_file_follows_the_same_rule() {
     let e = Flow::load(&main, &root).unwrap_err();
     std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
     assert_refused(&e, "", "cannot read the Flow file: it is outside the config folder");
+}
+
+#[test]
+fn a_traced_turn_lists_the_nodes_it_ran_once_each_and_bounded() {
+    let flow = compile(json!({ "name": "t", "nodes": [
+        { "id": "greet", "type": "say", "text": "hi" },
+        { "type": "if", "condition": "input.text == 'x'", "then": [ { "id": "yes", "type": "say", "text": "x" } ],
+          "else": [ { "id": "no", "type": "setContext", "key": "k", "value": "v" } ] },
+        { "id": "loop", "type": "goTo", "target": "loop" }
+    ]}));
+    let mut state = SessionState::new(&flow);
+    let (mut input, mut profile) = (json!({ "text": "y" }), json!({}));
+    let mut e = engine();
+    let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
+    let t = run(&flow, io, RunOptions { max_nodes: 1000, random: 0, trace: true });
+    let names: Vec<(&str, &str)> = t.nodes.iter().map(|(n, kind)| (flow.nodes[*n].name(), *kind)).collect();
+    assert_eq!(names[0], ("greet", "say"));
+    assert_eq!(names[2], ("no", "setContext"));
+    assert_eq!(names[3], ("loop", "goTo"));
+    assert_eq!(names.len(), 4, "the goTo loop is one node repeated: listed once: {names:?}");
+    let untraced = turn(&flow, &mut SessionState::new(&flow), &mut json!({ "text": "y" }), &mut json!({}), 1000);
+    assert!(untraced.nodes.is_empty());
 }

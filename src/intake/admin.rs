@@ -20,6 +20,7 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
     }
     let m = req.method();
     let reply = match rest {
+        _ if super::console_api::handles(rest) => super::console_api::route(cx, req, rest),
         ["endpoints"] if *m == Method::Get => endpoints(cx),
         ["sessions", ep, user, session] if *m == Method::Get || *m == Method::Delete => {
             let key = SessionKey {

@@ -16,6 +16,7 @@ pub(crate) enum Route {
     Ready,
     Metrics,
     Admin,
+    Console,
     Other,
 }
 
@@ -30,6 +31,7 @@ impl Route {
             Route::Ready => "readyz",
             Route::Metrics => "metrics",
             Route::Admin => "admin",
+            Route::Console => "console",
             Route::Other => "other",
         }
     }
@@ -50,6 +52,8 @@ pub(crate) struct Reply {
     /// The endpoint the request was for, once known (the request metric's label).
     pub(crate) endpoint: Option<String>,
     pub(crate) route: Route,
+    /// Overrides the route's content type (the console's files).
+    pub(crate) content_type: Option<&'static str>,
 }
 
 impl Reply {
@@ -58,7 +62,7 @@ impl Reply {
     }
 
     pub(crate) fn text(status: u16, body: String) -> Reply {
-        Reply { status, body, headers: vec![], endpoint: None, route: Route::Other }
+        Reply { status, body, headers: vec![], endpoint: None, route: Route::Other, content_type: None }
     }
 
     pub(crate) fn error(status: u16, code: &str, message: &str) -> Reply {
@@ -72,6 +76,11 @@ impl Reply {
 
     pub(crate) fn route(mut self, route: Route) -> Reply {
         self.route = route;
+        self
+    }
+
+    pub(crate) fn content_type(mut self, content_type: &'static str) -> Reply {
+        self.content_type = Some(content_type);
         self
     }
 

@@ -48,7 +48,7 @@ fn handle(cx: &HttpContext, mut req: Request) {
     cx.metrics.request(reply.endpoint.as_deref().unwrap_or("-"), reply.route.label(), reply.status);
     let mut resp = Response::from_string(reply.body)
         .with_status_code(reply.status)
-        .with_header(header("Content-Type", reply.route.content_type()));
+        .with_header(header("Content-Type", reply.content_type.unwrap_or(reply.route.content_type())));
     for (k, v) in reply.headers {
         resp = resp.with_header(header(k, &v));
     }
@@ -105,6 +105,8 @@ fn route(cx: &HttpContext, req: &mut Request) -> Reply {
         ["readyz"] => get_only(req, |_| ready(cx)),
         ["metrics"] => get_only(req, |_| metrics(cx)),
         ["api", rest @ ..] => super::admin::route(cx, req, rest),
+        // Not a URL token: those are at least 8 characters long.
+        ["console", rest @ ..] => super::console::route(cx, req, rest),
         // The older API-service routes carry the token in the body.
         ["new", "v2.0", "endpoint", "inject"] => message(cx, req, None, msg(JobKind::Inject, false)),
         ["new", "v2.0", "endpoint", "notify"] => message(cx, req, None, msg(JobKind::Notify, false)),

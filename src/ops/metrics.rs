@@ -1,5 +1,7 @@
 //! Counters and histograms for `/metrics`, in the Prometheus text format. Updated with atomics
-//! on the hot path; only the per-endpoint request counter takes a short lock.
+//! on the hot path; only the per-endpoint request counter takes a short lock, and so do the
+//! per-endpoint delivery counters of the console's overview (`/api/stats`: totals since start
+//! and one bucket a minute for the last hour).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -60,6 +62,48 @@ pub(crate) struct Metrics {
     calls_waiting: AtomicU64,
     calls_in_flight: AtomicU64,
     calls_done: AtomicU64,
+    /// Delivery attempts by endpoint, for the console.
+    attempts: Mutex<BTreeMap<String, EndpointAttempts>>,
+    started: std::time::Instant,
+}
+
+/// Minutes of history of the console's charts.
+pub(crate) const MINUTES: usize = 60;
+
+/// Delivery attempts of one endpoint since start, and per minute for the last hour.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointAttempts {
+    pub delivered: u64,
+    pub failed: u64,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u64,
+    /// Unix ms of the last attempt.
+    pub last_ms: i64,
+    /// `MINUTES` slots, indexed by minute number % `MINUTES`.
+    pub minutes: Vec<Minute>,
+}
+
+impl Default for EndpointAttempts {
+    fn default() -> EndpointAttempts {
+        EndpointAttempts {
+            delivered: 0,
+            failed: 0,
+            consecutive_failures: 0,
+            last_ms: 0,
+            minutes: vec![Minute::default(); MINUTES],
+        }
+    }
+}
+
+/// One minute of attempts.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Minute {
+    /// Minutes since the Unix epoch; a slot holding an older minute counts as empty.
+    pub minute: i64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Sum of the latencies of the delivered ones, in ms.
+    pub latency_ms: f64,
 }
 
 impl Metrics {
@@ -74,7 +118,48 @@ impl Metrics {
             calls_waiting: AtomicU64::new(0),
             calls_in_flight: AtomicU64::new(0),
             calls_done: AtomicU64::new(0),
+            attempts: Mutex::default(),
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// A delivery attempt of `endpoint` at `now_ms` (for the console's overview).
+    pub(crate) fn attempt(&self, endpoint: &str, delivered: bool, took: Duration) {
+        let now = crate::util::now_ms();
+        let minute = now / 60_000;
+        let mut all = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        let e = match all.get_mut(endpoint) {
+            Some(e) => e,
+            None => all.entry(endpoint.to_owned()).or_default(),
+        };
+        let slot = &mut e.minutes[minute as usize % MINUTES];
+        if slot.minute != minute {
+            *slot = Minute { minute, ..Minute::default() };
+        }
+        e.last_ms = now;
+        if delivered {
+            (e.delivered, e.consecutive_failures) = (e.delivered + 1, 0);
+            slot.delivered += 1;
+            slot.latency_ms += took.as_secs_f64() * 1000.0;
+        } else {
+            (e.failed, e.consecutive_failures) = (e.failed + 1, e.consecutive_failures + 1);
+            slot.failed += 1;
+        }
+    }
+
+    /// The attempts of every endpoint that had one.
+    pub(crate) fn endpoint_attempts(&self) -> BTreeMap<String, EndpointAttempts> {
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Outputs delivered, failed attempts to be retried, dead letters made, since start.
+    pub(crate) fn delivery_totals(&self) -> (u64, u64, u64) {
+        (self.delivered.load(Relaxed), self.retried.load(Relaxed), self.dead.load(Relaxed))
+    }
+
+    /// Time since start.
+    pub(crate) fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub(crate) fn request(&self, endpoint: &str, route: &'static str, status: u16) {

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::domain::{
-    DeadLetter, JobKind, OutboxRow, Replay, SessionKey, SessionRow, TranscriptLine, TurnInput, TurnRecord,
+    AttemptRecord, DeadLetter, EndpointCounts, JobKind, OutboxRow, OutputEntry, OutputFilter, Replay, SessionKey,
+    SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
 };
 
 /// Opens the store the config names: the one place that picks a backend (SQLite in `dataDir`).
@@ -156,6 +157,41 @@ pub trait Store: Send + Sync {
 
     /// The transcript of a session, in the order of its turns.
     fn transcript(&self, key: &SessionKey) -> Result<Vec<TranscriptLine>>;
+
+    // --- the console's history (console.md) -----------------------------------------------------
+
+    /// Notes a delivery attempt for the delivery log. It costs no transaction of its own: it is
+    /// written with the lane's next write of that output's fate (`delivered`, `attempt_failed`,
+    /// `dead`) or before the next read of the log, so a crash may lose the last few notes (the
+    /// outputs themselves are not affected).
+    fn record_attempt(&self, attempt: AttemptRecord);
+
+    /// The delivery log, newest first: outputs waiting in the outbox, and those delivered, dead
+    /// or replayed that the bounded history still holds, with their attempts.
+    fn outputs(&self, filter: &OutputFilter) -> Result<Vec<OutputEntry>>;
+
+    /// Outputs waiting and dead letters, per endpoint that has any.
+    fn endpoint_counts(&self) -> Result<Vec<EndpointCounts>>;
+
+    /// Sessions (with state or not) whose userId or sessionId contains `q` (any, when empty),
+    /// most recently changed first, at most `limit`.
+    fn find_sessions(&self, endpoint: Option<&str>, q: &str, limit: usize) -> Result<Vec<SessionSummary>>;
+
+    /// The traces kept of the session's last turns, oldest first.
+    fn traces(&self, key: &SessionKey) -> Result<Vec<TraceRow>>;
+
+    /// Replays (as `replay_dead_letter`) the dead letters matching `filter`'s endpoint, userId and
+    /// sessionId, oldest first, at most `filter.limit`, in one transaction; each with its result.
+    fn replay_matching(
+        &self,
+        filter: &OutputFilter,
+        now_ms: i64,
+        endpoint_ok: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(i64, Replay)>>;
+
+    /// A value that differs after any commit of the store: the console polls it to know when
+    /// to read again.
+    fn changes(&self) -> Result<i64>;
 
     // --- health --------------------------------------------------------------------------------
 

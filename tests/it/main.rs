@@ -5,8 +5,13 @@ mod support;
 
 /// Shared helpers of the engine, checkpoint, transformer, CLI and support-example tests.
 mod bot;
+/// The console in a real headless Chromium (WebDriver): send, deliver, retry, replay, sessions,
+/// hostile text, a phone-sized screen; screenshots under target/console-screenshots/.
+mod browser;
 /// Helpers of process, durability, hardening, privacy: the binary as a child, a timed mock, /metrics parsing.
 mod child;
+/// The console's page and headers, and its admin routes: outputs, sessions, turns, stats, bulk replay.
+mod console_api;
 /// Questions answered in later messages, and session state across a restart.
 mod conversation;
 /// A message acknowledged before `kill -9` is delivered after the next start (the binary).
@@ -61,3 +66,5 @@ mod support_example;
 mod tls;
 /// flows.md Transformers: handleInput, handleOutput, handleInject and handleNotify.
 mod transformers;
+/// A small W3C WebDriver client and the one shared headless Chromium of the browser tests.
+mod webdriver;

@@ -2,7 +2,8 @@
 //! and transcripts, in one file in WAL mode. Every SQL statement of this backend lives in this
 //! folder: `inbox.rs` (accepting and loading messages), `turns.rs` (a turn's writes, one
 //! function per table), `outbox.rs` (delivery and dead letters), `sessions.rs` (sessions,
-//! expiry, transcripts).
+//! expiry, transcripts); for the console, `history.rs` (the delivery log) and `traces.rs` (turn
+//! traces of test sessions).
 //!
 //! One connection behind a mutex serves every writer: SQLite allows one writer at a time anyway,
 //! and waiting on a Rust mutex is far cheaper than SQLite's busy handler, which sleeps in
@@ -20,9 +21,11 @@
 //! order and Seq in memory and interleave (an output delivered twice, a state change lost); a
 //! backend made for several processes (PostgreSQL) takes no such lock.
 
+mod history;
 mod inbox;
 mod outbox;
 mod sessions;
+mod traces;
 mod turns;
 
 use std::fs::File;
@@ -33,7 +36,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 use crate::config::Durability;
-use crate::domain::{DeadLetter, OutboxRow, Replay, SessionKey, SessionRow, TranscriptLine, TurnInput, TurnRecord};
+use crate::domain::{
+    AttemptRecord, DeadLetter, EndpointCounts, OutboxRow, OutputEntry, OutputFilter, OutputState, Replay, SessionKey,
+    SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
+};
 use crate::store::{Accept, ErrorKind, Result, Store, StoreError};
 
 /// The file name of the store inside the data directory.
@@ -62,6 +68,9 @@ pub struct SqliteStore {
     /// A third, read-only connection for the workers' `load_turn`: a turn's reads never make a
     /// commit (an accept waiting for its 200) wait, nor the sender's reads.
     turn_reader: Mutex<Connection>,
+    /// Delivery attempts noted and not yet written (see `Store::record_attempt`), and the
+    /// delivery log's pending bound.
+    notes: Mutex<history::Notes>,
     /// Held for the store's life: the exclusive lock on the data directory (see the file doc).
     /// Declared last, so it is released after everything else is closed.
     _lock: File,
@@ -108,6 +117,30 @@ CREATE TABLE IF NOT EXISTS deadletters (
     seq INTEGER NOT NULL, body TEXT NOT NULL,
     attempts INTEGER NOT NULL, last_error TEXT NOT NULL, died_ms INTEGER NOT NULL
 );
+-- The console (history.rs, traces.rs). output_log.id is the outbox id of the output; the
+-- attempt that delivered it is kept in the row (most outputs have no other), failed ones in
+-- attempts.
+CREATE TABLE IF NOT EXISTS output_log (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+    last_error TEXT, done_ms INTEGER NOT NULL, dead_id INTEGER, replayed_as INTEGER,
+    final_at_ms INTEGER, final_latency_ms INTEGER, final_status INTEGER, final_answer TEXT
+);
+CREATE INDEX IF NOT EXISTS output_log_endpoint ON output_log (endpoint, id);
+CREATE INDEX IF NOT EXISTS output_log_dead ON output_log (dead_id) WHERE dead_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS attempts (
+    output_id INTEGER NOT NULL, attempt INTEGER NOT NULL, at_ms INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL, status INTEGER, answer TEXT NOT NULL, delivered INTEGER NOT NULL,
+    PRIMARY KEY (output_id, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS traces (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL, trace_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_session ON traces (endpoint, user_id, session_id, id);
 ";
 
 impl SqliteStore {
@@ -135,7 +168,13 @@ impl SqliteStore {
             c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
             Ok(Mutex::new(c))
         };
-        Ok(SqliteStore { conn: Mutex::new(conn), reader: read_only()?, turn_reader: read_only()?, _lock: lock })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            reader: read_only()?,
+            turn_reader: read_only()?,
+            notes: Mutex::default(),
+            _lock: lock,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -146,6 +185,16 @@ impl SqliteStore {
 
     fn read(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the noted attempts inside the caller's transaction.
+    fn write_attempts(&self, tx: &Connection) -> Result<()> {
+        let noted = self.notes().take();
+        history::write_attempts(tx, &noted)
+    }
+
+    fn notes(&self) -> MutexGuard<'_, history::Notes> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -204,25 +253,37 @@ impl Store for SqliteStore {
     fn delivered(&self, ids: &[i64]) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        history::delivered(&tx, ids, &self.notes, crate::util::now_ms())?;
         outbox::delete(&tx, ids)?;
+        history::trim(&tx, &self.notes)?;
         Ok(tx.commit()?)
     }
 
     fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
-        outbox::attempt_failed(&self.lock(), id, attempts, next_ms, error)
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        self.write_attempts(&tx)?;
+        outbox::attempt_failed(&tx, id, attempts, next_ms, error)?;
+        Ok(tx.commit()?)
     }
 
     fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        self.write_attempts(&tx)?;
+        history::leaving(&tx, &[id], OutputState::Dead, Some(error), now_ms)?;
         outbox::dead(&tx, id, attempts, error, now_ms)?;
+        history::died(&tx, id, attempts, &self.notes)?;
+        history::trim(&tx, &self.notes)?;
         Ok(tx.commit()?)
     }
 
     fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        history::leaving_unconfigured(&tx, endpoints, now_ms)?;
         let moved = outbox::dead_unconfigured(&tx, endpoints, now_ms)?;
+        history::link_dead(&tx)?;
         tx.commit()?;
         Ok(moved)
     }
@@ -235,6 +296,9 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let replay = outbox::replay(&tx, id, now_ms, endpoint_ok)?;
+        if let Replay::Queued { id: new_id, .. } = replay {
+            history::replayed(&tx, id, new_id)?;
+        }
         tx.commit()?;
         Ok(replay)
     }
@@ -247,11 +311,15 @@ impl Store for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let had = sessions::forget(&tx, key)?;
+        traces::forget(&tx, key)?;
+        history::forget(&tx, key)?;
         tx.commit()?;
         Ok(had)
     }
 
     fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize> {
+        traces::expire(&self.lock(), before_ms)?;
+        history::expire(&self.lock(), crate::util::now_ms() - history::HISTORY_MS)?;
         // In chunks, each its own transaction: the writer waits at most one chunk.
         while sessions::expire_transcript_chunk(&self.lock(), before_ms)? == sessions::EXPIRY_CHUNK {}
         let (mut forgotten, mut after) = (0, None);
@@ -274,6 +342,56 @@ impl Store for SqliteStore {
         let sql = "INSERT OR REPLACE INTO probe (id, at_ms) VALUES (1, ?1)";
         self.lock().execute(sql, [crate::util::now_ms()])?;
         Ok(())
+    }
+
+    fn record_attempt(&self, attempt: AttemptRecord) {
+        self.notes().note(attempt);
+    }
+
+    fn outputs(&self, filter: &OutputFilter) -> Result<Vec<OutputEntry>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        self.write_attempts(&tx)?;
+        let list = history::outputs(&tx, filter)?;
+        tx.commit()?;
+        Ok(list)
+    }
+
+    fn endpoint_counts(&self) -> Result<Vec<EndpointCounts>> {
+        history::endpoint_counts(&self.read())
+    }
+
+    fn find_sessions(&self, endpoint: Option<&str>, q: &str, limit: usize) -> Result<Vec<SessionSummary>> {
+        history::find_sessions(&self.lock(), endpoint, q, limit)
+    }
+
+    fn traces(&self, key: &SessionKey) -> Result<Vec<TraceRow>> {
+        traces::list(&self.lock(), key)
+    }
+
+    fn replay_matching(
+        &self,
+        filter: &OutputFilter,
+        now_ms: i64,
+        endpoint_ok: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(i64, Replay)>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut done = Vec::new();
+        for id in history::dead_letter_ids(&tx, filter)? {
+            let replay = outbox::replay(&tx, id, now_ms, endpoint_ok)?;
+            if let Replay::Queued { id: new_id, .. } = replay {
+                history::replayed(&tx, id, new_id)?;
+            }
+            done.push((id, replay));
+        }
+        tx.commit()?;
+        Ok(done)
+    }
+
+    fn changes(&self) -> Result<i64> {
+        // Differs after a commit of any other connection; every write goes through `conn`.
+        Ok(self.read().query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     fn checkpoint(&self) -> Result<()> {

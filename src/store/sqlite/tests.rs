@@ -26,6 +26,7 @@ fn turn(inbox_id: i64, session: SessionRow, outputs: Vec<NewOutput>, now_ms: i64
         transcript: vec![],
         loaded_messages: loaded,
         checkpoint: None,
+        trace: None,
     }
 }
 

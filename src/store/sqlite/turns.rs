@@ -11,6 +11,7 @@ pub(super) fn write(tx: &Connection, t: &TurnRecord) -> Result<()> {
     let (seq, messages) = counters(tx, &t.key)?;
     // A lower count than the turn read means an admin DELETE forgot the session meanwhile.
     let forgotten = messages < t.loaded_messages;
+    let first_seq = seq + 1;
     let seq = outputs(tx, &t.key, seq, &t.outputs)?;
     match &t.session {
         Some(_) if forgotten => {
@@ -36,6 +37,9 @@ pub(super) fn write(tx: &Connection, t: &TurnRecord) -> Result<()> {
     // The lines of a forgotten session's turn would start the next session's transcript.
     if !(forgotten && t.session.is_some()) {
         transcript(tx, &t.key, &t.transcript)?;
+        if let Some(trace) = &t.trace {
+            super::traces::write(tx, &t.key, trace, first_seq, seq, t.now_ms)?;
+        }
     }
     match &t.checkpoint {
         Some(resume) => {
