@@ -8,8 +8,8 @@
 //! One connection behind a mutex serves every writer: SQLite allows one writer at a time anyway,
 //! and waiting on a Rust mutex is far cheaper than SQLite's busy handler, which sleeps in
 //! millisecond steps. Each method takes the lock for one short transaction and never across a
-//! network call or a Flow step. Two read-only connections serve the sender's outbox reads and the
-//! workers' turn reads: in WAL mode readers do not wait for the writer, nor it for them.
+//! network call or a Flow step. A second, read-only connection serves the sender's outbox reads:
+//! in WAL mode readers do not wait for the writer.
 //!
 //! Durability (config `durability`): `normal` uses `synchronous=NORMAL`, so a commit is in the
 //! OS page cache before the 200 goes out and survives the process dying; `full` adds an fsync
@@ -65,9 +65,6 @@ impl From<rusqlite::Error> for StoreError {
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     reader: Mutex<Connection>,
-    /// A third, read-only connection for the workers' `load_turn`: a turn's reads never make a
-    /// commit (an accept waiting for its 200) wait, nor the sender's reads.
-    turn_reader: Mutex<Connection>,
     /// Delivery attempts noted and not yet written (see `Store::record_attempt`), and the
     /// delivery log's pending bound.
     notes: Mutex<history::Notes>,
@@ -168,13 +165,7 @@ impl SqliteStore {
             c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
             Ok(Mutex::new(c))
         };
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-            reader: read_only()?,
-            turn_reader: read_only()?,
-            notes: Mutex::default(),
-            _lock: lock,
-        })
+        Ok(SqliteStore { conn: Mutex::new(conn), reader: read_only()?, notes: Mutex::default(), _lock: lock })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -215,10 +206,7 @@ impl Store for SqliteStore {
     }
 
     fn load_turn(&self, inbox_id: i64) -> Result<Option<TurnInput>> {
-        // Everything a turn reads was committed before the turn was queued (the writer queues a
-        // message after its commit, and releases a session after its turn's commit), so a read
-        // connection sees it.
-        let mut conn = self.turn_reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = self.lock();
         // One read transaction for the three reads: one lock round instead of three.
         let tx = conn.transaction()?;
         let input = inbox::load_turn(&tx, inbox_id)?;
