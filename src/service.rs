@@ -5,7 +5,6 @@
 //! nothing imports it back.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -185,7 +184,7 @@ impl Service {
             wake: wake.clone(),
             metrics: metrics.clone(),
         });
-        let next_expiry_ms = Arc::new(AtomicI64::new(0));
+        let expiry = Arc::new(engine::worker::Expiry::default());
         for i in 0..config.workers {
             let cx = WorkerContext {
                 turns: turns.clone(),
@@ -193,7 +192,7 @@ impl Service {
                 writer: writer.clone(),
                 calls: calls.clone(),
                 health: health.clone(),
-                next_expiry_ms: next_expiry_ms.clone(),
+                expiry: expiry.clone(),
             };
             svc.workers.push(spawn(format!("worker-{i}"), move || engine::worker::run(cx)).map_err(Error::Spawn)?);
         }

@@ -23,8 +23,8 @@ pub(crate) struct WorkerContext {
     /// Where a parked turn's call goes.
     pub calls: Calls,
     pub health: Arc<Health>,
-    /// When session expiry next runs (Unix ms), shared by the workers.
-    pub next_expiry_ms: Arc<AtomicI64>,
+    /// The expiry sweep, shared by the workers.
+    pub expiry: Arc<Expiry>,
 }
 
 /// The worker loop: takes a runnable session, runs its next message, repeats until `Stop`.
@@ -70,27 +70,45 @@ pub(crate) fn run(cx: WorkerContext) {
     }
 }
 
-/// How often sessions older than `sessions.ttlSeconds` are removed from the store.
-const EXPIRY_EVERY_MS: i64 = 10 * 60 * 1000;
+/// How often a step of expiry runs.
+const EXPIRY_EVERY_MS: i64 = 60 * 1000;
+/// Sessions looked at per step: a million stored sessions are swept in 100 minutes, at a few
+/// milliseconds of work a minute (the expiry of a 7-day TTL comes at most that late).
+const EXPIRY_ROWS: usize = 10_000;
 
-/// Removes expired sessions, at most once per `EXPIRY_EVERY_MS` across all workers (and at the
-/// first message after start).
+/// Where the expiry sweep stands, shared by the workers.
+#[derive(Default)]
+pub(crate) struct Expiry {
+    /// When the next step runs (Unix ms; 0: at the first message after start).
+    next_ms: AtomicI64,
+    /// The session the sweep goes on after (`None`: a new sweep).
+    cursor: std::sync::Mutex<Option<crate::domain::SessionKey>>,
+}
+
+/// Runs a step of expiry of sessions older than `sessions.ttlSeconds`, at most once per
+/// `EXPIRY_EVERY_MS` across all workers.
 fn expire_sessions(cx: &WorkerContext) {
     let now = now_ms();
-    let next = cx.next_expiry_ms.load(Ordering::Relaxed);
+    let next = cx.expiry.next_ms.load(Ordering::Relaxed);
     if now < next
         || cx
-            .next_expiry_ms
+            .expiry
+            .next_ms
             .compare_exchange(next, now + EXPIRY_EVERY_MS, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
     {
         return;
     }
     let ttl = cx.turns.config.session_ttl.as_millis() as i64;
-    // A forgotten session's output counter is kept for one more ttl (see `Store::expire_sessions`).
-    match cx.turns.store.expire_sessions(now - ttl, now - 2 * ttl) {
-        Ok(0) => {}
-        Ok(n) => log::info!("forgot {n} session(s) untouched for longer than sessions.ttlSeconds"),
+    let mut cursor = cx.expiry.cursor.lock().unwrap_or_else(|p| p.into_inner());
+    // A forgotten session's output counter is kept for one more ttl (see `Store::expire_step`).
+    match cx.turns.store.expire_step(cursor.as_ref(), now - ttl, now - 2 * ttl, EXPIRY_ROWS) {
+        Ok((n, next)) => {
+            if n > 0 {
+                log::info!("forgot {n} session(s) untouched for longer than sessions.ttlSeconds");
+            }
+            *cursor = next;
+        }
         Err(e) => log::error!("cannot expire sessions: {e}"),
     }
 }

@@ -150,10 +150,33 @@ pub trait Store: Send + Sync {
     /// Queued messages and undelivered outputs stay.
     fn delete_session(&self, key: &SessionKey) -> Result<bool>;
 
-    /// Forgets the state of sessions untouched since `before_ms` and drops transcript lines older
-    /// than that; counter-only rows untouched since `purge_before_ms` (and with no output queued)
-    /// are deleted. Returns how many sessions were forgotten.
-    fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize>;
+    /// One bounded step of expiry: of the sessions after `cursor` (in key order; `None` starts a
+    /// sweep, and also drops transcript lines and console records older than `before_ms`), at
+    /// most about `rows` are looked at; those untouched since `before_ms` are forgotten, and
+    /// counter-only rows untouched since `purge_before_ms` (with no output queued) are deleted.
+    /// Returns how many were forgotten and the cursor to go on from (`None`: the sweep is done).
+    /// Steps keep the cost of expiry flat however large the store: a sweep is spread over time.
+    fn expire_step(
+        &self,
+        cursor: Option<&SessionKey>,
+        before_ms: i64,
+        purge_before_ms: i64,
+        rows: usize,
+    ) -> Result<(usize, Option<SessionKey>)>;
+
+    /// A whole sweep of `expire_step`s at once (for tests and tools); returns how many sessions
+    /// were forgotten.
+    fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize> {
+        let (mut forgotten, mut cursor) = (0, None);
+        loop {
+            let (n, next) = self.expire_step(cursor.as_ref(), before_ms, purge_before_ms, usize::MAX)?;
+            forgotten += n;
+            match next {
+                Some(k) => cursor = Some(k),
+                None => return Ok(forgotten),
+            }
+        }
+    }
 
     /// The transcript of a session, in the order of its turns.
     fn transcript(&self, key: &SessionKey) -> Result<Vec<TranscriptLine>>;

@@ -305,18 +305,28 @@ impl Store for SqliteStore {
         Ok(had)
     }
 
-    fn expire_sessions(&self, before_ms: i64, purge_before_ms: i64) -> Result<usize> {
-        traces::expire(&self.lock(), before_ms)?;
-        history::expire(&self.lock(), crate::util::now_ms() - history::HISTORY_MS)?;
+    fn expire_step(
+        &self,
+        cursor: Option<&SessionKey>,
+        before_ms: i64,
+        purge_before_ms: i64,
+        rows: usize,
+    ) -> Result<(usize, Option<SessionKey>)> {
+        if cursor.is_none() {
+            traces::expire(&self.lock(), before_ms)?;
+            history::expire(&self.lock(), crate::util::now_ms() - history::HISTORY_MS)?;
+            while sessions::expire_transcript_chunk(&self.lock(), before_ms)? == sessions::EXPIRY_CHUNK {}
+        }
         // In chunks, each its own transaction: the writer waits at most one chunk.
-        while sessions::expire_transcript_chunk(&self.lock(), before_ms)? == sessions::EXPIRY_CHUNK {}
-        let (mut forgotten, mut after) = (0, None);
+        let (mut forgotten, mut after, mut looked) = (0, cursor.cloned(), 0);
         loop {
             let (n, last) = sessions::expire_chunk(&self.lock(), after.as_ref(), before_ms, purge_before_ms)?;
             forgotten += n;
+            looked += sessions::EXPIRY_CHUNK;
             match last {
-                Some(k) => after = Some(k),
-                None => return Ok(forgotten),
+                Some(k) if looked < rows => after = Some(k),
+                Some(k) => return Ok((forgotten, Some(k))),
+                None => return Ok((forgotten, None)),
             }
         }
     }

@@ -246,3 +246,29 @@ fn a_checkpoint_cuts_the_log_and_a_probe_writes() {
     assert_eq!(store.pending_inbox().unwrap().len(), 50, "nothing was lost by the checkpoint");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn an_expiry_step_looks_at_a_bounded_number_of_sessions_and_says_where_to_go_on() {
+    let (store, dir) = temp_store("expiry-steps");
+    let n = 2 * super::sessions::EXPIRY_CHUNK + 500;
+    {
+        let conn = store.lock();
+        let mut ins = conn.prepare("INSERT INTO sessions VALUES ('e', ?1, 's', '{}', 1, 1, 10)").unwrap();
+        for i in 0..n {
+            ins.execute([format!("u{i:05}")]).unwrap();
+        }
+    }
+    let (mut forgotten, mut cursor, mut steps) = (0, None, 0);
+    loop {
+        let (f, next) = store.expire_step(cursor.as_ref(), 1_000, 0, super::sessions::EXPIRY_CHUNK).unwrap();
+        forgotten += f;
+        steps += 1;
+        assert!(f <= super::sessions::EXPIRY_CHUNK, "a step forgot {f}, more than it may look at");
+        match next {
+            Some(k) => cursor = Some(k),
+            None => break,
+        }
+    }
+    assert_eq!((forgotten, steps), (n, 3), "three steps of 1,000 sweep 2,500 sessions");
+    std::fs::remove_dir_all(dir).unwrap();
+}
