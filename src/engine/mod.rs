@@ -3,7 +3,8 @@
 //! - `writer.rs`: the one thread that commits — accepted messages (group commit before the 200)
 //!   and finished turns (state + outputs + inbox row in one transaction).
 //! - `scheduler.rs`: per-session FIFO of queued messages; the ready queue of sessions.
-//! - `worker.rs`: the `worker-N` threads; one message of one session at a time.
+//! - `worker.rs`: the `worker-N` threads; one message of one session at a time, in parts when
+//!   it parks at outbound calls.
 //! - `turn.rs`: one turn — the `input` object, NLU, the Flow, checkpoints at `http` nodes,
 //!   output bodies (through the output transformer). `trace.rs`: what a test-mode turn did,
 //!   for the console, committed with the turn.
