@@ -121,7 +121,7 @@ impl Service {
         let (fatal_tx, fatal) = crossbeam_channel::bounded(1);
         let (writer, writer_rx) = Writer::new();
         let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::new(&config));
+        let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(lanes.len(), fatal_tx));
         let sched = Arc::new(Scheduler::new());
         for (id, key) in pending {

@@ -43,6 +43,10 @@ pub fn parse_iso8601(s: &str) -> Option<i64> {
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let hms: Vec<u32> = hms.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
     let [h, min, sec] = hms[..] else { return None };
+    // Only UTC: an offset (`+02:00`) or anything else after the fraction is refused, not dropped.
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let milli: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
     let mon = MONTHS.get(usize::try_from(m).ok()?.checked_sub(1)?)?;
     ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"].iter().find_map(|wd| {
@@ -203,6 +207,8 @@ mod tests {
         assert_eq!(parse_iso8601("1970-01-01"), Some(0));
         assert_eq!(parse_iso8601("2026-13-01T00:00:00Z"), None);
         assert_eq!(parse_iso8601("yesterday"), None);
+        assert_eq!(parse_iso8601("2026-01-31T12:00:00.000+02:00"), None, "an offset is refused, not dropped");
+        assert_eq!(parse_iso8601("2026-01-31T12:00:00+02:00"), None);
         assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso8601(951_782_399_999), "2000-02-28T23:59:59.999Z");
         assert_eq!(iso8601(1_709_251_199_007), "2024-02-29T23:59:59.007Z");

@@ -42,7 +42,7 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
     reply.route(Route::Admin)
 }
 
-fn store_error(e: StoreError) -> Reply {
+pub(super) fn store_error(e: StoreError) -> Reply {
     log::error!("admin: {e}");
     Reply::error(500, "store_error", "the store could not be read; see the server log")
 }
@@ -68,7 +68,7 @@ fn endpoints(cx: &HttpContext) -> Reply {
 }
 
 /// 404 `unknown_endpoint` for a session URL naming an endpoint that is not configured.
-fn known_endpoint(cx: &HttpContext, key: &SessionKey) -> Result<(), Reply> {
+pub(super) fn known_endpoint(cx: &HttpContext, key: &SessionKey) -> Result<(), Reply> {
     match cx.config.endpoint_by_name(&key.endpoint) {
         Some(_) => Ok(()),
         None => Err(Reply::error(404, "unknown_endpoint", &format!("no endpoint is named {:?}", key.endpoint))),

@@ -13,11 +13,11 @@ use serde_json::Value;
 use tiny_http::{Method, Request};
 
 use super::HttpContext;
+use super::admin::{known_endpoint, store_error};
 use super::reply::{Reply, percent_decode};
 use crate::delivery::DOWN_AFTER;
 use crate::domain::{OutputEntry, OutputFilter, OutputState, Replay, SessionKey, TraceRow};
 use crate::ops::metrics::{EndpointAttempts, MINUTES};
-use crate::store::StoreError;
 use crate::util::{iso8601, now_ms, obj, parse_iso8601};
 
 /// Default and largest page of the delivery log and the session search.
@@ -59,11 +59,6 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
 }
 
 type Answer = Result<Reply, Reply>;
-
-fn store_error(e: StoreError) -> Reply {
-    log::error!("admin: {e}");
-    Reply::error(500, "store_error", "the store could not be read; see the server log")
-}
 
 fn invalid(message: String) -> Reply {
     Reply::error(400, "invalid_request", &message)
@@ -110,7 +105,9 @@ fn limit(q: &BTreeMap<String, String>, default: usize, max: usize) -> Result<usi
 fn time(q: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, Reply> {
     let Some(v) = q.get(name) else { return Ok(None) };
     v.parse::<i64>().ok().or_else(|| parse_iso8601(v)).map(Some).ok_or_else(|| {
-        invalid(format!("{name} must be Unix milliseconds or an ISO 8601 time like 2026-01-31T12:00:00Z, got {v:?}"))
+        invalid(format!(
+            "{name} must be Unix milliseconds or an ISO 8601 time in UTC like 2026-01-31T12:00:00Z, got {v:?}"
+        ))
     })
 }
 
@@ -220,9 +217,7 @@ fn sessions(cx: &HttpContext, req: &Request) -> Answer {
 // --- GET /api/sessions/{endpoint}/{userId}/{sessionId}/turns -------------------------------------
 
 fn turns(cx: &HttpContext, key: &SessionKey) -> Answer {
-    if cx.config.endpoint_by_name(&key.endpoint).is_none() {
-        return Err(Reply::error(404, "unknown_endpoint", &format!("no endpoint is named {:?}", key.endpoint)));
-    }
+    known_endpoint(cx, key)?;
     let rows = cx.store.traces(key).map_err(store_error)?;
     let items: Vec<Value> = rows.into_iter().map(turn_json).collect();
     Ok(Reply::json(200, obj(vec![("turns", items.into())])))
@@ -253,7 +248,8 @@ fn stats(cx: &HttpContext) -> Answer {
         endpoints.push(obj(vec![
             ("name", ep.name.as_str().into()),
             ("enabled", ep.enabled.into()),
-            ("webhook", ep.webhook.url.as_str().into()),
+            // The query may carry a token (config::shown_url).
+            ("webhook", crate::config::shown_url(&ep.webhook.url).into()),
             ("state", state(&a).into()),
             ("queued", c.map_or(0, |c| c.queued).into()),
             ("deadLetters", c.map_or(0, |c| c.dead_letters).into()),

@@ -214,6 +214,11 @@ fn accept(cx: &HttpContext, req: &mut Request, token: Option<&str>, r: MessageRo
     Ok(label(queue(cx, req, ep, inbound, r)))
 }
 
+/// The client's address for `input.ip` and transformers, unless the endpoint masks it.
+fn client_ip(req: &Request, ep: &Endpoint) -> Option<String> {
+    (!ep.data_protection.mask_ip_address).then(|| req.remote_addr().map(|a| a.ip().to_string())).flatten()
+}
+
 fn shutting_down() -> Reply {
     Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly").header("Retry-After", "5")
 }
@@ -299,7 +304,7 @@ fn request_arg(req: &Request, ep: &Endpoint, body: &[u8]) -> Value {
         .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), Value::String(h.value.as_str().to_owned())))
         .collect();
     let (path, query) = req.url().split_once('?').unwrap_or((req.url(), ""));
-    let ip = (!ep.data_protection.mask_ip_address).then(|| req.remote_addr().map(|a| a.ip().to_string())).flatten();
+    let ip = client_ip(req, ep);
     json!({ "body": body, "headers": headers, "query": form_fields(query), "method": req.method().as_str(),
             "path": path, "ip": ip })
 }
@@ -356,7 +361,7 @@ fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, Reply> {
 
 fn queue(cx: &HttpContext, req: &Request, ep: &Endpoint, m: wire::Inbound, r: MessageRoute) -> Reply {
     let trace_id = wire::new_trace_id();
-    let ip = (!ep.data_protection.mask_ip_address).then(|| req.remote_addr().map(|a| a.ip().to_string())).flatten();
+    let ip = client_ip(req, ep);
     let acc = Accepted { text: m.text, data: m.data, trace_id: trace_id.clone(), ip, test_mode: r.test, at: now_ms() };
     let payload = serde_json::to_string(&acc).expect("an accepted message is plain JSON");
     let mask = ep.data_protection.mask_logging;
@@ -378,9 +383,6 @@ fn queue(cx: &HttpContext, req: &Request, ep: &Endpoint, m: wire::Inbound, r: Me
             Reply::error(503, "store_unavailable", "the message could not be stored; send it again")
                 .header("Retry-After", "5")
         }
-        Err(AcceptError::Stopped) => {
-            Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly")
-                .header("Retry-After", "5")
-        }
+        Err(AcceptError::Stopped) => shutting_down(),
     }
 }

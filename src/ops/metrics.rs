@@ -9,8 +9,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::config::Config;
-
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -107,7 +105,7 @@ pub(crate) struct Minute {
 }
 
 impl Metrics {
-    pub(crate) fn new(_config: &Config) -> Metrics {
+    pub(crate) fn new() -> Metrics {
         Metrics {
             requests: Mutex::default(),
             turns: Histogram::new(),

@@ -150,6 +150,11 @@ fn check_and_the_admin_api_show_neither_url_tokens_nor_webhook_queries() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["endpoints"][0]["webhook"]["url"], format!("{}/in?…", sink.url), "{}", r.body);
     assert!(!r.body.contains("hook-token-5e2a"), "{}", r.body);
+    // The console's overview route too.
+    let stats = admin_get(&p.url("/api/stats"));
+    assert_eq!(stats.status, 200, "{}", stats.body);
+    assert!(stats.body.contains(&format!("{}/in?…", sink.url)), "{}", stats.body);
+    assert!(!stats.body.contains("hook-token-5e2a"), "/api/stats shows the webhook's token: {}", stats.body);
     // The query still goes out with every delivery.
     send_to(&p.url(&format!("/{TOKEN}")), &json!({ "userId": "u", "sessionId": "s", "text": "hi" }));
     let hit = sink.recv(WAIT);

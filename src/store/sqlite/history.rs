@@ -5,7 +5,7 @@
 //! leaves it — delivered, dead, or (later) replayed — in the same transaction as the move. What
 //! it holds is bounded: the last `HISTORY_PER_ENDPOINT` outputs of each endpoint (trimmed every
 //! `BOUND_EVERY` delivered outputs, so up to that many more for a while), none older than
-//! `HISTORY_MS` (checked with session expiry), and at most `ATTEMPTS_PER_OUTPUT` attempts of one
+//! `HISTORY_MS` (checked when an expiry sweep starts), and at most `ATTEMPTS_PER_OUTPUT` attempts of one
 //! output (the latest). Forgetting a session forgets its part of the log too.
 //!
 //! The log is on the delivery path (a lane writes it with each batch of delivered outputs), so
@@ -25,7 +25,8 @@ use crate::store::Result;
 
 /// Finished outputs kept per endpoint.
 pub(crate) const HISTORY_PER_ENDPOINT: i64 = 1000;
-/// Finished outputs older than this are dropped (checked every ten minutes, with expiry).
+/// Finished outputs older than this are dropped, when each expiry sweep starts (every minute on
+/// a small store; with a million sessions, every ~100 minutes).
 pub(crate) const HISTORY_MS: i64 = 24 * 3600 * 1000;
 /// Attempts kept of one output (the latest ones).
 pub(crate) const ATTEMPTS_PER_OUTPUT: i64 = 20;

@@ -100,12 +100,14 @@ pub(super) fn expire_chunk(
     Ok((forgotten, last))
 }
 
-/// Drops transcript lines older than `before_ms`, at most `EXPIRY_CHUNK` a call, oldest first;
-/// returns how many. Lines are written in time order, so the old ones are at the start.
+/// Drops transcript lines older than `before_ms` among the `EXPIRY_CHUNK` oldest ones; returns
+/// how many. Lines are written in time order, so the old ones are at the start: looking only
+/// there keeps a call from reading the whole table (there is no index on the time), and the
+/// caller stops at the first call that drops fewer than a chunk.
 pub(super) fn expire_transcript_chunk(conn: &Connection, before_ms: i64) -> Result<usize> {
     Ok(conn
         .prepare_cached(
-            "DELETE FROM transcripts WHERE id IN (SELECT id FROM transcripts WHERE at_ms < ?1 ORDER BY id LIMIT ?2)",
+            "DELETE FROM transcripts WHERE id IN (SELECT id FROM transcripts ORDER BY id LIMIT ?2) AND at_ms < ?1",
         )?
         .execute(params![before_ms, EXPIRY_CHUNK as i64])?)
 }
