@@ -283,10 +283,7 @@ impl Store for SqliteStore {
     fn replay_dead_letter(&self, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let replay = outbox::replay(&tx, id, now_ms, endpoint_ok)?;
-        if let Replay::Queued { id: new_id, .. } = replay {
-            history::replayed(&tx, id, new_id)?;
-        }
+        let replay = replay_logged(&tx, id, now_ms, endpoint_ok)?;
         tx.commit()?;
         Ok(replay)
     }
@@ -377,11 +374,7 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         let mut done = Vec::new();
         for id in history::dead_letter_ids(&tx, filter)? {
-            let replay = outbox::replay(&tx, id, now_ms, endpoint_ok)?;
-            if let Replay::Queued { id: new_id, .. } = replay {
-                history::replayed(&tx, id, new_id)?;
-            }
-            done.push((id, replay));
+            done.push((id, replay_logged(&tx, id, now_ms, endpoint_ok)?));
         }
         tx.commit()?;
         Ok(done)
@@ -452,6 +445,15 @@ fn lock_dir(dir: &Path) -> Result<File> {
         log::warn!("cannot write the pid into {}: {e}", path.display());
     }
     Ok(file)
+}
+
+/// Replays a dead letter and notes in the delivery log which output took its place.
+fn replay_logged(conn: &Connection, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {
+    let replay = outbox::replay(conn, id, now_ms, endpoint_ok)?;
+    if let Replay::Queued { id: new_id, .. } = replay {
+        history::replayed(conn, id, new_id)?;
+    }
+    Ok(replay)
 }
 
 /// The session key stored in three columns from `at`.
