@@ -27,6 +27,7 @@ const TOP_KEYS: &[&str] = &[
     "tls",
     "endpoints",
     "console",
+    "store",
 ];
 const CONSOLE_KEYS: &[&str] = &["enabled"];
 const LIMITS_KEYS: &[&str] = &[
@@ -124,6 +125,7 @@ impl Loader<'_> {
             tls: self.tls(&top),
             endpoints: self.endpoints(&top),
             console: Console::default(),
+            store: self.store(&top),
         };
         config.console = self.console(&top, &config.admin_keys);
         config
@@ -378,7 +380,7 @@ impl Loader<'_> {
     }
 
     /// A non-empty path, resolved against the config file's folder.
-    fn path(&mut self, path: &str, v: &Value) -> Option<PathBuf> {
+    pub(super) fn path(&mut self, path: &str, v: &Value) -> Option<PathBuf> {
         let s = self.string(path, v)?;
         if s.is_empty() {
             self.error(path, "expected a file path, got an empty string");

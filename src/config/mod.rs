@@ -22,6 +22,7 @@ mod checks;
 pub mod files;
 mod loader;
 mod schema;
+mod store;
 pub mod walk;
 
 pub use checks::shown_url;

@@ -93,6 +93,55 @@ pub struct Config {
     pub endpoints: Vec<Endpoint>,
     /// The web console at `/console` (console.md).
     pub console: Console,
+    /// Where the state lives: SQLite in `data_dir`, or a PostgreSQL database (replicas.md).
+    pub store: StoreKind,
+}
+
+/// `store` (replicas.md).
+#[derive(Debug, Clone, Default)]
+pub enum StoreKind {
+    /// One process, one SQLite file in `dataDir`.
+    #[default]
+    Sqlite,
+    /// Replicas sharing one PostgreSQL database.
+    Postgres(Postgres),
+}
+
+/// `store` with `"type": "postgres"`.
+#[derive(Clone)]
+pub struct Postgres {
+    /// libpq-style URL; holds the password, so it is never shown (see `Debug`).
+    pub url: String,
+    /// Connections this replica keeps open.
+    pub pool: usize,
+    /// How long a claim on a session lasts without renewal.
+    pub lease: Duration,
+    pub tls: PostgresTls,
+    /// Extra PEM CA bundle for the server's certificate (absolute).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("url", &super::shown_url(&self.url))
+            .field("pool", &self.pool)
+            .field("lease", &self.lease)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// `store.tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostgresTls {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it (its certificate is then verified), else plain.
+    Prefer,
+    /// TLS, verified (the certificate chains to a public root or `caFile` and names the host).
+    Require,
 }
 
 /// `console`.

@@ -14,19 +14,24 @@
 //!   grow in commit order and are never reused.
 //! - Reads of the outbox bounded by `outbox_max_id` see a fixed set of rows.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::domain::{
     AttemptRecord, DeadLetter, EndpointCounts, JobKind, OutboxRow, OutputEntry, OutputFilter, Replay, SessionKey,
     SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
 };
 
-/// Opens the store the config names: the one place that picks a backend (SQLite in `dataDir`).
+/// Opens the store the config names: the one place that picks a backend (SQLite in `dataDir`,
+/// or PostgreSQL at `store.url`).
 pub fn open(config: &Config) -> Result<Arc<dyn Store>> {
-    Ok(Arc::new(sqlite::SqliteStore::open(&config.data_dir, config.durability)?))
+    Ok(match &config.store {
+        StoreKind::Sqlite => Arc::new(sqlite::SqliteStore::open(&config.data_dir, config.durability)?),
+        StoreKind::Postgres(pg) => Arc::new(postgres::PgStore::open(pg)?),
+    })
 }
 
 /// What kind of failure a store operation had, so callers can tell a full disk from a busy one.
@@ -227,4 +232,49 @@ pub trait Store: Send + Sync {
     fn checkpoint(&self) -> Result<()> {
         Ok(())
     }
+
+    /// The claims of a store shared by replicas (`None`: this process is the only one, and the
+    /// engine and delivery keep their queues in memory).
+    fn claims(&self) -> Option<&dyn Claims> {
+        None
+    }
+}
+
+/// What replicas sharing one database need beyond [`Store`] (replicas.md): work is claimed per
+/// session with a lease, so that a session runs, and its outputs go out, from one replica at a
+/// time. The leases themselves (fences, renewal) stay inside the backend: `commit_batch` and
+/// the delivery writes (`delivered`, `attempt_failed`, `dead`) of a session whose lease was lost
+/// change nothing.
+pub trait Claims: Send + Sync {
+    /// This replica's name (logs, metrics).
+    fn replica(&self) -> &str;
+
+    /// Claims up to `n` sessions with queued messages that no live replica holds, oldest first;
+    /// their head messages (id, session). The lease is released by the commit of the message's
+    /// turn (or by `release_run`).
+    fn claim_runs(&self, n: usize) -> Result<Vec<(i64, SessionKey)>>;
+
+    /// Gives up a claimed session without a commit (its head message was gone).
+    fn release_run(&self, key: &SessionKey) -> Result<()>;
+
+    /// Claims up to `n` sessions of `endpoints` whose head output is due and not being
+    /// delivered by anybody; their head outputs. The lease ends with the head's fate
+    /// (`delivered`, `attempt_failed`, `dead`).
+    fn claim_heads(&self, endpoints: &[String], n: usize) -> Result<Vec<OutboxRow>>;
+
+    /// Renews this replica's leases; an error means they could not be renewed. After two thirds
+    /// of `leaseSeconds` without a renewal the backend stops claiming and committing.
+    fn renew(&self) -> Result<()>;
+
+    /// Messages waiting, all replicas together (`limits.queueCapacity`).
+    fn queued(&self) -> Result<usize>;
+
+    /// A connection that hears other replicas' wake-ups.
+    fn listen(&self) -> Result<Box<dyn News>>;
+}
+
+/// Wake-ups from other replicas (a message queued, a session released, an output committed).
+pub trait News: Send {
+    /// Waits up to `timeout`; true when something happened. An error: the connection broke.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool>;
 }

@@ -1,0 +1,563 @@
+//! The PostgreSQL backend: the same tables as SQLite plus per-session claims (`queues`), shared by
+//! every replica of a deployment (replicas.md). Every SQL statement of this backend lives in this
+//! folder: `schema.rs` (tables, migrations), `queue.rs` (accepting, claiming and committing
+//! turns), `outbox.rs` (claiming and settling deliveries, dead letters), `sessions.rs` (sessions,
+//! expiry, transcripts), `console.rs` (the delivery log and traces).
+//!
+//! # Work is claimed by session
+//!
+//! The design of the PostgreSQL job queues (River, Oban, graphile-worker, pg-boss) applied per
+//! session, so that order needs no global lock:
+//! - **Accept** numbers a session's messages while holding its `queues` row (`next_msg`), so two
+//!   replicas accepting for one session number them in commit order. Nothing is ordered by a
+//!   global serial id: such ids are taken before commit, so they commit out of order.
+//! - **Claim**: a replica takes runnable sessions (`pending > 0`, no live lease) with
+//!   `FOR UPDATE SKIP LOCKED` into a lease (`run_owner`, `run_fence`, `run_until`) and runs their
+//!   head message. The turn runs outside any transaction; its commit (state, outputs, inbox row)
+//!   is one transaction whose first statement checks the fence: 0 rows means the lease was lost
+//!   (the replica was cut off and another took over) and the result is dropped.
+//! - **Deliver**: a second lease per session (`dl_*`) on its head output, so only the head of a
+//!   session is in flight, from one replica; it is released when the head is delivered, retried
+//!   later, or dead.
+//! - **Renew**: a heartbeat renews this replica's leases every third of `leaseSeconds`. When it
+//!   cannot for longer than two thirds of the lease, the replica stops committing under them
+//!   (`valid_until`), before another replica can take them over.
+//! - **Wake**: commits `NOTIFY hookflow`; every replica `LISTEN`s on one connection and also
+//!   polls every second, so a lost notification costs at most a second.
+
+mod console;
+mod outbox;
+mod pool;
+mod queue;
+pub mod schema;
+mod sessions;
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+use postgres::fallible_iterator::FallibleIterator;
+
+use pool::Tx;
+use pool::{Connector, Pool, Pooled};
+
+use crate::config::{Postgres, PostgresTls};
+use crate::domain::{
+    AttemptRecord, DeadLetter, EndpointCounts, OutboxRow, OutputEntry, OutputFilter, OutputState, Replay, SessionKey,
+    SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
+};
+use crate::store::{Accept, Claims, ErrorKind, News, Result, Store, StoreError};
+
+/// How long `open` keeps trying to reach the database before giving up (exit 2; systemd restarts).
+const START_WAIT: Duration = Duration::from_secs(15);
+/// The channel of wake-ups between replicas.
+pub const CHANNEL: &str = "hookflow";
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        let kind = match e.code() {
+            Some(c) if *c == SqlState::DISK_FULL => ErrorKind::Full,
+            Some(c)
+                if *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::LOCK_NOT_AVAILABLE =>
+            {
+                ErrorKind::Busy
+            }
+            Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => ErrorKind::Io,
+            Some(_) => ErrorKind::Other,
+            // No SQL state: the connection failed or closed (the database is unreachable).
+            None => ErrorKind::Io,
+        };
+        let message = match e.as_db_error() {
+            Some(db) => format!("PostgreSQL: {}", db.message()),
+            None => format!("PostgreSQL: {e}"),
+        };
+        StoreError::new(kind, message)
+    }
+}
+
+/// The session key stored in three columns from `at`.
+pub(super) fn key_at(r: &postgres::Row, at: usize) -> SessionKey {
+    SessionKey { endpoint: r.get(at), user_id: r.get(at + 1), session_id: r.get(at + 2) }
+}
+
+/// The PostgreSQL store of one replica; cheap to share behind an `Arc`.
+pub struct PgStore {
+    pool: Pool,
+    /// This replica's name in leases, logs and metrics: host, pid and a random part.
+    owner: String,
+    lease_ms: i64,
+    /// Run leases held: session → fence.
+    runs: Mutex<HashMap<SessionKey, i64>>,
+    /// Delivery leases held: outbox id of the head being delivered → (session, fence).
+    deliveries: Mutex<HashMap<i64, (SessionKey, i64)>>,
+    /// Leases are trusted until then: the last successful renewal plus two thirds of the lease.
+    valid_until: Mutex<Instant>,
+    /// Delivery attempts noted and not yet written (see `Store::record_attempt`).
+    notes: Mutex<Vec<AttemptRecord>>,
+    /// Where `host:port` was (for messages).
+    pub target: String,
+}
+
+/// `host:port` of the URL's first host, for messages (never the password).
+pub fn target_of(config: &postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "?".into(),
+    };
+    format!("{host}:{}", config.get_ports().first().copied().unwrap_or(5432))
+}
+
+/// The driver's config for `store`: the URL, with `store.tls` and timeouts that notice a
+/// vanished server.
+pub fn driver_config(pg: &Postgres) -> Result<(postgres::Config, bool)> {
+    let mut config: postgres::Config = pg
+        .url
+        .parse()
+        .map_err(|e| StoreError::new(ErrorKind::Other, format!("store.url is not a valid PostgreSQL URL: {e}")))?;
+    config.application_name("hookflow");
+    config.connect_timeout(Duration::from_secs(5));
+    config.keepalives_idle(Duration::from_secs(10));
+    config.tcp_user_timeout(Duration::from_secs(15));
+    let tls = match pg.tls {
+        PostgresTls::Disable => {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+            false
+        }
+        PostgresTls::Prefer => {
+            config.ssl_mode(postgres::config::SslMode::Prefer);
+            true
+        }
+        PostgresTls::Require => {
+            config.ssl_mode(postgres::config::SslMode::Require);
+            true
+        }
+    };
+    Ok((config, tls))
+}
+
+/// The rustls client config: Mozilla's roots (built in) plus `store.caFile`.
+fn rustls_config(pg: &Postgres) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let _ = roots.add(der.clone());
+    }
+    if let Some(file) = &pg.ca_file {
+        let bad = |e: String| StoreError::new(ErrorKind::Io, format!("store.caFile {}: {e}", file.display()));
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("holds no PEM certificate".into()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::new(ErrorKind::Other, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A name for this replica: host name, pid and 4 random bytes (a restarted replica is a new one).
+fn replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    let mut r = [0u8; 4];
+    let _ = getrandom::fill(&mut r);
+    let host = if host.is_empty() { "hookflow" } else { host };
+    format!("{host}-{}-{:08x}", std::process::id(), u32::from_le_bytes(r))
+}
+
+impl PgStore {
+    /// Connects (trying for up to `START_WAIT`), migrates the schema, and keeps the pool.
+    pub fn open(pg: &Postgres) -> Result<PgStore> {
+        let (config, tls) = driver_config(pg)?;
+        let connector = if tls {
+            Connector::Tls(tokio_postgres_rustls::MakeRustlsConnect::new(rustls_config(pg)?))
+        } else {
+            Connector::Plain
+        };
+        let target = target_of(&config);
+        let pool = Pool { config, connector, size: pg.pool, state: Mutex::default(), freed: Condvar::new() };
+        let deadline = Instant::now() + START_WAIT;
+        let mut first = loop {
+            match pool.get() {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    log::warn!("cannot reach PostgreSQL at {target} yet ({e}); trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    return Err(StoreError::new(
+                        ErrorKind::Io,
+                        format!("cannot reach PostgreSQL at {target} within {}s: {}", START_WAIT.as_secs(), e.message),
+                    ));
+                }
+            }
+        };
+        let before = schema::migrate(&mut first.client)?;
+        if before < schema::VERSION {
+            log::info!("PostgreSQL at {target}: schema migrated from version {before} to {}", schema::VERSION);
+        }
+        drop(first);
+        let lease = pg.lease;
+        Ok(PgStore {
+            pool,
+            owner: replica_name(),
+            lease_ms: lease.as_millis() as i64,
+            runs: Mutex::default(),
+            deliveries: Mutex::default(),
+            valid_until: Mutex::new(Instant::now() + lease * 2 / 3),
+            notes: Mutex::default(),
+            target,
+        })
+    }
+
+    fn conn(&self) -> Result<Pooled<'_>> {
+        self.pool.get()
+    }
+
+    /// True while this replica's leases can be trusted (renewed recently enough).
+    fn leases_valid(&self) -> bool {
+        Instant::now() < *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn runs(&self) -> MutexGuard<'_, HashMap<SessionKey, i64>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn deliveries(&self) -> MutexGuard<'_, HashMap<i64, (SessionKey, i64)>> {
+        self.deliveries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_notes(&self) -> Vec<AttemptRecord> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` in one transaction, again (up to 3 times) when PostgreSQL aborted it for a
+    /// deadlock or a serialization failure: both are transient, and nothing was written.
+    fn in_tx<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        let mut tries = 0;
+        loop {
+            let mut tx = conn.tx()?;
+            let result = f(&mut tx).and_then(|v| tx.commit().map(|()| v));
+            match result {
+                Err(e) if e.kind == ErrorKind::Busy && tries < 3 => tries += 1,
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>> {
+        let valid = self.leases_valid();
+        let runs = self.runs().clone();
+        let (ids, released) = self.in_tx(|tx| queue::commit_batch(tx, &self.owner, accepts, turns, &runs, valid))?;
+        let mut held = self.runs();
+        for key in released {
+            held.remove(&key);
+        }
+        Ok(ids)
+    }
+
+    fn pending_inbox(&self) -> Result<Vec<(i64, SessionKey)>> {
+        self.in_tx(queue::pending)
+    }
+
+    fn load_turn(&self, inbox_id: i64) -> Result<Option<TurnInput>> {
+        self.in_tx(|tx| queue::load_turn(tx, inbox_id))
+    }
+
+    fn outbox_max_id(&self) -> Result<i64> {
+        self.in_tx(outbox::max_id)
+    }
+
+    fn outbox_after(
+        &self,
+        lane: usize,
+        lanes: usize,
+        endpoint: &str,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
+        self.in_tx(|tx| outbox::after(tx, lane, lanes, endpoint, after, upto, limit))
+    }
+
+    fn outbox_of_session(&self, key: &SessionKey, after: i64, upto: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+        self.in_tx(|tx| outbox::of_session(tx, key, after, upto, limit))
+    }
+
+    fn outbox_len(&self) -> Result<i64> {
+        self.in_tx(|tx| Ok(tx.query_opt("SELECT count(*) FROM outbox", &[])?.map_or(0, |r| r.get(0))))
+    }
+
+    fn delivered(&self, ids: &[i64]) -> Result<()> {
+        let notes = self.take_notes();
+        let leases = self.lease_of(ids);
+        let now = crate::util::now_ms();
+        self.in_tx(|tx| {
+            console::delivered(tx, ids, &notes, now)?;
+            outbox::settle(tx, &self.owner, ids, &leases, outbox::Fate::Delivered)
+        })?;
+        self.forget_deliveries(ids);
+        Ok(())
+    }
+
+    fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
+        let notes = self.take_notes();
+        let leases = self.lease_of(&[id]);
+        self.in_tx(|tx| {
+            console::write_attempts(tx, &notes)?;
+            outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Retry { attempts, next_ms, error })
+        })?;
+        self.forget_deliveries(&[id]);
+        Ok(())
+    }
+
+    fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
+        let notes = self.take_notes();
+        let leases = self.lease_of(&[id]);
+        self.in_tx(|tx| {
+            console::write_attempts(tx, &notes)?;
+            console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
+            outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Dead { attempts, error, now_ms })?;
+            console::died(tx, id, attempts)
+        })?;
+        self.forget_deliveries(&[id]);
+        Ok(())
+    }
+
+    fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize> {
+        let names: Vec<String> = endpoints.iter().map(|s| (*s).to_owned()).collect();
+        self.in_tx(|tx| {
+            console::leaving_unconfigured(tx, &names, now_ms)?;
+            let moved = outbox::dead_unconfigured(tx, &names, now_ms)?;
+            console::link_dead(tx)?;
+            Ok(moved)
+        })
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.in_tx(outbox::dead_letters)
+    }
+
+    fn replay_dead_letter(&self, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {
+        self.in_tx(|tx| replay_logged(tx, id, now_ms, endpoint_ok))
+    }
+
+    fn session(&self, key: &SessionKey) -> Result<Option<SessionRow>> {
+        self.in_tx(|tx| sessions::get(tx, key))
+    }
+
+    fn delete_session(&self, key: &SessionKey) -> Result<bool> {
+        self.in_tx(|tx| {
+            let had = sessions::forget(tx, key)?;
+            console::forget(tx, key)?;
+            Ok(had)
+        })
+    }
+
+    fn expire_step(
+        &self,
+        cursor: Option<&SessionKey>,
+        before_ms: i64,
+        purge_before_ms: i64,
+        rows: usize,
+    ) -> Result<(usize, Option<SessionKey>)> {
+        sessions::expire_step(self, cursor, before_ms, purge_before_ms, rows)
+    }
+
+    fn transcript(&self, key: &SessionKey) -> Result<Vec<TranscriptLine>> {
+        self.in_tx(|tx| sessions::transcript(tx, key))
+    }
+
+    fn record_attempt(&self, attempt: AttemptRecord) {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(attempt);
+    }
+
+    fn outputs(&self, filter: &OutputFilter) -> Result<Vec<OutputEntry>> {
+        let notes = self.take_notes();
+        self.in_tx(|tx| {
+            console::write_attempts(tx, &notes)?;
+            console::outputs(tx, filter)
+        })
+    }
+
+    fn endpoint_counts(&self) -> Result<Vec<EndpointCounts>> {
+        self.in_tx(console::endpoint_counts)
+    }
+
+    fn find_sessions(&self, endpoint: Option<&str>, q: &str, limit: usize) -> Result<Vec<SessionSummary>> {
+        self.in_tx(|tx| console::find_sessions(tx, endpoint, q, limit))
+    }
+
+    fn traces(&self, key: &SessionKey) -> Result<Vec<TraceRow>> {
+        self.in_tx(|tx| console::traces(tx, key))
+    }
+
+    fn replay_matching(
+        &self,
+        filter: &OutputFilter,
+        now_ms: i64,
+        endpoint_ok: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(i64, Replay)>> {
+        self.in_tx(|tx| {
+            let mut done = Vec::new();
+            for id in console::dead_letter_ids(tx, filter)? {
+                done.push((id, replay_logged(tx, id, now_ms, endpoint_ok)?));
+            }
+            Ok(done)
+        })
+    }
+
+    fn changes(&self) -> Result<i64> {
+        self.in_tx(console::changes)
+    }
+
+    fn probe(&self) -> Result<()> {
+        let now = crate::util::now_ms();
+        self.in_tx(|tx| {
+            tx.execute(
+                "INSERT INTO probe (id, at_ms) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at_ms = $1",
+                &[&now],
+            )
+            .map(drop)
+        })
+    }
+
+    fn claims(&self) -> Option<&dyn Claims> {
+        Some(self)
+    }
+}
+
+impl PgStore {
+    /// The delivery leases held on outputs `ids`.
+    fn lease_of(&self, ids: &[i64]) -> Vec<Option<(SessionKey, i64)>> {
+        let held = self.deliveries();
+        ids.iter().map(|id| held.get(id).cloned()).collect()
+    }
+
+    fn forget_deliveries(&self, ids: &[i64]) {
+        let mut held = self.deliveries();
+        for id in ids {
+            held.remove(id);
+        }
+    }
+}
+
+impl Claims for PgStore {
+    fn replica(&self) -> &str {
+        &self.owner
+    }
+
+    fn claim_runs(&self, n: usize) -> Result<Vec<(i64, SessionKey)>> {
+        if n == 0 || !self.leases_valid() {
+            return Ok(Vec::new());
+        }
+        let claimed = self.in_tx(|tx| queue::claim(tx, &self.owner, self.lease_ms, n))?;
+        let mut held = self.runs();
+        let mut heads = Vec::with_capacity(claimed.len());
+        for (key, fence, head) in claimed {
+            held.insert(key.clone(), fence);
+            heads.push((head, key));
+        }
+        Ok(heads)
+    }
+
+    fn release_run(&self, key: &SessionKey) -> Result<()> {
+        let Some(fence) = self.runs().remove(key) else { return Ok(()) };
+        self.in_tx(|tx| queue::release(tx, &self.owner, key, fence))
+    }
+
+    fn claim_heads(&self, endpoints: &[String], n: usize) -> Result<Vec<OutboxRow>> {
+        if n == 0 || !self.leases_valid() {
+            return Ok(Vec::new());
+        }
+        let now = crate::util::now_ms();
+        let claimed = self.in_tx(|tx| outbox::claim_heads(tx, &self.owner, self.lease_ms, endpoints, now, n))?;
+        let mut held = self.deliveries();
+        Ok(claimed
+            .into_iter()
+            .map(|(row, fence)| {
+                held.insert(row.id, (row.key.clone(), fence));
+                row
+            })
+            .collect())
+    }
+
+    fn renew(&self) -> Result<()> {
+        let started = Instant::now();
+        let lease = self.lease_ms;
+        self.in_tx(|tx| {
+            tx.execute(
+                "UPDATE queues SET run_until = hookflow_now_ms() + $2 WHERE run_owner = $1 AND run_until > 0",
+                &[&self.owner, &lease],
+            )?;
+            tx.execute(
+                "UPDATE queues SET dl_until = hookflow_now_ms() + $2 WHERE dl_owner = $1 AND dl_until > 0",
+                &[&self.owner, &lease],
+            )
+            .map(drop)
+        })?;
+        // Counted from before the renewal was sent: the database may have applied it at once.
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            started + Duration::from_millis(lease as u64 * 2 / 3);
+        Ok(())
+    }
+
+    fn queued(&self) -> Result<usize> {
+        self.in_tx(|tx| {
+            let n: i64 = tx.query_opt("SELECT count(*) FROM inbox", &[])?.map_or(0, |r| r.get(0));
+            Ok(n as usize)
+        })
+    }
+
+    fn listen(&self) -> Result<Box<dyn News>> {
+        let mut client = self.pool.connect()?;
+        client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+        Ok(Box::new(Listener { client }))
+    }
+}
+
+/// A connection that `LISTEN`s for other replicas' wake-ups.
+struct Listener {
+    client: Client,
+}
+
+impl News for Listener {
+    fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        let mut n = self.client.notifications();
+        // The first wake-up ends the wait; those already there with it are taken too.
+        let mut any = n.timeout_iter(timeout).next()?.is_some();
+        while n.iter().next()?.is_some() {
+            any = true;
+        }
+        Ok(any)
+    }
+}
+
+/// Replays a dead letter and notes in the delivery log which output took its place.
+fn replay_logged(tx: &mut Tx<'_>, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {
+    let replay = outbox::replay(tx, id, now_ms, endpoint_ok)?;
+    if let Replay::Queued { id: new_id, .. } = replay {
+        console::replayed(tx, id, new_id)?;
+    }
+    Ok(replay)
+}
+
+#[cfg(test)]
+mod tests;

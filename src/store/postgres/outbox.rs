@@ -1,0 +1,235 @@
+//! The shared outbox: claiming sessions' head outputs for delivery, settling them (delivered,
+//! retried later, dead), the dead letters and their replay.
+
+use super::{Tx, key_at};
+use crate::domain::{DeadLetter, OutboxRow, Replay, SessionKey};
+use crate::store::Result;
+
+fn row(r: &postgres::Row) -> OutboxRow {
+    OutboxRow {
+        id: r.get(0),
+        key: key_at(r, 1),
+        seq: r.get(4),
+        body: r.get(5),
+        not_before_ms: r.get(6),
+        attempts: r.get(7),
+    }
+}
+
+pub(super) fn max_id(tx: &mut Tx<'_>) -> Result<i64> {
+    Ok(tx.query_opt("SELECT max(id) FROM outbox", &[])?.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0))
+}
+
+/// As the SQLite backend's (the contract's) `outbox_after`. Replicas do not read the outbox
+/// this way (ids commit out of order across connections); they claim heads (`claim_heads`).
+pub(super) fn after(
+    tx: &mut Tx<'_>,
+    lane: usize,
+    lanes: usize,
+    endpoint: &str,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> Result<Vec<OutboxRow>> {
+    let (lane, lanes, limit) = (lane as i64, lanes as i64, limit as i64);
+    let rows = tx.query(
+        "SELECT id, endpoint, user_id, session_id, seq, body, not_before_ms, attempts FROM outbox
+         WHERE id > $2 AND id <= $5 AND endpoint = $6 AND hash % $4 = $1 ORDER BY id LIMIT $3",
+        &[&lane, &after, &limit, &lanes, &upto, &endpoint],
+    )?;
+    Ok(rows.iter().map(row).collect())
+}
+
+pub(super) fn of_session(
+    tx: &mut Tx<'_>,
+    key: &SessionKey,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> Result<Vec<OutboxRow>> {
+    let limit = limit as i64;
+    let rows = tx.query(
+        "SELECT id, endpoint, user_id, session_id, seq, body, not_before_ms, attempts FROM outbox
+         WHERE endpoint = $1 AND user_id = $2 AND session_id = $3 AND id > $4 AND id <= $5 ORDER BY id LIMIT $6",
+        &[&key.endpoint, &key.user_id, &key.session_id, &after, &upto, &limit],
+    )?;
+    Ok(rows.iter().map(row).collect())
+}
+
+/// Claims up to `n` sessions of `endpoints` whose head output is due (`now_ms`) and not leased
+/// for delivery; their heads and the new delivery fences.
+pub(super) fn claim_heads(
+    tx: &mut Tx<'_>,
+    owner: &str,
+    lease_ms: i64,
+    endpoints: &[String],
+    now_ms: i64,
+    n: usize,
+) -> Result<Vec<(OutboxRow, i64)>> {
+    let n = n as i64;
+    let rows = tx.query(
+        "WITH c AS (
+             SELECT endpoint, user_id, session_id FROM queues
+             WHERE outputs > 0 AND endpoint = ANY($4) AND out_due <= $5 AND dl_until < hookflow_now_ms()
+             ORDER BY out_due LIMIT $3 FOR UPDATE SKIP LOCKED),
+         u AS (
+             UPDATE queues q SET dl_owner = $1, dl_fence = q.dl_fence + 1, dl_until = hookflow_now_ms() + $2
+             FROM c WHERE q.endpoint = c.endpoint AND q.user_id = c.user_id AND q.session_id = c.session_id
+             RETURNING q.endpoint, q.user_id, q.session_id, q.dl_fence)
+         SELECT o.id, u.endpoint, u.user_id, u.session_id, o.seq, o.body, o.not_before_ms, o.attempts, u.dl_fence
+         FROM u LEFT JOIN LATERAL (
+             SELECT * FROM outbox o
+             WHERE o.endpoint = u.endpoint AND o.user_id = u.user_id AND o.session_id = u.session_id
+             ORDER BY o.seq LIMIT 1) o ON true",
+        &[&owner, &lease_ms, &n, &endpoints, &now_ms],
+    )?;
+    let mut heads = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let fence: i64 = r.get(8);
+        if r.get::<_, Option<i64>>(0).is_none() {
+            // The count was off: set it right and let go.
+            refresh(tx, &key_at(r, 1), owner, fence)?;
+            continue;
+        }
+        heads.push((row(r), fence));
+    }
+    Ok(heads)
+}
+
+/// What became of a head output.
+pub(super) enum Fate<'a> {
+    Delivered,
+    Retry { attempts: i64, next_ms: i64, error: &'a str },
+    Dead { attempts: i64, error: &'a str, now_ms: i64 },
+}
+
+/// Records the fate of outputs `ids` and releases their sessions' delivery leases where this
+/// replica holds them (`leases`, by position). A row already gone (settled by a replica that took
+/// over meanwhile) changes nothing.
+pub(super) fn settle(
+    tx: &mut Tx<'_>,
+    owner: &str,
+    ids: &[i64],
+    leases: &[Option<(SessionKey, i64)>],
+    fate: Fate<'_>,
+) -> Result<()> {
+    for (id, lease) in ids.iter().zip(leases) {
+        let found = match fate {
+            Fate::Delivered => {
+                tx.query_opt("DELETE FROM outbox WHERE id = $1 RETURNING endpoint, user_id, session_id", &[id])?
+            }
+            Fate::Retry { attempts, next_ms, error } => tx.query_opt(
+                "UPDATE outbox SET attempts = $2, not_before_ms = $3, last_error = $4 WHERE id = $1
+                 RETURNING endpoint, user_id, session_id",
+                &[id, &attempts, &next_ms, &error],
+            )?,
+            Fate::Dead { attempts, error, now_ms } => {
+                tx.execute(
+                    "INSERT INTO deadletters (endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms)
+                     SELECT endpoint, user_id, session_id, seq, body, $2, $3, $4 FROM outbox WHERE id = $1",
+                    &[id, &attempts, &error, &now_ms],
+                )?;
+                tx.query_opt("DELETE FROM outbox WHERE id = $1 RETURNING endpoint, user_id, session_id", &[id])?
+            }
+        };
+        if let Some(r) = found {
+            let key = key_at(&r, 0);
+            let fence = lease.as_ref().filter(|(k, _)| *k == key).map_or(-1, |(_, f)| *f);
+            refresh(tx, &key, owner, fence)?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts the session's outputs anew, sets its due time to its head's, and releases its delivery
+/// lease if `owner` holds it with `fence`.
+fn refresh(tx: &mut Tx<'_>, key: &SessionKey, owner: &str, fence: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE queues SET
+             outputs = (SELECT count(*) FROM outbox o
+                        WHERE o.endpoint = $1 AND o.user_id = $2 AND o.session_id = $3),
+             out_due = coalesce((SELECT o.not_before_ms FROM outbox o
+                                 WHERE o.endpoint = $1 AND o.user_id = $2 AND o.session_id = $3
+                                 ORDER BY o.seq LIMIT 1), 0),
+             dl_owner = CASE WHEN dl_owner = $4 AND dl_fence = $5 THEN NULL ELSE dl_owner END,
+             dl_until = CASE WHEN dl_owner = $4 AND dl_fence = $5 THEN 0 ELSE dl_until END
+         WHERE endpoint = $1 AND user_id = $2 AND session_id = $3",
+        &[&key.endpoint, &key.user_id, &key.session_id, &owner, &fence],
+    )?;
+    Ok(())
+}
+
+pub(super) fn dead_unconfigured(tx: &mut Tx<'_>, endpoints: &[String], now_ms: i64) -> Result<usize> {
+    let moved = tx.execute(
+        "INSERT INTO deadletters (endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms)
+         SELECT endpoint, user_id, session_id, seq, body, attempts, 'endpoint no longer configured', $2
+         FROM outbox WHERE endpoint <> ALL($1) ORDER BY id",
+        &[&endpoints, &now_ms],
+    )?;
+    tx.execute("DELETE FROM outbox WHERE endpoint <> ALL($1)", &[&endpoints])?;
+    tx.execute("UPDATE queues SET outputs = 0, out_due = 0 WHERE endpoint <> ALL($1) AND outputs > 0", &[&endpoints])?;
+    Ok(moved as usize)
+}
+
+pub(super) fn dead_letters(tx: &mut Tx<'_>) -> Result<Vec<DeadLetter>> {
+    let rows = tx.query(
+        "SELECT id, endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms
+         FROM deadletters ORDER BY id",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| DeadLetter {
+            id: r.get(0),
+            key: key_at(r, 1),
+            seq: r.get(4),
+            body: r.get(5),
+            attempts: r.get(6),
+            last_error: r.get(7),
+            died_at_ms: r.get(8),
+        })
+        .collect())
+}
+
+/// A replay is a new output at the end of the session, with the next Seq (as in SQLite). The
+/// session's `queues` row is locked first, as a turn's commit does, so that a replay and a turn
+/// committing on another replica number their outputs one after the other.
+pub(super) fn replay(tx: &mut Tx<'_>, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {
+    let dead =
+        tx.query_opt("SELECT endpoint, user_id, session_id, seq, body FROM deadletters WHERE id = $1", &[&id])?;
+    let Some(d) = dead else { return Ok(Replay::Unknown) };
+    let (key, dead_seq, body): (SessionKey, i64, String) = (key_at(&d, 0), d.get(3), d.get(4));
+    if !endpoint_ok(&key.endpoint) {
+        return Ok(Replay::EndpointGone(key.endpoint));
+    }
+    let k = &key;
+    tx.execute(
+        "INSERT INTO queues (endpoint, user_id, session_id, outputs, out_due) VALUES ($1, $2, $3, 1, $4)
+         ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET
+             out_due = CASE WHEN queues.outputs = 0 THEN excluded.out_due ELSE queues.out_due END,
+             outputs = queues.outputs + 1",
+        &[&k.endpoint, &k.user_id, &k.session_id, &now_ms],
+    )?;
+    let seq: i64 = tx
+        .query_opt(
+            "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
+             VALUES ($1, $2, $3, '', $4 + 1, 0, $5)
+             ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET seq = sessions.seq + 1, updated_ms = $5
+             RETURNING seq",
+            &[&k.endpoint, &k.user_id, &k.session_id, &dead_seq, &now_ms],
+        )?
+        .expect("INSERT … RETURNING gives a row")
+        .get(0);
+    let hash = i64::from(k.lane_hash());
+    let out_id: i64 = tx
+        .query_opt(
+            "INSERT INTO outbox (hash, endpoint, user_id, session_id, seq, body, not_before_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            &[&hash, &k.endpoint, &k.user_id, &k.session_id, &seq, &body, &now_ms],
+        )?
+        .expect("INSERT … RETURNING gives a row")
+        .get(0);
+    tx.execute("DELETE FROM deadletters WHERE id = $1", &[&id])?;
+    tx.execute("SELECT pg_notify($1, '')", &[&super::CHANNEL])?;
+    Ok(Replay::Queued { id: out_id, seq })
+}

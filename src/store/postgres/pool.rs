@@ -1,0 +1,172 @@
+//! The connection pool of one replica (up to `store.pool` connections, opened on demand) and a
+//! transaction type that prepares each statement once per connection.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use postgres::{Client, Statement};
+
+use crate::store::{ErrorKind, Result, StoreError};
+
+/// How long a caller waits for a free pooled connection.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// How connections are made: plain, or TLS through rustls.
+#[derive(Clone)]
+pub(super) enum Connector {
+    Plain,
+    Tls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+/// One pooled connection and its prepared statements (prepared once per connection: a statement
+/// by text costs a second round trip every time).
+pub(super) struct Conn {
+    pub(super) client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// The connections of this replica, opened on demand up to `store.pool`.
+pub(super) struct Pool {
+    pub(super) config: postgres::Config,
+    pub(super) connector: Connector,
+    pub(super) size: usize,
+    pub(super) state: Mutex<PoolState>,
+    pub(super) freed: Condvar,
+}
+
+#[derive(Default)]
+pub(super) struct PoolState {
+    idle: Vec<Conn>,
+    /// Connections open (idle or in use).
+    open: usize,
+}
+
+/// A connection taken from the pool; back to it when dropped, unless it broke.
+pub(super) struct Pooled<'p> {
+    pool: &'p Pool,
+    conn: Option<Conn>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let conn = self.conn.take().expect("present until dropped");
+        let mut s = self.pool.lock();
+        if conn.client.is_closed() {
+            s.open -= 1;
+        } else {
+            s.idle.push(conn);
+        }
+        self.pool.freed.notify_one();
+    }
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn connect(&self) -> Result<Client> {
+        Ok(match &self.connector {
+            Connector::Plain => self.config.connect(postgres::NoTls)?,
+            Connector::Tls(tls) => self.config.connect(tls.clone())?,
+        })
+    }
+
+    pub(super) fn get(&self) -> Result<Pooled<'_>> {
+        let deadline = Instant::now() + POOL_WAIT;
+        let mut s = self.lock();
+        loop {
+            if let Some(conn) = s.idle.pop() {
+                return Ok(Pooled { pool: self, conn: Some(conn) });
+            }
+            if s.open < self.size {
+                s.open += 1;
+                drop(s);
+                return match self.connect() {
+                    Ok(client) => Ok(Pooled { pool: self, conn: Some(Conn { client, statements: HashMap::new() }) }),
+                    Err(e) => {
+                        self.lock().open -= 1;
+                        self.freed.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::new(ErrorKind::Busy, "no free PostgreSQL connection (store.pool) within 10s"));
+            }
+            s = self.freed.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+impl Conn {
+    /// A transaction, with the prepared statements at hand.
+    pub(super) fn tx(&mut self) -> Result<Tx<'_>> {
+        let Conn { client, statements } = self;
+        Ok(Tx { tx: client.transaction()?, statements })
+    }
+}
+
+/// A transaction and the connection's prepared statements.
+pub(super) struct Tx<'c> {
+    pub tx: postgres::Transaction<'c>,
+    statements: &'c mut HashMap<&'static str, Statement>,
+}
+
+/// Parameters of a statement.
+pub(super) type Params<'a> = [&'a (dyn postgres::types::ToSql + Sync)];
+
+impl Tx<'_> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    pub(super) fn execute(&mut self, sql: &'static str, params: &Params<'_>) -> Result<u64> {
+        let st = self.statement(sql)?;
+        Ok(self.tx.execute(&st, params)?)
+    }
+
+    pub(super) fn query(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Vec<postgres::Row>> {
+        let st = self.statement(sql)?;
+        Ok(self.tx.query(&st, params)?)
+    }
+
+    pub(super) fn query_opt(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Option<postgres::Row>> {
+        let st = self.statement(sql)?;
+        Ok(self.tx.query_opt(&st, params)?)
+    }
+
+    /// A statement built at run time (the console's filters): prepared each time.
+    pub(super) fn query_text(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<postgres::Row>> {
+        Ok(self.tx.query(sql, params)?)
+    }
+
+    /// A statement built at run time: prepared each time.
+    pub(super) fn execute_text(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        Ok(self.tx.execute(sql, params)?)
+    }
+
+    pub(super) fn commit(self) -> Result<()> {
+        Ok(self.tx.commit()?)
+    }
+}
