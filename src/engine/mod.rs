@@ -15,6 +15,7 @@
 //!   turn is parked, so a slow API never holds a worker. The Flow itself (`flow/`) does no I/O.
 
 pub(crate) mod calls;
+pub(crate) mod claimer;
 pub(crate) mod driver;
 pub(crate) mod effects;
 pub(crate) mod http_node;

@@ -44,6 +44,11 @@ mod order;
 mod parking;
 /// http-api.md §2: the output payload, its headers, Basic auth and Seq.
 mod payload;
+/// The throwaway PostgreSQL server of the replica tests.
+#[path = "../pgserver.rs"]
+mod pgserver;
+/// replicas.md: several processes on one PostgreSQL database; order, kill -9, the database going away.
+mod replicas;
 // HTTPS in (tls) and out (delivery.caFile), with a CA made by the test.
 /// flows.md `http` node: context, errors, abortOnError; the node as a checkpoint across kill -9.
 mod checkpoint;
