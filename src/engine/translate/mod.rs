@@ -351,6 +351,28 @@ pub(crate) fn outputs_answered(ep: &Endpoint, metrics: &Metrics, done: Done) -> 
     Ok(Finished { record, outputs, next })
 }
 
+/// `hookflow try`: the outputs translated at once (blocking: there is no worker to keep free);
+/// `Ok(true)` when they were translated, `Err` says why not (they are left untranslated).
+pub(crate) fn outputs_now(
+    agent: &ureq::Agent,
+    ep: &Endpoint,
+    state: &mut SessionState,
+    input: &Value,
+    outputs: &mut [Output],
+) -> Result<bool, String> {
+    let After::Ask(p) = after_flow(ep, state, input, outputs) else { return Ok(false) };
+    match providers::send(agent, &p.request) {
+        Ok(tr) => {
+            p.plan.apply(outputs, Some(&tr.texts));
+            Ok(true)
+        }
+        Err(e) => {
+            p.plan.apply(outputs, None);
+            Err(e)
+        }
+    }
+}
+
 /// Notes the translated text on the user's transcript line (which keeps what the user wrote).
 pub(crate) fn annotate_user_line(ep: &Endpoint, input: &Value, lines: &mut [TranscriptLine]) {
     let Some(t) = &ep.translation else { return };
