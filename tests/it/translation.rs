@@ -1,0 +1,1 @@
+use crate::translation_standins as _;
