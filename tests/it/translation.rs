@@ -283,3 +283,25 @@ fn check_names_the_place_and_the_fix_of_a_bad_translation_setting() {
     );
     assert!(err.contains(&format!("{file}: endpoints[0].translation.userLanguage: expected a language code")), "{err}");
 }
+
+#[test]
+fn outputs_before_an_http_node_are_translated_and_go_out_during_the_call() {
+    let standin = StandIn::start(Kind::Deepl);
+    let api = crate::bot::Mock::new(|_| crate::bot::MockReply::json(200, json!({"ok": true})));
+    let flow = json!({"nodes": [
+        {"type": "say", "text": "Hello"},
+        {"type": "http", "method": "GET", "url": api.url("/slow"), "contextKey": "r", "timeoutMs": 20000},
+        {"type": "say", "text": "Goodbye"},
+        {"type": "say", "text": "Yes"},
+    ]});
+    let bot = start("tr-checkpoint", &standin, &flow, |t| t["userLanguage"] = json!("fr"));
+    api.hold();
+    bot.text("u", "s", "Bonjour");
+    assert_eq!(api.recv(WAIT).url, "/slow");
+    // The part before the call, translated, goes out while the call waits.
+    bot.expect1("s", "Bonjour");
+    api.release();
+    bot.expect("s", &["Au revoir", "Oui"]);
+    let sent: Vec<Value> = (0..3).map(|_| standin.recv().json["text"].clone()).collect();
+    assert_eq!(sent, [json!(["Bonjour"]), json!(["Hello"]), json!(["Goodbye", "Yes"])], "one request per part");
+}
