@@ -272,7 +272,7 @@ pub(crate) enum After {
     /// Nothing to ask (markers removed where they had to be): commit as they are.
     Ready,
     /// Ask the provider; `hold` makes the job from the turn's record.
-    Ask(Pending),
+    Ask(Box<Pending>),
 }
 
 /// A translation to ask for, before the record is made.
@@ -285,10 +285,10 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// The job that carries the turn's `record` (without outputs) through the call.
-    pub(crate) fn hold(self, record: TurnRecord, outputs: Vec<Output>, next: Option<HttpCall>) -> super::effects::Call {
-        let held =
-            Held { record, outputs, plan: self.plan, flow_language: self.flow_language, collect: self.collect, next };
-        super::effects::Call::Translate(Box::new(Job { request: self.request, then: Then::Outputs(Box::new(held)) }))
+    pub(crate) fn hold(self: Box<Self>, record: TurnRecord, outputs: Vec<Output>, next: Option<HttpCall>) -> super::effects::Call {
+        let Pending { request, plan, flow_language, collect } = *self;
+        let held = Held { record, outputs, plan, flow_language, collect, next };
+        super::effects::Call::Translate(Box::new(Job { request, then: Then::Outputs(Box::new(held)) }))
     }
 }
 
@@ -317,7 +317,7 @@ pub(crate) fn after_flow(ep: &Endpoint, state: &mut SessionState, input: &Value,
     let source = Some(t.flow_language.clone());
     let request = request(t, source, target.to_owned(), texts, t.glossary_output.clone());
     let collect = ep.data_protection.collect_conversations;
-    After::Ask(Pending { request, plan, flow_language: t.flow_language.clone(), collect })
+    After::Ask(Box::new(Pending { request, plan, flow_language: t.flow_language.clone(), collect }))
 }
 
 /// The answer of an outputs translation, put into the held turn; any other answer comes back.
