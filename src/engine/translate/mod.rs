@@ -285,7 +285,12 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// The job that carries the turn's `record` (without outputs) through the call.
-    pub(crate) fn hold(self: Box<Self>, record: TurnRecord, outputs: Vec<Output>, next: Option<HttpCall>) -> super::effects::Call {
+    pub(crate) fn hold(
+        self: Box<Self>,
+        record: TurnRecord,
+        outputs: Vec<Output>,
+        next: Option<HttpCall>,
+    ) -> super::effects::Call {
         let Pending { request, plan, flow_language, collect } = *self;
         let held = Held { record, outputs, plan, flow_language, collect, next };
         super::effects::Call::Translate(Box::new(Job { request, then: Then::Outputs(Box::new(held)) }))
