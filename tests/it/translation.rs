@@ -305,3 +305,21 @@ fn outputs_before_an_http_node_are_translated_and_go_out_during_the_call() {
     let sent: Vec<Value> = (0..3).map(|_| standin.recv().json["text"].clone()).collect();
     assert_eq!(sent, [json!(["Bonjour"]), json!(["Hello"]), json!(["Goodbye", "Yes"])], "one request per part");
 }
+
+#[test]
+fn a_restart_while_a_translation_is_in_flight_runs_the_message_again_once() {
+    let standin = StandIn::start(Kind::Deepl);
+    let mut bot = start("tr-restart", &standin, &echo_flow(), |t| t["userLanguage"] = json!("fr"));
+    standin.mock.hold();
+    bot.text("u", "s", "Bonjour");
+    standin.recv(); // held: the turn is parked, nothing is committed
+    bot.restart();
+    standin.recv(); // asked again by the restarted service
+    standin.mock.release();
+    bot.expect1("s", "Bonjour");
+    standin.recv(); // the outputs
+    // Exactly one output: the next one of the session (in order, Seq 2) is the next message's,
+    // so the first service's answer resumed nothing.
+    bot.text("u", "s", "Au revoir");
+    bot.expect1("s", "Au revoir");
+}

@@ -164,8 +164,10 @@ fn libre(hit: &MockHit, fail: u16) -> MockReply {
     if hit.json["api_key"].as_str() != Some(KEY) {
         return MockReply::json(403, json!({"error": "Invalid API key"}));
     }
-    if fail != 0 {
-        return MockReply::json(fail, json!({"error": "Slowdown: 1 per 1 second"}));
+    match fail {
+        0 => {}
+        400 => return MockReply::json(400, json!({"error": "Invalid request: unsupported target language"})),
+        s => return MockReply::json(s, json!({"error": "Slowdown: 1 per 1 second"})),
     }
     match (hit.method.as_str(), hit.url.as_str()) {
         ("POST", "/detect") => {
@@ -422,5 +424,31 @@ fn a_wrong_key_is_the_providers_auth_error_and_never_shown() {
         };
         assert_eq!(hit.text(), want, "{kind:?}");
         assert!(!hit.raw.contains("wrong-key-123"), "{}", hit.raw);
+    }
+}
+
+#[test]
+fn each_documented_error_answer_is_named_in_the_translation_error() {
+    let cases = [
+        (Kind::Deepl, 429, "HTTP 429: Too many requests"),
+        (Kind::Deepl, 456, "HTTP 456: Quota exceeded"),
+        (Kind::Libre, 400, "HTTP 400: Invalid request: unsupported target language"),
+        (Kind::Libre, 429, "HTTP 429: Slowdown: 1 per 1 second"),
+        (Kind::Google, 403, "HTTP 403: Quota exceeded for quota metric 'v2 and v3 general model characters'."),
+        (
+            Kind::Microsoft,
+            429,
+            "HTTP 429: The server rejected the request because the client has exceeded request limits. (code 429001)",
+        ),
+    ];
+    for (kind, status, want) in cases {
+        let standin = StandIn::start(kind);
+        standin.fail_with(status);
+        let flow = json!({"nodes": [{"type": "say", "text": "{{input.text}}: {{input.translationError}}"}]});
+        let bot = Bot::start(&format!("tr-err-{}-{status}", kind.config_type()), &[("flow.json", &flow)], |cfg| {
+            cfg["endpoints"][0]["translation"] = standin.setting("en", "de");
+        });
+        bot.text("u", "s", "Hallo");
+        assert_eq!(bot.sink.recv(WAIT).text(), format!("Hallo: {want}"), "{kind:?} {status}");
     }
 }
