@@ -338,7 +338,7 @@ impl<'a> Conversation<'a> {
     }
 
     /// A held turn (or checkpoint) with its translated outputs: their bodies, then the commit.
-    fn translated(mut self, engine: &mut LazyEngine, f: Finished) -> Result<Step, StoreError> {
+    fn translated(self, engine: &mut LazyEngine, f: Finished) -> Result<Step, StoreError> {
         let mut record = f.record;
         let at = record.now_ms;
         record.outputs = f
@@ -351,7 +351,6 @@ impl<'a> Conversation<'a> {
         if !record.outputs.is_empty() {
             self.cx.wake.session(&record.key);
         }
-        self.held = None;
         Ok(Step::Parked(Call::Http(call)))
     }
 
