@@ -402,6 +402,90 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::config::ProviderKind;
+    use crate::engine::effects::Call;
+
+    /// An endpoint translating between `flow` and `user` (LibreTranslate, nothing listening).
+    fn endpoint(flow: &str, user: &str, extra: Value) -> Endpoint {
+        let mut t = json!({"provider": {"type": "libretranslate", "url": "http://127.0.0.1:9"},
+                           "flowLanguage": flow, "userLanguage": user, "noTranslationMarker": "**"});
+        for (k, v) in extra.as_object().unwrap() {
+            t[k] = v.clone();
+        }
+        let config = json!({"endpoints": [{"name": "bot", "urlToken": "token-1234", "flow": "flow.json",
+            "webhook": {"url": "http://127.0.0.1:9/"}, "translation": t}]});
+        let path = std::path::Path::new("/tmp/hookflow-translate-unit/h.json");
+        crate::config::parse(&config.to_string(), path, &|_| None).unwrap().endpoints.remove(0)
+    }
+
+    fn flow() -> Flow {
+        let dir = std::path::Path::new("/tmp");
+        Flow::compile(&dir.join("flow.json"), dir, &json!({"nodes": []})).expect("an empty Flow compiles")
+    }
+
+    fn out(text: &str) -> Output {
+        Output { text: text.into(), data: json!({}), delay_ms: 0 }
+    }
+
+    #[test]
+    fn the_input_asks_only_when_the_languages_differ_and_detects_on_the_first_messages() {
+        let (metrics, flow) = (Metrics::new(), flow());
+        let ep = endpoint("en", "auto", json!({"setUserLanguageOnExecutionCount": 2}));
+        let mut state = SessionState::default();
+        let mut input = json!({"text": "Bonjour"});
+        let Err(Call::Translate(job)) = before_nlu(&ep, &flow, &metrics, &mut state, &mut input, 1, None) else {
+            panic!("message 1 is sent to be detected")
+        };
+        assert_eq!((job.request.source.as_deref(), job.request.target.as_str()), (None, "en"));
+        let done = Done {
+            result: Ok(Translated { texts: vec!["Hello".into()], detected: Some("fr".into()) }),
+            then: DoneThen::Input { rasa: None },
+        };
+        let answer = Some(crate::engine::effects::Answer::Translate(Box::new(done)));
+        let rest = before_nlu(&ep, &flow, &metrics, &mut state, &mut input, 1, answer);
+        assert!(matches!(rest, Ok(None)));
+        assert_eq!((input["text"].as_str(), input["originalText"].as_str()), (Some("Hello"), Some("Bonjour")));
+        assert_eq!(state.language, Some(UserLanguageState { code: "fr".into(), set_by_flow: false }));
+        // Message 3: past the detection, the stored language is the source.
+        let mut input = json!({"text": "Salut"});
+        let Err(Call::Translate(job)) = before_nlu(&ep, &flow, &metrics, &mut state, &mut input, 3, None) else {
+            panic!("French is not the Flow's language")
+        };
+        assert_eq!(job.request.source.as_deref(), Some("fr"));
+        // The Flow's own language: nothing to ask.
+        let ep = endpoint("en", "en-US", json!({}));
+        let mut input = json!({"text": "Hi"});
+        assert!(matches!(
+            before_nlu(&ep, &flow, &metrics, &mut SessionState::default(), &mut input, 1, None),
+            Ok(None)
+        ));
+        assert_eq!(input["language"], "en-US");
+    }
+
+    #[test]
+    fn the_outputs_follow_the_language_the_flow_set_and_markers_go_when_they_must() {
+        let ep = endpoint("en", "fr", json!({}));
+        let mut state = SessionState {
+            language: Some(UserLanguageState { code: "fr".into(), set_by_flow: false }),
+            ..SessionState::default()
+        };
+        let mut outputs = vec![out("Use **X** now")];
+        let After::Ask(p) = after_flow(&ep, &mut state, &json!({"language": "de"}), &mut outputs) else {
+            panic!("German is not the Flow's language")
+        };
+        assert_eq!(
+            (p.request.target.as_str(), p.request.texts.clone()),
+            ("de", vec!["Use".to_owned(), "now".to_owned()])
+        );
+        assert_eq!(state.language, Some(UserLanguageState { code: "de".into(), set_by_flow: true }));
+        // Same language: no request; markers stay unless alwaysRemoveMarkers.
+        let input = json!({"language": "en"});
+        let mut kept = vec![out("Use **X** now")];
+        assert!(matches!(after_flow(&ep, &mut SessionState::default(), &input, &mut kept), After::Ready));
+        assert_eq!(kept[0].text, "Use **X** now");
+        let removing = endpoint("en", "en", json!({"alwaysRemoveMarkers": true}));
+        assert!(matches!(after_flow(&removing, &mut SessionState::default(), &input, &mut kept), After::Ready));
+        assert_eq!(kept[0].text, "Use X now");
+    }
 
     /// A request of two French texts for `kind` at `url`.
     pub(crate) fn request_to(kind: &str, url: &str, source: Option<&str>, target: &str) -> Request {
