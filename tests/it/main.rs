@@ -71,5 +71,10 @@ mod support_example;
 mod tls;
 /// flows.md Transformers: handleInput, handleOutput, handleInject and handleNotify.
 mod transformers;
+/// translation.md: real-time translation through the service (input, outputs, detection,
+/// markers, payloads, api.setUserLanguage, failures, transcript, logs, `try`, parking).
+mod translation;
+/// Stand-ins of the four providers (DeepL, LibreTranslate, Google, Microsoft), each end to end.
+mod translation_standins;
 /// A small W3C WebDriver client and the one shared headless Chromium of the browser tests.
 mod webdriver;
