@@ -320,36 +320,38 @@ impl Store for PgStore {
         let notes = self.take_notes();
         let leases = self.lease_of(ids);
         let now = crate::util::now_ms();
-        self.in_tx(|tx| {
+        let result = self.in_tx(|tx| {
             console::delivered(tx, ids, &notes, now)?;
             outbox::settle(tx, &self.owner, ids, &leases, outbox::Fate::Delivered)
-        })?;
+        });
+        // Whatever the outcome: a lease whose write failed is left to expire (not renewed), and
+        // the head is then claimed and sent again.
         self.forget_deliveries(ids);
-        Ok(())
+        result
     }
 
     fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
         let notes = self.take_notes();
         let leases = self.lease_of(&[id]);
-        self.in_tx(|tx| {
+        let result = self.in_tx(|tx| {
             console::write_attempts(tx, &notes)?;
             outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Retry { attempts, next_ms, error })
-        })?;
+        });
         self.forget_deliveries(&[id]);
-        Ok(())
+        result
     }
 
     fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
         let notes = self.take_notes();
         let leases = self.lease_of(&[id]);
-        self.in_tx(|tx| {
+        let result = self.in_tx(|tx| {
             console::write_attempts(tx, &notes)?;
             console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
             outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Dead { attempts, error, now_ms })?;
             console::died(tx, id, attempts)
-        })?;
+        });
         self.forget_deliveries(&[id]);
-        Ok(())
+        result
     }
 
     fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize> {
