@@ -378,3 +378,42 @@ where
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn check_connect_reports_the_server_and_the_schema_and_check_validates_the_store_section() {
+    let dir = TempDir::new("replicas-check");
+    let db = pgserver::fresh_db("check");
+    let path = replica_config(&dir, "http://127.0.0.1:9/hook", &db);
+    let cfg = path.to_str().unwrap();
+    let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("store: PostgreSQL 15") || stdout.contains("store: PostgreSQL 1"), "{stdout}");
+    assert!(stdout.contains("empty (the schema is created at the first start)"), "{stdout}");
+    // After a replica ran, the schema is there and current.
+    drop(start(&path, &dir, "once"));
+    let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = format!("schema version {}, current", hookflow::store::postgres::schema::VERSION);
+    assert!(stdout.contains(&want), "{stdout}");
+    // Without --connect nothing is contacted: a server that is not there is no error.
+    let mut gone: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    gone["store"]["url"] = json!(format!("postgres://hookflow@127.0.0.1:{}/x", free_port()));
+    std::fs::write(&path, gone.to_string()).unwrap();
+    assert!(run_cli(&["check", "--config", cfg], &[], "", None).status.success());
+    let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to PostgreSQL at 127.0.0.1:"));
+    // A bad store section: the place and the fix.
+    gone["store"] = json!({"type": "postgress", "url": "mysql://x"});
+    std::fs::write(&path, gone.to_string()).unwrap();
+    let out = run_cli(&["check", "--config", cfg], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("store.type") && stderr.contains("did you mean \"postgres\"?"), "{stderr}");
+    gone["store"] = json!({"type": "postgres", "url": "mysql://x", "leaseSeconds": 1});
+    std::fs::write(&path, gone.to_string()).unwrap();
+    let stderr = String::from_utf8_lossy(&run_cli(&["check", "--config", cfg], &[], "", None).stderr).into_owned();
+    assert!(stderr.contains("store.url") && stderr.contains("postgres://user:password@host:5432/db"), "{stderr}");
+    assert!(stderr.contains("store.leaseSeconds"), "{stderr}");
+}

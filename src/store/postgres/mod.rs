@@ -179,6 +179,34 @@ fn replica_name() -> String {
     format!("{host}-{}-{:08x}", std::process::id(), u32::from_le_bytes(r))
 }
 
+/// `hookflow check --connect`: connects once (no retries, nothing changed) and says what it
+/// found: the server's version and whether the schema is current, older (migrated at the next
+/// start) or newer (refused).
+pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
+    let (config, tls) = driver_config(pg).map_err(|e| e.message)?;
+    let target = target_of(&config);
+    let connector = if tls {
+        Connector::Tls(tokio_postgres_rustls::MakeRustlsConnect::new(rustls_config(pg).map_err(|e| e.message)?))
+    } else {
+        Connector::Plain
+    };
+    let pool = Pool { config, connector, size: 1, state: Mutex::default(), freed: Condvar::new() };
+    let fail = |e: StoreError| format!("cannot connect to PostgreSQL at {target}: {}", e.message);
+    let mut client = pool.connect().map_err(fail)?;
+    let version: String = client.query_one("SHOW server_version", &[]).map_err(|e| fail(e.into()))?.get(0);
+    let schema = match schema::version(&mut client).map_err(fail)? {
+        None => "empty (the schema is created at the first start)".to_owned(),
+        Some(v) if v == schema::VERSION => format!("schema version {v}, current"),
+        Some(v) if v < schema::VERSION => {
+            format!("schema version {v}, migrated to {} at the next start", schema::VERSION)
+        }
+        Some(v) => {
+            format!("schema version {v} is NEWER than this hookflow's {}: it will refuse to start", schema::VERSION)
+        }
+    };
+    Ok(format!("store: PostgreSQL {version} at {target}: {schema}"))
+}
+
 impl PgStore {
     /// Connects (trying for up to `START_WAIT`), migrates the schema, and keeps the pool.
     pub fn open(pg: &Postgres) -> Result<PgStore> {
