@@ -12,7 +12,8 @@ hookflow - a self-hosted Webhook Endpoint for conversational bots
 USAGE:
     hookflow serve --config FILE [--listen ADDR] [--data-dir DIR] [--workers N]
     hookflow --config FILE            (same as serve)
-    hookflow check --config FILE      validate the config, every Flow and every transformer
+    hookflow check --config FILE [--connect]
+                                      validate the config, every Flow and every transformer
     hookflow try --config FILE --endpoint NAME
                                       talk to an endpoint's Flow in the terminal (no server)
     hookflow sink [--listen ADDR] [--user U --password P]

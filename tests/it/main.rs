@@ -45,7 +45,7 @@ mod parking;
 /// http-api.md §2: the output payload, its headers, Basic auth and Seq.
 mod payload;
 /// The throwaway PostgreSQL server of the replica tests.
-#[path = "../pgserver.rs"]
+#[path = "../common/pgserver.rs"]
 mod pgserver;
 /// replicas.md: several processes on one PostgreSQL database; order, kill -9, the database going away.
 mod replicas;

@@ -7,6 +7,9 @@ use super::{Tx, key_at, sessions};
 use crate::domain::{InboxRow, JobKind, NewOutput, SessionKey, TranscriptLine, TurnInput, TurnRecord};
 use crate::store::{Accept, ErrorKind, Result, StoreError};
 
+/// A session and the fence of this replica's lease on it.
+pub(super) type Lease = (SessionKey, i64);
+
 /// One write of a batch, in the order locks are taken (see `commit_batch`).
 enum Op<'a> {
     /// The accept at this index of the batch.
@@ -30,7 +33,7 @@ pub(super) fn commit_batch(
     turns: &[&TurnRecord],
     runs: &HashMap<SessionKey, i64>,
     valid: bool,
-) -> Result<(Vec<i64>, Vec<(SessionKey, i64)>)> {
+) -> Result<(Vec<i64>, Vec<Lease>)> {
     let mut ops: Vec<(&SessionKey, Op<'_>)> = accepts
         .iter()
         .enumerate()
