@@ -325,6 +325,10 @@ fn check(opts: Opts) -> Result<(), Failure> {
             Ok(flow) => {
                 if let Ok(config) = &checked.config {
                     let ep = &config.endpoints[i];
+                    if flow.has_handover() && ep.handover.is_none() {
+                        failed.push(config::handover_missing(&config.path, i, file).to_string());
+                        continue;
+                    }
                     let summary = hookflow::flow::model::summary(&flow);
                     // Run by the systemd unit before every start, so this goes to the journal:
                     // no URL token, and the webhook URL without its query (config::shown_url).

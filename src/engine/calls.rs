@@ -9,6 +9,9 @@
 //! so one endpoint's slow API cannot take every slot. A finished call's answer goes back to the
 //! scheduler as a `Resume` job, which any worker picks up.
 //!
+//! A call with a due time (a handover provider's retry) waits in `Pool::delayed`, not on a
+//! thread: the threads sleep until the earliest is due, then queue it like a new call.
+//!
 //! Nothing here is durable: a parked `http` call's turn has its checkpoint in the store, so
 //! after a crash (or a shutdown whose drain ends first) the turn parks again at the same node
 //! and the call is made again; a Rasa call is simply asked again.
@@ -58,12 +61,41 @@ struct Pool {
     in_flight: HashMap<String, usize>,
     /// Calls in `queues`.
     waiting: usize,
+    /// Calls waiting for their due time (Unix ms), not yet in `queues`.
+    delayed: Vec<(i64, Job)>,
     threads: usize,
     idle: usize,
     stopping: bool,
 }
 
 impl Pool {
+    /// Queues a call for the threads.
+    fn queue(&mut self, job: Job) {
+        let queue = self.queues.entry(job.key.endpoint.clone()).or_default();
+        let first = queue.is_empty();
+        let endpoint = job.key.endpoint.clone();
+        queue.push_back(job);
+        if first {
+            self.turn.push_back(endpoint);
+        }
+        self.waiting += 1;
+    }
+
+    /// Moves the delayed calls that are due into the queues; the wait until the next one.
+    fn promote_due(&mut self, now_ms: i64, metrics: &Metrics) -> Option<std::time::Duration> {
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].0 <= now_ms {
+                let (_, job) = self.delayed.swap_remove(i);
+                self.queue(job);
+                metrics.call_queued();
+            } else {
+                i += 1;
+            }
+        }
+        let next = self.delayed.iter().map(|(due, _)| *due).min()?;
+        Some(std::time::Duration::from_millis((next - now_ms).max(1) as u64))
+    }
     /// The next waiting call, round robin over the endpoints that are within their share.
     fn next(&mut self, max: usize, per_endpoint: usize) -> Option<Job> {
         // Endpoints with calls waiting or in flight share the slots.
@@ -110,22 +142,25 @@ impl Calls {
     /// Queues the call of the parked turn of message `id`; its answer resumes the turn.
     pub(crate) fn submit(&self, key: SessionKey, id: i64, call: Call) {
         let mut pool = self.inner.lock();
-        let queue = pool.queues.entry(key.endpoint.clone()).or_default();
-        let first = queue.is_empty();
-        queue.push_back(Job { key: key.clone(), id, call });
-        if first {
-            pool.turn.push_back(key.endpoint);
+        let due = call.due_ms();
+        if due > crate::util::now_ms() {
+            // A retry's wait: no thread holds it; a thread wakes for it when it is due (one is
+            // started if none exists yet).
+            pool.delayed.push((due, Job { key, id, call }));
+            if pool.threads == 0 {
+                let _ = self.spawn(&mut pool);
+            }
+            drop(pool);
+            self.inner.work.notify_all();
+            return;
         }
-        pool.waiting += 1;
+        pool.queue(Job { key, id, call });
         self.inner.metrics.call_queued();
         // A thread more whenever the idle ones (which may not have woken yet) are fewer than the
         // waiting calls: otherwise a burst would queue behind one idle thread.
         if pool.waiting > pool.idle && pool.threads < self.inner.max {
-            let n = pool.threads;
-            let inner = self.inner.clone();
-            match std::thread::Builder::new().name(format!("call-{n}")).spawn(move || run(&inner)) {
-                Ok(_) => pool.threads += 1,
-                Err(e) if pool.threads == 0 => {
+            if let Err(e) = self.spawn(&mut pool) {
+                if pool.threads == 0 {
                     // No thread at all would ever take it: make the call here, on the worker,
                     // rather than leave the session waiting for ever.
                     log::error!("cannot start a call thread ({e}); the worker makes the call itself");
@@ -135,10 +170,19 @@ impl Calls {
                     return;
                 }
                 // The call waits for one of the threads that exist.
-                Err(e) => log::error!("cannot start a call thread ({e}); {} thread(s) serve the calls", pool.threads),
+                log::error!("cannot start a call thread ({e}); {} thread(s) serve the calls", pool.threads);
             }
         }
         self.inner.work.notify_one();
+    }
+
+    /// Starts one more call thread.
+    fn spawn(&self, pool: &mut MutexGuard<'_, Pool>) -> std::io::Result<()> {
+        let n = pool.threads;
+        let inner = self.inner.clone();
+        std::thread::Builder::new().name(format!("call-{n}")).spawn(move || run(&inner))?;
+        pool.threads += 1;
+        Ok(())
     }
 
     /// Tells the call threads to end after their current call; waiting calls are dropped (their
@@ -163,6 +207,11 @@ impl Inner {
             match job.call {
                 Call::Http(_) => Answer::Http(json!({ "error": "the call failed inside hookflow" })),
                 Call::Rasa(_) => Answer::Rasa(None),
+                Call::Handover(h) => {
+                    let failure =
+                        super::handover::Failure { retry: false, error: "the call failed inside hookflow".into() };
+                    Answer::Handover(h, Err(failure))
+                }
             }
         });
         self.metrics.call_done();
@@ -185,9 +234,13 @@ fn run(inner: &Inner) {
         if pool.stopping {
             return;
         }
+        let next_due = pool.promote_due(crate::util::now_ms(), &inner.metrics);
         let Some(job) = pool.next(inner.max, inner.per_endpoint) else {
             pool.idle += 1;
-            pool = inner.work.wait(pool).unwrap_or_else(|p| p.into_inner());
+            pool = match next_due {
+                Some(wait) => inner.work.wait_timeout(pool, wait).unwrap_or_else(|p| p.into_inner()).0,
+                None => inner.work.wait(pool).unwrap_or_else(|p| p.into_inner()),
+            };
             pool.idle -= 1;
             continue;
         };

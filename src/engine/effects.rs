@@ -1,9 +1,10 @@
-//! The outbound calls a turn waits for, and their answers: an `http` node's request and the
-//! Rasa NLU's parse. A turn parks at one of these (the worker is freed), a call thread performs
+//! The outbound calls a turn waits for, and their answers: an `http` node's request, the
+//! Rasa NLU's parse and a handover provider's call. A turn parks at one of these (the worker is freed), a call thread performs
 //! it (`calls.rs`), and the answer resumes the turn on any worker.
 
 use serde_json::Value;
 
+use super::handover::{self, HandoverCall};
 use super::{http_node, nlu};
 use crate::flow::HttpCall;
 
@@ -14,6 +15,19 @@ pub(crate) enum Call {
     Http(HttpCall),
     /// The Rasa NLU, before the Flow runs (nothing is committed yet).
     Rasa(nlu::RasaRequest),
+    /// A handover provider's call (start, a user's message, cancel); a start's checkpoint is
+    /// committed.
+    Handover(Box<HandoverCall>),
+}
+
+impl Call {
+    /// Unix milliseconds before which the call is not made (a retry's wait); 0: at once.
+    pub(crate) fn due_ms(&self) -> i64 {
+        match self {
+            Call::Handover(h) => h.due_ms,
+            _ => 0,
+        }
+    }
 }
 
 /// A call's answer; a failure is an answer too (described in it).
@@ -23,6 +37,8 @@ pub(crate) enum Answer {
     Http(Value),
     /// `None` when Rasa failed or timed out: the turn goes on without an intent.
     Rasa(Option<nlu::Found>),
+    /// The call that was made, and what came of it.
+    Handover(Box<HandoverCall>, handover::Outcome),
 }
 
 /// A call's answer for the parked turn of inbox message `id`.
@@ -37,5 +53,9 @@ pub(crate) fn perform(agent: &ureq::Agent, call: &Call) -> Answer {
     match call {
         Call::Http(c) => Answer::Http(http_node::perform(agent, c)),
         Call::Rasa(r) => Answer::Rasa(nlu::ask(agent, r)),
+        Call::Handover(h) => {
+            let outcome = handover::perform(agent, h);
+            Answer::Handover(h.clone(), outcome)
+        }
     }
 }

@@ -13,10 +13,14 @@
 //! - `effects.rs`, `calls.rs`: the outbound calls a turn waits for (an `http` node's request,
 //!   `nlu.rs`'s Rasa client, `http_node.rs`) and the `call-N` threads that make them while the
 //!   turn is parked, so a slow API never holds a worker. The Flow itself (`flow/`) does no I/O.
+//! - `handover/`: handover to a human agent — the provider calls (`webhook.rs`, `chatwoot.rs`)
+//!   made as effects, and the self-describing `handoverId` (`id.rs`); what a turn does with a
+//!   handover is `turn/handover.rs`.
 
 pub(crate) mod calls;
 pub(crate) mod driver;
 pub(crate) mod effects;
+pub(crate) mod handover;
 pub(crate) mod http_node;
 pub(crate) mod nlu;
 mod scheduler;

@@ -14,7 +14,7 @@ pub mod template;
 pub mod transform;
 
 pub use model::Flow;
-pub use run::{HttpCall, Output, RunOptions, SessionState, Turn, TurnIo, resume, run};
+pub use run::{HandoverRequest, HandoverState, HttpCall, Output, RunOptions, SessionState, Turn, TurnIo, resume, run};
 
 #[cfg(test)]
 mod tests;

@@ -38,6 +38,40 @@ pub struct SessionState {
     /// `Flow::version` these positions refer to.
     #[serde(default)]
     pub version: u64,
+    /// The session's handover to a human agent: the active one, or the last one, ended (kept so
+    /// that the agent routes can answer 409 `handover_ended`). Kept here, in the state committed
+    /// with every turn, so it survives a restart and lives in whatever store holds sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverState>,
+}
+
+/// A session's handover (handover.md), as stored with its state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoverState {
+    /// Self-describing: it names the session (see `engine/handover/id.rs`).
+    pub id: String,
+    /// `starting`, `active`, or how it ended: `completed`, `cancelled`, `error`.
+    pub status: String,
+    /// The provider's name (`webhook`, `chatwoot`).
+    pub provider: String,
+    /// Unix milliseconds of the start.
+    pub since_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_intent: Option<String>,
+    /// The last agent name an agent message carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    /// Where the provider keeps the conversation (Chatwoot's conversation id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<String>,
+}
+
+impl HandoverState {
+    /// The agent side is talking to the user (or about to).
+    pub fn is_active(&self) -> bool {
+        self.status == "active" || self.status == "starting"
+    }
 }
 
 /// A Question waiting at `pc`, with the invalid answers given so far.
@@ -83,6 +117,12 @@ pub struct HttpCall {
     pub timeout_ms: u64,
 }
 
+/// What a `handover` node asks the engine for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandoverRequest {
+    pub cancel_intent: Option<String>,
+}
+
 /// What a turn produced.
 #[derive(Debug, Default)]
 pub struct Turn {
@@ -94,6 +134,9 @@ pub struct Turn {
     pub warnings: Vec<String>,
     /// The turn waits for this request; call `resume` with its result.
     pub suspend: Option<HttpCall>,
+    /// A `handover` node ended the turn: the engine starts a handover (the node's outputs are in
+    /// `outputs`; the next message starts below the node once it ends).
+    pub handover: Option<HandoverRequest>,
     /// `sleep` time accumulated so far (carried over a suspension).
     pub delay_ms: u64,
     /// Nodes run so far (carried over a suspension, so `maxNodesPerTurn` bounds the whole turn).
@@ -123,8 +166,10 @@ pub fn run(flow: &Flow, io: TurnIo<'_>, opts: RunOptions) -> Turn {
     if io.state.version != flow.version {
         // The Flow file changed since this session was saved: its positions may point anywhere
         // now, so it starts again at the top, keeping its context.
+        // (A handover in progress goes on: it is the agent desk's, not the Flow's.)
         let context = std::mem::take(&mut io.state.context);
-        *io.state = SessionState { context, version: flow.version, ..Default::default() };
+        let handover = io.state.handover.take();
+        *io.state = SessionState { context, version: flow.version, handover, ..Default::default() };
     }
     let mut m = Machine { flow, io, opts, turn: Turn::default(), node: 0 };
     let start = m.io.state.entry;
@@ -336,6 +381,17 @@ impl Machine<'_, '_> {
                 self.io.state.stack.clear();
                 Next::Wait(0)
             }
+            OpKind::Handover(h) => {
+                let text = self.render(&h.text);
+                let data = h.data.as_ref().map(|d| self.render_data(d));
+                self.emit(text, data);
+                if let Some(t) = &h.cancel_text {
+                    let text = self.render(t);
+                    self.emit(text, None);
+                }
+                self.turn.handover = Some(HandoverRequest { cancel_intent: h.cancel_intent.clone() });
+                Next::Wait(pc + 1)
+            }
         }
     }
 
@@ -343,6 +399,9 @@ impl Machine<'_, '_> {
         match on {
             LookupOn::Text => self.io.input.get("text").and_then(Value::as_str).map(str::to_owned),
             LookupOn::Intent => self.io.input.get("intent").and_then(Value::as_str).map(str::to_owned),
+            LookupOn::HandoverStatus => {
+                self.io.input.pointer("/handover/status").and_then(Value::as_str).map(str::to_owned)
+            }
             LookupOn::Script(e) => {
                 let v = self.with_scope(|s, ev| e.eval(s, ev));
                 v.map(|v| {
@@ -497,6 +556,7 @@ fn op_label(k: &OpKind) -> &'static str {
         OpKind::Stop => "stop",
         OpKind::Call { .. } => "executeFlow",
         OpKind::End { .. } => "end",
+        OpKind::Handover(_) => "handover",
     }
 }
 
