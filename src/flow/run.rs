@@ -120,6 +120,8 @@ pub struct HttpCall {
 /// What a `handover` node asks the engine for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandoverRequest {
+    /// The node's `text`, rendered (it goes to the agent side with the start).
+    pub text: String,
     pub cancel_intent: Option<String>,
 }
 
@@ -384,12 +386,12 @@ impl Machine<'_, '_> {
             OpKind::Handover(h) => {
                 let text = self.render(&h.text);
                 let data = h.data.as_ref().map(|d| self.render_data(d));
-                self.emit(text, data);
+                self.emit(text.clone(), data);
                 if let Some(t) = &h.cancel_text {
                     let text = self.render(t);
                     self.emit(text, None);
                 }
-                self.turn.handover = Some(HandoverRequest { cancel_intent: h.cancel_intent.clone() });
+                self.turn.handover = Some(HandoverRequest { text, cancel_intent: h.cancel_intent.clone() });
                 Next::Wait(pc + 1)
             }
         }

@@ -89,7 +89,11 @@ fn answer(cx: &HttpContext, req: &mut Request, token: &str, what: &str) -> Resul
             return Err(label(Reply::error(404, "not_found", &msg)));
         }
         _ => {
-            return Err(label(Reply::error(404, "not_found", "no such route; the agent routes are /messages and /end")));
+            return Err(label(Reply::error(
+                404,
+                "not_found",
+                "no such route; the agent routes are /messages and /end",
+            )));
         }
     };
     let key = current(cx, ep, &input.handover_id).map_err(label)?;

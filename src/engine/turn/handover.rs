@@ -161,9 +161,8 @@ impl Conversation<'_> {
             conversation: None,
         });
         let mut record = self.record(engine, &turn.outputs);
-        let text = turn.outputs.first().map(|o| o.text.clone()).unwrap_or_default();
         let transcript = self.transcript_for_agent(&record.transcript)?;
-        let event = Event::Start { text, transcript, context: self.state.context.clone() };
+        let event = Event::Start { text: req.text, transcript, context: self.state.context.clone() };
         let mut call = self.call(event, handover_id);
         let resume = StartResume { handover_start: call.clone() };
         record.checkpoint = Some(serde_json::to_string(&resume).expect("a resume record is plain JSON"));
