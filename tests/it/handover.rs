@@ -308,3 +308,34 @@ fn a_flow_with_a_handover_node_needs_a_handover_provider() {
     assert!(e.contains("endpoints[0]") && e.contains("handover") && e.contains("hookflow.json"), "{e}");
     assert!(e.contains("add \"handover\""), "the message says the fix: {e}");
 }
+
+#[test]
+fn hookflow_check_names_the_file_place_and_fix_of_handover_mistakes() {
+    let dir = TempDir::new("handover-check");
+    // A handover node on an endpoint without a provider.
+    let path = write_files(&dir.path, &config("http://127.0.0.1:9/hook"), &[("flow.json", &desk_flow())]);
+    let o = crate::bot::run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let line = err.lines().find(|l| l.contains("endpoints[0]")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("hookflow.json") && line.contains("\"handover\" node") && line.contains("add \"handover\""));
+    // An unknown provider type and missing keys.
+    let mut cfg = config("http://127.0.0.1:9/hook");
+    cfg["endpoints"][0]["handover"] = json!({"type": "zendesk"});
+    let path = write_files(&dir.path, &cfg, &[]);
+    let o = crate::bot::run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("endpoints[0].handover.type: expected \"webhook\" or \"chatwoot\", got \"zendesk\""), "{err}");
+    cfg["endpoints"][0]["handover"] = json!({"type": "chatwoot", "baseUrl": "https://cw.example.com"});
+    let path = write_files(&dir.path, &cfg, &[]);
+    let o = crate::bot::run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    for key in ["accountId", "inboxId", "apiToken", "webhookToken"] {
+        assert!(err.contains(&format!("hookflow.json: endpoints[0].handover.{key}: missing required key")), "{err}");
+    }
+    // And a good one passes.
+    cfg = desk_config("http://127.0.0.1:9/hook", "http://127.0.0.1:9/desk");
+    let path = write_files(&dir.path, &cfg, &[]);
+    let o = crate::bot::run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
