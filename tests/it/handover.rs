@@ -67,9 +67,14 @@ fn start(app: &App, sink: &Sink, desk: &Sink) -> String {
 /// Waits (bounded) until the admin view shows the session's handover with `status`: the desk's
 /// answer is committed after the desk received the event.
 pub fn wait_status(app: &App, user: &str, session: &str, status: &str) {
+    wait_status_of(app, "main", user, session, status);
+}
+
+/// [`wait_status`] for a session of `endpoint`.
+pub fn wait_status_of(app: &App, endpoint: &str, user: &str, session: &str, status: &str) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let s = admin_get(&app.url(&format!("/api/sessions/main/{user}/{session}"))).json();
+        let s = admin_get(&app.url(&format!("/api/sessions/{endpoint}/{user}/{session}"))).json();
         if s["handover"]["status"] == status {
             return;
         }
@@ -338,4 +343,38 @@ fn hookflow_check_names_the_file_place_and_fix_of_handover_mistakes() {
     let path = write_files(&dir.path, &cfg, &[]);
     let o = crate::bot::run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn the_handover_example_passes_check_and_hands_over_to_the_sink() {
+    let cfg = crate::bot::examples_dir().join("handover.json");
+    let o = crate::bot::run_cli(&["check", "--config", cfg.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("ok  helpdesk -> http://127.0.0.1:9000/hook"));
+    // The example's Flow, with the README's steps, against a sink standing in for both URLs.
+    let (sink, desk) = (Sink::new(), Sink::new());
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    c["listen"] = json!("127.0.0.1:0");
+    c["dataDir"] = json!("./data");
+    c["adminKeys"] = json!([key_digest(ADMIN_KEY)]);
+    c["endpoints"][0]["webhook"]["url"] = json!(sink.url);
+    c["endpoints"][0]["handover"]["url"] = json!(desk.url);
+    let flow: Value =
+        serde_json::from_str(&std::fs::read_to_string(crate::bot::examples_dir().join("flows/handover.json")).unwrap())
+            .unwrap();
+    c["endpoints"][0]["flow"] = json!("flow.json");
+    let app = App::start("handover-example", &c, &[("flow.json", &flow)]);
+    let url = app.url("/helpdesk-8a41c07d2e9b5f36");
+    send_to(&url, &json!({"userId": "u1", "sessionId": "s1", "text": "talk to a human"}));
+    assert_eq!(sink.recv_n(2, WAIT)[0].text(), "Let me connect you with a colleague.");
+    let id = desk.recv(WAIT).body["handoverId"].as_str().unwrap().to_owned();
+    wait_status_of(&app, "helpdesk", "u1", "s1", "active");
+    let agent = |what: &str, body: Value| {
+        let url = app.url(&format!("/handover/helpdesk-8a41c07d2e9b5f36/{what}"));
+        post(&url, &body.to_string(), &[("Content-Type", "application/json"), ("X-API-Key", "demo-agent-key")]).0
+    };
+    assert_eq!(agent("messages", json!({"handoverId": id, "text": "Hi, Ann here.", "agentName": "Ann"})), 200);
+    assert_eq!(sink.recv(WAIT).text(), "Hi, Ann here.");
+    assert_eq!(agent("end", json!({"handoverId": id, "status": "completed"})), 200);
+    assert_eq!(sink.recv(WAIT).text(), "I'm back. Thanks for waiting, Ann helped you.");
 }
