@@ -158,20 +158,21 @@ impl Calls {
         self.inner.metrics.call_queued();
         // A thread more whenever the idle ones (which may not have woken yet) are fewer than the
         // waiting calls: otherwise a burst would queue behind one idle thread.
-        if pool.waiting > pool.idle && pool.threads < self.inner.max {
-            if let Err(e) = self.spawn(&mut pool) {
-                if pool.threads == 0 {
-                    // No thread at all would ever take it: make the call here, on the worker,
-                    // rather than leave the session waiting for ever.
-                    log::error!("cannot start a call thread ({e}); the worker makes the call itself");
-                    let job = pool.next(self.inner.max, self.inner.per_endpoint).expect("just queued");
-                    drop(pool);
-                    self.inner.make(job);
-                    return;
-                }
-                // The call waits for one of the threads that exist.
-                log::error!("cannot start a call thread ({e}); {} thread(s) serve the calls", pool.threads);
+        if pool.waiting > pool.idle
+            && pool.threads < self.inner.max
+            && let Err(e) = self.spawn(&mut pool)
+        {
+            if pool.threads == 0 {
+                // No thread at all would ever take it: make the call here, on the worker,
+                // rather than leave the session waiting for ever.
+                log::error!("cannot start a call thread ({e}); the worker makes the call itself");
+                let job = pool.next(self.inner.max, self.inner.per_endpoint).expect("just queued");
+                drop(pool);
+                self.inner.make(job);
+                return;
             }
+            // The call waits for one of the threads that exist.
+            log::error!("cannot start a call thread ({e}); {} thread(s) serve the calls", pool.threads);
         }
         self.inner.work.notify_one();
     }
