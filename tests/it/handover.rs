@@ -158,6 +158,7 @@ fn a_handover_runs_from_the_node_to_the_agent_and_back_to_the_flow() {
     let ev = desk.recv(WAIT);
     assert_eq!(ev.body["event"], "handover.requested", "a new handover, with a new id");
     assert_ne!(ev.body["handoverId"], json!(id));
+    wait_status(&app, "u1", "s1", "active");
 
     let metrics = request("GET", &app.url("/metrics"), None, &[]).body;
     assert!(metrics.contains("hookflow_handovers_started_total 2"), "{metrics}");
@@ -168,8 +169,16 @@ fn a_handover_runs_from_the_node_to_the_agent_and_back_to_the_flow() {
 #[test]
 fn the_cancel_intent_ends_the_handover_and_inject_and_notify_keep_working() {
     let (sink, desk) = (Sink::new(), Sink::new());
-    let app = App::start("handover-cancel", &desk_config(&sink.url, &desk.url), &[("flow.json", &desk_flow())]);
-    let id = start(&app, &sink, &desk);
+    let mut cfg = desk_config(&sink.url, &desk.url);
+    cfg["endpoints"][0]["dataProtection"] = json!({ "collectConversations": false });
+    let app = App::start("handover-cancel", &cfg, &[("flow.json", &desk_flow())]);
+    app.send("u1", "s1", "I need a human");
+    assert_eq!(sink.recv_n(3, WAIT).len(), 3);
+    let ev = desk.recv(WAIT);
+    // Without collectConversations no transcript goes to the desk.
+    assert_eq!(ev.body["transcript"], json!([]), "{}", ev.raw);
+    let id = ev.body["handoverId"].as_str().unwrap().to_owned();
+    wait_status(&app, "u1", "s1", "active");
 
     // Inject is forwarded like a message; notify goes to the user.
     let key = [("Content-Type", "application/json"), ("X-API-Key", ADMIN_KEY)];
@@ -345,6 +354,7 @@ fn hookflow_check_names_the_file_place_and_fix_of_handover_mistakes() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// The steps of the README's worked example (its block is skipped by `readme.rs`, see there).
 #[test]
 fn the_handover_example_passes_check_and_hands_over_to_the_sink() {
     let cfg = crate::bot::examples_dir().join("handover.json");
@@ -369,6 +379,8 @@ fn the_handover_example_passes_check_and_hands_over_to_the_sink() {
     assert_eq!(sink.recv_n(2, WAIT)[0].text(), "Let me connect you with a colleague.");
     let id = desk.recv(WAIT).body["handoverId"].as_str().unwrap().to_owned();
     wait_status_of(&app, "helpdesk", "u1", "s1", "active");
+    send_to(&url, &json!({"userId": "u1", "sessionId": "s1", "text": "my parcel is late"}));
+    assert_eq!(desk.recv(WAIT).body["text"], "my parcel is late");
     let agent = |what: &str, body: Value| {
         let url = app.url(&format!("/handover/helpdesk-8a41c07d2e9b5f36/{what}"));
         post(&url, &body.to_string(), &[("Content-Type", "application/json"), ("X-API-Key", "demo-agent-key")]).0
