@@ -291,6 +291,21 @@ mod tests {
     }
 
     #[test]
+    fn a_delayed_call_waits_in_its_list_until_it_is_due() {
+        let mut pool = Pool::default();
+        let metrics = Metrics::new();
+        pool.delayed.push((1_000, job("a", 1)));
+        pool.delayed.push((3_000, job("a", 2)));
+        // Not due: nothing to take, and the wait is until the earliest one.
+        assert_eq!(pool.promote_due(500, &metrics), Some(std::time::Duration::from_millis(500)));
+        assert!(pool.next(4, 4).is_none());
+        assert_eq!(pool.promote_due(1_000, &metrics), Some(std::time::Duration::from_millis(2_000)));
+        assert_eq!(pool.next(4, 4).map(|j| j.id), Some(1));
+        assert_eq!(pool.promote_due(5_000, &metrics), None);
+        assert_eq!(pool.next(4, 4).map(|j| j.id), Some(2));
+    }
+
+    #[test]
     fn waiting_endpoints_share_the_slots() {
         let mut pool = Pool::default();
         for n in 0..4 {
