@@ -171,6 +171,8 @@ pub struct DeadLetter {
 pub enum Speaker {
     User,
     Bot,
+    /// A human agent during a handover.
+    Agent,
 }
 
 impl Speaker {
@@ -178,7 +180,13 @@ impl Speaker {
         match self {
             Speaker::User => "user",
             Speaker::Bot => "bot",
+            Speaker::Agent => "agent",
         }
+    }
+
+    /// The speaker of a stored name; `None` for a name this version does not know.
+    pub fn parse(s: &str) -> Option<Speaker> {
+        [Speaker::User, Speaker::Bot, Speaker::Agent].into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -348,5 +356,9 @@ mod tests {
             assert_eq!(JobKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(JobKind::parse("handover"), None);
+        for s in [Speaker::User, Speaker::Bot, Speaker::Agent] {
+            assert_eq!(Speaker::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Speaker::parse("robot"), None);
     }
 }

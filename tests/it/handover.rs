@@ -142,6 +142,15 @@ fn a_handover_runs_from_the_node_to_the_agent_and_back_to_the_flow() {
     assert_eq!(h.seq(), 4);
     assert_eq!((&h.body["AIOutput"]["source"], &h.body["AIOutput"]["agentName"]), (&json!("agent"), &json!("Ann")));
     assert_eq!((h.text(), h.user_id(), h.session_id()), ("Hi, I am Ann.", "u1", "s1"));
+    // The transcript has the forwarded message and the agent's line.
+    let s = admin_get(&app.url("/api/sessions/main/u1/s1")).json();
+    let lines: Vec<(&str, &str)> = s["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["source"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(lines[4..], [("user", "where is my order?"), ("agent", "Hi, I am Ann.")], "{s}");
 
     // The end: the Flow goes on below the node at once, with input.kind and input.handover.
     let (status, answer) = agent_post(&app, "end", &json!({"handoverId": id, "status": "completed"}));

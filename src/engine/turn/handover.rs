@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{Conversation, Step, drop_message};
-use crate::domain::{JobKind, NewOutput, TranscriptLine, TurnRecord};
+use crate::domain::{JobKind, NewOutput, Speaker, TranscriptLine, TurnRecord};
 use crate::engine::driver::{Driven, From, drive};
 use crate::engine::effects::{Answer, Call};
 use crate::engine::handover::{Event, HandoverCall, Outcome, id};
@@ -96,7 +96,11 @@ impl Conversation<'_> {
             },
         });
         let mut record = self.record(engine, &[]);
-        record.outputs = vec![NewOutput { body, not_before_ms: now_ms() }];
+        let now = now_ms();
+        record.outputs = vec![NewOutput { body, not_before_ms: now }];
+        if self.ep.data_protection.collect_conversations {
+            record.transcript.push(TranscriptLine { source: Speaker::Agent, text, data: data.to_string(), at_ms: now });
+        }
         record
     }
 
