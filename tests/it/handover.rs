@@ -399,3 +399,56 @@ fn the_handover_example_passes_check_and_hands_over_to_the_sink() {
     assert_eq!(agent("end", json!({"handoverId": id, "status": "completed"})), 200);
     assert_eq!(sink.recv(WAIT).text(), "I'm back. Thanks for waiting, Ann helped you.");
 }
+
+/// The binary killed (`kill -9`) while the desk holds the start, and again with an agent's
+/// message acknowledged but not yet delivered: after each restart nothing is lost.
+#[test]
+fn kill_9_in_the_middle_of_a_handover_loses_nothing() {
+    use crate::child::Launch;
+    let dir = TempDir::new("handover-kill9");
+    let desk = Sink::new();
+    let write = |sink: &str, port: u16| {
+        let mut cfg = desk_config(sink, &desk.url);
+        cfg["listen"] = json!(format!("127.0.0.1:{port}"));
+        cfg["delivery"]["retrySchedule"] = json!(vec![0.2; 20]);
+        write_files(&dir.path, &cfg, &[("flow.json", &desk_flow())])
+    };
+    let sink = Sink::new();
+    desk.hold();
+    let path = write(&sink.url, free_port());
+    let mut first = Launch::new(&path, dir.join("first.log")).start();
+    send_to(&first.url(&format!("/{TOKEN}")), &json!({"userId": "u1", "sessionId": "s1", "text": "I need a human"}));
+    assert_eq!(sink.recv_n(3, WAIT).len(), 3);
+    let held = desk.recv(WAIT);
+    first.kill9();
+    desk.release();
+
+    let refusing = Sink::with_status(503);
+    let path = write(&refusing.url, free_port());
+    let mut second = Launch::new(&path, dir.join("second.log")).start();
+    let again = desk.recv(WAIT);
+    assert_eq!((&again.body["event"], &again.body["handoverId"]), (&held.body["event"], &held.body["handoverId"]));
+    let id = again.body["handoverId"].as_str().unwrap().to_owned();
+    let base = second.url("");
+    let agent_url = format!("{base}/handover/{TOKEN}/messages");
+    let post_agent = |url: &str| {
+        let body = json!({"handoverId": id, "text": "Ann here"}).to_string();
+        post(url, &body, &[("Content-Type", "application/json"), ("X-API-Key", AGENT_KEY)])
+    };
+    // Accepted also while the start's answer is being committed: it runs after it, in order.
+    let (status, answer) = post_agent(&agent_url);
+    assert_eq!(status, 200, "{answer}\n{}", second.log_text());
+    assert_eq!(refusing.recv(WAIT).answered, 503, "the agent's output was tried and refused");
+    second.kill9();
+
+    let sink = Sink::new();
+    let path = write(&sink.url, free_port());
+    let third = Launch::new(&path, dir.join("third.log")).start();
+    let h = sink.recv(WAIT);
+    assert_eq!(
+        (h.seq(), h.text(), &h.body["AIOutput"]["source"]),
+        (4, "Ann here", &json!("agent")),
+        "{}",
+        third.log_text()
+    );
+}
