@@ -17,7 +17,7 @@ use crate::engine::driver::Driven;
 use crate::engine::driver::{From, Host, drive};
 use crate::engine::nlu;
 use crate::flow::script::{Engine, Limits};
-use crate::flow::{Flow, HandoverState, HttpCall, RunOptions, SessionState, Turn, TurnIo};
+use crate::flow::{Flow, HandoverState, HandoverStatus, HttpCall, RunOptions, SessionState, Turn, TurnIo};
 use crate::store::StoreError;
 use crate::wire::Accepted;
 
@@ -71,7 +71,7 @@ pub fn run(
             }
             _ => {}
         }
-        let active = session.state.handover.as_ref().is_some_and(|h| h.status == "active");
+        let active = session.state.handover.as_ref().is_some_and(|h| h.status == HandoverStatus::Active);
         let mut ended = None;
         if let Some(agent_line) = line.strip_prefix("/agent") {
             match (active, agent_line) {
@@ -79,7 +79,7 @@ pub fn run(
                     let _ = writeln!(out, "(no handover is active: a handover node starts one)");
                     continue;
                 }
-                (true, "-end") => ended = Some("completed"),
+                (true, "-end") => ended = Some(HandoverStatus::Completed),
                 (true, text) => {
                     let _ = writeln!(out, "agent: {}", text.trim());
                     continue;
@@ -126,15 +126,16 @@ pub fn run(
                 let _ = writeln!(out, "  (to the agent: {line})");
                 continue;
             }
-            ended = Some("cancelled");
+            ended = Some(HandoverStatus::Cancelled);
         }
         if let (Some(status), Some(h)) = (ended, session.state.handover.as_mut()) {
-            let _ = writeln!(out, "(handover {status})");
-            h.status = status.into();
+            let _ = writeln!(out, "(handover {})", status.as_str());
+            h.status = status;
             // The turn that runs when a handover ends, as in the server.
             input["kind"] = "handover".into();
             input["text"] = Value::Null;
-            input["handover"] = serde_json::json!({ "status": status, "provider": h.provider, "agentName": null });
+            input["handover"] =
+                serde_json::json!({ "status": status.as_str(), "provider": h.provider, "agentName": null });
         }
         let mut host = TryHost {
             session: &mut session,
@@ -156,7 +157,7 @@ pub fn run(
             );
             session.state.handover = Some(HandoverState {
                 id: "try".into(),
-                status: "active".into(),
+                status: HandoverStatus::Active,
                 provider: provider.into(),
                 since_ms: crate::util::now_ms(),
                 cancel_intent: req.cancel_intent,

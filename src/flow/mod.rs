@@ -14,7 +14,10 @@ pub mod template;
 pub mod transform;
 
 pub use model::Flow;
-pub use run::{HandoverRequest, HandoverState, HttpCall, Output, RunOptions, SessionState, Turn, TurnIo, resume, run};
+pub use run::{
+    HandoverRequest, HandoverState, HandoverStatus, HttpCall, Output, RunOptions, SessionState, Turn, TurnIo, resume,
+    run,
+};
 
 #[cfg(test)]
 mod tests;

@@ -51,8 +51,7 @@ pub struct SessionState {
 pub struct HandoverState {
     /// Self-describing: it names the session (see `engine/handover/id.rs`).
     pub id: String,
-    /// `starting`, `active`, or how it ended: `completed`, `cancelled`, `error`.
-    pub status: String,
+    pub status: HandoverStatus,
     /// The provider's name (`webhook`, `chatwoot`).
     pub provider: String,
     /// Unix milliseconds of the start.
@@ -67,10 +66,39 @@ pub struct HandoverState {
     pub conversation: Option<String>,
 }
 
+/// Where a handover stands: starting, active, or how it ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HandoverStatus {
+    /// The provider's start is being made (the session waits for it).
+    Starting,
+    /// The agent side has the conversation.
+    Active,
+    /// Ended by the agent side.
+    Completed,
+    /// Ended by the user (the cancel intent).
+    Cancelled,
+    /// The provider could not be reached (after the retry schedule) or refused.
+    Error,
+}
+
+impl HandoverStatus {
+    /// The name `input.handover.status`, the admin API and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoverStatus::Starting => "starting",
+            HandoverStatus::Active => "active",
+            HandoverStatus::Completed => "completed",
+            HandoverStatus::Cancelled => "cancelled",
+            HandoverStatus::Error => "error",
+        }
+    }
+}
+
 impl HandoverState {
     /// The agent side is talking to the user (or about to).
     pub fn is_active(&self) -> bool {
-        self.status == "active" || self.status == "starting"
+        matches!(self.status, HandoverStatus::Active | HandoverStatus::Starting)
     }
 }
 

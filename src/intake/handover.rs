@@ -25,7 +25,7 @@ use crate::wire::{self, Accepted, AgentAccepted, MAX_TEXT_CHARS};
 
 /// The handover as the admin session view shows it.
 pub(super) fn view(h: &HandoverState) -> Value {
-    json!({ "status": h.status, "provider": h.provider, "handoverId": h.id,
+    json!({ "status": h.status.as_str(), "provider": h.provider, "handoverId": h.id,
             "since": crate::util::iso8601(h.since_ms), "agentName": h.agent_name })
 }
 
@@ -206,7 +206,7 @@ fn current(cx: &HttpContext, ep: &Endpoint, handover_id: &str) -> Result<Session
     match h {
         None => Err(unknown()),
         Some(h) if !h.is_active() => {
-            let msg = format!("this handover has ended ({}); the bot has the conversation again", h.status);
+            let msg = format!("this handover has ended ({}); the bot has the conversation again", h.status.as_str());
             Err(Reply::error(409, "handover_ended", &msg))
         }
         Some(_) => Ok(key),

@@ -15,7 +15,7 @@ use crate::engine::driver::{Driven, From, drive};
 use crate::engine::effects::{Answer, Call};
 use crate::engine::handover::{Event, HandoverCall, Outcome, id};
 use crate::flow::script::LazyEngine;
-use crate::flow::{HandoverState, Turn};
+use crate::flow::{HandoverState, HandoverStatus, Turn};
 use crate::store::StoreError;
 use crate::util::now_ms;
 use crate::wire::{AgentAccepted, AiOutput, OutputPayload, output_body};
@@ -56,7 +56,7 @@ impl Conversation<'_> {
         self.logged_input = true;
         let Some(job) = self.agent_job() else { return Ok(Some(Step::Done(drop_message(self.row)))) };
         if self.row.kind == JobKind::AgentEnd {
-            return self.end(engine, "completed").map(Some);
+            return self.end(engine, HandoverStatus::Completed).map(Some);
         }
         Ok(Some(Step::Done(self.agent_message(engine, &job))))
     }
@@ -64,7 +64,8 @@ impl Conversation<'_> {
     /// The agent job of this row, if it is for the session's active handover.
     fn agent_job(&self) -> Option<AgentAccepted> {
         let job: AgentAccepted = serde_json::from_str(&self.row.payload).ok()?;
-        let current = self.state.handover.as_ref().filter(|h| h.status == "active" && h.id == job.handover_id);
+        let current =
+            self.state.handover.as_ref().filter(|h| h.status == HandoverStatus::Active && h.id == job.handover_id);
         if current.is_none() {
             // Accepted while the handover was active, run after it ended (the user cancelled).
             log::info!(
@@ -110,7 +111,7 @@ impl Conversation<'_> {
         if !matches!(self.row.kind, JobKind::Message | JobKind::Inject) {
             return None;
         }
-        let h = self.state.handover.as_ref().filter(|h| h.status == "active")?;
+        let h = self.state.handover.as_ref().filter(|h| h.status == HandoverStatus::Active)?;
         let provider = self.ep.handover.clone()?;
         let text = self.input.get("text").and_then(Value::as_str).map(str::trim);
         let intent = self.input.get("intent").and_then(Value::as_str);
@@ -157,7 +158,7 @@ impl Conversation<'_> {
         let handover_id = id::new(&self.row.key);
         self.state.handover = Some(HandoverState {
             id: handover_id.clone(),
-            status: "starting".into(),
+            status: HandoverStatus::Starting,
             provider: provider.name().into(),
             since_ms: now_ms(),
             cancel_intent: req.cancel_intent,
@@ -212,14 +213,14 @@ impl Conversation<'_> {
             Ok(conversation) => match call.event {
                 Event::Start { .. } => {
                     if let Some(h) = self.state.handover.as_mut() {
-                        h.status = "active".into();
+                        h.status = HandoverStatus::Active;
                         h.conversation = conversation;
                     }
                     self.cx.metrics.handover_started();
                     Ok(Step::Done(self.record(engine, &[])))
                 }
                 Event::Message { .. } => Ok(Step::Done(self.record(engine, &[]))),
-                Event::Cancel => self.end(engine, "cancelled"),
+                Event::Cancel => self.end(engine, HandoverStatus::Cancelled),
             },
             Err(f) if f.retry && (call.attempt as usize) < schedule.len() => {
                 let wait = schedule[call.attempt as usize];
@@ -233,23 +234,19 @@ impl Conversation<'_> {
                 log::warn!("{}: the handover {what} failed for good ({}); the handover ends", self.ep.name, f.error);
                 match call.event {
                     // The user asked to go back: that happens whatever the desk said.
-                    Event::Cancel => self.end(engine, "cancelled"),
-                    _ => self.end(engine, "error"),
+                    Event::Cancel => self.end(engine, HandoverStatus::Cancelled),
+                    _ => self.end(engine, HandoverStatus::Error),
                 }
             }
         }
     }
 
     /// Ends the handover as `status` and runs the Flow from below the `handover` node.
-    fn end(&mut self, engine: &mut LazyEngine, status: &str) -> Result<Step, StoreError> {
+    fn end(&mut self, engine: &mut LazyEngine, status: HandoverStatus) -> Result<Step, StoreError> {
         let Some(h) = self.state.handover.as_mut() else { return Ok(Step::Done(self.record(engine, &[]))) };
-        if h.status == "active" {
-            self.cx.metrics.handover_ended(status, true);
-        } else {
-            self.cx.metrics.handover_ended(status, false);
-        }
-        h.status = status.to_owned();
-        let handover = json!({ "status": status, "provider": h.provider, "agentName": h.agent_name });
+        self.cx.metrics.handover_ended(status.as_str(), h.status == HandoverStatus::Active);
+        h.status = status;
+        let handover = json!({ "status": status.as_str(), "provider": h.provider, "agentName": h.agent_name });
         if let Value::Object(m) = &mut self.input {
             m.insert("kind".into(), "handover".into());
             m.insert("text".into(), Value::Null);
