@@ -56,6 +56,9 @@ impl Conversation<'_> {
         self.logged_input = true;
         let Some(job) = self.agent_job() else { return Ok(Some(Step::Done(drop_message(self.row)))) };
         if self.row.kind == JobKind::AgentEnd {
+            if let (Some(h), Some(name)) = (self.state.handover.as_mut(), &job.agent_name) {
+                h.agent_name = Some(name.clone());
+            }
             return self.end(engine, HandoverStatus::Completed).map(Some);
         }
         Ok(Some(Step::Done(self.agent_message(engine, &job))))
