@@ -333,6 +333,7 @@ impl Machine<'_, '_> {
         let Some(why) = self.io.scripts.stopped() else { return false };
         self.turn.outputs.truncate(emitted);
         self.turn.suspend = None;
+        self.turn.handover = None;
         self.io.state.question = None;
         self.io.state.entry = 0;
         let node = self.flow.nodes[self.node].name();
