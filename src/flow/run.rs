@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+pub use super::handover::{HandoverRequest, HandoverState, HandoverStatus};
 use super::model::{Flow, HttpNode, LookupOn, Op, OpKind, Question, QuestionKind, Say};
 use super::template::{DataTemplate, Evaluator, Expr, Root, Scope, Scripts, Template, render};
 
@@ -43,63 +44,6 @@ pub struct SessionState {
     /// with every turn, so it survives a restart and lives in whatever store holds sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<HandoverState>,
-}
-
-/// A session's handover (handover.md), as stored with its state.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct HandoverState {
-    /// Self-describing: it names the session (see `engine/handover/id.rs`).
-    pub id: String,
-    pub status: HandoverStatus,
-    /// The provider's name (`webhook`, `chatwoot`).
-    pub provider: String,
-    /// Unix milliseconds of the start.
-    pub since_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cancel_intent: Option<String>,
-    /// The last agent name an agent message carried.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_name: Option<String>,
-    /// Where the provider keeps the conversation (Chatwoot's conversation id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conversation: Option<String>,
-}
-
-/// Where a handover stands: starting, active, or how it ended.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum HandoverStatus {
-    /// The provider's start is being made (the session waits for it).
-    Starting,
-    /// The agent side has the conversation.
-    Active,
-    /// Ended by the agent side.
-    Completed,
-    /// Ended by the user (the cancel intent).
-    Cancelled,
-    /// The provider could not be reached (after the retry schedule) or refused.
-    Error,
-}
-
-impl HandoverStatus {
-    /// The name `input.handover.status`, the admin API and the metrics use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandoverStatus::Starting => "starting",
-            HandoverStatus::Active => "active",
-            HandoverStatus::Completed => "completed",
-            HandoverStatus::Cancelled => "cancelled",
-            HandoverStatus::Error => "error",
-        }
-    }
-}
-
-impl HandoverState {
-    /// The agent side is talking to the user (or about to).
-    pub fn is_active(&self) -> bool {
-        matches!(self.status, HandoverStatus::Active | HandoverStatus::Starting)
-    }
 }
 
 /// A Question waiting at `pc`, with the invalid answers given so far.
@@ -143,14 +87,6 @@ pub struct HttpCall {
     /// JSON body, if any.
     pub body: Option<Value>,
     pub timeout_ms: u64,
-}
-
-/// What a `handover` node asks the engine for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HandoverRequest {
-    /// The node's `text`, rendered (it goes to the agent side with the start).
-    pub text: String,
-    pub cancel_intent: Option<String>,
 }
 
 /// What a turn produced.
