@@ -14,8 +14,9 @@
 //!     ─► engine/turn.rs (input object, engine/nlu.rs, the Flow, http-node checkpoints;
 //!        turn/handover.rs: a handover's start, forwarded messages, agent jobs, the end)
 //!     ─► flow/ (model: compiled ops; compile, nodes: the compiler, one entry per node kind;
-//!        run: the interpreter (handover: the handover a session keeps); template: {{ }} and conditions; script: JavaScript on QuickJS;
-//!        intents: the built-in NLU; transform: transformers)
+//!        run: the interpreter; handover: the handover a session keeps; template: {{ }} and
+//!        conditions; script: JavaScript on QuickJS; intents: the built-in NLU; transform:
+//!        transformers)
 //!     ─► engine/writer.rs (group commit: session state + outputs into the outbox)
 //!     (parked turns: engine/calls.rs call-N threads make http-node, Rasa and handover provider
 //!      calls, engine/handover/: webhook.rs, chatwoot.rs)
