@@ -1,5 +1,6 @@
-//! The call threads: outbound calls of parked turns (`http` nodes, Rasa), performed off the
-//! workers, so that an API that answers slowly holds a call thread, never a worker.
+//! The call threads: outbound calls of parked turns (`http` nodes, Rasa, handover providers),
+//! performed off the workers, so that an API that answers slowly holds a call thread, never a
+//! worker.
 //!
 //! At most `limits.maxConcurrentCalls` calls are in flight; threads are started on demand up
 //! to that number and then kept (a Flow without outbound calls starts none). Fair between

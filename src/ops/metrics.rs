@@ -241,7 +241,7 @@ impl Metrics {
         gauge(
             &mut out,
             "hookflow_calls_waiting",
-            "Outbound calls of parked turns (http node, Rasa) waiting for a call thread.",
+            "Outbound calls of parked turns (http node, Rasa, handover provider) waiting for a call thread.",
             calls(&self.calls_waiting),
         );
         gauge(
