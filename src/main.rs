@@ -348,6 +348,10 @@ fn check(opts: Opts) -> Result<(), Failure> {
             Ok(flow) => {
                 if let Ok(config) = &checked.config {
                     let ep = &config.endpoints[i];
+                    if flow.has_handover() && ep.handover.is_none() {
+                        failed.push(config::handover_missing(&config.path, i, file).to_string());
+                        continue;
+                    }
                     let mut summary = hookflow::flow::model::summary(&flow);
                     if let Some(t) = &ep.translation {
                         summary.push_str(&translation_summary(t));

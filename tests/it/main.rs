@@ -30,6 +30,10 @@ mod errors;
 mod fairness;
 /// HTTP framing: unread request bodies and clients that never send a declared body.
 mod framing;
+/// handover.md with the generic agent desk: node, events, agent routes, end, cancel, retries, restart.
+mod handover;
+/// handover.md with Chatwoot: a stand-in of Chatwoot's Application API and its webhook events.
+mod handover_chatwoot;
 /// HTTP hardening in tiny_http: connection cap, head deadline and size, RFC 9112 framing.
 mod http_limits;
 /// http-api.md §3: inject and notify, both route styles, and their admin key.
