@@ -467,3 +467,44 @@ fn store_copy_moves_a_stopped_sqlite_store_into_postgres_and_replicas_go_on_from
         session["transcript"].as_array().expect("a transcript").iter().filter_map(|l| l["text"].as_str()).collect();
     assert_eq!(lines, ["one", "one #1", "two", "two #2"], "{session}");
 }
+
+#[test]
+fn killing_the_replica_that_retries_a_failing_head_output_hands_it_over_in_order() {
+    let dir = TempDir::new("replicas-kill-head");
+    let sink = Sink::with_status(503);
+    let db = pgserver::fresh_db("killhead");
+    let path = replica_config(&dir, &sink.url, &db);
+    let mut replicas: Vec<Proc> = (0..2).map(|i| start(&path, &dir, &format!("replica{i}"))).collect();
+    let url = replicas[0].url(&format!("/{TOKEN}"));
+    for m in 0..3 {
+        send_to(&url, &json!({"userId": "u", "sessionId": "h", "text": format!("h{m}")}));
+    }
+    // The head is being retried (503) by one replica; the next outputs wait behind it.
+    let first = sink.recv(WAIT);
+    assert_eq!((first.seq(), first.text()), (1, "h0"));
+    let holder = wait_until(WAIT, || {
+        let mut c = postgres::Client::connect(&db, postgres::NoTls).ok()?;
+        let row = c.query_opt("SELECT dl_owner FROM queues WHERE session_id = 'h' AND dl_until > 0", &[]).ok()??;
+        row.get::<_, Option<String>>(0)
+    })
+    .expect("a replica holds the head's delivery lease");
+    let i = replicas.iter().position(|r| holder.contains(&format!("-{}-", r.pid))).expect("the holder is a replica");
+    replicas[i].kill9();
+    sink.set_status(200);
+    // The other replica takes the head over after the lease (3 s) and sends all three in order;
+    // h0 may have been tried more than once (same Seq and webhook-id).
+    let mut got: Vec<(u64, String, String)> = Vec::new();
+    while got.iter().filter(|h| h.1 != "h0").count() < 2 || !got.iter().any(|h| h.1 == "h0") {
+        let h = sink.recv(Duration::from_secs(15));
+        if h.answered == 200 {
+            got.push((h.seq(), h.text().to_owned(), h.header("webhook-id").unwrap_or_default().to_owned()));
+        }
+    }
+    // A repeat of h0 is the same output (Seq and webhook-id), and only before h1.
+    let h1_at = got.iter().position(|h| h.1 == "h1").expect("h1 arrived");
+    assert!(got[h1_at..].iter().all(|h| h.1 != "h0"), "h0 again after h1: {got:?}");
+    assert!(got.iter().filter(|h| h.1 == "h0").all(|h| h.0 == 1 && h.2 == first.header("webhook-id").unwrap()));
+    got.dedup_by(|a, b| a.0 == b.0);
+    let order: Vec<(u64, &str)> = got.iter().map(|h| (h.0, h.1.as_str())).collect();
+    assert_eq!(order, [(1, "h0"), (2, "h1"), (3, "h2")], "in order after the take-over");
+}
