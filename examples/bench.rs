@@ -14,6 +14,7 @@
 //! | lanes | a webhook taking `BENCH_SINK_DELAY_MS` per POST, `delivery.senders` 1, 2, 4, 8: speed-up vs 1; once with userIds unrelated to the sessionIds, once with `u<k>`/`s<k>` (the lane is a hash of both) |
 //! | templates | `{{input.text}}` (path, no script engine) vs `{{input.text.trim()}}` (QuickJS), same output: delivered/s and server CPU per message |
 //! | latency, store, parked | low-load p99s vs bare, a store of a million sessions vs a fresh one, turns parked on a slow API beside the echo load: see `bench/more.rs` |
+//! | replicas | one replica on PostgreSQL (a throwaway server the bench starts) vs SQLite, alternating: delivered/s and CPU per message with PostgreSQL's processes (goal ≥ 0.5); then two replicas on one database, the load sent to one (`bench/replicas.rs`) |
 //! | hanging | a second endpoint whose webhook accepts connections and never answers, fed all along: the echo endpoint's delivered/s and latency with it vs without, `delivery.senders` 1 and 4 (`bench/hanging.rs`) |
 //!
 //! bare, durability and templates alternate their two servers for `BENCH_ROUNDS` rounds (A B A B ..),
@@ -60,7 +61,7 @@
 //! `BENCH_SESSIONS`; `BENCH_LANES_N` (400) over `BENCH_LANES_SESSIONS` (200), `BENCH_LANES`
 //! (`1,2,4,8`), `BENCH_SINK_DELAY_MS` (20); `BENCH_IDLE_SESSIONS` (10000); `BENCH_ONLY`, a comma
 //! list of scenario names (echo, bare, sessions, durability, lanes, templates, hanging, latency,
-//! store, parked), runs only those; `BENCH_HANGING_N` (10000) messages of the hanging scenario;
+//! store, parked, replicas), runs only those; `BENCH_HANGING_N` (10000) messages of the hanging scenario;
 //! `BENCH_ROUNDS` (3). Optional `BENCH_WORKERS` and `BENCH_SENDERS` override `workers` /
 //! `delivery.senders` in every config (the lanes scenario sets its own senders) to explore where
 //! the limit is (unset: the defaults, as an operator would run it).
@@ -112,8 +113,19 @@ const GOAL_IDLE_RSS_MIB: f64 = 8.0;
 const GOAL_SESSIONS_RSS_MIB: f64 = 40.0;
 const GOAL_BARE_RATIO: f64 = 0.6;
 
-const SCENARIOS: [&str; 10] =
-    ["echo", "bare", "sessions", "durability", "lanes", "templates", "hanging", "latency", "store", "parked"];
+const SCENARIOS: [&str; 11] = [
+    "echo",
+    "bare",
+    "sessions",
+    "durability",
+    "lanes",
+    "templates",
+    "hanging",
+    "latency",
+    "store",
+    "parked",
+    "replicas",
+];
 
 /// The hanging-webhook scenario (a folder of its own: a file beside this one would be an example).
 #[path = "bench/hanging.rs"]
@@ -121,6 +133,9 @@ mod hanging;
 /// Low-load latency, a large store, parked calls.
 #[path = "bench/more.rs"]
 mod more;
+/// Replicas on PostgreSQL against SQLite.
+#[path = "bench/replicas.rs"]
+mod replicas;
 
 fn main() -> ExitCode {
     match run() {
@@ -339,6 +354,9 @@ fn run() -> Result<bool, String> {
     if b.knobs.wants("parked") {
         b.parked()?;
     }
+    if b.knobs.wants("replicas") {
+        b.replicas()?;
+    }
     b.summary(&load_at_start, started.elapsed());
     Ok(b.ok)
 }
@@ -364,6 +382,8 @@ struct Hookflow {
     flow: Option<Value>,
     /// A second endpoint with this webhook URL (the hanging scenario), and `delivery.timeoutMs`.
     broken: Option<(String, u64)>,
+    /// The store is this PostgreSQL database instead of SQLite (the replicas scenario).
+    postgres: Option<String>,
 }
 
 impl Bench {
@@ -377,6 +397,7 @@ impl Bench {
             store: None,
             flow: None,
             broken: None,
+            postgres: None,
         })
     }
 
@@ -1174,7 +1195,7 @@ fn write_files(dir: &Path, listen: SocketAddr, webhook: &str, h: &Hookflow) -> R
             json!({ "name": "broken", "urlToken": hanging::TOKEN, "flow": "flow.json", "webhook": { "url": url } }),
         );
     }
-    let config = json!({
+    let mut config = json!({
         "listen": listen.to_string(),
         "dataDir": dir.join("data"),
         "workers": h.workers.unwrap_or(0),
@@ -1182,6 +1203,9 @@ fn write_files(dir: &Path, listen: SocketAddr, webhook: &str, h: &Hookflow) -> R
         "delivery": delivery,
         "endpoints": endpoints
     });
+    if let Some(url) = &h.postgres {
+        config["store"] = json!({"type": "postgres", "url": url, "tls": "disable"});
+    }
     let flow = h.flow.clone().unwrap_or_else(|| json!({ "nodes": [{ "type": "say", "text": h.template }] }));
     for (name, value) in [("hookflow.json", config), ("flow.json", flow)] {
         let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;

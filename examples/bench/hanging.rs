@@ -132,6 +132,7 @@ impl Bench {
                 binary: None,
                 store: None,
                 flow: None,
+                postgres: None,
             });
             section(
                 &format!("hanging {lanes} without"),

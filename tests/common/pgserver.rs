@@ -170,6 +170,12 @@ impl PgServer {
             .expect("start the PostgreSQL watchdog");
     }
 
+    /// The pid of the server's main process (from `postmaster.pid`), while it runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     /// The URL of database `db` on this server.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://hookflow@127.0.0.1:{}/{db}?sslmode=disable", self.port)

@@ -1,0 +1,92 @@
+//! The `replicas` scenario of `make bench` (replicas.md): the echo load on one hookflow on SQLite
+//! vs one replica on PostgreSQL (a throwaway server the bench starts, as the tests do:
+//! `tests/common/pgserver.rs`), alternating for `BENCH_ROUNDS` rounds; delivered/s and CPU per
+//! message, PostgreSQL's own processes included (goal: PostgreSQL ≥ 0.5 × SQLite's delivered/s);
+//! then two replicas on one database with the load sent to one of them (the other takes part
+//! through the claims).
+
+use super::*;
+
+#[path = "../../tests/common/pgserver.rs"]
+mod pgserver;
+
+/// CPU seconds of the PostgreSQL server: the postmaster and every process it started.
+fn pg_cpu_seconds(server: &pgserver::PgServer) -> f64 {
+    let Some(master) = server.postmaster_pid() else { return 0.0 };
+    let mut total = process_cpu_seconds(&master.to_string());
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some(close) = text.rfind(')') else { continue };
+        // Field 4, the parent pid, is the second after the name.
+        let ppid = text[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(master) {
+            total += parse_stat(&text).map_or(0.0, |s| s.1);
+        }
+    }
+    total
+}
+
+impl Bench {
+    pub(super) fn replicas(&mut self) -> Result<(), String> {
+        let server = pgserver::PgServer::start("bench");
+        let k = &self.knobs;
+        let load = k.load(k.messages, k.sessions);
+        let sink = Sink::start(self.epoch, SINK_THREADS, Duration::ZERO)?;
+        let mut ratios_del = Vec::new();
+        let mut ratios_cpu = Vec::new();
+        for round in 1..=self.knobs.rounds {
+            section(&format!("replicas sqlite #{round}"), "echo Flow on SQLite (the default store)");
+            let target = self.hookflow("normal", None, PATH_TEMPLATE);
+            let mut lite = self.start(&format!("replicas-sqlite-{round}"), &target, sink.addr)?;
+            let a = self.measure(&mut lite, &sink, load)?;
+            self.stop(&mut lite);
+            self.row(&format!("replicas sqlite #{round}"), &a, Some(&lite), String::new());
+
+            section(&format!("replicas postgres #{round}"), "echo Flow, one replica on PostgreSQL (fsync off)");
+            let Target::Hookflow(h) = self.hookflow("normal", None, PATH_TEMPLATE) else { unreachable!() };
+            let target = Target::Hookflow(Hookflow { postgres: Some(server.fresh_db(&format!("bench{round}"))), ..h });
+            let mut pg = self.start(&format!("replicas-postgres-{round}"), &target, sink.addr)?;
+            let pg_before = pg_cpu_seconds(&server);
+            let b = self.measure(&mut pg, &sink, load)?;
+            let pg_ms = 1e3 * (pg_cpu_seconds(&server) - pg_before) / b.check.unique.max(1) as f64;
+            self.stop(&mut pg);
+            let del = b.delivered_rate() / a.delivered_rate().max(1e-9);
+            let cpu = (b.cpu_ms_per_msg() + pg_ms) / a.cpu_ms_per_msg().max(1e-9);
+            println!(
+                "ratio        postgres ÷ sqlite: delivered/s {del:.2}, CPU per message {cpu:.2} (hookflow {:.3} ms + PostgreSQL {pg_ms:.3} ms vs {:.3} ms)",
+                b.cpu_ms_per_msg(),
+                a.cpu_ms_per_msg()
+            );
+            ratios_del.push(del);
+            ratios_cpu.push(cpu);
+            let note = format!("÷ sqlite {del:.2}; PostgreSQL {pg_ms:.3} ms CPU/msg");
+            self.row(&format!("replicas postgres #{round}"), &b, Some(&pg), note);
+        }
+        let (del, cpu) = (Ratios(ratios_del), Ratios(ratios_cpu));
+        self.goal("replicas: one on PostgreSQL ÷ SQLite delivered/s (median)", del.median(), "", 0.5, true);
+        self.ratios.push(format!(
+            "replicas     one replica on PostgreSQL ÷ SQLite: delivered/s {}, CPU per message (PostgreSQL's included) {}",
+            del.text(),
+            cpu.text()
+        ));
+
+        section("replicas two", "two replicas on one PostgreSQL database; the load goes to the first");
+        let db = server.fresh_db("benchtwo");
+        let Target::Hookflow(h) = self.hookflow("normal", None, PATH_TEMPLATE) else { unreachable!() };
+        let target = Target::Hookflow(Hookflow { postgres: Some(db.clone()), ..h });
+        let mut first = self.start("replicas-two-a", &target, sink.addr)?;
+        let mut second = self.start("replicas-two-b", &target, sink.addr)?;
+        let pg_before = pg_cpu_seconds(&server);
+        let second_before = process_cpu_seconds(&second.pid.to_string());
+        let r = self.measure(&mut first, &sink, load)?;
+        let pg_ms = 1e3 * (pg_cpu_seconds(&server) - pg_before) / r.check.unique.max(1) as f64;
+        let other_ms =
+            1e3 * (process_cpu_seconds(&second.pid.to_string()) - second_before) / r.check.unique.max(1) as f64;
+        self.stop(&mut first);
+        self.stop(&mut second);
+        let note = format!("second replica {other_ms:.3} ms CPU/msg, PostgreSQL {pg_ms:.3} ms");
+        self.row("replicas two (load to one)", &r, Some(&first), note);
+        server.stop();
+        Ok(())
+    }
+}
