@@ -179,7 +179,9 @@ impl PgServer {
         let db =
             format!("t_{}_{n}", name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>());
         let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).unwrap();
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}")).unwrap();
+        // One statement each: DROP/CREATE DATABASE cannot run in the implicit transaction of a batch.
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db}")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
         self.url(&db)
     }
 }

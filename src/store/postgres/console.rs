@@ -88,8 +88,8 @@ pub(super) fn delivered(tx: &mut Tx<'_>, ids: &[i64], notes: &[AttemptRecord], n
             "INSERT INTO output_log
                  (id, endpoint, user_id, session_id, seq, body, state, attempts, last_error, done_ms,
                   final_at_ms, final_latency_ms, final_status, final_answer)
-             SELECT id, endpoint, user_id, session_id, seq, body, 'delivered', attempts + 1, last_error, $2,
-                    $3, $4, $5, $6
+             SELECT id, endpoint, user_id, session_id, seq, body, 'delivered', attempts + 1, last_error, $2::bigint,
+                    $3::bigint, $4::bigint, $5::bigint, $6::text
              FROM outbox WHERE id = $1
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
                  last_error = excluded.last_error, done_ms = excluded.done_ms, dead_id = NULL, replayed_as = NULL,
@@ -132,27 +132,30 @@ fn bound(tx: &mut Tx<'_>) -> Result<()> {
         )?;
         if let Some(r) = cutoff {
             let below: i64 = r.get(0);
-            let range = tx.query_opt(
+            let deleted = tx.query_opt(
                 "WITH d AS (DELETE FROM output_log WHERE endpoint = $1 AND id <= $2 RETURNING id)
-                 SELECT min(id), max(id) FROM d",
+                 SELECT array_agg(id) FROM d",
                 &[ep, &below],
             )?;
-            drop_attempts(tx, range)?;
+            drop_attempts(tx, deleted)?;
         }
     }
     Ok(())
 }
 
-/// After finished outputs were deleted (`range`: the smallest and largest id deleted), deletes
-/// the attempts in that range of outputs neither in the log nor in the outbox.
-fn drop_attempts(tx: &mut Tx<'_>, range: Option<postgres::Row>) -> Result<()> {
-    let Some(r) = range else { return Ok(()) };
-    let (Some(lo), Some(hi)) = (r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)) else { return Ok(()) };
+/// After finished outputs were deleted (`deleted`: their ids), deletes their attempts, and in
+/// the range of those ids any attempts of outputs neither in the log nor in the outbox (notes
+/// written for an output that was forgotten meanwhile). The deleted ones' attempts go even if
+/// the outputs are still in the outbox: a trim in `delivered` runs before their delete.
+fn drop_attempts(tx: &mut Tx<'_>, deleted: Option<postgres::Row>) -> Result<()> {
+    let Some(ids) = deleted.and_then(|r| r.get::<_, Option<Vec<i64>>>(0)) else { return Ok(()) };
+    let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) else { return Ok(()) };
     tx.execute(
         "DELETE FROM attempts a WHERE a.output_id BETWEEN $1 AND $2
-           AND NOT EXISTS (SELECT 1 FROM output_log l WHERE l.id = a.output_id)
-           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = a.output_id)",
-        &[&lo, &hi],
+           AND (a.output_id = ANY($3)
+                OR (NOT EXISTS (SELECT 1 FROM output_log l WHERE l.id = a.output_id)
+                    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = a.output_id)))",
+        &[lo, hi, &ids],
     )?;
     Ok(())
 }
@@ -169,7 +172,8 @@ pub(super) fn leaving(
         tx.execute(
             "INSERT INTO output_log
                  (id, endpoint, user_id, session_id, seq, body, state, attempts, last_error, done_ms)
-             SELECT id, endpoint, user_id, session_id, seq, body, $2, attempts, coalesce($3, last_error), $4
+             SELECT id, endpoint, user_id, session_id, seq, body, $2::text, attempts, coalesce($3::text, last_error),
+                    $4::bigint
              FROM outbox WHERE id = $1
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
                  last_error = excluded.last_error, done_ms = excluded.done_ms, dead_id = NULL, replayed_as = NULL,
@@ -199,7 +203,8 @@ pub(super) fn leaving_unconfigured(tx: &mut Tx<'_>, endpoints: &[String], now_ms
     tx.execute(
         "INSERT INTO output_log
              (id, endpoint, user_id, session_id, seq, body, state, attempts, last_error, done_ms)
-         SELECT id, endpoint, user_id, session_id, seq, body, 'dead', attempts, 'endpoint no longer configured', $2
+         SELECT id, endpoint, user_id, session_id, seq, body, 'dead', attempts, 'endpoint no longer configured',
+                $2::bigint
          FROM outbox WHERE endpoint <> ALL($1)
          ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
              last_error = excluded.last_error, done_ms = excluded.done_ms, dead_id = NULL, replayed_as = NULL,
@@ -236,11 +241,11 @@ pub(super) fn replayed(tx: &mut Tx<'_>, dead_id: i64, new_id: i64) -> Result<()>
 /// Drops finished outputs older than `HISTORY_MS` before `now_ms`.
 pub(super) fn expire(tx: &mut Tx<'_>, now_ms: i64) -> Result<()> {
     let before = now_ms - HISTORY_MS;
-    let range = tx.query_opt(
-        "WITH d AS (DELETE FROM output_log WHERE done_ms < $1 RETURNING id) SELECT min(id), max(id) FROM d",
+    let deleted = tx.query_opt(
+        "WITH d AS (DELETE FROM output_log WHERE done_ms < $1 RETURNING id) SELECT array_agg(id) FROM d",
         &[&before],
     )?;
-    drop_attempts(tx, range)
+    drop_attempts(tx, deleted)
 }
 
 /// Forgets a session's part of the log: its finished outputs and the attempts of all its
@@ -252,12 +257,12 @@ pub(super) fn forget(tx: &mut Tx<'_>, key: &SessionKey) -> Result<()> {
              SELECT id FROM outbox WHERE endpoint = $1 AND user_id = $2 AND session_id = $3)",
         &p,
     )?;
-    let range = tx.query_opt(
+    let deleted = tx.query_opt(
         "WITH d AS (DELETE FROM output_log WHERE endpoint = $1 AND user_id = $2 AND session_id = $3 RETURNING id)
-         SELECT min(id), max(id) FROM d",
+         SELECT array_agg(id) FROM d",
         &p,
     )?;
-    drop_attempts(tx, range)
+    drop_attempts(tx, deleted)
 }
 
 /// Waiting outputs: queued until the first attempt failed, then retrying; the time is when due.

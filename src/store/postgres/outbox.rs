@@ -213,7 +213,7 @@ pub(super) fn replay(tx: &mut Tx<'_>, id: i64, now_ms: i64, endpoint_ok: &dyn Fn
     let seq: i64 = tx
         .query_opt(
             "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
-             VALUES ($1, $2, $3, '', $4 + 1, 0, $5)
+             VALUES ($1, $2, $3, '', $4::bigint + 1, 0, $5)
              ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET seq = sessions.seq + 1, updated_ms = $5
              RETURNING seq",
             &[&k.endpoint, &k.user_id, &k.session_id, &dead_seq, &now_ms],
