@@ -159,6 +159,8 @@ impl PgServer {
             },
             dir = self.dir.display(),
         );
+        // Not waited for: it is meant to outlive this process (and is reaped by init then).
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())

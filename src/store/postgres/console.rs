@@ -528,12 +528,13 @@ pub(super) fn write_trace(
 
 /// A value that differs after any commit, by any replica (the console polls it).
 ///
-/// A hash of the current snapshot (`xmin:xmax:running xids`). A write is given a transaction id
-/// before it commits: if it got it after the last poll, `xmax` has grown past it since; if it
-/// had it already, it was in the running list then and is not now. Either way the snapshot
-/// differs. `xmax` alone would not do: a write that had its id at the last poll and committed
-/// after it leaves `xmax` as it was. Read-only transactions take no id, so reads alone do not
-/// change it (a change with nothing committed only costs the console one read).
+/// A hash of the current snapshot, `xmin:xmax:xip`: `xmax` is one past the highest completed
+/// transaction id, `xip` the ids below it still running. A write that commits after a poll
+/// either had an id at or above that poll's `xmax` (then `xmax` is past it now) or was listed in
+/// its `xip` (and is not now): the snapshot differs either way. `xmax` alone would not do: a
+/// write still running at the poll, with a later one already committed, leaves it as it was
+/// when it commits (tested). Read-only transactions take no id, so reads do not change it; a
+/// change with nothing new for the console costs it one read.
 pub(super) fn changes(tx: &mut Tx<'_>) -> Result<i64> {
     let r = tx.query_opt("SELECT hashtextextended(pg_current_snapshot()::text, 0)", &[])?;
     Ok(r.map_or(0, |r| r.get(0)))

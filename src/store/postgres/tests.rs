@@ -697,11 +697,12 @@ fn changes_differ_after_any_commit_on_another_connection() {
     let before = a.changes().unwrap();
     b.accept(&key(), JobKind::Message, "{}").unwrap();
     assert_ne!(a.changes().unwrap(), before, "a commit by another replica");
-    // A write that had its transaction id before the poll and commits after it (xmax alone
-    // would miss it).
+    // A write that had its transaction id before the poll and commits after it, while a later
+    // one committed before the poll: the snapshot's xmax alone would not change.
     let mut c = raw(&url);
     let mut tx = c.transaction().unwrap();
     tx.execute("INSERT INTO probe (id, at_ms) VALUES (7, 1)", &[]).unwrap();
+    b.accept(&key(), JobKind::Message, "{}").unwrap();
     let during = a.changes().unwrap();
     tx.commit().unwrap();
     assert_ne!(a.changes().unwrap(), during, "a commit of a transaction running at the last poll");
