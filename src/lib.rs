@@ -10,7 +10,8 @@
 //!                           console.rs serves /console and console_api.rs its admin routes)
 //!     ─► engine/writer.rs (group commit into the inbox, then 200)
 //!     ─► engine/scheduler.rs (per-session FIFO) ─► engine/worker.rs (worker-N: one turn each)
-//!     ─► engine/turn.rs (input object, engine/nlu.rs, the Flow, http-node checkpoints)
+//!     ─► engine/turn.rs (input object, engine/translate/ into the Flow's language, engine/nlu.rs,
+//!        the Flow, http-node checkpoints, the outputs back into the user's language)
 //!     ─► flow/ (model: compiled ops; compile, nodes: the compiler, one entry per node kind;
 //!        run: the interpreter; template: {{ }} and conditions; script: JavaScript on QuickJS;
 //!        intents: the built-in NLU; transform: transformers)
@@ -23,9 +24,10 @@
 //! `domain.rs` (the types the stages and the store share), `config/` (the config file, read and
 //! validated once: `schema.rs` types and defaults, `loader.rs` and `checks.rs` the walk of the
 //! file, `walk.rs` the JSON walker the Flow compiler shares, `files.rs` Flow and transformer
-//! files kept in the config folder), `wire.rs` (JSON shapes of the outside world), `crypto.rs`
-//! (key digests, signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd,
-//! the logger), `cli/` (`try`, `sink`), `service.rs` (the wiring). Start reading at
+//! files kept in the config folder, `translation.rs` the `translation` setting), `wire.rs`
+//! (JSON shapes of the outside world), `crypto.rs` (key digests, signatures), `tls.rs`
+//! (outbound TLS roots), `ops/` (metrics, health, systemd, the logger), `cli/` (`try`, `sink`),
+//! `service.rs` (the wiring). Start reading at
 //! `service::Service::start`.
 //!
 //! # Invariants
@@ -44,8 +46,8 @@
 //! - tiny_http: the listener is bound by `service.rs`, requests are read by `intake/` only
 //!   (`cli/sink.rs` is a separate little server). ureq: built in `tls.rs`/`engine/http_node.rs`
 //!   /`delivery/attempt.rs`, used by `delivery/` (deliveries) and by `engine/` (the `http`
-//!   node, Rasa: made by the `call-N` threads while the turn is parked, never by the
-//!   interpreter or a worker). SQL: only in `store/sqlite/`.
+//!   node, Rasa, translation providers: made by the `call-N` threads while the turn is parked,
+//!   never by the interpreter or a worker). SQL: only in `store/sqlite/`.
 //!   serde types of the outside world: `wire.rs`.
 //! - The Flow interpreter (`flow/`) does no I/O: it takes state and input and returns outputs.
 //!   JavaScript runs on the workers (templates, Code nodes, output transformers) and on the http

@@ -310,6 +310,21 @@ fn serve(opts: Opts) -> Result<(), Failure> {
 
 /// Every problem at once: the config's, and those of every Flow and transformer it names with a
 /// usable path, even when the config itself has errors (config.md: "every error found").
+/// `; translated by libretranslate (flow en, user auto)` for `check`'s endpoint line (no key, no URL).
+fn translation_summary(t: &config::Translation) -> String {
+    let provider = match t.provider.kind {
+        config::ProviderKind::Deepl => "deepl",
+        config::ProviderKind::Libretranslate => "libretranslate",
+        config::ProviderKind::Google => "google",
+        config::ProviderKind::Microsoft => "microsoft",
+    };
+    let user = match &t.user_language {
+        config::UserLanguage::Auto => "auto",
+        config::UserLanguage::Fixed(code) => code,
+    };
+    format!("; translated by {provider} (flow {}, user {user})", t.flow_language)
+}
+
 fn check(opts: Opts) -> Result<(), Failure> {
     let path =
         opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{}", opts.usage)))?;
@@ -325,7 +340,10 @@ fn check(opts: Opts) -> Result<(), Failure> {
             Ok(flow) => {
                 if let Ok(config) = &checked.config {
                     let ep = &config.endpoints[i];
-                    let summary = hookflow::flow::model::summary(&flow);
+                    let mut summary = hookflow::flow::model::summary(&flow);
+                    if let Some(t) = &ep.translation {
+                        summary.push_str(&translation_summary(t));
+                    }
                     // Run by the systemd unit before every start, so this goes to the journal:
                     // no URL token, and the webhook URL without its query (config::shown_url).
                     println!(

@@ -73,6 +73,47 @@ pub struct Service {
     writer: Option<JoinHandle<()>>,
     /// The call threads of parked turns (not joined: a call may take `timeoutMs`).
     calls: Option<Calls>,
+    /// With replicas: the claimer, renewer and listener threads.
+    replicas: Option<ReplicaThreads>,
+}
+
+/// The threads of a replica (`engine::claimer`) and what stops them.
+struct ReplicaThreads {
+    store: Arc<dyn crate::store::Store>,
+    renew_stop: crossbeam_channel::Sender<()>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// What the replica threads are built from.
+struct ReplicaParts {
+    store: Arc<dyn crate::store::Store>,
+    sched: Arc<Scheduler>,
+    health: Arc<Health>,
+    status: Arc<engine::writer::StoreStatus>,
+    wake: delivery::Wake,
+    claim: (crossbeam_channel::Sender<()>, crossbeam_channel::Receiver<()>),
+    max_active: usize,
+    lease: std::time::Duration,
+}
+
+fn start_replica_threads(p: ReplicaParts) -> Result<ReplicaThreads, Error> {
+    use engine::claimer::{ClaimerContext, ListenerContext, RenewerContext};
+    let (renew_stop, stop) = crossbeam_channel::bounded(1);
+    let claimer = ClaimerContext {
+        store: p.store.clone(),
+        sched: p.sched,
+        wake: p.claim.1,
+        health: p.health.clone(),
+        max_active: p.max_active,
+    };
+    let renewer = RenewerContext { store: p.store.clone(), lease: p.lease, status: p.status, stop };
+    let listener = ListenerContext { store: p.store.clone(), claimer: p.claim.0, lanes: p.wake, health: p.health };
+    let handles = vec![
+        spawn("renewer".into(), move || engine::claimer::renew(renewer)).map_err(Error::Spawn)?,
+        spawn("claimer".into(), move || engine::claimer::run(claimer)).map_err(Error::Spawn)?,
+        spawn("listener".into(), move || engine::claimer::listen(listener)).map_err(Error::Spawn)?,
+    ];
+    Ok(ReplicaThreads { store: p.store, renew_stop, handles })
 }
 
 /// A sender lane's thread and its shutdown handles.
@@ -113,7 +154,9 @@ impl Service {
         if orphans > 0 {
             log::warn!("{orphans} output(s) are for endpoints no longer configured; kept as dead letters");
         }
-        let pending = store.pending_inbox()?;
+        // Replicas claim their work from the database; one process finds its queue there at start.
+        let replicated = store.claims().is_some();
+        let pending = if replicated { Vec::new() } else { store.pending_inbox()? };
         // `delivery.senders` lanes per distinct webhook URL (see `delivery`).
         let (wake, lanes) = delivery::plan(&config);
         let http = Arc::new(listen(&config)?);
@@ -140,7 +183,9 @@ impl Service {
             fatal,
             writer: None,
             calls: None,
+            replicas: None,
         };
+        let (claim_tx, claim_rx) = crossbeam_channel::bounded(1);
         let writer_cx = WriterContext {
             store: store.clone(),
             sched: sched.clone(),
@@ -148,6 +193,7 @@ impl Service {
             capacity: config.limits.queue_capacity,
             rx: writer_rx,
             status: writer.status(),
+            claimer: replicated.then(|| claim_tx.clone()),
         };
         svc.writer = Some(spawn("writer".into(), move || engine::writer::run(writer_cx)).map_err(Error::Spawn)?);
         for (lane, plan) in lanes.into_iter().enumerate() {
@@ -196,6 +242,29 @@ impl Service {
             };
             svc.workers.push(spawn(format!("worker-{i}"), move || engine::worker::run(cx)).map_err(Error::Spawn)?);
         }
+        if replicated {
+            svc.replicas = Some(start_replica_threads(ReplicaParts {
+                store: store.clone(),
+                sched: sched.clone(),
+                health: health.clone(),
+                status: writer.status(),
+                wake: wake.clone(),
+                claim: (claim_tx, claim_rx),
+                max_active: 2 * config.workers + 16,
+                lease: match &config.store {
+                    crate::config::StoreKind::Postgres(pg) => pg.lease,
+                    crate::config::StoreKind::Sqlite => std::time::Duration::from_secs(10),
+                },
+            })?);
+        }
+        let where_ = match &config.store {
+            crate::config::StoreKind::Sqlite => format!("data in {}", config.data_dir.display()),
+            crate::config::StoreKind::Postgres(pg) => format!(
+                "data in PostgreSQL at {}, replica {}",
+                crate::config::shown_url(&pg.url),
+                store.claims().map_or("?", |c| c.replica())
+            ),
+        };
         let http_cx = Arc::new(HttpContext {
             config: config.clone(),
             flows,
@@ -212,13 +281,13 @@ impl Service {
             svc.http_threads.push(spawn(format!("http-{i}"), move || intake::run(&cx, &http)).map_err(Error::Spawn)?);
         }
         log::info!(
-            "hookflow {} listening on http://{} ({} endpoint(s), {} worker(s), {} sender lane(s), data in {})",
+            "hookflow {} listening on http://{} ({} endpoint(s), {} worker(s), {} sender lane(s), {})",
             env!("CARGO_PKG_VERSION"),
             svc.addr,
             config.endpoints.len(),
             config.workers,
             svc.senders.len(),
-            config.data_dir.display()
+            where_
         );
         Ok(svc)
     }
@@ -279,6 +348,15 @@ impl Service {
                     "{name} is still in a delivery attempt at the end of the drain; its output is kept for the next start"
                 );
             }
+        }
+        if let Some(r) = self.replicas {
+            // What this replica claimed and did not finish goes back to the others at once,
+            // instead of after `leaseSeconds`.
+            if let Some(Err(e)) = r.store.claims().map(|c| c.release_all()) {
+                log::warn!("cannot give back this replica's claims ({e}); they expire after store.leaseSeconds");
+            }
+            let _ = r.renew_stop.send(());
+            join(r.handles);
         }
         self.health.stop_http();
         for _ in &self.http_threads {

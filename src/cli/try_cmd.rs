@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::domain::{InboxRow, JobKind, SessionKey};
 use crate::engine::driver::{From, Host, drive};
-use crate::engine::nlu;
+use crate::engine::effects::{Answer, perform};
+use crate::engine::{nlu, translate};
 use crate::flow::script::{Engine, Limits};
 use crate::flow::{Flow, HttpCall, RunOptions, SessionState, Turn, TurnIo};
 use crate::store::StoreError;
@@ -91,15 +92,26 @@ pub fn run(
         let row =
             InboxRow { id: 0, key: session.key.clone(), kind: JobKind::Message, payload: String::new(), resume: None };
         let mut input = crate::engine::turn::build_input(ep, &row, &acc, session.messages);
-        if let Some(req) = nlu::prepare(ep, &flow, &mut input)
-            && let Some(found) = nlu::ask(&agent, &req)
-        {
-            nlu::apply(&found, &mut input);
+        let rasa = translate_input(ep, &flow, &agent, &mut session, &mut input, out);
+        match rasa {
+            Some(found) => {
+                if let Some(found) = found {
+                    nlu::apply(&found, &mut input);
+                }
+            }
+            None => {
+                if let Some(req) = nlu::prepare(ep, &flow, &mut input)
+                    && let Some(found) = nlu::ask(&agent, &req)
+                {
+                    nlu::apply(&found, &mut input);
+                }
+            }
         }
         if let Some(intent) = input.get("intent").and_then(Value::as_str) {
             let _ = writeln!(out, "  (intent {intent}, score {})", input["intentScore"]);
         }
         let mut host = TryHost {
+            ep,
             session: &mut session,
             input,
             agent: &agent,
@@ -116,6 +128,7 @@ pub fn run(
 
 /// The driver's host in the terminal: prints each part of a turn, makes calls right away.
 struct TryHost<'a, W: Write> {
+    ep: &'a crate::config::Endpoint,
     session: &'a mut Session,
     input: Value,
     agent: &'a ureq::Agent,
@@ -135,7 +148,22 @@ impl<W: Write> Host for TryHost<'_, W> {
     }
 
     fn part_done(&mut self, turn: &Turn) {
-        print_turn(self.out, turn);
+        if self.ep.translation.is_none() {
+            return print_turn(self.out, turn, None);
+        }
+        // What the user would get, each line with the Flow's own text under it.
+        let mut shown = Turn { outputs: turn.outputs.clone(), ..Turn::default() };
+        shown.warnings.clone_from(&turn.warnings);
+        shown.error.clone_from(&turn.error);
+        let state = &mut self.session.state;
+        match translate::outputs_now(self.agent, self.ep, state, &self.input, &mut shown.outputs) {
+            Ok(true) => return print_turn(self.out, &shown, Some(turn)),
+            Ok(false) => {}
+            Err(e) => {
+                let _ = writeln!(self.out, "  (translation failed: {e}; the outputs go untranslated)");
+            }
+        }
+        print_turn(self.out, &shown, None);
     }
 
     fn checkpoint(&mut self, _: &mut Engine, _: &Turn, _: &HttpCall) -> Result<(), StoreError> {
@@ -177,16 +205,51 @@ fn describe_call(call: &crate::flow::HttpCall, result: &Value) -> String {
     }
 }
 
-fn print_turn(out: &mut impl Write, turn: &Turn) {
+/// Translates the line into the Flow's language first, when the endpoint translates; prints
+/// both texts. Returns Rasa's answer when the translation asked it too (`Some(None)`: failed).
+fn translate_input(
+    ep: &crate::config::Endpoint,
+    flow: &Flow,
+    agent: &ureq::Agent,
+    session: &mut Session,
+    input: &mut Value,
+    out: &mut impl Write,
+) -> Option<Option<nlu::Found>> {
+    let metrics = crate::ops::metrics::Metrics::new();
+    let (state, n) = (&mut session.state, session.messages);
+    let mut answer = None;
+    let rest = loop {
+        match translate::before_nlu(ep, flow, &metrics, state, input, n, answer.take()) {
+            Ok(rest) => break rest,
+            Err(call) => answer = Some(perform(agent, &call)),
+        }
+    };
+    let original = input["originalText"].as_str().unwrap_or_default();
+    if let Some(e) = input["translationError"].as_str() {
+        let _ = writeln!(out, "  (translation failed: {e}; the Flow reads the text as written)");
+    } else if ep.translation.is_some() && input["text"].as_str() != Some(original) {
+        let (lang, text) = (input["language"].as_str().unwrap_or("?"), input["text"].as_str().unwrap_or_default());
+        let _ = writeln!(out, "  (you wrote {original:?} in {lang}; the Flow reads {text:?})");
+    }
+    match rest {
+        Some(Answer::Rasa(found)) => Some(found),
+        _ => None,
+    }
+}
+
+fn print_turn(out: &mut impl Write, turn: &Turn, flow_said: Option<&Turn>) {
     for w in &turn.warnings {
         let _ = writeln!(out, "  (warning: {w})");
     }
     if let Some(e) = &turn.error {
         let _ = writeln!(out, "  (error: {e})");
     }
-    for o in &turn.outputs {
+    for (i, o) in turn.outputs.iter().enumerate() {
         let delay = if o.delay_ms > 0 { format!(" (after {} ms)", o.delay_ms) } else { String::new() };
         let _ = writeln!(out, "bot{delay}: {}", o.text);
+        if let Some(f) = flow_said.and_then(|t| t.outputs.get(i)).filter(|f| f.text != o.text) {
+            let _ = writeln!(out, "     (flow: {})", f.text);
+        }
         if o.data.as_object().is_some_and(|d| !d.is_empty()) {
             let _ = writeln!(out, "     data: {}", o.data);
         }

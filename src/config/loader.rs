@@ -44,8 +44,18 @@ const LIMITS_KEYS: &[&str] = &[
 const SESSIONS_KEYS: &[&str] = &["ttlSeconds"];
 const DELIVERY_KEYS: &[&str] = &["timeoutMs", "connectTimeoutMs", "retrySchedule", "drainSeconds", "senders", "caFile"];
 const TLS_KEYS: &[&str] = &["cert", "key"];
-const ENDPOINT_KEYS: &[&str] =
-    &["name", "urlToken", "enabled", "flow", "webhook", "inboundKeys", "nlu", "dataProtection", "transformer"];
+const ENDPOINT_KEYS: &[&str] = &[
+    "name",
+    "urlToken",
+    "enabled",
+    "flow",
+    "webhook",
+    "inboundKeys",
+    "nlu",
+    "dataProtection",
+    "transformer",
+    "translation",
+];
 const WEBHOOK_KEYS: &[&str] = &["url", "user", "password", "secret", "headers"];
 const NLU_BUILTIN_KEYS: &[&str] = &["type", "threshold"];
 const NLU_NONE_KEYS: &[&str] = &["type"];
@@ -263,6 +273,7 @@ impl Loader<'_> {
             nlu: self.nlu(&o),
             data_protection: self.data_protection(&o),
             transformer: self.transformer(&o),
+            translation: self.translation(&o),
         }
     }
 

@@ -10,7 +10,7 @@
 //!
 //! The files: `schema.rs` (the types and defaults), `loader.rs` (the walk of the file, in the
 //! order of config.md), `checks.rs` (values: names, tokens, URLs, headers, keys, `${ENV}`),
-//! `walk.rs` (the JSON walker), `files.rs` (Flow and transformer files stay in the config
+//! `translation.rs` (the `translation` setting), `walk.rs` (the JSON walker), `files.rs` (Flow and transformer files stay in the config
 //! folder), `tests.rs`.
 
 use std::fmt;
@@ -23,10 +23,12 @@ pub mod files;
 mod loader;
 mod schema;
 mod store;
+mod translation;
 pub mod walk;
 
 pub use checks::shown_url;
 pub use schema::*;
+pub use translation::{ProviderKind, Translation, TranslationProvider, UserLanguage, same_language, valid_language};
 
 /// One problem in the file.
 #[derive(Debug, Clone, PartialEq)]

@@ -230,6 +230,8 @@ pub struct Endpoint {
     pub data_protection: DataProtection,
     /// Cognigy-style JS transformer, if any.
     pub transformer: Option<Transformer>,
+    /// Real-time translation (translation.md), if any.
+    pub translation: Option<super::Translation>,
 }
 
 /// `endpoints[].webhook`.

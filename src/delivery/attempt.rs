@@ -112,6 +112,13 @@ pub(crate) fn attempt(
     }
 }
 
+/// The wait before attempt `attempts + 1` of an output, by `delivery.retrySchedule` (at least
+/// the webhook's `Retry-After`); `None` once the schedule is used up (a dead letter).
+pub(super) fn retry_wait(schedule: &[Duration], attempts: i64, after: Option<Duration>) -> Option<Duration> {
+    let wait = schedule.get(attempts as usize - 1)?;
+    Some(after.map_or(*wait, |a| a.max(*wait)))
+}
+
 /// Outcome classes of http-api.md §2: 2xx ok; 4xx other than 408 and 429 final; the rest
 /// (redirects included, since they are not followed) retried.
 fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {

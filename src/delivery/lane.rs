@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 
-use super::attempt::{Outcome, agent, attempt};
+use super::attempt::{Outcome, agent, attempt, retry_wait};
 use super::target::Gate;
 use super::{Group, LaneContext};
 use crate::domain::{OutboxRow, SessionKey};
@@ -379,15 +379,13 @@ impl Lane<'_> {
     }
 
     fn retry(&mut self, key: SessionKey, attempts: i64, error: String, after: Option<Duration>) {
-        let schedule = &self.cx.config.delivery.retry_schedule;
-        let Some(wait) = schedule.get(attempts as usize - 1) else {
+        let Some(wait) = retry_wait(&self.cx.config.delivery.retry_schedule, attempts, after) else {
             log::warn!(
                 "endpoint {}: output undeliverable after {attempts} attempts ({error}); kept as a dead letter",
                 key.endpoint
             );
             return self.finish(key, Err(error));
         };
-        let wait = after.map_or(*wait, |a| a.max(*wait));
         let due = now_ms() + wait.as_millis() as i64;
         self.cx.metrics.retried();
         let row = self.queues.get_mut(&key).and_then(|q| q.rows.front_mut()).expect("the head is being sent");

@@ -29,6 +29,7 @@
 //! lane thread is given).
 
 mod attempt;
+mod claimed;
 mod history;
 mod lane;
 mod target;
@@ -39,7 +40,6 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-pub(crate) use lane::run;
 pub(crate) use target::DOWN_AFTER;
 
 use crate::config::Config;
@@ -117,6 +117,11 @@ pub(crate) fn plan(config: &Config) -> (Wake, Vec<LanePlan>) {
         plans.extend(rx.into_iter().enumerate().map(|(index, wake)| LanePlan { group: group.clone(), index, wake }));
     }
     (Wake { by_endpoint: Arc::new(by_endpoint), all: all.into() }, plans)
+}
+
+/// A sender lane's loop: over the outbox in memory (one process), or over claims (replicas).
+pub(crate) fn run(cx: LaneContext) {
+    if cx.store.claims().is_some() { claimed::run(cx) } else { lane::run(cx) }
 }
 
 /// What a sender lane thread is given by the wiring.

@@ -1,4 +1,4 @@
-//! The call threads: outbound calls of parked turns (`http` nodes, Rasa), performed off the
+//! The call threads: outbound calls of parked turns (`http` nodes, Rasa, translations), performed off the
 //! workers, so that an API that answers slowly holds a call thread, never a worker.
 //!
 //! At most `limits.maxConcurrentCalls` calls are in flight; threads are started on demand up
@@ -163,6 +163,7 @@ impl Inner {
             match job.call {
                 Call::Http(_) => Answer::Http(json!({ "error": "the call failed inside hookflow" })),
                 Call::Rasa(_) => Answer::Rasa(None),
+                Call::Translate(j) => Answer::Translate(Box::new(j.failed("the call failed inside hookflow"))),
             }
         });
         self.metrics.call_done();

@@ -1,10 +1,10 @@
-//! The outbound calls a turn waits for, and their answers: an `http` node's request and the
-//! Rasa NLU's parse. A turn parks at one of these (the worker is freed), a call thread performs
+//! The outbound calls a turn waits for, and their answers: an `http` node's request, the
+//! Rasa NLU's parse and a translation (`translate/`). A turn parks at one of these (the worker is freed), a call thread performs
 //! it (`calls.rs`), and the answer resumes the turn on any worker.
 
 use serde_json::Value;
 
-use super::{http_node, nlu};
+use super::{http_node, nlu, translate};
 use crate::flow::HttpCall;
 
 /// What a parked turn waits for.
@@ -14,6 +14,9 @@ pub(crate) enum Call {
     Http(HttpCall),
     /// The Rasa NLU, before the Flow runs (nothing is committed yet).
     Rasa(nlu::RasaRequest),
+    /// A translation: of the user's text before NLU (nothing committed yet), or of a finished
+    /// turn's outputs, which the job carries (nothing committed yet either).
+    Translate(Box<translate::Job>),
 }
 
 /// A call's answer; a failure is an answer too (described in it).
@@ -23,6 +26,8 @@ pub(crate) enum Answer {
     Http(Value),
     /// `None` when Rasa failed or timed out: the turn goes on without an intent.
     Rasa(Option<nlu::Found>),
+    /// The translation, or why it failed, with what the turn needs to go on.
+    Translate(Box<translate::Done>),
 }
 
 /// A call's answer for the parked turn of inbox message `id`.
@@ -37,5 +42,6 @@ pub(crate) fn perform(agent: &ureq::Agent, call: &Call) -> Answer {
     match call {
         Call::Http(c) => Answer::Http(http_node::perform(agent, c)),
         Call::Rasa(r) => Answer::Rasa(nlu::ask(agent, r)),
+        Call::Translate(j) => Answer::Translate(Box::new(translate::perform(agent, j))),
     }
 }

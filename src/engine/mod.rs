@@ -13,14 +13,18 @@
 //! - `effects.rs`, `calls.rs`: the outbound calls a turn waits for (an `http` node's request,
 //!   `nlu.rs`'s Rasa client, `http_node.rs`) and the `call-N` threads that make them while the
 //!   turn is parked, so a slow API never holds a worker. The Flow itself (`flow/`) does no I/O.
+//! - `translate/`: real-time translation — the user's text before NLU, the turn's outputs
+//!   before they are queued, both as calls of parked turns; one file per provider API.
 
 pub(crate) mod calls;
+pub(crate) mod claimer;
 pub(crate) mod driver;
 pub(crate) mod effects;
 pub(crate) mod http_node;
 pub(crate) mod nlu;
 mod scheduler;
 mod trace;
+pub(crate) mod translate;
 pub(crate) mod turn;
 pub(crate) mod worker;
 pub(crate) mod writer;

@@ -23,6 +23,13 @@ pub(crate) struct RasaRequest {
     text: String,
 }
 
+impl RasaRequest {
+    /// Asks about `text` instead (the user's text translated into the Flow's language).
+    pub(crate) fn set_text(&mut self, text: String) {
+        self.text = text;
+    }
+}
+
 /// Runs the endpoint's built-in NLU on `input.text` right away (pure), or returns the request
 /// to make when the endpoint asks Rasa (an outbound call: the caller performs it with `ask`,
 /// off the worker, then applies it with `apply`).

@@ -18,6 +18,7 @@ use super::driver::{Driven, From, Host, drive};
 use super::effects::{Answer, Call};
 use super::nlu;
 use super::trace::TraceBuilder;
+use super::translate::{self, After, Finished};
 use crate::config::{Config, Endpoint};
 use crate::delivery::Wake;
 use crate::domain::{InboxRow, JobKind, NewOutput, SessionRow, Speaker, TranscriptLine, TurnInput, TurnRecord};
@@ -86,6 +87,8 @@ struct Conversation<'a> {
     logged_input: bool,
     /// What the turn does, for the console: test-mode turns only.
     trace: Option<TraceBuilder>,
+    /// A checkpoint whose outputs wait for their translation (committed once they have it).
+    held: Option<Call>,
 }
 
 /// How far one visit of a worker took a message.
@@ -127,6 +130,14 @@ pub(crate) fn handle(cx: &Turns, engine: &mut LazyEngine, id: i64, answer: Optio
             let o = Output { text: conv.acc.text.clone().unwrap_or_default(), data, delay_ms: 0 };
             return Ok(Step::Done(conv.notify_record(engine, &o)));
         }
+        // Translated outputs of a finished turn (or part): only their bodies are left to make.
+        let answer = match answer {
+            Some(Answer::Translate(done)) => match translate::outputs_answered(ep, &cx.metrics, *done) {
+                Ok(finished) => return conv.translated(engine, finished),
+                Err(done) => Some(Answer::Translate(done)),
+            },
+            other => other,
+        };
         conv.run(engine, answer)
     }));
     let result = match outcome {
@@ -225,6 +236,7 @@ impl<'a> Conversation<'a> {
             loaded_messages,
             logged_input: row.resume.is_some(),
             trace,
+            held: None,
         }
     }
 
@@ -265,6 +277,19 @@ impl<'a> Conversation<'a> {
                 }
             }
             _ => {
+                let (ep, metrics) = (self.ep, &self.cx.metrics);
+                let answer = match translate::before_nlu(
+                    ep,
+                    &flow,
+                    metrics,
+                    &mut self.state,
+                    &mut self.input,
+                    self.messages,
+                    answer,
+                ) {
+                    Ok(rest) => rest,
+                    Err(call) => return Ok(Step::Parked(call)),
+                };
                 if let Some(req) = nlu::prepare(self.ep, &flow, &mut self.input) {
                     let Some(Answer::Rasa(found)) = answer else { return Ok(Step::Parked(Call::Rasa(req))) };
                     if let Some(found) = found {
@@ -278,9 +303,55 @@ impl<'a> Conversation<'a> {
             }
         };
         match drive(self, &flow, engine, from)? {
-            Driven::Done(turn) => Ok(Step::Done(self.record(engine, &turn.outputs))),
-            Driven::Parked(call) => Ok(Step::Parked(Call::Http(call))),
+            Driven::Done(turn) => self.finish(engine, turn.outputs),
+            Driven::Parked(call) => match self.held.take() {
+                Some(Call::Translate(mut job)) => {
+                    if let translate::Then::Outputs(held) = &mut job.then {
+                        held.next = Some(call);
+                    }
+                    Ok(Step::Parked(Call::Translate(job)))
+                }
+                _ => Ok(Step::Parked(Call::Http(call))),
+            },
         }
+    }
+
+    /// The end of the turn: its record, or first the translation of its outputs.
+    fn finish(&mut self, engine: &mut LazyEngine, mut outputs: Vec<Output>) -> Result<Step, StoreError> {
+        match translate::after_flow(self.ep, &mut self.state, &self.input, &mut outputs) {
+            After::Ready => Ok(Step::Done(self.record(engine, &outputs))),
+            After::Ask(pending) => {
+                let record = self.record_for_translation(engine, &outputs);
+                Ok(Step::Parked(pending.hold(record, outputs, None)))
+            }
+        }
+    }
+
+    /// The record of a turn whose outputs go to the provider first: everything but the outputs
+    /// (the trace shows what the Flow said).
+    fn record_for_translation(&mut self, engine: &mut LazyEngine, outputs: &[Output]) -> TurnRecord {
+        let mut record = self.record(engine, &[]);
+        if let Some(t) = &self.trace {
+            record.trace = Some(Box::new(t.finish(&self.acc.trace_id, &self.input, &self.state.context, outputs)));
+        }
+        record
+    }
+
+    /// A held turn (or checkpoint) with its translated outputs: their bodies, then the commit.
+    fn translated(self, engine: &mut LazyEngine, f: Finished) -> Result<Step, StoreError> {
+        let mut record = f.record;
+        let at = record.now_ms;
+        record.outputs = f
+            .outputs
+            .iter()
+            .filter_map(|o| Some(NewOutput { body: self.body(engine, o)?, not_before_ms: at + o.delay_ms as i64 }))
+            .collect();
+        let Some(call) = f.next else { return Ok(Step::Done(record)) };
+        self.cx.store.commit_turn(&record)?;
+        if !record.outputs.is_empty() {
+            self.cx.wake.session(&record.key);
+        }
+        Ok(Step::Parked(Call::Http(call)))
     }
 
     fn log(&self, turn: &Turn) {
@@ -350,7 +421,8 @@ impl<'a> Conversation<'a> {
             .iter()
             .filter_map(|o| Some(NewOutput { body: self.body(engine, o)?, not_before_ms: now + o.delay_ms as i64 }))
             .collect();
-        let transcript = self.transcript(outputs, now);
+        let mut transcript = self.transcript(outputs, now);
+        translate::annotate_user_line(self.ep, &self.input, &mut transcript);
         // The stored state must stay readable (serde_json reads 128 levels at most); a Code node
         // can build deeper values.
         cut_deep(&self.ep.name, "context", &mut self.state.context);
@@ -436,7 +508,15 @@ impl Host for Conversation<'_> {
         if let Some(t) = &mut self.trace {
             t.call(call);
         }
-        let record = self.record(engine, &turn.outputs);
+        let mut outputs = turn.outputs.clone();
+        let pending = match translate::after_flow(self.ep, &mut self.state, &self.input, &mut outputs) {
+            After::Ready => None,
+            After::Ask(p) => Some(p),
+        };
+        let record = match pending {
+            None => self.record(engine, &outputs),
+            Some(_) => self.record_for_translation(engine, &outputs),
+        };
         let r = Resume {
             call: call.clone(),
             input: self.input.clone(),
@@ -448,6 +528,12 @@ impl Host for Conversation<'_> {
         };
         let resume = serde_json::to_string(&r).expect("a resume record is plain JSON");
         let record = TurnRecord { checkpoint: Some(resume), ..record };
+        if let Some(p) = pending {
+            // Committed with its outputs once they are translated (`translated`); the call is
+            // added when the driver parks.
+            self.held = Some(p.hold(record, outputs, None));
+            return Ok(());
+        }
         self.cx.store.commit_turn(&record)?;
         // The store now holds this turn's count: a forget from here on shows as a lower one.
         self.loaded_messages = self.messages;

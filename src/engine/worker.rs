@@ -57,7 +57,13 @@ pub(crate) fn run(cx: WorkerContext) {
             Ok(Step::Done(record)) => cx.writer.turn(key, record),
             // The session stays busy until the call's answer resumes it.
             Ok(Step::Parked(call)) => cx.calls.submit(key, id, call),
-            Ok(Step::Gone) => cx.sched.done(key),
+            Ok(Step::Gone) => {
+                // Replicas: the claim on the session ends with its (vanished) head message.
+                if let Some(Err(e)) = cx.turns.store.claims().map(|c| c.release_run(&key)) {
+                    log::warn!("cannot give back the claim on a session: {e}; it expires after store.leaseSeconds");
+                }
+                cx.sched.done(key)
+            }
             Err(e) => {
                 // The store failed (disk full, I/O error): the message stays queued, on disk and
                 // here, and is tried again shortly (a parked turn's call is made again); nothing

@@ -99,11 +99,11 @@ impl StoreFailure {
 }
 
 impl StoreStatus {
-    fn get(&self) -> Option<StoreFailure> {
+    pub(crate) fn get(&self) -> Option<StoreFailure> {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, failure: Option<StoreFailure>) {
+    pub(crate) fn set(&self, failure: Option<StoreFailure>) {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
     }
 }
@@ -173,6 +173,9 @@ pub(crate) struct WriterContext {
     pub rx: Receiver<Msg>,
     /// Where the writer reports a failing store (`Writer::status`).
     pub status: Arc<StoreStatus>,
+    /// With a store shared by replicas: committed messages are not queued here but claimed
+    /// (`engine::claimer`), which this wakes after every commit.
+    pub claimer: Option<Sender<()>>,
 }
 
 /// What the writer remembers between rounds.
@@ -228,7 +231,7 @@ impl Batch {
 }
 
 fn commit(cx: &WriterContext, mut batch: Batch, health: &mut Health) {
-    let room = cx.capacity.saturating_sub(cx.sched.depth());
+    let room = cx.capacity.saturating_sub(queued(cx, batch.accepts.len()));
     for p in batch.accepts.drain(room.min(batch.accepts.len())..) {
         let _ = p.reply.send(Err(AcceptError::Full));
     }
@@ -257,6 +260,16 @@ fn commit(cx: &WriterContext, mut batch: Batch, health: &mut Health) {
     }
     for f in batch.flushes {
         let _ = f.send(());
+    }
+}
+
+/// Messages waiting: in memory, or (replicas) in the shared database. If the database cannot
+/// say, the batch is let through: its commit will fail the same way and answer 503.
+fn queued(cx: &WriterContext, accepts: usize) -> usize {
+    match cx.store.claims() {
+        None => cx.sched.depth(),
+        Some(_) if accepts == 0 => 0,
+        Some(claims) => claims.queued().unwrap_or(0),
     }
 }
 
@@ -312,8 +325,14 @@ fn check(cx: &WriterContext, health: &mut Health) {
 /// After a commit: queue the accepted messages, release the sessions, wake the sender lanes.
 fn released(cx: &WriterContext, accepts: Vec<Pending>, turns: Vec<(SessionKey, TurnRecord)>, ids: Vec<i64>) {
     for (p, id) in accepts.into_iter().zip(ids) {
-        cx.sched.enqueue(p.key, id);
+        if cx.claimer.is_none() {
+            cx.sched.enqueue(p.key, id);
+        }
         let _ = p.reply.send(Ok(id));
+    }
+    if let Some(claimer) = &cx.claimer {
+        // A full channel means a wake-up is already pending.
+        let _ = claimer.try_send(());
     }
     for (key, record) in turns {
         if !record.outputs.is_empty() {

@@ -14,7 +14,7 @@ pub mod template;
 pub mod transform;
 
 pub use model::Flow;
-pub use run::{HttpCall, Output, RunOptions, SessionState, Turn, TurnIo, resume, run};
+pub use run::{HttpCall, Output, RunOptions, SessionState, Turn, TurnIo, UserLanguageState, resume, run};
 
 #[cfg(test)]
 mod tests;

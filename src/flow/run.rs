@@ -38,6 +38,20 @@ pub struct SessionState {
     /// `Flow::version` these positions refer to.
     #[serde(default)]
     pub version: u64,
+    /// The user's language, when the endpoint translates (engine/translate): kept with the
+    /// session so that a detected or set language survives restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<UserLanguageState>,
+}
+
+/// The session's user language for real-time translation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct UserLanguageState {
+    /// A language code (`fr`, `pt-BR`).
+    pub code: String,
+    /// Set by the Flow (`api.setUserLanguage`): detection no longer changes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub set_by_flow: bool,
 }
 
 /// A Question waiting at `pc`, with the invalid answers given so far.
@@ -124,7 +138,8 @@ pub fn run(flow: &Flow, io: TurnIo<'_>, opts: RunOptions) -> Turn {
         // The Flow file changed since this session was saved: its positions may point anywhere
         // now, so it starts again at the top, keeping its context.
         let context = std::mem::take(&mut io.state.context);
-        *io.state = SessionState { context, version: flow.version, ..Default::default() };
+        let language = io.state.language.take();
+        *io.state = SessionState { context, language, version: flow.version, ..Default::default() };
     }
     let mut m = Machine { flow, io, opts, turn: Turn::default(), node: 0 };
     let start = m.io.state.entry;

@@ -51,6 +51,14 @@ globalThis.api = {
     }
     o[keys[keys.length - 1]] = value;
   },
+  // Real-time translation: the session's user language from now on (outputs of this turn
+  // included); engine/translate keeps it with the session.
+  setUserLanguage(code) {
+    const c = String(code);
+    if (!/^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(c))
+      throw new Error("api.setUserLanguage: expected a language code like \"fr\" or \"pt-BR\", got " + JSON.stringify(c));
+    globalThis.input.language = c;
+  },
   log() {},
 };
 "#;

@@ -8,6 +8,7 @@ use super::HttpContext;
 use super::reply::{Reply, Route, admin_ok, percent_decode};
 use crate::config::shown_url;
 use crate::domain::{Replay, SessionKey, SessionRow, TranscriptLine};
+use crate::engine::translate::TRANSCRIPT_KEY;
 use crate::flow::model::OpKind;
 use crate::flow::{Flow, SessionState};
 use crate::store::StoreError;
@@ -147,12 +148,19 @@ fn transcript_json(lines: Vec<TranscriptLine>) -> Value {
     let lines: Vec<Value> = lines
         .into_iter()
         .map(|l| {
-            json!({
+            let mut data = serde_json::from_str::<Value>(&l.data).unwrap_or(Value::Null);
+            // A translated line keeps its other text in its data (engine/translate): shown apart.
+            let translation = data.as_object_mut().and_then(|d| d.remove(TRANSCRIPT_KEY));
+            let mut line = json!({
                 "source": l.source.as_str(),
                 "text": l.text,
-                "data": serde_json::from_str::<Value>(&l.data).unwrap_or(Value::Null),
+                "data": data,
                 "at": crate::util::iso8601(l.at_ms),
-            })
+            });
+            if let Some(t) = translation {
+                line["translation"] = t;
+            }
+            line
         })
         .collect();
     Value::Array(lines)

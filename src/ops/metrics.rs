@@ -60,6 +60,8 @@ pub(crate) struct Metrics {
     calls_waiting: AtomicU64,
     calls_in_flight: AtomicU64,
     calls_done: AtomicU64,
+    /// Failed translation requests (engine/translate) by endpoint.
+    translation_failures: Mutex<BTreeMap<String, u64>>,
     /// Delivery attempts by endpoint, for the console.
     attempts: Mutex<BTreeMap<String, EndpointAttempts>>,
     started: std::time::Instant,
@@ -116,6 +118,7 @@ impl Metrics {
             calls_waiting: AtomicU64::new(0),
             calls_in_flight: AtomicU64::new(0),
             calls_done: AtomicU64::new(0),
+            translation_failures: Mutex::default(),
             attempts: Mutex::default(),
             started: std::time::Instant::now(),
         }
@@ -196,6 +199,13 @@ impl Metrics {
         self.calls_done.fetch_add(1, Relaxed);
     }
 
+    /// A translation request of `endpoint` failed (error answer or timeout); the text went on
+    /// untranslated.
+    pub(crate) fn translation_failed(&self, endpoint: &str) {
+        *self.translation_failures.lock().unwrap_or_else(|p| p.into_inner()).entry(endpoint.to_owned()).or_default() +=
+            1;
+    }
+
     /// The text of `/metrics`; `queue_depth` and `sessions` are read by the caller.
     pub(crate) fn render(&self, queue_depth: usize, sessions: usize) -> String {
         let mut out = String::new();
@@ -239,6 +249,10 @@ impl Metrics {
         );
         counter(&mut out, "hookflow_outputs_dead_total", "Outputs that became dead letters.", &self.dead);
         counter(&mut out, "hookflow_calls_total", "Outbound calls of parked turns completed.", &self.calls_done);
+        out.push_str("# HELP hookflow_translation_failures_total Translation requests that failed (the text went on untranslated), by endpoint.\n# TYPE hookflow_translation_failures_total counter\n");
+        for (ep, n) in self.translation_failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "hookflow_translation_failures_total{{endpoint=\"{ep}\"}} {n}");
+        }
         self.turns.write(&mut out, "hookflow_flow_run_seconds", "Worker time of one part of a turn: a message through its Flow to its end or to a parked call (a turn with http nodes has several parts).");
         self.delivery.write(&mut out, "hookflow_delivery_seconds", "Time of one successful webhook POST.");
         out

@@ -266,6 +266,10 @@ pub trait Claims: Send + Sync {
     /// of `leaseSeconds` without a renewal the backend stops claiming and committing.
     fn renew(&self) -> Result<()>;
 
+    /// Gives back every claim this replica holds (at shutdown), so others need not wait for
+    /// the leases to expire.
+    fn release_all(&self) -> Result<()>;
+
     /// Messages waiting, all replicas together (`limits.queueCapacity`).
     fn queued(&self) -> Result<usize>;
 

@@ -35,9 +35,11 @@ fn check_accepts_the_example_configs_with_one_line_per_endpoint() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let lines: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
-    assert_eq!(lines.len(), 1, "one line per endpoint: {}", show(&o));
+    assert_eq!(lines.len(), 2, "one line per endpoint: {}", show(&o));
     // The unit runs check before every start, so its output is in the journal: no URL token.
     assert!(lines[0].starts_with("ok  demo -> http://"), "{}", show(&o));
+    assert!(lines[1].starts_with("ok  demo-translated -> http://"), "{}", show(&o));
+    assert!(lines[1].contains("; translated by libretranslate (flow en, user auto)"), "{}", show(&o));
     assert!(!stdout(&o).contains("demo-4e5e2f01110c935fff81ec54"), "check prints the URL token: {}", show(&o));
     assert!(!stdout(&o).contains("secret-pw-123") && !stderr(&o).contains("secret-pw-123"), "the password leaked");
 

@@ -44,6 +44,11 @@ mod order;
 mod parking;
 /// http-api.md §2: the output payload, its headers, Basic auth and Seq.
 mod payload;
+/// The throwaway PostgreSQL server of the replica tests.
+#[path = "../pgserver.rs"]
+mod pgserver;
+/// replicas.md: several processes on one PostgreSQL database; order, kill -9, the database going away.
+mod replicas;
 // HTTPS in (tls) and out (delivery.caFile), with a CA made by the test.
 /// flows.md `http` node: context, errors, abortOnError; the node as a checkpoint across kill -9.
 mod checkpoint;
@@ -66,5 +71,10 @@ mod support_example;
 mod tls;
 /// flows.md Transformers: handleInput, handleOutput, handleInject and handleNotify.
 mod transformers;
+/// translation.md: real-time translation through the service (input, outputs, detection,
+/// markers, payloads, api.setUserLanguage, failures, transcript, logs, `try`, parking).
+mod translation;
+/// Stand-ins of the four providers (DeepL, LibreTranslate, Google, Microsoft), each end to end.
+mod translation_standins;
 /// A small W3C WebDriver client and the one shared headless Chromium of the browser tests.
 mod webdriver;

@@ -266,9 +266,20 @@ impl Store for PgStore {
         let valid = self.leases_valid();
         let runs = self.runs().clone();
         let (ids, released) = self.in_tx(|tx| queue::commit_batch(tx, &self.owner, accepts, turns, &runs, valid))?;
+        // Only the lease that was released: the claimer may have claimed the session anew
+        // (a new fence) between the commit and here.
         let mut held = self.runs();
-        for key in released {
-            held.remove(&key);
+        for (key, fence) in released {
+            if held.get(&key) == Some(&fence) {
+                held.remove(&key);
+            }
+        }
+        // A turn dropped under a lost lease is forgotten here too: a lease this replica does not
+        // track is not renewed, so it expires and the session is claimed again.
+        for t in turns {
+            if t.checkpoint.is_none() && !valid {
+                held.remove(&t.key);
+            }
         }
         Ok(ids)
     }
@@ -502,21 +513,31 @@ impl Claims for PgStore {
     fn renew(&self) -> Result<()> {
         let started = Instant::now();
         let lease = self.lease_ms;
+        // Only the leases this replica tracks: one it gave up on (a turn dropped under a lost
+        // lease) is left to expire, so that another claim can take the session.
+        let runs: Vec<(SessionKey, i64)> = self.runs().iter().map(|(k, f)| (k.clone(), *f)).collect();
+        let deliveries: Vec<(SessionKey, i64)> = self.deliveries().values().cloned().collect();
         self.in_tx(|tx| {
-            tx.execute(
-                "UPDATE queues SET run_until = hookflow_now_ms() + $2 WHERE run_owner = $1 AND run_until > 0",
-                &[&self.owner, &lease],
-            )?;
-            tx.execute(
-                "UPDATE queues SET dl_until = hookflow_now_ms() + $2 WHERE dl_owner = $1 AND dl_until > 0",
-                &[&self.owner, &lease],
-            )
-            .map(drop)
+            queue::renew(tx, &self.owner, lease, &runs, false)?;
+            queue::renew(tx, &self.owner, lease, &deliveries, true)
         })?;
         // Counted from before the renewal was sent: the database may have applied it at once.
         *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) =
             started + Duration::from_millis(lease as u64 * 2 / 3);
         Ok(())
+    }
+
+    fn release_all(&self) -> Result<()> {
+        self.runs().clear();
+        self.deliveries().clear();
+        self.in_tx(|tx| {
+            tx.execute(
+                "UPDATE queues SET run_owner = NULL, run_until = 0, ready_ms = hookflow_now_ms() WHERE run_owner = $1",
+                &[&self.owner],
+            )?;
+            tx.execute("UPDATE queues SET dl_owner = NULL, dl_until = 0 WHERE dl_owner = $1", &[&self.owner])?;
+            tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).map(drop)
+        })
     }
 
     fn queued(&self) -> Result<usize> {

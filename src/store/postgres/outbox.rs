@@ -1,6 +1,8 @@
 //! The shared outbox: claiming sessions' head outputs for delivery, settling them (delivered,
 //! retried later, dead), the dead letters and their replay.
 
+use std::collections::HashMap;
+
 use super::{Tx, key_at};
 use crate::domain::{DeadLetter, OutboxRow, Replay, SessionKey};
 use crate::store::Result;
@@ -57,7 +59,8 @@ pub(super) fn of_session(
 }
 
 /// Claims up to `n` sessions of `endpoints` whose head output is due (`now_ms`) and not leased
-/// for delivery; their heads and the new delivery fences.
+/// for delivery; their heads and the new delivery fences. The heads are read by a second
+/// statement, with the rows locked (see `queue::claim`).
 pub(super) fn claim_heads(
     tx: &mut Tx<'_>,
     owner: &str,
@@ -71,27 +74,33 @@ pub(super) fn claim_heads(
         "WITH c AS (
              SELECT endpoint, user_id, session_id FROM queues
              WHERE outputs > 0 AND endpoint = ANY($4) AND out_due <= $5 AND dl_until < hookflow_now_ms()
-             ORDER BY out_due LIMIT $3 FOR UPDATE SKIP LOCKED),
-         u AS (
-             UPDATE queues q SET dl_owner = $1, dl_fence = q.dl_fence + 1, dl_until = hookflow_now_ms() + $2
-             FROM c WHERE q.endpoint = c.endpoint AND q.user_id = c.user_id AND q.session_id = c.session_id
-             RETURNING q.endpoint, q.user_id, q.session_id, q.dl_fence)
-         SELECT o.id, u.endpoint, u.user_id, u.session_id, o.seq, o.body, o.not_before_ms, o.attempts, u.dl_fence
-         FROM u LEFT JOIN LATERAL (
-             SELECT * FROM outbox o
-             WHERE o.endpoint = u.endpoint AND o.user_id = u.user_id AND o.session_id = u.session_id
-             ORDER BY o.seq LIMIT 1) o ON true",
+             ORDER BY out_due LIMIT $3 FOR UPDATE SKIP LOCKED)
+         UPDATE queues q SET dl_owner = $1, dl_fence = q.dl_fence + 1, dl_until = hookflow_now_ms() + $2
+         FROM c WHERE q.endpoint = c.endpoint AND q.user_id = c.user_id AND q.session_id = c.session_id
+         RETURNING q.endpoint, q.user_id, q.session_id, q.dl_fence",
         &[&owner, &lease_ms, &n, &endpoints, &now_ms],
     )?;
-    let mut heads = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let fence: i64 = r.get(8);
-        if r.get::<_, Option<i64>>(0).is_none() {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let claimed: Vec<(SessionKey, i64)> = rows.iter().map(|r| (key_at(r, 0), r.get(3))).collect();
+    let (e, u, s) = super::queue::key_arrays(claimed.iter().map(|(k, _)| k));
+    let found = tx.query(
+        "SELECT DISTINCT ON (o.endpoint, o.user_id, o.session_id)
+             o.id, o.endpoint, o.user_id, o.session_id, o.seq, o.body, o.not_before_ms, o.attempts
+         FROM outbox o JOIN unnest($1::text[], $2::text[], $3::text[]) AS c(e, u, s)
+           ON o.endpoint = c.e AND o.user_id = c.u AND o.session_id = c.s
+         ORDER BY o.endpoint, o.user_id, o.session_id, o.seq",
+        &[&e, &u, &s],
+    )?;
+    let mut found: HashMap<SessionKey, OutboxRow> = found.iter().map(|r| (key_at(r, 1), row(r))).collect();
+    let mut heads = Vec::with_capacity(claimed.len());
+    for (key, fence) in claimed {
+        match found.remove(&key) {
+            Some(head) => heads.push((head, fence)),
             // The count was off: set it right and let go.
-            refresh(tx, &key_at(r, 1), owner, fence)?;
-            continue;
+            None => refresh(tx, &key, owner, fence)?,
         }
-        heads.push((row(r), fence));
     }
     Ok(heads)
 }
@@ -114,6 +123,12 @@ pub(super) fn settle(
     fate: Fate<'_>,
 ) -> Result<()> {
     for (id, lease) in ids.iter().zip(leases) {
+        // The session's `queues` row is locked before anything changes (see `refresh`).
+        let Some(owner_row) = tx.query_opt("SELECT endpoint, user_id, session_id FROM outbox WHERE id = $1", &[id])?
+        else {
+            continue;
+        };
+        super::queue::lock(tx, &key_at(&owner_row, 0))?;
         let found = match fate {
             Fate::Delivered => {
                 tx.query_opt("DELETE FROM outbox WHERE id = $1 RETURNING endpoint, user_id, session_id", &[id])?
@@ -142,7 +157,8 @@ pub(super) fn settle(
 }
 
 /// Counts the session's outputs anew, sets its due time to its head's, and releases its delivery
-/// lease if `owner` holds it with `fence`.
+/// lease if `owner` holds it with `fence`. The caller holds the row's lock (`queue::lock`), or
+/// has just claimed it: the counts are then of everything committed.
 fn refresh(tx: &mut Tx<'_>, key: &SessionKey, owner: &str, fence: i64) -> Result<()> {
     tx.execute(
         "UPDATE queues SET

@@ -15,7 +15,8 @@ enum Op<'a> {
 }
 
 /// One writer batch in one transaction: accepted messages (their ids, in the batch's order) and
-/// finished turns; returns the ids and the sessions whose run lease the batch released.
+/// finished turns; returns the ids and the sessions (with the fence) whose run lease the batch
+/// released.
 ///
 /// Rows of `queues` are locked in key order, whoever writes: two replicas' batches that touch
 /// the same sessions then wait for each other instead of deadlocking. A turn is written only if
@@ -29,7 +30,7 @@ pub(super) fn commit_batch(
     turns: &[&TurnRecord],
     runs: &HashMap<SessionKey, i64>,
     valid: bool,
-) -> Result<(Vec<i64>, Vec<SessionKey>)> {
+) -> Result<(Vec<i64>, Vec<(SessionKey, i64)>)> {
     let mut ops: Vec<(&SessionKey, Op<'_>)> = accepts
         .iter()
         .enumerate()
@@ -45,8 +46,8 @@ pub(super) fn commit_batch(
             Op::Accept(i, kind, payload) => ids[i] = accept(tx, key, kind, payload)?,
             Op::Turn(t) => {
                 let fence = runs.get(key).copied().filter(|_| valid);
-                if t.checkpoint.is_none() {
-                    released.push(key.clone());
+                if let (None, Some(f)) = (&t.checkpoint, fence) {
+                    released.push((key.clone(), f));
                 }
                 match fence {
                     Some(fence) if guard(tx, owner, key, fence)? => write_turn(tx, t)?,
@@ -108,39 +109,72 @@ pub(super) fn pending(tx: &mut Tx<'_>) -> Result<Vec<(i64, SessionKey)>> {
 
 /// Claims up to `n` runnable sessions (queued messages, no live lease), longest waiting first;
 /// each with its new fence and its head message.
+///
+/// The heads are read by a second statement: a row that `FOR UPDATE` had to wait for is
+/// claimed in its newest version, but the rest of the claiming statement still reads the
+/// snapshot taken before the wait (PostgreSQL's READ COMMITTED), which may lack the message
+/// that made the session runnable. A new statement, taken with the rows locked, sees it.
 pub(super) fn claim(tx: &mut Tx<'_>, owner: &str, lease_ms: i64, n: usize) -> Result<Vec<(SessionKey, i64, i64)>> {
     let n = n as i64;
     let rows = tx.query(
         "WITH c AS (
              SELECT endpoint, user_id, session_id FROM queues
              WHERE pending > 0 AND run_until < hookflow_now_ms()
-             ORDER BY ready_ms LIMIT $3 FOR UPDATE SKIP LOCKED),
-         u AS (
-             UPDATE queues q SET run_owner = $1, run_fence = q.run_fence + 1, run_until = hookflow_now_ms() + $2
-             FROM c WHERE q.endpoint = c.endpoint AND q.user_id = c.user_id AND q.session_id = c.session_id
-             RETURNING q.endpoint, q.user_id, q.session_id, q.run_fence)
-         SELECT u.endpoint, u.user_id, u.session_id, u.run_fence,
-             (SELECT i.id FROM inbox i
-              WHERE i.endpoint = u.endpoint AND i.user_id = u.user_id AND i.session_id = u.session_id
-              ORDER BY i.msg_no LIMIT 1)
-         FROM u",
+             ORDER BY ready_ms LIMIT $3 FOR UPDATE SKIP LOCKED)
+         UPDATE queues q SET run_owner = $1, run_fence = q.run_fence + 1, run_until = hookflow_now_ms() + $2
+         FROM c WHERE q.endpoint = c.endpoint AND q.user_id = c.user_id AND q.session_id = c.session_id
+         RETURNING q.endpoint, q.user_id, q.session_id, q.run_fence",
         &[&owner, &lease_ms, &n],
     )?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let key = key_at(r, 0);
-        let fence: i64 = r.get(3);
-        match r.get::<_, Option<i64>>(4) {
-            Some(head) => claimed.push((key, fence, head)),
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let claimed: Vec<(SessionKey, i64)> = rows.iter().map(|r| (key_at(r, 0), r.get(3))).collect();
+    let (e, u, s) = key_arrays(claimed.iter().map(|(k, _)| k));
+    let heads = tx.query(
+        "SELECT DISTINCT ON (i.endpoint, i.user_id, i.session_id) i.endpoint, i.user_id, i.session_id, i.id
+         FROM inbox i JOIN unnest($1::text[], $2::text[], $3::text[]) AS c(e, u, s)
+           ON i.endpoint = c.e AND i.user_id = c.u AND i.session_id = c.s
+         ORDER BY i.endpoint, i.user_id, i.session_id, i.msg_no",
+        &[&e, &u, &s],
+    )?;
+    let heads: HashMap<SessionKey, i64> = heads.iter().map(|r| (key_at(r, 0), r.get(3))).collect();
+    let mut out = Vec::with_capacity(claimed.len());
+    for (key, fence) in claimed {
+        match heads.get(&key) {
+            Some(head) => out.push((key, fence, *head)),
             // The count was off (cannot happen through this module); set it right and let go.
             None => release(tx, owner, &key, fence)?,
         }
     }
-    Ok(claimed)
+    Ok(out)
+}
+
+/// The three key columns of `keys` as arrays (for `unnest`).
+pub(super) fn key_arrays<'k>(keys: impl Iterator<Item = &'k SessionKey>) -> (Vec<&'k str>, Vec<&'k str>, Vec<&'k str>) {
+    let (mut e, mut u, mut s) = (Vec::new(), Vec::new(), Vec::new());
+    for k in keys {
+        e.push(k.endpoint.as_str());
+        u.push(k.user_id.as_str());
+        s.push(k.session_id.as_str());
+    }
+    (e, u, s)
+}
+
+/// Locks a session's `queues` row. Counting its rows afterwards, in a new statement, sees every
+/// change committed before the lock was granted (see `claim`); an UPDATE that counts in a
+/// subquery while it waits for the lock would count from its older snapshot.
+pub(super) fn lock(tx: &mut Tx<'_>, key: &SessionKey) -> Result<()> {
+    tx.query(
+        "SELECT 1 FROM queues WHERE endpoint = $1 AND user_id = $2 AND session_id = $3 FOR UPDATE",
+        &[&key.endpoint, &key.user_id, &key.session_id],
+    )?;
+    Ok(())
 }
 
 /// Lets go of a session's run lease, counting its queued messages anew.
 pub(super) fn release(tx: &mut Tx<'_>, owner: &str, key: &SessionKey, fence: i64) -> Result<()> {
+    lock(tx, key)?;
     tx.execute(
         "UPDATE queues SET run_owner = NULL, run_until = 0, ready_ms = hookflow_now_ms(),
              pending = (SELECT count(*) FROM inbox i
@@ -290,5 +324,33 @@ fn transcript(tx: &mut Tx<'_>, key: &SessionKey, lines: &[TranscriptLine]) -> Re
             &[&key.endpoint, &key.user_id, &key.session_id, &l.source.as_str(), &l.text, &l.data, &l.at_ms],
         )?;
     }
+    Ok(())
+}
+
+/// Renews the run leases (or, with `delivery`, the delivery leases) `held` of `owner`.
+pub(super) fn renew(
+    tx: &mut Tx<'_>,
+    owner: &str,
+    lease_ms: i64,
+    held: &[(SessionKey, i64)],
+    delivery: bool,
+) -> Result<()> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    let e: Vec<&str> = held.iter().map(|(k, _)| k.endpoint.as_str()).collect();
+    let u: Vec<&str> = held.iter().map(|(k, _)| k.user_id.as_str()).collect();
+    let s: Vec<&str> = held.iter().map(|(k, _)| k.session_id.as_str()).collect();
+    let f: Vec<i64> = held.iter().map(|(_, f)| *f).collect();
+    let sql = if delivery {
+        "UPDATE queues q SET dl_until = hookflow_now_ms() + $2
+         FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS h(e, u, s, f)
+         WHERE q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s AND q.dl_owner = $1 AND q.dl_fence = h.f"
+    } else {
+        "UPDATE queues q SET run_until = hookflow_now_ms() + $2
+         FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS h(e, u, s, f)
+         WHERE q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s AND q.run_owner = $1 AND q.run_fence = h.f"
+    };
+    tx.execute(sql, &[&owner, &lease_ms, &e, &u, &s, &f])?;
     Ok(())
 }

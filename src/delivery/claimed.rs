@@ -1,0 +1,133 @@
+//! The sender lanes of replicas (replicas.md): instead of reading the outbox by id (ids commit
+//! out of order across replicas), a lane claims sessions whose head output is due and that no
+//! replica is delivering (`Claims::claim_heads`), sends each head once, and records its fate,
+//! which ends the claim. So only the head of a session is ever in flight, from one replica, and
+//! output n+1 goes out only after output n was delivered or became a dead letter — also when
+//! the replica that was sending n died (its claim expires after `leaseSeconds`).
+//!
+//! What a lane does with one head is what the single-process lane does (`lane.rs`): the URL's
+//! shared health (`target.rs`) decides whether to send, hold or probe; the answer is classified
+//! and noted (`attempt.rs`, `history.rs`); a failed head waits for its retry in the database
+//! (`attempt_failed` sets its due time), not in memory.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::select;
+
+use super::LaneContext;
+use super::attempt::{Outcome, agent, attempt, retry_wait};
+use super::target::Gate;
+use crate::domain::OutboxRow;
+use crate::util::now_ms;
+
+/// Heads claimed at once by one lane.
+const CLAIM: usize = 16;
+/// The longest a lane goes without looking for due heads (retries come due in the database).
+const POLL: Duration = Duration::from_secs(1);
+
+/// The lane loop for a store shared by replicas; ends at shutdown once nothing due is left or
+/// the drain deadline has passed.
+pub(crate) fn run(cx: LaneContext) {
+    let claims = cx.store.claims().expect("claimed lanes run only on a store with claims");
+    let agent = agent(&cx.config, cx.tls.clone());
+    let endpoints = cx.plan.group.endpoints.clone();
+    let lane = cx.lane;
+    let mut drain_until: Option<Instant> = None;
+    let mut failing = false;
+    loop {
+        if drain_until.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let heads = match claims.claim_heads(&endpoints, CLAIM) {
+            Ok(h) => {
+                failing = false;
+                h
+            }
+            Err(e) => {
+                if !failing {
+                    log::error!("sender-{lane}: cannot claim outputs: {e}; trying again every {POLL:?}");
+                }
+                failing = true;
+                Vec::new()
+            }
+        };
+        let claimed = !heads.is_empty();
+        for row in heads {
+            send(&cx, &agent, row, drain_until);
+        }
+        if claimed {
+            continue;
+        }
+        if drain_until.is_some() && !failing {
+            // Draining and nothing is due: what waits for a retry stays for the other replicas.
+            break;
+        }
+        select! {
+            recv(cx.plan.wake) -> _ => {}
+            recv(cx.stop) -> d => drain_until = Some(d.unwrap_or_else(|_| Instant::now())),
+            default(POLL) => {}
+        }
+    }
+    cx.alive.store(false, Ordering::SeqCst);
+    let _ = cx.done.send(());
+    log::debug!("sender-{lane}: stopped");
+}
+
+/// Sends one claimed head and records its fate (which releases the claim).
+fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Option<Instant>) {
+    let store = &cx.store;
+    let group = &cx.plan.group;
+    let Some(ep) = cx.config.endpoint_by_name(&row.key.endpoint) else {
+        // Claims are made for the group's endpoints only.
+        return;
+    };
+    let probe = match group.target.gate(now_ms()) {
+        Gate::Go => false,
+        Gate::Probe => true,
+        Gate::Hold { until_ms, .. } => {
+            // The webhook is down: the head waits in the database until the next probe time.
+            if let Err(e) = store.attempt_failed(row.id, row.attempts, until_ms, "held: the webhook is down") {
+                log::error!("sender-{}: cannot hold output {}: {e}", cx.lane, row.id);
+            }
+            return;
+        }
+    };
+    let started = Instant::now();
+    let limit = drain_until.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+    let tried = attempt(agent, ep, &row, now_ms() / 1000, limit);
+    let attempts = row.attempts + 1;
+    super::history::note(cx, &row, attempts, &tried, started.elapsed());
+    let outcome = tried.outcome;
+    log::debug!("sender-{}: output {} seq {} attempt {attempts}: {outcome:?}", cx.lane, row.id, row.seq);
+    group.target.record(probe, &outcome, now_ms());
+    let written = match outcome {
+        Outcome::Delivered => {
+            cx.metrics.delivered(started.elapsed());
+            store.delivered(&[row.id])
+        }
+        Outcome::Final(e) => {
+            log::warn!("endpoint {}: output refused by the webhook ({e}); kept as a dead letter", ep.name);
+            cx.metrics.dead();
+            store.dead(row.id, attempts, &e, now_ms())
+        }
+        Outcome::Retry(e, after) => match retry_wait(&cx.config.delivery.retry_schedule, attempts, after) {
+            Some(wait) => {
+                cx.metrics.retried();
+                store.attempt_failed(row.id, attempts, now_ms() + wait.as_millis() as i64, &e)
+            }
+            None => {
+                log::warn!(
+                    "endpoint {}: output undeliverable after {attempts} attempts ({e}); kept as a dead letter",
+                    ep.name
+                );
+                cx.metrics.dead();
+                store.dead(row.id, attempts, &e, now_ms())
+            }
+        },
+    };
+    if let Err(e) = written {
+        // At-least-once: the head stays in the outbox, and once the claim expires it is sent again.
+        log::error!("sender-{}: cannot record the fate of output {}: {e}", cx.lane, row.id);
+    }
+}

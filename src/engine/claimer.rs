@@ -1,0 +1,146 @@
+//! Replicas (replicas.md): the threads that connect this process's in-memory scheduler to work
+//! claimed from the shared database. Only started when the store has `Claims` (PostgreSQL).
+//!
+//! - `claimer`: claims runnable sessions (each with its head message) while the scheduler has
+//!   room, and queues them for the workers as the writer does with SQLite; woken by the writer
+//!   after every commit, by other replicas (`listener`), and every `POLL` in any case.
+//! - `renewer`: renews this replica's leases every third of `leaseSeconds`; while it cannot, the
+//!   store is reported failing (`/readyz` 503), and after two thirds of the lease the backend
+//!   stops claiming and committing under the old leases.
+//! - `listener`: `LISTEN`s for other replicas' commits and wakes the claimer and the sender
+//!   lanes; it reconnects every `POLL` while the database is away.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use super::Scheduler;
+use super::writer::{StoreFailure, StoreStatus};
+use crate::delivery::Wake;
+use crate::ops::health::Health;
+use crate::store::{ErrorKind, Store};
+
+/// The longest a replica goes without looking for work, whatever it heard.
+const POLL: Duration = Duration::from_secs(1);
+
+/// What the claimer thread is given by the wiring.
+pub(crate) struct ClaimerContext {
+    pub store: Arc<dyn Store>,
+    pub sched: Arc<Scheduler>,
+    /// Wake-ups from the writer and the listener.
+    pub wake: Receiver<()>,
+    pub health: Arc<Health>,
+    /// Sessions this replica holds at most (running, parked or waiting for a worker): enough to
+    /// keep the workers busy, few enough to leave the rest to the other replicas.
+    pub max_active: usize,
+}
+
+/// Claims runnable sessions into the scheduler until shutdown.
+pub(crate) fn run(cx: ClaimerContext) {
+    let claims = cx.store.claims().expect("the claimer runs only on a store with claims");
+    let mut failing = false;
+    while !cx.health.stopping() {
+        let room = cx.max_active.saturating_sub(cx.sched.active_sessions());
+        let mut full = false;
+        if room > 0 {
+            match claims.claim_runs(room) {
+                Ok(heads) => {
+                    full = heads.len() == room;
+                    failing = false;
+                    for (id, key) in heads {
+                        cx.sched.enqueue(key, id);
+                    }
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    log::error!("cannot claim sessions: {e}; trying again every {POLL:?}");
+                }
+                Err(_) => {}
+            }
+        }
+        if full {
+            continue;
+        }
+        // A timeout, a wake-up or (at shutdown) a closed channel: look again either way.
+        if cx.wake.recv_timeout(POLL).is_err() {
+            continue;
+        }
+    }
+}
+
+/// What the renewer thread is given by the wiring.
+pub(crate) struct RenewerContext {
+    pub store: Arc<dyn Store>,
+    /// `store.leaseSeconds`.
+    pub lease: Duration,
+    /// Where an unreachable database is reported (`/readyz`).
+    pub status: Arc<StoreStatus>,
+    /// Closed (or sent to) at shutdown.
+    pub stop: Receiver<()>,
+}
+
+/// Renews the leases every third of the lease until shutdown.
+pub(crate) fn renew(cx: RenewerContext) {
+    let claims = cx.store.claims().expect("the renewer runs only on a store with claims");
+    let every = cx.lease / 3;
+    loop {
+        match claims.renew() {
+            Ok(()) => {
+                if cx.status.get().is_some_and(|f| f.kind == ErrorKind::Io) {
+                    // The writer clears its own failures with its next commit; this one is ours.
+                    cx.status.set(None);
+                    log::info!("the database is reachable again");
+                }
+            }
+            Err(e) => {
+                if cx.status.get().is_none() {
+                    log::error!("cannot renew this replica's claims: {e}; /readyz says not ready until it can");
+                    cx.status.set(Some(StoreFailure { kind: ErrorKind::Io, since: Instant::now() }));
+                }
+            }
+        }
+        select! {
+            recv(cx.stop) -> _ => return,
+            default(every) => {}
+        }
+    }
+}
+
+/// What the listener thread is given by the wiring.
+pub(crate) struct ListenerContext {
+    pub store: Arc<dyn Store>,
+    /// The claimer's wake-up channel.
+    pub claimer: Sender<()>,
+    /// The sender lanes.
+    pub lanes: Wake,
+    pub health: Arc<Health>,
+}
+
+/// Hears other replicas' commits and wakes the claimer and the lanes, until shutdown.
+pub(crate) fn listen(cx: ListenerContext) {
+    let claims = cx.store.claims().expect("the listener runs only on a store with claims");
+    while !cx.health.stopping() {
+        let mut news = match claims.listen() {
+            Ok(n) => n,
+            Err(e) => {
+                log::debug!("cannot listen for other replicas yet: {e}");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        while !cx.health.stopping() {
+            match news.wait(POLL) {
+                Ok(true) => {
+                    let _ = cx.claimer.try_send(());
+                    cx.lanes.all();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    log::debug!("lost the connection that listens for other replicas: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! replicas.md end to end: several `hookflow serve` processes on one PostgreSQL database (a
+//! throwaway server started by the tests, `tests/pgserver.rs`), clients spraying messages round
+//! robin over them, and what holds when a replica is killed or the database goes away.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::bot::run_cli;
+use crate::child::{Launch, Metrics, Proc};
+use crate::pgserver;
+use crate::support::*;
+
+/// The webhook secret of the test endpoint: outputs then carry `webhook-id`, by which a
+/// duplicate delivery is recognised.
+const SECRET: &str = "whsec_dGhlLXJlcGxpY2EtdGVzdC1zZWNyZXQ=";
+
+/// A config for replicas on `db`: short leases, so take-over tests are quick.
+fn replica_config(dir: &TempDir, webhook: &str, db: &str) -> PathBuf {
+    let mut cfg = config(webhook);
+    cfg["store"] = json!({"type": "postgres", "url": db, "tls": "disable", "pool": 4, "leaseSeconds": 2});
+    cfg["endpoints"][0]["webhook"]["secret"] = json!(SECRET);
+    cfg["delivery"]["retrySchedule"] = json!(vec![0.1; 30]);
+    write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())])
+}
+
+fn start(path: &std::path::Path, dir: &TempDir, name: &str) -> Proc {
+    Launch::new(path, dir.join(&format!("{name}.log"))).start()
+}
+
+/// Sends `per_session` messages to each of `sessions` sessions, message m of session s to
+/// replica `(s + m) % n` (so consecutive messages of a session reach different replicas); each
+/// session's messages one after another, the sessions in parallel. Returns what was acknowledged,
+/// per session, in order (a refused message is not retried and not counted).
+fn spray(urls: &[String], sessions: usize, per_session: usize, tag: &str, part: &str) -> HashMap<String, Vec<String>> {
+    let clients: Vec<_> = (0..sessions)
+        .map(|s| {
+            let urls = urls.to_vec();
+            let (tag, part) = (tag.to_owned(), part.to_owned());
+            std::thread::spawn(move || {
+                let session = format!("{tag}{s}");
+                let mut acked = Vec::new();
+                for m in 0..per_session {
+                    let url = &urls[(s + m) % urls.len()];
+                    let text = format!("{session}-{part}{m}");
+                    let body = json!({"userId": "u", "sessionId": session, "text": text});
+                    if let Ok((200, _, _)) = crate::child::try_post(url, &body) {
+                        acked.push(text);
+                    }
+                }
+                (session, acked)
+            })
+        })
+        .collect();
+    clients.into_iter().map(|c| c.join().expect("a client thread failed")).collect()
+}
+
+/// Collects deliveries until every acknowledged text has arrived (or panics at `deadline`);
+/// per session: (Seq, text, webhook-id) in arrival order.
+fn collect(
+    sink: &Sink,
+    acked: &HashMap<String, Vec<String>>,
+    timeout: Duration,
+    db: &str,
+) -> HashMap<String, Vec<(u64, String, String)>> {
+    let deadline = Instant::now() + timeout;
+    let mut got: HashMap<String, Vec<(u64, String, String)>> = HashMap::new();
+    let missing = |got: &HashMap<String, Vec<(u64, String, String)>>| -> usize {
+        acked
+            .iter()
+            .map(|(s, texts)| {
+                let have =
+                    got.get(s).map(|v| v.iter().map(|(_, t, _)| t.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+                texts.iter().filter(|t| !have.contains(&t.as_str())).count()
+            })
+            .sum()
+    };
+    while missing(&got) > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sink.rx.recv_timeout(left) {
+            Ok(h) if h.answered == 200 => got.entry(h.session_id().to_owned()).or_default().push((
+                h.seq(),
+                h.text().to_owned(),
+                h.header("webhook-id").unwrap_or_default().to_owned(),
+            )),
+            Ok(_) => {}
+            Err(_) => {
+                let detail: Vec<String> = acked
+                    .iter()
+                    .filter_map(|(s, texts)| {
+                        let have: Vec<&str> =
+                            got.get(s).map(|v| v.iter().map(|(_, t, _)| t.as_str()).collect()).unwrap_or_default();
+                        let lost: Vec<&String> = texts.iter().filter(|t| !have.contains(&t.as_str())).collect();
+                        (!lost.is_empty()).then(|| format!("{s}: missing {lost:?}; got {:?}", got.get(s)))
+                    })
+                    .collect();
+                panic!(
+                    "{} acknowledged message(s) were not delivered within {timeout:?}:\n{}\nwork left in the database:\n{}",
+                    missing(&got),
+                    detail.join("\n"),
+                    work_left(db)
+                )
+            }
+        }
+    }
+    got
+}
+
+/// The sessions with queued messages or outputs, and their claims (for failure messages).
+fn work_left(db: &str) -> String {
+    let mut client = postgres::Client::connect(db, postgres::NoTls).expect("connect to the test database");
+    let rows = client
+        .query(
+            "SELECT session_id, next_msg, pending, coalesce(run_owner, '-'), run_until - hookflow_now_ms(), outputs,
+                    coalesce(dl_owner, '-'), dl_until - hookflow_now_ms()
+             FROM queues WHERE pending > 0 OR outputs > 0 ORDER BY 1",
+            &[],
+        )
+        .expect("read queues");
+    let dead: i64 = client.query_one("SELECT count(*) FROM deadletters", &[]).expect("count").get(0);
+    let inbox: i64 = client.query_one("SELECT count(*) FROM inbox", &[]).expect("count").get(0);
+    let outbox: i64 = client.query_one("SELECT count(*) FROM outbox", &[]).expect("count").get(0);
+    let summary = format!("deadletters={dead} inbox={inbox} outbox={outbox}\n");
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{} next={} pending={} run={} ({} ms) outputs={} dl={} ({} ms)",
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, String>(3),
+                r.get::<_, i64>(4),
+                r.get::<_, i64>(5),
+                r.get::<_, String>(6),
+                r.get::<_, i64>(7)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + &summary
+}
+
+/// Every acknowledged message of a session was processed once, in acceptance order, and
+/// delivered in Seq order; a repeated delivery (at-least-once) has the same Seq and webhook-id.
+fn check_order(acked: &HashMap<String, Vec<String>>, got: &HashMap<String, Vec<(u64, String, String)>>) {
+    for (session, texts) in acked {
+        let mut outputs = got.get(session).cloned().unwrap_or_default();
+        // Duplicates: the same output again (same Seq, text and webhook-id) right after a
+        // take-over; drop them once checked.
+        let mut seen: HashMap<u64, (String, String)> = HashMap::new();
+        outputs.retain(|(seq, text, id)| match seen.get(seq) {
+            Some(first) => {
+                assert_eq!(
+                    first,
+                    &(text.clone(), id.clone()),
+                    "session {session}: Seq {seq} delivered with two bodies"
+                );
+                false
+            }
+            None => {
+                seen.insert(*seq, (text.clone(), id.clone()));
+                true
+            }
+        });
+        let seqs: Vec<u64> = outputs.iter().map(|o| o.0).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "session {session}: Seq not strictly increasing: {seqs:?}");
+        let order: Vec<&str> = outputs.iter().map(|o| o.1.as_str()).collect();
+        let want: Vec<&str> = texts.iter().map(String::as_str).collect();
+        assert_eq!(order, want, "session {session}: processed or delivered out of acceptance order");
+    }
+}
+
+#[test]
+fn three_replicas_keep_per_session_order_for_fifty_sessions_of_twenty_messages() {
+    let dir = TempDir::new("replicas-order");
+    let sink = Sink::new();
+    let db = pgserver::fresh_db("order");
+    let path = replica_config(&dir, &sink.url, &db);
+    let replicas: Vec<Proc> = (0..3).map(|i| start(&path, &dir, &format!("replica{i}"))).collect();
+    let urls: Vec<String> = replicas.iter().map(|r| r.url(&format!("/{TOKEN}"))).collect();
+
+    let acked = spray(&urls, 50, 20, "s", "m");
+    let n: usize = acked.values().map(Vec::len).sum();
+    let logs: Vec<String> = replicas.iter().map(Proc::log_text).collect();
+    assert_eq!(n, 1000, "every message is acknowledged; logs:\n{}", logs.join("\n---\n"));
+    let got = collect(&sink, &acked, Duration::from_secs(90), &db);
+    check_order(&acked, &got);
+    // Each replica did part of the work: the claims spread the sessions.
+    for (i, r) in replicas.iter().enumerate() {
+        let metrics = Metrics::parse(&crate::child::try_get(&r.url("/metrics")).expect("metrics").1);
+        assert!(
+            metrics.sum("hookflow_flow_run_seconds_count", &[]) > 0.0,
+            "replica {i} ran no turn:\n{}",
+            r.log_text()
+        );
+    }
+}
+
+#[test]
+fn a_replica_killed_mid_stream_loses_nothing_acknowledged() {
+    let dir = TempDir::new("replicas-kill");
+    let sink = Sink::new();
+    let db = pgserver::fresh_db("kill");
+    let path = replica_config(&dir, &sink.url, &db);
+    let mut replicas: Vec<Proc> = (0..3).map(|i| start(&path, &dir, &format!("replica{i}"))).collect();
+    let urls: Vec<String> = replicas.iter().map(|r| r.url(&format!("/{TOKEN}"))).collect();
+
+    // The first half reaches all three; the killed replica holds claims and queued work then.
+    let mut acked = spray(&urls, 20, 10, "k", "m");
+    replicas[0].kill9();
+    // The second half goes to the survivors only (a load balancer takes the dead one out).
+    for (session, texts) in spray(&urls[1..], 20, 10, "k", "n") {
+        acked.entry(session).or_default().extend(texts);
+    }
+    let got = collect(&sink, &acked, Duration::from_secs(60), &db);
+    check_order(&acked, &got);
+}
+
+#[test]
+fn two_replicas_starting_at_once_on_an_empty_database_create_the_schema_once() {
+    let dir = TempDir::new("replicas-start");
+    let sink = Sink::new();
+    let db = pgserver::fresh_db("start");
+    let path = replica_config(&dir, &sink.url, &db);
+    let starters: Vec<_> = (0..2)
+        .map(|i| {
+            let (path, log) = (path.clone(), dir.join(&format!("r{i}.log")));
+            std::thread::spawn(move || Launch::new(&path, log).start())
+        })
+        .collect();
+    let replicas: Vec<Proc> = starters.into_iter().map(|s| s.join().expect("a replica failed to start")).collect();
+    let mut client = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let versions: Vec<i64> =
+        client.query("SELECT version FROM hookflow_schema", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions, [hookflow::store::postgres::schema::VERSION], "one schema row, the current version");
+    // Both serve.
+    for r in &replicas {
+        send_to(&r.url(&format!("/{TOKEN}")), &json!({"userId": "u", "sessionId": "both", "text": r.pid.to_string()}));
+    }
+    let hits = recv_or(&sink, 2, &db, &replicas);
+    let mut texts: Vec<String> = hits.iter().map(|h| h.text().to_owned()).collect();
+    texts.sort();
+    let mut want: Vec<String> = replicas.iter().map(|r| r.pid.to_string()).collect();
+    want.sort();
+    assert_eq!(texts, want);
+}
+
+#[test]
+fn a_replica_refuses_a_database_of_a_newer_schema() {
+    let dir = TempDir::new("replicas-newer");
+    let db = pgserver::fresh_db("newer");
+    let mut client = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE hookflow_schema (version BIGINT NOT NULL); INSERT INTO hookflow_schema VALUES (99)",
+        )
+        .unwrap();
+    let path = replica_config(&dir, "http://127.0.0.1:9/hook", &db);
+    let out = run_cli(&["serve", "--config", path.to_str().unwrap()], &[], "", None);
+    assert_eq!(out.status.code(), Some(2), "exit 2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("schema version 99")
+            && stderr.contains(&format!("this hookflow's {}", hookflow::store::postgres::schema::VERSION)),
+        "{stderr}"
+    );
+}
+
+/// The next `n` deliveries; on a timeout, panics with the work left and the replicas' logs.
+fn recv_or(sink: &Sink, n: usize, db: &str, replicas: &[Proc]) -> Vec<crate::support::Hit> {
+    let deadline = Instant::now() + WAIT;
+    let mut hits = Vec::new();
+    while hits.len() < n {
+        match sink.rx.recv_deadline(deadline) {
+            Ok(h) => hits.push(h),
+            Err(_) => {
+                let logs: Vec<String> = replicas.iter().map(Proc::log_text).collect();
+                panic!(
+                    "{} of {n} deliveries; work left:\n{}\nlogs:\n{}",
+                    hits.len(),
+                    work_left(db),
+                    logs.join("\n---\n")
+                );
+            }
+        }
+    }
+    hits
+}
