@@ -30,7 +30,7 @@ use crate::store::sqlite::{
 };
 
 /// Outputs this process puts into the log between two trims of every endpoint's log.
-const BOUND_EVERY: usize = 256;
+pub(super) const BOUND_EVERY: usize = 256;
 /// Outputs this process put into the log (delivered or dead), all stores of the process together.
 static LOGGED: AtomicUsize = AtomicUsize::new(0);
 

@@ -707,3 +707,16 @@ fn changes_differ_after_any_commit_on_another_connection() {
     tx.commit().unwrap();
     assert_ne!(a.changes().unwrap(), during, "a commit of a transaction running at the last poll");
 }
+
+#[test]
+fn the_log_is_trimmed_as_outputs_go_out_in_small_batches() {
+    let o = on_postgres("trim_batches");
+    let ids = turn(&*o.store, "s", HISTORY_PER_ENDPOINT as usize + 3 * super::console::BOUND_EVERY, false);
+    for batch in ids.chunks(64) {
+        o.store.delivered(batch).unwrap();
+        // (Other tests of this process count towards the next trim too: it comes sooner, never later.)
+        let kept = o.raw.count("SELECT count(*) FROM output_log");
+        assert!(kept as usize <= HISTORY_PER_ENDPOINT as usize + super::console::BOUND_EVERY, "{kept} kept");
+    }
+    assert_eq!(o.store.outbox_len().unwrap(), 0);
+}
