@@ -20,7 +20,7 @@
 //!        outbox ─► attempt.rs POST ─► webhook; target.rs: a URL known down once for its lanes)
 //! ```
 //!
-//! Beside the path: `store/` (the `Store` trait every stage uses, and its SQLite backend),
+//! Beside the path: `store/` (the `Store` trait every stage uses; its SQLite and PostgreSQL backends),
 //! `domain.rs` (the types the stages and the store share), `config/` (the config file, read and
 //! validated once: `schema.rs` types and defaults, `loader.rs` and `checks.rs` the walk of the
 //! file, `walk.rs` the JSON walker the Flow compiler shares, `files.rs` Flow and transformer
@@ -47,7 +47,7 @@
 //!   (`cli/sink.rs` is a separate little server). ureq: built in `tls.rs`/`engine/http_node.rs`
 //!   /`delivery/attempt.rs`, used by `delivery/` (deliveries) and by `engine/` (the `http`
 //!   node, Rasa, translation providers: made by the `call-N` threads while the turn is parked,
-//!   never by the interpreter or a worker). SQL: only in `store/sqlite/`.
+//!   never by the interpreter or a worker). SQL: only in `store/sqlite/`, `store/postgres/`.
 //!   serde types of the outside world: `wire.rs`.
 //! - The Flow interpreter (`flow/`) does no I/O: it takes state and input and returns outputs.
 //!   JavaScript runs on the workers (templates, Code nodes, output transformers) and on the http

@@ -1,14 +1,10 @@
-//! The store contract on PostgreSQL, and what only replicas sharing one database have.
+//! The store contract on both backends, and what only replicas sharing one database have.
 //!
-//! The contract's scenarios (those of `sqlite/tests.rs` and of the console log in
-//! `sqlite/history.rs`) are written once here against `&dyn Store` and run on both backends
-//! (`on_both!`: a module per scenario with a `sqlite` and a `postgres` test), so a difference
-//! between the backends shows as one of the pair failing. SQLite's own tests stay where they
-//! are (they also look at its files and locks). Then the PostgreSQL-only tests: two `PgStore`s
-//! on one database are two replicas.
-//!
-//! The server is the harness's throwaway one (`tests/pgserver.rs`); every test has a database
-//! of its own. Waits are bounded: a lease test waits for the lease time, with a deadline.
+//! The scenarios of `sqlite/tests.rs` and of the console log (`sqlite/history.rs`) are written
+//! once against `&dyn Store` and run on SQLite and PostgreSQL (`on_both!`: a module per scenario
+//! with a `sqlite` and a `postgres` test). Then the PostgreSQL-only tests: two `PgStore`s on one
+//! database are two replicas. The server is the harness's throwaway one (`tests/pgserver.rs`),
+//! a database per test; waits are bounded (a lease test waits for the lease, with a deadline).
 
 #[path = "../../../tests/pgserver.rs"]
 mod pgserver;
@@ -98,23 +94,18 @@ macro_rules! on_both {
     )*};
 }
 
-on_both!(
-    a_turn_commits_outputs_and_consumes_its_message_atomically,
-    outbox_ids_are_never_reused_after_the_table_empties,
-    dead_letters_are_kept_and_replayed_into_the_outbox,
-    forgetting_or_expiring_a_session_keeps_its_output_counter,
-    lanes_partition_the_outbox_by_hash,
-    reads_by_endpoint_and_session_stay_within_their_bounds,
+on_both! {
+    a_turn_commits_outputs_and_consumes_its_message_atomically, outbox_ids_are_never_reused_after_the_table_empties,
+    dead_letters_are_kept_and_replayed_into_the_outbox, forgetting_or_expiring_a_session_keeps_its_output_counter,
+    lanes_partition_the_outbox_by_hash, reads_by_endpoint_and_session_stay_within_their_bounds,
     outputs_of_unconfigured_endpoints_become_dead_letters,
     a_turn_that_ends_after_its_session_was_forgotten_keeps_it_forgotten,
-    a_replayed_dead_letter_gets_the_next_seq_of_its_session,
-    an_expiry_sweep_works_through_the_table_in_bounded_steps,
+    a_replayed_dead_letter_gets_the_next_seq_of_its_session, an_expiry_sweep_works_through_the_table_in_bounded_steps,
     the_log_shows_waiting_retried_delivered_and_dead_outputs_with_their_attempts,
-    the_log_is_bounded_per_endpoint_and_attempts_per_output,
-    traces_are_bounded_and_forgotten_with_the_session,
+    the_log_is_bounded_per_endpoint_and_attempts_per_output, traces_are_bounded_and_forgotten_with_the_session,
     sessions_are_found_by_part_of_their_ids_and_dead_letters_replayed_by_filter,
     expiry_drops_old_traces_and_log_entries_older_than_a_day,
-);
+}
 
 fn key_of(session: &str) -> SessionKey {
     SessionKey { endpoint: "e".into(), user_id: "u".into(), session_id: session.into() }
@@ -515,10 +506,10 @@ fn endpoints() -> Vec<String> {
 fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(v) = f() {
-            return v;
+        match f() {
+            Some(v) => return v,
+            None => assert!(Instant::now() < deadline, "{what}: not within {within:?}"),
         }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -650,14 +641,8 @@ fn a_replay_from_one_replica_while_the_other_delivers_goes_to_the_end_of_the_ses
     assert_eq!(third.iter().map(|h| (h.id, h.seq, h.body.as_str())).collect::<Vec<_>>(), [(again, 3, "1")]);
     b.delivered(&[again]).unwrap();
     let log: Vec<_> = a.outputs(&all()).unwrap().iter().map(|e| (e.id, e.state, e.replayed_as)).collect();
-    assert_eq!(
-        log,
-        [
-            (again, OutputState::Delivered, None),
-            (second.id, OutputState::Delivered, None),
-            (first.id, OutputState::Replayed, Some(again))
-        ]
-    );
+    let (delivered, replayed) = (OutputState::Delivered, OutputState::Replayed);
+    assert_eq!(log, [(again, delivered, None), (second.id, delivered, None), (first.id, replayed, Some(again))]);
 }
 
 #[test]
