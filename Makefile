@@ -16,7 +16,7 @@ STATIC_RUSTFLAGS := -C target-feature=+crt-static --cfg getrandom_backend="linux
 STATIC_SQLITE_FLAGS := -USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5 \
 	-USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_SOUNDEX
 
-.PHONY: build run test browsers lint bench check doc clean static size test-static install systemd-check
+.PHONY: build run test browsers postgres lint bench check doc clean static size test-static install systemd-check
 
 build:
 	$(CARGO) build --release
@@ -31,13 +31,20 @@ run: build
 
 # The console's browser tests (tests/it/browser.rs) drive Debian's chromium through chromedriver;
 # they are installed first when missing (needs root, as on a fresh CI machine).
-test: browsers
+test: browsers postgres
 	$(CARGO) test --all-targets
 	$(CARGO) test -p tiny_http  # the vendored server's own tests (framing, limits; vendor/README.md)
 
 browsers:
 	@command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+# The replica tests (tests/it/replicas.rs, src/store/postgres/tests.rs) start their own throwaway
+# PostgreSQL server with initdb/pg_ctl; Debian's server package is installed first when missing
+# (needs root, as on a fresh CI machine). It runs as the unprivileged `postgres` user it creates.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 lint:
 	$(CARGO) fmt --all -- --check

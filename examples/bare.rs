@@ -183,6 +183,7 @@ fn worker(rx: &Receiver<Job>, out: &Sender<Out>) {
                 trace_id: &job.trace_id,
                 disable_sensitive_logging: false,
                 source: "bot",
+                agent_name: None,
             },
         });
         let seq = seqs.entry((job.user_id, job.session_id)).or_insert(0);

@@ -40,6 +40,10 @@ pub enum JobKind {
     Inject,
     /// `notify`: one output straight to the webhook; the Flow does not run.
     Notify,
+    /// An agent's message during a handover: an output with `source: "agent"`.
+    AgentMessage,
+    /// The agent side ended the handover: the Flow goes on below the `handover` node.
+    AgentEnd,
 }
 
 impl JobKind {
@@ -49,6 +53,8 @@ impl JobKind {
             JobKind::Message => "message",
             JobKind::Inject => "inject",
             JobKind::Notify => "notify",
+            JobKind::AgentMessage => "agent_message",
+            JobKind::AgentEnd => "agent_end",
         }
     }
 
@@ -59,6 +65,8 @@ impl JobKind {
             "message" => Some(JobKind::Message),
             "inject" => Some(JobKind::Inject),
             "notify" => Some(JobKind::Notify),
+            "agent_message" => Some(JobKind::AgentMessage),
+            "agent_end" => Some(JobKind::AgentEnd),
             _ => None,
         }
     }
@@ -163,6 +171,8 @@ pub struct DeadLetter {
 pub enum Speaker {
     User,
     Bot,
+    /// A human agent during a handover.
+    Agent,
 }
 
 impl Speaker {
@@ -170,7 +180,13 @@ impl Speaker {
         match self {
             Speaker::User => "user",
             Speaker::Bot => "bot",
+            Speaker::Agent => "agent",
         }
+    }
+
+    /// The speaker of a stored name; `None` for a name this version does not know.
+    pub fn parse(s: &str) -> Option<Speaker> {
+        [Speaker::User, Speaker::Bot, Speaker::Agent].into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -336,9 +352,13 @@ mod tests {
 
     #[test]
     fn job_kinds_round_trip_and_unknown_names_are_refused() {
-        for k in [JobKind::Message, JobKind::Inject, JobKind::Notify] {
+        for k in [JobKind::Message, JobKind::Inject, JobKind::Notify, JobKind::AgentMessage, JobKind::AgentEnd] {
             assert_eq!(JobKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(JobKind::parse("handover"), None);
+        for s in [Speaker::User, Speaker::Bot, Speaker::Agent] {
+            assert_eq!(Speaker::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Speaker::parse("robot"), None);
     }
 }

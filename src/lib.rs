@@ -7,27 +7,34 @@
 //!
 //! ```text
 //! HTTP request ─► intake/ (http-N threads: routes.rs validates, admin.rs is /api/,
-//!                           console.rs serves /console and console_api.rs its admin routes)
+//!                           console.rs serves /console and console_api.rs its admin routes,
+//!                           handover.rs the agent side of a handover)
 //!     ─► engine/writer.rs (group commit into the inbox, then 200)
 //!     ─► engine/scheduler.rs (per-session FIFO) ─► engine/worker.rs (worker-N: one turn each)
 //!     ─► engine/turn.rs (input object, engine/translate/ into the Flow's language, engine/nlu.rs,
-//!        the Flow, http-node checkpoints, the outputs back into the user's language)
+//!        the Flow, http-node checkpoints, the outputs back into the user's language;
+//!        turn/handover.rs: a handover's start, forwarded messages, agent jobs, the end)
 //!     ─► flow/ (model: compiled ops; compile, nodes: the compiler, one entry per node kind;
-//!        run: the interpreter; template: {{ }} and conditions; script: JavaScript on QuickJS;
-//!        intents: the built-in NLU; transform: transformers)
+//!        run: the interpreter; handover: the handover a session keeps; template: {{ }} and
+//!        conditions; script: JavaScript on QuickJS; intents: the built-in NLU; transform:
+//!        transformers)
 //!     ─► engine/writer.rs (group commit: session state + outputs into the outbox)
+//!     (parked turns: engine/calls.rs call-N threads make http-node, Rasa and handover provider
+//!      calls, engine/handover/: webhook.rs, chatwoot.rs)
 //!     ─► [wake channel] ─► delivery/ (sender-N lanes, `delivery.senders` per webhook URL:
 //!        outbox ─► attempt.rs POST ─► webhook; target.rs: a URL known down once for its lanes)
 //! ```
 //!
-//! Beside the path: `store/` (the `Store` trait every stage uses; its SQLite and PostgreSQL backends),
+//! Beside the path: `store/` (the `Store` trait every stage uses, its SQLite backend, and the
+//! PostgreSQL backend of replicas, whose `Claims` feed `engine/claimer.rs` and
+//! `delivery/claimed.rs` instead of the in-memory queues),
 //! `domain.rs` (the types the stages and the store share), `config/` (the config file, read and
 //! validated once: `schema.rs` types and defaults, `loader.rs` and `checks.rs` the walk of the
-//! file, `walk.rs` the JSON walker the Flow compiler shares, `files.rs` Flow and transformer
-//! files kept in the config folder, `translation.rs` the `translation` setting), `wire.rs`
-//! (JSON shapes of the outside world), `crypto.rs` (key digests, signatures), `tls.rs`
-//! (outbound TLS roots), `ops/` (metrics, health, systemd, the logger), `cli/` (`try`, `sink`),
-//! `service.rs` (the wiring). Start reading at
+//! file, `walk.rs` the JSON walker the Flow compiler shares, `handover.rs` the handover provider,
+//! `files.rs` Flow and transformer files kept in the config folder, `translation.rs` the
+//! `translation` setting), `wire.rs` (JSON shapes of the outside world), `crypto.rs` (key
+//! digests, signatures), `tls.rs` (outbound TLS roots), `ops/` (metrics, health, systemd, the
+//! logger), `cli/` (`try`, `sink`), `service.rs` (the wiring). Start reading at
 //! `service::Service::start`.
 //!
 //! # Invariants
@@ -36,6 +43,9 @@
 //!   inbox in the same transaction that stores its turn's outputs and session state. So after a
 //!   crash a turn either happened entirely or runs again (from its last `http` checkpoint).
 //! - A session is released for its next message only after its turn is committed.
+//! - A session's handover to a human agent lives in its state (`SessionState::handover`),
+//!   committed with its turns; what the agent side sends is queued as jobs of the session
+//!   (`JobKind::AgentMessage`, `AgentEnd`) like messages, so it runs in the session's order.
 //! - Messages of one session run one at a time, in acceptance order; a worker never waits for
 //!   another session: a busy session is simply not in the ready FIFO.
 //! - Outputs of one session go through one sender lane, in Seq order; output n+1 is sent only
@@ -46,8 +56,9 @@
 //! - tiny_http: the listener is bound by `service.rs`, requests are read by `intake/` only
 //!   (`cli/sink.rs` is a separate little server). ureq: built in `tls.rs`/`engine/http_node.rs`
 //!   /`delivery/attempt.rs`, used by `delivery/` (deliveries) and by `engine/` (the `http`
-//!   node, Rasa, translation providers: made by the `call-N` threads while the turn is parked,
-//!   never by the interpreter or a worker). SQL: only in `store/sqlite/`, `store/postgres/`.
+//!   node, Rasa, translation and handover providers: made by the `call-N` threads while the turn
+//!   is parked, never by the interpreter or a worker). SQL: only in `store/sqlite/` and
+//!   `store/postgres/`.
 //!   serde types of the outside world: `wire.rs`.
 //! - The Flow interpreter (`flow/`) does no I/O: it takes state and input and returns outputs.
 //!   JavaScript runs on the workers (templates, Code nodes, output transformers) and on the http

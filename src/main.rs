@@ -12,7 +12,8 @@ hookflow - a self-hosted Webhook Endpoint for conversational bots
 USAGE:
     hookflow serve --config FILE [--listen ADDR] [--data-dir DIR] [--workers N]
     hookflow --config FILE            (same as serve)
-    hookflow check --config FILE      validate the config, every Flow and every transformer
+    hookflow check --config FILE [--connect]
+                                      validate the config, every Flow and every transformer
     hookflow try --config FILE --endpoint NAME
                                       talk to an endpoint's Flow in the terminal (no server)
     hookflow sink [--listen ADDR] [--user U --password P]
@@ -55,14 +56,15 @@ OPTIONS:
     },
     Command {
         name: "check",
-        options: &["--config", "-c"],
+        options: &["--config", "-c", "--connect"],
         usage: "\
 USAGE:
-    hookflow check --config FILE
+    hookflow check --config FILE [--connect]
 
 Validates the config, every Flow (JavaScript syntax included) and every transformer, without
 starting anything. Prints one line per endpoint; on errors prints each of them
-(file: place: message) and exits 1.
+(file: place: message) and exits 1. With --connect and a PostgreSQL store, also connects and
+prints the server's version and whether the schema is current (exit 2 when it cannot connect).
 ",
     },
     Command {
@@ -140,6 +142,8 @@ struct Opts {
     user: Option<String>,
     password: Option<String>,
     endpoint: Option<String>,
+    /// `check --connect`.
+    connect: bool,
 }
 
 fn parse_opts(cmd: &Command, args: &[String]) -> Result<Opts, Failure> {
@@ -149,6 +153,10 @@ fn parse_opts(cmd: &Command, args: &[String]) -> Result<Opts, Failure> {
     while let Some(a) = it.next() {
         if a == "--help" || a == "-h" {
             o.help = true;
+            continue;
+        }
+        if a == "--connect" && cmd.options.contains(&"--connect") {
+            o.connect = true;
             continue;
         }
         if !cmd.options.contains(&a.as_str()) {
@@ -340,6 +348,10 @@ fn check(opts: Opts) -> Result<(), Failure> {
             Ok(flow) => {
                 if let Ok(config) = &checked.config {
                     let ep = &config.endpoints[i];
+                    if flow.has_handover() && ep.handover.is_none() {
+                        failed.push(config::handover_missing(&config.path, i, file).to_string());
+                        continue;
+                    }
                     let mut summary = hookflow::flow::model::summary(&flow);
                     if let Some(t) = &ep.translation {
                         summary.push_str(&translation_summary(t));
@@ -368,10 +380,26 @@ fn check(opts: Opts) -> Result<(), Failure> {
         }
     }
     // The overrides of the command line are checked too, as `serve` would.
-    if let Ok(config) = checked.config {
-        apply_overrides(config, &opts)?;
+    let config = match checked.config {
+        Ok(config) => Some(apply_overrides(config, &opts)?),
+        Err(_) => None,
+    };
+    if !failed.is_empty() {
+        return Err(Failure::Usage(failed.join("\n")));
     }
-    if failed.is_empty() { Ok(()) } else { Err(Failure::Usage(failed.join("\n"))) }
+    match (opts.connect, config.as_ref().map(|c| &c.store)) {
+        (true, Some(hookflow::config::StoreKind::Postgres(pg))) => {
+            println!("{}", hookflow::store::postgres::check_connect(pg).map_err(Failure::Runtime)?);
+        }
+        (true, Some(hookflow::config::StoreKind::Sqlite)) => {
+            println!(
+                "store: SQLite in {} (nothing to connect to)",
+                config.as_ref().map_or_else(String::new, |c| c.data_dir.display().to_string())
+            );
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn try_flow(opts: Opts) -> Result<(), Failure> {

@@ -130,12 +130,15 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 /// Loads the Flow of every endpoint.
 pub(crate) fn load_flows(config: &Config) -> Result<Flows, Error> {
     let mut flows = Flows::new();
-    for ep in &config.endpoints {
+    for (i, ep) in config.endpoints.iter().enumerate() {
         let flow = Flow::load(&ep.flow, &config.dir).map_err(|errs| {
             let lines: Vec<String> =
                 errs.iter().map(|(place, msg)| format!("{}: {place}: {msg}", ep.flow.display())).collect();
             Error::Flow(lines.join("\n"))
         })?;
+        if flow.has_handover() && ep.handover.is_none() {
+            return Err(Error::Flow(crate::config::handover_missing(&config.path, i, &ep.flow).to_string()));
+        }
         flows.insert(ep.name.clone(), Arc::new(flow));
     }
     Ok(flows)

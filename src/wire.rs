@@ -102,6 +102,18 @@ pub struct Accepted {
     pub at: i64,
 }
 
+/// What the agent side sent, as queued for the session (a job of kind `agent_message` or
+/// `agent_end`): an `Accepted` (text and data for the user) with the handover it is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentAccepted {
+    #[serde(flatten)]
+    pub accepted: Accepted,
+    pub handover_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+}
+
 /// A new traceId in Cognigy's format.
 pub fn new_trace_id() -> String {
     format!("endpoint-httpIncomingMessage-{}", crate::util::uuid_v4())
@@ -126,7 +138,11 @@ pub struct AiOutput<'a> {
     pub data: &'a Value,
     pub trace_id: &'a str,
     pub disable_sensitive_logging: bool,
+    /// `bot`, or `agent` for an agent's message during a handover.
     pub source: &'static str,
+    /// The agent's name, on an agent's message when the agent side gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<&'a str>,
 }
 
 /// Serialises an output payload.
@@ -193,6 +209,7 @@ mod tests {
                 trace_id: "tr",
                 disable_sensitive_logging: false,
                 source: "bot",
+                agent_name: None,
             },
         });
         assert_eq!(

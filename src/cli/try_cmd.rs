@@ -3,7 +3,9 @@
 //! as `data`), each output is printed. The session lives until `/reset` (or the end of input).
 //! An `http` node's request is made directly and its outcome shown (a failure too: otherwise
 //! a wrong URL would only be seen as a Flow taking its error branch); `sleep` is shown, not
-//! waited for.
+//! waited for. A `handover` node starts a pretend handover (no provider is called): while it is
+//! active the lines go "to the agent", `/agent TEXT` answers as the agent and `/agent-end` ends
+//! it (the cancel intent too), and the Flow goes on below the node as in the server.
 
 use std::io::{BufRead, Write};
 
@@ -11,11 +13,12 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::domain::{InboxRow, JobKind, SessionKey};
+use crate::engine::driver::Driven;
 use crate::engine::driver::{From, Host, drive};
 use crate::engine::effects::{Answer, perform};
 use crate::engine::{nlu, translate};
 use crate::flow::script::{Engine, Limits};
-use crate::flow::{Flow, HttpCall, RunOptions, SessionState, Turn, TurnIo};
+use crate::flow::{Flow, HandoverState, HandoverStatus, HttpCall, RunOptions, SessionState, Turn, TurnIo};
 use crate::store::StoreError;
 use crate::wire::Accepted;
 
@@ -69,7 +72,24 @@ pub fn run(
             }
             _ => {}
         }
-        let (text, data) = if line.starts_with('{') {
+        let active = session.state.handover.as_ref().is_some_and(|h| h.status == HandoverStatus::Active);
+        let mut ended = None;
+        if let Some(agent_line) = line.strip_prefix("/agent") {
+            match (active, agent_line) {
+                (false, _) => {
+                    let _ = writeln!(out, "(no handover is active: a handover node starts one)");
+                    continue;
+                }
+                (true, "-end") => ended = Some(HandoverStatus::Completed),
+                (true, text) => {
+                    let _ = writeln!(out, "agent: {}", text.trim());
+                    continue;
+                }
+            }
+        }
+        let (text, data) = if ended.is_some() {
+            (None, None)
+        } else if line.starts_with('{') {
             match serde_json::from_str::<Value>(line) {
                 Ok(Value::Object(d)) => (None, Some(d)),
                 _ => {
@@ -92,23 +112,38 @@ pub fn run(
         let row =
             InboxRow { id: 0, key: session.key.clone(), kind: JobKind::Message, payload: String::new(), resume: None };
         let mut input = crate::engine::turn::build_input(ep, &row, &acc, session.messages);
-        let rasa = translate_input(ep, &flow, &agent, &mut session, &mut input, out);
-        match rasa {
-            Some(found) => {
-                if let Some(found) = found {
-                    nlu::apply(&found, &mut input);
+        if ended.is_none() {
+            let rasa = translate_input(ep, &flow, &agent, &mut session, &mut input, out);
+            match rasa {
+                Some(Some(found)) => nlu::apply(&found, &mut input),
+                Some(None) => {}
+                None => {
+                    if let Some(req) = nlu::prepare(ep, &flow, &mut input)
+                        && let Some(found) = nlu::ask(&agent, &req)
+                    {
+                        nlu::apply(&found, &mut input);
+                    }
                 }
             }
-            None => {
-                if let Some(req) = nlu::prepare(ep, &flow, &mut input)
-                    && let Some(found) = nlu::ask(&agent, &req)
-                {
-                    nlu::apply(&found, &mut input);
-                }
+            if let Some(intent) = input.get("intent").and_then(Value::as_str) {
+                let _ = writeln!(out, "  (intent {intent}, score {})", input["intentScore"]);
             }
         }
-        if let Some(intent) = input.get("intent").and_then(Value::as_str) {
-            let _ = writeln!(out, "  (intent {intent}, score {})", input["intentScore"]);
+        if active && ended.is_none() {
+            if !is_cancel(&session.state, &input) {
+                let _ = writeln!(out, "  (to the agent: {line})");
+                continue;
+            }
+            ended = Some(HandoverStatus::Cancelled);
+        }
+        if let (Some(status), Some(h)) = (ended, session.state.handover.as_mut()) {
+            let _ = writeln!(out, "(handover {})", status.as_str());
+            h.status = status;
+            // The turn that runs when a handover ends, as in the server.
+            input["kind"] = "handover".into();
+            input["text"] = Value::Null;
+            input["handover"] =
+                serde_json::json!({ "status": status.as_str(), "provider": h.provider, "agentName": null });
         }
         let mut host = TryHost {
             ep,
@@ -121,9 +156,34 @@ pub fn run(
         // Each line's JavaScript starts clean, as in the server.
         engine.begin_turn();
         // `try` performs every call right away, so the turn never parks.
-        drive(&mut host, &flow, &mut engine, From::Start).map_err(|e| e.to_string())?;
+        let driven = drive(&mut host, &flow, &mut engine, From::Start).map_err(|e| e.to_string())?;
+        if let Driven::Done(Turn { handover: Some(req), .. }) = driven {
+            let provider = ep.handover.as_ref().map_or("none", |h| h.name());
+            let _ = writeln!(
+                out,
+                "(handover to an agent started, provider {provider}, which try does not call; /agent TEXT \
+                 answers as the agent, /agent-end ends it)"
+            );
+            session.state.handover = Some(HandoverState {
+                id: "try".into(),
+                status: HandoverStatus::Active,
+                provider: provider.into(),
+                since_ms: crate::util::now_ms(),
+                cancel_intent: req.cancel_intent,
+                agent_name: None,
+                conversation: None,
+            });
+        }
     }
     Ok(())
+}
+
+/// Whether the line is the active handover's cancel intent (by NLU, or its name as the text).
+fn is_cancel(state: &SessionState, input: &Value) -> bool {
+    let cancel = state.handover.as_ref().and_then(|h| h.cancel_intent.as_deref());
+    cancel.is_some_and(|c| {
+        input["intent"].as_str() == Some(c) || input["text"].as_str().is_some_and(|t| t.trim().eq_ignore_ascii_case(c))
+    })
 }
 
 /// The driver's host in the terminal: prints each part of a turn, makes calls right away.
@@ -286,6 +346,43 @@ mod tests {
         assert!(out.contains("(session reset)"));
         assert!(!out.contains(PROMPT), "no prompt unless asked: {out}");
         assert!(run(&config, "nope", "".as_bytes(), &mut Vec::new(), false).unwrap_err().contains("demo"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_handover_in_the_terminal() {
+        let dir = std::env::temp_dir().join(format!("hookflow-try-handover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let flow = serde_json::json!({"nodes": [
+            {"type": "handover", "text": "Connecting.", "cancelIntent": "back"},
+            {"type": "say", "text": "bot again ({{input.handover.status}})"},
+        ]});
+        std::fs::write(dir.join("flow.json"), flow.to_string()).unwrap();
+        let config = serde_json::json!({"endpoints": [{"name": "demo", "urlToken": "try-token-123", "flow": "flow.json",
+            "webhook": {"url": "http://127.0.0.1:9/"}, "handover": {"type": "webhook", "url": "http://127.0.0.1:9/",
+            "agentKeys": [format!("sha256:{}", "0".repeat(64))]}}]});
+        let config = crate::config::parse(&config.to_string(), &dir.join("config.json"), &|_| None).unwrap();
+        let script = "/agent nobody\nhelp\nwhere is it?\n/agent On its way.\n/agent-end\nhi\nback\n";
+        let mut out = Vec::new();
+        run(&config, "demo", script.as_bytes(), &mut out, false).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().skip(1).collect();
+        assert_eq!(lines[0], "(no handover is active: a handover node starts one)", "{out}");
+        assert_eq!(lines[1], "bot: Connecting.", "{out}");
+        assert!(lines[2].starts_with("(handover to an agent started, provider webhook"), "{out}");
+        assert_eq!(
+            &lines[3..7],
+            [
+                "  (to the agent: where is it?)",
+                "agent: On its way.",
+                "(handover completed)",
+                "bot: bot again (completed)"
+            ],
+            "{out}"
+        );
+        assert_eq!(lines[7], "bot: Connecting.", "a new handover: {out}");
+        assert_eq!(&lines[9..], ["(handover cancelled)", "bot: bot again (cancelled)"], "{out}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -55,6 +55,7 @@ const ENDPOINT_KEYS: &[&str] = &[
     "dataProtection",
     "transformer",
     "translation",
+    "handover",
 ];
 const WEBHOOK_KEYS: &[&str] = &["url", "user", "password", "secret", "headers"];
 const NLU_BUILTIN_KEYS: &[&str] = &["type", "threshold"];
@@ -274,6 +275,7 @@ impl Loader<'_> {
             data_protection: self.data_protection(&o),
             transformer: self.transformer(&o),
             translation: self.translation(&o),
+            handover: self.handover(&o),
         }
     }
 

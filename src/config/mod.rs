@@ -20,6 +20,7 @@ use serde_json::Value;
 
 mod checks;
 pub mod files;
+mod handover;
 mod loader;
 mod schema;
 mod store;
@@ -134,6 +135,19 @@ pub fn check(path: &Path) -> Checked {
         _ => Err(ConfigErrors(errors)),
     };
     Checked { config, dir, files }
+}
+
+/// The problem of an endpoint whose Flow has a `handover` node but which has no handover
+/// provider (the Flow is read after the config, so this is checked by whoever reads both).
+pub fn handover_missing(config_file: &Path, index: usize, flow_file: &Path) -> ConfigError {
+    ConfigError {
+        file: config_file.to_path_buf(),
+        place: format!("endpoints[{index}]"),
+        message: format!(
+            "the Flow {} has a \"handover\" node, but this endpoint has no handover provider: add \"handover\":              {{\"type\": \"webhook\", \"url\": ..., \"agentKeys\": [...]}} (or \"chatwoot\"), or remove the node",
+            flow_file.display()
+        ),
+    }
 }
 
 fn process_env(name: &str) -> Option<String> {

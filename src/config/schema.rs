@@ -232,6 +232,55 @@ pub struct Endpoint {
     pub transformer: Option<Transformer>,
     /// Real-time translation (translation.md), if any.
     pub translation: Option<super::Translation>,
+    /// Where a `handover` node hands the conversation to a human agent (handover.md), if any.
+    pub handover: Option<Handover>,
+}
+
+/// `endpoints[].handover`: the agent desk a `handover` node hands the conversation to.
+#[derive(Debug, Clone)]
+pub enum Handover {
+    /// Any agent desk that speaks HTTP: events out to `url`, agent routes in.
+    Webhook(HandoverWebhook),
+    /// Chatwoot's Application API and webhooks.
+    Chatwoot(Chatwoot),
+}
+
+impl Handover {
+    /// The provider's name, as `input.handover.provider` and the admin API show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Handover::Webhook(_) => "webhook",
+            Handover::Chatwoot(_) => "chatwoot",
+        }
+    }
+}
+
+/// `handover` of type `webhook`.
+#[derive(Debug, Clone)]
+pub struct HandoverWebhook {
+    /// Where the events go (`http://` or `https://`).
+    pub url: String,
+    /// HTTP Basic user, as for outputs.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// The decoded `whsec_` key: events are signed like outputs.
+    pub secret: Option<Vec<u8>>,
+    /// `sha256` digests of the keys the agent desk presents in `X-API-Key` (at least one).
+    pub agent_keys: Vec<[u8; 32]>,
+}
+
+/// `handover` of type `chatwoot`.
+#[derive(Debug, Clone)]
+pub struct Chatwoot {
+    /// The Chatwoot installation, like `https://chatwoot.example.com` (no trailing `/`).
+    pub base_url: String,
+    pub account_id: u64,
+    /// The API inbox the conversations are created in.
+    pub inbox_id: u64,
+    /// An agent's or bot's access token (`api_access_token` header).
+    pub api_token: String,
+    /// The `token` query parameter Chatwoot's webhook URL carries.
+    pub webhook_token: String,
 }
 
 /// `endpoints[].webhook`.

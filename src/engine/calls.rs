@@ -1,5 +1,6 @@
-//! The call threads: outbound calls of parked turns (`http` nodes, Rasa, translations), performed off the
-//! workers, so that an API that answers slowly holds a call thread, never a worker.
+//! The call threads: outbound calls of parked turns (`http` nodes, Rasa, translations, handover
+//! providers), performed off the workers, so that an API that answers slowly holds a call thread,
+//! never a worker.
 //!
 //! At most `limits.maxConcurrentCalls` calls are in flight; threads are started on demand up
 //! to that number and then kept (a Flow without outbound calls starts none). Fair between
@@ -8,6 +9,9 @@
 //! no more than its share (slots ÷ endpoints with calls) while another endpoint's calls wait —
 //! so one endpoint's slow API cannot take every slot. A finished call's answer goes back to the
 //! scheduler as a `Resume` job, which any worker picks up.
+//!
+//! A call with a due time (a handover provider's retry) waits in `Pool::delayed`, not on a
+//! thread: the threads sleep until the earliest is due, then queue it like a new call.
 //!
 //! Nothing here is durable: a parked `http` call's turn has its checkpoint in the store, so
 //! after a crash (or a shutdown whose drain ends first) the turn parks again at the same node
@@ -58,12 +62,41 @@ struct Pool {
     in_flight: HashMap<String, usize>,
     /// Calls in `queues`.
     waiting: usize,
+    /// Calls waiting for their due time (Unix ms), not yet in `queues`.
+    delayed: Vec<(i64, Job)>,
     threads: usize,
     idle: usize,
     stopping: bool,
 }
 
 impl Pool {
+    /// Queues a call for the threads.
+    fn queue(&mut self, job: Job) {
+        let queue = self.queues.entry(job.key.endpoint.clone()).or_default();
+        let first = queue.is_empty();
+        let endpoint = job.key.endpoint.clone();
+        queue.push_back(job);
+        if first {
+            self.turn.push_back(endpoint);
+        }
+        self.waiting += 1;
+    }
+
+    /// Moves the delayed calls that are due into the queues; the wait until the next one.
+    fn promote_due(&mut self, now_ms: i64, metrics: &Metrics) -> Option<std::time::Duration> {
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].0 <= now_ms {
+                let (_, job) = self.delayed.swap_remove(i);
+                self.queue(job);
+                metrics.call_queued();
+            } else {
+                i += 1;
+            }
+        }
+        let next = self.delayed.iter().map(|(due, _)| *due).min()?;
+        Some(std::time::Duration::from_millis((next - now_ms).max(1) as u64))
+    }
     /// The next waiting call, round robin over the endpoints that are within their share.
     fn next(&mut self, max: usize, per_endpoint: usize) -> Option<Job> {
         // Endpoints with calls waiting or in flight share the slots.
@@ -110,35 +143,48 @@ impl Calls {
     /// Queues the call of the parked turn of message `id`; its answer resumes the turn.
     pub(crate) fn submit(&self, key: SessionKey, id: i64, call: Call) {
         let mut pool = self.inner.lock();
-        let queue = pool.queues.entry(key.endpoint.clone()).or_default();
-        let first = queue.is_empty();
-        queue.push_back(Job { key: key.clone(), id, call });
-        if first {
-            pool.turn.push_back(key.endpoint);
+        let due = call.due_ms();
+        if due > crate::util::now_ms() {
+            // A retry's wait: no thread holds it; a thread wakes for it when it is due (one is
+            // started if none exists yet).
+            pool.delayed.push((due, Job { key, id, call }));
+            if pool.threads == 0 {
+                let _ = self.spawn(&mut pool);
+            }
+            drop(pool);
+            self.inner.work.notify_all();
+            return;
         }
-        pool.waiting += 1;
+        pool.queue(Job { key, id, call });
         self.inner.metrics.call_queued();
         // A thread more whenever the idle ones (which may not have woken yet) are fewer than the
         // waiting calls: otherwise a burst would queue behind one idle thread.
-        if pool.waiting > pool.idle && pool.threads < self.inner.max {
-            let n = pool.threads;
-            let inner = self.inner.clone();
-            match std::thread::Builder::new().name(format!("call-{n}")).spawn(move || run(&inner)) {
-                Ok(_) => pool.threads += 1,
-                Err(e) if pool.threads == 0 => {
-                    // No thread at all would ever take it: make the call here, on the worker,
-                    // rather than leave the session waiting for ever.
-                    log::error!("cannot start a call thread ({e}); the worker makes the call itself");
-                    let job = pool.next(self.inner.max, self.inner.per_endpoint).expect("just queued");
-                    drop(pool);
-                    self.inner.make(job);
-                    return;
-                }
-                // The call waits for one of the threads that exist.
-                Err(e) => log::error!("cannot start a call thread ({e}); {} thread(s) serve the calls", pool.threads),
+        if pool.waiting > pool.idle
+            && pool.threads < self.inner.max
+            && let Err(e) = self.spawn(&mut pool)
+        {
+            if pool.threads == 0 {
+                // No thread at all would ever take it: make the call here, on the worker,
+                // rather than leave the session waiting for ever.
+                log::error!("cannot start a call thread ({e}); the worker makes the call itself");
+                let job = pool.next(self.inner.max, self.inner.per_endpoint).expect("just queued");
+                drop(pool);
+                self.inner.make(job);
+                return;
             }
+            // The call waits for one of the threads that exist.
+            log::error!("cannot start a call thread ({e}); {} thread(s) serve the calls", pool.threads);
         }
         self.inner.work.notify_one();
+    }
+
+    /// Starts one more call thread.
+    fn spawn(&self, pool: &mut MutexGuard<'_, Pool>) -> std::io::Result<()> {
+        let n = pool.threads;
+        let inner = self.inner.clone();
+        std::thread::Builder::new().name(format!("call-{n}")).spawn(move || run(&inner))?;
+        pool.threads += 1;
+        Ok(())
     }
 
     /// Tells the call threads to end after their current call; waiting calls are dropped (their
@@ -164,6 +210,11 @@ impl Inner {
                 Call::Http(_) => Answer::Http(json!({ "error": "the call failed inside hookflow" })),
                 Call::Rasa(_) => Answer::Rasa(None),
                 Call::Translate(j) => Answer::Translate(Box::new(j.failed("the call failed inside hookflow"))),
+                Call::Handover(h) => {
+                    let failure =
+                        super::handover::Failure { retry: false, error: "the call failed inside hookflow".into() };
+                    Answer::Handover(h, Err(failure))
+                }
             }
         });
         self.metrics.call_done();
@@ -186,9 +237,13 @@ fn run(inner: &Inner) {
         if pool.stopping {
             return;
         }
+        let next_due = pool.promote_due(crate::util::now_ms(), &inner.metrics);
         let Some(job) = pool.next(inner.max, inner.per_endpoint) else {
             pool.idle += 1;
-            pool = inner.work.wait(pool).unwrap_or_else(|p| p.into_inner());
+            pool = match next_due {
+                Some(wait) => inner.work.wait_timeout(pool, wait).unwrap_or_else(|p| p.into_inner()).0,
+                None => inner.work.wait(pool).unwrap_or_else(|p| p.into_inner()),
+            };
             pool.idle -= 1;
             continue;
         };
@@ -235,6 +290,21 @@ mod tests {
         assert_eq!(taken.len(), 6);
         queue(&mut pool, job("b", 100));
         assert_eq!(pool.next(8, 6).map(|j| j.id), Some(100), "b's call finds a free slot at once");
+    }
+
+    #[test]
+    fn a_delayed_call_waits_in_its_list_until_it_is_due() {
+        let mut pool = Pool::default();
+        let metrics = Metrics::new();
+        pool.delayed.push((1_000, job("a", 1)));
+        pool.delayed.push((3_000, job("a", 2)));
+        // Not due: nothing to take, and the wait is until the earliest one.
+        assert_eq!(pool.promote_due(500, &metrics), Some(std::time::Duration::from_millis(500)));
+        assert!(pool.next(4, 4).is_none());
+        assert_eq!(pool.promote_due(1_000, &metrics), Some(std::time::Duration::from_millis(2_000)));
+        assert_eq!(pool.next(4, 4).map(|j| j.id), Some(1));
+        assert_eq!(pool.promote_due(5_000, &metrics), None);
+        assert_eq!(pool.next(4, 4).map(|j| j.id), Some(2));
     }
 
     #[test]

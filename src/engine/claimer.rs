@@ -87,16 +87,15 @@ pub(crate) fn renew(cx: RenewerContext) {
     loop {
         match claims.renew() {
             Ok(()) => {
-                if cx.status.get().is_some_and(|f| f.kind == ErrorKind::Io) {
-                    // The writer clears its own failures with its next commit; this one is ours.
-                    cx.status.set(None);
+                if cx.status.unreachable().is_some() {
+                    cx.status.set_unreachable(None);
                     log::info!("the database is reachable again");
                 }
             }
             Err(e) => {
-                if cx.status.get().is_none() {
+                if cx.status.unreachable().is_none() {
                     log::error!("cannot renew this replica's claims: {e}; /readyz says not ready until it can");
-                    cx.status.set(Some(StoreFailure { kind: ErrorKind::Io, since: Instant::now() }));
+                    cx.status.set_unreachable(Some(StoreFailure { kind: ErrorKind::Io, since: Instant::now() }));
                 }
             }
         }

@@ -1,9 +1,10 @@
 //! The outbound calls a turn waits for, and their answers: an `http` node's request, the
-//! Rasa NLU's parse and a translation (`translate/`). A turn parks at one of these (the worker is freed), a call thread performs
+//! Rasa NLU's parse, a translation (`translate/`) and a handover provider's call. A turn parks at one of these (the worker is freed), a call thread performs
 //! it (`calls.rs`), and the answer resumes the turn on any worker.
 
 use serde_json::Value;
 
+use super::handover::{self, HandoverCall};
 use super::{http_node, nlu, translate};
 use crate::flow::HttpCall;
 
@@ -17,6 +18,19 @@ pub(crate) enum Call {
     /// A translation: of the user's text before NLU (nothing committed yet), or of a finished
     /// turn's outputs, which the job carries (nothing committed yet either).
     Translate(Box<translate::Job>),
+    /// A handover provider's call (start, a user's message, cancel); a start's checkpoint is
+    /// committed.
+    Handover(Box<HandoverCall>),
+}
+
+impl Call {
+    /// Unix milliseconds before which the call is not made (a retry's wait); 0: at once.
+    pub(crate) fn due_ms(&self) -> i64 {
+        match self {
+            Call::Handover(h) => h.due_ms,
+            _ => 0,
+        }
+    }
 }
 
 /// A call's answer; a failure is an answer too (described in it).
@@ -28,6 +42,8 @@ pub(crate) enum Answer {
     Rasa(Option<nlu::Found>),
     /// The translation, or why it failed, with what the turn needs to go on.
     Translate(Box<translate::Done>),
+    /// The call that was made, and what came of it.
+    Handover(Box<HandoverCall>, handover::Outcome),
 }
 
 /// A call's answer for the parked turn of inbox message `id`.
@@ -43,5 +59,9 @@ pub(crate) fn perform(agent: &ureq::Agent, call: &Call) -> Answer {
         Call::Http(c) => Answer::Http(http_node::perform(agent, c)),
         Call::Rasa(r) => Answer::Rasa(nlu::ask(agent, r)),
         Call::Translate(j) => Answer::Translate(Box::new(translate::perform(agent, j))),
+        Call::Handover(h) => {
+            let outcome = handover::perform(agent, h);
+            Answer::Handover(h.clone(), outcome)
+        }
     }
 }

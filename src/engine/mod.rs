@@ -15,11 +15,15 @@
 //!   turn is parked, so a slow API never holds a worker. The Flow itself (`flow/`) does no I/O.
 //! - `translate/`: real-time translation — the user's text before NLU, the turn's outputs
 //!   before they are queued, both as calls of parked turns; one file per provider API.
+//! - `handover/`: handover to a human agent — the provider calls (`webhook.rs`, `chatwoot.rs`)
+//!   made as effects, and the self-describing `handoverId` (`id.rs`); what a turn does with a
+//!   handover is `turn/handover.rs`.
 
 pub(crate) mod calls;
 pub(crate) mod claimer;
 pub(crate) mod driver;
 pub(crate) mod effects;
+pub(crate) mod handover;
 pub(crate) mod http_node;
 pub(crate) mod nlu;
 mod scheduler;

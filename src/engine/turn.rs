@@ -6,6 +6,8 @@
 //! `input`, the accumulated sleep); the call is made; the turn goes on. After a crash during
 //! the call, the row is found with its resume record and the turn continues at the node.
 
+mod handover;
+
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -242,7 +244,10 @@ impl<'a> Conversation<'a> {
 
     /// Runs the turn from its start or from the answer it was parked for, to its end or its
     /// next park; checkpoints are committed on the way.
-    fn run(&mut self, engine: &mut LazyEngine, answer: Option<Answer>) -> Result<Step, StoreError> {
+    fn run(&mut self, engine: &mut LazyEngine, mut answer: Option<Answer>) -> Result<Step, StoreError> {
+        if let Some(step) = self.handover_first(engine, &mut answer)? {
+            return Ok(step);
+        }
         let flow = self.flow.clone();
         let from = match self.row.resume.as_deref().map(serde_json::from_str::<Resume>) {
             Some(Ok(r)) => {
@@ -299,10 +304,16 @@ impl<'a> Conversation<'a> {
                 if let Some(t) = &mut self.trace {
                     t.nlu(&self.input);
                 }
+                if let Some(step) = self.handover_intercept() {
+                    return Ok(step);
+                }
                 From::Start
             }
         };
         match drive(self, &flow, engine, from)? {
+            // A turn that ended at a handover node starts it (its outputs go out untranslated);
+            // any other finished turn has its outputs translated, when the endpoint translates.
+            Driven::Done(turn) if turn.handover.is_some() => self.handover_after(engine, turn),
             Driven::Done(turn) => self.finish(engine, turn.outputs),
             Driven::Parked(call) => match self.held.take() {
                 Some(Call::Translate(mut job)) => {
@@ -410,6 +421,7 @@ impl<'a> Conversation<'a> {
                 trace_id: &self.acc.trace_id,
                 disable_sensitive_logging: self.ep.data_protection.mask_logging,
                 source: "bot",
+                agent_name: None,
             },
         }
     }

@@ -76,6 +76,9 @@ pub(crate) struct Writer {
 #[derive(Default)]
 pub(crate) struct StoreStatus {
     failure: Mutex<Option<StoreFailure>>,
+    /// Replicas: the leases could not be renewed (the database is unreachable); set by the
+    /// renewer (`engine::claimer`), apart from the writer's own outcome, which drives its retries.
+    unreachable: Mutex<Option<StoreFailure>>,
 }
 
 /// The store has failed to take the writer's writes since `since`.
@@ -106,6 +109,15 @@ impl StoreStatus {
     pub(crate) fn set(&self, failure: Option<StoreFailure>) {
         *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
     }
+
+    /// The renewer's outcome (see `unreachable`).
+    pub(crate) fn set_unreachable(&self, failure: Option<StoreFailure>) {
+        *self.unreachable.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    }
+
+    pub(crate) fn unreachable(&self) -> Option<StoreFailure> {
+        *self.unreachable.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Writer {
@@ -122,7 +134,7 @@ impl Writer {
 
     /// Since when the store has refused the writer's writes, if it does now.
     pub(crate) fn store_failure(&self) -> Option<StoreFailure> {
-        self.status.get()
+        self.status.get().or_else(|| self.status.unreachable())
     }
 
     /// Stores and queues a message; returns its id once it is committed.

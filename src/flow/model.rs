@@ -99,6 +99,9 @@ pub enum OpKind {
     Stop,
     /// Run another Flow (compiled into the same op list at `target`) and come back here.
     Call { target: usize },
+    /// Say the node's text and end the turn with a handover request; the Flow goes on at the
+    /// next op when the handover ends.
+    Handover(Box<HandoverNode>),
     /// Past the last node of a Flow: return to the caller of `executeFlow` if any, else end the
     /// turn with the next message starting at `restart` (the top of this Flow).
     End { restart: usize },
@@ -113,6 +116,19 @@ pub enum LookupOn {
     Intent,
     /// The value of a script (`value`), as a string.
     Script(Expr),
+    /// `input.handover.status` (the turn that runs when a handover ends).
+    HandoverStatus,
+}
+
+/// A `handover` node.
+#[derive(Debug)]
+pub struct HandoverNode {
+    pub text: Template,
+    pub data: Option<DataTemplate>,
+    /// An intent (or a text equal to its name) that ends the handover as `cancelled`.
+    pub cancel_intent: Option<String>,
+    /// Said after `text`: how to get back to the bot.
+    pub cancel_text: Option<Template>,
 }
 
 /// An `http` node.
@@ -237,6 +253,13 @@ pub fn canonical(v: &Value, out: &mut String) {
             out.push(']');
         }
         scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+impl Flow {
+    /// Whether any node of the Flow (or of the Flows it reaches) is a `handover` node.
+    pub fn has_handover(&self) -> bool {
+        self.ops.iter().any(|op| matches!(op.kind, OpKind::Handover(_)))
     }
 }
 

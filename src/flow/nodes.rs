@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use super::compile::Compiler;
 use super::model::{
-    DEFAULT_HTTP_TIMEOUT_MS, HttpNode, LookupOn, MAX_HTTP_TIMEOUT_MS, MAX_SLEEP_MS, OpKind, Question, QuestionKind, Say,
+    DEFAULT_HTTP_TIMEOUT_MS, HandoverNode, HttpNode, LookupOn, MAX_HTTP_TIMEOUT_MS, MAX_SLEEP_MS, OpKind, Question,
+    QuestionKind, Say,
 };
 use super::template::{DataTemplate, Path as VarPath, Root, Template};
 use crate::config::walk::{Obj, Walk, index, join};
@@ -48,6 +49,7 @@ pub(super) const NODE_KINDS: &[NodeKind] = &[
     NodeKind { name: "waitForInput", keys: &[], compile: |c, _, node| { c.push(node, OpKind::WaitForInput); } },
     NodeKind { name: "stop", keys: &[], compile: |c, _, node| { c.push(node, OpKind::Stop); } },
     NodeKind { name: "sleep", keys: &["ms"], compile: Compiler::sleep },
+    NodeKind { name: "handover", keys: &["text", "data", "cancelIntent", "cancelText"], compile: Compiler::handover },
 ];
 
 const QUESTION_TYPES: &[&str] = &["text", "number", "yesNo", "email", "regex", "intent", "data", "custom"];
@@ -140,8 +142,9 @@ impl Compiler {
     }
 
     fn lookup(&mut self, o: &Obj, node: usize) {
-        let on = match self.req(o, "mode", |c, p, v| c.choice(p, v, &["intent", "text", "script"])) {
+        let on = match self.req(o, "mode", |c, p, v| c.choice(p, v, &["intent", "text", "script", "handoverStatus"])) {
             Some("intent") => LookupOn::Intent,
+            Some("handoverStatus") => LookupOn::HandoverStatus,
             Some("script") => LookupOn::Script(self.condition(o, "value")),
             _ => LookupOn::Text,
         };
@@ -243,6 +246,17 @@ impl Compiler {
             abort_on_error: self.opt_bool(o, "abortOnError", false),
         };
         self.push(node, OpKind::Http(Box::new(node_spec)));
+    }
+
+    /// `handover`: says `text` (and `cancelText`), asks the engine to start a handover, and ends
+    /// the turn; the Flow goes on below the node when the handover ends.
+    fn handover(&mut self, o: &Obj, node: usize) {
+        self.needs(o, "text", "what the user is told before the agent takes over");
+        let text = self.template(o, "text").unwrap_or_else(|| Template::parse("").expect("an empty template parses"));
+        let data = self.data_template(o, "data");
+        let cancel_intent = self.opt(o, "cancelIntent", |c, p, v| c.str(p, v)).map(str::to_owned);
+        let cancel_text = self.template(o, "cancelText");
+        self.push(node, OpKind::Handover(Box::new(HandoverNode { text, data, cancel_intent, cancel_text })));
     }
 
     fn goto(&mut self, o: &Obj, node: usize) {

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+pub use super::handover::{HandoverRequest, HandoverState, HandoverStatus};
 use super::model::{Flow, HttpNode, LookupOn, Op, OpKind, Question, QuestionKind, Say};
 use super::template::{DataTemplate, Evaluator, Expr, Root, Scope, Scripts, Template, render};
 
@@ -38,6 +39,11 @@ pub struct SessionState {
     /// `Flow::version` these positions refer to.
     #[serde(default)]
     pub version: u64,
+    /// The session's handover to a human agent: the active one, or the last one, ended (kept so
+    /// that the agent routes can answer 409 `handover_ended`). Kept here, in the state committed
+    /// with every turn, so it survives a restart and lives in whatever store holds sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverState>,
     /// The user's language, when the endpoint translates (engine/translate): kept with the
     /// session so that a detected or set language survives restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +114,9 @@ pub struct Turn {
     pub warnings: Vec<String>,
     /// The turn waits for this request; call `resume` with its result.
     pub suspend: Option<HttpCall>,
+    /// A `handover` node ended the turn: the engine starts a handover (the node's outputs are in
+    /// `outputs`; the next message starts below the node once it ends).
+    pub handover: Option<HandoverRequest>,
     /// `sleep` time accumulated so far (carried over a suspension).
     pub delay_ms: u64,
     /// Nodes run so far (carried over a suspension, so `maxNodesPerTurn` bounds the whole turn).
@@ -137,9 +146,11 @@ pub fn run(flow: &Flow, io: TurnIo<'_>, opts: RunOptions) -> Turn {
     if io.state.version != flow.version {
         // The Flow file changed since this session was saved: its positions may point anywhere
         // now, so it starts again at the top, keeping its context.
+        // (A handover in progress goes on: it is the agent desk's, not the Flow's.)
         let context = std::mem::take(&mut io.state.context);
         let language = io.state.language.take();
-        *io.state = SessionState { context, language, version: flow.version, ..Default::default() };
+        let handover = io.state.handover.take();
+        *io.state = SessionState { context, language, version: flow.version, handover, ..Default::default() };
     }
     let mut m = Machine { flow, io, opts, turn: Turn::default(), node: 0 };
     let start = m.io.state.entry;
@@ -273,6 +284,7 @@ impl Machine<'_, '_> {
         let Some(why) = self.io.scripts.stopped() else { return false };
         self.turn.outputs.truncate(emitted);
         self.turn.suspend = None;
+        self.turn.handover = None;
         self.io.state.question = None;
         self.io.state.entry = 0;
         let node = self.flow.nodes[self.node].name();
@@ -351,6 +363,17 @@ impl Machine<'_, '_> {
                 self.io.state.stack.clear();
                 Next::Wait(0)
             }
+            OpKind::Handover(h) => {
+                let text = self.render(&h.text);
+                let data = h.data.as_ref().map(|d| self.render_data(d));
+                self.emit(text.clone(), data);
+                if let Some(t) = &h.cancel_text {
+                    let text = self.render(t);
+                    self.emit(text, None);
+                }
+                self.turn.handover = Some(HandoverRequest { text, cancel_intent: h.cancel_intent.clone() });
+                Next::Wait(pc + 1)
+            }
         }
     }
 
@@ -358,6 +381,9 @@ impl Machine<'_, '_> {
         match on {
             LookupOn::Text => self.io.input.get("text").and_then(Value::as_str).map(str::to_owned),
             LookupOn::Intent => self.io.input.get("intent").and_then(Value::as_str).map(str::to_owned),
+            LookupOn::HandoverStatus => {
+                self.io.input.pointer("/handover/status").and_then(Value::as_str).map(str::to_owned)
+            }
             LookupOn::Script(e) => {
                 let v = self.with_scope(|s, ev| e.eval(s, ev));
                 v.map(|v| {
@@ -512,6 +538,7 @@ fn op_label(k: &OpKind) -> &'static str {
         OpKind::Stop => "stop",
         OpKind::Call { .. } => "executeFlow",
         OpKind::End { .. } => "end",
+        OpKind::Handover(_) => "handover",
     }
 }
 

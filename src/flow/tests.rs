@@ -611,3 +611,34 @@ fn a_traced_turn_lists_the_nodes_it_ran_once_each_and_bounded() {
     let untraced = turn(&flow, &mut SessionState::new(&flow), &mut json!({ "text": "y" }), &mut json!({}), 1000);
     assert!(untraced.nodes.is_empty());
 }
+
+#[test]
+fn a_handover_node_says_its_text_asks_for_a_handover_and_waits_below_itself() {
+    let doc = json!({"nodes": [
+        {"type": "handover", "text": "Connecting {{input.text}}", "cancelIntent": "back", "cancelText": "Say back"},
+        {"type": "lookup", "mode": "handoverStatus", "cases": {"completed": [{"type": "say", "text": "done"}]},
+         "default": [{"type": "say", "text": "other"}]}
+    ]});
+    let flow = compile(doc);
+    assert!(flow.has_handover());
+    let mut state = SessionState::new(&flow);
+    let mut input = json!({"text": "you"});
+    let t = turn(&flow, &mut state, &mut input, &mut json!({}), 100);
+    let texts: Vec<&str> = t.outputs.iter().map(|o| o.text.as_str()).collect();
+    assert_eq!(texts, ["Connecting you", "Say back"]);
+    let req = t.handover.expect("a handover request");
+    assert_eq!((req.text.as_str(), req.cancel_intent.as_deref()), ("Connecting you", Some("back")));
+    // The engine runs the next turn with input.handover when the handover ends.
+    let mut input = json!({"text": null, "kind": "handover", "handover": {"status": "completed"}});
+    let t = turn(&flow, &mut state, &mut input, &mut json!({}), 100);
+    assert_eq!(t.outputs.iter().map(|o| o.text.as_str()).collect::<Vec<_>>(), ["done"]);
+    assert!(t.handover.is_none());
+}
+
+#[test]
+fn a_handover_node_needs_its_text_and_knows_its_keys() {
+    let e = errors(json!({"nodes": [{"type": "handover"}]}));
+    assert!(e.iter().any(|(p, m)| p == "nodes[0].text" && m.contains("required")), "{e:?}");
+    let e = errors(json!({"nodes": [{"type": "handover", "text": "x", "cancelIntents": "a"}]}));
+    assert!(e.iter().any(|(p, m)| p == "nodes[0].cancelIntents" && m.contains("cancelIntent")), "{e:?}");
+}

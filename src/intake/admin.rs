@@ -95,6 +95,7 @@ fn get_session(cx: &HttpContext, key: &SessionKey) -> Reply {
                     "pendingQuestion": question,
                     "messageCount": messages,
                     "lastSeq": seq,
+                    "handover": state.as_ref().and_then(|s| s.handover.as_ref()).map(super::handover::view),
             });
             let collects =
                 cx.config.endpoint_by_name(&key.endpoint).is_some_and(|e| e.data_protection.collect_conversations);

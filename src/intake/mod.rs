@@ -1,12 +1,13 @@
 //! Intake: HTTP in. `routes.rs` is the loop of the `http-N` threads (route, validate, hand the
 //! message to the writer, answer); `admin.rs` is the admin API under `/api/`, and
-//! `console_api.rs` its routes for the console; `console.rs` serves the console's page;
+//! `console_api.rs` its routes for the console; `handover.rs` the agent side of a handover; `console.rs` serves the console's page;
 //! `reply.rs` the answer type and request helpers they use. Nothing past this folder sees tiny_http's
 //! requests (the wiring binds the listener; `cli::sink` is a separate little server).
 
 mod admin;
 mod console;
 mod console_api;
+mod handover;
 mod reply;
 mod routes;
 

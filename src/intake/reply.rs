@@ -17,6 +17,8 @@ pub(crate) enum Route {
     Metrics,
     Admin,
     Console,
+    /// The agent side of a handover (`/handover/{URLToken}/...`).
+    Handover,
     Other,
 }
 
@@ -32,6 +34,7 @@ impl Route {
             Route::Metrics => "metrics",
             Route::Admin => "admin",
             Route::Console => "console",
+            Route::Handover => "handover",
             Route::Other => "other",
         }
     }

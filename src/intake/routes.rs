@@ -91,6 +91,7 @@ impl MessageRoute {
             (JobKind::Notify, _) => Route::Notify,
             (JobKind::Message, true) => Route::Test,
             (JobKind::Message, false) => Route::Message,
+            (JobKind::AgentMessage | JobKind::AgentEnd, _) => Route::Handover,
         }
     }
 }
@@ -113,6 +114,7 @@ fn route(cx: &HttpContext, req: &mut Request) -> Reply {
         ["inject", token] => message(cx, req, Some(token), msg(JobKind::Inject, false)),
         ["notify", token] => message(cx, req, Some(token), msg(JobKind::Notify, false)),
         ["test", token] => message(cx, req, Some(token), msg(JobKind::Message, true)),
+        ["handover", token, what] => super::handover::route(cx, req, token, what),
         [token] if !token.is_empty() => message(cx, req, Some(token), msg(JobKind::Message, false)),
         _ => Reply::error(404, "not_found", "no such route; messages go to POST /{URLToken}"),
     }
@@ -219,7 +221,7 @@ fn client_ip(req: &Request, ep: &Endpoint) -> Option<String> {
     (!ep.data_protection.mask_ip_address).then(|| req.remote_addr().map(|a| a.ip().to_string())).flatten()
 }
 
-fn shutting_down() -> Reply {
+pub(super) fn shutting_down() -> Reply {
     Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly").header("Retry-After", "5")
 }
 
@@ -231,7 +233,7 @@ fn open_endpoint<'s>(cx: &'s HttpContext, req: &Request, token: &str, admin: boo
 }
 
 /// 415 unless the body is declared as JSON (or not declared at all).
-fn check_content_type(req: &Request) -> Result<(), Reply> {
+pub(super) fn check_content_type(req: &Request) -> Result<(), Reply> {
     let Some(ct) = header_value(req, "Content-Type") else { return Ok(()) };
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime == "application/json" || mime.ends_with("+json") {
@@ -342,7 +344,7 @@ fn endpoint_gate(ep: &Endpoint, req: &Request, admin: bool) -> Result<(), Reply>
 }
 
 /// Reads at most `max` bytes; a declared or actual larger body is 413.
-fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, Reply> {
+pub(super) fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, Reply> {
     let too_large = || {
         Reply::error(413, "payload_too_large", &format!("the body is larger than {max} bytes (limits.maxBodyBytes)"))
     };

@@ -62,6 +62,10 @@ pub(crate) struct Metrics {
     calls_done: AtomicU64,
     /// Failed translation requests (engine/translate) by endpoint.
     translation_failures: Mutex<BTreeMap<String, u64>>,
+    /// Handovers accepted by their provider; active ones (see `handover_ended`); ended, by status.
+    handovers_started: AtomicU64,
+    handovers_active: AtomicU64,
+    handovers_ended: Mutex<BTreeMap<String, u64>>,
     /// Delivery attempts by endpoint, for the console.
     attempts: Mutex<BTreeMap<String, EndpointAttempts>>,
     started: std::time::Instant,
@@ -119,6 +123,9 @@ impl Metrics {
             calls_in_flight: AtomicU64::new(0),
             calls_done: AtomicU64::new(0),
             translation_failures: Mutex::default(),
+            handovers_started: AtomicU64::new(0),
+            handovers_active: AtomicU64::new(0),
+            handovers_ended: Mutex::default(),
             attempts: Mutex::default(),
             started: std::time::Instant::now(),
         }
@@ -206,6 +213,22 @@ impl Metrics {
             1;
     }
 
+    /// A handover's start was accepted by its provider.
+    pub(crate) fn handover_started(&self) {
+        self.handovers_started.fetch_add(1, Relaxed);
+        self.handovers_active.fetch_add(1, Relaxed);
+    }
+
+    /// A handover ended as `status`; `was_active` when its start had been accepted (counted as
+    /// active by this process, unless it started before the last restart).
+    pub(crate) fn handover_ended(&self, status: &str, was_active: bool) {
+        if was_active {
+            let _ = self.handovers_active.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+        let mut m = self.handovers_ended.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(status.to_owned()).or_default() += 1;
+    }
+
     /// The text of `/metrics`; `queue_depth` and `sessions` are read by the caller.
     pub(crate) fn render(&self, queue_depth: usize, sessions: usize) -> String {
         let mut out = String::new();
@@ -228,7 +251,7 @@ impl Metrics {
         gauge(
             &mut out,
             "hookflow_calls_waiting",
-            "Outbound calls of parked turns (http node, Rasa) waiting for a call thread.",
+            "Outbound calls of parked turns (http node, Rasa, handover provider) waiting for a call thread.",
             calls(&self.calls_waiting),
         );
         gauge(
@@ -253,6 +276,22 @@ impl Metrics {
         for (ep, n) in self.translation_failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(out, "hookflow_translation_failures_total{{endpoint=\"{ep}\"}} {n}");
         }
+        counter(
+            &mut out,
+            "hookflow_handovers_started_total",
+            "Handovers to a human agent that the provider accepted.",
+            &self.handovers_started,
+        );
+        out.push_str("# HELP hookflow_handovers_ended_total Handovers ended, by status (completed, cancelled, error).\n# TYPE hookflow_handovers_ended_total counter\n");
+        for (status, n) in self.handovers_ended.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "hookflow_handovers_ended_total{{status=\"{status}\"}} {n}");
+        }
+        gauge(
+            &mut out,
+            "hookflow_handovers_active",
+            "Handovers started and not ended, counted since this process started.",
+            calls(&self.handovers_active),
+        );
         self.turns.write(&mut out, "hookflow_flow_run_seconds", "Worker time of one part of a turn: a message through its Flow to its end or to a parked call (a turn with http nodes has several parts).");
         self.delivery.write(&mut out, "hookflow_delivery_seconds", "Time of one successful webhook POST.");
         out

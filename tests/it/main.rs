@@ -30,6 +30,10 @@ mod errors;
 mod fairness;
 /// HTTP framing: unread request bodies and clients that never send a declared body.
 mod framing;
+/// handover.md with the generic agent desk: node, events, agent routes, end, cancel, retries, restart.
+mod handover;
+/// handover.md with Chatwoot: a stand-in of Chatwoot's Application API and its webhook events.
+mod handover_chatwoot;
 /// HTTP hardening in tiny_http: connection cap, head deadline and size, RFC 9112 framing.
 mod http_limits;
 /// http-api.md §3: inject and notify, both route styles, and their admin key.
@@ -45,7 +49,7 @@ mod parking;
 /// http-api.md §2: the output payload, its headers, Basic auth and Seq.
 mod payload;
 /// The throwaway PostgreSQL server of the replica tests.
-#[path = "../pgserver.rs"]
+#[path = "../common/pgserver.rs"]
 mod pgserver;
 /// replicas.md: several processes on one PostgreSQL database; order, kill -9, the database going away.
 mod replicas;

@@ -17,10 +17,10 @@ use crate::support::*;
 /// duplicate delivery is recognised.
 const SECRET: &str = "whsec_dGhlLXJlcGxpY2EtdGVzdC1zZWNyZXQ=";
 
-/// A config for replicas on `db`: short leases, so take-over tests are quick.
+/// A config for replicas on `db`: short leases (3 s), so take-over tests are quick.
 fn replica_config(dir: &TempDir, webhook: &str, db: &str) -> PathBuf {
     let mut cfg = config(webhook);
-    cfg["store"] = json!({"type": "postgres", "url": db, "tls": "disable", "pool": 4, "leaseSeconds": 2});
+    cfg["store"] = json!({"type": "postgres", "url": db, "tls": "disable", "pool": 4, "leaseSeconds": 3});
     cfg["endpoints"][0]["webhook"]["secret"] = json!(SECRET);
     cfg["delivery"]["retrySchedule"] = json!(vec![0.1; 30]);
     write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())])
@@ -287,4 +287,133 @@ fn recv_or(sink: &Sink, n: usize, db: &str, replicas: &[Proc]) -> Vec<crate::sup
         }
     }
     hits
+}
+
+#[test]
+fn the_database_stopped_and_started_mid_stream_loses_nothing_and_needs_no_restart() {
+    // A server of its own: stopping it must not disturb the other tests.
+    let server = pgserver::PgServer::start("restart");
+    let dir = TempDir::new("replicas-db-restart");
+    let sink = Sink::new();
+    let db = server.fresh_db("restart");
+    let path = replica_config(&dir, &sink.url, &db);
+    let replicas: Vec<Proc> = (0..2).map(|i| start(&path, &dir, &format!("replica{i}"))).collect();
+    let urls: Vec<String> = replicas.iter().map(|r| r.url(&format!("/{TOKEN}"))).collect();
+
+    let mut acked = spray(&urls, 10, 5, "d", "a");
+    server.stop();
+    // While it is down: new messages are refused with 503 store_unavailable and Retry-After,
+    // and the replicas say they are not ready.
+    let (status, headers, answer) =
+        crate::child::try_post(&urls[0], &json!({"userId": "u", "sessionId": "down", "text": "x"})).expect("answered");
+    assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("store_unavailable")), "{answer}");
+    assert!(headers.is_some(), "Retry-After is set");
+    for r in &replicas {
+        wait_until(Duration::from_secs(15), || {
+            crate::child::try_get(&r.url("/readyz")).is_ok_and(|(s, _)| s == 503).then_some(())
+        })
+        .unwrap_or_else(|| panic!("/readyz stayed 200 while the database was down:\n{}", r.log_text()));
+    }
+    server.start_again();
+    for r in &replicas {
+        wait_until(Duration::from_secs(15), || {
+            crate::child::try_get(&r.url("/readyz")).is_ok_and(|(s, _)| s == 200).then_some(())
+        })
+        .unwrap_or_else(|| panic!("/readyz did not recover:\n{}", r.log_text()));
+    }
+    for (session, texts) in spray(&urls, 10, 5, "d", "b") {
+        acked.entry(session).or_default().extend(texts);
+    }
+    let got = collect(&sink, &acked, Duration::from_secs(60), &db);
+    check_order(&acked, &got);
+}
+
+#[test]
+fn a_replay_from_one_replica_goes_out_once_in_order_while_another_delivers() {
+    let dir = TempDir::new("replicas-replay");
+    let sink = Sink::new();
+    let db = pgserver::fresh_db("replay");
+    let path = replica_config(&dir, &sink.url, &db);
+    let replicas: Vec<Proc> = (0..2).map(|i| start(&path, &dir, &format!("replica{i}"))).collect();
+    // The first output is refused (a 4xx is final): a dead letter.
+    sink.script(&[400]);
+    send_to(&replicas[0].url(&format!("/{TOKEN}")), &json!({"userId": "u", "sessionId": "r", "text": "first"}));
+    assert_eq!(sink.recv(WAIT).answered, 400);
+    let dead = wait_until(WAIT, || {
+        let r = admin_get(&replicas[1].url("/api/deadletters"));
+        r.json()["deadLetters"].as_array().filter(|l| !l.is_empty()).cloned()
+    })
+    .expect("the refused output is a dead letter, seen from the other replica");
+    let id = dead[0]["id"].as_i64().expect("a dead letter id");
+    // More messages of the session go through the first replica while the second replays.
+    send_to(&replicas[0].url(&format!("/{TOKEN}")), &json!({"userId": "u", "sessionId": "r", "text": "second"}));
+    let replay =
+        request("POST", &replicas[1].url(&format!("/api/deadletters/{id}/replay")), None, &[("X-API-Key", ADMIN_KEY)]);
+    assert_eq!(replay.status, 200, "{}\n{}", replay.body, replicas[1].log_text());
+    send_to(&replicas[0].url(&format!("/{TOKEN}")), &json!({"userId": "u", "sessionId": "r", "text": "third"}));
+    let hits = sink.recv_n(3, WAIT);
+    let mut got: Vec<(u64, String)> = hits.iter().map(|h| (h.seq(), h.text().to_owned())).collect();
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "Seq strictly increasing: {got:?}");
+    got.sort();
+    let texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
+    let mut sorted = texts.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["first", "second", "third"], "the replay went out once, beside the new outputs");
+    assert!(sink.rx.recv_timeout(Duration::from_millis(500)).is_err(), "nothing is sent twice");
+}
+
+/// Polls `f` until it gives `Some` or `timeout` passes.
+fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
+where
+    T: Sized,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn check_connect_reports_the_server_and_the_schema_and_check_validates_the_store_section() {
+    let dir = TempDir::new("replicas-check");
+    let db = pgserver::fresh_db("check");
+    let path = replica_config(&dir, "http://127.0.0.1:9/hook", &db);
+    let cfg = path.to_str().unwrap();
+    let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("store: PostgreSQL 15") || stdout.contains("store: PostgreSQL 1"), "{stdout}");
+    assert!(stdout.contains("empty (the schema is created at the first start)"), "{stdout}");
+    // After a replica ran, the schema is there and current.
+    drop(start(&path, &dir, "once"));
+    let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = format!("schema version {}, current", hookflow::store::postgres::schema::VERSION);
+    assert!(stdout.contains(&want), "{stdout}");
+    // Without --connect nothing is contacted: a server that is not there is no error.
+    let mut gone: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    gone["store"]["url"] = json!(format!("postgres://hookflow@127.0.0.1:{}/x", free_port()));
+    std::fs::write(&path, gone.to_string()).unwrap();
+    assert!(run_cli(&["check", "--config", cfg], &[], "", None).status.success());
+    let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to PostgreSQL at 127.0.0.1:"));
+    // A bad store section: the place and the fix.
+    gone["store"] = json!({"type": "postgress", "url": "mysql://x"});
+    std::fs::write(&path, gone.to_string()).unwrap();
+    let out = run_cli(&["check", "--config", cfg], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("store.type") && stderr.contains("did you mean \"postgres\"?"), "{stderr}");
+    gone["store"] = json!({"type": "postgres", "url": "mysql://x", "leaseSeconds": 1});
+    std::fs::write(&path, gone.to_string()).unwrap();
+    let stderr = String::from_utf8_lossy(&run_cli(&["check", "--config", cfg], &[], "", None).stderr).into_owned();
+    assert!(stderr.contains("store.url") && stderr.contains("postgres://user:password@host:5432/db"), "{stderr}");
+    assert!(stderr.contains("store.leaseSeconds"), "{stderr}");
 }

@@ -179,6 +179,34 @@ fn replica_name() -> String {
     format!("{host}-{}-{:08x}", std::process::id(), u32::from_le_bytes(r))
 }
 
+/// `hookflow check --connect`: connects once (no retries, nothing changed) and says what it
+/// found: the server's version and whether the schema is current, older (migrated at the next
+/// start) or newer (refused).
+pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
+    let (config, tls) = driver_config(pg).map_err(|e| e.message)?;
+    let target = target_of(&config);
+    let connector = if tls {
+        Connector::Tls(tokio_postgres_rustls::MakeRustlsConnect::new(rustls_config(pg).map_err(|e| e.message)?))
+    } else {
+        Connector::Plain
+    };
+    let pool = Pool { config, connector, size: 1, state: Mutex::default(), freed: Condvar::new() };
+    let fail = |e: StoreError| format!("cannot connect to PostgreSQL at {target}: {}", e.message);
+    let mut client = pool.connect().map_err(fail)?;
+    let version: String = client.query_one("SHOW server_version", &[]).map_err(|e| fail(e.into()))?.get(0);
+    let schema = match schema::version(&mut client).map_err(fail)? {
+        None => "empty (the schema is created at the first start)".to_owned(),
+        Some(v) if v == schema::VERSION => format!("schema version {v}, current"),
+        Some(v) if v < schema::VERSION => {
+            format!("schema version {v}, migrated to {} at the next start", schema::VERSION)
+        }
+        Some(v) => {
+            format!("schema version {v} is NEWER than this hookflow's {}: it will refuse to start", schema::VERSION)
+        }
+    };
+    Ok(format!("store: PostgreSQL {version} at {target}: {schema}"))
+}
+
 impl PgStore {
     /// Connects (trying for up to `START_WAIT`), migrates the schema, and keeps the pool.
     pub fn open(pg: &Postgres) -> Result<PgStore> {
@@ -320,36 +348,38 @@ impl Store for PgStore {
         let notes = self.take_notes();
         let leases = self.lease_of(ids);
         let now = crate::util::now_ms();
-        self.in_tx(|tx| {
+        let result = self.in_tx(|tx| {
             console::delivered(tx, ids, &notes, now)?;
             outbox::settle(tx, &self.owner, ids, &leases, outbox::Fate::Delivered)
-        })?;
+        });
+        // Whatever the outcome: a lease whose write failed is left to expire (not renewed), and
+        // the head is then claimed and sent again.
         self.forget_deliveries(ids);
-        Ok(())
+        result
     }
 
     fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
         let notes = self.take_notes();
         let leases = self.lease_of(&[id]);
-        self.in_tx(|tx| {
+        let result = self.in_tx(|tx| {
             console::write_attempts(tx, &notes)?;
             outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Retry { attempts, next_ms, error })
-        })?;
+        });
         self.forget_deliveries(&[id]);
-        Ok(())
+        result
     }
 
     fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
         let notes = self.take_notes();
         let leases = self.lease_of(&[id]);
-        self.in_tx(|tx| {
+        let result = self.in_tx(|tx| {
             console::write_attempts(tx, &notes)?;
             console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
             outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Dead { attempts, error, now_ms })?;
             console::died(tx, id, attempts)
-        })?;
+        });
         self.forget_deliveries(&[id]);
-        Ok(())
+        result
     }
 
     fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize> {

@@ -156,6 +156,18 @@ impl Tx<'_> {
         Ok(self.tx.query_opt(&st, params)?)
     }
 
+    /// A statement built at run time (the console's filters): prepared each time.
+    #[allow(dead_code)]
+    pub(super) fn query_text(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<postgres::Row>> {
+        Ok(self.tx.query(sql, params)?)
+    }
+
+    /// A statement built at run time: prepared each time.
+    #[allow(dead_code)]
+    pub(super) fn execute_text(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        Ok(self.tx.execute(sql, params)?)
+    }
+
     pub(super) fn commit(self) -> Result<()> {
         Ok(self.tx.commit()?)
     }

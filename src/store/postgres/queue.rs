@@ -7,6 +7,9 @@ use super::{Tx, key_at, sessions};
 use crate::domain::{InboxRow, JobKind, NewOutput, SessionKey, TranscriptLine, TurnInput, TurnRecord};
 use crate::store::{Accept, ErrorKind, Result, StoreError};
 
+/// A session and the fence of this replica's lease on it.
+pub(super) type Lease = (SessionKey, i64);
+
 /// One write of a batch, in the order locks are taken (see `commit_batch`).
 enum Op<'a> {
     /// The accept at this index of the batch.
@@ -30,7 +33,7 @@ pub(super) fn commit_batch(
     turns: &[&TurnRecord],
     runs: &HashMap<SessionKey, i64>,
     valid: bool,
-) -> Result<(Vec<i64>, Vec<(SessionKey, i64)>)> {
+) -> Result<(Vec<i64>, Vec<Lease>)> {
     let mut ops: Vec<(&SessionKey, Op<'_>)> = accepts
         .iter()
         .enumerate()
@@ -338,10 +341,18 @@ pub(super) fn renew(
     if held.is_empty() {
         return Ok(());
     }
-    let e: Vec<&str> = held.iter().map(|(k, _)| k.endpoint.as_str()).collect();
-    let u: Vec<&str> = held.iter().map(|(k, _)| k.user_id.as_str()).collect();
-    let s: Vec<&str> = held.iter().map(|(k, _)| k.session_id.as_str()).collect();
+    // Rows are locked in key order, as every batch locks them, so a renewal never deadlocks
+    // with a commit.
+    let mut held = held.to_vec();
+    held.sort();
+    let (e, u, s) = key_arrays(held.iter().map(|(k, _)| k));
     let f: Vec<i64> = held.iter().map(|(_, f)| *f).collect();
+    tx.query(
+        "SELECT 1 FROM queues q JOIN unnest($1::text[], $2::text[], $3::text[]) AS h(e, u, s)
+           ON q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s
+         ORDER BY q.endpoint, q.user_id, q.session_id FOR UPDATE OF q",
+        &[&e, &u, &s],
+    )?;
     let sql = if delivery {
         "UPDATE queues q SET dl_until = hookflow_now_ms() + $2
          FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS h(e, u, s, f)

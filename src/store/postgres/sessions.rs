@@ -147,13 +147,8 @@ pub(super) fn transcript(tx: &mut Tx<'_>, key: &SessionKey) -> Result<Vec<Transc
     let mut lines = Vec::with_capacity(rows.len());
     for r in &rows {
         let source: String = r.get(0);
-        let source = match source.as_str() {
-            "user" => Speaker::User,
-            "bot" => Speaker::Bot,
-            other => {
-                return Err(StoreError::new(ErrorKind::Data, format!("a transcript line has the source {other:?}")));
-            }
-        };
+        let source = Speaker::parse(&source)
+            .ok_or_else(|| StoreError::new(ErrorKind::Data, format!("a transcript line has the source {source:?}")))?;
         lines.push(TranscriptLine { source, text: r.get(1), data: r.get(2), at_ms: r.get(3) });
     }
     Ok(lines)

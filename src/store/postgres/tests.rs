@@ -3,10 +3,10 @@
 //! The scenarios of `sqlite/tests.rs` and of the console log (`sqlite/history.rs`) are written
 //! once against `&dyn Store` and run on SQLite and PostgreSQL (`on_both!`: a module per scenario
 //! with a `sqlite` and a `postgres` test). Then the PostgreSQL-only tests: two `PgStore`s on one
-//! database are two replicas. The server is the harness's throwaway one (`tests/pgserver.rs`),
+//! database are two replicas. The server is the harness's throwaway one (`tests/common/pgserver.rs`),
 //! a database per test; waits are bounded (a lease test waits for the lease, with a deadline).
 
-#[path = "../../../tests/pgserver.rs"]
+#[path = "../../../tests/common/pgserver.rs"]
 mod pgserver;
 
 use std::time::{Duration, Instant};

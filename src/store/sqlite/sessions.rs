@@ -125,12 +125,8 @@ pub(super) fn transcript(conn: &Connection, key: &SessionKey) -> Result<Vec<Tran
     let mut lines = Vec::new();
     for r in rows {
         let (source, text, data, at_ms) = r?;
-        let source = match source.as_str() {
-            "user" => Speaker::User,
-            "bot" => Speaker::Bot,
-            other => {
-                return Err(StoreError::new(ErrorKind::Data, format!("a transcript line has the source {other:?}")));
-            }
+        let Some(source) = Speaker::parse(&source) else {
+            return Err(StoreError::new(ErrorKind::Data, format!("a transcript line has the source {source:?}")));
         };
         lines.push(TranscriptLine { source, text, data, at_ms });
     }

@@ -10,7 +10,7 @@
 //! server outlives the run.
 //!
 //! Included by path from the unit tests (`src/store/postgres/tests.rs`) and the integration
-//! tests (`tests/it/replicas.rs`).
+//! tests (`tests/it/main.rs`); in `tests/common/` so that cargo does not take it for a test target.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -148,6 +148,8 @@ impl PgServer {
     }
 
     /// Stops the server when this process ends (checked every second by a shell).
+    // The shell outlives this process by design (it acts once we are gone), so it is not waited for.
+    #[allow(clippy::zombie_processes)]
     fn watchdog(&self) {
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop}; rm -rf {dir}",
@@ -159,8 +161,6 @@ impl PgServer {
             },
             dir = self.dir.display(),
         );
-        // Not waited for: it is meant to outlive this process (and is reaped by init then).
-        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
