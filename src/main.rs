@@ -18,6 +18,8 @@ USAGE:
                                       talk to an endpoint's Flow in the terminal (no server)
     hookflow sink [--listen ADDR] [--user U --password P]
                                       print every webhook POST received (default 127.0.0.1:9000)
+    hookflow store copy --config FILE --to postgres://...
+                                      copy a stopped hookflow's SQLite store into PostgreSQL
     hookflow keygen                   print a new API key and its sha256: form for the config
     hookflow COMMAND --help           the usage of one command
     hookflow --version | --help
@@ -93,6 +95,20 @@ auth=FAILED when --user is given, the body) and answers 200. Listens on 127.0.0.
 ",
     },
     Command {
+        name: "store",
+        options: &["--config", "-c", "--to", "--data-dir"],
+        usage: "\
+USAGE:
+    hookflow store copy --config FILE --to postgres://user:password@host:5432/db [--data-dir DIR]
+
+Copies the SQLite store of a stopped single-node hookflow (sessions, profiles, queued messages,
+undelivered outputs, dead letters, transcripts, Seq counters) into an empty PostgreSQL database,
+in one transaction, and says what it copied. Then set \"store\" in the config to that database
+and start the replicas. The console's delivery log and traces are not copied. The URL holds
+the password: pass it from the environment (--to \"$HOOKFLOW_DATABASE_URL\") rather than typing it.
+",
+    },
+    Command {
         name: "keygen",
         options: &[],
         usage: "\
@@ -144,6 +160,8 @@ struct Opts {
     endpoint: Option<String>,
     /// `check --connect`.
     connect: bool,
+    /// `store copy --to URL`.
+    to: Option<String>,
 }
 
 fn parse_opts(cmd: &Command, args: &[String]) -> Result<Opts, Failure> {
@@ -182,6 +200,7 @@ fn parse_opts(cmd: &Command, args: &[String]) -> Result<Opts, Failure> {
             "--user" => o.user = Some(value()?),
             "--endpoint" => o.endpoint = Some(value()?),
             "--password" => o.password = Some(value()?),
+            "--to" => o.to = Some(value()?),
             other => unreachable!("{other} is in the options of {} but not parsed", cmd.name),
         }
     }
@@ -207,6 +226,17 @@ fn run(args: &[String]) -> Result<(), Failure> {
             return Ok(());
         }
         Some(c) if c.starts_with('-') => ("serve", args),
+        // `store` has one action so far: `store copy`.
+        Some("store") => match args.get(1).map(String::as_str) {
+            Some("copy") => ("store", &args[2..]),
+            Some("--help" | "-h") | None => ("store", &args[1..]),
+            Some(other) => {
+                let hint = hookflow::suggest(other, &["copy"]);
+                return Err(Failure::Usage(format!(
+                    "unknown action {other:?} for hookflow store{hint}; try: hookflow store copy --help"
+                )));
+            }
+        },
         Some(c) => (c, &args[1..]),
     };
     let Some(cmd) = COMMANDS.iter().find(|c| c.name == name) else {
@@ -222,6 +252,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
     match cmd.name {
         "serve" => serve(opts),
         "check" => check(opts),
+        "store" => store_copy(opts),
         "sink" => sink(opts),
         "try" => try_flow(opts),
         _ => {
@@ -399,6 +430,33 @@ fn check(opts: Opts) -> Result<(), Failure> {
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// `hookflow store copy`: the SQLite store of the config's dataDir into an empty PostgreSQL.
+fn store_copy(opts: Opts) -> Result<(), Failure> {
+    let config = load_config(&opts)?;
+    let to =
+        opts.to.clone().ok_or_else(|| Failure::Usage(format!("--to postgres://... is required\n\n{}", opts.usage)))?;
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        return Err(Failure::Usage(format!(
+            "--to expects a URL like postgres://user:password@host:5432/db\n\n{}",
+            opts.usage
+        )));
+    }
+    let pg = match &config.store {
+        hookflow::config::StoreKind::Postgres(p) => hookflow::config::Postgres { url: to, ..p.clone() },
+        hookflow::config::StoreKind::Sqlite => hookflow::config::Postgres {
+            url: to,
+            pool: 1,
+            lease: std::time::Duration::from_secs(10),
+            tls: hookflow::config::PostgresTls::Prefer,
+            ca_file: None,
+        },
+    };
+    let export = hookflow::store::sqlite::export(&config.data_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let said = hookflow::store::postgres::import(&pg, &export).map_err(|e| Failure::Runtime(e.to_string()))?;
+    println!("{said}");
     Ok(())
 }
 

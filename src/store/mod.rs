@@ -34,6 +34,36 @@ pub fn open(config: &Config) -> Result<Arc<dyn Store>> {
     })
 }
 
+/// A whole store's durable contents, as `hookflow store copy` moves them from SQLite to
+/// PostgreSQL (read by `sqlite::export`, written by `postgres::import`). Rows are in their
+/// store's id order, which is each session's order.
+#[derive(Debug, Default)]
+pub struct Export {
+    /// Queued messages: session, kind, payload, resume record.
+    pub inbox: Vec<(SessionKey, String, String, Option<String>)>,
+    /// Sessions: key, state (empty: none), seq, messages, updated_ms.
+    pub sessions: Vec<(SessionKey, String, i64, i64, i64)>,
+    /// Profiles: userId, profile, updated_ms.
+    pub profiles: Vec<(String, String, i64)>,
+    /// Undelivered outputs.
+    pub outbox: Vec<ExportedOutput>,
+    /// Dead letters and when they died.
+    pub dead_letters: Vec<(ExportedOutput, i64)>,
+    /// Transcript lines: session, source, text, data, at_ms.
+    pub transcripts: Vec<(SessionKey, String, String, String, i64)>,
+}
+
+/// An output or dead letter in an [`Export`].
+#[derive(Debug)]
+pub struct ExportedOutput {
+    pub key: SessionKey,
+    pub seq: i64,
+    pub body: String,
+    pub not_before_ms: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
 /// What kind of failure a store operation had, so callers can tell a full disk from a busy one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -417,3 +417,94 @@ fn check_connect_reports_the_server_and_the_schema_and_check_validates_the_store
     assert!(stderr.contains("store.url") && stderr.contains("postgres://user:password@host:5432/db"), "{stderr}");
     assert!(stderr.contains("store.leaseSeconds"), "{stderr}");
 }
+
+#[test]
+fn store_copy_moves_a_stopped_sqlite_store_into_postgres_and_replicas_go_on_from_it() {
+    let dir = TempDir::new("replicas-copy");
+    let refusing = Sink::with_status(503);
+    // A single-node hookflow on SQLite: a conversation with state and a transcript, an output
+    // still undelivered (the webhook refuses), then stopped.
+    let mut cfg = config(&refusing.url);
+    cfg["endpoints"][0]["dataProtection"] = json!({"collectConversations": true});
+    cfg["delivery"]["retrySchedule"] = json!(vec![1; 5]);
+    let counter = json!({"name": "count", "nodes": [
+        {"type": "setContext", "key": "n", "value": "{{ (context.n || 0) + 1 }}"},
+        {"type": "say", "text": "{{input.text}} #{{context.n}}"}
+    ]});
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &counter)]);
+    let mut single = Launch::new(&path, dir.join("single.log")).start();
+    send_to(&single.url(&format!("/{TOKEN}")), &json!({"userId": "u", "sessionId": "c", "text": "one"}));
+    assert_eq!(refusing.recv(WAIT).answered, 503, "the output waits in the outbox");
+    single.signal("TERM");
+    single.wait_exit(WAIT).expect("the single node stops");
+
+    let db = pgserver::fresh_db("copy");
+    let out = run_cli(&["store", "copy", "--config", path.to_str().unwrap(), "--to", &db], &[], "", None);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("copied 1 session(s)") && said.contains("1 undelivered output(s)"), "{said}");
+    // A second copy into the same (no longer empty) database is refused, naming the table.
+    let again = run_cli(&["store", "copy", "--config", path.to_str().unwrap(), "--to", &db], &[], "", None);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"), "{:?}", again);
+
+    // A replica on the copy: the waiting output goes out, the session goes on where it was
+    // (context and Seq), and the transcript came along.
+    let sink = Sink::new();
+    let replica_path = replica_config(&dir, &sink.url, &db);
+    let mut rcfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&replica_path).unwrap()).unwrap();
+    rcfg["endpoints"][0]["dataProtection"] = json!({"collectConversations": true});
+    std::fs::write(&replica_path, rcfg.to_string()).unwrap();
+    std::fs::write(dir.join("flow.json"), counter.to_string()).unwrap();
+    let replica = start(&replica_path, &dir, "replica");
+    let first = sink.recv(WAIT);
+    assert_eq!((first.seq(), first.text()), (1, "one #1"));
+    send_to(&replica.url(&format!("/{TOKEN}")), &json!({"userId": "u", "sessionId": "c", "text": "two"}));
+    let second = sink.recv(WAIT);
+    assert_eq!((second.seq(), second.text()), (2, "two #2"), "Seq and context go on from the copy");
+    let session = admin_get(&replica.url("/api/sessions/main/u/c")).json();
+    let lines: Vec<&str> =
+        session["transcript"].as_array().expect("a transcript").iter().filter_map(|l| l["text"].as_str()).collect();
+    assert_eq!(lines, ["one", "one #1", "two", "two #2"], "{session}");
+}
+
+#[test]
+fn killing_the_replica_that_retries_a_failing_head_output_hands_it_over_in_order() {
+    let dir = TempDir::new("replicas-kill-head");
+    let sink = Sink::with_status(503);
+    let db = pgserver::fresh_db("killhead");
+    let path = replica_config(&dir, &sink.url, &db);
+    let mut replicas: Vec<Proc> = (0..2).map(|i| start(&path, &dir, &format!("replica{i}"))).collect();
+    let url = replicas[0].url(&format!("/{TOKEN}"));
+    for m in 0..3 {
+        send_to(&url, &json!({"userId": "u", "sessionId": "h", "text": format!("h{m}")}));
+    }
+    // The head is being retried (503) by one replica; the next outputs wait behind it.
+    let first = sink.recv(WAIT);
+    assert_eq!((first.seq(), first.text()), (1, "h0"));
+    let holder = wait_until(WAIT, || {
+        let mut c = postgres::Client::connect(&db, postgres::NoTls).ok()?;
+        let row = c.query_opt("SELECT dl_owner FROM queues WHERE session_id = 'h' AND dl_until > 0", &[]).ok()??;
+        row.get::<_, Option<String>>(0)
+    })
+    .expect("a replica holds the head's delivery lease");
+    let i = replicas.iter().position(|r| holder.contains(&format!("-{}-", r.pid))).expect("the holder is a replica");
+    replicas[i].kill9();
+    sink.set_status(200);
+    // The other replica takes the head over after the lease (3 s) and sends all three in order;
+    // h0 may have been tried more than once (same Seq and webhook-id).
+    let mut got: Vec<(u64, String, String)> = Vec::new();
+    while got.iter().filter(|h| h.1 != "h0").count() < 2 || !got.iter().any(|h| h.1 == "h0") {
+        let h = sink.recv(Duration::from_secs(15));
+        if h.answered == 200 {
+            got.push((h.seq(), h.text().to_owned(), h.header("webhook-id").unwrap_or_default().to_owned()));
+        }
+    }
+    // A repeat of h0 is the same output (Seq and webhook-id), and only before h1.
+    let h1_at = got.iter().position(|h| h.1 == "h1").expect("h1 arrived");
+    assert!(got[h1_at..].iter().all(|h| h.1 != "h0"), "h0 again after h1: {got:?}");
+    assert!(got.iter().filter(|h| h.1 == "h0").all(|h| h.0 == 1 && h.2 == first.header("webhook-id").unwrap()));
+    got.dedup_by(|a, b| a.0 == b.0);
+    let order: Vec<(u64, &str)> = got.iter().map(|h| (h.0, h.1.as_str())).collect();
+    assert_eq!(order, [(1, "h0"), (2, "h1"), (3, "h2")], "in order after the take-over");
+}

@@ -26,6 +26,7 @@
 //!   polls every second, so a lost notification costs at most a second.
 
 mod console;
+mod import;
 mod outbox;
 mod pool;
 mod queue;
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator;
 
+pub use import::import;
 use pool::Tx;
 use pool::{Connector, Pool, Pooled};
 

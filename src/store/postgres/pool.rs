@@ -157,7 +157,6 @@ impl Tx<'_> {
     }
 
     /// A statement built at run time (the console's filters): prepared each time.
-    #[allow(dead_code)]
     pub(super) fn query_text(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<postgres::Row>> {
         Ok(self.tx.query(sql, params)?)
     }

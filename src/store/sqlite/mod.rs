@@ -21,6 +21,7 @@
 //! order and Seq in memory and interleave (an output delivered twice, a state change lost); a
 //! backend made for several processes (PostgreSQL) takes no such lock.
 
+mod export;
 mod history;
 mod inbox;
 mod outbox;
@@ -45,6 +46,8 @@ use crate::domain::{
     SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
 };
 use crate::store::{Accept, ErrorKind, Result, Store, StoreError};
+
+pub use export::export;
 
 /// The file name of the store inside the data directory.
 pub const STORE_FILE: &str = "hookflow.sqlite3";

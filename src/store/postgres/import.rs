@@ -1,0 +1,115 @@
+//! Writing an [`Export`] (a SQLite store read out) into an empty PostgreSQL database, in one
+//! transaction, for `hookflow store copy`.
+
+use std::collections::HashMap;
+
+use super::PgStore;
+use crate::config::Postgres;
+use crate::domain::SessionKey;
+use crate::store::{ErrorKind, Export, Result, StoreError};
+
+/// The tables that must be empty before a copy.
+const TABLES: &[&str] = &["queues", "inbox", "sessions", "profiles", "outbox", "deadletters", "transcripts"];
+
+/// Creates the schema if needed, refuses a database that holds anything, and copies `e` in one
+/// transaction (all or nothing). Returns a line saying what was copied.
+pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
+    let store = PgStore::open(pg)?;
+    store.in_tx(|tx| {
+        for table in TABLES {
+            let sql = format!("SELECT EXISTS (SELECT 1 FROM {table})");
+            if tx.query_text(&sql, &[])?[0].get::<_, bool>(0) {
+                return Err(StoreError::new(
+                    ErrorKind::Data,
+                    format!(
+                        "the PostgreSQL database at {} is not empty (table {table} has rows): copy into an empty \
+                         database, so nothing of another deployment is mixed in",
+                        store.target
+                    ),
+                ));
+            }
+        }
+        // Queued messages, numbered per session in their order; each session's queue counts.
+        let mut queues: HashMap<&SessionKey, (i64, i64, i64)> = HashMap::new();
+        for (key, kind, payload, resume) in &e.inbox {
+            let q = queues.entry(key).or_default();
+            q.0 += 1;
+            tx.execute(
+                "INSERT INTO inbox (endpoint, user_id, session_id, msg_no, kind, payload, resume)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&key.endpoint, &key.user_id, &key.session_id, &q.0, kind, payload, resume],
+            )?;
+        }
+        for o in &e.outbox {
+            let q = queues.entry(&o.key).or_default();
+            if q.1 == 0 {
+                q.2 = o.not_before_ms;
+            }
+            q.1 += 1;
+            let k = &o.key;
+            tx.execute(
+                "INSERT INTO outbox (hash, endpoint, user_id, session_id, seq, body, not_before_ms, attempts, last_error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &i64::from(k.lane_hash()),
+                    &k.endpoint,
+                    &k.user_id,
+                    &k.session_id,
+                    &o.seq,
+                    &o.body,
+                    &o.not_before_ms,
+                    &o.attempts,
+                    &o.last_error,
+                ],
+            )?;
+        }
+        for (key, (messages, outputs, due)) in &queues {
+            tx.execute(
+                "INSERT INTO queues (endpoint, user_id, session_id, next_msg, pending, ready_ms, outputs, out_due)
+                 VALUES ($1, $2, $3, $4, $4, hookflow_now_ms(), $5, $6)",
+                &[&key.endpoint, &key.user_id, &key.session_id, messages, outputs, due],
+            )?;
+        }
+        for (k, state, seq, messages, updated) in &e.sessions {
+            tx.execute(
+                "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&k.endpoint, &k.user_id, &k.session_id, state, seq, messages, updated],
+            )?;
+        }
+        for (user, profile, updated) in &e.profiles {
+            tx.execute(
+                "INSERT INTO profiles (user_id, profile, updated_ms) VALUES ($1, $2, $3)",
+                &[user, profile, updated],
+            )?;
+        }
+        for (d, died) in &e.dead_letters {
+            let k = &d.key;
+            let error = d.last_error.clone().unwrap_or_default();
+            tx.execute(
+                "INSERT INTO deadletters (endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&k.endpoint, &k.user_id, &k.session_id, &d.seq, &d.body, &d.attempts, &error, died],
+            )?;
+        }
+        for (k, source, text, data, at) in &e.transcripts {
+            tx.execute(
+                "INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&k.endpoint, &k.user_id, &k.session_id, source, text, data, at],
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(format!(
+        "copied {} session(s), {} profile(s), {} queued message(s), {} undelivered output(s), {} dead letter(s), \
+         {} transcript line(s) to PostgreSQL at {} (the delivery log and traces of the console are not copied)",
+        e.sessions.len(),
+        e.profiles.len(),
+        e.inbox.len(),
+        e.outbox.len(),
+        e.dead_letters.len(),
+        e.transcripts.len(),
+        store.target
+    ))
+}
