@@ -79,32 +79,33 @@ pub(super) fn delivered(tx: &mut Tx<'_>, ids: &[i64], notes: &[AttemptRecord], n
         }
     }
     write_attempts(tx, &others)?;
-    let mut logged = 0;
-    for id in ids {
-        let f = finals.get(id);
-        let answer = f.map(|a| head(&a.answer, ANSWER_BYTES));
-        // Nothing is copied when the row is gone: another replica settled it and logged it.
-        logged += tx.execute(
-            "INSERT INTO output_log
-                 (id, endpoint, user_id, session_id, seq, body, state, attempts, last_error, done_ms,
-                  final_at_ms, final_latency_ms, final_status, final_answer)
-             SELECT id, endpoint, user_id, session_id, seq, body, 'delivered', attempts + 1, last_error, $2::bigint,
-                    $3::bigint, $4::bigint, $5::bigint, $6::text
-             FROM outbox WHERE id = $1
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
-                 last_error = excluded.last_error, done_ms = excluded.done_ms, dead_id = NULL, replayed_as = NULL,
-                 final_at_ms = excluded.final_at_ms, final_latency_ms = excluded.final_latency_ms,
-                 final_status = excluded.final_status, final_answer = excluded.final_answer",
-            &[
-                id,
-                &now_ms,
-                &f.map(|a| a.at_ms),
-                &f.map(|a| a.latency_ms),
-                &f.and_then(|a| status_col(a.status)),
-                &answer,
-            ],
-        )? as usize;
+    // One statement for the batch (a lane settles up to 64 outputs at once, and this is on the
+    // delivery path): the final attempts go as columns of arrays, joined by output id.
+    let mut f = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, a) in &finals {
+        f.0.push(*id);
+        f.1.push(a.at_ms);
+        f.2.push(a.latency_ms);
+        f.3.push(status_col(a.status));
+        f.4.push(head(&a.answer, ANSWER_BYTES));
     }
+    // Nothing is copied of a row already gone: another replica settled it and logged it.
+    let logged = tx.execute(
+        "INSERT INTO output_log
+             (id, endpoint, user_id, session_id, seq, body, state, attempts, last_error, done_ms,
+              final_at_ms, final_latency_ms, final_status, final_answer)
+         SELECT o.id, o.endpoint, o.user_id, o.session_id, o.seq, o.body, 'delivered', o.attempts + 1,
+                o.last_error, $2::bigint, f.at_ms, f.latency_ms, f.status, f.answer
+         FROM outbox o
+         LEFT JOIN unnest($3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[])
+             AS f (id, at_ms, latency_ms, status, answer) ON f.id = o.id
+         WHERE o.id = ANY($1)
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
+             last_error = excluded.last_error, done_ms = excluded.done_ms, dead_id = NULL, replayed_as = NULL,
+             final_at_ms = excluded.final_at_ms, final_latency_ms = excluded.final_latency_ms,
+             final_status = excluded.final_status, final_answer = excluded.final_answer",
+        &[&ids, &now_ms, &f.0, &f.1, &f.2, &f.3, &f.4],
+    )? as usize;
     count_and_trim(tx, logged)
 }
 
