@@ -1,1 +1,707 @@
-// tests: placeholder
+//! The store contract on both backends, and what only replicas sharing one database have.
+//!
+//! The scenarios of `sqlite/tests.rs` and of the console log (`sqlite/history.rs`) are written
+//! once against `&dyn Store` and run on SQLite and PostgreSQL (`on_both!`: a module per scenario
+//! with a `sqlite` and a `postgres` test). Then the PostgreSQL-only tests: two `PgStore`s on one
+//! database are two replicas. The server is the harness's throwaway one (`tests/common/pgserver.rs`),
+//! a database per test; waits are bounded (a lease test waits for the lease, with a deadline).
+
+#[path = "../../../tests/common/pgserver.rs"]
+mod pgserver;
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::config::Durability;
+use crate::domain::{JobKind, NewOutput, Trace};
+use crate::store::sqlite::{ANSWER_BYTES, ATTEMPTS_PER_OUTPUT, HISTORY_PER_ENDPOINT, SqliteStore, TRACES_PER_SESSION};
+
+/// A store under test, with raw SQL on its database beside it (for seeding and counting).
+struct Opened {
+    store: Box<dyn Store>,
+    raw: Raw,
+    _dir: Option<TempDir>,
+}
+
+enum Raw {
+    Sqlite(rusqlite::Connection),
+    Postgres(std::cell::RefCell<postgres::Client>),
+}
+
+impl Raw {
+    fn count(&self, sql: &str) -> i64 {
+        match self {
+            Raw::Sqlite(c) => c.query_row(sql, [], |r| r.get(0)).unwrap(),
+            Raw::Postgres(c) => c.borrow_mut().query_one(sql, &[]).unwrap().get(0),
+        }
+    }
+
+    fn exec(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(c) => c.execute_batch(sql).unwrap(),
+            Raw::Postgres(c) => c.borrow_mut().batch_execute(sql).unwrap(),
+        }
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn on_sqlite(name: &str) -> Opened {
+    let dir = std::env::temp_dir().join(format!("hookflow-contract-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = SqliteStore::open(&dir, Durability::Normal).unwrap();
+    let raw = rusqlite::Connection::open(dir.join(crate::store::sqlite::STORE_FILE)).unwrap();
+    Opened { store: Box::new(store), raw: Raw::Sqlite(raw), _dir: Some(TempDir(dir)) }
+}
+
+fn config(url: &str, lease: Duration) -> Postgres {
+    Postgres { url: url.to_owned(), pool: 4, lease, tls: PostgresTls::Disable, ca_file: None }
+}
+
+fn open(url: &str, lease: Duration) -> PgStore {
+    PgStore::open(&config(url, lease)).unwrap()
+}
+
+fn raw(url: &str) -> postgres::Client {
+    postgres::Client::connect(url, postgres::NoTls).unwrap()
+}
+
+fn on_postgres(name: &str) -> Opened {
+    let url = pgserver::fresh_db(name);
+    let store = open(&url, Duration::from_secs(10));
+    Opened { store: Box::new(store), raw: Raw::Postgres(raw(&url).into()), _dir: None }
+}
+
+/// A module per scenario, with the scenario run on each backend.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::on_sqlite(stringify!($name)));
+            }
+            #[test]
+            fn postgres() {
+                super::$name(&super::on_postgres(stringify!($name)));
+            }
+        }
+    )*};
+}
+
+on_both! {
+    a_turn_commits_outputs_and_consumes_its_message_atomically, outbox_ids_are_never_reused_after_the_table_empties,
+    dead_letters_are_kept_and_replayed_into_the_outbox, forgetting_or_expiring_a_session_keeps_its_output_counter,
+    lanes_partition_the_outbox_by_hash, reads_by_endpoint_and_session_stay_within_their_bounds,
+    outputs_of_unconfigured_endpoints_become_dead_letters,
+    a_turn_that_ends_after_its_session_was_forgotten_keeps_it_forgotten,
+    a_replayed_dead_letter_gets_the_next_seq_of_its_session, an_expiry_sweep_works_through_the_table_in_bounded_steps,
+    the_log_shows_waiting_retried_delivered_and_dead_outputs_with_their_attempts,
+    the_log_is_bounded_per_endpoint_and_attempts_per_output, traces_are_bounded_and_forgotten_with_the_session,
+    sessions_are_found_by_part_of_their_ids_and_dead_letters_replayed_by_filter,
+    expiry_drops_old_traces_and_log_entries_older_than_a_day,
+}
+
+fn key_of(session: &str) -> SessionKey {
+    SessionKey { endpoint: "e".into(), user_id: "u".into(), session_id: session.into() }
+}
+
+fn key() -> SessionKey {
+    key_of("s")
+}
+
+/// Takes the run leases a turn's commit needs on a backend shared by replicas (SQLite has
+/// none). Every runnable session is claimed; sessions claimed before stay held.
+fn claim(store: &dyn Store) {
+    if let Some(c) = store.claims() {
+        c.claim_runs(1000).unwrap();
+    }
+}
+
+fn record(key: &SessionKey, inbox_id: i64, session: SessionRow, outputs: Vec<NewOutput>, now_ms: i64) -> TurnRecord {
+    TurnRecord {
+        inbox_id,
+        key: key.clone(),
+        session: Some(session),
+        profile: None,
+        outputs,
+        now_ms,
+        transcript: vec![],
+        loaded_messages: 0,
+        checkpoint: None,
+        trace: None,
+    }
+}
+
+fn outputs_of(bodies: &[&str]) -> Vec<NewOutput> {
+    bodies.iter().map(|b| NewOutput { body: (*b).into(), not_before_ms: 0 }).collect()
+}
+
+fn state() -> SessionRow {
+    SessionRow { state: Some("{\"context\":{}}".into()), seq: 0, messages: 1, updated_ms: 0 }
+}
+
+/// Accepts a message for `key` and commits its turn with outputs `bodies` at `now_ms`.
+fn message(store: &dyn Store, key: &SessionKey, bodies: &[&str], now_ms: i64) {
+    let id = store.accept(key, JobKind::Message, "{}").unwrap();
+    claim(store);
+    store.commit_turn(&record(key, id, state(), outputs_of(bodies), now_ms)).unwrap();
+    assert!(store.pending_inbox().unwrap().iter().all(|(i, _)| *i != id), "the turn was committed");
+}
+
+fn all_ids(store: &dyn Store, endpoint: &str, after: i64) -> Vec<i64> {
+    store.outbox_after(0, 1, endpoint, after, i64::MAX, 10_000).unwrap().iter().map(|r| r.id).collect()
+}
+
+fn a_turn_commits_outputs_and_consumes_its_message_atomically(o: &Opened) {
+    let store = &*o.store;
+    let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+    assert_eq!(store.pending_inbox().unwrap(), vec![(id, key())]);
+    claim(store);
+    store.commit_turn(&record(&key(), id, state(), outputs_of(&["a", "b"]), 1)).unwrap();
+    assert!(store.pending_inbox().unwrap().is_empty());
+    let rows = store.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap();
+    assert_eq!(rows.iter().map(|r| (r.seq, r.body.as_str())).collect::<Vec<_>>(), vec![(1, "a"), (2, "b")]);
+    assert_eq!(store.session(&key()).unwrap().unwrap().seq, 2);
+    assert_eq!(store.outbox_len().unwrap(), 2);
+}
+
+fn outbox_ids_are_never_reused_after_the_table_empties(o: &Opened) {
+    let store = &*o.store;
+    message(store, &key(), &["a"], 1);
+    let first = all_ids(store, "e", 0)[0];
+    store.delivered(&[first]).unwrap();
+    message(store, &key(), &["b"], 1);
+    let rows = store.outbox_after(0, 1, "e", first, i64::MAX, 10).unwrap();
+    assert_eq!(rows.len(), 1, "the new output has an id above the delivered one");
+    assert_eq!(rows[0].seq, 2);
+}
+
+fn dead_letters_are_kept_and_replayed_into_the_outbox(o: &Opened) {
+    let store = &*o.store;
+    message(store, &key(), &["a"], 1);
+    let out = all_ids(store, "e", 0)[0];
+    store.dead(out, 3, "HTTP 400", 5).unwrap();
+    assert_eq!(store.outbox_len().unwrap(), 0);
+    let dead = store.dead_letters().unwrap();
+    assert_eq!((dead[0].attempts, dead[0].last_error.as_str(), dead[0].body.as_str()), (3, "HTTP 400", "a"));
+    assert_eq!(store.replay_dead_letter(dead[0].id, 6, &|_| true).unwrap(), Replay::Queued { id: out + 1, seq: 2 });
+    assert_eq!(store.replay_dead_letter(dead[0].id, 6, &|_| true).unwrap(), Replay::Unknown);
+    assert_eq!(store.outbox_after(0, 1, "e", out, i64::MAX, 10).unwrap()[0].body, "a");
+}
+
+fn forgetting_or_expiring_a_session_keeps_its_output_counter(o: &Opened) {
+    let store = &*o.store;
+    message(store, &key(), &["a"], 1_000);
+    assert!(store.delete_session(&key()).unwrap());
+    assert!(!store.delete_session(&key()).unwrap());
+    let row = store.session(&key()).unwrap().unwrap();
+    assert_eq!((row.state.as_deref(), row.seq), (None, 1));
+    message(store, &key(), &["b"], 1_000);
+    assert_eq!(store.expire_sessions(500, 0).unwrap(), 0);
+    assert_eq!(store.expire_sessions(2_000, 0).unwrap(), 1);
+    assert_eq!(store.expire_sessions(2_000, 0).unwrap(), 0, "already forgotten");
+    let row = store.session(&key()).unwrap().unwrap();
+    assert_eq!((row.state.as_deref(), row.seq, row.messages), (None, 2, 1), "expiry keeps the count");
+    message(store, &key(), &["c"], 3_000);
+    let last = store.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap().pop().unwrap();
+    assert_eq!((last.body.as_str(), last.seq), ("c", 3), "numbering goes on after expiry");
+    assert_eq!(store.expire_sessions(4_000, 3_500).unwrap(), 1);
+    assert!(store.session(&key()).unwrap().is_some(), "expiry first keeps the counter");
+    assert_eq!(store.expire_sessions(9_000, 3_500).unwrap(), 0);
+    assert!(store.session(&key()).unwrap().is_some(), "outputs are pending");
+    store.delivered(&all_ids(store, "e", 0)).unwrap();
+    assert_eq!(store.expire_sessions(9_000, 3_500).unwrap(), 0);
+    assert!(store.session(&key()).unwrap().is_none(), "a counter-only row with nothing waiting is purged");
+}
+
+fn lanes_partition_the_outbox_by_hash(o: &Opened) {
+    let store = &*o.store;
+    message(store, &key(), &["a"], 1);
+    let h = key().lane_hash() as usize;
+    assert_eq!(store.outbox_after(h % 2, 2, "e", 0, i64::MAX, 10).unwrap().len(), 1);
+    assert_eq!(store.outbox_after((h + 1) % 2, 2, "e", 0, i64::MAX, 10).unwrap().len(), 0);
+    assert_eq!(store.outbox_after(h % 4, 4, "e", 0, i64::MAX, 10).unwrap().len(), 1);
+}
+
+fn reads_by_endpoint_and_session_stay_within_their_bounds(o: &Opened) {
+    let store = &*o.store;
+    message(store, &key(), &["a", "b", "c"], 1);
+    let max = store.outbox_max_id().unwrap();
+    let all = store.outbox_after(0, 1, "e", 0, max, 10).unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(store.outbox_after(0, 1, "other", 0, max, 10).unwrap().is_empty());
+    assert_eq!(store.outbox_after(0, 1, "e", 0, all[1].id, 10).unwrap().len(), 2, "upto is inclusive");
+    let rest = store.outbox_of_session(&key(), all[0].id, max, 10).unwrap();
+    assert_eq!(rest.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(store.outbox_of_session(&key(), all[0].id, all[1].id, 10).unwrap().len(), 1);
+}
+
+fn outputs_of_unconfigured_endpoints_become_dead_letters(o: &Opened) {
+    let store = &*o.store;
+    message(store, &key(), &["a"], 1);
+    assert_eq!(store.dead_unconfigured(&["e"], 9).unwrap(), 0);
+    assert_eq!(store.dead_unconfigured(&["x", "y"], 9).unwrap(), 1);
+    assert_eq!(store.outbox_len().unwrap(), 0);
+    let dead = store.dead_letters().unwrap();
+    assert_eq!((dead[0].last_error.as_str(), dead[0].died_at_ms), ("endpoint no longer configured", 9));
+    // The console's log shows it dead, linked to its dead letter.
+    let log = store.outputs(&all()).unwrap();
+    assert_eq!((log[0].state, log[0].dead_letter), (OutputState::Dead, Some(dead[0].id)));
+}
+
+fn a_turn_that_ends_after_its_session_was_forgotten_keeps_it_forgotten(o: &Opened) {
+    let store = &*o.store;
+    message(store, &key(), &["a"], 1);
+    // The next turn reads the session (1 message), then an admin DELETE forgets it.
+    let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+    claim(store);
+    assert!(store.delete_session(&key()).unwrap());
+    let session = SessionRow { state: Some("{\"context\":{\"x\":1}}".into()), seq: 0, messages: 2, updated_ms: 0 };
+    let mut t = record(&key(), id, session, outputs_of(&["b"]), 2);
+    t.loaded_messages = 1;
+    store.commit_turn(&t).unwrap();
+    let row = store.session(&key()).unwrap().unwrap();
+    assert_eq!((row.state.as_deref(), row.seq, row.messages), (None, 2, 0), "state dropped, output numbered");
+    assert_eq!(store.outbox_len().unwrap(), 2, "the turn's output is kept");
+}
+
+fn a_replayed_dead_letter_gets_the_next_seq_of_its_session(o: &Opened) {
+    let store = &*o.store;
+    message(store, &key(), &["a", "b"], 1);
+    let first = all_ids(store, "e", 0)[0];
+    store.dead(first, 1, "HTTP 400", 2).unwrap();
+    let dead = store.dead_letters().unwrap();
+    assert_eq!(store.replay_dead_letter(dead[0].id, 3, &|e| e == "x").unwrap(), Replay::EndpointGone("e".into()));
+    assert_eq!(store.replay_dead_letter(dead[0].id, 3, &|_| true).unwrap(), Replay::Queued { id: first + 2, seq: 3 });
+    let rows = store.outbox_after(0, 1, "e", first, i64::MAX, 10).unwrap();
+    assert_eq!(rows.iter().map(|r| (r.body.as_str(), r.seq)).collect::<Vec<_>>(), [("b", 2), ("a", 3)]);
+    assert_eq!(store.session(&key()).unwrap().unwrap().seq, 3);
+}
+
+/// Both backends look at 1,000 sessions per chunk of expiry (`EXPIRY_CHUNK` in their
+/// `sessions.rs`).
+fn an_expiry_sweep_works_through_the_table_in_bounded_steps(o: &Opened) {
+    let store = &*o.store;
+    const CHUNK: usize = 1000;
+    let n = 2 * CHUNK + 517;
+    let mut values = Vec::new();
+    for i in 0..n {
+        // Every third session was touched recently; the rest are old. Every fifth old one is a
+        // counter-only row already (forgotten before), old enough to be purged.
+        let (state, updated) = match i {
+            i if i % 3 == 0 => ("{}", 5_000),
+            i if i % 5 == 0 => ("", 10),
+            _ => ("{}", 10),
+        };
+        values.push(format!("('e', 'u{i:05}', 's', '{state}', 1, 1, {updated})"));
+    }
+    for part in values.chunks(400) {
+        o.raw.exec(&format!(
+            "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms) VALUES {}",
+            part.join(", ")
+        ));
+    }
+    let (mut forgotten, mut cursor, mut steps) = (0, None, 0);
+    loop {
+        let (f, next) = store.expire_step(cursor.as_ref(), 1_000, 100, CHUNK).unwrap();
+        assert!(f <= CHUNK, "a step forgot {f}, more than it may look at");
+        forgotten += f;
+        steps += 1;
+        match next {
+            Some(k) => cursor = Some(k),
+            None => break,
+        }
+    }
+    let old_with_state = (0..n).filter(|i| i % 3 != 0 && i % 5 != 0).count();
+    assert_eq!((forgotten, steps), (old_with_state, 3), "three steps of 1,000 sweep 2,517 sessions");
+    let purged = (0..n).filter(|i| i % 3 != 0 && i % 5 == 0).count();
+    let left = o.raw.count("SELECT count(*) FROM sessions");
+    assert_eq!(left as usize, n - purged, "old counter-only rows are purged, all others kept");
+    let recent = o.raw.count("SELECT count(*) FROM sessions WHERE state <> ''");
+    assert_eq!(recent as usize, (0..n).filter(|i| i % 3 == 0).count(), "recent sessions keep their state");
+}
+
+// --- the console's log (the scenarios of sqlite/history.rs) -----------------------------------
+
+/// Commits a turn of `session` with `n` outputs (and a trace when `trace`); their outbox ids.
+fn turn(store: &dyn Store, session: &str, n: usize, trace: bool) -> Vec<i64> {
+    let k = key_of(session);
+    let inbox_id = store.accept(&k, JobKind::Message, "{}").unwrap();
+    claim(store);
+    let before = store.outbox_max_id().unwrap();
+    let outputs = (0..n).map(|i| NewOutput { body: format!("{{\"n\":{i}}}"), not_before_ms: 0 }).collect();
+    let mut t = record(
+        &k,
+        inbox_id,
+        SessionRow { state: Some("{}".into()), seq: 0, messages: 1, updated_ms: 0 },
+        outputs,
+        1_000,
+    );
+    t.trace = trace.then(|| Box::new(Trace { trace_id: "t".into(), body: "{\"nodes\":[]}".into() }));
+    store.commit_turn(&t).unwrap();
+    all_ids(store, "e", before)
+}
+
+fn attempt(id: i64, n: i64, status: u16) -> AttemptRecord {
+    AttemptRecord {
+        output_id: id,
+        key: key(),
+        seq: 0,
+        attempt: n,
+        at_ms: 2_000 + n,
+        latency_ms: 3,
+        status: Some(status),
+        answer: "é".repeat(200),
+        delivered: (200..300).contains(&status),
+    }
+}
+
+fn all() -> OutputFilter {
+    OutputFilter { limit: 100, ..OutputFilter::default() }
+}
+
+fn the_log_shows_waiting_retried_delivered_and_dead_outputs_with_their_attempts(o: &Opened) {
+    let store = &*o.store;
+    let ids = turn(store, "s", 3, false);
+    store.record_attempt(attempt(ids[0], 1, 500));
+    store.attempt_failed(ids[0], 1, 9_000, "HTTP 500").unwrap();
+    store.record_attempt(attempt(ids[0], 2, 200));
+    // Delivered, not yet written by its lane: the log already says so.
+    let log = store.outputs(&all()).unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.state).collect::<Vec<_>>(),
+        [OutputState::Queued, OutputState::Queued, OutputState::Delivered]
+    );
+    store.delivered(&[ids[0]]).unwrap();
+    store.record_attempt(attempt(ids[1], 1, 400));
+    store.dead(ids[1], 1, "HTTP 400", 3_000).unwrap();
+    let log = store.outputs(&all()).unwrap();
+    let states: Vec<_> = log.iter().map(|e| (e.id, e.state, e.attempts)).collect();
+    assert_eq!(
+        states,
+        [(ids[2], OutputState::Queued, 0), (ids[1], OutputState::Dead, 1), (ids[0], OutputState::Delivered, 2)]
+    );
+    let delivered = &log[2];
+    assert_eq!(delivered.tries.iter().map(|t| t.status).collect::<Vec<_>>(), [Some(500), Some(200)]);
+    assert!(delivered.tries[0].answer.len() <= ANSWER_BYTES, "the answer is cut to its first bytes");
+    assert_eq!((delivered.tries[1].latency_ms, delivered.tries[1].at_ms), (3, 2_002), "the final attempt is kept");
+    assert_eq!(delivered.body, "{\"n\":0}");
+    let dead = &log[1];
+    assert_eq!((dead.last_error.as_deref(), dead.at_ms), (Some("HTTP 400"), 3_000));
+    let dead_id = dead.dead_letter.expect("a dead output names its dead letter");
+    assert_eq!(store.dead_letters().unwrap()[0].id, dead_id);
+
+    let Replay::Queued { id: new_id, .. } = store.replay_dead_letter(dead_id, 4_000, &|_| true).unwrap() else {
+        panic!("replayed")
+    };
+    let log = store.outputs(&all()).unwrap();
+    assert_eq!((log[0].id, log[0].state), (new_id, OutputState::Queued));
+    let old = log.iter().find(|e| e.id == ids[1]).unwrap();
+    assert_eq!((old.state, old.replayed_as, old.dead_letter), (OutputState::Replayed, Some(new_id), None));
+
+    let only = |state| OutputFilter { state: Some(state), ..all() };
+    assert_eq!(store.outputs(&only(OutputState::Delivered)).unwrap().len(), 1);
+    assert_eq!(store.outputs(&only(OutputState::Queued)).unwrap().len(), 2);
+    assert_eq!(store.outputs(&only(OutputState::Replayed)).unwrap().len(), 1);
+    let page = store.outputs(&OutputFilter { before_id: Some(ids[2]), limit: 1, ..all() }).unwrap();
+    assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1]]);
+    let window = store.outputs(&OutputFilter { since_ms: Some(2_500), until_ms: Some(3_500), ..all() }).unwrap();
+    assert_eq!(window.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1]], "times filter the log");
+    let other = store.outputs(&OutputFilter { session_id: Some("other".into()), ..all() }).unwrap();
+    assert!(other.is_empty(), "the session filter applies");
+}
+
+fn the_log_is_bounded_per_endpoint_and_attempts_per_output(o: &Opened) {
+    let store = &*o.store;
+    let ids = turn(store, "s", HISTORY_PER_ENDPOINT as usize + 300, false);
+    for n in 1..=ATTEMPTS_PER_OUTPUT + 3 {
+        store.record_attempt(attempt(ids[0], n, 500));
+    }
+    // (More than either backend lets in between two trims, so a trim runs with this batch.)
+    store.delivered(&ids).unwrap();
+    let log = store.outputs(&OutputFilter { limit: 10_000, ..all() }).unwrap();
+    assert_eq!(log.len() as i64, HISTORY_PER_ENDPOINT);
+    assert_eq!(log.last().unwrap().id, ids[300], "the oldest ones went");
+    assert_eq!(o.raw.count("SELECT count(*) FROM attempts"), 0, "the attempts of dropped outputs went with them");
+    let ids = turn(store, "s", 1, false);
+    for n in 1..=ATTEMPTS_PER_OUTPUT + 3 {
+        store.record_attempt(attempt(ids[0], n, 500));
+    }
+    let log = store.outputs(&OutputFilter { limit: 1, ..all() }).unwrap();
+    assert_eq!(log[0].tries.len() as i64, ATTEMPTS_PER_OUTPUT);
+    assert_eq!(log[0].tries[0].attempt, 4, "the latest attempts are kept");
+}
+
+fn traces_are_bounded_and_forgotten_with_the_session(o: &Opened) {
+    let store = &*o.store;
+    turn(store, "s", 0, true);
+    turn(store, "s", 2, true);
+    turn(store, "other", 1, false);
+    let traces = store.traces(&key()).unwrap();
+    assert_eq!(traces.iter().map(|t| (t.first_seq, t.last_seq)).collect::<Vec<_>>(), [(1, 0), (1, 2)]);
+    assert!(store.traces(&key_of("other")).unwrap().is_empty(), "only turns with a trace keep one");
+    for _ in 0..TRACES_PER_SESSION {
+        turn(store, "s", 1, true);
+    }
+    assert_eq!(store.traces(&key()).unwrap().len() as i64, TRACES_PER_SESSION);
+    store.delete_session(&key()).unwrap();
+    assert!(store.traces(&key()).unwrap().is_empty());
+    let left = store.outputs(&all()).unwrap();
+    assert!(left.iter().all(|e| e.key.session_id == "other" || e.state == OutputState::Queued));
+}
+
+fn sessions_are_found_by_part_of_their_ids_and_dead_letters_replayed_by_filter(o: &Opened) {
+    let store = &*o.store;
+    let a = turn(store, "Alpha-1", 1, false);
+    let b = turn(store, "beta-2", 1, false);
+    let found = |q: &str| -> Vec<String> {
+        store.find_sessions(Some("e"), q, 10).unwrap().into_iter().map(|s| s.key.session_id).collect()
+    };
+    assert_eq!(found("alpha"), ["Alpha-1"]);
+    assert_eq!(found("").len(), 2);
+    assert!(store.find_sessions(Some("other"), "", 10).unwrap().is_empty());
+    assert_eq!(store.find_sessions(None, "BETA", 10).unwrap().len(), 1, "any endpoint, any case");
+    store.dead(a[0], 1, "HTTP 400", 1).unwrap();
+    store.dead(b[0], 1, "HTTP 400", 1).unwrap();
+    let f = OutputFilter { session_id: Some("beta-2".into()), limit: 10, ..OutputFilter::default() };
+    let done = store.replay_matching(&f, 2, &|_| true).unwrap();
+    assert_eq!(done.len(), 1);
+    assert!(matches!(done[0].1, Replay::Queued { .. }));
+    assert_eq!(store.dead_letters().unwrap()[0].key.session_id, "Alpha-1");
+    let counts = store.endpoint_counts().unwrap();
+    assert_eq!(counts, [EndpointCounts { endpoint: "e".into(), queued: 1, dead_letters: 1 }]);
+}
+
+fn expiry_drops_old_traces_and_log_entries_older_than_a_day(o: &Opened) {
+    let store = &*o.store;
+    let ids = turn(store, "s", 2, true);
+    // Died long ago (now_ms 3_000), and delivered just now.
+    store.dead(ids[0], 1, "HTTP 400", 3_000).unwrap();
+    store.delivered(&[ids[1]]).unwrap();
+    store.expire_sessions(2_000, 0).unwrap();
+    assert!(store.traces(&key()).unwrap().is_empty(), "the trace (at 1_000) is older than the expiry");
+    let left: Vec<i64> = store.outputs(&all()).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(left, [ids[1]], "the log keeps a day");
+}
+
+// --- PostgreSQL only: replicas sharing one database ----------------------------------------------
+
+/// Two replicas (stores) on one fresh database, and its URL.
+fn pair(name: &str, lease: Duration) -> (PgStore, PgStore, String) {
+    let url = pgserver::fresh_db(name);
+    (open(&url, lease), open(&url, lease), url)
+}
+
+fn endpoints() -> Vec<String> {
+    vec!["e".into()]
+}
+
+/// Polls `f` until it gives something, for at most `within`.
+fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match f() {
+            Some(v) => return v,
+            None => assert!(Instant::now() < deadline, "{what}: not within {within:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_replicas_claiming_at_once_never_get_one_session_both() {
+    let (a, b, _) = pair("claims", Duration::from_secs(10));
+    for i in 0..40 {
+        a.accept(&key_of(&format!("s{i}")), JobKind::Message, "{}").unwrap();
+    }
+    let claim_all = |s: &PgStore| (0..4).flat_map(|_| s.claim_runs(7).unwrap()).collect::<Vec<_>>();
+    let (ga, gb) = std::thread::scope(|t| {
+        let (ha, hb) = (t.spawn(|| claim_all(&a)), t.spawn(|| claim_all(&b)));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let keys: std::collections::HashSet<_> = ga.iter().chain(&gb).map(|(_, k)| k.clone()).collect();
+    assert_eq!((ga.len() + gb.len(), keys.len()), (40, 40), "every session claimed once: {ga:?} {gb:?}");
+    assert!(a.claim_runs(100).unwrap().is_empty() && b.claim_runs(100).unwrap().is_empty(), "the leases hold");
+    // One given back is claimed by the other replica, with the same head message.
+    let (holder, other, given) = if ga.is_empty() { (&b, &a, gb[0].clone()) } else { (&a, &b, ga[0].clone()) };
+    holder.release_run(&given.1).unwrap();
+    assert_eq!(other.claim_runs(100).unwrap(), [given]);
+}
+
+#[test]
+fn accepts_from_two_replicas_into_one_session_are_numbered_in_commit_order() {
+    let (a, b, url) = pair("numbering", Duration::from_secs(10));
+    let send = |s: &PgStore, from: &str| {
+        for n in 0..30 {
+            s.accept(&key(), JobKind::Message, &format!("{{\"from\":\"{from}\",\"n\":{n}}}")).unwrap();
+        }
+    };
+    std::thread::scope(|t| {
+        t.spawn(|| send(&a, "a"));
+        t.spawn(|| send(&b, "b"));
+    });
+    let rows = raw(&url).query("SELECT id, msg_no, payload FROM inbox ORDER BY msg_no", &[]).unwrap();
+    let numbers: Vec<i64> = rows.iter().map(|r| r.get(1)).collect();
+    assert_eq!(numbers, (1..=60).collect::<Vec<_>>(), "one number each, no gaps");
+    for from in ["a", "b"] {
+        let sent: Vec<i64> = rows
+            .iter()
+            .map(|r| serde_json::from_str::<serde_json::Value>(r.get(2)).unwrap())
+            .filter(|v| v["from"] == from)
+            .map(|v| v["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(sent, (0..30).collect::<Vec<_>>(), "{from}'s messages are numbered in the order it sent them");
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(a.pending_inbox().unwrap().iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    assert_eq!(b.claim_runs(10).unwrap(), [(ids[0], key())], "the head is the first numbered");
+}
+
+#[test]
+fn a_turn_committed_under_a_lost_lease_changes_nothing() {
+    let lease = Duration::from_secs(2);
+    let (a, b, _) = pair("lost_lease", lease);
+    let id = a.accept(&key(), JobKind::Message, "{}").unwrap();
+    assert_eq!(a.claim_runs(10).unwrap(), [(id, key())]);
+    // While a renews, b cannot take the session, for longer than the lease.
+    let renewed_until = Instant::now() + lease + Duration::from_secs(1);
+    while Instant::now() < renewed_until {
+        // (b renews too, as its heartbeat would: a replica whose own renewals lapsed claims nothing.)
+        a.renew().unwrap();
+        b.renew().unwrap();
+        assert!(b.claim_runs(10).unwrap().is_empty(), "a renewed lease is not taken over");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // a stops renewing (cut off, say): once its lease ran out, b takes the session over.
+    let taken = eventually(lease * 3, "b takes over the expired lease", || {
+        b.renew().unwrap();
+        Some(b.claim_runs(10).unwrap()).filter(|g| !g.is_empty())
+    });
+    assert_eq!(taken, [(id, key())]);
+    // a renews again (it thinks its leases good): only the fence stands between it and the session.
+    a.renew().unwrap();
+    a.commit_turn(&record(&key(), id, state(), outputs_of(&["from a"]), 1)).unwrap();
+    assert_eq!(a.outbox_len().unwrap(), 0, "a's outputs were dropped");
+    assert!(a.session(&key()).unwrap().is_none(), "a's state was dropped");
+    assert_eq!(a.pending_inbox().unwrap(), [(id, key())], "the message waits for b");
+    b.commit_turn(&record(&key(), id, state(), outputs_of(&["from b"]), 1)).unwrap();
+    let rows = b.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap();
+    assert_eq!(rows.iter().map(|r| (r.body.as_str(), r.seq)).collect::<Vec<_>>(), [("from b", 1)]);
+    assert!(b.pending_inbox().unwrap().is_empty());
+}
+
+#[test]
+fn delivery_claims_give_only_the_head_of_a_session_and_only_to_one_replica() {
+    let (a, b, _) = pair("heads", Duration::from_secs(10));
+    message(&a, &key_of("s1"), &["1", "2", "3"], 1);
+    message(&a, &key_of("s2"), &["x"], 1);
+    let (ha, hb) = (a.claim_heads(&endpoints(), 1).unwrap(), b.claim_heads(&endpoints(), 10).unwrap());
+    assert_eq!((ha.len(), hb.len()), (1, 1), "one head per session, each to one replica");
+    assert_ne!(ha[0].key, hb[0].key);
+    assert!(ha.iter().chain(&hb).all(|h| h.seq == 1), "only heads");
+    assert!(a.claim_heads(&endpoints(), 10).unwrap().is_empty() && b.claim_heads(&endpoints(), 10).unwrap().is_empty());
+    let (holder, other, head) =
+        if ha[0].key == key_of("s1") { (&a, &b, ha[0].clone()) } else { (&b, &a, hb[0].clone()) };
+    // The head delivered, the next one goes out (to whichever replica asks).
+    holder.delivered(&[head.id]).unwrap();
+    let next = other.claim_heads(&endpoints(), 10).unwrap();
+    assert_eq!(next.iter().map(|h| (h.key.clone(), h.seq)).collect::<Vec<_>>(), [(key_of("s1"), 2)]);
+    // Retried later: it stays the head, and nobody takes it before it is due.
+    other.attempt_failed(next[0].id, 1, crate::util::now_ms() + 60_000, "HTTP 500").unwrap();
+    assert!(a.claim_heads(&endpoints(), 10).unwrap().is_empty() && b.claim_heads(&endpoints(), 10).unwrap().is_empty());
+    let log = a.outputs(&OutputFilter { session_id: Some("s1".into()), ..all() }).unwrap();
+    let states: Vec<_> = log.iter().map(|e| (e.seq, e.state)).collect();
+    assert_eq!(states, [(3, OutputState::Queued), (2, OutputState::Retrying), (1, OutputState::Delivered)]);
+}
+
+#[test]
+fn a_replay_from_one_replica_while_the_other_delivers_goes_to_the_end_of_the_session() {
+    let (a, b, _) = pair("replay", Duration::from_secs(10));
+    let now = crate::util::now_ms();
+    message(&a, &key(), &["1", "2"], 1);
+    let first = a.claim_heads(&endpoints(), 10).unwrap().remove(0);
+    a.dead(first.id, 1, "HTTP 400", now).unwrap();
+    let second = a.claim_heads(&endpoints(), 10).unwrap().remove(0);
+    assert_eq!(second.seq, 2);
+    // b replays the dead letter while a holds the session's delivery lease.
+    let dead = b.dead_letters().unwrap()[0].id;
+    let Replay::Queued { id: again, seq } = b.replay_dead_letter(dead, now, &|_| true).unwrap() else {
+        panic!("replayed")
+    };
+    assert_eq!(seq, 3, "the replay is the session's next output");
+    assert!(b.claim_heads(&endpoints(), 10).unwrap().is_empty(), "a still delivers the head");
+    a.delivered(&[second.id]).unwrap();
+    let third = b.claim_heads(&endpoints(), 10).unwrap();
+    assert_eq!(third.iter().map(|h| (h.id, h.seq, h.body.as_str())).collect::<Vec<_>>(), [(again, 3, "1")]);
+    b.delivered(&[again]).unwrap();
+    let log: Vec<_> = a.outputs(&all()).unwrap().iter().map(|e| (e.id, e.state, e.replayed_as)).collect();
+    let (delivered, replayed) = (OutputState::Delivered, OutputState::Replayed);
+    assert_eq!(log, [(again, delivered, None), (second.id, delivered, None), (first.id, replayed, Some(again))]);
+}
+
+#[test]
+fn a_second_open_of_a_migrated_database_changes_nothing_and_a_newer_schema_is_refused() {
+    let url = pgserver::fresh_db("migrations");
+    let first = open(&url, Duration::from_secs(10));
+    first.accept(&key(), JobKind::Message, "{}").unwrap();
+    let second = open(&url, Duration::from_secs(10));
+    let mut c = raw(&url);
+    let r = c.query_one("SELECT count(*), max(version) FROM hookflow_schema", &[]).unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, Option<i64>>(1)), (1, Some(schema::VERSION)));
+    assert_eq!(second.pending_inbox().unwrap().len(), 1, "the data is kept");
+    let newer = schema::VERSION + 1;
+    c.execute("UPDATE hookflow_schema SET version = $1", &[&newer]).unwrap();
+    let err = PgStore::open(&config(&url, Duration::from_secs(10))).err().expect("a newer schema is refused");
+    assert_eq!(err.kind, ErrorKind::Data);
+    let (found, ours) = (format!("schema version {newer}"), format!("hookflow's {}", schema::VERSION));
+    assert!(err.message.contains(&found) && err.message.contains(&ours), "both versions named: {err}");
+}
+
+#[test]
+fn replicas_starting_at_once_on_an_empty_database_create_the_schema_once() {
+    let url = pgserver::fresh_db("start_at_once");
+    std::thread::scope(|t| {
+        let started: Vec<_> = (0..3).map(|_| t.spawn(|| open(&url, Duration::from_secs(10)))).collect();
+        for s in started {
+            s.join().unwrap().accept(&key(), JobKind::Message, "{}").unwrap();
+        }
+    });
+    let r = raw(&url).query_one("SELECT count(*), (SELECT count(*) FROM inbox) FROM hookflow_schema", &[]).unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (1, 3));
+}
+
+#[test]
+fn changes_differ_after_any_commit_on_another_connection() {
+    let (a, b, url) = pair("changes", Duration::from_secs(10));
+    let before = a.changes().unwrap();
+    b.accept(&key(), JobKind::Message, "{}").unwrap();
+    assert_ne!(a.changes().unwrap(), before, "a commit by another replica");
+    // A write that had its transaction id before the poll and commits after it, while a later
+    // one committed before the poll: the snapshot's xmax alone would not change.
+    let mut c = raw(&url);
+    let mut tx = c.transaction().unwrap();
+    tx.execute("INSERT INTO probe (id, at_ms) VALUES (7, 1)", &[]).unwrap();
+    b.accept(&key(), JobKind::Message, "{}").unwrap();
+    let during = a.changes().unwrap();
+    tx.commit().unwrap();
+    assert_ne!(a.changes().unwrap(), during, "a commit of a transaction running at the last poll");
+}
+
+#[test]
+fn the_log_is_trimmed_as_outputs_go_out_in_small_batches() {
+    let o = on_postgres("trim_batches");
+    let ids = turn(&*o.store, "s", HISTORY_PER_ENDPOINT as usize + 3 * super::console::BOUND_EVERY, false);
+    for batch in ids.chunks(64) {
+        o.store.delivered(batch).unwrap();
+        // (Other tests of this process count towards the next trim too: it comes sooner, never later.)
+        let kept = o.raw.count("SELECT count(*) FROM output_log");
+        assert!(kept as usize <= HISTORY_PER_ENDPOINT as usize + super::console::BOUND_EVERY, "{kept} kept");
+    }
+    assert_eq!(o.store.outbox_len().unwrap(), 0);
+}

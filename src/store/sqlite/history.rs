@@ -134,7 +134,7 @@ pub(super) fn write_attempts(conn: &Connection, attempts: &[AttemptRecord]) -> R
 }
 
 /// The first `max` bytes of `s`, cut at a character boundary.
-fn head(s: &str, max: usize) -> &str {
+pub(crate) fn head(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;

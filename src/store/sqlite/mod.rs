@@ -29,6 +29,10 @@ mod sessions;
 mod traces;
 mod turns;
 
+// The console's bounds and the answer cut, shared with the PostgreSQL backend (one definition).
+pub(crate) use history::{ANSWER_BYTES, ATTEMPTS_PER_OUTPUT, HISTORY_MS, HISTORY_PER_ENDPOINT, head};
+pub(crate) use traces::TRACES_PER_SESSION;
+
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::Path;
