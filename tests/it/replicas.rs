@@ -20,7 +20,7 @@ const SECRET: &str = "whsec_dGhlLXJlcGxpY2EtdGVzdC1zZWNyZXQ=";
 /// A config for replicas on `db`: short leases (3 s), so take-over tests are quick.
 fn replica_config(dir: &TempDir, webhook: &str, db: &str) -> PathBuf {
     let mut cfg = config(webhook);
-    cfg["store"] = json!({"type": "postgres", "url": db, "tls": "disable", "pool": 4, "leaseSeconds": 3});
+    cfg["store"] = json!({"type": "postgres", "url": db, "tls": "disable", "leaseSeconds": 3});
     cfg["endpoints"][0]["webhook"]["secret"] = json!(SECRET);
     cfg["delivery"]["retrySchedule"] = json!(vec![0.1; 30]);
     write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())])
@@ -482,15 +482,21 @@ fn killing_the_replica_that_retries_a_failing_head_output_hands_it_over_in_order
     // The head is being retried (503) by one replica; the next outputs wait behind it.
     let first = sink.recv(WAIT);
     assert_eq!((first.seq(), first.text()), (1, "h0"));
-    let holder = wait_until(WAIT, || {
-        let mut c = postgres::Client::connect(&db, postgres::NoTls).ok()?;
-        let row = c.query_opt("SELECT dl_owner FROM queues WHERE session_id = 'h' AND dl_until > 0", &[]).ok()??;
-        row.get::<_, Option<String>>(0)
-    })
-    .expect("a replica holds the head's delivery lease");
+    // Hold the next attempt in the middle of its POST: the replica making it holds the head's
+    // delivery lease until the answer (which it will never get).
+    sink.hold();
+    sink.set_status(200);
+    let held = sink.recv(WAIT);
+    assert_eq!(held.seq(), 1, "the retry of the head");
+    let mut c = postgres::Client::connect(&db, postgres::NoTls).expect("connect to the test database");
+    let holder: String = c
+        .query_one("SELECT dl_owner FROM queues WHERE session_id = 'h'", &[])
+        .expect("the session's claims")
+        .get::<_, Option<String>>(0)
+        .expect("a replica holds the head's delivery lease while its POST waits");
     let i = replicas.iter().position(|r| holder.contains(&format!("-{}-", r.pid))).expect("the holder is a replica");
     replicas[i].kill9();
-    sink.set_status(200);
+    sink.release();
     // The other replica takes the head over after the lease (3 s) and sends all three in order;
     // h0 may have been tried more than once (same Seq and webhook-id).
     let mut got: Vec<(u64, String, String)> = Vec::new();
