@@ -1,5 +1,6 @@
 //! The store seam: everything the data path asks of durable storage, as one trait, and the
-//! backends behind it (`sqlite`, the embedded default).
+//! backends behind it (`sqlite`, the embedded default; `postgres`, shared by replicas, which
+//! also implements [`Claims`]).
 //!
 //! A trait object (`Arc<dyn Store>`) rather than an enum of backends: the threads hold the
 //! store through this one interface and never name a backend, a backend is a folder of its own
