@@ -22,15 +22,15 @@ const FEED_SESSIONS: usize = 50;
 const LANES: [usize; 2] = [1, 4];
 
 /// A webhook on 127.0.0.1 that accepts every connection, reads what comes and never answers.
-struct Hanging {
-    addr: SocketAddr,
+pub(super) struct Hanging {
+    pub(super) addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Hanging {
-    fn start() -> Result<Hanging, String> {
+    pub(super) fn start() -> Result<Hanging, String> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("hanging webhook: cannot listen: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (accepted, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));

@@ -86,7 +86,72 @@ impl Bench {
         self.stop(&mut second);
         let note = format!("second replica {other_ms:.3} ms CPU/msg, PostgreSQL {pg_ms:.3} ms");
         self.row("replicas two (load to one)", &r, Some(&first), note);
+        self.take_over(&server)?;
         server.stop();
+        Ok(())
+    }
+
+    /// Take-over: two replicas (default `leaseSeconds`, 10); a session's turn waits at an `http`
+    /// node on an API that never answers, so its replica holds the claim; that replica is killed
+    /// (SIGKILL) and the time until the other replica has claimed the session is measured
+    /// (aim: ≤ leaseSeconds + 1 s).
+    fn take_over(&mut self, server: &pgserver::PgServer) -> Result<(), String> {
+        section("replicas take-over", "kill -9 of the replica holding a session; the other claims it");
+        let hanging = super::hanging::Hanging::start()?;
+        let sink = Sink::start(self.epoch, SINK_THREADS, Duration::ZERO)?;
+        let flow = json!({"nodes": [
+            {"type": "http", "method": "GET", "url": format!("http://{}/api", hanging.addr), "contextKey": "api", "timeoutMs": 120000},
+            {"type": "say", "text": "after the call"}
+        ]});
+        let db = server.fresh_db("takeover");
+        let Target::Hookflow(h) = self.hookflow("normal", None, PATH_TEMPLATE) else { unreachable!() };
+        let target = Target::Hookflow(Hookflow { postgres: Some(db.clone()), flow: Some(flow), ..h });
+        let mut servers = [
+            self.start("replicas-takeover-a", &target, sink.addr)?,
+            self.start("replicas-takeover-b", &target, sink.addr)?,
+        ];
+        let body = json!({"userId": "u", "sessionId": "takeover", "text": "x"}).to_string();
+        ureq::post(&servers[0].url)
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes())
+            .map_err(|e| format!("take-over: cannot send: {e}"))?;
+        let mut client = postgres::Client::connect(&db, postgres::NoTls).map_err(|e| e.to_string())?;
+        let mut owner = || -> Option<String> {
+            let row = client
+                .query_opt("SELECT run_owner FROM queues WHERE session_id = 'takeover' AND run_until > 0", &[])
+                .ok()??;
+            row.get(0)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let holder = loop {
+            if let Some(o) = owner() {
+                break o;
+            }
+            if Instant::now() > deadline {
+                return Err("take-over: no replica claimed the session".into());
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let i =
+            servers.iter().position(|s| holder.contains(&format!("-{}-", s.pid))).ok_or("take-over: unknown holder")?;
+        let killed = Instant::now();
+        let _ = servers[i].child.kill();
+        let _ = servers[i].child.wait();
+        let deadline = killed + Duration::from_secs(60);
+        let secs = loop {
+            if owner().is_some_and(|o| o != holder) {
+                break killed.elapsed().as_secs_f64();
+            }
+            if Instant::now() > deadline {
+                return Err("take-over: the other replica did not claim the session within 60 s".into());
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        println!("take-over    {secs:.2} s from kill -9 to the session claimed by the other replica (leaseSeconds 10)");
+        self.goal("replicas: take-over after kill -9 (leaseSeconds 10)", secs, "s", 11.0, false);
+        for s in &mut servers {
+            self.stop(s);
+        }
         Ok(())
     }
 }
