@@ -429,7 +429,14 @@ impl Store for PgStore {
     }
 
     fn record_attempt(&self, attempt: AttemptRecord) {
-        self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(attempt);
+        let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        // The same bound as SQLite's: every fate written takes the notes along, so this is not
+        // reached unless the database refuses writes for long.
+        if notes.len() >= crate::store::sqlite::MAX_NOTED {
+            log::warn!("store: too many delivery attempts noted and not written; one is left out of the delivery log");
+            return;
+        }
+        notes.push(attempt);
     }
 
     fn outputs(&self, filter: &OutputFilter) -> Result<Vec<OutputEntry>> {

@@ -36,7 +36,7 @@ pub(crate) const ANSWER_BYTES: usize = 256;
 const BOUND_EVERY: usize = 256;
 /// Most attempts noted and not yet written; more are left out of the log (with a warning). Each
 /// lane writes its outputs' fates within a batch of 64, so this is not reached in practice.
-const MAX_NOTED: usize = 4096;
+pub(crate) const MAX_NOTED: usize = 4096;
 
 /// What the store holds in memory for the log: attempts noted and not yet written
 /// (`Store::record_attempt`), and the endpoints whose log grew since it was last trimmed.

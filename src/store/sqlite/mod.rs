@@ -30,7 +30,7 @@ mod traces;
 mod turns;
 
 // The console's bounds and the answer cut, shared with the PostgreSQL backend (one definition).
-pub(crate) use history::{ANSWER_BYTES, ATTEMPTS_PER_OUTPUT, HISTORY_MS, HISTORY_PER_ENDPOINT, head};
+pub(crate) use history::{ANSWER_BYTES, ATTEMPTS_PER_OUTPUT, HISTORY_MS, HISTORY_PER_ENDPOINT, MAX_NOTED, head};
 pub(crate) use traces::TRACES_PER_SESSION;
 
 use std::fs::File;
