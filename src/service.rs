@@ -253,7 +253,9 @@ impl Service {
                 status: writer.status(),
                 wake: wake.clone(),
                 claim: (claim_tx, claim_rx),
-                max_active: 2 * config.workers + 16,
+                // Enough to keep every worker busy with a turn waiting behind it, plus every turn that
+                // may be parked at an outbound call (which holds its session's claim meanwhile).
+                max_active: 2 * config.workers + config.limits.max_concurrent_calls,
                 lease: match &config.store {
                     crate::config::StoreKind::Postgres(pg) => pg.lease,
                     crate::config::StoreKind::Sqlite => std::time::Duration::from_secs(10),
