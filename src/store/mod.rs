@@ -15,6 +15,7 @@
 //!   grow in commit order and are never reused.
 //! - Reads of the outbox bounded by `outbox_max_id` see a fixed set of rows.
 
+mod log;
 pub mod postgres;
 pub mod sqlite;
 

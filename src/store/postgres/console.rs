@@ -306,39 +306,10 @@ macro_rules! filtered {
 
 /// The delivery log: the newest matching outputs of the outbox and of the log, merged by id.
 pub(super) fn outputs(tx: &mut Tx<'_>, f: &OutputFilter) -> Result<Vec<OutputEntry>> {
-    let waiting = matches!(f.state, None | Some(OutputState::Queued | OutputState::Retrying | OutputState::Delivered));
-    let finished = !matches!(f.state, Some(OutputState::Queued | OutputState::Retrying));
+    let (waiting, finished) = crate::store::log::sources(f);
     let waiting = if waiting { query(tx, filtered!(outbox_select!()), f)? } else { Vec::new() };
     let finished = if finished { query(tx, filtered!(log_select!()), f)? } else { Vec::new() };
-    let mut list = newest_first(waiting, finished, f.limit);
-    attach_tries(tx, &mut list)?;
-    // An output delivered a moment ago stays in the outbox until its lane's next batch.
-    for e in &mut list {
-        if matches!(e.state, OutputState::Queued | OutputState::Retrying) && e.tries.last().is_some_and(|t| t.delivered)
-        {
-            e.state = OutputState::Delivered;
-        }
-    }
-    if let Some(want) = f.state {
-        list.retain(|e| e.state == want);
-    }
-    Ok(list)
-}
-
-/// Merges two lists that are newest first (ids never repeat between the outbox and the log).
-fn newest_first(a: Vec<OutputEntry>, b: Vec<OutputEntry>, limit: usize) -> Vec<OutputEntry> {
-    let mut out = Vec::with_capacity(limit.min(a.len() + b.len()));
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    while out.len() < limit {
-        let take_a = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => x.id > y.id,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        out.extend(if take_a { a.next() } else { b.next() });
-    }
-    out
+    crate::store::log::assemble(waiting, finished, f, |list| attach_tries(tx, list))
 }
 
 fn query(tx: &mut Tx<'_>, sql: &'static str, f: &OutputFilter) -> Result<Vec<OutputEntry>> {
