@@ -1,7 +1,7 @@
 //! The store contract on both backends, and what only replicas sharing one database have.
 //!
-//! The scenarios of `sqlite/tests.rs` and of the console log (`sqlite/history.rs`) are written
-//! once against `&dyn Store` and run on SQLite and PostgreSQL (`on_both!`: a module per scenario
+//! The store contract and the console log's scenarios are written here, once, against
+//! `&dyn Store`, and run on SQLite and PostgreSQL (`on_both!`: a module per scenario
 //! with a `sqlite` and a `postgres` test). Then the PostgreSQL-only tests: two `PgStore`s on one
 //! database are two replicas. The server is the harness's throwaway one (`tests/common/pgserver.rs`),
 //! a database per test; waits are bounded (a lease test waits for the lease, with a deadline).
