@@ -245,7 +245,7 @@ impl Service {
             };
             svc.workers.push(spawn(format!("worker-{i}"), move || engine::worker::run(cx)).map_err(Error::Spawn)?);
         }
-        if replicated {
+        if let (true, crate::config::StoreKind::Postgres(pg)) = (replicated, &config.store) {
             svc.replicas = Some(start_replica_threads(ReplicaParts {
                 store: store.clone(),
                 sched: sched.clone(),
@@ -256,10 +256,7 @@ impl Service {
                 // Enough to keep every worker busy with a turn waiting behind it, plus every turn that
                 // may be parked at an outbound call (which holds its session's claim meanwhile).
                 max_active: 2 * config.workers + config.limits.max_concurrent_calls,
-                lease: match &config.store {
-                    crate::config::StoreKind::Postgres(pg) => pg.lease,
-                    crate::config::StoreKind::Sqlite => std::time::Duration::from_secs(10),
-                },
+                lease: pg.lease,
             })?);
         }
         let where_ = match &config.store {

@@ -439,6 +439,22 @@ fn store_copy_moves_a_stopped_sqlite_store_into_postgres_and_replicas_go_on_from
     single.wait_exit(WAIT).expect("the single node stops");
 
     let db = pgserver::fresh_db("copy");
+    // Bad input first: an unknown action, a URL that is not PostgreSQL's, a data dir with no store.
+    let out = run_cli(&["store", "cpy"], &[], "", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean \"copy\"?"), "{out:?}");
+    let out = run_cli(&["store", "copy", "--config", path.to_str().unwrap(), "--to", "mysql://x"], &[], "", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--to expects a URL like postgres://"), "{out:?}");
+    let empty = dir.join("nowhere");
+    let out = run_cli(
+        &["store", "copy", "--config", path.to_str().unwrap(), "--data-dir", empty.to_str().unwrap(), "--to", &db],
+        &[],
+        "",
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no SQLite store at"), "{out:?}");
     let out = run_cli(&["store", "copy", "--config", path.to_str().unwrap(), "--to", &db], &[], "", None);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));

@@ -63,14 +63,10 @@ pub(super) fn commit_batch(
             }
         }
     }
-    if !ops_empty(accepts, turns) {
+    if !(accepts.is_empty() && turns.is_empty()) {
         tx.execute("SELECT pg_notify($1, '')", &[&super::CHANNEL])?;
     }
     Ok((ids, released))
-}
-
-fn ops_empty(accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> bool {
-    accepts.is_empty() && turns.is_empty()
 }
 
 /// Numbers the message in its session (under the `queues` row's lock) and queues it.
