@@ -26,9 +26,75 @@ fn pg_cpu_seconds(server: &pgserver::PgServer) -> f64 {
     total
 }
 
+/// What PostgreSQL did for one database over a load: transactions (`pg_stat_database`) and
+/// statements by text (`pg_stat_statements`, preloaded by the bench's server), to count the
+/// round trips a message costs.
+struct PgWork {
+    admin: postgres::Client,
+    db: String,
+    xacts: i64,
+}
+
+impl PgWork {
+    /// Starts counting for the database of `url`.
+    fn start(server: &pgserver::PgServer, url: &str) -> Result<PgWork, String> {
+        let e = |e: postgres::Error| format!("PostgreSQL statistics: {e}");
+        let mut admin = postgres::Client::connect(&server.url("postgres"), postgres::NoTls).map_err(e)?;
+        admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").map_err(e)?;
+        admin.batch_execute("SELECT pg_stat_statements_reset()").map_err(e)?;
+        let db = url.rsplit('/').next().unwrap_or("").split('?').next().unwrap_or("").to_string();
+        let mut w = PgWork { admin, db, xacts: 0 };
+        w.xacts = w.transactions()?;
+        Ok(w)
+    }
+
+    fn transactions(&mut self) -> Result<i64, String> {
+        // The statistics collector lags: ask for a fresh snapshot.
+        let _ = self.admin.batch_execute("SELECT pg_stat_clear_snapshot()");
+        let row = self
+            .admin
+            .query_one(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
+                &[&self.db],
+            )
+            .map_err(|e| format!("PostgreSQL statistics: {e}"))?;
+        Ok(row.get(0))
+    }
+
+    /// Prints transactions and statements per message since `start`, the busiest statements
+    /// first; returns (transactions, statements) per message.
+    fn report(mut self, messages: usize) -> Result<(f64, f64), String> {
+        // Statistics reach pg_stat_database when a backend reports (at most every second).
+        thread::sleep(Duration::from_millis(1100));
+        let xacts = self.transactions()? - self.xacts;
+        let rows = self
+            .admin
+            .query(
+                "SELECT s.calls, regexp_replace(s.query, '\\s+', ' ', 'g'), s.total_exec_time FROM pg_stat_statements s
+                 JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1 ORDER BY s.calls DESC",
+                &[&self.db],
+            )
+            .map_err(|e| format!("PostgreSQL statistics: {e}"))?;
+        let n = messages.max(1) as f64;
+        let total: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).sum();
+        println!(
+            "postgres     {:.2} transactions and {:.2} statements per message ({xacts} and {total} for {messages})",
+            xacts as f64 / n,
+            total as f64 / n
+        );
+        for r in rows.iter().take(20) {
+            let q: String = r.get(1);
+            let q: String = q.chars().take(110).collect();
+            let ms: f64 = r.get(2);
+            println!("  {:>6.2}/msg {:>6.1} µs/msg  {q}", r.get::<_, i64>(0) as f64 / n, 1e3 * ms / n);
+        }
+        Ok((xacts as f64 / n, total as f64 / n))
+    }
+}
+
 impl Bench {
     pub(super) fn replicas(&mut self) -> Result<(), String> {
-        let server = pgserver::PgServer::start("bench");
+        let server = pgserver::PgServer::start_with("bench", &["shared_preload_libraries=pg_stat_statements"]);
         let k = &self.knobs;
         let load = k.load(k.messages, k.sessions);
         let sink = Sink::start(self.epoch, SINK_THREADS, Duration::ZERO)?;
@@ -44,11 +110,14 @@ impl Bench {
 
             section(&format!("replicas postgres #{round}"), "echo Flow, one replica on PostgreSQL (fsync off)");
             let Target::Hookflow(h) = self.hookflow("normal", None, PATH_TEMPLATE) else { unreachable!() };
-            let target = Target::Hookflow(Hookflow { postgres: Some(server.fresh_db(&format!("bench{round}"))), ..h });
+            let url = server.fresh_db(&format!("bench{round}"));
+            let target = Target::Hookflow(Hookflow { postgres: Some(url.clone()), ..h });
             let mut pg = self.start(&format!("replicas-postgres-{round}"), &target, sink.addr)?;
+            let work = PgWork::start(&server, &url)?;
             let pg_before = pg_cpu_seconds(&server);
             let b = self.measure(&mut pg, &sink, load)?;
             let pg_ms = 1e3 * (pg_cpu_seconds(&server) - pg_before) / b.check.unique.max(1) as f64;
+            let (xacts, statements) = work.report(b.check.unique)?;
             self.stop(&mut pg);
             let del = b.delivered_rate() / a.delivered_rate().max(1e-9);
             let cpu = (b.cpu_ms_per_msg() + pg_ms) / a.cpu_ms_per_msg().max(1e-9);
@@ -59,7 +128,9 @@ impl Bench {
             );
             ratios_del.push(del);
             ratios_cpu.push(cpu);
-            let note = format!("÷ sqlite {del:.2}; PostgreSQL {pg_ms:.3} ms CPU/msg");
+            let note = format!(
+                "÷ sqlite {del:.2}; PostgreSQL {pg_ms:.3} ms CPU/msg, {xacts:.1} transactions and {statements:.1} statements/msg"
+            );
             self.row(&format!("replicas postgres #{round}"), &b, Some(&pg), note);
         }
         let (del, cpu) = (Ratios(ratios_del), Ratios(ratios_cpu));

@@ -53,8 +53,15 @@ pub(crate) fn run(cx: LaneContext) {
             }
         };
         let claimed = !heads.is_empty();
-        for row in heads {
-            send(&cx, &agent, row, drain_until);
+        // Delivered heads are settled together, in one transaction for the claim: until then
+        // their claims stay with this replica, so nothing else sends them (at-least-once: a
+        // crash before the settle sends them again, with the same webhook-id).
+        let delivered: Vec<i64> = heads.into_iter().filter_map(|row| send(&cx, &agent, row, drain_until)).collect();
+        if !delivered.is_empty()
+            && let Err(e) = cx.store.delivered(&delivered)
+        {
+            // At-least-once: the heads stay in the outbox, and once their claims expire they are sent again.
+            log::error!("sender-{lane}: cannot record {} delivered output(s): {e}", delivered.len());
         }
         if claimed {
             continue;
@@ -74,13 +81,14 @@ pub(crate) fn run(cx: LaneContext) {
     log::debug!("sender-{lane}: stopped");
 }
 
-/// Sends one claimed head and records its fate (which releases the claim).
-fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Option<Instant>) {
+/// Sends one claimed head and records its fate (which releases the claim), except when it was
+/// delivered: then its id is returned, for the caller to settle with the others.
+fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Option<Instant>) -> Option<i64> {
     let store = &cx.store;
     let group = &cx.plan.group;
     let Some(ep) = cx.config.endpoint_by_name(&row.key.endpoint) else {
         // Claims are made for the group's endpoints only.
-        return;
+        return None;
     };
     let probe = match group.target.gate(now_ms()) {
         Gate::Go => false,
@@ -90,7 +98,7 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
             if let Err(e) = store.attempt_failed(row.id, row.attempts, until_ms, "held: the webhook is down") {
                 log::error!("sender-{}: cannot hold output {}: {e}", cx.lane, row.id);
             }
-            return;
+            return None;
         }
     };
     let started = Instant::now();
@@ -104,7 +112,7 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
     let written = match outcome {
         Outcome::Delivered => {
             cx.metrics.delivered(started.elapsed());
-            store.delivered(&[row.id])
+            return Some(row.id);
         }
         Outcome::Final(e) => {
             log::warn!("endpoint {}: output refused by the webhook ({e}); kept as a dead letter", ep.name);
@@ -130,4 +138,5 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
         // At-least-once: the head stays in the outbox, and once the claim expires it is sent again.
         log::error!("sender-{}: cannot record the fate of output {}: {e}", cx.lane, row.id);
     }
+    None
 }

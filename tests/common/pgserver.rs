@@ -24,6 +24,8 @@ pub struct PgServer {
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    /// Settings beyond the test defaults (`-c name=value` each), e.g. the bench's statistics.
+    extra: Vec<String>,
 }
 
 static SHARED: OnceLock<PgServer> = OnceLock::new();
@@ -81,6 +83,11 @@ fn free_port() -> u16 {
 impl PgServer {
     /// Creates a cluster in a temp dir and starts it; panics with the server's log if it fails.
     pub fn start(name: &str) -> PgServer {
+        PgServer::start_with(name, &[])
+    }
+
+    /// As `start`, with more server settings (`name=value`).
+    pub fn start_with(name: &str, extra: &[&str]) -> PgServer {
         let bin = bin_dir();
         let dir = std::env::temp_dir().join(format!("hookflow-pg-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -98,7 +105,8 @@ impl PgServer {
         .output()
         .unwrap();
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let server = PgServer { port: free_port(), dir, bin };
+        let server =
+            PgServer { port: free_port(), dir, bin, extra: extra.iter().map(|e| format!(" -c {e}")).collect() };
         server.start_again();
         server.watchdog();
         server
@@ -113,9 +121,10 @@ impl PgServer {
         // fsync off: a test server need not survive a power cut, and it makes commits cheap.
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=200",
+             -c full_page_writes=off -c max_connections=200{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.extra.concat()
         );
         let log = self.dir.join("server.log");
         let out = as_server_user(

@@ -25,6 +25,7 @@
 //! - **Wake**: commits `NOTIFY hookflow`; every replica `LISTEN`s on one connection and also
 //!   polls every second, so a lost notification costs at most a second.
 
+mod batch;
 mod console;
 mod import;
 mod outbox;
@@ -291,11 +292,20 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Runs `f` on a connection without a transaction (`Conn::auto`): for one statement, or
+    /// reads that need no common snapshot.
+    fn in_auto<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        f(&mut conn.auto())
+    }
+}
+
 impl Store for PgStore {
     fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>> {
         let valid = self.leases_valid();
         let runs = self.runs().clone();
-        let (ids, released) = self.in_tx(|tx| queue::commit_batch(tx, &self.owner, accepts, turns, &runs, valid))?;
+        let (ids, released) = self.in_tx(|tx| batch::commit_batch(tx, &self.owner, accepts, turns, &runs, valid))?;
         // Only the lease that was released: the claimer may have claimed the session anew
         // (a new fence) between the commit and here.
         let mut held = self.runs();
@@ -319,11 +329,11 @@ impl Store for PgStore {
     }
 
     fn load_turn(&self, inbox_id: i64) -> Result<Option<TurnInput>> {
-        self.in_tx(|tx| queue::load_turn(tx, inbox_id))
+        self.in_auto(|tx| queue::load_turn(tx, inbox_id))
     }
 
     fn outbox_max_id(&self) -> Result<i64> {
-        self.in_tx(outbox::max_id)
+        self.in_auto(outbox::max_id)
     }
 
     fn outbox_after(
@@ -343,7 +353,7 @@ impl Store for PgStore {
     }
 
     fn outbox_len(&self) -> Result<i64> {
-        self.in_tx(|tx| Ok(tx.query_opt("SELECT count(*) FROM outbox", &[])?.map_or(0, |r| r.get(0))))
+        self.in_auto(|tx| Ok(tx.query_opt("SELECT count(*) FROM outbox", &[])?.map_or(0, |r| r.get(0))))
     }
 
     fn delivered(&self, ids: &[i64]) -> Result<()> {
@@ -352,7 +362,7 @@ impl Store for PgStore {
         let now = crate::util::now_ms();
         let result = self.in_tx(|tx| {
             console::delivered(tx, ids, &notes, now)?;
-            outbox::settle(tx, &self.owner, ids, &leases, outbox::Fate::Delivered)
+            outbox::settle_delivered(tx, &self.owner, ids, &leases)
         });
         // Whatever the outcome: a lease whose write failed is left to expire (not renewed), and
         // the head is then claimed and sent again.
@@ -403,7 +413,7 @@ impl Store for PgStore {
     }
 
     fn session(&self, key: &SessionKey) -> Result<Option<SessionRow>> {
-        self.in_tx(|tx| sessions::get(tx, key))
+        self.in_auto(|tx| sessions::get(tx, key))
     }
 
     fn delete_session(&self, key: &SessionKey) -> Result<bool> {
@@ -580,7 +590,7 @@ impl Claims for PgStore {
     }
 
     fn queued(&self) -> Result<usize> {
-        self.in_tx(|tx| {
+        self.in_auto(|tx| {
             let n: i64 = tx.query_opt("SELECT count(*) FROM inbox", &[])?.map_or(0, |r| r.get(0));
             Ok(n as usize)
         })

@@ -105,14 +105,57 @@ pub(super) fn claim_heads(
     Ok(heads)
 }
 
-/// What became of a head output.
+/// Outputs `ids` were delivered: they leave the outbox, their sessions' counts are refreshed and
+/// their delivery leases released where this replica holds them (`leases`, by position). Four
+/// statements for the whole batch (a lane settles many heads at once). A row already gone
+/// (settled by a replica that took over meanwhile) changes nothing.
+pub(super) fn settle_delivered(
+    tx: &mut Tx<'_>,
+    owner: &str,
+    ids: &[i64],
+    leases: &[Option<(SessionKey, i64)>],
+) -> Result<()> {
+    // The sessions' `queues` rows are locked first, in key order (see `queue::commit_batch`).
+    tx.query(
+        "SELECT 1 FROM queues q
+         WHERE (q.endpoint, q.user_id, q.session_id) IN
+               (SELECT endpoint, user_id, session_id FROM outbox WHERE id = ANY($1))
+         ORDER BY q.endpoint, q.user_id, q.session_id FOR UPDATE OF q",
+        &[&ids],
+    )?;
+    let gone = tx.query("DELETE FROM outbox WHERE id = ANY($1) RETURNING endpoint, user_id, session_id", &[&ids])?;
+    let fences: HashMap<&SessionKey, i64> = leases.iter().flatten().map(|(k, f)| (k, *f)).collect();
+    let mut keys: Vec<SessionKey> = gone.iter().map(|r| key_at(r, 0)).collect();
+    keys.sort();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let f: Vec<i64> = keys.iter().map(|k| fences.get(k).copied().unwrap_or(-1)).collect();
+    let (e, u, s) = super::queue::key_arrays(keys.iter());
+    tx.execute(
+        "UPDATE queues q SET
+             outputs = (SELECT count(*) FROM outbox o
+                        WHERE o.endpoint = q.endpoint AND o.user_id = q.user_id AND o.session_id = q.session_id),
+             out_due = coalesce((SELECT o.not_before_ms FROM outbox o
+                                 WHERE o.endpoint = q.endpoint AND o.user_id = q.user_id AND o.session_id = q.session_id
+                                 ORDER BY o.seq LIMIT 1), 0),
+             dl_owner = CASE WHEN q.dl_owner = $1 AND q.dl_fence = h.f THEN NULL ELSE q.dl_owner END,
+             dl_until = CASE WHEN q.dl_owner = $1 AND q.dl_fence = h.f THEN 0 ELSE q.dl_until END
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS h(e, u, s, f)
+         WHERE q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s",
+        &[&owner, &e, &u, &s, &f],
+    )?;
+    Ok(())
+}
+
+/// What became of a head output that was not delivered.
 pub(super) enum Fate<'a> {
-    Delivered,
     Retry { attempts: i64, next_ms: i64, error: &'a str },
     Dead { attempts: i64, error: &'a str, now_ms: i64 },
 }
 
-/// Records the fate of outputs `ids` and releases their sessions' delivery leases where this
+/// Records the fate of outputs `ids` (not delivered: `settle_delivered`) and releases their sessions' delivery leases where this
 /// replica holds them (`leases`, by position). A row already gone (settled by a replica that took
 /// over meanwhile) changes nothing.
 pub(super) fn settle(
@@ -130,9 +173,6 @@ pub(super) fn settle(
         };
         super::queue::lock(tx, &key_at(&owner_row, 0))?;
         let found = match fate {
-            Fate::Delivered => {
-                tx.query_opt("DELETE FROM outbox WHERE id = $1 RETURNING endpoint, user_id, session_id", &[id])?
-            }
             Fate::Retry { attempts, next_ms, error } => tx.query_opt(
                 "UPDATE outbox SET attempts = $2, not_before_ms = $3, last_error = $4 WHERE id = $1
                  RETURNING endpoint, user_id, session_id",

@@ -118,13 +118,38 @@ impl Conn {
     /// A transaction, with the prepared statements at hand.
     pub(super) fn tx(&mut self) -> Result<Tx<'_>> {
         let Conn { client, statements } = self;
-        Ok(Tx { tx: client.transaction()?, statements })
+        Ok(Tx { tx: On::Tx(client.transaction()?), statements })
+    }
+
+    /// Statements without a transaction around them, each its own (autocommit): for work of one
+    /// statement, or reads that need no common snapshot. `BEGIN` and `COMMIT` are each a round
+    /// trip, as many as the statement itself.
+    pub(super) fn auto(&mut self) -> Tx<'_> {
+        let Conn { client, statements } = self;
+        Tx { tx: On::Auto(client), statements }
     }
 }
 
-/// A transaction and the connection's prepared statements.
+/// Where a `Tx`'s statements run.
+enum On<'c> {
+    Tx(postgres::Transaction<'c>),
+    Auto(&'c mut Client),
+}
+
+/// Dispatches a `GenericClient` method to the transaction or the bare client.
+macro_rules! on {
+    ($self:ident, $c:ident => $e:expr) => {
+        match &mut $self.tx {
+            On::Tx($c) => $e,
+            On::Auto($c) => $e,
+        }
+    };
+}
+
+/// A transaction (or autocommit statements, `Conn::auto`) and the connection's prepared
+/// statements.
 pub(super) struct Tx<'c> {
-    pub tx: postgres::Transaction<'c>,
+    tx: On<'c>,
     statements: &'c mut HashMap<&'static str, Statement>,
 }
 
@@ -136,38 +161,41 @@ impl Tx<'_> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.tx.prepare(sql)?;
+        let s = on!(self, c => c.prepare(sql))?;
         self.statements.insert(sql, s.clone());
         Ok(s)
     }
 
     pub(super) fn execute(&mut self, sql: &'static str, params: &Params<'_>) -> Result<u64> {
         let st = self.statement(sql)?;
-        Ok(self.tx.execute(&st, params)?)
+        Ok(on!(self, c => c.execute(&st, params))?)
     }
 
     pub(super) fn query(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Vec<postgres::Row>> {
         let st = self.statement(sql)?;
-        Ok(self.tx.query(&st, params)?)
+        Ok(on!(self, c => c.query(&st, params))?)
     }
 
     pub(super) fn query_opt(&mut self, sql: &'static str, params: &Params<'_>) -> Result<Option<postgres::Row>> {
         let st = self.statement(sql)?;
-        Ok(self.tx.query_opt(&st, params)?)
+        Ok(on!(self, c => c.query_opt(&st, params))?)
     }
 
     /// A statement built at run time (the console's filters): prepared each time.
     pub(super) fn query_text(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<postgres::Row>> {
-        Ok(self.tx.query(sql, params)?)
+        Ok(on!(self, c => c.query(sql, params))?)
     }
 
     /// A statement built at run time: prepared each time.
     #[allow(dead_code)]
     pub(super) fn execute_text(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
-        Ok(self.tx.execute(sql, params)?)
+        Ok(on!(self, c => c.execute(sql, params))?)
     }
 
     pub(super) fn commit(self) -> Result<()> {
-        Ok(self.tx.commit()?)
+        match self.tx {
+            On::Tx(t) => Ok(t.commit()?),
+            On::Auto(_) => Ok(()),
+        }
     }
 }
