@@ -65,6 +65,8 @@
 //! `BENCH_ROUNDS` (3). Optional `BENCH_WORKERS` and `BENCH_SENDERS` override `workers` /
 //! `delivery.senders` in every config (the lanes scenario sets its own senders) to explore where
 //! the limit is (unset: the defaults, as an operator would run it).
+//! `BENCH_HOOKFLOW=<path>` runs another hookflow binary in every scenario (e.g. the static one,
+//! `target/x86_64-unknown-linux-gnu/release/hookflow`, to see what its size-optimised code costs).
 //! For diagnosis: `BENCH_SERVER_LOG=debug` sets the server's `RUST_LOG` (default `warn`) and
 //! `BENCH_KEEP=1` keeps the temp dir (configs, data, `server.log`s) instead of removing it.
 //! The temp dir is under `$TMPDIR` (default `/tmp`); its filesystem matters for `full`.
@@ -308,6 +310,8 @@ fn run() -> Result<bool, String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let _cleanup = TempDir(dir.clone());
     let (hookflow, bare) = binaries()?;
+    // Another build under test in every scenario (e.g. the static appliance binary).
+    let hookflow = std::env::var_os("BENCH_HOOKFLOW").map_or(hookflow, PathBuf::from);
     let mut b = Bench {
         knobs,
         epoch,

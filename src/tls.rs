@@ -3,18 +3,14 @@
 
 use crate::config::Config;
 
-/// The TLS settings of outbound HTTPS (webhooks, `http` nodes, Rasa): the public roots
-/// (Mozilla's, built in, so a minimal chroot needs no CA store) plus `delivery.caFile`. Without
-/// a CA file ureq's own Mozilla roots are used, loaded on the first HTTPS call rather than at
-/// start (a few hundred KiB that a plain-HTTP installation never needs).
+/// The TLS settings of outbound HTTPS (webhooks, `http` nodes, Rasa, translation and handover
+/// providers): the public roots (Mozilla's, built in, so a minimal chroot needs no CA store) plus
+/// `delivery.caFile`. The roots are borrowed from the binary, not copied; rustls parses them
+/// when an agent makes its first HTTPS connection, so a plain-HTTP installation never pays for
+/// them.
 pub fn outbound(config: &Config) -> Result<ureq::tls::TlsConfig, String> {
-    if config.delivery.ca_file.is_none() {
-        return Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::WebPki).build());
-    }
-    let mut roots: Vec<ureq::tls::Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .map(|c| ureq::tls::Certificate::from_der(c).to_owned())
-        .collect();
+    let mut roots: Vec<ureq::tls::Certificate<'static>> =
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| ureq::tls::Certificate::from_der(c)).collect();
     if let Some(file) = &config.delivery.ca_file {
         let pem = std::fs::read(file).map_err(|e| format!("cannot read delivery.caFile {}: {e}", file.display()))?;
         let mut n = 0;

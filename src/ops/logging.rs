@@ -38,7 +38,10 @@ pub fn init() {
     }
     builder.format(|buf, record| {
         let line = record.args().to_string();
-        writeln!(buf, "[{} {:<5} {}] {}", buf.timestamp(), record.level(), record.target(), escape_controls(&line))
+        // RFC 3339 in UTC to the second, as env_logger's own timestamp (whose `humantime`
+        // feature would bring a calendar library of ~0.2 MiB into the binary for this).
+        let at = crate::util::iso8601(crate::util::now_ms());
+        writeln!(buf, "[{}Z {:<5} {}] {}", &at[..19], record.level(), record.target(), escape_controls(&line))
     });
     let inner = builder.build();
     let max = inner.filter();
