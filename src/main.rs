@@ -106,6 +106,8 @@ undelivered outputs, dead letters, transcripts, Seq counters) into an empty Post
 in one transaction, and says what it copied. Then set \"store\" in the config to that database
 and start the replicas. The console's delivery log and traces are not copied. The URL holds
 the password: pass it from the environment (--to \"$HOOKFLOW_DATABASE_URL\") rather than typing it.
+TLS: as the config's store section says when it is PostgreSQL's, else as the URL's sslmode
+(disable, prefer (the default) or require; both of the latter verify the server's certificate).
 ",
     },
     Command {
@@ -446,11 +448,13 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
     }
     let pg = match &config.store {
         hookflow::config::StoreKind::Postgres(p) => hookflow::config::Postgres { url: to, ..p.clone() },
+        // No store section to take TLS from: the URL's own `sslmode` says it (libpq's names;
+        // `verify-ca` and `verify-full` are `require`, which verifies), `prefer` without one.
         hookflow::config::StoreKind::Sqlite => hookflow::config::Postgres {
+            tls: url_tls(&to),
             url: to,
             pool: 1,
             lease: std::time::Duration::from_secs(10),
-            tls: hookflow::config::PostgresTls::Prefer,
             ca_file: None,
         },
     };
@@ -458,6 +462,17 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
     let said = hookflow::store::postgres::import(&pg, &export).map_err(|e| Failure::Runtime(e.to_string()))?;
     println!("{said}");
     Ok(())
+}
+
+/// The TLS mode a PostgreSQL URL asks for with `sslmode=` (`prefer` when it does not).
+fn url_tls(url: &str) -> hookflow::config::PostgresTls {
+    use hookflow::config::PostgresTls;
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    match query.split('&').find_map(|kv| kv.strip_prefix("sslmode=")) {
+        Some("disable") => PostgresTls::Disable,
+        Some("require" | "verify-ca" | "verify-full") => PostgresTls::Require,
+        _ => PostgresTls::Prefer,
+    }
 }
 
 fn try_flow(opts: Opts) -> Result<(), Failure> {

@@ -92,6 +92,7 @@ impl PgServer {
         let dir = std::env::temp_dir().join(format!("hookflow-pg-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        make_certificates(&dir);
         if is_root() {
             let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
             assert!(ok.success(), "chown {} to postgres", dir.display());
@@ -119,12 +120,14 @@ impl PgServer {
     /// Starts the (stopped) server again on the same port, and waits until it takes connections.
     pub fn start_again(&self) {
         // fsync off: a test server need not survive a power cut, and it makes commits cheap.
+        // TLS on (clients choose: the tests' URLs say sslmode=disable unless they test TLS).
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=200{}",
+            "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file={dir}/server.crt \
+             -c ssl_key_file={dir}/server.key{}",
             self.port,
-            self.dir.display(),
-            self.extra.concat()
+            self.extra.concat(),
+            dir = self.dir.display(),
         );
         let log = self.dir.join("server.log");
         let out = as_server_user(
@@ -185,6 +188,12 @@ impl PgServer {
         text.lines().next()?.trim().parse().ok()
     }
 
+    /// The certificate of the private CA that signed the server's TLS certificate (for
+    /// 127.0.0.1 and localhost), for `store.caFile`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
     /// The URL of database `db` on this server.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://hookflow@127.0.0.1:{}/{db}?sslmode=disable", self.port)
@@ -201,4 +210,48 @@ impl PgServer {
         admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
         self.url(&db)
     }
+}
+
+/// A private CA (`ca.crt`) and a server certificate it signed (`server.crt`, `server.key`) for
+/// 127.0.0.1 and localhost, in `dir`, made with the system's `openssl` (ECDSA P-256, valid for
+/// two days). The server needs its key readable by itself only.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=hookflow test CA"],
+        &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+    ]
+    .concat());
+    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -190,7 +190,8 @@ fn a_full_disk_is_reported_and_recovered_from_with_every_acknowledged_message_de
             assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("store_unavailable")), "{answer}");
             assert!(
                 Instant::now() < deadline,
-                "m{n} was refused for 20 s after the store recovered:\n{}",
+                "m{n} was refused for 20 s after the store recovered:\n{}\n{}",
+                listing(&disk.path),
                 p.log_text()
             );
             again += 1;

@@ -419,6 +419,56 @@ fn check_connect_reports_the_server_and_the_schema_and_check_validates_the_store
 }
 
 #[test]
+fn a_replica_talks_to_postgres_over_tls_verified_against_the_store_ca_file() {
+    // The test server has TLS on, with a certificate for 127.0.0.1 from a private CA.
+    let server = pgserver::shared();
+    let db = server.fresh_db("tls");
+    let name = db.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let dir = TempDir::new("replicas-tls");
+    let sink = Sink::new();
+    let path = replica_config(&dir, &sink.url, &db);
+    let ca = dir.join("postgres-ca.crt");
+    std::fs::copy(server.ca_file(), &ca).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["store"]["tls"] = json!("require");
+    cfg["store"]["caFile"] = json!(ca.to_str().unwrap());
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let config = path.to_str().unwrap();
+
+    let out = run_cli(&["check", "--config", config, "--connect"], &[], "", None);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut replica = start(&path, &dir, "tls");
+    send_to(&replica.url(&format!("/{TOKEN}")), &json!({"userId": "u", "sessionId": "t", "text": "over TLS"}));
+    assert_eq!(sink.recv(WAIT).text(), "over TLS");
+    // Every connection of the replica to its database is encrypted (the server's own view).
+    let mut admin = postgres::Client::connect(&server.url("postgres"), postgres::NoTls).unwrap();
+    let rows = admin
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'hookflow' AND a.datname = $1",
+            &[&name],
+        )
+        .unwrap();
+    assert!(!rows.is_empty(), "the replica holds connections to {name}");
+    assert!(rows.iter().all(|r| r.get::<_, bool>(0)), "a connection without TLS among {} of them", rows.len());
+    replica.signal("TERM");
+    replica.wait_exit(WAIT).expect("the replica stops");
+
+    // `prefer` verifies too (verify-full semantics, replicas.md): a certificate that chains to no
+    // known root is refused, naming the reason, whatever the mode.
+    for mode in ["require", "prefer"] {
+        cfg["store"]["tls"] = json!(mode);
+        cfg["store"]["caFile"] = serde_json::Value::Null;
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let out = run_cli(&["check", "--config", config, "--connect"], &[], "", None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{mode}: {stderr}");
+        assert!(stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:"), "{mode}: {stderr}");
+        assert!(stderr.to_lowercase().contains("certificate"), "{mode}: {stderr}");
+    }
+}
+
+#[test]
 fn store_copy_moves_a_stopped_sqlite_store_into_postgres_and_replicas_go_on_from_it() {
     let dir = TempDir::new("replicas-copy");
     let refusing = Sink::with_status(503);
