@@ -165,7 +165,13 @@ impl Service {
         let http = Arc::new(listen(&config)?);
         let addr = http.server_addr().to_ip().expect("a TCP listener has an IP address");
         let (fatal_tx, fatal) = crossbeam_channel::bounded(1);
-        let (writer, writer_rx) = Writer::new();
+        let (claim_tx, claim_rx) = crossbeam_channel::bounded(1);
+        let direct = replicated.then(|| engine::writer::Direct {
+            store: store.clone(),
+            claimer: claim_tx.clone(),
+            capacity: config.limits.queue_capacity,
+        });
+        let (writer, writer_rx) = Writer::new(direct);
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(lanes.len(), fatal_tx));
@@ -188,7 +194,6 @@ impl Service {
             calls: None,
             replicas: None,
         };
-        let (claim_tx, claim_rx) = crossbeam_channel::bounded(1);
         let writer_cx = WriterContext {
             store: store.clone(),
             sched: sched.clone(),

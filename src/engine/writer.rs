@@ -70,6 +70,43 @@ pub(crate) enum Msg {
 pub(crate) struct Writer {
     tx: Sender<Msg>,
     status: Arc<StoreStatus>,
+    /// Replicas: accepts are written by the calling thread (see `Direct`).
+    direct: Option<Arc<Direct>>,
+}
+
+/// Replicas (a store with `Claims`): an accept is one autocommit statement on a pooled
+/// connection, written by the http thread that took the request, instead of waiting in the
+/// writer's queue behind the batch of finished turns it is committing (each statement of which
+/// is a round trip to the database). Nothing is queued here afterwards: the claimer, woken,
+/// claims the session from the database.
+pub(crate) struct Direct {
+    pub store: Arc<dyn Store>,
+    /// The claimer's wake-up channel.
+    pub claimer: Sender<()>,
+    /// `limits.queueCapacity`, counted in the database (`Claims::queued`).
+    pub capacity: usize,
+}
+
+impl Direct {
+    fn accept(&self, key: SessionKey, kind: JobKind, payload: String) -> Result<i64, AcceptError> {
+        let claims = self.store.claims().expect("direct accepts are for stores with claims");
+        // If the database cannot say, the accept goes ahead: it will fail the same way (503).
+        if claims.queued().unwrap_or(0) >= self.capacity {
+            return Err(AcceptError::Full);
+        }
+        match self.store.commit_batch(&[(&key, kind, payload.as_str())], &[]) {
+            Ok(ids) => {
+                // A full channel means a wake-up is already pending.
+                let _ = self.claimer.try_send(());
+                ids.first().copied().ok_or(AcceptError::Store)
+            }
+            Err(e) => {
+                // The logger folds repeats into one summary a minute.
+                log::error!("cannot write an accepted message: {e}");
+                Err(AcceptError::Store)
+            }
+        }
+    }
 }
 
 /// The writer's last outcome, read by `/readyz` and the watchdog; set only by the writer thread.
@@ -121,10 +158,10 @@ impl StoreStatus {
 }
 
 impl Writer {
-    /// Creates the channel; the receiver goes to `run`.
-    pub(crate) fn new() -> (Writer, Receiver<Msg>) {
+    /// Creates the channel; the receiver goes to `run`. `direct`: replicas (see `Direct`).
+    pub(crate) fn new(direct: Option<Direct>) -> (Writer, Receiver<Msg>) {
         let (tx, rx) = bounded(MAX_BATCH);
-        (Writer { tx, status: Arc::default() }, rx)
+        (Writer { tx, status: Arc::default(), direct: direct.map(Arc::new) }, rx)
     }
 
     /// The status the writer thread keeps (for its context).
@@ -139,6 +176,9 @@ impl Writer {
 
     /// Stores and queues a message; returns its id once it is committed.
     pub(crate) fn accept(&self, key: SessionKey, kind: JobKind, payload: String) -> Result<i64, AcceptError> {
+        if let Some(direct) = &self.direct {
+            return direct.accept(key, kind, payload);
+        }
         let (reply, answer) = bounded(1);
         self.tx.send(Msg::Accept(Pending { key, kind, payload, reply })).map_err(|_| AcceptError::Stopped)?;
         answer.recv().unwrap_or(Err(AcceptError::Stopped))
@@ -250,9 +290,15 @@ fn commit(cx: &WriterContext, mut batch: Batch, health: &mut Health) {
     if batch.len() > 0 {
         let rows: Vec<Accept<'_>> = batch.accepts.iter().map(|p| (&p.key, p.kind, p.payload.as_str())).collect();
         let turns: Vec<&TurnRecord> = batch.turns.iter().map(|(_, r)| r).collect();
-        match cx.store.commit_batch(&rows, &turns) {
-            Ok(ids) => {
-                released(cx, batch.accepts, batch.turns, ids);
+        // Replicas accept on the http threads (`Direct`): their batches are turns, whose
+        // sessions may go on here with their next message (`Claims::commit_turns`).
+        let written = match cx.store.claims() {
+            Some(claims) if rows.is_empty() => claims.commit_turns(&turns).map(|next| (Vec::new(), next)),
+            _ => cx.store.commit_batch(&rows, &turns).map(|ids| (ids, Vec::new())),
+        };
+        match written {
+            Ok((ids, next)) => {
+                released(cx, batch.accepts, batch.turns, ids, next);
                 recovered(cx, health);
             }
             Err(e) => {
@@ -334,8 +380,20 @@ fn check(cx: &WriterContext, health: &mut Health) {
     }
 }
 
-/// After a commit: queue the accepted messages, release the sessions, wake the sender lanes.
-fn released(cx: &WriterContext, accepts: Vec<Pending>, turns: Vec<(SessionKey, TurnRecord)>, ids: Vec<i64>) {
+/// After a commit: queue the accepted messages and the next messages of sessions this replica
+/// kept (`next`), release the sessions, wake the sender lanes.
+fn released(
+    cx: &WriterContext,
+    accepts: Vec<Pending>,
+    turns: Vec<(SessionKey, TurnRecord)>,
+    ids: Vec<i64>,
+    next: Vec<(i64, SessionKey)>,
+) {
+    // Before `done` below: the session's queue then still holds the finished message, so the
+    // next one waits behind it and `done` hands the session to a worker again.
+    for (id, key) in next {
+        cx.sched.enqueue(key, id);
+    }
     for (p, id) in accepts.into_iter().zip(ids) {
         if cx.claimer.is_none() {
             cx.sched.enqueue(p.key, id);

@@ -286,6 +286,11 @@ pub trait Claims: Send + Sync {
     /// turn (or by `release_run`).
     fn claim_runs(&self, n: usize) -> Result<Vec<(i64, SessionKey)>>;
 
+    /// Commits finished turns as `Store::commit_batch` does, except that a session whose turn
+    /// finished and that has more messages waiting keeps this replica's lease: its next message
+    /// (id, session) is returned, to be run here without a claim.
+    fn commit_turns(&self, turns: &[&TurnRecord]) -> Result<Vec<(i64, SessionKey)>>;
+
     /// Gives up a claimed session without a commit (its head message was gone).
     fn release_run(&self, key: &SessionKey) -> Result<()>;
 

@@ -168,7 +168,12 @@ fn check_order(acked: &HashMap<String, Vec<String>>, got: &HashMap<String, Vec<(
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "session {session}: Seq not strictly increasing: {seqs:?}");
         let order: Vec<&str> = outputs.iter().map(|o| o.1.as_str()).collect();
         let want: Vec<&str> = texts.iter().map(String::as_str).collect();
-        assert_eq!(order, want, "session {session}: processed or delivered out of acceptance order");
+        assert_eq!(
+            order,
+            want,
+            "session {session}: processed or delivered out of acceptance order: {outputs:?} all: {:?}",
+            got.get(session)
+        );
     }
 }
 
@@ -291,8 +296,11 @@ fn recv_or(sink: &Sink, n: usize, db: &str, replicas: &[Proc]) -> Vec<crate::sup
 
 #[test]
 fn the_database_stopped_and_started_mid_stream_loses_nothing_and_needs_no_restart() {
-    // A server of its own: stopping it must not disturb the other tests.
-    let server = pgserver::PgServer::start("restart");
+    // A server of its own: stopping it must not disturb the other tests. Its commits are
+    // durable before they are answered (synchronous_commit on, as PostgreSQL's default): the
+    // test servers' `off` trades exactly that for speed, and an immediate stop then forgets
+    // the last commits, acknowledged accepts and finished turns among them.
+    let server = pgserver::PgServer::start_with("restart", &["synchronous_commit=on"]);
     let dir = TempDir::new("replicas-db-restart");
     let sink = Sink::new();
     let db = server.fresh_db("restart");
@@ -552,7 +560,10 @@ fn killing_the_replica_that_retries_a_failing_head_output_hands_it_over_in_order
     // delivery lease until the answer (which it will never get).
     sink.hold();
     sink.set_status(200);
-    let held = sink.recv(WAIT);
+    let held = sink.rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+        let logs: Vec<String> = replicas.iter().map(Proc::log_text).collect();
+        panic!("the head was not tried again within {WAIT:?}:\n{}", logs.join("\n---\n"))
+    });
     assert_eq!(held.seq(), 1, "the retry of the head");
     let mut c = postgres::Client::connect(&db, postgres::NoTls).expect("connect to the test database");
     let holder: String = c

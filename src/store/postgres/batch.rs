@@ -23,12 +23,23 @@ use super::{Tx, key_at};
 use crate::domain::{SessionKey, TurnRecord};
 use crate::store::{Accept, Result};
 
-/// Writes a batch; returns the ids of the accepted messages (in the batch's order) and the
-/// sessions (with the fence) whose run lease the batch released.
+/// What a batch did.
+pub(super) struct Committed {
+    /// The ids of the accepted messages, in the batch's order.
+    pub ids: Vec<i64>,
+    /// The sessions (with the fence) whose run lease the batch released.
+    pub released: Vec<Lease>,
+    /// Sessions that keep (again) their lease because more messages wait: the fence and the
+    /// next message (see `chain`).
+    pub chained: Vec<(SessionKey, i64, i64)>,
+}
+
+/// Writes a batch.
 ///
 /// A turn is written only if this replica still holds the session's lease with the fence it
 /// claimed (`runs`) and while the leases are trusted (`valid`); otherwise it is dropped and the
-/// message runs again where the session is claimed next.
+/// message runs again where the session is claimed next. With `chain_ms` (the lease), sessions
+/// whose turn finished and that have more messages keep their lease (`chain`).
 pub(super) fn commit_batch(
     tx: &mut Tx<'_>,
     owner: &str,
@@ -36,15 +47,16 @@ pub(super) fn commit_batch(
     turns: &[&TurnRecord],
     runs: &HashMap<SessionKey, i64>,
     valid: bool,
-) -> Result<(Vec<i64>, Vec<Lease>)> {
+    chain_ms: Option<i64>,
+) -> Result<Committed> {
     let mut keys: Vec<&SessionKey> = accepts.iter().map(|a| a.0).chain(turns.iter().map(|t| &t.key)).collect();
     keys.sort();
     keys.dedup();
     if keys.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Committed { ids: Vec::new(), released: Vec::new(), chained: Vec::new() });
     }
     let leases = lock(tx, &keys)?;
-    let ids = accept(tx, accepts)?;
+    let ids = accept(tx, accepts, None)?;
     let mut released = Vec::new();
     // A session's turns in batch order, one per round.
     let mut rounds: Vec<Vec<&TurnRecord>> = Vec::new();
@@ -74,8 +86,44 @@ pub(super) fn commit_batch(
     for round in &rounds {
         write_turns(tx, round)?;
     }
-    tx.execute("SELECT pg_notify($1, '')", &[&super::CHANNEL])?;
-    Ok((ids, released))
+    let chained = match chain_ms {
+        Some(lease_ms) if valid => {
+            let done: Vec<&SessionKey> = per_key.into_keys().collect();
+            chain(tx, owner, lease_ms, &done)?
+        }
+        _ => Vec::new(),
+    };
+    // Signed with the replica's name: its own listener ignores it (the writer wakes this
+    // replica's claimer and lanes itself).
+    tx.execute("SELECT pg_notify($1, $2)", &[&super::CHANNEL, &owner])?;
+    Ok(Committed { ids, released, chained })
+}
+
+/// Of the sessions `keys` whose turns this batch wrote, those whose run lease was released and
+/// that have messages waiting are taken again by this replica, with the same fence, in the same
+/// transaction (their rows are locked since `lock`): their next message runs here at once,
+/// without the claim (a transaction of its own) that would otherwise take the session again a
+/// moment later. Returns them with the fence and the next message. A session whose last turn
+/// stopped at a checkpoint never released its lease and is not among them.
+fn chain(tx: &mut Tx<'_>, owner: &str, lease_ms: i64, keys: &[&SessionKey]) -> Result<Vec<(SessionKey, i64, i64)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (e, u, s) = key_arrays(keys.iter().copied());
+    let rows = tx.query(
+        "UPDATE queues q SET run_owner = $1, run_until = hookflow_now_ms() + $2
+         FROM unnest($3::text[], $4::text[], $5::text[]) AS k(e, u, s)
+         WHERE q.endpoint = k.e AND q.user_id = k.u AND q.session_id = k.s AND q.pending > 0 AND q.run_owner IS NULL
+         RETURNING q.endpoint, q.user_id, q.session_id, q.run_fence",
+        &[&owner, &lease_ms, &e, &u, &s],
+    )?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kept: Vec<(SessionKey, i64)> = rows.iter().map(|r| (key_at(r, 0), r.get(3))).collect();
+    let heads = super::queue::heads(tx, kept.iter().map(|(k, _)| k))?;
+    // `pending` counts the inbox under the row lock, so every kept session has a head.
+    Ok(kept.into_iter().filter_map(|(k, fence)| heads.get(&k).map(|h| (k.clone(), fence, *h))).collect())
 }
 
 /// Locks the `queues` rows of `keys` (those that exist) in key order; their run lease holders
@@ -92,36 +140,57 @@ fn lock(tx: &mut Tx<'_>, keys: &[&SessionKey]) -> Result<HashMap<SessionKey, (Op
     Ok(rows.iter().map(|r| (key_at(r, 0), (r.get(3), r.get(4)))).collect())
 }
 
+/// Accepted messages without finished turns (replicas accept on the calling thread, one
+/// message at a time): numbered and queued by one statement, which also wakes the other
+/// replicas. Autocommit: one round trip, and the statement's row locks are all it needs.
+pub(super) fn accept_only(tx: &mut Tx<'_>, owner: &str, accepts: &[Accept<'_>]) -> Result<Vec<i64>> {
+    accept(tx, accepts, Some(owner))
+}
+
+/// The statement of `accept`: `$returning` is what the final INSERT returns.
+macro_rules! accept_sql {
+    ($returning:literal) => {
+        concat!(
+            "WITH m AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                     WITH ORDINALITY AS m(e, u, s, kind, payload, ord)),
+             c AS (SELECT e, u, s, count(*) AS n FROM m GROUP BY e, u, s),
+             q AS (
+                 INSERT INTO queues (endpoint, user_id, session_id, next_msg, pending, ready_ms)
+                 SELECT e, u, s, n, n, hookflow_now_ms() FROM c ORDER BY e, u, s
+                 ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET
+                     next_msg = queues.next_msg + excluded.next_msg, pending = queues.pending + excluded.pending,
+                     ready_ms = CASE WHEN queues.pending = 0 THEN excluded.ready_ms ELSE queues.ready_ms END
+                 RETURNING endpoint, user_id, session_id, next_msg)
+             INSERT INTO inbox (endpoint, user_id, session_id, msg_no, kind, payload)
+             SELECT m.e, m.u, m.s, q.next_msg - c.n + row_number() OVER (PARTITION BY m.e, m.u, m.s ORDER BY m.ord),
+                    m.kind, m.payload
+             FROM m JOIN c ON c.e = m.e AND c.u = m.u AND c.s = m.s
+                    JOIN q ON q.endpoint = m.e AND q.user_id = m.u AND q.session_id = m.s
+             ORDER BY m.ord
+             RETURNING id, endpoint, user_id, session_id, msg_no",
+            $returning
+        )
+    };
+}
+
 /// Numbers the messages per session (`next_msg` grows by the session's count in the batch) and
-/// queues them; their ids in the batch's order.
-fn accept(tx: &mut Tx<'_>, accepts: &[Accept<'_>]) -> Result<Vec<i64>> {
+/// queues them; their ids in the batch's order. With `notify` (this replica's name), the same
+/// statement wakes the other replicas (identical notifications of one transaction are one).
+fn accept(tx: &mut Tx<'_>, accepts: &[Accept<'_>], notify: Option<&str>) -> Result<Vec<i64>> {
     if accepts.is_empty() {
         return Ok(Vec::new());
     }
     let (e, u, s) = key_arrays(accepts.iter().map(|a| a.0));
     let kinds: Vec<&str> = accepts.iter().map(|a| a.1.as_str()).collect();
     let payloads: Vec<&str> = accepts.iter().map(|a| a.2).collect();
-    let rows = tx.query(
-        "WITH m AS (
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                 WITH ORDINALITY AS m(e, u, s, kind, payload, ord)),
-         c AS (SELECT e, u, s, count(*) AS n FROM m GROUP BY e, u, s),
-         q AS (
-             INSERT INTO queues (endpoint, user_id, session_id, next_msg, pending, ready_ms)
-             SELECT e, u, s, n, n, hookflow_now_ms() FROM c ORDER BY e, u, s
-             ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET
-                 next_msg = queues.next_msg + excluded.next_msg, pending = queues.pending + excluded.pending,
-                 ready_ms = CASE WHEN queues.pending = 0 THEN excluded.ready_ms ELSE queues.ready_ms END
-             RETURNING endpoint, user_id, session_id, next_msg)
-         INSERT INTO inbox (endpoint, user_id, session_id, msg_no, kind, payload)
-         SELECT m.e, m.u, m.s, q.next_msg - c.n + row_number() OVER (PARTITION BY m.e, m.u, m.s ORDER BY m.ord),
-                m.kind, m.payload
-         FROM m JOIN c ON c.e = m.e AND c.u = m.u AND c.s = m.s
-                JOIN q ON q.endpoint = m.e AND q.user_id = m.u AND q.session_id = m.s
-         ORDER BY m.ord
-         RETURNING id, endpoint, user_id, session_id, msg_no",
-        &[&e, &u, &s, &kinds, &payloads],
-    )?;
+    let rows = match notify {
+        None => tx.query(accept_sql!(""), &[&e, &u, &s, &kinds, &payloads])?,
+        Some(owner) => tx.query(
+            accept_sql!(", pg_notify($6, $7) IS NULL"),
+            &[&e, &u, &s, &kinds, &payloads, &super::CHANNEL, &owner],
+        )?,
+    };
     // Per session, its messages' ids by number; they are handed out in the batch's order.
     let mut numbered: HashMap<SessionKey, Vec<(i64, i64)>> = HashMap::new();
     for r in &rows {

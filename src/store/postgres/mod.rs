@@ -115,9 +115,19 @@ pub struct PgStore {
     valid_until: Mutex<Instant>,
     /// Delivery attempts noted and not yet written (see `Store::record_attempt`).
     notes: Mutex<Vec<AttemptRecord>>,
+    /// The messages waiting in the database as last counted, when, and plus this replica's
+    /// accepts since (see `Claims::queued`).
+    backlog: Mutex<Option<(Instant, usize)>>,
     /// Where `host:port` was (for messages).
     pub target: String,
 }
+
+/// A session's next message: (inbox id, session).
+type Head = (i64, SessionKey);
+
+/// How long a count of the waiting messages stands in for a new one (`limits.queueCapacity`):
+/// counting is a scan of the inbox, and the writer asks before every batch of accepts.
+const BACKLOG_FOR: Duration = Duration::from_millis(100);
 
 /// `host:port` of the URL's first host, for messages (never the password).
 pub fn target_of(config: &postgres::Config) -> String {
@@ -265,6 +275,7 @@ impl PgStore {
             deliveries: Mutex::default(),
             valid_until: Mutex::new(Instant::now() + lease * 2 / 3),
             notes: Mutex::default(),
+            backlog: Mutex::default(),
             target,
         })
     }
@@ -307,23 +318,23 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// Runs `f` on a connection without a transaction (`Conn::auto`): for one statement, or
-    /// reads that need no common snapshot.
-    fn in_auto<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn()?;
-        f(&mut conn.auto())
-    }
-}
-
-impl Store for PgStore {
-    fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>> {
+    /// `commit_batch`, and with `chain_ms` `commit_turns`: the accept ids and the chained heads.
+    fn commit(
+        &self,
+        accepts: &[Accept<'_>],
+        turns: &[&TurnRecord],
+        chain_ms: Option<i64>,
+    ) -> Result<(Vec<i64>, Vec<Head>)> {
         let valid = self.leases_valid();
         let runs = self.runs().clone();
-        let (ids, released) = self.in_tx(|tx| batch::commit_batch(tx, &self.owner, accepts, turns, &runs, valid))?;
+        let done = self.in_tx(|tx| batch::commit_batch(tx, &self.owner, accepts, turns, &runs, valid, chain_ms))?;
+        if let Some((_, n)) = self.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            *n += accepts.len();
+        }
         // Only the lease that was released: the claimer may have claimed the session anew
         // (a new fence) between the commit and here.
         let mut held = self.runs();
-        for (key, fence) in released {
+        for (key, fence) in done.released {
             if held.get(&key) == Some(&fence) {
                 held.remove(&key);
             }
@@ -335,6 +346,32 @@ impl Store for PgStore {
                 held.remove(&t.key);
             }
         }
+        let mut next = Vec::with_capacity(done.chained.len());
+        for (key, fence, head) in done.chained {
+            held.insert(key.clone(), fence);
+            next.push((head, key));
+        }
+        Ok((done.ids, next))
+    }
+
+    /// Runs `f` on a connection without a transaction (`Conn::auto`): for one statement, or
+    /// reads that need no common snapshot.
+    fn in_auto<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        f(&mut conn.auto())
+    }
+}
+
+impl Store for PgStore {
+    fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>> {
+        if turns.is_empty() {
+            let ids = self.in_auto(|tx| batch::accept_only(tx, &self.owner, accepts))?;
+            if let Some((_, n)) = self.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                *n += accepts.len();
+            }
+            return Ok(ids);
+        }
+        let (ids, _) = self.commit(accepts, turns, None)?;
         Ok(ids)
     }
 
@@ -538,6 +575,10 @@ impl Claims for PgStore {
         &self.owner
     }
 
+    fn commit_turns(&self, turns: &[&TurnRecord]) -> Result<Vec<(i64, SessionKey)>> {
+        Ok(self.commit(&[], turns, Some(self.lease_ms))?.1)
+    }
+
     fn claim_runs(&self, n: usize) -> Result<Vec<(i64, SessionKey)>> {
         if n == 0 || !self.leases_valid() {
             return Ok(Vec::new());
@@ -604,32 +645,54 @@ impl Claims for PgStore {
     }
 
     fn queued(&self) -> Result<usize> {
-        self.in_auto(|tx| {
+        // A count younger than BACKLOG_FOR, plus this replica's accepts since: other replicas'
+        // accepts of the last 100 ms may be missing, so the cap can be passed by that much.
+        if let Some((at, n)) = *self.backlog.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < BACKLOG_FOR
+        {
+            return Ok(n);
+        }
+        let at = Instant::now();
+        let n = self.in_auto(|tx| {
             let n: i64 = tx.query_opt("SELECT count(*) FROM inbox", &[])?.map_or(0, |r| r.get(0));
             Ok(n as usize)
-        })
+        })?;
+        *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, n));
+        Ok(n)
     }
 
     fn listen(&self) -> Result<Box<dyn News>> {
         let mut client = self.pool.connect()?;
         client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
-        Ok(Box::new(Listener { client }))
+        Ok(Box::new(Listener { client, owner: self.owner.clone() }))
     }
 }
 
 /// A connection that `LISTEN`s for other replicas' wake-ups.
 struct Listener {
     client: Client,
+    /// This replica's name: the payload of its own commits' notifications, which it ignores.
+    owner: String,
 }
 
 impl News for Listener {
     fn wait(&mut self, timeout: Duration) -> Result<bool> {
         let mut n = self.client.notifications();
-        // The first wake-up ends the wait; those already there with it are taken too.
-        let mut any = n.timeout_iter(timeout).next()?.is_some();
-        while n.iter().next()?.is_some() {
-            any = true;
+        // Waits up to `timeout` for the first wake-up from elsewhere; those already there with it
+        // are taken too.
+        let deadline = Instant::now() + timeout;
+        let mut any = false;
+        while !any {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            match n.timeout_iter(left).next()? {
+                Some(note) => any = note.payload() != self.owner,
+                None => return Ok(false),
+            }
         }
+        while n.iter().next()?.is_some() {}
         Ok(any)
     }
 }

@@ -42,15 +42,7 @@ pub(super) fn claim(tx: &mut Tx<'_>, owner: &str, lease_ms: i64, n: usize) -> Re
         return Ok(Vec::new());
     }
     let claimed: Vec<(SessionKey, i64)> = rows.iter().map(|r| (key_at(r, 0), r.get(3))).collect();
-    let (e, u, s) = key_arrays(claimed.iter().map(|(k, _)| k));
-    let heads = tx.query(
-        "SELECT DISTINCT ON (i.endpoint, i.user_id, i.session_id) i.endpoint, i.user_id, i.session_id, i.id
-         FROM inbox i JOIN unnest($1::text[], $2::text[], $3::text[]) AS c(e, u, s)
-           ON i.endpoint = c.e AND i.user_id = c.u AND i.session_id = c.s
-         ORDER BY i.endpoint, i.user_id, i.session_id, i.msg_no",
-        &[&e, &u, &s],
-    )?;
-    let heads: HashMap<SessionKey, i64> = heads.iter().map(|r| (key_at(r, 0), r.get(3))).collect();
+    let heads = heads(tx, claimed.iter().map(|(k, _)| k))?;
     let mut out = Vec::with_capacity(claimed.len());
     for (key, fence) in claimed {
         match heads.get(&key) {
@@ -60,6 +52,22 @@ pub(super) fn claim(tx: &mut Tx<'_>, owner: &str, lease_ms: i64, n: usize) -> Re
         }
     }
     Ok(out)
+}
+
+/// The head (first queued) message of each of the sessions `keys` that has one.
+pub(super) fn heads<'k>(
+    tx: &mut Tx<'_>,
+    keys: impl Iterator<Item = &'k SessionKey>,
+) -> Result<HashMap<SessionKey, i64>> {
+    let (e, u, s) = key_arrays(keys);
+    let rows = tx.query(
+        "SELECT DISTINCT ON (i.endpoint, i.user_id, i.session_id) i.endpoint, i.user_id, i.session_id, i.id
+         FROM inbox i JOIN unnest($1::text[], $2::text[], $3::text[]) AS c(e, u, s)
+           ON i.endpoint = c.e AND i.user_id = c.u AND i.session_id = c.s
+         ORDER BY i.endpoint, i.user_id, i.session_id, i.msg_no",
+        &[&e, &u, &s],
+    )?;
+    Ok(rows.iter().map(|r| (key_at(r, 0), r.get(3))).collect())
 }
 
 /// The three key columns of `keys` as arrays (for `unnest`).
