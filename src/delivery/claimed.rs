@@ -22,7 +22,7 @@ use crate::domain::OutboxRow;
 use crate::util::now_ms;
 
 /// Heads claimed at once by one lane.
-const CLAIM: usize = 16;
+const CLAIM: usize = 64;
 /// The longest a lane goes without looking for due heads (retries come due in the database).
 const POLL: Duration = Duration::from_secs(1);
 

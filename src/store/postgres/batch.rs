@@ -144,7 +144,21 @@ fn lock(tx: &mut Tx<'_>, keys: &[&SessionKey]) -> Result<HashMap<SessionKey, (Op
 /// message at a time): numbered and queued by one statement, which also wakes the other
 /// replicas. Autocommit: one round trip, and the statement's row locks are all it needs.
 pub(super) fn accept_only(tx: &mut Tx<'_>, owner: &str, accepts: &[Accept<'_>]) -> Result<Vec<i64>> {
-    accept(tx, accepts, Some(owner))
+    let [(key, kind, payload)] = accepts else { return accept(tx, accepts, Some(owner)) };
+    // One message (the usual case): a plainer statement than the batch's, cheaper to run.
+    let row = tx.query_opt(
+        "WITH q AS (
+             INSERT INTO queues (endpoint, user_id, session_id, next_msg, pending, ready_ms)
+             VALUES ($1, $2, $3, 1, 1, hookflow_now_ms())
+             ON CONFLICT (endpoint, user_id, session_id) DO UPDATE SET
+                 next_msg = queues.next_msg + 1, pending = queues.pending + 1,
+                 ready_ms = CASE WHEN queues.pending = 0 THEN excluded.ready_ms ELSE queues.ready_ms END
+             RETURNING next_msg)
+         INSERT INTO inbox (endpoint, user_id, session_id, msg_no, kind, payload)
+         SELECT $1, $2, $3, q.next_msg, $4, $5 FROM q RETURNING id, pg_notify($6, $7) IS NULL",
+        &[&key.endpoint, &key.user_id, &key.session_id, &kind.as_str(), payload, &super::CHANNEL, &owner],
+    )?;
+    Ok(vec![row.expect("INSERT … RETURNING gives a row").get(0)])
 }
 
 /// The statement of `accept`: `$returning` is what the final INSERT returns.
