@@ -492,6 +492,9 @@ fn expiry_drops_old_traces_and_log_entries_older_than_a_day(o: &Opened) {
 
 // --- PostgreSQL only: replicas sharing one database ----------------------------------------------
 
+#[path = "hot_path_tests.rs"]
+mod hot_path;
+
 /// Two replicas (stores) on one fresh database, and its URL.
 fn pair(name: &str, lease: Duration) -> (PgStore, PgStore, String) {
     let url = pgserver::fresh_db(name);

@@ -1,0 +1,59 @@
+//! The replica hot path's shortcuts (a child of `tests`, whose helpers it uses): a finished
+//! turn keeps its session when more messages wait, a replica ignores its own wake-ups, and the
+//! waiting count is cached briefly.
+
+use super::*;
+
+#[test]
+fn a_finished_turn_keeps_the_session_and_hands_over_its_next_message_when_more_wait() {
+    let (a, b, url) = pair("chain", Duration::from_secs(10));
+    let ids: Vec<i64> =
+        (0..3).map(|n| a.accept(&key(), JobKind::Message, &format!("{{\"n\":{n}}}")).unwrap()).collect();
+    assert_eq!(a.claim_runs(10).unwrap(), [(ids[0], key())]);
+    let owner = || -> Option<String> {
+        raw(&url).query_one("SELECT run_owner FROM queues WHERE session_id = 's'", &[]).unwrap().get(0)
+    };
+    // Two more wait: the commit keeps the lease and names the next message.
+    let next = a.commit_turns(&[&record(&key(), ids[0], state(), outputs_of(&["0"]), 1)]).unwrap();
+    assert_eq!(next, [(ids[1], key())]);
+    assert_eq!(owner().as_deref(), Some(a.replica()), "still a's");
+    assert!(b.claim_runs(10).unwrap().is_empty(), "nobody else can claim it meanwhile");
+    assert_eq!(a.commit_turns(&[&record(&key(), ids[1], state(), outputs_of(&["1"]), 2)]).unwrap(), [(ids[2], key())]);
+    // The last one: nothing waits, the lease is let go.
+    assert!(a.commit_turns(&[&record(&key(), ids[2], state(), outputs_of(&["2"]), 3)]).unwrap().is_empty());
+    assert_eq!(owner(), None);
+    let sent: Vec<(String, i64)> =
+        a.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap().into_iter().map(|r| (r.body, r.seq)).collect();
+    assert_eq!(sent, [("0".to_owned(), 1), ("1".to_owned(), 2), ("2".to_owned(), 3)]);
+    // `commit_batch` (the store contract) never keeps a session: nobody would run its next message.
+    let more: Vec<i64> = (0..2).map(|_| a.accept(&key(), JobKind::Message, "{}").unwrap()).collect();
+    assert_eq!(b.claim_runs(10).unwrap(), [(more[0], key())]);
+    b.commit_turn(&record(&key(), more[0], state(), outputs_of(&["3"]), 4)).unwrap();
+    assert_eq!(owner(), None);
+    assert_eq!(a.claim_runs(10).unwrap(), [(more[1], key())], "claimable again, by anyone");
+}
+
+#[test]
+fn a_replica_hears_the_others_wake_ups_but_not_its_own() {
+    let (a, b, _) = pair("wakeups", Duration::from_secs(10));
+    let mut news = a.listen().unwrap();
+    a.accept(&key_of("mine"), JobKind::Message, "{}").unwrap();
+    assert!(!news.wait(Duration::from_millis(300)).unwrap(), "its own accept wakes nothing (its writer wakes it)");
+    b.accept(&key_of("theirs"), JobKind::Message, "{}").unwrap();
+    assert!(news.wait(Duration::from_secs(5)).unwrap(), "the other replica's accept wakes it");
+}
+
+#[test]
+fn the_waiting_count_is_cached_briefly_and_counts_this_replicas_accepts_at_once() {
+    let (a, b, _) = pair("backlog", Duration::from_secs(10));
+    assert_eq!(a.queued().unwrap(), 0);
+    for n in 0..3 {
+        a.accept(&key_of(&format!("a{n}")), JobKind::Message, "{}").unwrap();
+    }
+    assert_eq!(a.queued().unwrap(), 3, "its own accepts count at once");
+    for n in 0..2 {
+        b.accept(&key_of(&format!("b{n}")), JobKind::Message, "{}").unwrap();
+    }
+    // The other replica's accepts count once the cached count is older than BACKLOG_FOR.
+    eventually(BACKLOG_FOR * 20, "the count includes b's accepts", || (a.queued().unwrap() == 5).then_some(()));
+}
