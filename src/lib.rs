@@ -9,7 +9,8 @@
 //! HTTP request ─► intake/ (http-N threads: routes.rs validates, admin.rs is /api/,
 //!                           console.rs serves /console and console_api.rs its admin routes,
 //!                           handover.rs the agent side of a handover)
-//!     ─► engine/writer.rs (group commit into the inbox, then 200)
+//!     ─► engine/writer.rs (group commit into the inbox, then 200; replicas: the http thread
+//!        writes its accept itself, `writer::Direct`)
 //!     ─► engine/scheduler.rs (per-session FIFO) ─► engine/worker.rs (worker-N: one turn each)
 //!     ─► engine/turn.rs (input object, engine/translate/ into the Flow's language, engine/nlu.rs,
 //!        the Flow, http-node checkpoints, the outputs back into the user's language;

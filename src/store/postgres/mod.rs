@@ -1,8 +1,10 @@
 //! The PostgreSQL backend: the same tables as SQLite plus per-session claims (`queues`), shared by
 //! every replica of a deployment (replicas.md). Every SQL statement of this backend lives in this
-//! folder: `schema.rs` (tables, migrations), `queue.rs` (accepting, claiming and committing
-//! turns), `outbox.rs` (claiming and settling deliveries, dead letters), `sessions.rs` (sessions,
-//! expiry, transcripts), `console.rs` (the delivery log and traces).
+//! folder: `schema.rs` (tables, migrations), `pool.rs` (connections, prepared statements),
+//! `batch.rs` (accepting messages, committing the writer's batches of turns), `queue.rs`
+//! (claiming sessions, loading a turn, renewing and releasing leases), `outbox.rs` (claiming and
+//! settling deliveries, dead letters), `sessions.rs` (sessions, expiry, transcripts),
+//! `console.rs` (the delivery log and traces), `import.rs` (`store copy`).
 //!
 //! # Work is claimed by session
 //!
@@ -22,8 +24,12 @@
 //! - **Renew**: a heartbeat renews this replica's leases every third of `leaseSeconds`. When it
 //!   cannot for longer than two thirds of the lease, the replica stops committing under them
 //!   (`valid_until`), before another replica can take them over.
-//! - **Wake**: commits `NOTIFY hookflow`; every replica `LISTEN`s on one connection and also
-//!   polls every second, so a lost notification costs at most a second.
+//! - **Wake**: commits `NOTIFY hookflow` with the replica's name; every replica `LISTEN`s on one
+//!   connection (ignoring its own name: it wakes its own threads directly) and also polls every
+//!   second, so a lost notification costs at most a second.
+//! - **Shortcuts** on the hot path (README, Replicas): an accept is one autocommit statement on
+//!   the http thread; a turn whose session has more messages keeps the lease in its commit and
+//!   its next message runs at once (`batch::chain`); lanes claim up to 64 heads at a time.
 
 mod batch;
 mod console;
