@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use super::queue::{Lease, key_arrays};
 use super::{Tx, key_at};
-use crate::domain::{SessionKey, TurnRecord};
+use crate::domain::{SessionKey, TurnInput, TurnRecord};
 use crate::store::{Accept, Result};
 
 /// What a batch did.
@@ -30,8 +30,8 @@ pub(super) struct Committed {
     /// The sessions (with the fence) whose run lease the batch released.
     pub released: Vec<Lease>,
     /// Sessions that keep (again) their lease because more messages wait: the fence and the
-    /// next message (see `chain`).
-    pub chained: Vec<(SessionKey, i64, i64)>,
+    /// next message, loaded (see `chain`).
+    pub chained: Vec<(SessionKey, i64, TurnInput)>,
 }
 
 /// Writes a batch.
@@ -105,7 +105,12 @@ pub(super) fn commit_batch(
 /// without the claim (a transaction of its own) that would otherwise take the session again a
 /// moment later. Returns them with the fence and the next message. A session whose last turn
 /// stopped at a checkpoint never released its lease and is not among them.
-fn chain(tx: &mut Tx<'_>, owner: &str, lease_ms: i64, keys: &[&SessionKey]) -> Result<Vec<(SessionKey, i64, i64)>> {
+fn chain(
+    tx: &mut Tx<'_>,
+    owner: &str,
+    lease_ms: i64,
+    keys: &[&SessionKey],
+) -> Result<Vec<(SessionKey, i64, TurnInput)>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -121,9 +126,9 @@ fn chain(tx: &mut Tx<'_>, owner: &str, lease_ms: i64, keys: &[&SessionKey]) -> R
         return Ok(Vec::new());
     }
     let kept: Vec<(SessionKey, i64)> = rows.iter().map(|r| (key_at(r, 0), r.get(3))).collect();
-    let heads = super::queue::heads(tx, kept.iter().map(|(k, _)| k))?;
+    let mut heads = super::queue::heads(tx, kept.iter().map(|(k, _)| k))?;
     // `pending` counts the inbox under the row lock, so every kept session has a head.
-    Ok(kept.into_iter().filter_map(|(k, fence)| heads.get(&k).map(|h| (k.clone(), fence, *h))).collect())
+    Ok(kept.into_iter().filter_map(|(k, fence)| heads.remove(&k).map(|h| (k, fence, h))).collect())
 }
 
 /// Locks the `queues` rows of `keys` (those that exist) in key order; their run lease holders

@@ -57,3 +57,23 @@ fn the_waiting_count_is_cached_briefly_and_counts_this_replicas_accepts_at_once(
     // The other replica's accepts count once the cached count is older than BACKLOG_FOR.
     eventually(BACKLOG_FOR * 20, "the count includes b's accepts", || (a.queued().unwrap() == 5).then_some(()));
 }
+
+#[test]
+fn a_claimed_or_kept_sessions_next_turn_is_loaded_with_the_claim_once() {
+    let (a, _b, url) = pair("preload", Duration::from_secs(10));
+    let ids: Vec<i64> =
+        (0..2).map(|n| a.accept(&key(), JobKind::Message, &format!("{{\"n\":{n}}}")).unwrap()).collect();
+    assert_eq!(a.claim_runs(10).unwrap(), [(ids[0], key())]);
+    // Changed behind the replica's back: the first load is what the claim read, a second load
+    // (a resume after a checkpoint) reads the row again.
+    raw(&url).execute("UPDATE inbox SET payload = '{\"changed\":true}' WHERE id = $1", &[&ids[0]]).unwrap();
+    let first = a.load_turn(ids[0]).unwrap().expect("queued");
+    assert_eq!(first.row.payload, "{\"n\":0}", "the claim's read");
+    assert_eq!(a.load_turn(ids[0]).unwrap().expect("queued").row.payload, "{\"changed\":true}", "taken once");
+    // The next message, handed over by the commit, comes with the state that commit wrote.
+    let next = a.commit_turns(&[&record(&key(), ids[0], state(), outputs_of(&["0"]), 1)]).unwrap();
+    assert_eq!(next, [(ids[1], key())]);
+    raw(&url).execute("UPDATE sessions SET seq = 99", &[]).unwrap();
+    let input = a.load_turn(ids[1]).unwrap().expect("queued");
+    assert_eq!((input.row.payload.as_str(), input.session.map(|s| s.seq)), ("{\"n\":1}", Some(1)));
+}

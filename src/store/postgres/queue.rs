@@ -26,7 +26,12 @@ pub(super) fn pending(tx: &mut Tx<'_>) -> Result<Vec<(i64, SessionKey)>> {
 /// claimed in its newest version, but the rest of the claiming statement still reads the
 /// snapshot taken before the wait (PostgreSQL's READ COMMITTED), which may lack the message
 /// that made the session runnable. A new statement, taken with the rows locked, sees it.
-pub(super) fn claim(tx: &mut Tx<'_>, owner: &str, lease_ms: i64, n: usize) -> Result<Vec<(SessionKey, i64, i64)>> {
+pub(super) fn claim(
+    tx: &mut Tx<'_>,
+    owner: &str,
+    lease_ms: i64,
+    n: usize,
+) -> Result<Vec<(SessionKey, i64, TurnInput)>> {
     let n = n as i64;
     let rows = tx.query(
         "WITH c AS (
@@ -42,11 +47,11 @@ pub(super) fn claim(tx: &mut Tx<'_>, owner: &str, lease_ms: i64, n: usize) -> Re
         return Ok(Vec::new());
     }
     let claimed: Vec<(SessionKey, i64)> = rows.iter().map(|r| (key_at(r, 0), r.get(3))).collect();
-    let heads = heads(tx, claimed.iter().map(|(k, _)| k))?;
+    let mut heads = heads(tx, claimed.iter().map(|(k, _)| k))?;
     let mut out = Vec::with_capacity(claimed.len());
     for (key, fence) in claimed {
-        match heads.get(&key) {
-            Some(head) => out.push((key, fence, *head)),
+        match heads.remove(&key) {
+            Some(head) => out.push((key, fence, head)),
             // The count was off (cannot happen through this module); set it right and let go.
             None => release(tx, owner, &key, fence)?,
         }
@@ -54,20 +59,26 @@ pub(super) fn claim(tx: &mut Tx<'_>, owner: &str, lease_ms: i64, n: usize) -> Re
     Ok(out)
 }
 
-/// The head (first queued) message of each of the sessions `keys` that has one.
+/// The head (first queued) message of each of the sessions `keys` that has one, loaded as
+/// `load_turn` loads it (with the session and the profile): the claim or commit that hands the
+/// session to this replica reads its turn's input in the same statement, so a worker need not.
 pub(super) fn heads<'k>(
     tx: &mut Tx<'_>,
     keys: impl Iterator<Item = &'k SessionKey>,
-) -> Result<HashMap<SessionKey, i64>> {
+) -> Result<HashMap<SessionKey, TurnInput>> {
     let (e, u, s) = key_arrays(keys);
     let rows = tx.query(
-        "SELECT DISTINCT ON (i.endpoint, i.user_id, i.session_id) i.endpoint, i.user_id, i.session_id, i.id
+        "SELECT DISTINCT ON (i.endpoint, i.user_id, i.session_id)
+                i.id, i.endpoint, i.user_id, i.session_id, i.kind, i.payload, i.resume,
+                s.state, s.seq, s.messages, s.updated_ms, p.profile
          FROM inbox i JOIN unnest($1::text[], $2::text[], $3::text[]) AS c(e, u, s)
            ON i.endpoint = c.e AND i.user_id = c.u AND i.session_id = c.s
+         LEFT JOIN sessions s ON s.endpoint = i.endpoint AND s.user_id = i.user_id AND s.session_id = i.session_id
+         LEFT JOIN profiles p ON p.user_id = i.user_id
          ORDER BY i.endpoint, i.user_id, i.session_id, i.msg_no",
         &[&e, &u, &s],
     )?;
-    Ok(rows.iter().map(|r| (key_at(r, 0), r.get(3))).collect())
+    rows.iter().map(|r| input_of(r).map(|t| (t.row.key.clone(), t))).collect()
 }
 
 /// The three key columns of `keys` as arrays (for `unnest`).
@@ -117,8 +128,12 @@ pub(super) fn load_turn(tx: &mut Tx<'_>, inbox_id: i64) -> Result<Option<TurnInp
          WHERE i.id = $1",
         &[&inbox_id],
     )?;
-    let Some(r) = row else { return Ok(None) };
-    let (id, key, kind): (i64, SessionKey, String) = (r.get(0), key_at(&r, 1), r.get(4));
+    row.as_ref().map(input_of).transpose()
+}
+
+/// A turn's input from a row of `load_turn`'s columns.
+fn input_of(r: &postgres::Row) -> Result<TurnInput> {
+    let (id, key, kind): (i64, SessionKey, String) = (r.get(0), key_at(r, 1), r.get(4));
     let kind = JobKind::parse(&kind).ok_or_else(|| {
         StoreError::new(ErrorKind::Data, format!("message {id} has the kind {kind:?}, unknown to this version"))
     })?;
@@ -130,7 +145,7 @@ pub(super) fn load_turn(tx: &mut Tx<'_>, inbox_id: i64) -> Result<Option<TurnInp
     });
     let profile = r.get(11);
     let row = InboxRow { id, key, kind, payload: r.get(5), resume: r.get(6) };
-    Ok(Some(TurnInput { row, session, profile }))
+    Ok(TurnInput { row, session, profile })
 }
 
 /// Renews the run leases (or, with `delivery`, the delivery leases) `held` of `owner`.
