@@ -166,11 +166,8 @@ impl Service {
         let addr = http.server_addr().to_ip().expect("a TCP listener has an IP address");
         let (fatal_tx, fatal) = crossbeam_channel::bounded(1);
         let (claim_tx, claim_rx) = crossbeam_channel::bounded(1);
-        let direct = replicated.then(|| engine::writer::Direct {
-            store: store.clone(),
-            claimer: claim_tx.clone(),
-            capacity: config.limits.queue_capacity,
-        });
+        let direct = replicated
+            .then(|| engine::writer::Direct::new(store.clone(), claim_tx.clone(), config.limits.queue_capacity));
         let (writer, writer_rx) = Writer::new(direct);
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());

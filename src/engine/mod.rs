@@ -1,7 +1,9 @@
 //! The engine: from a committed message to a committed turn.
 //!
 //! - `writer.rs`: the one thread that commits — accepted messages (group commit before the 200)
-//!   and finished turns (state + outputs + inbox row in one transaction).
+//!   and finished turns (state + outputs + inbox row in one transaction). With replicas the
+//!   http threads write their accepts themselves, together (`direct.rs`), and the writer only
+//!   turns.
 //! - `scheduler.rs`: per-session FIFO of queued messages; the ready queue of sessions.
 //! - `worker.rs`: the `worker-N` threads; one message of one session at a time, in parts when
 //!   it parks at outbound calls.
@@ -21,6 +23,7 @@
 
 pub(crate) mod calls;
 pub(crate) mod claimer;
+mod direct;
 pub(crate) mod driver;
 pub(crate) mod effects;
 pub(crate) mod handover;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::Scheduler;
+pub(crate) use super::direct::Direct;
 use crate::delivery::Wake;
 use crate::domain::{JobKind, SessionKey, TurnRecord};
 use crate::store::{Accept, ErrorKind, Store, StoreError};
@@ -72,41 +73,6 @@ pub(crate) struct Writer {
     status: Arc<StoreStatus>,
     /// Replicas: accepts are written by the calling thread (see `Direct`).
     direct: Option<Arc<Direct>>,
-}
-
-/// Replicas (a store with `Claims`): an accept is one autocommit statement on a pooled
-/// connection, written by the http thread that took the request, instead of waiting in the
-/// writer's queue behind the batch of finished turns it is committing (each statement of which
-/// is a round trip to the database). Nothing is queued here afterwards: the claimer, woken,
-/// claims the session from the database.
-pub(crate) struct Direct {
-    pub store: Arc<dyn Store>,
-    /// The claimer's wake-up channel.
-    pub claimer: Sender<()>,
-    /// `limits.queueCapacity`, counted in the database (`Claims::queued`).
-    pub capacity: usize,
-}
-
-impl Direct {
-    fn accept(&self, key: SessionKey, kind: JobKind, payload: String) -> Result<i64, AcceptError> {
-        let claims = self.store.claims().expect("direct accepts are for stores with claims");
-        // If the database cannot say, the accept goes ahead: it will fail the same way (503).
-        if claims.queued().unwrap_or(0) >= self.capacity {
-            return Err(AcceptError::Full);
-        }
-        match self.store.commit_batch(&[(&key, kind, payload.as_str())], &[]) {
-            Ok(ids) => {
-                // A full channel means a wake-up is already pending.
-                let _ = self.claimer.try_send(());
-                ids.first().copied().ok_or(AcceptError::Store)
-            }
-            Err(e) => {
-                // The logger folds repeats into one summary a minute.
-                log::error!("cannot write an accepted message: {e}");
-                Err(AcceptError::Store)
-            }
-        }
-    }
 }
 
 /// The writer's last outcome, read by `/readyz` and the watchdog; set only by the writer thread.

@@ -557,7 +557,9 @@ fn killing_the_replica_that_retries_a_failing_head_output_hands_it_over_in_order
     let first = sink.recv(WAIT);
     assert_eq!((first.seq(), first.text()), (1, "h0"));
     // Hold the next attempt in the middle of its POST: the replica making it holds the head's
-    // delivery lease until the answer (which it will never get).
+    // delivery lease until the answer (which it will never get). Only once the first attempt
+    // has its 503: held, it would be the attempt in the middle of its POST, already received.
+    wait_until(WAIT, || (sink.responded() >= 1).then_some(())).expect("the first attempt is answered");
     sink.hold();
     sink.set_status(200);
     let held = sink.rx.recv_timeout(WAIT).unwrap_or_else(|_| {

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -113,6 +113,8 @@ struct SinkControl {
     open: Mutex<bool>,
     cv: Condvar,
     stop: AtomicBool,
+    /// Requests answered so far.
+    responded: AtomicUsize,
 }
 
 /// A webhook receiver on 127.0.0.1: records every request into a channel and answers a
@@ -142,6 +144,7 @@ impl Sink {
             open: Mutex::new(true),
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
+            responded: AtomicUsize::new(0),
         });
         let (tx, rx) = unbounded();
         let (s, c) = (server.clone(), control.clone());
@@ -171,6 +174,11 @@ impl Sink {
     pub fn release(&self) {
         *self.control.open.lock().unwrap() = true;
         self.control.cv.notify_all();
+    }
+
+    /// How many requests have been answered (a held one is not, until released).
+    pub fn responded(&self) -> usize {
+        self.control.responded.load(Ordering::SeqCst)
     }
 
     /// The next request, or panics after `timeout`.
@@ -224,6 +232,7 @@ fn sink_loop(server: &tiny_http::Server, control: &SinkControl, tx: &Sender<Hit>
             }
         }
         let _ = req.respond(tiny_http::Response::from_string("").with_status_code(answered));
+        control.responded.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -381,9 +381,16 @@ impl PgStore {
 
     /// Runs `f` on a connection without a transaction (`Conn::auto`): for one statement, or
     /// reads that need no common snapshot.
-    fn in_auto<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+    fn in_auto<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
-        f(&mut conn.auto())
+        // As `in_tx`: a statement aborted for a deadlock or a serialization failure wrote nothing.
+        let mut tries = 0;
+        loop {
+            match f(&mut conn.auto()) {
+                Err(e) if e.kind == ErrorKind::Busy && tries < 3 => tries += 1,
+                other => return other,
+            }
+        }
     }
 }
 
@@ -652,10 +659,7 @@ impl Claims for PgStore {
         // lease) is left to expire, so that another claim can take the session.
         let runs: Vec<(SessionKey, i64)> = self.runs().iter().map(|(k, f)| (k.clone(), *f)).collect();
         let deliveries: Vec<(SessionKey, i64)> = self.deliveries().values().cloned().collect();
-        self.in_tx(|tx| {
-            queue::renew(tx, &self.owner, lease, &runs, false)?;
-            queue::renew(tx, &self.owner, lease, &deliveries, true)
-        })?;
+        self.in_tx(|tx| queue::renew(tx, &self.owner, lease, &runs, &deliveries))?;
         // Counted from before the renewal was sent: the database may have applied it at once.
         *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) =
             started + Duration::from_millis(lease as u64 * 2 / 3);

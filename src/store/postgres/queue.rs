@@ -148,38 +148,51 @@ fn input_of(r: &postgres::Row) -> Result<TurnInput> {
     Ok(TurnInput { row, session, profile })
 }
 
-/// Renews the run leases (or, with `delivery`, the delivery leases) `held` of `owner`.
+/// Renews `owner`'s run leases `runs` and delivery leases `deliveries` (session, fence).
 pub(super) fn renew(
     tx: &mut Tx<'_>,
     owner: &str,
     lease_ms: i64,
-    held: &[(SessionKey, i64)],
-    delivery: bool,
+    runs: &[(SessionKey, i64)],
+    deliveries: &[(SessionKey, i64)],
 ) -> Result<()> {
-    if held.is_empty() {
+    if runs.is_empty() && deliveries.is_empty() {
         return Ok(());
     }
-    // Rows are locked in key order, as every batch locks them, so a renewal never deadlocks
-    // with a commit.
-    let mut held = held.to_vec();
-    held.sort();
-    let (e, u, s) = key_arrays(held.iter().map(|(k, _)| k));
-    let f: Vec<i64> = held.iter().map(|(_, f)| *f).collect();
+    // Every row is locked first, all in key order, as every batch locks them, so a renewal
+    // never deadlocks with a commit. (Locking the run leases' rows and then the delivery
+    // leases' did: the second set has keys below the first's, and an accept of many sessions
+    // waited for one while holding the other.)
+    let mut keys: Vec<&SessionKey> = runs.iter().chain(deliveries).map(|(k, _)| k).collect();
+    keys.sort();
+    keys.dedup();
+    let (e, u, s) = key_arrays(keys.into_iter());
     tx.query(
         "SELECT 1 FROM queues q JOIN unnest($1::text[], $2::text[], $3::text[]) AS h(e, u, s)
            ON q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s
          ORDER BY q.endpoint, q.user_id, q.session_id FOR UPDATE OF q",
         &[&e, &u, &s],
     )?;
-    let sql = if delivery {
-        "UPDATE queues q SET dl_until = hookflow_now_ms() + $2
-         FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS h(e, u, s, f)
-         WHERE q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s AND q.dl_owner = $1 AND q.dl_fence = h.f"
-    } else {
-        "UPDATE queues q SET run_until = hookflow_now_ms() + $2
-         FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS h(e, u, s, f)
-         WHERE q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s AND q.run_owner = $1 AND q.run_fence = h.f"
-    };
-    tx.execute(sql, &[&owner, &lease_ms, &e, &u, &s, &f])?;
+    for (held, sql) in [
+        (
+            runs,
+            "UPDATE queues q SET run_until = hookflow_now_ms() + $2
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS h(e, u, s, f)
+             WHERE q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s AND q.run_owner = $1 AND q.run_fence = h.f",
+        ),
+        (
+            deliveries,
+            "UPDATE queues q SET dl_until = hookflow_now_ms() + $2
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS h(e, u, s, f)
+             WHERE q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s AND q.dl_owner = $1 AND q.dl_fence = h.f",
+        ),
+    ] {
+        if held.is_empty() {
+            continue;
+        }
+        let (e, u, s) = key_arrays(held.iter().map(|(k, _)| k));
+        let f: Vec<i64> = held.iter().map(|(_, f)| *f).collect();
+        tx.execute(sql, &[&owner, &lease_ms, &e, &u, &s, &f])?;
+    }
     Ok(())
 }
