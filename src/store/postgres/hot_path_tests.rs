@@ -77,3 +77,45 @@ fn a_claimed_or_kept_sessions_next_turn_is_loaded_with_the_claim_once() {
     let input = a.load_turn(ids[1]).unwrap().expect("queued");
     assert_eq!((input.row.payload.as_str(), input.session.map(|s| s.seq)), ("{\"n\":1}", Some(1)));
 }
+
+#[test]
+fn http_threads_accepting_together_get_one_id_each_in_each_sessions_order() {
+    use crate::engine::writer::{AcceptError, Direct};
+    let (a, _b, url) = pair("direct", Duration::from_secs(10));
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(a);
+    let (wake, woken) = crossbeam_channel::bounded(1);
+    let direct = Direct::new(store.clone(), wake, 1000);
+    // Eight threads, a session each, twenty messages each, all at once: groups form.
+    let ids: Vec<Vec<i64>> = std::thread::scope(|t| {
+        let handles: Vec<_> = (0..8)
+            .map(|s| {
+                let direct = &direct;
+                t.spawn(move || {
+                    (0..20)
+                        .map(|n| {
+                            let payload = format!("{{\"n\":{n}}}");
+                            direct.accept(key_of(&format!("d{s}")), JobKind::Message, payload).expect("accepted")
+                        })
+                        .collect::<Vec<i64>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all: std::collections::HashSet<i64> = ids.iter().flatten().copied().collect();
+    assert_eq!(all.len(), 160, "one id each");
+    assert!(woken.try_recv().is_ok(), "the claimer is woken");
+    for s in 0..8 {
+        let rows = raw(&url)
+            .query("SELECT id, payload FROM inbox WHERE session_id = $1 ORDER BY msg_no", &[&format!("d{s}")])
+            .unwrap();
+        let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let want: Vec<(i64, String)> =
+            ids[s].iter().enumerate().map(|(n, id)| (*id, format!("{{\"n\":{n}}}"))).collect();
+        assert_eq!(got, want, "session d{s} numbered in the order its messages were accepted");
+    }
+    // A full queue (limits.queueCapacity, counted in the database) refuses; nothing is written.
+    let full = Direct::new(store.clone(), crossbeam_channel::bounded(1).0, 160);
+    assert!(matches!(full.accept(key(), JobKind::Message, "{}".into()), Err(AcceptError::Full)));
+    assert_eq!(store.pending_inbox().unwrap().len(), 160);
+}
