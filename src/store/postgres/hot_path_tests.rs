@@ -110,8 +110,7 @@ fn http_threads_accepting_together_get_one_id_each_in_each_sessions_order() {
             .query("SELECT id, payload FROM inbox WHERE session_id = $1 ORDER BY msg_no", &[&format!("d{s}")])
             .unwrap();
         let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let want: Vec<(i64, String)> =
-            ids[s].iter().enumerate().map(|(n, id)| (*id, format!("{{\"n\":{n}}}"))).collect();
+        let want: Vec<(i64, String)> = sent.iter().enumerate().map(|(n, id)| (*id, format!("{{\"n\":{n}}}"))).collect();
         assert_eq!(got, want, "session d{s} numbered in the order its messages were accepted");
     }
     // A full queue (limits.queueCapacity, counted in the database) refuses; nothing is written.
