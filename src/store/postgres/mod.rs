@@ -27,9 +27,11 @@
 //! - **Wake**: commits `NOTIFY hookflow` with the replica's name; every replica `LISTEN`s on one
 //!   connection (ignoring its own name: it wakes its own threads directly) and also polls every
 //!   second, so a lost notification costs at most a second.
-//! - **Shortcuts** on the hot path (README, Replicas): an accept is one autocommit statement on
-//!   the http thread; a turn whose session has more messages keeps the lease in its commit and
-//!   its next message runs at once (`batch::chain`); lanes claim up to 64 heads at a time.
+//! - **Shortcuts** on the hot path (README, Replicas): accepts are autocommit statements of the
+//!   http threads, grouped (`engine/direct.rs`); a turn whose session has more messages keeps
+//!   the lease in its commit and its next message runs at once (`batch::chain`); a claim or such
+//!   a commit reads the next turn's input too (`queue::heads`, `PgStore::preload`); lanes claim
+//!   up to 64 heads at a time.
 
 mod batch;
 mod console;
