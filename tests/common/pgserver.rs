@@ -215,7 +215,7 @@ impl PgServer {
 /// A private CA (`ca.crt`) and a server certificate it signed (`server.crt`, `server.key`) for
 /// 127.0.0.1 and localhost, in `dir`, made with the system's `openssl` (ECDSA P-256, valid for
 /// two days). The server needs its key readable by itself only.
-fn make_certificates(dir: &Path) {
+pub fn make_certificates(dir: &Path) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
         assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));

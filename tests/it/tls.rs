@@ -3,7 +3,6 @@
 //! the test with the `openssl` command.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, unbounded};
@@ -17,38 +16,11 @@ struct Pki {
 }
 
 impl Pki {
+    /// A CA (`ca.crt`) and a server certificate for 127.0.0.1 it signed (`server.crt`,
+    /// `server.key`): the same as the test PostgreSQL server's.
     fn new() -> Pki {
         let dir = TempDir::new("pki");
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).current_dir(&dir.path).output().expect("openssl runs");
-            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        run(&[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=hookflow test CA"],
-        ]
-        .concat());
-        run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
-        std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
+        crate::pgserver::make_certificates(&dir.path);
         Pki { dir }
     }
 
@@ -63,7 +35,7 @@ impl Pki {
 
 /// An HTTPS webhook on 127.0.0.1:0 that records bodies and answers 200.
 fn https_sink(pki: &Pki) -> (String, Receiver<Value>) {
-    let ssl = tiny_http::SslConfig { certificate: pki.read("server.pem"), private_key: pki.read("server.key") };
+    let ssl = tiny_http::SslConfig { certificate: pki.read("server.crt"), private_key: pki.read("server.key") };
     let server = Arc::new(tiny_http::Server::https("127.0.0.1:0", ssl).expect("https sink"));
     let url = format!("https://{}/hook", server.server_addr().to_ip().unwrap());
     let (tx, rx) = unbounded();
@@ -91,11 +63,11 @@ fn serves_https_and_delivers_to_an_https_webhook_with_a_private_ca() {
     let pki = Pki::new();
     let (hook, outputs) = https_sink(&pki);
     let mut cfg = config(&hook);
-    cfg["tls"] = json!({ "cert": pki.path("server.pem"), "key": pki.path("server.key") });
-    cfg["delivery"]["caFile"] = json!(pki.path("ca.pem"));
+    cfg["tls"] = json!({ "cert": pki.path("server.crt"), "key": pki.path("server.key") });
+    cfg["delivery"]["caFile"] = json!(pki.path("ca.crt"));
     let app = App::start("tls", &cfg, &[("flow.json", &echo_flow())]);
     let base = app.base.replacen("http://", "https://", 1);
-    let agent = client(&pki.dir.join("ca.pem"));
+    let agent = client(&pki.dir.join("ca.crt"));
     let mut resp = agent
         .post(format!("{base}/{TOKEN}"))
         .header("Content-Type", "application/json")
