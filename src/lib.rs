@@ -98,6 +98,12 @@ mod tls;
 mod util;
 pub mod wire;
 
+/// The tests' throwaway PostgreSQL server (`tests/common/pgserver.rs`, shared with the
+/// integration tests), loaded once for every unit test that needs one: one server per test run.
+#[cfg(test)]
+#[path = "../tests/common/pgserver.rs"]
+mod pgserver;
+
 pub use config::{Config, ConfigErrors};
 pub use ops::logging;
 pub use ops::systemd;

@@ -109,3 +109,7 @@ impl Direct {
         answers
     }
 }
+
+#[cfg(test)]
+#[path = "direct_tests.rs"]
+mod tests;

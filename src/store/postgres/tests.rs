@@ -6,8 +6,7 @@
 //! database are two replicas. The server is the harness's throwaway one (`tests/common/pgserver.rs`),
 //! a database per test; waits are bounded (a lease test waits for the lease, with a deadline).
 
-#[path = "../../../tests/common/pgserver.rs"]
-mod pgserver;
+use crate::pgserver;
 
 use std::time::{Duration, Instant};
 
