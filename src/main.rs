@@ -448,8 +448,9 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
     }
     let pg = match &config.store {
         hookflow::config::StoreKind::Postgres(p) => hookflow::config::Postgres { url: to, ..p.clone() },
-        // No store section to take TLS from: the URL's own `sslmode` says it (libpq's names;
-        // `verify-ca` and `verify-full` are `require`, which verifies), `prefer` without one.
+        // No store section to take TLS from: the URL's own `sslmode` says it, `prefer` without
+        // one. (The driver knows disable, prefer and require; libpq's verify-ca and verify-full
+        // are refused with the URL, and `require` verifies as verify-full does.)
         hookflow::config::StoreKind::Sqlite => hookflow::config::Postgres {
             tls: url_tls(&to),
             url: to,
@@ -470,7 +471,7 @@ fn url_tls(url: &str) -> hookflow::config::PostgresTls {
     let query = url.split_once('?').map_or("", |(_, q)| q);
     match query.split('&').find_map(|kv| kv.strip_prefix("sslmode=")) {
         Some("disable") => PostgresTls::Disable,
-        Some("require" | "verify-ca" | "verify-full") => PostgresTls::Require,
+        Some("require") => PostgresTls::Require,
         _ => PostgresTls::Prefer,
     }
 }

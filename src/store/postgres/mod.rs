@@ -140,7 +140,7 @@ const PRELOADED: usize = 4096;
 type Head = (i64, SessionKey);
 
 /// How long a count of the waiting messages stands in for a new one (`limits.queueCapacity`):
-/// counting is a scan of the inbox, and the writer asks before every batch of accepts.
+/// counting is a scan of the inbox, and the http threads ask before every group of accepts.
 const BACKLOG_FOR: Duration = Duration::from_millis(100);
 
 /// `host:port` of the URL's first host, for messages (never the password).
@@ -354,9 +354,7 @@ impl PgStore {
         let valid = self.leases_valid();
         let runs = self.runs().clone();
         let done = self.in_tx(|tx| batch::commit_batch(tx, &self.owner, accepts, turns, &runs, valid, chain_ms))?;
-        if let Some((_, n)) = self.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            *n += accepts.len();
-        }
+        self.count_accepted(accepts.len());
         // Only the lease that was released: the claimer may have claimed the session anew
         // (a new fence) between the commit and here.
         let mut held = self.runs();
@@ -381,6 +379,13 @@ impl PgStore {
         Ok((done.ids, next))
     }
 
+    /// Adds this replica's own accepts to the cached count of waiting messages (`queued`).
+    fn count_accepted(&self, n: usize) {
+        if let Some((_, waiting)) = self.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            *waiting += n;
+        }
+    }
+
     /// Runs `f` on a connection without a transaction (`Conn::auto`): for one statement, or
     /// reads that need no common snapshot.
     fn in_auto<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
@@ -400,9 +405,7 @@ impl Store for PgStore {
     fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>> {
         if turns.is_empty() {
             let ids = self.in_auto(|tx| batch::accept_only(tx, &self.owner, accepts))?;
-            if let Some((_, n)) = self.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                *n += accepts.len();
-            }
+            self.count_accepted(accepts.len());
             return Ok(ids);
         }
         let (ids, _) = self.commit(accepts, turns, None)?;

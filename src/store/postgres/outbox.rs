@@ -115,7 +115,7 @@ pub(super) fn settle_delivered(
     ids: &[i64],
     leases: &[Option<(SessionKey, i64)>],
 ) -> Result<()> {
-    // The sessions' `queues` rows are locked first, in key order (see `queue::commit_batch`).
+    // The sessions' `queues` rows are locked first, in key order (see `batch::commit_batch`).
     tx.query(
         "SELECT 1 FROM queues q
          WHERE (q.endpoint, q.user_id, q.session_id) IN
@@ -155,9 +155,9 @@ pub(super) enum Fate<'a> {
     Dead { attempts: i64, error: &'a str, now_ms: i64 },
 }
 
-/// Records the fate of outputs `ids` (not delivered: `settle_delivered`) and releases their sessions' delivery leases where this
-/// replica holds them (`leases`, by position). A row already gone (settled by a replica that took
-/// over meanwhile) changes nothing.
+/// Records the fate of outputs `ids` that were not delivered (those are `settle_delivered`'s) and
+/// releases their sessions' delivery leases where this replica holds them (`leases`, by
+/// position). A row already gone (settled by a replica that took over meanwhile) changes nothing.
 pub(super) fn settle(
     tx: &mut Tx<'_>,
     owner: &str,

@@ -59,6 +59,23 @@ pub(super) fn claim(
     Ok(out)
 }
 
+/// A query of turn inputs (`input_of`'s columns: the message, its session and the user's
+/// profile), with `$select` after SELECT and `$rest` after the joins.
+macro_rules! input_sql {
+    ($select:literal, $rest:literal) => {
+        concat!(
+            "SELECT ",
+            $select,
+            " i.id, i.endpoint, i.user_id, i.session_id, i.kind, i.payload, i.resume,
+                s.state, s.seq, s.messages, s.updated_ms, p.profile
+             FROM inbox i
+             LEFT JOIN sessions s ON s.endpoint = i.endpoint AND s.user_id = i.user_id AND s.session_id = i.session_id
+             LEFT JOIN profiles p ON p.user_id = i.user_id ",
+            $rest
+        )
+    };
+}
+
 /// The head (first queued) message of each of the sessions `keys` that has one, loaded as
 /// `load_turn` loads it (with the session and the profile): the claim or commit that hands the
 /// session to this replica reads its turn's input in the same statement, so a worker need not.
@@ -68,14 +85,12 @@ pub(super) fn heads<'k>(
 ) -> Result<HashMap<SessionKey, TurnInput>> {
     let (e, u, s) = key_arrays(keys);
     let rows = tx.query(
-        "SELECT DISTINCT ON (i.endpoint, i.user_id, i.session_id)
-                i.id, i.endpoint, i.user_id, i.session_id, i.kind, i.payload, i.resume,
-                s.state, s.seq, s.messages, s.updated_ms, p.profile
-         FROM inbox i JOIN unnest($1::text[], $2::text[], $3::text[]) AS c(e, u, s)
-           ON i.endpoint = c.e AND i.user_id = c.u AND i.session_id = c.s
-         LEFT JOIN sessions s ON s.endpoint = i.endpoint AND s.user_id = i.user_id AND s.session_id = i.session_id
-         LEFT JOIN profiles p ON p.user_id = i.user_id
-         ORDER BY i.endpoint, i.user_id, i.session_id, i.msg_no",
+        input_sql!(
+            "DISTINCT ON (i.endpoint, i.user_id, i.session_id)",
+            "JOIN unnest($1::text[], $2::text[], $3::text[]) AS c(e, u, s)
+               ON i.endpoint = c.e AND i.user_id = c.u AND i.session_id = c.s
+             ORDER BY i.endpoint, i.user_id, i.session_id, i.msg_no"
+        ),
         &[&e, &u, &s],
     )?;
     rows.iter().map(|r| input_of(r).map(|t| (t.row.key.clone(), t))).collect()
@@ -119,15 +134,7 @@ pub(super) fn release(tx: &mut Tx<'_>, owner: &str, key: &SessionKey, fence: i64
 /// The message, its session and the user's profile, in one statement (a turn's load is on the
 /// hot path; it needs no transaction: under the run lease nothing else writes the session).
 pub(super) fn load_turn(tx: &mut Tx<'_>, inbox_id: i64) -> Result<Option<TurnInput>> {
-    let row = tx.query_opt(
-        "SELECT i.id, i.endpoint, i.user_id, i.session_id, i.kind, i.payload, i.resume,
-                s.state, s.seq, s.messages, s.updated_ms, p.profile
-         FROM inbox i
-         LEFT JOIN sessions s ON s.endpoint = i.endpoint AND s.user_id = i.user_id AND s.session_id = i.session_id
-         LEFT JOIN profiles p ON p.user_id = i.user_id
-         WHERE i.id = $1",
-        &[&inbox_id],
-    )?;
+    let row = tx.query_opt(input_sql!("", "WHERE i.id = $1"), &[&inbox_id])?;
     row.as_ref().map(input_of).transpose()
 }
 
