@@ -1,6 +1,7 @@
 //! One writer batch in one transaction: accepted messages and finished turns, written with a
 //! handful of statements whatever the batch's size (each statement is a round trip, and the
-//! writer's batches are the hot path).
+//! writer's batches are the hot path). The http threads' groups of accepts alone are one
+//! autocommit statement (`accept_only`, from `engine/direct.rs`).
 //!
 //! 1. **Lock** every session the batch touches, in key order, in one statement; it returns each
 //!    row's current run lease, so the fence of every turn is checked from it.
