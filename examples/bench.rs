@@ -69,6 +69,10 @@
 //! `target/x86_64-unknown-linux-gnu/release/hookflow`, to see what its size-optimised code costs).
 //! For diagnosis: `BENCH_SERVER_LOG=debug` sets the server's `RUST_LOG` (default `warn`) and
 //! `BENCH_KEEP=1` keeps the temp dir (configs, data, `server.log`s) instead of removing it.
+//! `BENCH_PG_SETTINGS` adds PostgreSQL server settings to the replicas scenario's server, space
+//! separated, e.g. `shared_preload_libraries=pg_stat_statements,auto_explain
+//! auto_explain.log_min_duration=0 auto_explain.sample_rate=0.02` to see the hot path's plans in
+//! its `server.log` (under `/tmp/hookflow-pg-bench-<pid>/` while the bench runs).
 //! The temp dir is under `$TMPDIR` (default `/tmp`); its filesystem matters for `full`.
 
 use std::collections::BTreeMap;

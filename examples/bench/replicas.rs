@@ -94,9 +94,43 @@ impl PgWork {
     }
 }
 
+/// Prints, per table of the database at `url`, its row changes per message and how many
+/// updates were HOT (no index touched) and its size: where PostgreSQL's work goes.
+fn table_report(url: &str, messages: usize) -> Result<(), String> {
+    let e = |e: postgres::Error| format!("PostgreSQL table statistics: {e}");
+    let mut c = postgres::Client::connect(url, postgres::NoTls).map_err(e)?;
+    let rows = c
+        .query(
+            "SELECT relname::text, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, n_dead_tup,
+                    pg_total_relation_size(relid)
+             FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY n_tup_upd DESC",
+            &[],
+        )
+        .map_err(e)?;
+    let n = messages.max(1) as f64;
+    for r in &rows {
+        let (ins, upd, hot, del, dead, size): (i64, i64, i64, i64, i64, i64) =
+            (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6));
+        println!(
+            "  table {:<12} per message: {:.2} inserted, {:.2} updated ({:.0} % HOT), {:.2} deleted; {dead} dead rows, {:.1} MiB",
+            r.get::<_, String>(0),
+            ins as f64 / n,
+            upd as f64 / n,
+            100.0 * hot as f64 / (upd.max(1)) as f64,
+            del as f64 / n,
+            size as f64 / 1048576.0
+        );
+    }
+    Ok(())
+}
+
 impl Bench {
     pub(super) fn replicas(&mut self) -> Result<(), String> {
-        let server = pgserver::PgServer::start_with("bench", &["shared_preload_libraries=pg_stat_statements"]);
+        // BENCH_PG_SETTINGS: more server settings, space separated (e.g. auto_explain's, to see plans).
+        let extra = std::env::var("BENCH_PG_SETTINGS").unwrap_or_default();
+        let mut settings = vec!["shared_preload_libraries=pg_stat_statements"];
+        settings.extend(extra.split_whitespace());
+        let server = pgserver::PgServer::start_with("bench", &settings);
         let k = &self.knobs;
         let load = k.load(k.messages, k.sessions);
         let sink = Sink::start(self.epoch, SINK_THREADS, Duration::ZERO)?;
@@ -120,6 +154,7 @@ impl Bench {
             let b = self.measure(&mut pg, &sink, load)?;
             let pg_ms = 1e3 * (pg_cpu_seconds(&server) - pg_before) / b.check.unique.max(1) as f64;
             let (xacts, statements) = work.report(b.check.unique)?;
+            table_report(&url, b.check.unique)?;
             self.stop(&mut pg);
             let del = b.delivered_rate() / a.delivered_rate().max(1e-9);
             let cpu = (b.cpu_ms_per_msg() + pg_ms) / a.cpu_ms_per_msg().max(1e-9);
