@@ -607,13 +607,20 @@ impl Bench {
         let mut rounds: Rounds = Vec::new();
         for round in 1..=n {
             let suffix = if n > 1 { format!(" #{round}") } else { String::new() };
+            // Every other round runs the second variant first, so that a drift of the machine
+            // over the run (load, page cache, a neighbour) does not favour one of them.
+            let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
             let mut pair = Vec::new();
-            for (name, target, what) in &variants {
+            for i in order {
+                let (name, target, what) = &variants[i];
                 section(&format!("{scenario} {name}{suffix}"), what);
                 let mut server = self.start(&format!("{scenario}-{name}-{round}"), target, sink.addr)?;
                 let r = self.measure(&mut server, &sink, load)?;
                 self.stop(&mut server);
                 pair.push((r, server));
+            }
+            if order[0] == 1 {
+                pair.swap(0, 1);
             }
             let (a, b) = (&pair[0], &pair[1]);
             self.row(&format!("{scenario} {}{suffix}", variants[0].0), &a.0, Some(&a.1), String::new());

@@ -73,7 +73,7 @@ impl Bench {
             took.elapsed().as_secs_f64(),
             size as f64 / 1048576.0
         );
-        let load = self.knobs.load(self.knobs.messages / 2, self.knobs.sessions);
+        let load = self.knobs.load(self.knobs.messages, self.knobs.sessions);
         let fresh = self.hookflow("normal", None, PATH_TEMPLATE);
         let Target::Hookflow(h) = self.hookflow("normal", None, PATH_TEMPLATE) else { unreachable!() };
         let full = Target::Hookflow(Hookflow { store: Some(file), ..h });
@@ -176,8 +176,12 @@ fn prefill(file: &Path, n: usize) -> Result<(), String> {
         for k in 0..n {
             let state =
                 format!(r#"{{"context":{{"name":"user {k}","step":2}},"entry":0,"question":null,"version":1}}"#);
-            let session = format!("{:016x}", (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            ins.execute(rusqlite::params![format!("idle-{k:08}"), session, state, now]).map_err(|e| e.to_string())?;
+            // `u` and 16 scrambled hex digits: the idle sessions' keys fall between the load's
+            // (`u<k>`), as the ids of a week of users would, so the load's rows are spread over
+            // the sessions table's leaves instead of sitting together at its end.
+            let scrambled = format!("{:016x}", (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            ins.execute(rusqlite::params![format!("u{scrambled}"), format!("s{scrambled}"), state, now])
+                .map_err(|e| e.to_string())?;
         }
     }
     tx.commit().map_err(|e| e.to_string())?;

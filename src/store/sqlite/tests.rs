@@ -100,3 +100,30 @@ fn an_expiry_step_looks_at_a_bounded_number_of_sessions_and_says_where_to_go_on(
     assert_eq!((forgotten, steps), (n, 3), "three steps of 1,000 sweep 2,500 sessions");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_log_is_copied_into_the_database_only_after_checkpoint_pages() {
+    let (store, dir) = temp_store("checkpoint-pages");
+    let (commits, page) = (2_500usize, 4096usize);
+    {
+        let conn = store.lock();
+        let text = "x".repeat(page);
+        for i in 0..commits {
+            // Autocommit: one transaction, at least one new log page each.
+            conn.execute(
+                "INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
+                 VALUES ('e', 'u', 's', 'user', ?1, '{}', ?2)",
+                rusqlite::params![text, i as i64],
+            )
+            .unwrap();
+        }
+    }
+    // SQLite's default (1,000 pages) would have rewound the log and kept it at about 1,000
+    // pages; it holds every page since the store opened, until CHECKPOINT_PAGES.
+    let log = std::fs::metadata(dir.join(format!("{STORE_FILE}-wal"))).unwrap().len() as usize;
+    assert!(
+        log > commits * page && commits < CHECKPOINT_PAGES as usize,
+        "the log is {log} bytes after {commits} commits of a page; the automatic checkpoint came early"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
