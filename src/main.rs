@@ -1,5 +1,9 @@
 //! The `hookflow` command: parses the command line, starts logging, runs one subcommand, and
 //! turns its result into the exit code (0 ok, 1 bad config or arguments, 2 run-time failure).
+//!
+//! The library forbids `unsafe`; the binary denies it but for one call into glibc's allocator
+//! (`keep_freed_memory`), which no safe crate offers.
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,6 +167,7 @@ const TRIM_THRESHOLD: i32 = 8 << 20;
 /// and most of what it lost against a fresh store (README, Performance). Keeping up to 8 MiB
 /// costs a little peak memory, no idle memory.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
 fn keep_freed_memory() -> bool {
     // glibc's <malloc.h>.
     const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
