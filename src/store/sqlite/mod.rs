@@ -81,14 +81,21 @@ pub struct SqliteStore {
 }
 
 /// The log pages after which a commit copies the log into the database (SQLite's automatic
-/// checkpoint; its default is 1,000). A checkpoint copies each page once however often the log
-/// holds it, and the pages that change most (the sessions in use, the queues' last pages)
+/// checkpoint), with `durability: normal`. A checkpoint copies each page once however often the
+/// log holds it, and the pages that change most (the sessions in use, the queues' last pages)
 /// change in nearly every commit: a longer log copies far fewer pages per message. With a
-/// million stored sessions, whose active rows each sit on a page of their own, 1,000 made the
-/// checkpoints cost a fifth of the throughput and doubled the acknowledgement p99 (README,
-/// Performance). The price is disk: the log grows to about 40 MiB (10,000 pages of 4 KiB)
-/// before it is rewound, and the periodic TRUNCATE checkpoint (writer.rs) gives that space back.
+/// million stored sessions, whose active rows each sit on a page of their own, SQLite's default
+/// of 1,000 made the checkpoints cost a fifth of the throughput and doubled the acknowledgement
+/// p99 (README, Performance). The price is disk: the log grows to about 40 MiB (10,000 pages of
+/// 4 KiB) before it is rewound, and the periodic TRUNCATE checkpoint (writer.rs) gives that
+/// space back.
 pub(crate) const CHECKPOINT_PAGES: u32 = 10_000;
+
+/// The same with `durability: full`: SQLite's default. There every commit is flushed to disk,
+/// and a log that grows (rather than being rewound and overwritten) makes each flush also
+/// write the file's new size and blocks: 10,000 pages took accepted/s from 0.67 to 0.42 of
+/// `normal`.
+pub(crate) const CHECKPOINT_PAGES_FULL: u32 = 1_000;
 
 /// Outbox ids must never be reused: a sender lane reads rows above the highest id it has seen,
 /// and SQLite would otherwise hand out `max(id) + 1` again once the table is empty.
@@ -167,13 +174,13 @@ impl SqliteStore {
         let path = dir.join(STORE_FILE);
         let conn = Connection::open(&path)
             .map_err(|e| StoreError::new(ErrorKind::Io, format!("cannot open {}: {e}", path.display())))?;
-        let sync = match durability {
-            Durability::Normal => "NORMAL",
-            Durability::Full => "FULL",
+        let (sync, checkpoint_pages) = match durability {
+            Durability::Normal => ("NORMAL", CHECKPOINT_PAGES),
+            Durability::Full => ("FULL", CHECKPOINT_PAGES_FULL),
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;
-             PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000; PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES};
+             PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000; PRAGMA wal_autocheckpoint={checkpoint_pages};
 "
         ))?;
         conn.execute_batch(SCHEMA)?;

@@ -101,15 +101,15 @@ fn an_expiry_step_looks_at_a_bounded_number_of_sessions_and_says_where_to_go_on(
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
-fn the_log_is_copied_into_the_database_only_after_checkpoint_pages() {
-    let (store, dir) = temp_store("checkpoint-pages");
-    let (commits, page) = (2_500usize, 4096usize);
+/// Commits `commits` transactions of one new log page each to a new store; the log's size after.
+fn log_bytes_after(name: &str, durability: Durability, commits: usize) -> usize {
+    let dir = std::env::temp_dir().join(format!("hookflow-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = SqliteStore::open(&dir, durability).unwrap();
     {
         let conn = store.lock();
-        let text = "x".repeat(page);
+        let text = "x".repeat(PAGE);
         for i in 0..commits {
-            // Autocommit: one transaction, at least one new log page each.
             conn.execute(
                 "INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
                  VALUES ('e', 'u', 's', 'user', ?1, '{}', ?2)",
@@ -118,12 +118,31 @@ fn the_log_is_copied_into_the_database_only_after_checkpoint_pages() {
             .unwrap();
         }
     }
-    // SQLite's default (1,000 pages) would have rewound the log and kept it at about 1,000
-    // pages; it holds every page since the store opened, until CHECKPOINT_PAGES.
     let log = std::fs::metadata(dir.join(format!("{STORE_FILE}-wal"))).unwrap().len() as usize;
-    assert!(
-        log > commits * page && commits < CHECKPOINT_PAGES as usize,
-        "the log is {log} bytes after {commits} commits of a page; the automatic checkpoint came early"
-    );
+    drop(store);
     let _ = std::fs::remove_dir_all(&dir);
+    log
+}
+
+const PAGE: usize = 4096;
+
+#[test]
+fn the_log_is_copied_into_the_database_only_after_checkpoint_pages() {
+    // SQLite's default (1,000 pages) would have rewound the log and kept it at about 1,000
+    // pages; with `normal` it holds every page since the store opened, until CHECKPOINT_PAGES.
+    let commits = 2_500;
+    assert!(commits < CHECKPOINT_PAGES as usize);
+    let log = log_bytes_after("checkpoint-normal", Durability::Normal, commits);
+    assert!(log > commits * PAGE, "the log is {log} bytes after {commits} commits of a page: checkpointed early");
+}
+
+#[test]
+fn with_durability_full_the_log_is_rewound_after_sqlites_default() {
+    // A growing log makes every flushed commit dearer (see CHECKPOINT_PAGES_FULL).
+    let commits = 1_500;
+    let log = log_bytes_after("checkpoint-full", Durability::Full, commits);
+    assert!(
+        log < commits * PAGE && log > CHECKPOINT_PAGES_FULL as usize * PAGE,
+        "the log is {log} bytes after {commits} commits of a page: not rewound at {CHECKPOINT_PAGES_FULL} pages"
+    );
 }
