@@ -141,6 +141,15 @@ pub struct NewOutput {
     pub not_before_ms: i64,
 }
 
+/// The outbox rows one commit added: every row with an id in `(after, last]`. A lane that has
+/// read the outbox up to `after` can take them as they are instead of reading them back.
+#[derive(Debug, Clone, Default)]
+pub struct NewOutbox {
+    pub after: i64,
+    pub last: i64,
+    pub rows: Vec<OutboxRow>,
+}
+
 /// One output to deliver.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {

@@ -17,8 +17,11 @@
 //! as down, heads wait in `held` (not in the due-time heap) until the next probe time or until
 //! the target's epoch changes (a probe ended, the target answered; the lane is woken then).
 //!
-//! The lane is woken through a channel after each commit and also reads the store at start-up,
-//! so whatever was pending when the process stopped goes out.
+//! The writer hands each commit's new rows to their lane (`Wake::pushed`, into the lane's
+//! mailbox) and wakes it; the lane takes them as they are while its read cursor has seen every
+//! row before the commit (`take`), and reads the outbox otherwise: at start-up (whatever was
+//! pending when the process stopped), after a wake-up from anyone else (a replay, a checkpoint
+//! of a parked turn), when its share is full, or when its mailbox overflowed.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -30,7 +33,7 @@ use crossbeam_channel::select;
 use super::attempt::{Outcome, agent, attempt, retry_wait};
 use super::target::Gate;
 use super::{Group, LaneContext};
-use crate::domain::{OutboxRow, SessionKey};
+use crate::domain::{NewOutbox, OutboxRow, SessionKey};
 use crate::store::StoreError;
 use crate::util::now_ms;
 
@@ -107,7 +110,7 @@ pub(crate) fn run(cx: LaneContext) {
         }
         let wait = l.drain_until.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
         select! {
-            recv(cx.plan.wake) -> _ => l.feeds.values_mut().for_each(|f| f.more = true),
+            recv(cx.plan.wake) -> _ => l.open_mail(),
             recv(cx.stop) -> d => {
                 if l.drain_until.is_none() {
                     l.drain_until = Some(d.unwrap_or_else(|_| Instant::now()));
@@ -183,7 +186,69 @@ impl Default for Feed {
     }
 }
 
+/// What a lane does with the rows one commit added for one of its endpoints.
+#[derive(Debug, PartialEq)]
+enum Take {
+    /// Keep the rows above the feed's cursor and move the cursor to the commit's last id.
+    Rows,
+    /// The next read of the outbox finds them (one is due already).
+    Leave,
+    /// Read the outbox: rows may have been added that this commit does not carry, or there is
+    /// no room for them in memory.
+    Read,
+}
+
+/// Decides `Take` for `n` rows of a commit that added the ids `(after, ..]`, for an endpoint
+/// whose feed has read every row up to `loaded`, with `room` rows left in its share.
+fn take(feed: &Feed, after: i64, n: usize, room: usize) -> Take {
+    if feed.more || !feed.waiting.is_empty() {
+        // A read is due (or spilled sessions come first): it finds these rows on disk.
+        Take::Leave
+    } else if feed.loaded < after || n > room {
+        Take::Read
+    } else {
+        Take::Rows
+    }
+}
+
 impl Lane<'_> {
+    /// Takes what the writer left: the rows of its commits (no read of the outbox needed while
+    /// the lane's cursors follow them), or a request to read the outbox.
+    fn open_mail(&mut self) {
+        let mail = self.cx.plan.take_mail();
+        if mail.read || mail.batches.is_empty() {
+            // Woken by another writer, the admin API or a probe's end: read as before.
+            self.feeds.values_mut().for_each(|f| f.more = true);
+        }
+        for batch in mail.batches {
+            self.take_commit(batch);
+        }
+    }
+
+    fn take_commit(&mut self, batch: NewOutbox) {
+        let NewOutbox { after, last, rows } = batch;
+        let mut by_endpoint: HashMap<String, Vec<OutboxRow>> = HashMap::new();
+        for row in rows {
+            by_endpoint.entry(row.key.endpoint.clone()).or_default().push(row);
+        }
+        for name in &self.group.endpoints {
+            let rows = by_endpoint.remove(name).unwrap_or_default();
+            let feed = self.feeds.get_mut(name).expect("one feed per endpoint");
+            let room = self.share.saturating_sub(feed.in_memory);
+            match take(feed, after, rows.len(), room) {
+                Take::Leave => {}
+                Take::Read => feed.more = true,
+                Take::Rows => {
+                    let loaded = feed.loaded;
+                    feed.loaded = loaded.max(last);
+                    for row in rows.into_iter().filter(|r| r.id > loaded) {
+                        self.admit(row);
+                    }
+                }
+            }
+        }
+    }
+
     /// Removes delivered outputs from the store.
     fn flush(&mut self) {
         if self.delivered.is_empty() {
@@ -450,5 +515,25 @@ mod tests {
             assert!(*min as f64 > 0.6 * 400.0 / f64::from(lanes), "{lanes} lanes: {count:?}");
             assert!(*max as f64 <= 1.6 * 400.0 / f64::from(lanes), "{lanes} lanes: {count:?}");
         }
+    }
+
+    #[test]
+    fn a_commits_rows_are_taken_only_when_the_cursor_has_seen_everything_before_them() {
+        let caught_up = Feed { loaded: 100, in_memory: 0, more: false, waiting: VecDeque::new() };
+        // The commit added the ids after 100: nothing can lie between the cursor and its rows.
+        assert_eq!(take(&caught_up, 100, 3, 10), Take::Rows);
+        // The lane read past the commit's start already (a read after the commit): the rows
+        // above its cursor are taken, the rest it has.
+        assert_eq!(take(&caught_up, 90, 3, 10), Take::Rows);
+        // Something else added rows 101..=105 (a replay): read them all, in order.
+        assert_eq!(take(&caught_up, 105, 3, 10), Take::Read);
+        // No room for them in the endpoint's share: they wait on disk.
+        assert_eq!(take(&caught_up, 100, 11, 10), Take::Read);
+        // A read is due anyway, or spilled sessions come first: it finds them on disk.
+        let reading = Feed { more: true, ..Feed::default() };
+        assert_eq!(take(&reading, 0, 3, 10), Take::Leave);
+        let key = SessionKey { endpoint: "e".into(), user_id: "u".into(), session_id: "s".into() };
+        let spilled = Feed { loaded: 100, in_memory: 0, more: false, waiting: VecDeque::from([key]) };
+        assert_eq!(take(&spilled, 100, 3, 10), Take::Leave);
     }
 }

@@ -24,9 +24,9 @@
 //! of every lane count together, and once the URL counts as down, one probe at a time is sent for
 //! the whole group; the probe's end wakes the group's lanes.
 //!
-//! This module holds the handles other stages use: `Wake` (the writer and the admin API tell a
-//! lane that new rows are in the outbox), `plan` (the lanes to start) and `LaneContext` (what a
-//! lane thread is given).
+//! This module holds the handles other stages use: `Wake` (the writer hands a lane the rows it
+//! just committed; the admin API and others tell a lane to read the outbox), `plan` (the lanes
+//! to start) and `LaneContext` (what a lane thread is given).
 
 mod attempt;
 mod claimed;
@@ -35,7 +35,7 @@ mod lane;
 mod target;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -43,7 +43,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 pub(crate) use target::DOWN_AFTER;
 
 use crate::config::Config;
-use crate::domain::SessionKey;
+use crate::domain::{NewOutbox, OutboxRow, SessionKey};
 use crate::ops::metrics::Metrics;
 use crate::store::Store;
 use target::Target;
@@ -51,10 +51,26 @@ use target::Target;
 /// Wakes the sender lanes; held by the writer, the workers and the admin API.
 #[derive(Clone)]
 pub(crate) struct Wake {
-    /// Endpoint name → the wake channels of its group's lanes, in lane order.
-    by_endpoint: Arc<HashMap<String, Arc<[Sender<()>]>>>,
-    /// Every lane's channel.
-    all: Arc<[Sender<()>]>,
+    /// Endpoint name → its group's lanes (indexes into `all`), in lane order.
+    by_endpoint: Arc<HashMap<String, Arc<[usize]>>>,
+    /// Every lane's wake-up channel and mailbox.
+    all: Arc<[LaneDoor]>,
+}
+
+/// A lane's wake-up channel and its mailbox.
+type LaneDoor = (Sender<()>, Arc<Mutex<Mail>>);
+
+/// Most commits a lane's mailbox holds; past it the lane reads the outbox instead.
+const MAIL_BATCHES: usize = 64;
+
+/// What was left for a lane since it last looked.
+#[derive(Default)]
+pub(crate) struct Mail {
+    /// The commits of the writer since, each with this lane's new rows (maybe none).
+    batches: Vec<NewOutbox>,
+    /// New rows may be in the outbox that no batch here carries (another writer, an overflow):
+    /// read it.
+    read: bool,
 }
 
 impl Wake {
@@ -64,14 +80,45 @@ impl Wake {
             // Not a configured endpoint: no lane reads its rows (they became dead letters).
             return;
         };
-        // A full channel means a wake-up is already pending: nothing to add.
-        let _ = lanes[key.lane_hash() as usize % lanes.len()].try_send(());
+        self.read(lanes[key.lane_hash() as usize % lanes.len()]);
     }
 
     /// Wakes every lane (a dead letter replayed).
     pub(crate) fn all(&self) {
-        for w in self.all.iter() {
-            let _ = w.try_send(());
+        for lane in 0..self.all.len() {
+            self.read(lane);
+        }
+    }
+
+    fn read(&self, lane: usize) {
+        let (wake, mail) = &self.all[lane];
+        mail.lock().unwrap_or_else(|p| p.into_inner()).read = true;
+        // A full channel means a wake-up is already pending: nothing to add.
+        let _ = wake.try_send(());
+    }
+
+    /// Hands a commit's new outbox rows to their lanes (every lane learns of the commit, so
+    /// that its read cursor can pass it), waking those that got rows.
+    pub(crate) fn pushed(&self, new: NewOutbox) {
+        let mut rows_of: Vec<Vec<OutboxRow>> = self.all.iter().map(|_| Vec::new()).collect();
+        for row in new.rows {
+            if let Some(lanes) = self.by_endpoint.get(&row.key.endpoint) {
+                rows_of[lanes[row.key.lane_hash() as usize % lanes.len()]].push(row);
+            }
+        }
+        for ((wake, mail), rows) in self.all.iter().zip(rows_of) {
+            let got = !rows.is_empty();
+            {
+                let mut m = mail.lock().unwrap_or_else(|p| p.into_inner());
+                if m.batches.len() >= MAIL_BATCHES {
+                    m.batches.clear();
+                    m.read = true;
+                }
+                m.batches.push(NewOutbox { after: new.after, last: new.last, rows });
+            }
+            if got {
+                let _ = wake.try_send(());
+            }
         }
     }
 }
@@ -90,6 +137,15 @@ pub(crate) struct LanePlan {
     /// Of `delivery.senders`: the lane takes the sessions whose `lane_hash % senders` is this.
     index: usize,
     wake: Receiver<()>,
+    /// What the writer left for this lane (`Wake::pushed`).
+    mail: Arc<Mutex<Mail>>,
+}
+
+impl LanePlan {
+    /// Takes what was left in the mailbox.
+    fn take_mail(&self) -> Mail {
+        std::mem::take(&mut *self.mail.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// Lays out the lanes: one group per distinct webhook URL, in config order, `delivery.senders`
@@ -109,12 +165,19 @@ pub(crate) fn plan(config: &Config) -> (Wake, Vec<LanePlan>) {
     for (_, endpoints) in urls {
         let (tx, rx): (Vec<_>, Vec<_>) = (0..senders).map(|_| bounded(1)).unzip();
         let tx: Arc<[Sender<()>]> = tx.into();
+        let lanes: Arc<[usize]> = (all.len()..all.len() + senders).collect();
         for name in &endpoints {
-            by_endpoint.insert(name.clone(), tx.clone());
+            by_endpoint.insert(name.clone(), lanes.clone());
         }
-        all.extend(tx.iter().cloned());
+        let mails: Vec<Arc<Mutex<Mail>>> = (0..senders).map(|_| Arc::default()).collect();
+        all.extend(tx.iter().cloned().zip(mails.iter().cloned()));
         let group = Arc::new(Group { endpoints, target: Target::new(&config.delivery, tx) });
-        plans.extend(rx.into_iter().enumerate().map(|(index, wake)| LanePlan { group: group.clone(), index, wake }));
+        plans.extend(rx.into_iter().zip(mails).enumerate().map(|(index, (wake, mail))| LanePlan {
+            group: group.clone(),
+            index,
+            wake,
+            mail,
+        }));
     }
     (Wake { by_endpoint: Arc::new(by_endpoint), all: all.into() }, plans)
 }
@@ -186,5 +249,51 @@ mod tests {
         }
         wake.all();
         assert!(plans.iter().all(|p| p.wake.try_recv().is_ok()), "all() wakes every lane");
+    }
+
+    fn row(endpoint: &str, session: usize, id: i64) -> OutboxRow {
+        let key = SessionKey { endpoint: endpoint.into(), user_id: "u".into(), session_id: format!("s{session}") };
+        OutboxRow { id, key, seq: 1, body: "{}".into(), not_before_ms: 0, attempts: 0 }
+    }
+
+    #[test]
+    fn a_commits_rows_reach_their_lanes_and_every_lane_learns_of_the_commit() {
+        let c = config(&[("a", "http://a.test/hook"), ("b", "http://b.test/hook")], 2);
+        let (wake, plans) = plan(&c);
+        let rows: Vec<OutboxRow> = (0..8).map(|s| row("a", s, 11 + s as i64)).collect();
+        wake.pushed(NewOutbox { after: 10, last: 18, rows: rows.clone() });
+        for p in &plans {
+            let woken = p.wake.try_recv().is_ok();
+            let mail = p.take_mail();
+            assert!(!mail.read);
+            let [batch] = &mail.batches[..] else { panic!("one commit, one batch: {}", mail.batches.len()) };
+            assert_eq!((batch.after, batch.last), (10, 18), "every lane learns where the commit stands");
+            let mine: Vec<i64> = rows
+                .iter()
+                .filter(|r| p.group.endpoints.contains(&r.key.endpoint) && r.key.lane_hash() as usize % 2 == p.index)
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(
+                batch.rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+                mine,
+                "lane {} of {:?}",
+                p.index,
+                p.group.endpoints
+            );
+            assert_eq!(woken, !mine.is_empty(), "only lanes that got rows are woken");
+        }
+        // A mailbox nobody empties is bounded: past MAIL_BATCHES commits its lane reads instead.
+        for i in 0..=MAIL_BATCHES as i64 {
+            wake.pushed(NewOutbox { after: 18 + i, last: 19 + i, rows: vec![row("b", 0, 19 + i)] });
+        }
+        let mail = plans
+            .iter()
+            .find(|p| p.group.endpoints == ["b"] && p.index == row("b", 0, 0).key.lane_hash() as usize % 2)
+            .unwrap()
+            .take_mail();
+        assert!(mail.read && mail.batches.len() == 1, "{} batches kept", mail.batches.len());
+        // Any other wake-up asks for a read.
+        wake.session(&row("a", 0, 0).key);
+        assert!(plans.iter().any(|p| p.take_mail().read));
     }
 }

@@ -27,7 +27,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use super::Scheduler;
 pub(crate) use super::direct::Direct;
 use crate::delivery::Wake;
-use crate::domain::{JobKind, SessionKey, TurnRecord};
+use crate::domain::{JobKind, NewOutbox, SessionKey, TurnRecord};
 use crate::store::{Accept, ErrorKind, Store, StoreError};
 
 /// Most writes committed together.
@@ -259,12 +259,12 @@ fn commit(cx: &WriterContext, mut batch: Batch, health: &mut Health) {
         // Replicas accept on the http threads (`Direct`): their batches are turns, whose
         // sessions may go on here with their next message (`Claims::commit_turns`).
         let written = match cx.store.claims() {
-            Some(claims) if rows.is_empty() => claims.commit_turns(&turns).map(|next| (Vec::new(), next)),
-            _ => cx.store.commit_batch(&rows, &turns).map(|ids| (ids, Vec::new())),
+            Some(claims) if rows.is_empty() => claims.commit_turns(&turns).map(|next| (Vec::new(), next, None)),
+            _ => cx.store.commit_batch_rows(&rows, &turns).map(|(ids, new)| (ids, Vec::new(), new)),
         };
         match written {
-            Ok((ids, next)) => {
-                released(cx, batch.accepts, batch.turns, ids, next);
+            Ok((ids, next, new)) => {
+                released(cx, batch.accepts, batch.turns, ids, next, new);
                 recovered(cx, health);
             }
             Err(e) => {
@@ -354,6 +354,7 @@ fn released(
     turns: Vec<(SessionKey, TurnRecord)>,
     ids: Vec<i64>,
     next: Vec<(i64, SessionKey)>,
+    new: Option<NewOutbox>,
 ) {
     // Before `done` below: the session's queue then still holds the finished message, so the
     // next one waits behind it and `done` hands the session to a worker again.
@@ -370,8 +371,11 @@ fn released(
         // A full channel means a wake-up is already pending.
         let _ = claimer.try_send(());
     }
+    // The new rows go to their lanes as they are: a lane need not read back what was just
+    // written (SQLite; otherwise the lanes are woken to read).
+    let pushed = new.map(|new| cx.wake.pushed(new)).is_some();
     for (key, record) in turns {
-        if !record.outputs.is_empty() {
+        if !pushed && !record.outputs.is_empty() {
             cx.wake.session(&key);
         }
         cx.sched.done(key);

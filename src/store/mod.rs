@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use crate::config::{Config, StoreKind};
 use crate::domain::{
-    AttemptRecord, DeadLetter, EndpointCounts, JobKind, OutboxRow, OutputEntry, OutputFilter, Replay, SessionKey,
-    SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
+    AttemptRecord, DeadLetter, EndpointCounts, JobKind, NewOutbox, OutboxRow, OutputEntry, OutputFilter, Replay,
+    SessionKey, SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
 };
 
 /// Opens the store the config names: the one place that picks a backend (SQLite in `dataDir`,
@@ -115,6 +115,16 @@ pub trait Store: Send + Sync {
     /// One transaction for a writer batch: accepted messages (their ids are returned, in order)
     /// and finished turns (see [`TurnRecord`]).
     fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>>;
+
+    /// As `commit_batch`, with the outbox rows the batch added when the backend can tell them
+    /// exactly (the writer then hands them to the sender lanes, which need not read them back).
+    fn commit_batch_rows(
+        &self,
+        accepts: &[Accept<'_>],
+        turns: &[&TurnRecord],
+    ) -> Result<(Vec<i64>, Option<NewOutbox>)> {
+        Ok((self.commit_batch(accepts, turns)?, None))
+    }
 
     /// Queues an accepted message on its own; returns its id once it is committed.
     fn accept(&self, key: &SessionKey, kind: JobKind, payload: &str) -> Result<i64> {

@@ -42,8 +42,8 @@ use rusqlite::Connection;
 
 use crate::config::Durability;
 use crate::domain::{
-    AttemptRecord, DeadLetter, EndpointCounts, OutboxRow, OutputEntry, OutputFilter, OutputState, Replay, SessionKey,
-    SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
+    AttemptRecord, DeadLetter, EndpointCounts, NewOutbox, OutboxRow, OutputEntry, OutputFilter, OutputState, Replay,
+    SessionKey, SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
 };
 use crate::store::{Accept, ErrorKind, Result, Store, StoreError};
 
@@ -215,14 +215,31 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>> {
+        Ok(self.commit_batch_rows(accepts, turns)?.0)
+    }
+
+    fn commit_batch_rows(
+        &self,
+        accepts: &[Accept<'_>],
+        turns: &[&TurnRecord],
+    ) -> Result<(Vec<i64>, Option<NewOutbox>)> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let ids = inbox::insert(&tx, accepts)?;
+        // Every outbox insert goes through this connection, under its lock: the rows above
+        // `after` when this transaction commits are exactly the ones it adds.
+        let mut new = match turns.iter().any(|t| !t.outputs.is_empty()) {
+            true => Some(NewOutbox { after: outbox::max_id(&tx)?, ..NewOutbox::default() }),
+            false => None,
+        };
         for t in turns {
-            turns::write(&tx, t)?;
+            turns::write(&tx, t, new.as_mut().map(|n| &mut n.rows))?;
         }
         tx.commit()?;
-        Ok(ids)
+        if let Some(n) = &mut new {
+            n.last = n.rows.last().map_or(n.after, |r| r.id);
+        }
+        Ok((ids, new))
     }
 
     fn pending_inbox(&self) -> Result<Vec<(i64, SessionKey)>> {

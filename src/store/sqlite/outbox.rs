@@ -137,7 +137,7 @@ pub(super) fn replay(conn: &Connection, id: i64, now_ms: i64, endpoint_ok: &dyn 
              RETURNING seq",
         )?
         .query_row(params![key.endpoint, key.user_id, key.session_id, dead_seq, now_ms], |r| r.get(0))?;
-    let seq = turns::outputs(conn, &key, seq, &[NewOutput { body, not_before_ms: now_ms }])?;
+    let seq = turns::outputs(conn, &key, seq, &[NewOutput { body, not_before_ms: now_ms }], None)?;
     let out_id = conn.last_insert_rowid();
     conn.prepare_cached("UPDATE sessions SET seq = ?4 WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3")?
         .execute(params![key.endpoint, key.user_id, key.session_id, seq])?;

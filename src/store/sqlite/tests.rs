@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::domain::{JobKind, SessionKey};
+use crate::domain::{JobKind, OutboxRow, Replay, SessionKey};
 use crate::store::Store;
 
 fn temp_store(name: &str) -> (SqliteStore, PathBuf) {
@@ -145,4 +145,51 @@ fn with_durability_full_the_log_is_rewound_after_sqlites_default() {
         log < commits * PAGE && log > CHECKPOINT_PAGES_FULL as usize * PAGE,
         "the log is {log} bytes after {commits} commits of a page: not rewound at {CHECKPOINT_PAGES_FULL} pages"
     );
+}
+
+#[test]
+fn a_batch_tells_the_outbox_rows_it_added_exactly_as_a_lane_reads_them() {
+    use crate::domain::{NewOutput, SessionRow, TurnRecord};
+    let (store, dir) = temp_store("batch-rows");
+    let turn = |key: &SessionKey, bodies: &[&str]| {
+        let inbox_id = store.accept(key, JobKind::Message, "{}").unwrap();
+        TurnRecord {
+            inbox_id,
+            key: key.clone(),
+            session: Some(SessionRow { state: Some("{}".into()), seq: 0, messages: 1, updated_ms: 0 }),
+            profile: None,
+            outputs: bodies.iter().map(|b| NewOutput { body: (*b).into(), not_before_ms: 0 }).collect(),
+            now_ms: 1,
+            transcript: vec![],
+            loaded_messages: 0,
+            checkpoint: None,
+            trace: None,
+        }
+    };
+    let other = SessionKey { session_id: "t".into(), ..key() };
+    let (a, b) = (turn(&key(), &["a1", "a2"]), turn(&other, &["b1"]));
+    let (_, new) = store.commit_batch_rows(&[], &[&a, &b]).unwrap();
+    let new = new.expect("a batch with outputs tells its rows");
+    let read = store.outbox_after(0, 1, "e", 0, i64::MAX, 10).unwrap();
+    let shape = |rows: &[OutboxRow]| -> Vec<(i64, String, i64, String)> {
+        rows.iter().map(|r| (r.id, r.key.session_id.clone(), r.seq, r.body.clone())).collect()
+    };
+    assert_eq!(shape(&new.rows), shape(&read));
+    assert_eq!((new.after, new.last), (0, read[2].id));
+
+    // A row added outside the writer's batches (a replayed dead letter) moves the next batch's
+    // start past it, so that a lane that has not read it reads the outbox instead.
+    store.dead(read[0].id, 1, "HTTP 400", 2).unwrap();
+    let dead = store.dead_letters().unwrap()[0].id;
+    let Replay::Queued { id: replayed, .. } = store.replay_dead_letter(dead, 3, &|_| true).unwrap() else {
+        panic!("replayed")
+    };
+    let (_, next) = store.commit_batch_rows(&[], &[&turn(&key(), &["a3"])]).unwrap();
+    let next = next.unwrap();
+    assert_eq!(next.after, replayed);
+    assert_eq!(next.rows.iter().map(|r| r.id).collect::<Vec<_>>(), [replayed + 1]);
+    // A batch without outputs has nothing to tell.
+    let (_, none) = store.commit_batch_rows(&[], &[&turn(&key(), &[])]).unwrap();
+    assert!(none.is_none());
+    let _ = std::fs::remove_dir_all(&dir);
 }

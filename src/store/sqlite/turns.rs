@@ -2,17 +2,18 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::domain::{NewOutput, SessionKey, TranscriptLine, TurnRecord};
+use crate::domain::{NewOutput, OutboxRow, SessionKey, TranscriptLine, TurnRecord};
 use crate::store::Result;
 
 /// Writes one turn: numbered outputs, session, profile, transcript lines, and the inbox row
 /// deleted or (at a checkpoint) kept with its resume record.
-pub(super) fn write(tx: &Connection, t: &TurnRecord) -> Result<()> {
+/// The rows added to the outbox are pushed onto `added` when given.
+pub(super) fn write(tx: &Connection, t: &TurnRecord, added: Option<&mut Vec<OutboxRow>>) -> Result<()> {
     let (seq, messages) = counters(tx, &t.key)?;
     // A lower count than the turn read means an admin DELETE forgot the session meanwhile.
     let forgotten = messages < t.loaded_messages;
     let first_seq = seq + 1;
-    let seq = outputs(tx, &t.key, seq, &t.outputs)?;
+    let seq = outputs(tx, &t.key, seq, &t.outputs, added)?;
     match &t.session {
         Some(_) if forgotten => {
             // Forgotten while the turn ran: its outputs go out, its state does not come back.
@@ -59,8 +60,15 @@ fn counters(tx: &Connection, key: &SessionKey) -> Result<(i64, i64)> {
         .unwrap_or((0, 0)))
 }
 
-/// Numbers and inserts outputs after `seq`; returns the session's new last Seq.
-pub(super) fn outputs(tx: &Connection, key: &SessionKey, mut seq: i64, outputs: &[NewOutput]) -> Result<i64> {
+/// Numbers and inserts outputs after `seq` (pushing the new rows onto `added`, when given);
+/// returns the session's new last Seq.
+pub(super) fn outputs(
+    tx: &Connection,
+    key: &SessionKey,
+    mut seq: i64,
+    outputs: &[NewOutput],
+    mut added: Option<&mut Vec<OutboxRow>>,
+) -> Result<i64> {
     if outputs.is_empty() {
         return Ok(seq);
     }
@@ -72,6 +80,17 @@ pub(super) fn outputs(tx: &Connection, key: &SessionKey, mut seq: i64, outputs: 
     for o in outputs {
         seq += 1;
         ins.execute(params![hash, key.endpoint, key.user_id, key.session_id, seq, o.body, o.not_before_ms])?;
+        if let Some(added) = added.as_deref_mut() {
+            let (body, not_before_ms) = (o.body.clone(), o.not_before_ms);
+            added.push(OutboxRow {
+                id: tx.last_insert_rowid(),
+                key: key.clone(),
+                seq,
+                body,
+                not_before_ms,
+                attempts: 0,
+            });
+        }
     }
     Ok(seq)
 }
