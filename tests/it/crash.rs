@@ -93,7 +93,7 @@ fn a_store_with_more_queued_messages_than_the_capacity_starts_and_runs_them_all(
             store.accept(&key, JobKind::Message, &payload).expect("queue a message");
         }
     }
-    let svc = hookflow::Service::start(load(&path, &[])).expect("starts with an over-full queue");
+    let svc = start_service(&path, &[]); // starts with an over-full queue
     let mut texts: Vec<String> = sink.recv_n(10, WAIT).iter().map(|h| h.text().to_owned()).collect();
     texts.sort();
     let mut want: Vec<String> = (0..10).map(|n| format!("queued {n}")).collect();

@@ -357,8 +357,7 @@ impl App {
     /// Starts the service from the config file (again, after [`App::shutdown`]).
     pub fn boot(&mut self) {
         let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let cfg = load(&self.config_path, &env);
-        let svc = hookflow::Service::start(cfg).unwrap_or_else(|e| panic!("hookflow did not start: {e}"));
+        let svc = start_service(&self.config_path, &env);
         self.base = format!("http://{}", svc.addr());
         self.svc = Some(svc);
     }
@@ -551,6 +550,30 @@ pub fn read_response(r: &mut std::io::BufReader<TcpStream>) -> Option<Resp> {
 }
 
 /// A port that was free a moment ago.
+/// Starts hookflow in this process on the config at `path`, soon after something else in this
+/// process let go of the same data directory (a stopped service, an opened store).
+///
+/// The directory's lock (an exclusive `flock` on its lock file) can outlive that release for a
+/// moment: a child that another test is spawning at that instant holds a copy of every open
+/// descriptor from its fork until its exec, and a lock taken with `flock` belongs to the open
+/// file, which the copy shares; and a stopped service does not wait for a sender lane past the
+/// drain (`drainSeconds` 0 here: half a second of grace). A real restart is a new process and
+/// has neither. So a start refused because this very process holds the directory is tried
+/// again, for up to 10 s.
+pub fn start_service(path: &Path, env: &[(&str, &str)]) -> hookflow::Service {
+    let held_by_us = format!("in use by another hookflow process (pid {})", std::process::id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match hookflow::Service::start(load(path, env)) {
+            Ok(svc) => return svc,
+            Err(e) if e.to_string().contains(&held_by_us) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("hookflow did not start: {e}"),
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().unwrap().port()
 }

@@ -75,27 +75,50 @@ pub struct SqliteStore {
     /// Delivery attempts noted and not yet written (see `Store::record_attempt`), and the
     /// delivery log's pending bound.
     notes: Mutex<history::Notes>,
+    /// For the checkpoint interval, which follows the database's size.
+    durability: Durability,
     /// Held for the store's life: the exclusive lock on the data directory (see the file doc).
     /// Declared last, so it is released after everything else is closed.
     _lock: File,
 }
 
-/// The log pages after which a commit copies the log into the database (SQLite's automatic
-/// checkpoint), with `durability: normal`. A checkpoint copies each page once however often the
-/// log holds it, and the pages that change most (the sessions in use, the queues' last pages)
-/// change in nearly every commit: a longer log copies far fewer pages per message. With a
-/// million stored sessions, whose active rows each sit on a page of their own, SQLite's default
-/// of 1,000 made the checkpoints cost a fifth of the throughput and doubled the acknowledgement
-/// p99 (README, Performance). The price is disk: the log grows to about 40 MiB (10,000 pages of
-/// 4 KiB) before it is rewound, and the periodic TRUNCATE checkpoint (writer.rs) gives that
-/// space back.
+/// Most log pages after which a commit copies the log into the database (SQLite's automatic
+/// checkpoint; its default is 1,000), with `durability: normal`. A checkpoint copies each page
+/// once however often the log holds it, and the pages that change most (the sessions in use,
+/// the queues' last pages) change in nearly every commit: a longer log copies far fewer pages per
+/// message. With a million stored sessions, whose active rows each sit on a page of their own,
+/// 1,000 made the checkpoints cost a fifth of the throughput and doubled the acknowledgement p99
+/// (README, Performance). See `checkpoint_pages` for how long the log may grow.
 pub(crate) const CHECKPOINT_PAGES: u32 = 10_000;
 
-/// The same with `durability: full`: SQLite's default. There every commit is flushed to disk,
-/// and a log that grows (rather than being rewound and overwritten) makes each flush also
-/// write the file's new size and blocks: 10,000 pages took accepted/s from 0.67 to 0.42 of
-/// `normal`.
-pub(crate) const CHECKPOINT_PAGES_FULL: u32 = 1_000;
+/// Fewest log pages between automatic checkpoints: SQLite's default.
+pub(crate) const CHECKPOINT_PAGES_MIN: u32 = 1_000;
+
+/// The automatic checkpoint's interval for a database of `page_count` pages: a quarter of the
+/// database, between `CHECKPOINT_PAGES_MIN` and `CHECKPOINT_PAGES` (4 to 40 MiB of log).
+///
+/// Bounded by the database's size because of a full disk: cutting the log (what frees the disk)
+/// first copies its pages into the database, which needs room for the pages that are new. A log
+/// of 40 MiB on an 8 MiB disk could not be cut after 3 MiB were freed (`tests/it/datadir.rs`),
+/// where 1,000 pages could; and a small store gains little from a long log anyway (its hot pages
+/// are few). With `durability: full` it stays at the minimum: there every commit is flushed, and
+/// a log that grows (rather than being rewound and overwritten) makes each flush also write the
+/// file's new size and blocks (10,000 pages took accepted/s from 0.67 to 0.42 of `normal`).
+pub(crate) fn checkpoint_pages(page_count: i64, durability: Durability) -> u32 {
+    match durability {
+        Durability::Full => CHECKPOINT_PAGES_MIN,
+        Durability::Normal => {
+            (page_count / 4).clamp(i64::from(CHECKPOINT_PAGES_MIN), i64::from(CHECKPOINT_PAGES)) as u32
+        }
+    }
+}
+
+/// Sets the automatic checkpoint's interval for the database's size now (`checkpoint_pages`).
+fn set_checkpoint_pages(conn: &Connection, durability: Durability) -> Result<()> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    conn.query_row(&format!("PRAGMA wal_autocheckpoint={}", checkpoint_pages(pages, durability)), [], |_| Ok(()))?;
+    Ok(())
+}
 
 /// Outbox ids must never be reused: a sender lane reads rows above the highest id it has seen,
 /// and SQLite would otherwise hand out `max(id) + 1` again once the table is empty.
@@ -174,22 +197,29 @@ impl SqliteStore {
         let path = dir.join(STORE_FILE);
         let conn = Connection::open(&path)
             .map_err(|e| StoreError::new(ErrorKind::Io, format!("cannot open {}: {e}", path.display())))?;
-        let (sync, checkpoint_pages) = match durability {
-            Durability::Normal => ("NORMAL", CHECKPOINT_PAGES),
-            Durability::Full => ("FULL", CHECKPOINT_PAGES_FULL),
+        let sync = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;
-             PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000; PRAGMA wal_autocheckpoint={checkpoint_pages};
+             PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000;
 "
         ))?;
         conn.execute_batch(SCHEMA)?;
+        set_checkpoint_pages(&conn, durability)?;
         let read_only = || -> Result<Mutex<Connection>> {
             let c = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
             Ok(Mutex::new(c))
         };
-        Ok(SqliteStore { conn: Mutex::new(conn), reader: read_only()?, notes: Mutex::default(), _lock: lock })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            reader: read_only()?,
+            notes: Mutex::default(),
+            durability,
+            _lock: lock,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -432,8 +462,11 @@ impl Store for SqliteStore {
         // log for reuse, so a log that grew large keeps its space; on a full disk that space is
         // what the next commits need. `busy` = 1 means a reader kept the log from being cut
         // (within busy_timeout); the next checkpoint tries again.
+        let conn = self.lock();
         let (busy, frames): (i64, i64) =
-            self.lock().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        // Every 30 s (the writer's check): the interval follows the database as it grows.
+        set_checkpoint_pages(&conn, self.durability)?;
         if busy != 0 {
             log::debug!("store: the checkpoint could not cut the log ({frames} frames); a reader held it");
         }

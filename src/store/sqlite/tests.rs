@@ -101,23 +101,29 @@ fn an_expiry_step_looks_at_a_bounded_number_of_sessions_and_says_where_to_go_on(
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Commits `commits` transactions of one new log page each to a new store; the log's size after.
-fn log_bytes_after(name: &str, durability: Durability, commits: usize) -> usize {
+/// Opens a store in a new directory whose database already holds about `pages` pages, commits
+/// `commits` transactions of one new log page each, and returns the log's size after.
+fn log_bytes_after(name: &str, durability: Durability, pages: usize, commits: usize) -> usize {
     let dir = std::env::temp_dir().join(format!("hookflow-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = SqliteStore::open(&dir, durability).unwrap();
-    {
-        let conn = store.lock();
-        let text = "x".repeat(PAGE);
-        for i in 0..commits {
-            conn.execute(
-                "INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
-                 VALUES ('e', 'u', 's', 'user', ?1, '{}', ?2)",
-                rusqlite::params![text, i as i64],
-            )
-            .unwrap();
-        }
+    let insert = |conn: &Connection, i: usize| {
+        conn.execute(
+            "INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
+             VALUES ('e', 'u', 's', 'user', ?1, '{}', ?2)",
+            rusqlite::params!["x".repeat(PAGE), i as i64],
+        )
+        .unwrap();
+    };
+    if pages > 0 {
+        // Written and closed first: the store opened next finds a database of that size.
+        let store = SqliteStore::open(&dir, durability).unwrap();
+        let mut conn = store.lock();
+        let tx = conn.transaction().unwrap();
+        (0..pages).for_each(|i| insert(&tx, i));
+        tx.commit().unwrap();
     }
+    let store = SqliteStore::open(&dir, durability).unwrap();
+    (0..commits).for_each(|i| insert(&store.lock(), i));
     let log = std::fs::metadata(dir.join(format!("{STORE_FILE}-wal"))).unwrap().len() as usize;
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
@@ -127,24 +133,33 @@ fn log_bytes_after(name: &str, durability: Durability, commits: usize) -> usize 
 const PAGE: usize = 4096;
 
 #[test]
-fn the_log_is_copied_into_the_database_only_after_checkpoint_pages() {
-    // SQLite's default (1,000 pages) would have rewound the log and kept it at about 1,000
-    // pages; with `normal` it holds every page since the store opened, until CHECKPOINT_PAGES.
+fn the_checkpoint_interval_is_a_quarter_of_the_database_within_bounds() {
+    assert_eq!(checkpoint_pages(0, Durability::Normal), CHECKPOINT_PAGES_MIN);
+    assert_eq!(checkpoint_pages(12_000, Durability::Normal), 3_000);
+    assert_eq!(checkpoint_pages(1_000_000, Durability::Normal), CHECKPOINT_PAGES);
+    assert_eq!(checkpoint_pages(1_000_000, Durability::Full), CHECKPOINT_PAGES_MIN);
+}
+
+#[test]
+fn a_large_store_copies_its_log_into_the_database_less_often() {
+    // About 12,000 pages: the interval is 3,000, so 2,500 commits of a page stay in the log,
+    // where SQLite's default (1,000) would have rewound it and kept it at about 1,000 pages.
     let commits = 2_500;
-    assert!(commits < CHECKPOINT_PAGES as usize);
-    let log = log_bytes_after("checkpoint-normal", Durability::Normal, commits);
+    let log = log_bytes_after("checkpoint-large", Durability::Normal, 12_000, commits);
     assert!(log > commits * PAGE, "the log is {log} bytes after {commits} commits of a page: checkpointed early");
 }
 
 #[test]
-fn with_durability_full_the_log_is_rewound_after_sqlites_default() {
-    // A growing log makes every flushed commit dearer (see CHECKPOINT_PAGES_FULL).
+fn a_small_store_and_durability_full_keep_sqlites_default() {
+    // A long log would make a full disk harder to recover from (and each flushed commit dearer).
     let commits = 1_500;
-    let log = log_bytes_after("checkpoint-full", Durability::Full, commits);
-    assert!(
-        log < commits * PAGE && log > CHECKPOINT_PAGES_FULL as usize * PAGE,
-        "the log is {log} bytes after {commits} commits of a page: not rewound at {CHECKPOINT_PAGES_FULL} pages"
-    );
+    for (name, durability) in [("checkpoint-small", Durability::Normal), ("checkpoint-full", Durability::Full)] {
+        let log = log_bytes_after(name, durability, 0, commits);
+        assert!(
+            log < commits * PAGE && log > CHECKPOINT_PAGES_MIN as usize * PAGE,
+            "{name}: the log is {log} bytes after {commits} commits of a page: not rewound at {CHECKPOINT_PAGES_MIN} pages"
+        );
+    }
 }
 
 #[test]
