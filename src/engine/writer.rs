@@ -266,6 +266,10 @@ fn commit(cx: &WriterContext, mut batch: Batch, health: &mut Health) {
             Ok((ids, next, new)) => {
                 released(cx, batch.accepts, batch.turns, ids, next, new);
                 recovered(cx, health);
+                // After the answers: the copy of a long log holds the next commit, not this one.
+                if let Err(e) = cx.store.checkpoint_if_due() {
+                    log::debug!("store: the checkpoint after a batch failed: {e}");
+                }
             }
             Err(e) => {
                 // One line per failed batch; the logger folds repeats into one summary a minute.

@@ -275,6 +275,13 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
+    /// Copies the write-ahead log into the database if it has grown past its interval; called
+    /// by the writer after it has answered a batch, so that no accept or turn waits inside its
+    /// own commit for the copy. A no-op where there is no such log.
+    fn checkpoint_if_due(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The claims of a store shared by replicas (`None`: this process is the only one, and the
     /// engine and delivery keep their queues in memory).
     fn claims(&self) -> Option<&dyn Claims> {

@@ -36,7 +36,8 @@ pub(crate) use traces::TRACES_PER_SESSION;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
@@ -77,6 +78,10 @@ pub struct SqliteStore {
     notes: Mutex<history::Notes>,
     /// For the checkpoint interval, which follows the database's size.
     durability: Durability,
+    /// Pages in the log after the last commit (SQLite's write-ahead-log hook sets it), and the
+    /// interval past which `checkpoint_if_due` copies them.
+    log_pages: Arc<AtomicU32>,
+    interval: AtomicU32,
     /// Held for the store's life: the exclusive lock on the data directory (see the file doc).
     /// Declared last, so it is released after everything else is closed.
     _lock: File,
@@ -113,11 +118,10 @@ pub(crate) fn checkpoint_pages(page_count: i64, durability: Durability) -> u32 {
     }
 }
 
-/// Sets the automatic checkpoint's interval for the database's size now (`checkpoint_pages`).
-fn set_checkpoint_pages(conn: &Connection, durability: Durability) -> Result<()> {
+/// The checkpoint interval for the database's size now (`checkpoint_pages`).
+fn interval_now(conn: &Connection, durability: Durability) -> Result<u32> {
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-    conn.query_row(&format!("PRAGMA wal_autocheckpoint={}", checkpoint_pages(pages, durability)), [], |_| Ok(()))?;
-    Ok(())
+    Ok(checkpoint_pages(pages, durability))
 }
 
 /// Outbox ids must never be reused: a sender lane reads rows above the highest id it has seen,
@@ -195,7 +199,7 @@ impl SqliteStore {
         })?;
         let lock = lock_dir(dir)?;
         let path = dir.join(STORE_FILE);
-        let conn = Connection::open(&path)
+        let mut conn = Connection::open(&path)
             .map_err(|e| StoreError::new(ErrorKind::Io, format!("cannot open {}: {e}", path.display())))?;
         let sync = match durability {
             Durability::Normal => "NORMAL",
@@ -207,7 +211,17 @@ impl SqliteStore {
 "
         ))?;
         conn.execute_batch(SCHEMA)?;
-        set_checkpoint_pages(&conn, durability)?;
+        let interval = AtomicU32::new(interval_now(&conn, durability)?);
+        // Instead of SQLite's automatic checkpoint, which runs inside the commit that passes
+        // the interval (so that commit's accept or turn waits for the copy), the hook only
+        // notes the log's length; the writer checkpoints after it has answered
+        // (`checkpoint_if_due`).
+        let log_pages = Arc::new(AtomicU32::new(0));
+        let noted = log_pages.clone();
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+            noted.store(pages.max(0) as u32, Ordering::Relaxed);
+            Ok(())
+        }))?;
         let read_only = || -> Result<Mutex<Connection>> {
             let c = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             c.execute_batch("PRAGMA busy_timeout=5000; PRAGMA cache_size=-1000;")?;
@@ -218,6 +232,8 @@ impl SqliteStore {
             reader: read_only()?,
             notes: Mutex::default(),
             durability,
+            log_pages,
+            interval,
             _lock: lock,
         })
     }
@@ -456,6 +472,17 @@ impl Store for SqliteStore {
         Ok(self.read().query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
+    fn checkpoint_if_due(&self) -> Result<()> {
+        if self.log_pages.load(Ordering::Relaxed) < self.interval.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // PASSIVE, as SQLite's own: copies what no reader still needs; the next commit then
+        // starts the log again from its beginning.
+        self.lock().query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        self.log_pages.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn checkpoint(&self) -> Result<()> {
         // TRUNCATE: copy every frame into the database, wait for readers to leave the log, then
         // cut the -wal file to zero bytes. The automatic checkpoint (PASSIVE) only rewinds the
@@ -466,7 +493,8 @@ impl Store for SqliteStore {
         let (busy, frames): (i64, i64) =
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         // Every 30 s (the writer's check): the interval follows the database as it grows.
-        set_checkpoint_pages(&conn, self.durability)?;
+        self.interval.store(interval_now(&conn, self.durability)?, Ordering::Relaxed);
+        self.log_pages.store(0, Ordering::Relaxed);
         if busy != 0 {
             log::debug!("store: the checkpoint could not cut the log ({frames} frames); a reader held it");
         }

@@ -102,8 +102,13 @@ fn an_expiry_step_looks_at_a_bounded_number_of_sessions_and_says_where_to_go_on(
 }
 
 /// Opens a store in a new directory whose database already holds about `pages` pages, commits
-/// `commits` transactions of one new log page each, and returns the log's size after.
+/// `commits` transactions of one new log page each (each followed by `checkpoint_if_due`, as
+/// the writer does, unless `writer` is false), and returns the log's size after.
 fn log_bytes_after(name: &str, durability: Durability, pages: usize, commits: usize) -> usize {
+    log_bytes(name, durability, pages, commits, true)
+}
+
+fn log_bytes(name: &str, durability: Durability, pages: usize, commits: usize, writer: bool) -> usize {
     let dir = std::env::temp_dir().join(format!("hookflow-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let insert = |conn: &Connection, i: usize| {
@@ -123,7 +128,12 @@ fn log_bytes_after(name: &str, durability: Durability, pages: usize, commits: us
         tx.commit().unwrap();
     }
     let store = SqliteStore::open(&dir, durability).unwrap();
-    (0..commits).for_each(|i| insert(&store.lock(), i));
+    for i in 0..commits {
+        insert(&store.lock(), i);
+        if writer {
+            store.checkpoint_if_due().unwrap();
+        }
+    }
     let log = std::fs::metadata(dir.join(format!("{STORE_FILE}-wal"))).unwrap().len() as usize;
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
@@ -147,6 +157,15 @@ fn a_large_store_copies_its_log_into_the_database_less_often() {
     let commits = 2_500;
     let log = log_bytes_after("checkpoint-large", Durability::Normal, 12_000, commits);
     assert!(log > commits * PAGE, "the log is {log} bytes after {commits} commits of a page: checkpointed early");
+}
+
+#[test]
+fn no_commit_copies_the_log_itself() {
+    // The writer answers a batch before it checkpoints; SQLite's own checkpoint, inside the
+    // commit that passes the interval, would make that commit's accept or turn wait for it.
+    let commits = 1_500;
+    let log = log_bytes("checkpoint-in-commit", Durability::Normal, 0, commits, false);
+    assert!(log > commits * PAGE, "the log is {log} bytes after {commits} commits: a commit checkpointed");
 }
 
 #[test]
