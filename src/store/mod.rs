@@ -116,8 +116,10 @@ pub trait Store: Send + Sync {
     /// and finished turns (see [`TurnRecord`]).
     fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>>;
 
-    /// As `commit_batch`, with the outbox rows the batch added when the backend can tell them
-    /// exactly (the writer then hands them to the sender lanes, which need not read them back).
+    /// As `commit_batch`, for the writer: with the outbox rows the batch added when the backend
+    /// can tell them exactly (the writer hands them to the sender lanes, which need not read
+    /// them back), and leaving a due checkpoint to `checkpoint_if_due`, which the writer calls
+    /// once the batch is answered.
     fn commit_batch_rows(
         &self,
         accepts: &[Accept<'_>],

@@ -36,7 +36,7 @@ pub(crate) use traces::TRACES_PER_SESSION;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
@@ -78,10 +78,8 @@ pub struct SqliteStore {
     notes: Mutex<history::Notes>,
     /// For the checkpoint interval, which follows the database's size.
     durability: Durability,
-    /// Pages in the log after the last commit (SQLite's write-ahead-log hook sets it), and the
-    /// interval past which `checkpoint_if_due` copies them.
-    log_pages: Arc<AtomicU32>,
-    interval: AtomicU32,
+    /// The log's length and checkpoint interval, shared with the write-ahead-log hook.
+    log: Arc<Log>,
     /// Held for the store's life: the exclusive lock on the data directory (see the file doc).
     /// Declared last, so it is released after everything else is closed.
     _lock: File,
@@ -116,6 +114,21 @@ pub(crate) fn checkpoint_pages(page_count: i64, durability: Durability) -> u32 {
             (page_count / 4).clamp(i64::from(CHECKPOINT_PAGES_MIN), i64::from(CHECKPOINT_PAGES)) as u32
         }
     }
+}
+
+/// What the write-ahead-log hook (run after each commit of the writing connection) and the
+/// writer share.
+#[derive(Default)]
+struct Log {
+    /// Pages in the log after the last commit.
+    pages: AtomicU32,
+    /// Past this, the log is copied into the database (`checkpoint_pages`).
+    interval: AtomicU32,
+    /// Set while the writer's batch commits: its checkpoint waits for `checkpoint_if_due`, after
+    /// the batch is answered. Every other commit (lanes, admin, sweeps) checkpoints in the hook
+    /// as SQLite's own automatic checkpoint would. Only read and written under the connection's
+    /// lock.
+    deferred: AtomicBool,
 }
 
 /// The checkpoint interval for the database's size now (`checkpoint_pages`).
@@ -211,15 +224,22 @@ impl SqliteStore {
 "
         ))?;
         conn.execute_batch(SCHEMA)?;
-        let interval = AtomicU32::new(interval_now(&conn, durability)?);
-        // Instead of SQLite's automatic checkpoint, which runs inside the commit that passes
-        // the interval (so that commit's accept or turn waits for the copy), the hook only
-        // notes the log's length; the writer checkpoints after it has answered
-        // (`checkpoint_if_due`).
-        let log_pages = Arc::new(AtomicU32::new(0));
-        let noted = log_pages.clone();
-        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
-            noted.store(pages.max(0) as u32, Ordering::Relaxed);
+        let log = Arc::new(Log::default());
+        log.interval.store(interval_now(&conn, durability)?, Ordering::Relaxed);
+        // SQLite's automatic checkpoint, but one the writer can put off: it runs inside the
+        // commit that passes the interval, so that commit's accept or turn would wait for the
+        // copy. The writer's batches note the log's length instead and checkpoint after they
+        // are answered (`checkpoint_if_due`).
+        let hook = log.clone();
+        conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+            let pages = pages.max(0) as u32;
+            hook.pages.store(pages, Ordering::Relaxed);
+            if !hook.deferred.load(Ordering::Relaxed) && pages >= hook.interval.load(Ordering::Relaxed) {
+                // As SQLite's default hook: a checkpoint that fails leaves the commit done.
+                if wal.checkpoint().is_ok() {
+                    hook.pages.store(0, Ordering::Relaxed);
+                }
+            }
             Ok(())
         }))?;
         let read_only = || -> Result<Mutex<Connection>> {
@@ -232,10 +252,39 @@ impl SqliteStore {
             reader: read_only()?,
             notes: Mutex::default(),
             durability,
-            log_pages,
-            interval,
+            log,
             _lock: lock,
         })
+    }
+
+    /// One transaction of accepts and turns. For the writer (`writer`): the outbox rows it adds
+    /// are told, and the checkpoint its commit may call for waits for `checkpoint_if_due`.
+    fn write_batch(
+        &self,
+        accepts: &[Accept<'_>],
+        turns: &[&TurnRecord],
+        writer: bool,
+    ) -> Result<(Vec<i64>, Option<NewOutbox>)> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let ids = inbox::insert(&tx, accepts)?;
+        // Every outbox insert goes through this connection, under its lock: the rows above
+        // `after` when this transaction commits are exactly the ones it adds.
+        let mut new = match writer && turns.iter().any(|t| !t.outputs.is_empty()) {
+            true => Some(NewOutbox { after: outbox::max_id(&tx)?, ..NewOutbox::default() }),
+            false => None,
+        };
+        for t in turns {
+            turns::write(&tx, t, new.as_mut().map(|n| &mut n.rows))?;
+        }
+        self.log.deferred.store(writer, Ordering::Relaxed);
+        let committed = tx.commit();
+        self.log.deferred.store(false, Ordering::Relaxed);
+        committed?;
+        if let Some(n) = &mut new {
+            n.last = n.rows.last().map_or(n.after, |r| r.id);
+        }
+        Ok((ids, new))
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -261,7 +310,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>> {
-        Ok(self.commit_batch_rows(accepts, turns)?.0)
+        Ok(self.write_batch(accepts, turns, false)?.0)
     }
 
     fn commit_batch_rows(
@@ -269,23 +318,7 @@ impl Store for SqliteStore {
         accepts: &[Accept<'_>],
         turns: &[&TurnRecord],
     ) -> Result<(Vec<i64>, Option<NewOutbox>)> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let ids = inbox::insert(&tx, accepts)?;
-        // Every outbox insert goes through this connection, under its lock: the rows above
-        // `after` when this transaction commits are exactly the ones it adds.
-        let mut new = match turns.iter().any(|t| !t.outputs.is_empty()) {
-            true => Some(NewOutbox { after: outbox::max_id(&tx)?, ..NewOutbox::default() }),
-            false => None,
-        };
-        for t in turns {
-            turns::write(&tx, t, new.as_mut().map(|n| &mut n.rows))?;
-        }
-        tx.commit()?;
-        if let Some(n) = &mut new {
-            n.last = n.rows.last().map_or(n.after, |r| r.id);
-        }
-        Ok((ids, new))
+        self.write_batch(accepts, turns, true)
     }
 
     fn pending_inbox(&self) -> Result<Vec<(i64, SessionKey)>> {
@@ -473,13 +506,13 @@ impl Store for SqliteStore {
     }
 
     fn checkpoint_if_due(&self) -> Result<()> {
-        if self.log_pages.load(Ordering::Relaxed) < self.interval.load(Ordering::Relaxed) {
+        if self.log.pages.load(Ordering::Relaxed) < self.log.interval.load(Ordering::Relaxed) {
             return Ok(());
         }
         // PASSIVE, as SQLite's own: copies what no reader still needs; the next commit then
         // starts the log again from its beginning.
         self.lock().query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        self.log_pages.store(0, Ordering::Relaxed);
+        self.log.pages.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -493,8 +526,8 @@ impl Store for SqliteStore {
         let (busy, frames): (i64, i64) =
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         // Every 30 s (the writer's check): the interval follows the database as it grows.
-        self.interval.store(interval_now(&conn, self.durability)?, Ordering::Relaxed);
-        self.log_pages.store(0, Ordering::Relaxed);
+        self.log.interval.store(interval_now(&conn, self.durability)?, Ordering::Relaxed);
+        self.log.pages.store(0, Ordering::Relaxed);
         if busy != 0 {
             log::debug!("store: the checkpoint could not cut the log ({frames} frames); a reader held it");
         }

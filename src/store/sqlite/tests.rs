@@ -101,14 +101,37 @@ fn an_expiry_step_looks_at_a_bounded_number_of_sessions_and_says_where_to_go_on(
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Opens a store in a new directory whose database already holds about `pages` pages, commits
-/// `commits` transactions of one new log page each (each followed by `checkpoint_if_due`, as
-/// the writer does, unless `writer` is false), and returns the log's size after.
-fn log_bytes_after(name: &str, durability: Durability, pages: usize, commits: usize) -> usize {
-    log_bytes(name, durability, pages, commits, true)
+/// Who commits in `log_bytes`.
+#[derive(Clone, Copy, PartialEq)]
+enum Committer {
+    /// The writer: batches through `commit_batch_rows`, each followed by `checkpoint_if_due`.
+    Writer,
+    /// The writer's batches without its `checkpoint_if_due`.
+    WriterNoCheckpoint,
+    /// Anything else writing on the store's connection (lanes, admin, sweeps).
+    Other,
 }
 
-fn log_bytes(name: &str, durability: Durability, pages: usize, commits: usize, writer: bool) -> usize {
+/// A turn of session `key` with one output of a page: each commit adds at least a log page.
+fn page_turn(i: usize) -> crate::domain::TurnRecord {
+    use crate::domain::{NewOutput, SessionRow, TurnRecord};
+    TurnRecord {
+        inbox_id: -1,
+        key: key(),
+        session: Some(SessionRow { state: Some("{}".into()), seq: 0, messages: 1, updated_ms: 0 }),
+        profile: None,
+        outputs: vec![NewOutput { body: "x".repeat(PAGE), not_before_ms: 0 }],
+        now_ms: i as i64,
+        transcript: vec![],
+        loaded_messages: 0,
+        checkpoint: None,
+        trace: None,
+    }
+}
+
+/// Opens a store in a new directory whose database already holds about `pages` pages, makes
+/// `commits` commits of at least one new log page each as `who`, and returns the log's size.
+fn log_bytes(name: &str, durability: Durability, pages: usize, commits: usize, who: Committer) -> usize {
     let dir = std::env::temp_dir().join(format!("hookflow-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let insert = |conn: &Connection, i: usize| {
@@ -129,9 +152,14 @@ fn log_bytes(name: &str, durability: Durability, pages: usize, commits: usize, w
     }
     let store = SqliteStore::open(&dir, durability).unwrap();
     for i in 0..commits {
-        insert(&store.lock(), i);
-        if writer {
-            store.checkpoint_if_due().unwrap();
+        match who {
+            Committer::Other => insert(&store.lock(), i),
+            Committer::Writer | Committer::WriterNoCheckpoint => {
+                store.commit_batch_rows(&[], &[&page_turn(i)]).unwrap();
+                if who == Committer::Writer {
+                    store.checkpoint_if_due().unwrap();
+                }
+            }
         }
     }
     let log = std::fs::metadata(dir.join(format!("{STORE_FILE}-wal"))).unwrap().len() as usize;
@@ -155,17 +183,23 @@ fn a_large_store_copies_its_log_into_the_database_less_often() {
     // About 12,000 pages: the interval is 3,000, so 2,500 commits of a page stay in the log,
     // where SQLite's default (1,000) would have rewound it and kept it at about 1,000 pages.
     let commits = 2_500;
-    let log = log_bytes_after("checkpoint-large", Durability::Normal, 12_000, commits);
-    assert!(log > commits * PAGE, "the log is {log} bytes after {commits} commits of a page: checkpointed early");
+    for who in [Committer::Writer, Committer::Other] {
+        let log = log_bytes("checkpoint-large", Durability::Normal, 12_000, commits, who);
+        assert!(log > commits * PAGE, "the log is {log} bytes after {commits} commits of a page: checkpointed early");
+    }
 }
 
 #[test]
-fn no_commit_copies_the_log_itself() {
-    // The writer answers a batch before it checkpoints; SQLite's own checkpoint, inside the
+fn the_writers_commit_does_not_copy_the_log_itself_but_other_commits_do() {
+    // The writer answers a batch before it checkpoints: SQLite's own checkpoint, inside the
     // commit that passes the interval, would make that commit's accept or turn wait for it.
     let commits = 1_500;
-    let log = log_bytes("checkpoint-in-commit", Durability::Normal, 0, commits, false);
-    assert!(log > commits * PAGE, "the log is {log} bytes after {commits} commits: a commit checkpointed");
+    let log = log_bytes("checkpoint-in-commit", Durability::Normal, 0, commits, Committer::WriterNoCheckpoint);
+    assert!(log > commits * PAGE, "the log is {log} bytes after {commits} of the writer's commits: one checkpointed");
+    // Commits of anyone else (a lane settling deliveries while the writer is idle) checkpoint
+    // as SQLite would: the log stays bounded without the writer.
+    let log = log_bytes("checkpoint-other", Durability::Normal, 0, commits, Committer::Other);
+    assert!(log < commits * PAGE, "the log is {log} bytes after {commits} other commits: never checkpointed");
 }
 
 #[test]
@@ -173,7 +207,7 @@ fn a_small_store_and_durability_full_keep_sqlites_default() {
     // A long log would make a full disk harder to recover from (and each flushed commit dearer).
     let commits = 1_500;
     for (name, durability) in [("checkpoint-small", Durability::Normal), ("checkpoint-full", Durability::Full)] {
-        let log = log_bytes_after(name, durability, 0, commits);
+        let log = log_bytes(name, durability, 0, commits, Committer::Writer);
         assert!(
             log < commits * PAGE && log > CHECKPOINT_PAGES_MIN as usize * PAGE,
             "{name}: the log is {log} bytes after {commits} commits of a page: not rewound at {CHECKPOINT_PAGES_MIN} pages"
