@@ -71,7 +71,7 @@ fn the_http_node_stores_status_headers_and_body_and_sends_its_templated_request(
 #[test]
 fn a_refused_or_timed_out_call_stores_an_error_and_the_turn_goes_on() {
     let mock = api();
-    let closed = free_port();
+    let closed = CLOSED_PORT;
     let f = json!({ "name": "errors", "nodes": [
         { "type": "lookup", "mode": "text", "cases": {
             "closed": [
@@ -111,7 +111,7 @@ fn a_refused_or_timed_out_call_stores_an_error_and_the_turn_goes_on() {
 #[test]
 fn abort_on_error_ends_the_turn_at_a_failed_call() {
     let mock = api();
-    let closed = free_port();
+    let closed = CLOSED_PORT;
     let http =
         |url: String| json!({ "type": "http", "method": "GET", "url": url, "contextKey": "r", "abortOnError": true });
     let f = json!({ "name": "abort", "nodes": [

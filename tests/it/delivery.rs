@@ -155,7 +155,7 @@ fn a_down_target_with_a_long_backlog_does_not_hold_up_other_endpoints() {
     let sink = Sink::new();
     let mut cfg = config(&sink.url);
     // Nothing listens there: every attempt fails, and the next is a minute away.
-    let down = format!("http://127.0.0.1:{}/hook", free_port());
+    let down = format!("http://127.0.0.1:{CLOSED_PORT}/hook");
     cfg["delivery"]["retrySchedule"] = json!([60]);
     let mut other = endpoint("down", "down-token-0123456789", &down);
     other["flow"] = json!("burst.json");

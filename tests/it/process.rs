@@ -410,7 +410,7 @@ fn memory_stays_bounded_under_a_flood_while_the_receiver_is_down() {
     const BOUND_KIB: u64 = 60 * 1024;
     let dir = TempDir::new("flood");
     // Nothing listens there: every delivery fails to connect; the next try is minutes away.
-    let closed = format!("http://127.0.0.1:{}/hook", free_port());
+    let closed = format!("http://127.0.0.1:{CLOSED_PORT}/hook");
     let mut cfg = config(&closed);
     cfg["delivery"]["retrySchedule"] = json!([300]);
     cfg["delivery"]["connectTimeoutMs"] = json!(500);

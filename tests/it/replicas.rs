@@ -406,7 +406,7 @@ fn check_connect_reports_the_server_and_the_schema_and_check_validates_the_store
     assert!(stdout.contains(&want), "{stdout}");
     // Without --connect nothing is contacted: a server that is not there is no error.
     let mut gone: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    gone["store"]["url"] = json!(format!("postgres://hookflow@127.0.0.1:{}/x", free_port()));
+    gone["store"]["url"] = json!(format!("postgres://hookflow@127.0.0.1:{CLOSED_PORT}/x"));
     std::fs::write(&path, gone.to_string()).unwrap();
     assert!(run_cli(&["check", "--config", cfg], &[], "", None).status.success());
     let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);

@@ -574,6 +574,13 @@ pub fn start_service(path: &Path, env: &[(&str, &str)]) -> hookflow::Service {
     }
 }
 
+/// A port on 127.0.0.1 where nothing listens, for calls that must be refused. Port 1: the
+/// kernel never hands it out for a bind to port 0 (the ephemeral range starts far above), so
+/// no other test's server can be listening there. (`free_port` cannot promise that: between
+/// its bind and the call, another test may be given the same port, and a Flow's call to a
+/// "closed" port once reached another test's sink.)
+pub const CLOSED_PORT: u16 = 1;
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().unwrap().port()
 }
