@@ -102,7 +102,8 @@ fn table_report(url: &str, messages: usize) -> Result<(), String> {
     let rows = c
         .query(
             "SELECT relname::text, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del, n_dead_tup,
-                    pg_total_relation_size(relid)
+                    pg_total_relation_size(relid), coalesce(seq_scan, 0), coalesce(seq_tup_read, 0),
+                    coalesce(idx_scan, 0), coalesce(idx_tup_fetch, 0)
              FROM pg_stat_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY n_tup_upd DESC",
             &[],
         )
@@ -111,14 +112,20 @@ fn table_report(url: &str, messages: usize) -> Result<(), String> {
     for r in &rows {
         let (ins, upd, hot, del, dead, size): (i64, i64, i64, i64, i64, i64) =
             (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6));
+        let (seq, seq_rows, idx, idx_rows): (i64, i64, i64, i64) = (r.get(7), r.get(8), r.get(9), r.get(10));
         println!(
-            "  table {:<12} per message: {:.2} inserted, {:.2} updated ({:.0} % HOT), {:.2} deleted; {dead} dead rows, {:.1} MiB",
+            "  table {:<12} per message: {:.2} inserted, {:.2} updated ({:.0} % HOT), {:.2} deleted; {dead} dead rows, {:.1} MiB; \
+             {:.2} full scans ({:.0} rows), {:.2} index scans ({:.1} rows)",
             r.get::<_, String>(0),
             ins as f64 / n,
             upd as f64 / n,
             100.0 * hot as f64 / (upd.max(1)) as f64,
             del as f64 / n,
-            size as f64 / 1048576.0
+            size as f64 / 1048576.0,
+            seq as f64 / n,
+            seq_rows as f64 / seq.max(1) as f64,
+            idx as f64 / n,
+            idx_rows as f64 / idx.max(1) as f64,
         );
     }
     Ok(())
