@@ -13,7 +13,7 @@ use crate::delivery::{self, LaneContext};
 use crate::engine::calls::Calls;
 use crate::engine::turn::{Flows, Turns};
 use crate::engine::worker::WorkerContext;
-use crate::engine::writer::WriterContext;
+use crate::engine::writer::WriterParts;
 use crate::engine::{self, Scheduler, Writer};
 use crate::flow::Flow;
 use crate::flow::transform;
@@ -168,7 +168,6 @@ impl Service {
         let (claim_tx, claim_rx) = crossbeam_channel::bounded(1);
         let direct = replicated
             .then(|| engine::writer::Direct::new(store.clone(), claim_tx.clone(), config.limits.queue_capacity));
-        let (writer, writer_rx) = Writer::new(direct);
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(lanes.len(), fatal_tx));
@@ -176,6 +175,16 @@ impl Service {
         for (id, key) in pending {
             sched.enqueue(key, id);
         }
+        let (writer, writer_cx) = Writer::new(
+            WriterParts {
+                store: store.clone(),
+                sched: sched.clone(),
+                wake: wake.clone(),
+                capacity: config.limits.queue_capacity,
+                claimer: replicated.then(|| claim_tx.clone()),
+            },
+            direct,
+        );
         let mut svc = Service {
             health: health.clone(),
             sched: sched.clone(),
@@ -190,15 +199,6 @@ impl Service {
             writer: None,
             calls: None,
             replicas: None,
-        };
-        let writer_cx = WriterContext {
-            store: store.clone(),
-            sched: sched.clone(),
-            wake: wake.clone(),
-            capacity: config.limits.queue_capacity,
-            rx: writer_rx,
-            status: writer.status(),
-            claimer: replicated.then(|| claim_tx.clone()),
         };
         svc.writer = Some(spawn("writer".into(), move || engine::writer::run(writer_cx)).map_err(Error::Spawn)?);
         for (lane, plan) in lanes.into_iter().enumerate() {

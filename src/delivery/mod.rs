@@ -142,6 +142,12 @@ pub(crate) struct LanePlan {
 }
 
 impl LanePlan {
+    /// Whether the lane was woken since it last looked (the engine's tests).
+    #[cfg(test)]
+    pub(crate) fn woken(&self) -> bool {
+        self.wake.try_recv().is_ok()
+    }
+
     /// Takes what was left in the mailbox.
     fn take_mail(&self) -> Mail {
         std::mem::take(&mut *self.mail.lock().unwrap_or_else(|p| p.into_inner()))

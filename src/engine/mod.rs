@@ -1,9 +1,10 @@
 //! The engine: from a committed message to a committed turn.
 //!
 //! - `writer.rs`: the one thread that commits — accepted messages (group commit before the 200)
-//!   and finished turns (state + outputs + inbox row in one transaction). With replicas the
-//!   http threads write their accepts themselves, together (`direct.rs`), and the writer only
-//!   turns.
+//!   and finished turns (state + outputs + inbox row in one transaction). While it is idle, an
+//!   http thread or a worker commits its own accept or turn (`inline.rs`: no wake-ups at low
+//!   load). With replicas the http threads write their accepts themselves, together
+//!   (`direct.rs`), and the writer only turns.
 //! - `scheduler.rs`: per-session FIFO of queued messages; the ready queue of sessions.
 //! - `worker.rs`: the `worker-N` threads; one message of one session at a time, in parts when
 //!   it parks at outbound calls.
@@ -28,6 +29,7 @@ pub(crate) mod driver;
 pub(crate) mod effects;
 pub(crate) mod handover;
 pub(crate) mod http_node;
+mod inline;
 pub(crate) mod nlu;
 mod scheduler;
 mod trace;

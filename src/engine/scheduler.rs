@@ -66,13 +66,24 @@ impl Scheduler {
     /// Queues an already stored message (start-up recovery, or the writer). Ids of one
     /// session must arrive in increasing order.
     pub(crate) fn enqueue(&self, key: SessionKey, id: i64) {
+        if self.push(&key, id) {
+            self.announce(key);
+        }
+    }
+
+    /// `enqueue` without the wake-up, for a thread that holds a lock the woken worker may want
+    /// (`inline.rs`): true if the session became runnable, and the caller then `announce`s it.
+    pub(crate) fn push(&self, key: &SessionKey, id: i64) -> bool {
         let mut s = self.lock();
         s.queued += 1;
         let q = s.sessions.entry(key.clone()).or_default();
         q.push_back(id);
-        if q.len() == 1 {
-            self.ready_tx.try_send(Job::Run(key)).expect("the ready FIFO has room for every session");
-        }
+        q.len() == 1
+    }
+
+    /// Hands a session that `push` made runnable to the workers.
+    pub(crate) fn announce(&self, key: SessionKey) {
+        self.ready_tx.try_send(Job::Run(key)).expect("the ready FIFO has room for every session");
     }
 
     /// Messages queued or running.

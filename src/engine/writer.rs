@@ -11,6 +11,10 @@
 //!   woken. So a session never runs against state that is not yet on disk, and workers do not
 //!   wait for the disk.
 //!
+//! At low load there is nothing to gather: while the writer is idle, the thread that has an
+//! accept or a turn commits it itself under the same lock (`inline.rs`), and the writer takes
+//! what comes while a commit is under way.
+//!
 //! If a batch cannot be written (disk full), accepts are answered 503 and the batch's turns wait;
 //! nothing is lost or reordered. The failure is kept for `/readyz` and the watchdog (an empty
 //! transaction would succeed on a full disk, so only a real write tells). The writer then
@@ -19,6 +23,7 @@
 //! ends the failure and the waiting turns run again. While healthy it checkpoints every
 //! `CHECKPOINT_EVERY`, so the log never keeps much space.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::Scheduler;
 pub(crate) use super::direct::Direct;
+use super::inline::Pace;
 use crate::delivery::Wake;
 use crate::domain::{JobKind, NewOutbox, SessionKey, TurnRecord};
 use crate::store::{Accept, ErrorKind, Store, StoreError};
@@ -63,16 +69,50 @@ pub(crate) enum Msg {
     Turn(SessionKey, TurnRecord),
     /// Answer once everything sent before has been committed.
     Flush(Sender<()>),
+    /// A thread that committed inline found the log due for a checkpoint: the writer runs it,
+    /// so that no accept or turn waits for the copy.
+    Checkpoint,
     Stop,
 }
 
 /// The other threads' side.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    tx: Sender<Msg>,
-    status: Arc<StoreStatus>,
+    pub(super) tx: Sender<Msg>,
+    pub(super) shared: Arc<Shared>,
     /// Replicas: accepts are written by the calling thread (see `Direct`).
     direct: Option<Arc<Direct>>,
+}
+
+/// What the writer thread works with, and (one process) the threads that commit inline.
+pub(crate) struct WriterParts {
+    pub store: Arc<dyn Store>,
+    /// Committed messages are queued here; committed turns release their session here.
+    pub sched: Arc<Scheduler>,
+    /// Committed outputs wake their sender lane.
+    pub wake: Wake,
+    /// `limits.queueCapacity`.
+    pub capacity: usize,
+    /// With a store shared by replicas: committed messages are not queued here but claimed
+    /// (`engine::claimer`), which this wakes after every commit.
+    pub claimer: Option<Sender<()>>,
+}
+
+/// The writer's parts, shared with the threads that commit inline (see `inline.rs`).
+pub(super) struct Shared {
+    pub(super) parts: WriterParts,
+    /// Where the writer reports a failing store (`Writer::status`).
+    pub(super) status: Arc<StoreStatus>,
+    /// Held by whoever commits and releases: the writer thread for a batch, or a thread
+    /// committing its own accept or turn. Commits and their releases thus never interleave, so
+    /// a session's messages still enter its queue in the order of their ids.
+    pub(super) commit: Mutex<Pace>,
+    /// `Writer::stop` was called: nothing more is committed inline.
+    pub(super) stopped: AtomicBool,
+    /// A thread committing inline holds `commit` (not the writer's batch).
+    pub(super) inline_held: AtomicBool,
+    /// A thread waits for `commit` to commit inline (at most one does).
+    pub(super) inline_waiting: AtomicBool,
 }
 
 /// The writer's last outcome, read by `/readyz` and the watchdog; set only by the writer thread.
@@ -124,26 +164,37 @@ impl StoreStatus {
 }
 
 impl Writer {
-    /// Creates the channel; the receiver goes to `run`. `direct`: replicas (see `Direct`).
-    pub(crate) fn new(direct: Option<Direct>) -> (Writer, Receiver<Msg>) {
+    /// The handle and the writer thread's context (for `run`). `direct`: replicas (see `Direct`).
+    pub(crate) fn new(parts: WriterParts, direct: Option<Direct>) -> (Writer, WriterContext) {
         let (tx, rx) = bounded(MAX_BATCH);
-        (Writer { tx, status: Arc::default(), direct: direct.map(Arc::new) }, rx)
+        let shared = Arc::new(Shared {
+            parts,
+            status: Arc::default(),
+            commit: Mutex::default(),
+            stopped: AtomicBool::new(false),
+            inline_held: AtomicBool::new(false),
+            inline_waiting: AtomicBool::new(false),
+        });
+        (Writer { tx, shared: shared.clone(), direct: direct.map(Arc::new) }, WriterContext { shared, rx })
     }
 
-    /// The status the writer thread keeps (for its context).
+    /// The status the writer thread keeps.
     pub(crate) fn status(&self) -> Arc<StoreStatus> {
-        self.status.clone()
+        self.shared.status.clone()
     }
 
     /// Since when the store has refused the writer's writes, if it does now.
     pub(crate) fn store_failure(&self) -> Option<StoreFailure> {
-        self.status.get().or_else(|| self.status.unreachable())
+        self.shared.status.get().or_else(|| self.shared.status.unreachable())
     }
 
     /// Stores and queues a message; returns its id once it is committed.
     pub(crate) fn accept(&self, key: SessionKey, kind: JobKind, payload: String) -> Result<i64, AcceptError> {
         if let Some(direct) = &self.direct {
             return direct.accept(key, kind, payload);
+        }
+        if let Some(done) = self.accept_inline(&key, kind, &payload) {
+            return done;
         }
         let (reply, answer) = bounded(1);
         self.tx.send(Msg::Accept(Pending { key, kind, payload, reply })).map_err(|_| AcceptError::Stopped)?;
@@ -152,6 +203,7 @@ impl Writer {
 
     /// Hands over a finished turn; its session is released once it is committed.
     pub(crate) fn turn(&self, key: SessionKey, record: TurnRecord) {
+        let Some((key, record)) = self.turn_inline(key, record) else { return };
         // The writer outlives the workers (the wiring stops it last), so this cannot fail
         // while a worker runs.
         let _ = self.tx.send(Msg::Turn(key, record));
@@ -167,6 +219,7 @@ impl Writer {
 
     /// Ends the writer thread after what is already waiting.
     pub(crate) fn stop(&self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Msg::Stop);
     }
 }
@@ -177,23 +230,14 @@ struct Batch {
     accepts: Vec<Pending>,
     turns: Vec<(SessionKey, TurnRecord)>,
     flushes: Vec<Sender<()>>,
+    /// A checkpoint was asked for (`Msg::Checkpoint`).
+    checkpoint: bool,
 }
 
-/// What the writer thread is given by the wiring.
+/// What the writer thread is given (`Writer::new`).
 pub(crate) struct WriterContext {
-    pub store: Arc<dyn Store>,
-    /// Committed messages are queued here; committed turns release their session here.
-    pub sched: Arc<Scheduler>,
-    /// Committed outputs wake their sender lane.
-    pub wake: Wake,
-    /// `limits.queueCapacity`.
-    pub capacity: usize,
-    pub rx: Receiver<Msg>,
-    /// Where the writer reports a failing store (`Writer::status`).
-    pub status: Arc<StoreStatus>,
-    /// With a store shared by replicas: committed messages are not queued here but claimed
-    /// (`engine::claimer`), which this wakes after every commit.
-    pub claimer: Option<Sender<()>>,
+    shared: Arc<Shared>,
+    pub(super) rx: Receiver<Msg>,
 }
 
 /// What the writer remembers between rounds.
@@ -207,8 +251,8 @@ struct Health {
 
 /// The writer loop: gather, commit, release, answer; until `Stop`. Between rounds, the store is
 /// checkpointed (and probed while it fails) when due.
-pub(crate) fn run(cx: WriterContext) {
-    let rx = &cx.rx;
+pub(crate) fn run(context: WriterContext) {
+    let (cx, rx) = (&*context.shared, &context.rx);
     let mut health = Health { waiting: Vec::new(), next_check: Instant::now() + CHECKPOINT_EVERY };
     let mut stop = false;
     while !stop {
@@ -224,9 +268,13 @@ pub(crate) fn run(cx: WriterContext) {
                 Err(_) => break,
             }
         }
-        commit(&cx, batch, &mut health);
+        let checkpoint = batch.checkpoint;
+        commit(cx, batch, &mut health);
+        if checkpoint && let Err(e) = cx.parts.store.checkpoint_if_due() {
+            log::debug!("store: the checkpoint asked for after an inline commit failed: {e}");
+        }
         if Instant::now() >= health.next_check {
-            check(&cx, &mut health);
+            check(cx, &mut health);
         }
     }
 }
@@ -238,6 +286,7 @@ impl Batch {
             Msg::Accept(p) => self.accepts.push(p),
             Msg::Turn(key, record) => self.turns.push((key, record)),
             Msg::Flush(reply) => self.flushes.push(reply),
+            Msg::Checkpoint => self.checkpoint = true,
             Msg::Stop => return true,
         }
         false
@@ -248,8 +297,10 @@ impl Batch {
     }
 }
 
-fn commit(cx: &WriterContext, mut batch: Batch, health: &mut Health) {
-    let room = cx.capacity.saturating_sub(queued(cx, batch.accepts.len()));
+fn commit(cx: &Shared, mut batch: Batch, health: &mut Health) {
+    let mut pace = cx.lock();
+    pace.note(batch.len());
+    let room = cx.parts.capacity.saturating_sub(queued(cx, batch.accepts.len()));
     for p in batch.accepts.drain(room.min(batch.accepts.len())..) {
         let _ = p.reply.send(Err(AcceptError::Full));
     }
@@ -258,16 +309,16 @@ fn commit(cx: &WriterContext, mut batch: Batch, health: &mut Health) {
         let turns: Vec<&TurnRecord> = batch.turns.iter().map(|(_, r)| r).collect();
         // Replicas accept on the http threads (`Direct`): their batches are turns, whose
         // sessions may go on here with their next message (`Claims::commit_turns`).
-        let written = match cx.store.claims() {
+        let written = match cx.parts.store.claims() {
             Some(claims) if rows.is_empty() => claims.commit_turns(&turns).map(|next| (Vec::new(), next, None)),
-            _ => cx.store.commit_batch_rows(&rows, &turns).map(|(ids, new)| (ids, Vec::new(), new)),
+            _ => cx.parts.store.commit_batch_rows(&rows, &turns).map(|(ids, new)| (ids, Vec::new(), new)),
         };
         match written {
             Ok((ids, next, new)) => {
                 released(cx, batch.accepts, batch.turns, ids, next, new);
                 recovered(cx, health);
                 // After the answers: the copy of a long log holds the next commit, not this one.
-                if let Err(e) = cx.store.checkpoint_if_due() {
+                if let Err(e) = cx.parts.store.checkpoint_if_due() {
                     log::debug!("store: the checkpoint after a batch failed: {e}");
                 }
             }
@@ -293,9 +344,9 @@ fn commit(cx: &WriterContext, mut batch: Batch, health: &mut Health) {
 
 /// Messages waiting: in memory, or (replicas) in the shared database. If the database cannot
 /// say, the batch is let through: its commit will fail the same way and answer 503.
-fn queued(cx: &WriterContext, accepts: usize) -> usize {
-    match cx.store.claims() {
-        None => cx.sched.depth(),
+fn queued(cx: &Shared, accepts: usize) -> usize {
+    match cx.parts.store.claims() {
+        None => cx.parts.sched.depth(),
         Some(_) if accepts == 0 => 0,
         Some(claims) => claims.queued().unwrap_or(0),
     }
@@ -303,7 +354,7 @@ fn queued(cx: &WriterContext, accepts: usize) -> usize {
 
 /// A write failed: report it and, the first time, checkpoint at once (the log's space may be
 /// all the next commit needs); then probe every `PROBE_EVERY`.
-fn failed(cx: &WriterContext, health: &mut Health, e: &StoreError) {
+fn failed(cx: &Shared, health: &mut Health, e: &StoreError) {
     if cx.status.get().is_some() {
         return;
     }
@@ -312,14 +363,14 @@ fn failed(cx: &WriterContext, health: &mut Health, e: &StoreError) {
         "the store does not take writes ({e}): messages get 503 store_unavailable, /readyz says not ready, \
          finished turns wait; checking again every {PROBE_EVERY:?}"
     );
-    if let Err(e) = cx.store.checkpoint() {
+    if let Err(e) = cx.parts.store.checkpoint() {
         log::debug!("store: checkpoint after a failed write: {e}");
     }
     health.next_check = Instant::now() + PROBE_EVERY;
 }
 
 /// A write succeeded: if the store was failing, it is healthy again and the waiting turns run.
-fn recovered(cx: &WriterContext, health: &mut Health) {
+fn recovered(cx: &Shared, health: &mut Health) {
     let Some(failure) = cx.status.get() else { return };
     cx.status.set(None);
     log::info!(
@@ -328,14 +379,14 @@ fn recovered(cx: &WriterContext, health: &mut Health) {
         health.waiting.len()
     );
     for key in health.waiting.drain(..) {
-        cx.sched.retry(key);
+        cx.parts.sched.retry(key);
     }
     health.next_check = Instant::now() + CHECKPOINT_EVERY;
 }
 
 /// Due maintenance: a checkpoint, and while the store fails, a probe write after it.
-fn check(cx: &WriterContext, health: &mut Health) {
-    let checkpoint = cx.store.checkpoint();
+fn check(cx: &Shared, health: &mut Health) {
+    let checkpoint = cx.parts.store.checkpoint();
     if cx.status.get().is_none() {
         if let Err(e) = checkpoint {
             log::warn!("store: the periodic checkpoint failed: {e}");
@@ -344,7 +395,7 @@ fn check(cx: &WriterContext, health: &mut Health) {
         return;
     }
     health.next_check = Instant::now() + PROBE_EVERY;
-    match cx.store.probe() {
+    match cx.parts.store.probe() {
         Ok(()) => recovered(cx, health),
         Err(e) => log::debug!("store: still failing: {e}"),
     }
@@ -352,8 +403,8 @@ fn check(cx: &WriterContext, health: &mut Health) {
 
 /// After a commit: queue the accepted messages and the next messages of sessions this replica
 /// kept (`next`), release the sessions, wake the sender lanes.
-fn released(
-    cx: &WriterContext,
+pub(super) fn released(
+    cx: &Shared,
     accepts: Vec<Pending>,
     turns: Vec<(SessionKey, TurnRecord)>,
     ids: Vec<i64>,
@@ -363,25 +414,25 @@ fn released(
     // Before `done` below: the session's queue then still holds the finished message, so the
     // next one waits behind it and `done` hands the session to a worker again.
     for (id, key) in next {
-        cx.sched.enqueue(key, id);
+        cx.parts.sched.enqueue(key, id);
     }
     for (p, id) in accepts.into_iter().zip(ids) {
-        if cx.claimer.is_none() {
-            cx.sched.enqueue(p.key, id);
+        if cx.parts.claimer.is_none() {
+            cx.parts.sched.enqueue(p.key, id);
         }
         let _ = p.reply.send(Ok(id));
     }
-    if let Some(claimer) = &cx.claimer {
+    if let Some(claimer) = &cx.parts.claimer {
         // A full channel means a wake-up is already pending.
         let _ = claimer.try_send(());
     }
     // The new rows go to their lanes as they are: a lane need not read back what was just
     // written (SQLite; otherwise the lanes are woken to read).
-    let pushed = new.map(|new| cx.wake.pushed(new)).is_some();
+    let pushed = new.map(|new| cx.parts.wake.pushed(new)).is_some();
     for (key, record) in turns {
         if !pushed && !record.outputs.is_empty() {
-            cx.wake.session(&key);
+            cx.parts.wake.session(&key);
         }
-        cx.sched.done(key);
+        cx.parts.sched.done(key);
     }
 }

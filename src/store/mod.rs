@@ -284,6 +284,12 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
+    /// Whether `checkpoint_if_due` would copy the log now (a thread that committed outside the
+    /// writer asks the writer for it then).
+    fn checkpoint_due(&self) -> bool {
+        false
+    }
+
     /// The claims of a store shared by replicas (`None`: this process is the only one, and the
     /// engine and delivery keep their queues in memory).
     fn claims(&self) -> Option<&dyn Claims> {

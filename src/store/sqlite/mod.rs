@@ -505,8 +505,12 @@ impl Store for SqliteStore {
         Ok(self.read().query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
+    fn checkpoint_due(&self) -> bool {
+        self.log.pages.load(Ordering::Relaxed) >= self.log.interval.load(Ordering::Relaxed)
+    }
+
     fn checkpoint_if_due(&self) -> Result<()> {
-        if self.log.pages.load(Ordering::Relaxed) < self.log.interval.load(Ordering::Relaxed) {
+        if !self.checkpoint_due() {
             return Ok(());
         }
         // PASSIVE, as SQLite's own: copies what no reader still needs; the next commit then
