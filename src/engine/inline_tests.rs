@@ -178,3 +178,19 @@ fn many_threads_accepting_for_one_session_queue_its_messages_in_the_order_of_the
     rig.writer.stop();
     thread.join().unwrap();
 }
+
+#[test]
+fn past_about_500_messages_a_second_threads_hand_over_to_group_commit() {
+    let rig = rig("pace");
+    let shared = rig.writer.shared.clone();
+    // A window in which the writer's batches committed PACE_INLINE accepts and turns.
+    shared.lock().note(super::PACE_INLINE as usize);
+    let answer = accept_from_a_thread(&rig.writer, "busy");
+    assert!(matches!(rx(&rig).recv_timeout(BOUND), Ok(Msg::Accept(_))), "handed over at a high load");
+    assert!(matches!(answer.recv_timeout(BOUND), Ok(Err(AcceptError::Stopped))));
+    // The window is over: the load is low again.
+    shared.lock().since = Some(Instant::now() - 2 * super::PACE_WINDOW);
+    let id =
+        accept_from_a_thread(&rig.writer, "quiet").recv_timeout(BOUND).expect("committed inline").expect("accepted");
+    assert_eq!(rig.store.pending_inbox().unwrap(), [(id, key("quiet"))]);
+}
