@@ -9,8 +9,9 @@
 //! HTTP request ─► intake/ (http-N threads: routes.rs validates, admin.rs is /api/,
 //!                           console.rs serves /console and console_api.rs its admin routes,
 //!                           handover.rs the agent side of a handover)
-//!     ─► engine/writer.rs (group commit into the inbox, then 200; replicas: the http thread
-//!        writes its accept itself, `writer::Direct`)
+//!     ─► engine/writer.rs (group commit into the inbox, then 200; at low load the http thread
+//!        commits its accept itself under the writer's lock, engine/inline.rs; replicas: the
+//!        http threads write their accepts themselves, `writer::Direct`)
 //!     ─► engine/scheduler.rs (per-session FIFO) ─► engine/worker.rs (worker-N: one turn each)
 //!     ─► engine/turn.rs (input object, engine/translate/ into the Flow's language, engine/nlu.rs,
 //!        the Flow, http-node checkpoints, the outputs back into the user's language;
@@ -19,7 +20,8 @@
 //!        run: the interpreter; handover: the handover a session keeps; template: {{ }} and
 //!        conditions; script: JavaScript on QuickJS; intents: the built-in NLU; transform:
 //!        transformers)
-//!     ─► engine/writer.rs (group commit: session state + outputs into the outbox)
+//!     ─► engine/writer.rs (group commit: session state + outputs into the outbox; at low load
+//!        the worker commits its turn itself, engine/inline.rs)
 //!     (parked turns: engine/calls.rs call-N threads make http-node, Rasa and handover provider
 //!      calls, engine/handover/: webhook.rs, chatwoot.rs)
 //!     ─► [wake channel] ─► delivery/ (sender-N lanes, `delivery.senders` per webhook URL:
@@ -66,7 +68,7 @@
 //!   threads (input transformers), each on its thread's own QuickJS runtime, in a fresh context
 //!   per turn and per transformer call (no turn sees another's globals).
 //! - Channels are bounded except the scheduler's ready FIFO, which is bounded by
-//!   `limits.queueCapacity` through the writer (see `Scheduler::new`). Every thread is named and
+//!   `limits.queueCapacity` through the writer and inline commits (see `Scheduler::new`). Every thread is named and
 //!   joined by `service.rs`, with two exceptions: a sender lane stuck in a delivery past the
 //!   shutdown drain is left behind, and the `call-N` threads are told to stop but not waited for
 //!   (a call may take its `timeoutMs`; the parked turn keeps its checkpoint).
