@@ -1,4 +1,4 @@
-//! The replica hot path's shortcuts (a child of `tests`, whose helpers it uses): a finished
+//! The replica hot path's shortcuts (a child of `tests::replicas`, whose helpers it uses): a finished
 //! turn keeps its session when more messages wait, a replica ignores its own wake-ups, and the
 //! waiting count is cached briefly.
 
