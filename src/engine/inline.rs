@@ -3,18 +3,19 @@
 //!
 //! At low load the writer's group commit gathers nothing: each batch is one message, and the
 //! hand-over costs two thread wake-ups (to the writer and back) per accept and per turn. On a
-//! virtual machine a wake-up of an idle CPU is tens to hundreds of microseconds, and these
-//! wake-ups were most of the acknowledgement's and the delivery's tail (README, Performance).
-//! Committing inline, an accept is answered with no wake-up, and an output goes from the
-//! client's thread to a worker to its sender lane: the bare pipeline's shape.
+//! virtual machine a wake-up of an idle CPU is tens to hundreds of microseconds, a large part of
+//! the acknowledgement's tail (README, Performance). Committing inline, an accept is answered
+//! with no wake-up, and an output goes from the client's thread to a worker to its sender lane:
+//! the bare pipeline's shape.
 //!
 //! A thread commits inline only while the writer is idle and its queue empty (otherwise group
-//! commit serves it better), while the store takes writes (otherwise the writer's retries and
-//! probes handle it), and never after `Writer::stop`. It holds the same lock as the writer's
-//! batches from its commit to the release of what it committed (queueing the message, waking
-//! the lane, releasing the session), so the order of ids in a session's queue holds. If its
-//! commit fails, the message or turn goes to the writer as before, which tries again and
-//! reports the failure: nothing is lost, and a failed commit changed nothing.
+//! commit serves it better), while the load is low (`Pace`), while the store takes writes
+//! (otherwise the writer's retries and probes handle it), and never after `Writer::stop`. It
+//! holds the lock of the writer's batches while it commits and puts an accepted message in its
+//! session's queue, so the ids in a session's queue stay in order; the worker or lane it wakes
+//! is woken after the lock is let go. If its commit fails, the message or turn goes to the
+//! writer as before, which tries again and reports the failure: nothing is lost, and a failed
+//! commit changed nothing.
 
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, TryLockError};
@@ -27,8 +28,8 @@ use crate::domain::{JobKind, SessionKey, TurnRecord};
 const PACE_WINDOW: Duration = Duration::from_millis(10);
 /// Most accepts and turns committed in a `PACE_WINDOW` (about 500 messages a second) for a
 /// thread to commit inline; past it the writer's group commit does more for throughput than
-/// saving wake-ups does for latency (committed one by one, the echo load lost a fifth of its
-/// delivered/s).
+/// saving wake-ups does for latency (committed one by one, the echo load lost a fifth to a third
+/// of its delivered/s).
 const PACE_INLINE: u32 = 10;
 
 /// How many accepts and turns were committed lately, kept under the commit lock: tells a low
@@ -121,7 +122,11 @@ impl Writer {
             return Some(Err(AcceptError::Full));
         }
         let id = match cx.store.commit_batch_rows(&[(key, kind, payload)], &[]) {
-            Ok((ids, _)) => *ids.first()?,
+            Ok((ids, _)) => match ids.first() {
+                Some(id) => *id,
+                // Committed, so never handed to the writer again (it would be stored twice).
+                None => return Some(Err(AcceptError::Store)),
+            },
             Err(e) => {
                 log::debug!("an inline commit of a message failed ({e}); the writer tries again");
                 return None;
