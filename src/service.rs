@@ -185,6 +185,9 @@ impl Service {
             },
             direct,
         );
+        if !replicated {
+            store.checkpoints_by(writer.checkpoint_asker());
+        }
         let mut svc = Service {
             health: health.clone(),
             sched: sched.clone(),

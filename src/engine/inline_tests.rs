@@ -194,3 +194,14 @@ fn past_about_500_messages_a_second_threads_hand_over_to_group_commit() {
         accept_from_a_thread(&rig.writer, "quiet").recv_timeout(BOUND).expect("committed inline").expect("accepted");
     assert_eq!(rig.store.pending_inbox().unwrap(), [(id, key("quiet"))]);
 }
+
+#[test]
+fn a_checkpoint_asked_of_the_writer_reaches_it_until_it_has_stopped() {
+    let mut rig = rig("asker");
+    let ask = rig.writer.checkpoint_asker();
+    assert!(ask(), "the writer takes it");
+    assert!(matches!(rx(&rig).try_recv(), Ok(Msg::Checkpoint)));
+    // The writer thread has ended (its receiver is gone): the committing thread copies the log.
+    drop(rig.cx.take());
+    assert!(!ask());
+}

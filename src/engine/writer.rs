@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 
 use super::Scheduler;
 pub(crate) use super::direct::Direct;
@@ -69,8 +69,9 @@ pub(crate) enum Msg {
     Turn(SessionKey, TurnRecord),
     /// Answer once everything sent before has been committed.
     Flush(Sender<()>),
-    /// A thread that committed inline found the log due for a checkpoint: the writer runs it,
-    /// so that no accept or turn waits for the copy.
+    /// A commit outside the writer's batches (inline, or a lane settling deliveries) found the
+    /// log due for a checkpoint: the writer runs it, so that no accept, turn or delivery waits
+    /// for the copy.
     Checkpoint,
     Stop,
 }
@@ -181,6 +182,14 @@ impl Writer {
     /// The status the writer thread keeps.
     pub(crate) fn status(&self) -> Arc<StoreStatus> {
         self.shared.status.clone()
+    }
+
+    /// For `Store::checkpoints_by`: asks the writer thread for a checkpoint; false once it has
+    /// stopped. A full queue means a batch is waiting, after which the writer checkpoints
+    /// anyway.
+    pub(crate) fn checkpoint_asker(&self) -> Box<dyn Fn() -> bool + Send + Sync> {
+        let tx = self.tx.clone();
+        Box::new(move || !matches!(tx.try_send(Msg::Checkpoint), Err(TrySendError::Disconnected(_))))
     }
 
     /// Since when the store has refused the writer's writes, if it does now.

@@ -284,6 +284,11 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
+    /// Lets commits made outside the writer hand a due checkpoint to it (`ask` returns true if
+    /// the writer will run it) instead of running it inside their own commit. A no-op where
+    /// there is no such log.
+    fn checkpoints_by(&self, _ask: Box<dyn Fn() -> bool + Send + Sync>) {}
+
     /// Whether `checkpoint_if_due` would copy the log now (a thread that committed outside the
     /// writer asks the writer for it then).
     fn checkpoint_due(&self) -> bool {

@@ -124,11 +124,17 @@ struct Log {
     pages: AtomicU32,
     /// Past this, the log is copied into the database (`checkpoint_pages`).
     interval: AtomicU32,
-    /// Set while the writer's batch commits: its checkpoint waits for `checkpoint_if_due`, after
-    /// the batch is answered. Every other commit (lanes, admin, sweeps) checkpoints in the hook
-    /// as SQLite's own automatic checkpoint would. Only read and written under the connection's
-    /// lock.
+    /// Set while the writer's batch (or an inline commit) commits: its checkpoint waits for
+    /// `checkpoint_if_due`, after the batch is answered. Every other commit (lanes, admin,
+    /// sweeps) asks the writer for it (`ask`), or checkpoints in the hook as SQLite's own
+    /// automatic checkpoint would when there is no writer to ask. Only read and written under
+    /// the connection's lock.
     deferred: AtomicBool,
+    /// Asks the writer for a due checkpoint (`Store::checkpoints_by`); true if it will run it.
+    /// A commit outside the writer (a lane settling deliveries) that finds the log past its
+    /// interval asks instead of copying the log itself, so a lane does not stop sending for the
+    /// copy. Unset, or false (the writer has stopped): the commit copies it, as SQLite would.
+    ask: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// The checkpoint interval for the database's size now (`checkpoint_pages`).
@@ -235,8 +241,9 @@ impl SqliteStore {
             let pages = pages.max(0) as u32;
             hook.pages.store(pages, Ordering::Relaxed);
             if !hook.deferred.load(Ordering::Relaxed) && pages >= hook.interval.load(Ordering::Relaxed) {
+                let asked = hook.ask.get().is_some_and(|ask| ask());
                 // As SQLite's default hook: a checkpoint that fails leaves the commit done.
-                if wal.checkpoint().is_ok() {
+                if !asked && wal.checkpoint().is_ok() {
                     hook.pages.store(0, Ordering::Relaxed);
                 }
             }
@@ -503,6 +510,10 @@ impl Store for SqliteStore {
     fn changes(&self) -> Result<i64> {
         // Differs after a commit of any other connection; every write goes through `conn`.
         Ok(self.read().query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    fn checkpoints_by(&self, ask: Box<dyn Fn() -> bool + Send + Sync>) {
+        let _ = self.log.ask.set(ask);
     }
 
     fn checkpoint_due(&self) -> bool {

@@ -110,6 +110,9 @@ enum Committer {
     WriterNoCheckpoint,
     /// Anything else writing on the store's connection (lanes, admin, sweeps).
     Other,
+    /// The same, with a writer that takes the checkpoints asked of it (`checkpoints_by`, its
+    /// answer) and runs them (`checkpoint_if_due`) only after `commits` commits.
+    OtherAsking(bool),
 }
 
 /// A turn of session `key` with one output of a page: each commit adds at least a log page.
@@ -151,9 +154,17 @@ fn log_bytes(name: &str, durability: Durability, pages: usize, commits: usize, w
         tx.commit().unwrap();
     }
     let store = SqliteStore::open(&dir, durability).unwrap();
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if let Committer::OtherAsking(answer) = who {
+        let asked = asked.clone();
+        store.checkpoints_by(Box::new(move || {
+            asked.fetch_add(1, Ordering::Relaxed);
+            answer
+        }));
+    }
     for i in 0..commits {
         match who {
-            Committer::Other => insert(&store.lock(), i),
+            Committer::Other | Committer::OtherAsking(_) => insert(&store.lock(), i),
             Committer::Writer | Committer::WriterNoCheckpoint => {
                 store.commit_batch_rows(&[], &[&page_turn(i)]).unwrap();
                 if who == Committer::Writer {
@@ -163,6 +174,16 @@ fn log_bytes(name: &str, durability: Durability, pages: usize, commits: usize, w
         }
     }
     let log = std::fs::metadata(dir.join(format!("{STORE_FILE}-wal"))).unwrap().len() as usize;
+    if let Committer::OtherAsking(_) = who {
+        assert!(asked.load(Ordering::Relaxed) > 0, "{name}: no commit asked for the checkpoint");
+    }
+    if who == Committer::OtherAsking(true) {
+        // The writer's side: the checkpoint asked for copies the log, which the next commit
+        // then starts again from its beginning.
+        assert!(store.checkpoint_due());
+        store.checkpoint_if_due().unwrap();
+        assert!(!store.checkpoint_due());
+    }
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     log
@@ -199,6 +220,17 @@ fn the_writers_commit_does_not_copy_the_log_itself_but_other_commits_do() {
     // Commits of anyone else (a lane settling deliveries while the writer is idle) checkpoint
     // as SQLite would: the log stays bounded without the writer.
     let log = log_bytes("checkpoint-other", Durability::Normal, 0, commits, Committer::Other);
+    assert!(log < commits * PAGE, "the log is {log} bytes after {commits} other commits: never checkpointed");
+}
+
+#[test]
+fn other_commits_hand_a_due_checkpoint_to_the_writer_while_it_runs() {
+    // A lane settling deliveries does not stop to copy the log when the writer takes it.
+    let commits = 1_500;
+    let log = log_bytes("checkpoint-asked", Durability::Normal, 0, commits, Committer::OtherAsking(true));
+    assert!(log > commits * PAGE, "the log is {log} bytes after {commits} other commits: one copied it itself");
+    // A writer that has stopped says so, and the commit copies the log as SQLite would.
+    let log = log_bytes("checkpoint-gone", Durability::Normal, 0, commits, Committer::OtherAsking(false));
     assert!(log < commits * PAGE, "the log is {log} bytes after {commits} other commits: never checkpointed");
 }
 
