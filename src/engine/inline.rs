@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use super::writer::{AcceptError, Msg, Shared, Writer, released};
+use super::writer::{AcceptError, Shared, Writer, released};
 use crate::domain::{JobKind, SessionKey, TurnRecord};
 
 /// The span over which commits are counted (`Pace`).
@@ -140,7 +140,6 @@ impl Writer {
         if runnable {
             cx.sched.announce(key.clone());
         }
-        self.checkpoint_later();
         Some(Ok(id))
     }
 
@@ -155,22 +154,12 @@ impl Writer {
                 // only in order (it reads the outbox when they come out of order).
                 drop(commit);
                 released(&self.shared, Vec::new(), vec![(key, record)], Vec::new(), Vec::new(), new);
-                self.checkpoint_later();
                 None
             }
             Err(e) => {
                 log::debug!("an inline commit of a turn failed ({e}); the writer tries again");
                 Some((key, record))
             }
-        }
-    }
-
-    /// Asks the writer for the checkpoint that a commit made due, to run after this thread's
-    /// answer instead of before it.
-    fn checkpoint_later(&self) {
-        if self.shared.parts.store.checkpoint_due() {
-            // A full queue means the writer is about to run a batch, which checkpoints after it.
-            let _ = self.tx.try_send(Msg::Checkpoint);
         }
     }
 }

@@ -69,9 +69,9 @@ pub(crate) enum Msg {
     Turn(SessionKey, TurnRecord),
     /// Answer once everything sent before has been committed.
     Flush(Sender<()>),
-    /// A commit outside the writer's batches (inline, or a lane settling deliveries) found the
-    /// log due for a checkpoint: the writer runs it, so that no accept, turn or delivery waits
-    /// for the copy.
+    /// A commit (the writer's, an inline one, a lane settling deliveries) found the log due for
+    /// a checkpoint (`Store::checkpoints_by`): the writer runs it after its next batch, so that
+    /// no accept, turn or delivery waits for the copy.
     Checkpoint,
     Stop,
 }
@@ -280,7 +280,7 @@ pub(crate) fn run(context: WriterContext) {
         let checkpoint = batch.checkpoint;
         commit(cx, batch, &mut health);
         if checkpoint && let Err(e) = cx.parts.store.checkpoint_if_due() {
-            log::debug!("store: the checkpoint asked for after an inline commit failed: {e}");
+            log::debug!("store: the checkpoint a commit asked for failed: {e}");
         }
         if Instant::now() >= health.next_check {
             check(cx, &mut health);
@@ -326,10 +326,6 @@ fn commit(cx: &Shared, mut batch: Batch, health: &mut Health) {
             Ok((ids, next, new)) => {
                 released(cx, batch.accepts, batch.turns, ids, next, new);
                 recovered(cx, health);
-                // After the answers: the copy of a long log holds the next commit, not this one.
-                if let Err(e) = cx.parts.store.checkpoint_if_due() {
-                    log::debug!("store: the checkpoint after a batch failed: {e}");
-                }
             }
             Err(e) => {
                 // One line per failed batch; the logger folds repeats into one summary a minute.

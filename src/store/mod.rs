@@ -116,10 +116,9 @@ pub trait Store: Send + Sync {
     /// and finished turns (see [`TurnRecord`]).
     fn commit_batch(&self, accepts: &[Accept<'_>], turns: &[&TurnRecord]) -> Result<Vec<i64>>;
 
-    /// As `commit_batch`, for the writer: with the outbox rows the batch added when the backend
-    /// can tell them exactly (the writer hands them to the sender lanes, which need not read
-    /// them back), and leaving a due checkpoint to `checkpoint_if_due`, which the writer calls
-    /// once the batch is answered.
+    /// As `commit_batch`, for the writer and inline commits: with the outbox rows the batch
+    /// added when the backend can tell them exactly (they go to the sender lanes, which need
+    /// not read them back).
     fn commit_batch_rows(
         &self,
         accepts: &[Accept<'_>],
@@ -277,23 +276,16 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
-    /// Copies the write-ahead log into the database if it has grown past its interval; called
-    /// by the writer after it has answered a batch, so that no accept or turn waits inside its
-    /// own commit for the copy. A no-op where there is no such log.
+    /// Copies the write-ahead log into the database if it has grown past its interval; run by
+    /// the writer thread when a commit asked for it (`checkpoints_by`), so that no accept, turn
+    /// or delivery waits inside its own commit for the copy. A no-op where there is no such log.
     fn checkpoint_if_due(&self) -> Result<()> {
         Ok(())
     }
 
-    /// Lets commits made outside the writer hand a due checkpoint to it (`ask` returns true if
-    /// the writer will run it) instead of running it inside their own commit. A no-op where
-    /// there is no such log.
+    /// Lets every commit hand a due checkpoint to the writer thread (`ask` returns true if it
+    /// will run it) instead of running it inside the commit. A no-op where there is no such log.
     fn checkpoints_by(&self, _ask: Box<dyn Fn() -> bool + Send + Sync>) {}
-
-    /// Whether `checkpoint_if_due` would copy the log now (a thread that committed outside the
-    /// writer asks the writer for it then).
-    fn checkpoint_due(&self) -> bool {
-        false
-    }
 
     /// The claims of a store shared by replicas (`None`: this process is the only one, and the
     /// engine and delivery keep their queues in memory).

@@ -36,7 +36,7 @@ pub(crate) use traces::TRACES_PER_SESSION;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
@@ -124,16 +124,11 @@ struct Log {
     pages: AtomicU32,
     /// Past this, the log is copied into the database (`checkpoint_pages`).
     interval: AtomicU32,
-    /// Set while the writer's batch (or an inline commit) commits: its checkpoint waits for
-    /// `checkpoint_if_due`, after the batch is answered. Every other commit (lanes, admin,
-    /// sweeps) asks the writer for it (`ask`), or checkpoints in the hook as SQLite's own
-    /// automatic checkpoint would when there is no writer to ask. Only read and written under
-    /// the connection's lock.
-    deferred: AtomicBool,
-    /// Asks the writer for a due checkpoint (`Store::checkpoints_by`); true if it will run it.
-    /// A commit outside the writer (a lane settling deliveries) that finds the log past its
-    /// interval asks instead of copying the log itself, so a lane does not stop sending for the
-    /// copy. Unset, or false (the writer has stopped): the commit copies it, as SQLite would.
+    /// Asks the writer thread for a due checkpoint (`Store::checkpoints_by`); true if it will
+    /// run it (`checkpoint_if_due`). Every commit that finds the log past its interval asks
+    /// instead of copying the log itself, so no accept, turn or delivery waits for the copy.
+    /// Unset (no writer: tools, tests), or false (the writer has stopped): the commit copies it,
+    /// as SQLite's own automatic checkpoint would.
     ask: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
@@ -232,15 +227,14 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         let log = Arc::new(Log::default());
         log.interval.store(interval_now(&conn, durability)?, Ordering::Relaxed);
-        // SQLite's automatic checkpoint, but one the writer can put off: it runs inside the
-        // commit that passes the interval, so that commit's accept or turn would wait for the
-        // copy. The writer's batches note the log's length instead and checkpoint after they
-        // are answered (`checkpoint_if_due`).
+        // SQLite's automatic checkpoint, but handed to the writer thread: SQLite's own runs
+        // inside the commit that passes the interval, so that commit's accept, turn or
+        // delivery would wait for the copy.
         let hook = log.clone();
         conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
             let pages = pages.max(0) as u32;
             hook.pages.store(pages, Ordering::Relaxed);
-            if !hook.deferred.load(Ordering::Relaxed) && pages >= hook.interval.load(Ordering::Relaxed) {
+            if pages >= hook.interval.load(Ordering::Relaxed) {
                 let asked = hook.ask.get().is_some_and(|ask| ask());
                 // As SQLite's default hook: a checkpoint that fails leaves the commit done.
                 if !asked && wal.checkpoint().is_ok() {
@@ -264,30 +258,26 @@ impl SqliteStore {
         })
     }
 
-    /// One transaction of accepts and turns. For the writer (`writer`): the outbox rows it adds
-    /// are told, and the checkpoint its commit may call for waits for `checkpoint_if_due`.
+    /// One transaction of accepts and turns; with `tell`, the outbox rows it adds.
     fn write_batch(
         &self,
         accepts: &[Accept<'_>],
         turns: &[&TurnRecord],
-        writer: bool,
+        tell: bool,
     ) -> Result<(Vec<i64>, Option<NewOutbox>)> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let ids = inbox::insert(&tx, accepts)?;
         // Every outbox insert goes through this connection, under its lock: the rows above
         // `after` when this transaction commits are exactly the ones it adds.
-        let mut new = match writer && turns.iter().any(|t| !t.outputs.is_empty()) {
+        let mut new = match tell && turns.iter().any(|t| !t.outputs.is_empty()) {
             true => Some(NewOutbox { after: outbox::max_id(&tx)?, ..NewOutbox::default() }),
             false => None,
         };
         for t in turns {
             turns::write(&tx, t, new.as_mut().map(|n| &mut n.rows))?;
         }
-        self.log.deferred.store(writer, Ordering::Relaxed);
-        let committed = tx.commit();
-        self.log.deferred.store(false, Ordering::Relaxed);
-        committed?;
+        tx.commit()?;
         if let Some(n) = &mut new {
             n.last = n.rows.last().map_or(n.after, |r| r.id);
         }
@@ -516,12 +506,8 @@ impl Store for SqliteStore {
         let _ = self.log.ask.set(ask);
     }
 
-    fn checkpoint_due(&self) -> bool {
-        self.log.pages.load(Ordering::Relaxed) >= self.log.interval.load(Ordering::Relaxed)
-    }
-
     fn checkpoint_if_due(&self) -> Result<()> {
-        if !self.checkpoint_due() {
+        if self.log.pages.load(Ordering::Relaxed) < self.log.interval.load(Ordering::Relaxed) {
             return Ok(());
         }
         // PASSIVE, as SQLite's own: copies what no reader still needs; the next commit then

@@ -101,18 +101,18 @@ fn an_expiry_step_looks_at_a_bounded_number_of_sessions_and_says_where_to_go_on(
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Who commits in `log_bytes`.
+/// Who takes the checkpoints that the commits of `log_bytes` ask for.
 #[derive(Clone, Copy, PartialEq)]
 enum Committer {
-    /// The writer: batches through `commit_batch_rows`, each followed by `checkpoint_if_due`.
+    /// A running writer: it takes them (`checkpoints_by`) and runs each (`checkpoint_if_due`)
+    /// after the commit that asked.
     Writer,
-    /// The writer's batches without its `checkpoint_if_due`.
-    WriterNoCheckpoint,
-    /// Anything else writing on the store's connection (lanes, admin, sweeps).
-    Other,
-    /// The same, with a writer that takes the checkpoints asked of it (`checkpoints_by`, its
-    /// answer) and runs them (`checkpoint_if_due`) only after `commits` commits.
-    OtherAsking(bool),
+    /// A writer that takes them and has not run them yet.
+    WriterBusy,
+    /// A writer that has stopped: it says so, and the commit copies the log itself.
+    WriterStopped,
+    /// No writer to ask (tools, tests): the commit copies the log itself, as SQLite does.
+    NoWriter,
 }
 
 /// A turn of session `key` with one output of a page: each commit adds at least a log page.
@@ -155,34 +155,29 @@ fn log_bytes(name: &str, durability: Durability, pages: usize, commits: usize, w
     }
     let store = SqliteStore::open(&dir, durability).unwrap();
     let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    if let Committer::OtherAsking(answer) = who {
-        let asked = asked.clone();
+    if who != Committer::NoWriter {
+        let (asked, takes) = (asked.clone(), who != Committer::WriterStopped);
         store.checkpoints_by(Box::new(move || {
             asked.fetch_add(1, Ordering::Relaxed);
-            answer
+            takes
         }));
     }
     for i in 0..commits {
-        match who {
-            Committer::Other | Committer::OtherAsking(_) => insert(&store.lock(), i),
-            Committer::Writer | Committer::WriterNoCheckpoint => {
-                store.commit_batch_rows(&[], &[&page_turn(i)]).unwrap();
-                if who == Committer::Writer {
-                    store.checkpoint_if_due().unwrap();
-                }
-            }
+        let before = asked.load(Ordering::Relaxed);
+        store.commit_batch_rows(&[], &[&page_turn(i)]).unwrap();
+        if who == Committer::Writer && asked.load(Ordering::Relaxed) > before {
+            store.checkpoint_if_due().unwrap();
         }
     }
     let log = std::fs::metadata(dir.join(format!("{STORE_FILE}-wal"))).unwrap().len() as usize;
-    if let Committer::OtherAsking(_) = who {
+    if who == Committer::WriterBusy {
         assert!(asked.load(Ordering::Relaxed) > 0, "{name}: no commit asked for the checkpoint");
-    }
-    if who == Committer::OtherAsking(true) {
-        // The writer's side: the checkpoint asked for copies the log, which the next commit
-        // then starts again from its beginning.
-        assert!(store.checkpoint_due());
+        // The writer's side, later: the checkpoint asked for copies the log, which the next
+        // commit then starts again from its beginning.
         store.checkpoint_if_due().unwrap();
-        assert!(!store.checkpoint_due());
+        store.commit_batch_rows(&[], &[&page_turn(commits)]).unwrap();
+        let pages = store.log.pages.load(Ordering::Relaxed);
+        assert!(pages < 10, "{name}: the log holds {pages} pages after the writer's checkpoint");
     }
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
@@ -204,34 +199,25 @@ fn a_large_store_copies_its_log_into_the_database_less_often() {
     // About 12,000 pages: the interval is 3,000, so 2,500 commits of a page stay in the log,
     // where SQLite's default (1,000) would have rewound it and kept it at about 1,000 pages.
     let commits = 2_500;
-    for who in [Committer::Writer, Committer::Other] {
+    for who in [Committer::Writer, Committer::NoWriter] {
         let log = log_bytes("checkpoint-large", Durability::Normal, 12_000, commits, who);
         assert!(log > commits * PAGE, "the log is {log} bytes after {commits} commits of a page: checkpointed early");
     }
 }
 
 #[test]
-fn the_writers_commit_does_not_copy_the_log_itself_but_other_commits_do() {
-    // The writer answers a batch before it checkpoints: SQLite's own checkpoint, inside the
-    // commit that passes the interval, would make that commit's accept or turn wait for it.
+fn no_commit_copies_the_log_itself_while_a_writer_takes_the_checkpoints() {
+    // SQLite's own checkpoint runs inside the commit that passes the interval: that commit's
+    // accept, turn or delivery would wait for the copy. With a writer, every commit asks it.
     let commits = 1_500;
-    let log = log_bytes("checkpoint-in-commit", Durability::Normal, 0, commits, Committer::WriterNoCheckpoint);
-    assert!(log > commits * PAGE, "the log is {log} bytes after {commits} of the writer's commits: one checkpointed");
-    // Commits of anyone else (a lane settling deliveries while the writer is idle) checkpoint
-    // as SQLite would: the log stays bounded without the writer.
-    let log = log_bytes("checkpoint-other", Durability::Normal, 0, commits, Committer::Other);
-    assert!(log < commits * PAGE, "the log is {log} bytes after {commits} other commits: never checkpointed");
-}
-
-#[test]
-fn other_commits_hand_a_due_checkpoint_to_the_writer_while_it_runs() {
-    // A lane settling deliveries does not stop to copy the log when the writer takes it.
-    let commits = 1_500;
-    let log = log_bytes("checkpoint-asked", Durability::Normal, 0, commits, Committer::OtherAsking(true));
-    assert!(log > commits * PAGE, "the log is {log} bytes after {commits} other commits: one copied it itself");
-    // A writer that has stopped says so, and the commit copies the log as SQLite would.
-    let log = log_bytes("checkpoint-gone", Durability::Normal, 0, commits, Committer::OtherAsking(false));
-    assert!(log < commits * PAGE, "the log is {log} bytes after {commits} other commits: never checkpointed");
+    let log = log_bytes("checkpoint-asked", Durability::Normal, 0, commits, Committer::WriterBusy);
+    assert!(log > commits * PAGE, "the log is {log} bytes after {commits} commits: one copied it itself");
+    // Without a writer, or once it has stopped, the commits copy it as SQLite would: the log
+    // stays bounded.
+    for (name, who) in [("checkpoint-none", Committer::NoWriter), ("checkpoint-gone", Committer::WriterStopped)] {
+        let log = log_bytes(name, Durability::Normal, 0, commits, who);
+        assert!(log < commits * PAGE, "{name}: the log is {log} bytes after {commits} commits: never checkpointed");
+    }
 }
 
 #[test]
