@@ -100,6 +100,14 @@ pub(crate) fn run(cx: LaneContext) {
             }
             continue;
         }
+        // Outputs committed while the last POST was under way go out before the delivered ones
+        // are written down: that commit would hold them back (at 100 msg/s, two clients' outputs
+        // arrive together and the second waited for the first's POST and its commit). The write
+        // comes at the next idle moment, or at DELETE_BATCH.
+        if !l.delivered.is_empty() && cx.plan.woken() {
+            l.open_mail();
+            continue;
+        }
         l.flush();
         let mut wait = l.next_due().unwrap_or(Duration::from_secs(3600));
         if !l.held.is_empty() {

@@ -142,8 +142,7 @@ pub(crate) struct LanePlan {
 }
 
 impl LanePlan {
-    /// Whether the lane was woken since it last looked (the engine's tests).
-    #[cfg(test)]
+    /// Whether the lane was woken since it last looked (taking the wake-up).
     pub(crate) fn woken(&self) -> bool {
         self.wake.try_recv().is_ok()
     }

@@ -111,6 +111,38 @@ fn an_output_that_keeps_failing_becomes_a_dead_letter_after_the_schedule() {
     assert!(list[0]["lastError"].as_str().is_some_and(|e| e.contains("503")), "{}", list[0]);
 }
 
+/// The queued outputs of the endpoint `main`, as the store counts them (`/api/stats`).
+fn queued(app: &App) -> i64 {
+    let r = admin_get(&app.url("/api/stats"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["endpoints"][0]["queued"].as_i64().unwrap_or_else(|| panic!("no queued count: {}", r.body))
+}
+
+#[test]
+fn an_output_committed_during_a_post_goes_out_before_the_delivered_one_is_written_down() {
+    // Two clients' outputs arrive together; the second should not wait for the commit that
+    // removes the first from the outbox (the low-load tail, README Performance).
+    let sink = Sink::new();
+    sink.hold();
+    let app = app("send-before-write", &sink);
+    app.send("u", "a", "first");
+    assert_eq!(sink.recv(WAIT).text(), "first");
+    app.send("u", "b", "second");
+    wait_for_turns(&app);
+    assert_eq!(queued(&app), 2, "both outputs are in the outbox while the first POST is held");
+    sink.release_one();
+    // The second POST is recorded on arrival and held: the lane sent it right after the first's
+    // answer, before it removed the first from the store.
+    assert_eq!(sink.recv(WAIT).text(), "second");
+    assert_eq!(queued(&app), 2, "the first output is written down only after the second went out");
+    sink.release();
+    let deadline = std::time::Instant::now() + WAIT;
+    while queued(&app) != 0 {
+        assert!(std::time::Instant::now() < deadline, "the delivered outputs were never removed from the outbox");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn one_sessions_retries_do_not_hold_up_another_session() {
     let sink = Sink::new();

@@ -109,8 +109,9 @@ struct SinkControl {
     status: AtomicU16,
     /// Statuses to answer first, in order.
     script: Mutex<VecDeque<u16>>,
-    /// While closed, the sink records a request and then holds its answer.
-    open: Mutex<bool>,
+    /// While closed (`.0` false), the sink records a request and then holds its answer, except
+    /// for as many as `.1` says (`release_one`).
+    open: Mutex<(bool, usize)>,
     cv: Condvar,
     stop: AtomicBool,
     /// Requests answered so far.
@@ -141,7 +142,7 @@ impl Sink {
         let control = Arc::new(SinkControl {
             status: AtomicU16::new(status),
             script: Mutex::new(VecDeque::new()),
-            open: Mutex::new(true),
+            open: Mutex::new((true, 0)),
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
             responded: AtomicUsize::new(0),
@@ -167,12 +168,18 @@ impl Sink {
 
     /// Hold every answer (the request is still recorded at once) until [`Sink::release`].
     pub fn hold(&self) {
-        *self.control.open.lock().unwrap() = false;
+        self.control.open.lock().unwrap().0 = false;
+    }
+
+    /// Let one held (or the next) request be answered; the sink stays closed for the rest.
+    pub fn release_one(&self) {
+        self.control.open.lock().unwrap().1 += 1;
+        self.control.cv.notify_all();
     }
 
     /// Let held and future requests be answered.
     pub fn release(&self) {
-        *self.control.open.lock().unwrap() = true;
+        self.control.open.lock().unwrap().0 = true;
         self.control.cv.notify_all();
     }
 
@@ -227,8 +234,11 @@ fn sink_loop(server: &tiny_http::Server, control: &SinkControl, tx: &Sender<Hit>
         let _ = tx.send(hit);
         {
             let mut open = control.open.lock().unwrap();
-            while !*open {
+            while !open.0 && open.1 == 0 {
                 open = control.cv.wait(open).unwrap();
+            }
+            if !open.0 {
+                open.1 -= 1;
             }
         }
         let _ = req.respond(tiny_http::Response::from_string("").with_status_code(answered));
