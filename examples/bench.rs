@@ -14,7 +14,7 @@
 //! | lanes | a webhook taking `BENCH_SINK_DELAY_MS` per POST, `delivery.senders` 1, 2, 4, 8: speed-up vs 1; once with userIds unrelated to the sessionIds, once with `u<k>`/`s<k>` (the lane is a hash of both) |
 //! | templates | `{{input.text}}` (path, no script engine) vs `{{input.text.trim()}}` (QuickJS), same output: delivered/s and server CPU per message |
 //! | latency, store, parked | low-load p99s vs bare, a store of a million sessions vs a fresh one, turns parked on a slow API beside the echo load: see `bench/more.rs` |
-//! | replicas | one replica on PostgreSQL (a throwaway server the bench starts) vs SQLite, alternating: delivered/s and CPU per message with PostgreSQL's processes (goal ≥ 0.5); then two replicas on one database, the load sent to one; then the take-over time after `kill -9` (aim ≤ leaseSeconds + 1 s) (`bench/replicas.rs`) |
+//! | replicas | one replica on PostgreSQL (a throwaway server the bench starts) vs SQLite, alternating: delivered/s and CPU per message with PostgreSQL's processes (goal ≥ 0.5); then the floor (PostgreSQL's CPU for the least a durable message needs, without hookflow, and the best ratio it leaves); then two replicas on one database, the load sent to one; then the take-over time after `kill -9` (aim ≤ leaseSeconds + 1 s) (`bench/replicas.rs`) |
 //! | hanging | a second endpoint whose webhook accepts connections and never answers, fed all along: the echo endpoint's delivered/s and latency with it vs without, `delivery.senders` 1 and 4 (`bench/hanging.rs`) |
 //!
 //! bare, durability and templates alternate their two servers for `BENCH_ROUNDS` rounds (A B A B ..),

@@ -2,7 +2,8 @@
 //! vs one replica on PostgreSQL (a throwaway server the bench starts, as the tests do:
 //! `tests/common/pgserver.rs`), alternating for `BENCH_ROUNDS` rounds; delivered/s and CPU per
 //! message, PostgreSQL's own processes included (goal: PostgreSQL ≥ 0.5 × SQLite's delivered/s);
-//! then two replicas on one database with the load sent to one of them (the other takes part
+//! then the floor (`floor`: what PostgreSQL spends on the least a durable message needs, without
+//! hookflow, and the best ratio that leaves on this machine); then two replicas on one database with the load sent to one of them (the other takes part
 //! through the claims).
 
 use std::io::Read as _;
@@ -131,6 +132,110 @@ fn table_report(url: &str, messages: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// What the floor load measured.
+struct Floor {
+    rate: f64,
+    pg_ms: f64,
+}
+
+/// The floor of the replicas scenario: what PostgreSQL spends, on this machine, on the least a
+/// durable message needs, with no hookflow at all: `clients` threads, each over its share of
+/// `sessions`, each message three transactions of prepared statements: the accept (insert it),
+/// the turn (delete it, update the session, insert the output), the delivery (delete the output,
+/// log it). No numbering, no leases, no counts: what any design must write, in tables shaped
+/// like the backend's (store/postgres/schema.rs). A replica's PostgreSQL CPU per message can
+/// only approach this.
+fn floor(server: &pgserver::PgServer, messages: usize, sessions: usize, clients: usize) -> Result<Floor, String> {
+    section("replicas floor", "the least a durable message costs PostgreSQL, without hookflow");
+    let url = server.fresh_db("floor");
+    let e = |e: postgres::Error| format!("floor: {e}");
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).map_err(e)?;
+    c.batch_execute(&format!(
+        "CREATE TABLE inbox (id BIGSERIAL PRIMARY KEY, endpoint TEXT NOT NULL, user_id TEXT NOT NULL,
+             session_id TEXT NOT NULL, msg_no BIGINT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL);
+         CREATE INDEX inbox_session ON inbox (endpoint, user_id, session_id, msg_no);
+         CREATE TABLE sessions (endpoint TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+             state TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (endpoint, user_id, session_id));
+         CREATE TABLE outbox (id BIGSERIAL PRIMARY KEY, endpoint TEXT NOT NULL, user_id TEXT NOT NULL,
+             session_id TEXT NOT NULL, seq BIGINT NOT NULL, body TEXT NOT NULL);
+         CREATE INDEX outbox_session ON outbox (endpoint, user_id, session_id, seq);
+         CREATE TABLE output_log (id BIGINT PRIMARY KEY, endpoint TEXT NOT NULL, body TEXT NOT NULL);
+         INSERT INTO sessions SELECT 'echo', 'u' || g, 's' || g, '{{}}', 0 FROM generate_series(0, {}) g;",
+        sessions.max(1) - 1
+    ))
+    .map_err(e)?;
+    let clients = clients.clamp(1, sessions.max(1));
+    let before = pg_cpu_seconds(server);
+    let started = Instant::now();
+    // The clients' connections stay open until PostgreSQL's CPU is read: a backend's time is
+    // counted while it lives (`pg_cpu_seconds`).
+    let done: Vec<Result<(usize, postgres::Client), String>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|t| {
+                let url = &url;
+                scope.spawn(move || floor_client(url, t, clients, sessions, messages / clients))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("floor: a client panicked".into()))).collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let pg = pg_cpu_seconds(server) - before;
+    let done = done.into_iter().collect::<Result<Vec<_>, String>>()?;
+    let n: usize = done.iter().map(|(n, _)| n).sum();
+    drop(done);
+    let f = Floor { rate: n as f64 / secs.max(1e-9), pg_ms: 1e3 * pg / n.max(1) as f64 };
+    println!("load         {n} messages in {secs:.2} s from {clients} clients");
+    Ok(f)
+}
+
+/// One client of the floor: `n` messages round robin over its sessions (those `s` with
+/// `s % clients == t`); how many it sent, and its connection.
+fn floor_client(
+    url: &str,
+    t: usize,
+    clients: usize,
+    sessions: usize,
+    n: usize,
+) -> Result<(usize, postgres::Client), String> {
+    let e = |e: postgres::Error| format!("floor: {e}");
+    let mut c = postgres::Client::connect(url, postgres::NoTls).map_err(e)?;
+    let accept = c
+        .prepare(
+            "INSERT INTO inbox (endpoint, user_id, session_id, msg_no, kind, payload)
+             VALUES ('echo', $1, $2, $3, 'message', $4) RETURNING id",
+        )
+        .map_err(e)?;
+    let taken = c.prepare("DELETE FROM inbox WHERE id = $1").map_err(e)?;
+    let state = c
+        .prepare(
+            "UPDATE sessions SET state = $3, seq = seq + 1
+             WHERE endpoint = 'echo' AND user_id = $1 AND session_id = $2 RETURNING seq",
+        )
+        .map_err(e)?;
+    let output = c
+        .prepare("INSERT INTO outbox (endpoint, user_id, session_id, seq, body) VALUES ('echo', $1, $2, $3, $4) RETURNING id")
+        .map_err(e)?;
+    let sent = c.prepare("DELETE FROM outbox WHERE id = $1 RETURNING body").map_err(e)?;
+    let logged = c.prepare("INSERT INTO output_log (id, endpoint, body) VALUES ($1, 'echo', $2)").map_err(e)?;
+    let mine: Vec<usize> = (0..sessions).filter(|s| s % clients == t).collect();
+    for i in 0..n {
+        let s = mine[i % mine.len()];
+        let (user, session) = (format!("u{s}"), format!("s{s}"));
+        let payload = format!(r#"{{"text":"message {i}","data":{{}}}}"#);
+        let id: i64 = c.query_one(&accept, &[&user, &session, &(i as i64), &payload]).map_err(e)?.get(0);
+        let mut tx = c.transaction().map_err(e)?;
+        tx.execute(&taken, &[&id]).map_err(e)?;
+        let seq: i64 = tx.query_one(&state, &[&user, &session, &payload]).map_err(e)?.get(0);
+        let out: i64 = tx.query_one(&output, &[&user, &session, &seq, &payload]).map_err(e)?.get(0);
+        tx.commit().map_err(e)?;
+        let mut tx = c.transaction().map_err(e)?;
+        let body: String = tx.query_one(&sent, &[&out]).map_err(e)?.get(0);
+        tx.execute(&logged, &[&out, &body]).map_err(e)?;
+        tx.commit().map_err(e)?;
+    }
+    Ok((n, c))
+}
+
 impl Bench {
     pub(super) fn replicas(&mut self) -> Result<(), String> {
         // BENCH_PG_SETTINGS: more server settings, space separated (e.g. auto_explain's, to see plans).
@@ -143,6 +248,8 @@ impl Bench {
         let sink = Sink::start(self.epoch, SINK_THREADS, Duration::ZERO)?;
         let mut ratios_del = Vec::new();
         let mut ratios_cpu = Vec::new();
+        // The SQLite rounds' delivered/s, server CPU and bench CPU per message (for the floor).
+        let (mut lite_rate, mut lite_ms, mut bench_ms) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=self.knobs.rounds {
             section(&format!("replicas sqlite #{round}"), "echo Flow on SQLite (the default store)");
             let target = self.hookflow("normal", None, PATH_TEMPLATE);
@@ -150,6 +257,9 @@ impl Bench {
             let a = self.measure(&mut lite, &sink, load)?;
             self.stop(&mut lite);
             self.row(&format!("replicas sqlite #{round}"), &a, Some(&lite), String::new());
+            lite_rate.push(a.delivered_rate());
+            lite_ms.push(a.cpu_ms_per_msg());
+            bench_ms.push(1e3 * a.self_cpu / a.check.unique.max(1) as f64);
 
             section(&format!("replicas postgres #{round}"), "echo Flow, one replica on PostgreSQL (fsync off)");
             let Target::Hookflow(h) = self.hookflow("normal", None, PATH_TEMPLATE) else { unreachable!() };
@@ -183,6 +293,27 @@ impl Bench {
             "replicas     one replica on PostgreSQL ÷ SQLite: delivered/s {}, CPU per message (PostgreSQL's included) {}",
             del.text(),
             cpu.text()
+        ));
+        let (messages, sessions, clients) = (self.knobs.messages, self.knobs.sessions, self.knobs.clients);
+        let floor = floor(&server, messages, sessions, clients)?;
+        let (lite_rate, lite_ms, bench_ms) =
+            (Ratios(lite_rate).median(), Ratios(lite_ms).median(), Ratios(bench_ms).median());
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let bound = 1e3 * cpus / (floor.pg_ms + lite_ms + bench_ms);
+        println!(
+            "floor        the least a durable message costs PostgreSQL here (no queue bookkeeping, no leases; {} clients): \
+             {:.0} msg/s, PostgreSQL {:.3} ms CPU per message",
+            clients, floor.rate, floor.pg_ms
+        );
+        println!(
+            "bound        a replica costing PostgreSQL only that floor, and itself what hookflow on SQLite costs ({lite_ms:.3} ms), \
+             with the bench's {bench_ms:.3} ms, fills {cpus} CPUs at {bound:.0} msg/s = {:.2} × SQLite's delivered/s",
+            bound / lite_rate.max(1e-9)
+        );
+        self.ratios.push(format!(
+            "replicas     floor: PostgreSQL's least CPU per durable message {:.3} ms; at best {:.2} × SQLite's delivered/s on this machine",
+            floor.pg_ms,
+            bound / lite_rate.max(1e-9)
         ));
 
         section("replicas two", "two replicas on one PostgreSQL database; the load goes to the first");
