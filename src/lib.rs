@@ -12,7 +12,9 @@
 //!     ─► engine/writer.rs (group commit into the inbox, then 200; at low load the http thread
 //!        commits its accept itself under the writer's lock, engine/inline.rs; replicas: the
 //!        http threads write their accepts themselves, `writer::Direct`)
-//!     ─► engine/scheduler.rs (per-session FIFO) ─► engine/worker.rs (worker-N: one turn each)
+//!     ─► engine/scheduler.rs (per-session FIFO) ─► engine/worker.rs (worker-N: one turn each;
+//!        at low load the http thread whose accept made a session runnable runs that turn
+//!        itself after answering, `worker::run_job`)
 //!     ─► engine/turn.rs (input object, engine/translate/ into the Flow's language, engine/nlu.rs,
 //!        the Flow, http-node checkpoints, the outputs back into the user's language;
 //!        turn/handover.rs: a handover's start, forwarded messages, agent jobs, the end)

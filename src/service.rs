@@ -239,15 +239,19 @@ impl Service {
             metrics: metrics.clone(),
         });
         let expiry = Arc::new(engine::worker::Expiry::default());
+        let worker_cx = || WorkerContext {
+            turns: turns.clone(),
+            sched: sched.clone(),
+            writer: writer.clone(),
+            calls: calls.clone(),
+            health: health.clone(),
+            expiry: expiry.clone(),
+        };
+        // The http threads run the turn of a session their accept made runnable (single node:
+        // replicas' sessions are claimed by the claimer thread).
+        let turns_here = (!replicated).then(|| Arc::new(worker_cx()));
         for i in 0..config.workers {
-            let cx = WorkerContext {
-                turns: turns.clone(),
-                sched: sched.clone(),
-                writer: writer.clone(),
-                calls: calls.clone(),
-                health: health.clone(),
-                expiry: expiry.clone(),
-            };
+            let cx = worker_cx();
             svc.workers.push(spawn(format!("worker-{i}"), move || engine::worker::run(cx)).map_err(Error::Spawn)?);
         }
         if let (true, crate::config::StoreKind::Postgres(pg)) = (replicated, &config.store) {
@@ -282,6 +286,7 @@ impl Service {
             metrics,
             health,
             wake,
+            turns_here,
         });
         for i in 0..intake::HTTP_THREADS {
             let (cx, http) = (http_cx.clone(), http.clone());

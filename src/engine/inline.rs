@@ -15,7 +15,9 @@
 //! session's queue, so the ids in a session's queue stay in order; the worker or lane it wakes
 //! is woken after the lock is let go. If its commit fails, the message or turn goes to the
 //! writer as before, which tries again and reports the failure: nothing is lost, and a failed
-//! commit changed nothing.
+//! commit changed nothing. An accept committed inline through `Writer::accept_here` does not
+//! wake a worker for the session it made runnable: the http thread runs that turn itself once
+//! it has answered (the same hand-over saved once more).
 
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, TryLockError};
@@ -116,6 +118,18 @@ impl Writer {
         kind: JobKind,
         payload: &str,
     ) -> Option<Result<i64, AcceptError>> {
+        self.accept_inline_for(key, kind, payload, true).map(|r| r.map(|(id, _)| id))
+    }
+
+    /// `accept_inline`; with `announce` false, a session made runnable is not announced to the
+    /// workers (the caller runs or announces it): the id and whether it became runnable.
+    pub(super) fn accept_inline_for(
+        &self,
+        key: &SessionKey,
+        kind: JobKind,
+        payload: &str,
+        announce: bool,
+    ) -> Option<Result<(i64, bool), AcceptError>> {
         let commit = self.inline_lock()?;
         let cx = &self.shared.parts;
         if cx.sched.depth() >= cx.capacity {
@@ -137,10 +151,10 @@ impl Writer {
         // and hand that to the writer.
         let runnable = cx.sched.push(key, id);
         drop(commit);
-        if runnable {
+        if runnable && announce {
             cx.sched.announce(key.clone());
         }
-        Some(Ok(id))
+        Some(Ok((id, runnable)))
     }
 
     /// Commits a finished turn on this thread if it may, and releases its session; gives it

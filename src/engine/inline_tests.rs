@@ -101,6 +101,34 @@ fn with_the_writer_idle_an_accept_and_its_turn_commit_on_the_callers_thread() {
 }
 
 #[test]
+fn an_accept_committed_here_gives_its_runnable_session_to_the_caller_and_tells_no_worker() {
+    let mut rig = rig("here");
+    let ready = rig.sched.ready();
+    let (id, runnable) = rig.writer.accept_here(key("s"), JobKind::Message, "{}".into()).expect("accepted");
+    assert_eq!(runnable, Some(key("s")), "the session became runnable: the caller runs its turn");
+    assert!(ready.is_empty(), "no worker was told");
+    assert_eq!(rig.sched.head(&key("s")), Some(id), "queued in its session");
+    // The session's next message waits behind the first: nobody is to run it now.
+    let (_, next) = rig.writer.accept_here(key("s"), JobKind::Message, "{}".into()).expect("accepted");
+    assert_eq!(next, None);
+    assert!(ready.is_empty());
+
+    // Handed to the writer (past the pace), the message is queued for the workers as before,
+    // and the caller is given nothing to run.
+    let cx = rig.cx.take().unwrap();
+    let thread = std::thread::spawn(move || super::super::writer::run(cx));
+    rig.writer.shared.lock().note(super::PACE_INLINE as usize);
+    let (id, runnable) = rig.writer.accept_here(key("t"), JobKind::Message, "{}".into()).expect("accepted");
+    assert_eq!(runnable, None, "committed by the writer");
+    match ready.recv_timeout(BOUND) {
+        Ok(super::super::Job::Run(k)) => assert_eq!((k, rig.sched.head(&key("t"))), (key("t"), Some(id))),
+        _ => panic!("the workers were not told of the message the writer committed"),
+    }
+    rig.writer.stop();
+    thread.join().unwrap();
+}
+
+#[test]
 fn while_the_writer_commits_after_stop_or_while_the_store_fails_the_writer_gets_the_message() {
     let rig = rig("handover");
     let shared = rig.writer.shared.clone();

@@ -38,5 +38,5 @@ pub(crate) mod turn;
 pub(crate) mod worker;
 pub(crate) mod writer;
 
-pub(crate) use scheduler::Scheduler;
+pub(crate) use scheduler::{Job, Scheduler};
 pub(crate) use writer::{AcceptError, Writer};

@@ -1,7 +1,10 @@
 //! The worker pool: each `worker-N` thread takes a runnable session from the scheduler and runs
 //! its head message (`turn.rs`) until the turn ends — then the writer commits it and releases
 //! the session — or parks at an outbound call (the call goes to `calls.rs`; its answer comes
-//! back as a `Resume` job, which any worker runs). Expiry of old sessions runs here too, between turns.
+//! back as a `Resume` job, which any worker runs). Expiry of old sessions runs here too, between
+//! turns. `run_job` is one job; an http thread runs it too, for the session its accept made
+//! runnable at low load (`intake/routes.rs`), so the pool is the floor of the threads running
+//! turns, not the ceiling: at most `workers` plus the http threads run at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -32,48 +35,65 @@ pub(crate) fn run(cx: WorkerContext) {
     let rx = cx.sched.ready();
     let mut engine = LazyEngine::new(&cx.turns.config).stop_on(cx.health.scripts_stop());
     loop {
-        let (key, id, answer) = match rx.recv() {
-            // Shutting down: only turns already running (or parked, whose calls answer within
-            // the drain) finish; queued messages stay on disk and run after the next start.
-            Ok(Job::Run(_)) if cx.health.stopping() => continue,
-            Ok(Job::Run(key)) => {
-                let Some(id) = cx.sched.head(&key) else { continue };
-                cx.sched.start(&key);
-                (key, id, None)
-            }
-            Ok(Job::Resume(key, parked)) => (key, parked.id, Some(parked.answer)),
+        match rx.recv() {
             Ok(Job::Stop) | Err(_) => break,
-        };
-        expire_sessions(&cx);
-        match super::turn::handle(&cx.turns, &mut engine, id, answer) {
-            Ok(Step::Done(_) | Step::Parked(_)) if engine.interrupted() => {
-                // The shutdown stopped a script of this turn: it did not run as written, so it
-                // is not committed; the message stays in the inbox (from its last checkpoint, if
-                // any) and runs after the next start.
-                log::warn!("message {id} was interrupted by the shutdown; it stays queued for the next start");
-                break;
-            }
-            // The writer releases the session once the turn is on disk.
-            Ok(Step::Done(record)) => cx.writer.turn(key, record),
-            // The session stays busy until the call's answer resumes it.
-            Ok(Step::Parked(call)) => cx.calls.submit(key, id, call),
-            Ok(Step::Gone) => {
-                // Replicas: the claim on the session ends with its (vanished) head message.
-                if let Some(Err(e)) = cx.turns.store.claims().map(|c| c.release_run(&key)) {
-                    log::warn!("cannot give back the claim on a session: {e}; it expires after store.leaseSeconds");
+            Ok(job) => {
+                if !run_job(&cx, &mut engine, job) {
+                    break;
                 }
-                cx.sched.done(key)
-            }
-            Err(e) => {
-                // The store failed (disk full, I/O error): the message stays queued, on disk and
-                // here, and is tried again shortly (a parked turn's call is made again); nothing
-                // is lost or reordered.
-                log::error!("cannot run message {id}: {e}; retrying in 1s");
-                std::thread::sleep(Duration::from_secs(1));
-                cx.sched.retry(key);
             }
         }
     }
+}
+
+/// Runs one job: a runnable session's head message or a parked turn's answer, until the turn
+/// ends or parks again. False when the worker must stop (the shutdown interrupted a script).
+/// Also run by an http thread for the session its accept made runnable (`Writer::accept_here`);
+/// a store failure then holds that thread for the second before the retry, as it would a
+/// worker (the message was just committed, so the store failing now is rare).
+pub(crate) fn run_job(cx: &WorkerContext, engine: &mut LazyEngine, job: Job) -> bool {
+    let (key, id, answer) = match job {
+        // Shutting down: only turns already running (or parked, whose calls answer within
+        // the drain) finish; queued messages stay on disk and run after the next start.
+        Job::Run(_) if cx.health.stopping() => return true,
+        Job::Run(key) => {
+            let Some(id) = cx.sched.head(&key) else { return true };
+            cx.sched.start(&key);
+            (key, id, None)
+        }
+        Job::Resume(key, parked) => (key, parked.id, Some(parked.answer)),
+        Job::Stop => return false,
+    };
+    expire_sessions(cx);
+    match super::turn::handle(&cx.turns, engine, id, answer) {
+        Ok(Step::Done(_) | Step::Parked(_)) if engine.interrupted() => {
+            // The shutdown stopped a script of this turn: it did not run as written, so it
+            // is not committed; the message stays in the inbox (from its last checkpoint, if
+            // any) and runs after the next start.
+            log::warn!("message {id} was interrupted by the shutdown; it stays queued for the next start");
+            return false;
+        }
+        // The writer releases the session once the turn is on disk.
+        Ok(Step::Done(record)) => cx.writer.turn(key, record),
+        // The session stays busy until the call's answer resumes it.
+        Ok(Step::Parked(call)) => cx.calls.submit(key, id, call),
+        Ok(Step::Gone) => {
+            // Replicas: the claim on the session ends with its (vanished) head message.
+            if let Some(Err(e)) = cx.turns.store.claims().map(|c| c.release_run(&key)) {
+                log::warn!("cannot give back the claim on a session: {e}; it expires after store.leaseSeconds");
+            }
+            cx.sched.done(key)
+        }
+        Err(e) => {
+            // The store failed (disk full, I/O error): the message stays queued, on disk and
+            // here, and is tried again shortly (a parked turn's call is made again); nothing
+            // is lost or reordered.
+            log::error!("cannot run message {id}: {e}; retrying in 1s");
+            std::thread::sleep(Duration::from_secs(1));
+            cx.sched.retry(key);
+        }
+    }
+    true
 }
 
 /// How often a step of expiry runs.

@@ -210,6 +210,23 @@ impl Writer {
         answer.recv().unwrap_or(Err(AcceptError::Stopped))
     }
 
+    /// As `accept`, but a message committed on this thread that made its session runnable is
+    /// not announced to the workers: the session is returned, for this thread to run its turn
+    /// (`worker::run_job`) once it has answered, or to announce.
+    pub(crate) fn accept_here(
+        &self,
+        key: SessionKey,
+        kind: JobKind,
+        payload: String,
+    ) -> Result<(i64, Option<SessionKey>), AcceptError> {
+        if self.direct.is_none()
+            && let Some(done) = self.accept_inline_for(&key, kind, &payload, false)
+        {
+            return done.map(|(id, runnable)| (id, runnable.then_some(key)));
+        }
+        self.accept(key, kind, payload).map(|id| (id, None))
+    }
+
     /// Hands over a finished turn; its session is released once it is committed.
     pub(crate) fn turn(&self, key: SessionKey, record: TurnRecord) {
         let Some((key, record)) = self.turn_inline(key, record) else { return };

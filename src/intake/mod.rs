@@ -40,4 +40,7 @@ pub(crate) struct HttpContext {
     pub health: Arc<Health>,
     /// A replayed dead letter wakes the sender lanes.
     pub wake: Wake,
+    /// What a worker is given: an http thread runs the turn its accept made runnable, after
+    /// answering (`routes::handle`). `None` with replicas.
+    pub turns_here: Option<Arc<crate::engine::worker::WorkerContext>>,
 }

@@ -57,6 +57,9 @@ pub(crate) struct Reply {
     pub(crate) route: Route,
     /// Overrides the route's content type (the console's files).
     pub(crate) content_type: Option<&'static str>,
+    /// A session this request made runnable, whose turn this thread runs once it has answered
+    /// (boxed: every `Reply` carries the field, few a session).
+    pub(crate) run_after: Option<Box<crate::domain::SessionKey>>,
 }
 
 impl Reply {
@@ -65,7 +68,15 @@ impl Reply {
     }
 
     pub(crate) fn text(status: u16, body: String) -> Reply {
-        Reply { status, body, headers: vec![], endpoint: None, route: Route::Other, content_type: None }
+        Reply {
+            status,
+            body,
+            headers: vec![],
+            endpoint: None,
+            route: Route::Other,
+            content_type: None,
+            run_after: None,
+        }
     }
 
     pub(crate) fn error(status: u16, code: &str, message: &str) -> Reply {

@@ -66,3 +66,35 @@ fn a_flooded_session_does_not_starve_another() {
         "A had delivered {a_done} of {FLOOD} outputs before B's output: the flood finished first"
     );
 }
+
+#[test]
+fn at_low_load_a_message_runs_on_the_http_thread_that_accepted_it_not_behind_a_busy_worker() {
+    // One worker, kept busy by a slow turn; a message of another session sent meanwhile is run
+    // by the http thread that answered it (engine/inline.rs, `Writer::accept_here`), so its
+    // output overtakes the slow one. Queued for the one worker instead, it would come after.
+    let sink = Sink::new();
+    let mut cfg = config(&sink.url);
+    cfg["workers"] = json!(1);
+    cfg["limits"] = json!({ "maxNodesPerTurn": 2_000_000 });
+    let app = App::start("run-here", &cfg, &[("flow.json", &spin_flow())]);
+    let url = app.msg_url();
+    let spin = |text: &str| {
+        send_to(&url, &json!({"userId": "ua", "sessionId": "slow", "text": text, "data": {"spin": "yes"}}))
+    };
+    // "a1" runs on the http thread that accepted it; "a2" waits behind it in its session, and
+    // goes to the worker when "a1" is done.
+    spin("a1");
+    spin("a2");
+    let started = Instant::now();
+    assert_eq!(sink.recv(Duration::from_secs(60)).text(), "a1");
+    let one_turn = started.elapsed();
+    app.send("ub", "quick", "b");
+    let next = sink.recv(Duration::from_secs(60));
+    let after = sink.recv(Duration::from_secs(60));
+    eprintln!("a spinning turn took about {one_turn:?}");
+    assert_eq!(
+        (next.text(), after.text()),
+        ("b", "a2"),
+        "the message of the other session waited for the worker's slow turn"
+    );
+}
