@@ -4,7 +4,6 @@
 //! under the same limits as any script, in a context made for that call: no call sees what an
 //! earlier one (or a Flow script) left in the globals or built-ins.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::{Config, Endpoint, Transformer, files};
-use crate::flow::script::{Called, Engine, Limits};
+use crate::flow::script::{Called, Engine};
 use crate::flow::template::truthy;
 
 /// A transformer file, read and syntax-checked at start-up.
@@ -79,19 +78,4 @@ pub fn call(engine: &mut Engine, code: &Code, name: &str, arg: &Value) -> Outcom
         Ok(Called::Undefined) => Outcome::Unchanged,
         Err(e) => Outcome::Failed(e.to_string()),
     }
-}
-
-thread_local! {
-    /// The engine of an http thread, for input transformers; made on first use.
-    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
-}
-
-/// `call` on this thread's own engine (http threads have no other), as a turn of its own.
-pub fn call_here(limits: Limits, code: &Code, name: &str, arg: &Value) -> Outcome {
-    ENGINE.with(|e| {
-        let mut e = e.borrow_mut();
-        let engine = e.get_or_insert_with(|| Engine::new(limits));
-        engine.begin_turn();
-        call(engine, code, name, arg)
-    })
 }

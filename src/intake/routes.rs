@@ -8,6 +8,7 @@
 //! made runnable, after answering: waking an idle worker for it costs tens of microseconds on
 //! the message's way to the webhook, more on a busy machine (README, Performance).
 
+use std::cell::RefCell;
 use std::io::Read;
 
 use serde_json::{Value, json};
@@ -18,8 +19,8 @@ use super::reply::{Reply, Route, admin_ok, header_value, percent_decode};
 use crate::config::Endpoint;
 use crate::crypto::key_matches;
 use crate::domain::{JobKind, SessionKey};
-use crate::engine::AcceptError;
-use crate::flow::script::Limits;
+use crate::engine::{AcceptError, Job};
+use crate::flow::script::LazyEngine;
 use crate::flow::transform;
 use crate::util::{now_ms, shown};
 use crate::wire::{self, Accepted};
@@ -64,23 +65,28 @@ fn handle(cx: &HttpContext, mut req: Request) {
 }
 
 thread_local! {
-    /// The JavaScript engine of this http thread's turns (created at the first script).
-    static ENGINE: std::cell::RefCell<Option<crate::flow::script::LazyEngine>> = const { std::cell::RefCell::new(None) };
+    /// This http thread's JavaScript engine, made at its first script: its input transformers
+    /// and the turns it runs (`run_here`) share it, one engine per thread as on a worker.
+    static ENGINE: RefCell<Option<LazyEngine>> = const { RefCell::new(None) };
+}
+
+/// `f` with this thread's engine.
+fn with_engine<T>(cx: &HttpContext, f: impl FnOnce(&mut LazyEngine) -> T) -> T {
+    ENGINE.with(|e| {
+        let mut e = e.borrow_mut();
+        f(e.get_or_insert_with(|| LazyEngine::new(&cx.config).stop_on(cx.health.scripts_stop())))
+    })
 }
 
 /// Runs the turn of a session this thread's accept made runnable, as a worker would.
 fn run_here(cx: &HttpContext, key: SessionKey) {
-    let Some(w) = &cx.turns_here else {
-        cx.sched.announce(key);
-        return;
+    match &cx.turns_here {
+        Some(w) => with_engine(cx, |engine| crate::engine::worker::run_job(w, engine, Job::Run(key))),
+        None => {
+            cx.sched.announce(key);
+            true
+        }
     };
-    ENGINE.with(|e| {
-        let mut e = e.borrow_mut();
-        let engine = e.get_or_insert_with(|| {
-            crate::flow::script::LazyEngine::new(&w.turns.config).stop_on(w.health.scripts_stop())
-        });
-        crate::engine::worker::run_job(w, engine, crate::engine::Job::Run(key));
-    });
 }
 
 /// Most bytes of an unread request body drained to keep a keep-alive connection in step.
@@ -295,7 +301,12 @@ fn transform_input(
     body: &[u8],
 ) -> Result<Option<wire::Inbound>, Reply> {
     let arg = json!({ "endpoint": transform::endpoint_arg(ep), "request": request_arg(req, ep, body) });
-    let transformed = match transform::call_here(Limits::of(&cx.config), code, hook, &arg) {
+    // A turn of its own: the transformer sees pristine globals (`Engine::begin_turn`).
+    let transformed = match with_engine(cx, |e| {
+        let engine = e.get();
+        engine.begin_turn();
+        transform::call(engine, code, hook, &arg)
+    }) {
         transform::Outcome::Replaced(v) => v,
         transform::Outcome::Dropped => return Ok(None),
         transform::Outcome::Unchanged => {

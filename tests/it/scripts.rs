@@ -61,6 +61,29 @@ fn every_output_transformer_call_starts_with_pristine_globals() {
     );
 }
 
+#[test]
+fn an_input_transformer_and_the_turn_it_feeds_share_no_globals_on_their_http_thread() {
+    // At low load the http thread that ran the input transformer also runs the message's turn,
+    // on the same engine (`intake/routes.rs`, `with_engine`): each starts with pristine globals.
+    let source = format!(
+        "function handleInput({{ request }}) {{ const b = request.body; const seen = {SEEN}; {DIRTY} \
+         return {{ userId: b.userId, sessionId: b.sessionId, text: b.text, data: {{ seen }} }}; }}"
+    );
+    let flow = json!({ "name": "seen", "nodes": [
+        { "type": "say", "text": format!("turn={{{{ {SEEN} }}}} transformer={{{{input.data.seen}}}}") },
+        { "type": "code", "code": DIRTY }
+    ]});
+    let transformer = json!({ "file": "transformer.js", "input": true });
+    let texts = [("transformer.js", source.as_str())];
+    let bot = Bot::start_files("js-leak-input", &[("flow.json", &flow)], &texts, |cfg| {
+        cfg["endpoints"][0]["transformer"] = transformer;
+    });
+    for (user, session) in [("a", "A"), ("b", "B"), ("a", "A")] {
+        bot.text(user, session, "look");
+        bot.expect1(session, "turn=undefined,undefined transformer=undefined,undefined");
+    }
+}
+
 /// A condition that takes `ms` of JavaScript time and is true.
 fn slow_condition(ms: u64) -> String {
     format!("(() => {{ const t = Date.now(); while (Date.now() - t < {ms}) {{}} return true; }})()")
