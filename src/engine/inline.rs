@@ -111,24 +111,15 @@ impl Writer {
     }
 
     /// Commits and queues an accepted message on this thread if it may (`None`: hand it to the
-    /// writer).
+    /// writer): its id, and whether it made its session runnable. The caller runs the session
+    /// or announces it to the workers (`Writer::accept_here`), after the lock is let go: a
+    /// worker woken on this CPU while it is held would preempt this thread, find the lock taken
+    /// for its own turn, and hand that to the writer.
     pub(super) fn accept_inline(
         &self,
         key: &SessionKey,
         kind: JobKind,
         payload: &str,
-    ) -> Option<Result<i64, AcceptError>> {
-        self.accept_inline_for(key, kind, payload, true).map(|r| r.map(|(id, _)| id))
-    }
-
-    /// `accept_inline`; with `announce` false, a session made runnable is not announced to the
-    /// workers (the caller runs or announces it): the id and whether it became runnable.
-    pub(super) fn accept_inline_for(
-        &self,
-        key: &SessionKey,
-        kind: JobKind,
-        payload: &str,
-        announce: bool,
     ) -> Option<Result<(i64, bool), AcceptError>> {
         let commit = self.inline_lock()?;
         let cx = &self.shared.parts;
@@ -146,14 +137,8 @@ impl Writer {
                 return None;
             }
         };
-        // The worker is woken after the lock is let go: woken on this CPU, it would otherwise
-        // preempt this thread while it still holds the lock, find it taken for its own turn,
-        // and hand that to the writer.
         let runnable = cx.sched.push(key, id);
         drop(commit);
-        if runnable && announce {
-            cx.sched.announce(key.clone());
-        }
         Some(Ok((id, runnable)))
     }
 

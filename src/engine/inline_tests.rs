@@ -48,6 +48,12 @@ fn rig(name: &str) -> Rig {
     Rig { writer, cx: Some(cx), store, sched, lanes, dir }
 }
 
+/// Starts the writer thread of `rig` (`Writer::stop` ends it).
+fn run_writer(rig: &mut Rig) -> std::thread::JoinHandle<()> {
+    let cx = rig.cx.take().expect("the writer thread is started once");
+    std::thread::spawn(move || super::super::writer::run(cx))
+}
+
 fn key(session: &str) -> SessionKey {
     SessionKey { endpoint: "e".into(), user_id: "u".into(), session_id: session.into() }
 }
@@ -115,8 +121,7 @@ fn an_accept_committed_here_gives_its_runnable_session_to_the_caller_and_tells_n
 
     // Handed to the writer (past the pace), the message is queued for the workers as before,
     // and the caller is given nothing to run.
-    let cx = rig.cx.take().unwrap();
-    let thread = std::thread::spawn(move || super::super::writer::run(cx));
+    let thread = run_writer(&mut rig);
     rig.writer.shared.lock().note(super::PACE_INLINE as usize);
     let (id, runnable) = rig.writer.accept_here(key("t"), JobKind::Message, "{}".into()).expect("accepted");
     assert_eq!(runnable, None, "committed by the writer");
@@ -182,8 +187,7 @@ fn one_thread_waits_for_an_inline_commit_the_next_hands_over() {
 #[test]
 fn many_threads_accepting_for_one_session_queue_its_messages_in_the_order_of_their_ids() {
     let mut rig = rig("order");
-    let cx = rig.cx.take().unwrap();
-    let thread = std::thread::spawn(move || super::super::writer::run(cx));
+    let thread = run_writer(&mut rig);
     std::thread::scope(|t| {
         for _ in 0..6 {
             t.spawn(|| {

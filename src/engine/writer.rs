@@ -199,32 +199,32 @@ impl Writer {
 
     /// Stores and queues a message; returns its id once it is committed.
     pub(crate) fn accept(&self, key: SessionKey, kind: JobKind, payload: String) -> Result<i64, AcceptError> {
-        if let Some(direct) = &self.direct {
-            return direct.accept(key, kind, payload);
+        let (id, runnable) = self.accept_here(key, kind, payload)?;
+        if let Some(key) = runnable {
+            self.shared.parts.sched.announce(key);
         }
-        if let Some(done) = self.accept_inline(&key, kind, &payload) {
-            return done;
-        }
-        let (reply, answer) = bounded(1);
-        self.tx.send(Msg::Accept(Pending { key, kind, payload, reply })).map_err(|_| AcceptError::Stopped)?;
-        answer.recv().unwrap_or(Err(AcceptError::Stopped))
+        Ok(id)
     }
 
     /// As `accept`, but a message committed on this thread that made its session runnable is
     /// not announced to the workers: the session is returned, for this thread to run its turn
-    /// (`worker::run_job`) once it has answered, or to announce.
+    /// (`worker::run_job`) once it has answered, or to announce. (Committed by the writer or by
+    /// `Direct`, the message is queued or claimed there, and `None` is returned.)
     pub(crate) fn accept_here(
         &self,
         key: SessionKey,
         kind: JobKind,
         payload: String,
     ) -> Result<(i64, Option<SessionKey>), AcceptError> {
-        if self.direct.is_none()
-            && let Some(done) = self.accept_inline_for(&key, kind, &payload, false)
-        {
+        if let Some(direct) = &self.direct {
+            return direct.accept(key, kind, payload).map(|id| (id, None));
+        }
+        if let Some(done) = self.accept_inline(&key, kind, &payload) {
             return done.map(|(id, runnable)| (id, runnable.then_some(key)));
         }
-        self.accept(key, kind, payload).map(|id| (id, None))
+        let (reply, answer) = bounded(1);
+        self.tx.send(Msg::Accept(Pending { key, kind, payload, reply })).map_err(|_| AcceptError::Stopped)?;
+        answer.recv().unwrap_or(Err(AcceptError::Stopped)).map(|id| (id, None))
     }
 
     /// Hands over a finished turn; its session is released once it is committed.

@@ -78,15 +78,16 @@ fn with_engine<T>(cx: &HttpContext, f: impl FnOnce(&mut LazyEngine) -> T) -> T {
     })
 }
 
-/// Runs the turn of a session this thread's accept made runnable, as a worker would.
+/// Runs the turn of a session this thread's accept made runnable, as a worker would. (A stop
+/// asked by `run_job` is the shutdown's: this thread goes on answering until it ends.)
 fn run_here(cx: &HttpContext, key: SessionKey) {
     match &cx.turns_here {
-        Some(w) => with_engine(cx, |engine| crate::engine::worker::run_job(w, engine, Job::Run(key))),
-        None => {
-            cx.sched.announce(key);
-            true
+        Some(w) => {
+            with_engine(cx, |engine| crate::engine::worker::run_job(w, engine, Job::Run(key)));
         }
-    };
+        // Replicas: `accept_here` gives no session to run; announcing it is the safe answer.
+        None => cx.sched.announce(key),
+    }
 }
 
 /// Most bytes of an unread request body drained to keep a keep-alive connection in step.
