@@ -3,8 +3,8 @@
 //! `tests/common/pgserver.rs`), alternating for `BENCH_ROUNDS` rounds; delivered/s and CPU per
 //! message, PostgreSQL's own processes included (goal: PostgreSQL ≥ 0.5 × SQLite's delivered/s);
 //! then the floor (`floor`: what PostgreSQL spends on the least a durable message needs, without
-//! hookflow, and the best ratio that leaves on this machine); then two replicas on one database with the load sent to one of them (the other takes part
-//! through the claims).
+//! hookflow, and the best ratio that leaves on this machine); then two replicas on one database
+//! with the load sent to one of them (the other takes part through the claims).
 
 use std::io::Read as _;
 

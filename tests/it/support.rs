@@ -104,14 +104,20 @@ impl Hit {
     }
 }
 
+/// While not `open`, the sink records a request and then holds its answer, except for `passes`
+/// more requests (`Sink::release_one`).
+struct Gate {
+    open: bool,
+    passes: usize,
+}
+
 struct SinkControl {
     /// Answer when the script is empty.
     status: AtomicU16,
     /// Statuses to answer first, in order.
     script: Mutex<VecDeque<u16>>,
-    /// While closed (`.0` false), the sink records a request and then holds its answer, except
-    /// for as many as `.1` says (`release_one`).
-    open: Mutex<(bool, usize)>,
+    /// Whether held requests are answered.
+    gate: Mutex<Gate>,
     cv: Condvar,
     stop: AtomicBool,
     /// Requests answered so far.
@@ -142,7 +148,7 @@ impl Sink {
         let control = Arc::new(SinkControl {
             status: AtomicU16::new(status),
             script: Mutex::new(VecDeque::new()),
-            open: Mutex::new((true, 0)),
+            gate: Mutex::new(Gate { open: true, passes: 0 }),
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
             responded: AtomicUsize::new(0),
@@ -168,18 +174,18 @@ impl Sink {
 
     /// Hold every answer (the request is still recorded at once) until [`Sink::release`].
     pub fn hold(&self) {
-        self.control.open.lock().unwrap().0 = false;
+        self.control.gate.lock().unwrap().open = false;
     }
 
     /// Let one held (or the next) request be answered; the sink stays closed for the rest.
     pub fn release_one(&self) {
-        self.control.open.lock().unwrap().1 += 1;
+        self.control.gate.lock().unwrap().passes += 1;
         self.control.cv.notify_all();
     }
 
     /// Let held and future requests be answered.
     pub fn release(&self) {
-        self.control.open.lock().unwrap().0 = true;
+        self.control.gate.lock().unwrap().open = true;
         self.control.cv.notify_all();
     }
 
@@ -233,12 +239,12 @@ fn sink_loop(server: &tiny_http::Server, control: &SinkControl, tx: &Sender<Hit>
         };
         let _ = tx.send(hit);
         {
-            let mut open = control.open.lock().unwrap();
-            while !open.0 && open.1 == 0 {
-                open = control.cv.wait(open).unwrap();
+            let mut gate = control.gate.lock().unwrap();
+            while !gate.open && gate.passes == 0 {
+                gate = control.cv.wait(gate).unwrap();
             }
-            if !open.0 {
-                open.1 -= 1;
+            if !gate.open {
+                gate.passes -= 1;
             }
         }
         let _ = req.respond(tiny_http::Response::from_string("").with_status_code(answered));
