@@ -73,7 +73,7 @@ pub struct Service {
     writer: Option<JoinHandle<()>>,
     /// The call threads of parked turns (not joined: a call may take `timeoutMs`).
     calls: Option<Calls>,
-    /// With replicas: the claimer, renewer and listener threads.
+    /// With replicas: the claimer, renewer, listener and vacuum threads.
     replicas: Option<ReplicaThreads>,
 }
 
@@ -97,8 +97,8 @@ struct ReplicaParts {
 }
 
 fn start_replica_threads(p: ReplicaParts) -> Result<ReplicaThreads, Error> {
-    use engine::claimer::{ClaimerContext, ListenerContext, RenewerContext};
-    let (renew_stop, stop) = crossbeam_channel::bounded(1);
+    use engine::claimer::{ClaimerContext, ListenerContext, RenewerContext, VacuumContext};
+    let (renew_stop, stop) = crossbeam_channel::bounded::<()>(1);
     let claimer = ClaimerContext {
         store: p.store.clone(),
         sched: p.sched,
@@ -106,12 +106,14 @@ fn start_replica_threads(p: ReplicaParts) -> Result<ReplicaThreads, Error> {
         health: p.health.clone(),
         max_active: p.max_active,
     };
+    let vacuum = VacuumContext { store: p.store.clone(), stop: stop.clone() };
     let renewer = RenewerContext { store: p.store.clone(), lease: p.lease, status: p.status, stop };
     let listener = ListenerContext { store: p.store.clone(), claimer: p.claim.0, lanes: p.wake, health: p.health };
     let handles = vec![
         spawn("renewer".into(), move || engine::claimer::renew(renewer)).map_err(Error::Spawn)?,
         spawn("claimer".into(), move || engine::claimer::run(claimer)).map_err(Error::Spawn)?,
         spawn("listener".into(), move || engine::claimer::listen(listener)).map_err(Error::Spawn)?,
+        spawn("vacuum".into(), move || engine::claimer::vacuum(vacuum)).map_err(Error::Spawn)?,
     ];
     Ok(ReplicaThreads { store: p.store, renew_stop, handles })
 }
@@ -367,7 +369,8 @@ impl Service {
             if let Some(Err(e)) = r.store.claims().map(|c| c.release_all()) {
                 log::warn!("cannot give back this replica's claims ({e}); they expire after store.leaseSeconds");
             }
-            let _ = r.renew_stop.send(());
+            // Closed: the renewer and the vacuum thread both hear it.
+            drop(r.renew_stop);
             join(r.handles);
         }
         self.health.stop_http();

@@ -9,6 +9,8 @@
 //!   stops claiming and committing under the old leases.
 //! - `listener`: `LISTEN`s for other replicas' commits and wakes the claimer and the sender
 //!   lanes; it reconnects every `POLL` while the database is away.
+//! - `vacuum`: every `POLL`, vacuums the tables the claims churn once they hold enough dead
+//!   rows (`Claims::vacuum`): autovacuum looks only once a minute by default.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,6 +104,31 @@ pub(crate) fn renew(cx: RenewerContext) {
         select! {
             recv(cx.stop) -> _ => return,
             default(every) => {}
+        }
+    }
+}
+
+/// What the vacuum thread is given by the wiring.
+pub(crate) struct VacuumContext {
+    pub store: Arc<dyn Store>,
+    /// Closed at shutdown.
+    pub stop: Receiver<()>,
+}
+
+/// Vacuums the churned tables when due, every `POLL`, until shutdown.
+pub(crate) fn vacuum(cx: VacuumContext) {
+    let claims = cx.store.claims().expect("the vacuum thread runs only on a store with claims");
+    loop {
+        match claims.vacuum() {
+            Ok(true) => log::debug!("vacuumed the claims' tables"),
+            Ok(false) => {}
+            // The renewer reports an unreachable database; a vacuum refused (a role that does
+            // not own the tables) leaves it to autovacuum.
+            Err(e) => log::debug!("cannot vacuum the claims' tables: {e}"),
+        }
+        select! {
+            recv(cx.stop) -> _ => return,
+            default(POLL) => {}
         }
     }
 }

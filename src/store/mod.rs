@@ -334,6 +334,10 @@ pub trait Claims: Send + Sync {
 
     /// A connection that hears other replicas' wake-ups.
     fn listen(&self) -> Result<Box<dyn News>>;
+
+    /// Cleans out the old row versions that the claims leave behind, when there are enough of
+    /// them to slow the claims down; true when it did.
+    fn vacuum(&self) -> Result<bool>;
 }
 
 /// Wake-ups from other replicas (a message queued, a session released, an output committed).

@@ -370,6 +370,27 @@ fn a_replay_from_one_replica_goes_out_once_in_order_while_another_delivers() {
     assert!(sink.rx.recv_timeout(Duration::from_millis(500)).is_err(), "nothing is sent twice");
 }
 
+#[test]
+fn a_replica_vacuums_the_tables_its_claims_churn() {
+    let dir = TempDir::new("replicas-vacuum");
+    let sink = Sink::new();
+    let db = pgserver::fresh_db("vacuum");
+    let path = replica_config(&dir, &sink.url, &db);
+    let replica = start(&path, &dir, "replica");
+    // 400 messages leave over a thousand old row versions in `queues`, `inbox` and `outbox`.
+    let acked = spray(&[replica.url(&format!("/{TOKEN}"))], 20, 20, "s", "m");
+    collect(&sink, &acked, Duration::from_secs(60), &db);
+    let mut client = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    // `last_vacuum` is set by a VACUUM command only (autovacuum sets `last_autovacuum`).
+    let vacuumed = wait_until(Duration::from_secs(20), || {
+        let row = client
+            .query_one("SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'queues'", &[])
+            .unwrap();
+        row.get::<_, bool>(0).then_some(())
+    });
+    assert!(vacuumed.is_some(), "the replica did not vacuum `queues`:\n{}", replica.log_text());
+}
+
 /// Polls `f` until it gives `Some` or `timeout` passes.
 fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 where

@@ -1,6 +1,6 @@
 //! The replica hot path's shortcuts (a child of `tests::replicas`, whose helpers it uses): a finished
-//! turn keeps its session when more messages wait, a replica ignores its own wake-ups, and the
-//! waiting count is cached briefly.
+//! turn keeps its session when more messages wait, a replica ignores its own wake-ups, the
+//! waiting count is cached briefly, and the tables the claims churn are vacuumed when due.
 
 use super::*;
 
@@ -76,4 +76,41 @@ fn a_claimed_or_kept_sessions_next_turn_is_loaded_with_the_claim_once() {
     raw(&url).execute("UPDATE sessions SET seq = 99", &[]).unwrap();
     let input = a.load_turn(ids[1]).unwrap().expect("queued");
     assert_eq!((input.row.payload.as_str(), input.session.map(|s| s.seq)), ("{\"n\":1}", Some(1)));
+}
+
+#[test]
+fn the_churned_tables_are_vacuumed_once_they_hold_enough_dead_rows() {
+    let (a, _b, url) = pair("vacuum", Duration::from_secs(10));
+    let vacuumed = || -> Vec<(String, bool)> {
+        raw(&url)
+            .query(
+                "SELECT relname::text, last_vacuum IS NOT NULL FROM pg_stat_user_tables
+                 WHERE relname IN ('queues', 'inbox', 'outbox') ORDER BY relname",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    // Each message: accepted, claimed, its turn committed with an output, the output delivered;
+    // that leaves old versions of the session's `queues` row and of its inbox and outbox rows.
+    let churn = |n: usize| {
+        for i in 0..n {
+            let id = a.accept(&key(), JobKind::Message, "{}").unwrap();
+            assert_eq!(a.claim_runs(1).unwrap(), [(id, key())]);
+            a.commit_turn(&record(&key(), id, state(), outputs_of(&["x"]), i as i64)).unwrap();
+            let heads = a.claim_heads(&endpoints(), 1).unwrap();
+            a.delivered(&heads.iter().map(|r| r.id).collect::<Vec<_>>()).unwrap();
+        }
+    };
+    churn(5);
+    assert!(!a.vacuum().unwrap(), "a few dead rows are left to autovacuum");
+    churn(queue::VACUUM_AFTER as usize / 3);
+    // PostgreSQL's statistics reach the other backends within about a second.
+    eventually(Duration::from_secs(20), "a vacuum once the dead rows are counted", || {
+        a.vacuum().unwrap().then_some(())
+    });
+    let want: Vec<(String, bool)> = ["inbox", "outbox", "queues"].iter().map(|t| (t.to_string(), true)).collect();
+    assert_eq!(vacuumed(), want);
 }

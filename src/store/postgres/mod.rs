@@ -28,6 +28,9 @@
 //! - **Wake**: commits `NOTIFY hookflow` with the replica's name; every replica `LISTEN`s on one
 //!   connection (ignoring its own name: it wakes its own threads directly) and also polls every
 //!   second, so a lost notification costs at most a second.
+//! - **Vacuum**: the claims leave old row versions of `queues`, `inbox` and `outbox` behind at
+//!   every message; a replica vacuums them once PostgreSQL counts more than 1,000
+//!   (`queue::vacuum`), instead of waiting for autovacuum's once a minute.
 //! - **Shortcuts** on the hot path (README, Replicas): accepts are autocommit statements of the
 //!   http threads, grouped (`engine/direct.rs`); a turn whose session has more messages keeps
 //!   the lease in its commit and its next message runs at once (`batch::chain`); a claim or such
@@ -599,6 +602,10 @@ impl Claims for PgStore {
         })?;
         *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, n));
         Ok(n)
+    }
+
+    fn vacuum(&self) -> Result<bool> {
+        queue::vacuum(&mut self.conn()?.client)
     }
 
     fn listen(&self) -> Result<Box<dyn News>> {
