@@ -10,7 +10,8 @@
 //! - `listener`: `LISTEN`s for other replicas' commits and wakes the claimer and the sender
 //!   lanes; it reconnects every `POLL` while the database is away.
 //! - `vacuum`: every `POLL`, vacuums the tables the claims churn once they hold enough dead
-//!   rows (`Claims::vacuum`): autovacuum looks only once a minute by default.
+//!   rows (`Claims::vacuumer`, a connection of its own): autovacuum looks only once a minute by
+//!   default.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,13 +119,32 @@ pub(crate) struct VacuumContext {
 /// Vacuums the churned tables when due, every `POLL`, until shutdown.
 pub(crate) fn vacuum(cx: VacuumContext) {
     let claims = cx.store.claims().expect("the vacuum thread runs only on a store with claims");
+    let mut vacuumer = None;
     loop {
-        match claims.vacuum() {
-            Ok(true) => log::debug!("vacuumed the claims' tables"),
-            Ok(false) => {}
-            // The renewer reports an unreachable database; a vacuum refused (a role that does
-            // not own the tables) leaves it to autovacuum.
-            Err(e) => log::debug!("cannot vacuum the claims' tables: {e}"),
+        if vacuumer.is_none() {
+            match claims.vacuumer() {
+                Ok(Some(v)) => vacuumer = Some(v),
+                Ok(None) => {
+                    log::info!(
+                        "this replica's database role does not own the tables queues, inbox and outbox, so it \
+                         leaves their old row versions to autovacuum; under load, have the role that created \
+                         them run hookflow, or set autovacuum_naptime to 1s"
+                    );
+                    return;
+                }
+                // The renewer reports an unreachable database; this thread tries again.
+                Err(e) => log::debug!("cannot connect to vacuum yet: {e}"),
+            }
+        }
+        if let Some(v) = &mut vacuumer {
+            match v.step() {
+                Ok(true) => log::debug!("vacuumed the claims' tables"),
+                Ok(false) => {}
+                Err(e) => {
+                    log::debug!("lost the connection that vacuums: {e}");
+                    vacuumer = None;
+                }
+            }
         }
         select! {
             recv(cx.stop) -> _ => return,

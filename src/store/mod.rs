@@ -335,9 +335,16 @@ pub trait Claims: Send + Sync {
     /// A connection that hears other replicas' wake-ups.
     fn listen(&self) -> Result<Box<dyn News>>;
 
-    /// Cleans out the old row versions that the claims leave behind, when there are enough of
-    /// them to slow the claims down; true when it did.
-    fn vacuum(&self) -> Result<bool>;
+    /// A connection that cleans out the old row versions the claims leave behind, or `None`
+    /// when this replica's database role may not (autovacuum alone does it then).
+    fn vacuumer(&self) -> Result<Option<Box<dyn Vacuum>>>;
+}
+
+/// Cleans out the old row versions that the claims leave behind (`Claims::vacuumer`).
+pub trait Vacuum: Send {
+    /// Cleans them when there are enough new ones to slow the claims down; true when it did.
+    /// An error: the connection broke.
+    fn step(&mut self) -> Result<bool>;
 }
 
 /// Wake-ups from other replicas (a message queued, a session released, an output committed).

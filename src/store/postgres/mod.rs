@@ -29,8 +29,9 @@
 //!   connection (ignoring its own name: it wakes its own threads directly) and also polls every
 //!   second, so a lost notification costs at most a second.
 //! - **Vacuum**: the claims leave old row versions of `queues`, `inbox` and `outbox` behind at
-//!   every message; a replica vacuums them once PostgreSQL counts more than 1,000
-//!   (`queue::vacuum`), instead of waiting for autovacuum's once a minute.
+//!   every message; a replica vacuums them, on a connection of its own, once PostgreSQL counts
+//!   1,000 more than the last vacuum left (`queue::Vacuumer`), instead of waiting for
+//!   autovacuum's once a minute.
 //! - **Shortcuts** on the hot path (README, Replicas): accepts are autocommit statements of the
 //!   http threads, grouped (`engine/direct.rs`); a turn whose session has more messages keeps
 //!   the lease in its commit and its next message runs at once (`batch::chain`); a claim or such
@@ -65,7 +66,7 @@ use crate::domain::{
     AttemptRecord, DeadLetter, EndpointCounts, OutboxRow, OutputEntry, OutputFilter, OutputState, Replay, SessionKey,
     SessionRow, SessionSummary, TraceRow, TranscriptLine, TurnInput, TurnRecord,
 };
-use crate::store::{Accept, Claims, ErrorKind, News, Result, Store, StoreError};
+use crate::store::{Accept, Claims, ErrorKind, News, Result, Store, StoreError, Vacuum};
 
 /// How long `open` keeps trying to reach the database before giving up (exit 2; systemd restarts).
 const START_WAIT: Duration = Duration::from_secs(15);
@@ -604,8 +605,8 @@ impl Claims for PgStore {
         Ok(n)
     }
 
-    fn vacuum(&self) -> Result<bool> {
-        queue::vacuum(&mut self.conn()?.client)
+    fn vacuumer(&self) -> Result<Option<Box<dyn Vacuum>>> {
+        Ok(queue::Vacuumer::new(self.pool.connect()?)?.map(|v| Box::new(v) as Box<dyn Vacuum>))
     }
 
     fn listen(&self) -> Result<Box<dyn News>> {
@@ -620,6 +621,12 @@ struct Listener {
     client: Client,
     /// This replica's name: the payload of its own commits' notifications, which it ignores.
     owner: String,
+}
+
+impl Vacuum for queue::Vacuumer {
+    fn step(&mut self) -> Result<bool> {
+        queue::Vacuumer::step(self)
+    }
 }
 
 impl News for Listener {

@@ -204,30 +204,65 @@ pub(super) fn renew(
     Ok(())
 }
 
-/// Dead row versions in the tables every message churns past which `vacuum` cleans them.
+/// Dead row versions in the tables every message churns, beyond those the last vacuum could not
+/// remove, past which `Vacuumer` cleans them.
 pub(super) const VACUUM_AFTER: i64 = 1000;
 
-/// Vacuums `queues`, `inbox` and `outbox` when they hold more than `VACUUM_AFTER` dead row
-/// versions (PostgreSQL's statistics, fed by every replica). True when it vacuumed.
+/// Vacuums `queues`, `inbox` and `outbox`, on a connection of its own, when they hold more than
+/// `VACUUM_AFTER` new dead row versions (PostgreSQL's statistics, fed by every replica).
 ///
 /// Every message updates its session's `queues` row about five times and inserts and deletes a
 /// row in `inbox` and in `outbox`; PostgreSQL keeps each old version until a vacuum. With
 /// autovacuum's defaults (it looks once a minute) those tables held tens of thousands of dead
 /// versions for a few hundred live rows under the bench's load, and every claim, lock and count
-/// walked them. `SKIP_LOCKED`: a table another replica is vacuuming is left to it.
-pub(super) fn vacuum(client: &mut postgres::Client) -> Result<bool> {
-    let dead: i64 = client
-        .query_one(
-            // The functions behind `pg_stat_user_tables`, without its joins: this runs every
-            // second on every replica, busy or idle.
+/// walked them.
+pub(super) struct Vacuumer {
+    client: postgres::Client,
+    /// Dead versions counted just after the last vacuum: those an open transaction still
+    /// needed. They stay counted until a later vacuum removes them; vacuuming again for them
+    /// alone would scan the tables every second for nothing.
+    left: i64,
+}
+
+impl Vacuumer {
+    /// A vacuumer on `client`, or `None` when the connection's role may not vacuum the tables
+    /// (it does not own them: PostgreSQL would skip them with a warning each time).
+    pub(super) fn new(mut client: postgres::Client) -> Result<Option<Vacuumer>> {
+        let owns: bool = client
+            .query_one(
+                "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class
+                 WHERE oid IN ('queues'::regclass, 'inbox'::regclass, 'outbox'::regclass)",
+                &[],
+            )?
+            .get(0);
+        if !owns {
+            return Ok(None);
+        }
+        Ok(Some(Vacuumer { client, left: 0 }))
+    }
+
+    fn dead(&mut self) -> Result<i64> {
+        // The functions behind `pg_stat_user_tables`, without its joins: this runs every second
+        // on every replica, busy or idle.
+        let row = self.client.query_one(
             "SELECT pg_stat_get_dead_tuples('queues'::regclass) + pg_stat_get_dead_tuples('inbox'::regclass)
                     + pg_stat_get_dead_tuples('outbox'::regclass)",
             &[],
-        )?
-        .get(0);
-    if dead <= VACUUM_AFTER {
-        return Ok(false);
+        )?;
+        Ok(row.get(0))
     }
-    client.batch_execute("VACUUM (SKIP_LOCKED) queues, inbox, outbox")?;
-    Ok(true)
+
+    /// Vacuums when due; true when it did.
+    pub(super) fn step(&mut self) -> Result<bool> {
+        if self.dead()? <= self.left + VACUUM_AFTER {
+            return Ok(false);
+        }
+        // SKIP_LOCKED: a table another replica (or autovacuum) is vacuuming is left to it.
+        // TRUNCATE false: cutting the tables' empty tail pages (inbox and outbox empty out all
+        // the time) would take a lock that stops every replica's statements on them meanwhile.
+        self.client.batch_execute("VACUUM (SKIP_LOCKED, TRUNCATE false) queues, inbox, outbox")?;
+        // A vacuum's own count reaches the statistics as it ends.
+        self.left = self.dead()?;
+        Ok(true)
+    }
 }
