@@ -249,10 +249,14 @@ pub(super) fn dead_letters(tx: &mut Tx<'_>) -> Result<Vec<DeadLetter>> {
 
 /// A replay is a new output at the end of the session, with the next Seq (as in SQLite). The
 /// session's `queues` row is locked first, as a turn's commit does, so that a replay and a turn
-/// committing on another replica number their outputs one after the other.
+/// committing on another replica number their outputs one after the other. The dead letter is
+/// locked before that: a second replay of it (a double click behind a round-robin balancer)
+/// waits for the first and then finds it gone, instead of queueing it twice.
 pub(super) fn replay(tx: &mut Tx<'_>, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {
-    let dead =
-        tx.query_opt("SELECT endpoint, user_id, session_id, seq, body FROM deadletters WHERE id = $1", &[&id])?;
+    let dead = tx.query_opt(
+        "SELECT endpoint, user_id, session_id, seq, body FROM deadletters WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )?;
     let Some(d) = dead else { return Ok(Replay::Unknown) };
     let (key, dead_seq, body): (SessionKey, i64, String) = (key_at(&d, 0), d.get(3), d.get(4));
     if !endpoint_ok(&key.endpoint) {

@@ -161,6 +161,43 @@ fn a_replay_from_one_replica_while_the_other_delivers_goes_to_the_end_of_the_ses
 }
 
 #[test]
+fn a_dead_letter_replayed_from_two_replicas_at_once_goes_out_once() {
+    let (a, b, url) = pair("replay_twice", Duration::from_secs(10));
+    let now = crate::util::now_ms();
+    message(&a, &key(), &["1"], 1);
+    let head = a.claim_heads(&endpoints(), 10).unwrap().remove(0);
+    a.dead(head.id, 1, "HTTP 400", now).unwrap();
+    let dead = a.dead_letters().unwrap()[0].id;
+    // The session's row held elsewhere: both replays get as far as they can before either
+    // commits, as two replays arriving together do.
+    let mut holder = raw(&url);
+    let mut held = holder.transaction().unwrap();
+    held.execute("SELECT 1 FROM queues WHERE session_id = 's' FOR UPDATE", &[]).unwrap();
+    let results = std::thread::scope(|t| {
+        let replays: Vec<_> =
+            [&a, &b].map(|s| t.spawn(move || s.replay_dead_letter(dead, now, &|_| true).unwrap())).into();
+        let mut watch = raw(&url);
+        eventually(Duration::from_secs(10), "both replays wait", || {
+            let waiting: i64 = watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            (waiting == 2).then_some(())
+        });
+        held.rollback().unwrap();
+        replays.into_iter().map(|r| r.join().unwrap()).collect::<Vec<_>>()
+    });
+    let queued = results.iter().filter(|r| matches!(r, Replay::Queued { .. })).count();
+    assert_eq!(queued, 1, "one replay queues it, the other finds it gone: {results:?}");
+    assert!(results.iter().any(|r| matches!(r, Replay::Unknown)), "{results:?}");
+    let outbox: i64 = raw(&url).query_one("SELECT count(*) FROM outbox", &[]).unwrap().get(0);
+    assert_eq!(outbox, 1);
+}
+
+#[test]
 fn a_second_open_of_a_migrated_database_changes_nothing_and_a_newer_schema_is_refused() {
     let url = pgserver::fresh_db("migrations");
     let first = open(&url, Duration::from_secs(10));
