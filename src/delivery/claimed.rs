@@ -86,6 +86,21 @@ pub(crate) fn run(cx: LaneContext) {
 fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Option<Instant>) -> Option<i64> {
     let store = &cx.store;
     let group = &cx.plan.group;
+    if let Some(claims) = store.claims()
+        && !claims.trusted()
+    {
+        // Cut off from the database for two thirds of the lease (the other heads of a claim
+        // wait behind a slow POST): another replica may take this head over soon, send it and
+        // the session's next outputs, and this one would then arrive after them. It is left
+        // unsent, and no longer renewed: its claim expires.
+        log::warn!(
+            "sender-{}: output {} is not sent: this replica could not renew its claims, so another may deliver it",
+            cx.lane,
+            row.id
+        );
+        claims.abandon_head(row.id);
+        return None;
+    }
     let Some(ep) = cx.config.endpoint_by_name(&row.key.endpoint) else {
         // Claims are made for the group's endpoints only.
         return None;

@@ -316,6 +316,11 @@ pub trait Claims: Send + Sync {
     /// Gives up a claimed session without a commit (its head message was gone).
     fn release_run(&self, key: &SessionKey) -> Result<()>;
 
+    /// Stops renewing the claim on a head output (`claim_heads`) that will not be sent, without
+    /// asking the database (which may be out of reach): the claim expires and another replica
+    /// takes the output.
+    fn abandon_head(&self, output_id: i64);
+
     /// Claims up to `n` sessions of `endpoints` whose head output is due and not being
     /// delivered by anybody; their head outputs. The lease ends with the head's fate
     /// (`delivered`, `attempt_failed`, `dead`).
@@ -324,6 +329,12 @@ pub trait Claims: Send + Sync {
     /// Renews this replica's leases; an error means they could not be renewed. After two thirds
     /// of `leaseSeconds` without a renewal the backend stops claiming and committing.
     fn renew(&self) -> Result<()>;
+
+    /// True while this replica's leases can be trusted: renewed within two thirds of
+    /// `leaseSeconds`. Past that, another replica may take its sessions over a third of the
+    /// lease later, so work under them must not start: a POST of a claimed output (a turn's
+    /// commit is refused then, and an `http` node calls only after a commit).
+    fn trusted(&self) -> bool;
 
     /// Gives back every claim this replica holds (at shutdown), so others need not wait for
     /// the leases to expire.

@@ -13,6 +13,9 @@ use crate::child::{Launch, Metrics, Proc};
 use crate::pgserver;
 use crate::support::*;
 
+#[path = "replicas_partition.rs"]
+mod partition;
+
 /// The webhook secret of the test endpoint: outputs then carry `webhook-id`, by which a
 /// duplicate delivery is recognised.
 const SECRET: &str = "whsec_dGhlLXJlcGxpY2EtdGVzdC1zZWNyZXQ=";

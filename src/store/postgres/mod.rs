@@ -370,6 +370,9 @@ impl Store for PgStore {
         let notes = self.take_notes();
         let leases = self.lease_of(&[id]);
         let result = self.in_tx(|tx| {
+            if !outbox::still_held(tx, &self.owner, &leases[0])? {
+                return Ok(());
+            }
             console::write_attempts(tx, &notes)?;
             outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Retry { attempts, next_ms, error })
         });
@@ -381,6 +384,9 @@ impl Store for PgStore {
         let notes = self.take_notes();
         let leases = self.lease_of(&[id]);
         let result = self.in_tx(|tx| {
+            if !outbox::still_held(tx, &self.owner, &leases[0])? {
+                return Ok(());
+            }
             console::write_attempts(tx, &notes)?;
             console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
             outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Dead { attempts, error, now_ms })?;
@@ -537,6 +543,14 @@ impl Claims for PgStore {
             self.preload(head);
         }
         Ok(heads)
+    }
+
+    fn trusted(&self) -> bool {
+        self.leases_valid()
+    }
+
+    fn abandon_head(&self, output_id: i64) {
+        self.deliveries().remove(&output_id);
     }
 
     fn release_run(&self, key: &SessionKey) -> Result<()> {

@@ -149,6 +149,20 @@ pub(super) fn settle_delivered(
     Ok(())
 }
 
+/// Whether this replica (`owner`) still holds the delivery lease `lease` (session, fence), with
+/// the session's `queues` row locked until the end of the transaction; true without a lease (an
+/// output settled by hand, not claimed). A replica cut off from the database past its lease
+/// finds it taken over: the output's fate is then the other replica's to write.
+pub(super) fn still_held(tx: &mut Tx<'_>, owner: &str, lease: &Option<(SessionKey, i64)>) -> Result<bool> {
+    let Some((k, fence)) = lease else { return Ok(true) };
+    let row = tx.query_opt(
+        "SELECT dl_owner = $4 AND dl_fence = $5 FROM queues
+         WHERE endpoint = $1 AND user_id = $2 AND session_id = $3 FOR UPDATE",
+        &[&k.endpoint, &k.user_id, &k.session_id, &owner, fence],
+    )?;
+    Ok(row.and_then(|r| r.get::<_, Option<bool>>(0)).unwrap_or(false))
+}
+
 /// What became of a head output that was not delivered.
 pub(super) enum Fate<'a> {
     Retry { attempts: i64, next_ms: i64, error: &'a str },

@@ -161,6 +161,33 @@ fn a_replay_from_one_replica_while_the_other_delivers_goes_to_the_end_of_the_ses
 }
 
 #[test]
+fn a_replica_whose_delivery_claims_were_taken_over_writes_no_fate_for_their_outputs() {
+    let (a, b, _) = pair("stale_fate", Duration::from_secs(1));
+    message(&a, &key_of("s1"), &["1"], 1);
+    message(&a, &key_of("s2"), &["2"], 1);
+    let mut heads = a.claim_heads(&endpoints(), 10).unwrap();
+    heads.sort_by_key(|h| h.id);
+    assert_eq!(heads.len(), 2);
+    // a is cut off (no renewals); once its claims have expired, b takes the heads over.
+    let mut taken = Vec::new();
+    eventually(Duration::from_secs(10), "b takes both heads over", || {
+        b.renew().unwrap();
+        taken.extend(b.claim_heads(&endpoints(), 10).unwrap());
+        (taken.len() == 2).then_some(())
+    });
+    assert!(!a.trusted(), "a's claims are no longer to be trusted");
+    // a's POSTs failed meanwhile; what it writes of them now changes nothing: b is sending them.
+    a.attempt_failed(heads[0].id, 1, crate::util::now_ms() + 60_000, "HTTP 500").unwrap();
+    a.dead(heads[1].id, 1, "HTTP 400", crate::util::now_ms()).unwrap();
+    assert!(b.dead_letters().unwrap().is_empty(), "not a dead letter");
+    b.delivered(&[heads[0].id, heads[1].id]).unwrap();
+    let mut log: Vec<_> = b.outputs(&all()).unwrap().iter().map(|e| (e.id, e.state, e.attempts)).collect();
+    log.sort_by_key(|e| e.0);
+    // One attempt each: b's delivery (a's failed attempt was not counted in).
+    assert_eq!(log, [(heads[0].id, OutputState::Delivered, 1), (heads[1].id, OutputState::Delivered, 1)]);
+}
+
+#[test]
 fn a_dead_letter_replayed_from_two_replicas_at_once_goes_out_once() {
     let (a, b, url) = pair("replay_twice", Duration::from_secs(10));
     let now = crate::util::now_ms();

@@ -1,0 +1,122 @@
+//! A replica cut off from the database (a child of `replicas`, whose helpers it uses): the
+//! network between it and PostgreSQL is a proxy the test can cut, so its connections stay open
+//! and nothing passes, as in a partition.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::*;
+
+/// A TCP proxy to the test PostgreSQL server. Once cut, it passes nothing either way and keeps
+/// every connection open (new ones are taken and then starve too).
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (from, to, cut) = (from.try_clone().unwrap(), to.try_clone().unwrap(), flag.clone());
+                    std::thread::spawn(move || pump(from, to, &cut));
+                }
+            }
+        });
+        Proxy { port, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes; once cut, holds what it read, for good (the
+/// thread parks: a partition, not a closed connection).
+fn pump(mut from: TcpStream, mut to: TcpStream, cut: &AtomicBool) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+        };
+        while cut.load(Ordering::SeqCst) {
+            std::thread::park();
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    let rest = url.split_once("127.0.0.1:").expect("a test database URL").1;
+    rest[..rest.find('/').unwrap()].parse().unwrap()
+}
+
+fn say(replica: &Proc, session: &str, text: &str) {
+    let body = json!({"userId": "u", "sessionId": session, "text": text});
+    let got = crate::child::try_post(&replica.url(&format!("/{TOKEN}")), &body);
+    assert!(matches!(got, Ok((200, _, _))), "{session}: {got:?}\n{}", replica.log_text());
+}
+
+#[test]
+fn a_replica_cut_off_from_the_database_sends_none_of_the_outputs_it_had_claimed_once_its_claims_lapse() {
+    let db = pgserver::fresh_db("partition");
+    let proxy = Proxy::start(port_of(&db));
+    let through_proxy = db.replacen(&format!("127.0.0.1:{}", port_of(&db)), &format!("127.0.0.1:{}", proxy.port), 1);
+    // Each replica its own webhook, so that the cut-off one's requests can be held while the
+    // other's are answered.
+    let (dir_a, dir_b) = (TempDir::new("partition-a"), TempDir::new("partition-b"));
+    let (sink_a, sink_b) = (Sink::new(), Sink::new());
+    sink_a.hold();
+    let a = start(&replica_config(&dir_a, &sink_a.url, &through_proxy), &dir_a, "a");
+    // a's lane is in a POST of s0's output (held) while s1..s4's outputs are committed...
+    say(&a, "s0", "first");
+    assert_eq!(sink_a.recv(Duration::from_secs(15)).session_id(), "s0");
+    for s in 1..=4 {
+        say(&a, &format!("s{s}"), "first");
+    }
+    let mut watch = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let committed = wait_until(Duration::from_secs(15), || {
+        let n: i64 = watch.query_one("SELECT count(*) FROM outbox", &[]).unwrap().get(0);
+        (n == 5).then_some(())
+    });
+    assert!(committed.is_some(), "the five outputs were not committed:\n{}", a.log_text());
+    // ...so once that POST is answered, the lane claims the four at once and sends the first.
+    sink_a.release_one();
+    let sending = sink_a.recv(Duration::from_secs(15)).session_id().to_owned();
+    // Now the partition: a's renewals no longer reach the database.
+    proxy.cut();
+    let b = start(&replica_config(&dir_b, &sink_b.url, &db), &dir_b, "b");
+    // Once a's claims have expired (leaseSeconds 3), b sends the four, and then a second output
+    // of each session.
+    let firsts = sink_b.recv_n(4, Duration::from_secs(20));
+    let mut sessions: Vec<&str> = firsts.iter().map(|h| h.session_id()).collect();
+    sessions.sort();
+    assert_eq!(sessions, ["s1", "s2", "s3", "s4"], "{}", b.log_text());
+    for s in 1..=4 {
+        say(&b, &format!("s{s}"), "second");
+    }
+    let seconds = sink_b.recv_n(4, Duration::from_secs(20));
+    assert!(seconds.iter().all(|h| h.seq() == 2), "{:?}", seconds.iter().map(|h| h.seq()).collect::<Vec<_>>());
+    // a's held POST is answered: a must not go on with the other three heads it had claimed,
+    // whose Seq 1 would now arrive after Seq 2.
+    sink_a.release();
+    assert!(
+        sink_a.rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "a sent an output it had claimed after its claims lapsed (it sent {sending}'s first)\n{}",
+        a.log_text()
+    );
+}
