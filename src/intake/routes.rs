@@ -178,7 +178,8 @@ fn ready(cx: &HttpContext) -> Reply {
 }
 
 fn metrics(cx: &HttpContext) -> Reply {
-    Reply::text(200, cx.metrics.render(cx.sched.depth(), cx.sched.active_sessions())).route(Route::Metrics)
+    let replica = cx.store.claims().map(|c| c.replica());
+    Reply::text(200, cx.metrics.render(cx.sched.depth(), cx.sched.active_sessions(), replica)).route(Route::Metrics)
 }
 
 /// `POST /{URLToken}` and its siblings: validate, queue durably, answer 200 with the traceId.

@@ -229,9 +229,19 @@ impl Metrics {
         *m.entry(status.to_owned()).or_default() += 1;
     }
 
-    /// The text of `/metrics`; `queue_depth` and `sessions` are read by the caller.
-    pub(crate) fn render(&self, queue_depth: usize, sessions: usize) -> String {
+    /// The text of `/metrics`; `queue_depth` and `sessions` are read by the caller, and so is
+    /// `replica`, this replica's name when the store is shared (replicas.md: each replica's
+    /// metrics name it).
+    pub(crate) fn render(&self, queue_depth: usize, sessions: usize, replica: Option<&str>) -> String {
         let mut out = String::new();
+        if let Some(name) = replica {
+            let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "# HELP hookflow_replica_info This replica's name in the shared database's claims and in its logs.\n\
+                 # TYPE hookflow_replica_info gauge\nhookflow_replica_info{{replica=\"{name}\"}} 1"
+            );
+        }
         out.push_str("# HELP hookflow_requests_total HTTP requests by endpoint, route and status.\n# TYPE hookflow_requests_total counter\n");
         for ((ep, route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ =

@@ -195,15 +195,24 @@ fn three_replicas_keep_per_session_order_for_fifty_sessions_of_twenty_messages()
     assert_eq!(n, 1000, "every message is acknowledged; logs:\n{}", logs.join("\n---\n"));
     let got = collect(&sink, &acked, Duration::from_secs(90), &db);
     check_order(&acked, &got);
-    // Each replica did part of the work: the claims spread the sessions.
+    // Each replica did part of the work: the claims spread the sessions. Each one's metrics
+    // name it.
+    let mut names = Vec::new();
     for (i, r) in replicas.iter().enumerate() {
-        let metrics = Metrics::parse(&crate::child::try_get(&r.url("/metrics")).expect("metrics").1);
+        let text = crate::child::try_get(&r.url("/metrics")).expect("metrics").1;
+        let info = text.lines().find(|l| l.starts_with("hookflow_replica_info{replica=\"")).expect("a replica's name");
+        assert!(info.ends_with("\"} 1"), "{info}");
+        names.push(info.to_owned());
+        let metrics = Metrics::parse(&text);
         assert!(
             metrics.sum("hookflow_flow_run_seconds_count", &[]) > 0.0,
             "replica {i} ran no turn:\n{}",
             r.log_text()
         );
     }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 3, "three names: {names:?}");
 }
 
 #[test]
