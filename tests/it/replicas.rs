@@ -412,6 +412,44 @@ fn a_replica_vacuums_the_tables_its_claims_churn() {
     assert!(vacuumed.is_some(), "the replica did not vacuum `queues`:\n{}", replica.log_text());
 }
 
+#[test]
+fn messages_injects_and_notifies_of_a_session_keep_their_order_across_replicas() {
+    let dir = TempDir::new("replicas-inject");
+    let sink = Sink::new();
+    let db = pgserver::fresh_db("inject");
+    let path = replica_config(&dir, &sink.url, &db);
+    let replicas: Vec<Proc> = (0..2).map(|i| start(&path, &dir, &format!("replica{i}"))).collect();
+    // Message, inject, notify, in turn, each to the other replica than the one before.
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        let route = ["", "inject/", "notify/"][i % 3];
+        let url = replicas[i % 2].url(&format!("/{route}{TOKEN}?api_key={ADMIN_KEY}"));
+        let text = format!("t{i}");
+        let got = crate::child::try_post(&url, &json!({"userId": "u", "sessionId": "s", "text": text}));
+        assert!(matches!(got, Ok((200, _, _))), "{route}: {got:?}");
+        sent.push(text);
+    }
+    // The echo Flow says a message's and an inject's text; a notify is its text as given.
+    let got: Vec<(u64, String)> =
+        sink.recv_n(12, Duration::from_secs(30)).iter().map(|h| (h.seq(), h.text().to_owned())).collect();
+    let want: Vec<(u64, String)> = sent.into_iter().enumerate().map(|(i, t)| (i as u64 + 1, t)).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_replica_whose_database_is_unreachable_at_start_exits_2_naming_it() {
+    let dir = TempDir::new("replicas-unreachable");
+    let db = format!("postgres://hookflow@127.0.0.1:{CLOSED_PORT}/x");
+    let path = replica_config(&dir, "http://127.0.0.1:9/hook", &db);
+    let started = Instant::now();
+    let out = run_cli(&["serve", "--config", path.to_str().unwrap()], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // Tried for 15 s (a database restarting with the machine), then given up on, for systemd.
+    assert!(started.elapsed() >= Duration::from_secs(15), "gave up after {:?}", started.elapsed());
+    assert!(stderr.contains(&format!("cannot reach PostgreSQL at 127.0.0.1:{CLOSED_PORT} within 15s")), "{stderr}");
+}
+
 /// Polls `f` until it gives `Some` or `timeout` passes.
 fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 where
