@@ -554,6 +554,18 @@ fn a_replica_talks_to_postgres_over_tls_verified_against_the_store_ca_file() {
         assert!(stderr.contains("cannot connect to PostgreSQL at 127.0.0.1:"), "{mode}: {stderr}");
         assert!(stderr.to_lowercase().contains("certificate"), "{mode}: {stderr}");
     }
+    // The certificate must also name the host of the URL (verify-full): the same server, reached
+    // at its address under a name the certificate does not have, is refused.
+    let port = db.split_once("127.0.0.1:").unwrap().1.split('/').next().unwrap().to_owned();
+    let renamed = db.replacen(&format!("127.0.0.1:{port}"), &format!("db.example:{port}"), 1);
+    cfg["store"]["url"] = json!(format!("{renamed}&hostaddr=127.0.0.1"));
+    cfg["store"]["tls"] = json!("require");
+    cfg["store"]["caFile"] = json!(ca.to_str().unwrap());
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let out = run_cli(&["check", "--config", config, "--connect"], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("certificate not valid for name \"db.example\""), "{stderr}");
 }
 
 #[test]
