@@ -89,10 +89,12 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
     if let Some(claims) = store.claims()
         && !claims.trusted()
     {
-        // Cut off from the database for two thirds of the lease (the other heads of a claim
-        // wait behind a slow POST): another replica may take this head over soon, send it and
-        // the session's next outputs, and this one would then arrive after them. It is left
-        // unsent, and no longer renewed: its claim expires.
+        // Cut off from the database for two thirds of the lease (the other heads of a claim wait
+        // behind a slow POST): another replica may take this head over soon, send it and the
+        // session's next outputs, and this one would then arrive after them. It is left unsent,
+        // and no longer renewed: its claim expires. (A POST already under way is not cut short:
+        // a healthy replica's POSTs may take `timeoutMs`, longer than a third of the lease; the
+        // README says what that leaves.)
         log::warn!(
             "sender-{}: output {} is not sent: this replica could not renew its claims, so another may deliver it",
             cx.lane,

@@ -235,7 +235,7 @@ impl Metrics {
     pub(crate) fn render(&self, queue_depth: usize, sessions: usize, replica: Option<&str>) -> String {
         let mut out = String::new();
         if let Some(name) = replica {
-            let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+            let name = name.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
             let _ = writeln!(
                 out,
                 "# HELP hookflow_replica_info This replica's name in the shared database's claims and in its logs.\n\

@@ -441,14 +441,18 @@ pub(super) fn find_sessions(
         .collect())
 }
 
-/// Ids of the dead letters matching the filter's endpoint and session, oldest first.
+/// Ids of the dead letters matching the filter's endpoint and session: the oldest `limit` of
+/// them, in session-key order (as they are replayed: each replay locks its session's `queues`
+/// row, and every statement takes those in key order, so that none deadlocks another).
 pub(super) fn dead_letter_ids(tx: &mut Tx<'_>, f: &OutputFilter) -> Result<Vec<i64>> {
     let limit = f.limit.min(i64::MAX as usize) as i64;
     let rows = tx.query(
-        "SELECT id FROM deadletters
-         WHERE ($1::text IS NULL OR endpoint = $1) AND ($2::text IS NULL OR user_id = $2)
-           AND ($3::text IS NULL OR session_id = $3)
-         ORDER BY id LIMIT $4",
+        "SELECT id FROM (
+             SELECT id, endpoint, user_id, session_id FROM deadletters
+             WHERE ($1::text IS NULL OR endpoint = $1) AND ($2::text IS NULL OR user_id = $2)
+               AND ($3::text IS NULL OR session_id = $3)
+             ORDER BY id LIMIT $4) d
+         ORDER BY endpoint, user_id, session_id, id",
         &[&f.endpoint, &f.user_id, &f.session_id, &limit],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

@@ -166,3 +166,13 @@ fn a_role_that_does_not_own_the_tables_leaves_them_to_autovacuum() {
     let guest = open(&url.replacen("postgres://hookflow@", "postgres://hookflow_guest@", 1), Duration::from_secs(10));
     assert!(guest.vacuumer().unwrap().is_none());
 }
+
+#[test]
+fn the_server_ends_a_replicas_transaction_left_idle_for_a_lease() {
+    // (A replica cut off mid-transaction would otherwise hold its row locks for hours.)
+    let (a, _b, _) = pair("idle_tx", Duration::from_secs(7));
+    let set: String = a
+        .in_tx(|tx| Ok(tx.query_opt("SHOW idle_in_transaction_session_timeout", &[])?.expect("a row").get(0)))
+        .unwrap();
+    assert_eq!(set, "7s");
+}

@@ -367,13 +367,14 @@ impl Store for PgStore {
     }
 
     fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
-        let notes = self.take_notes();
         let leases = self.lease_of(&[id]);
+        let (mine, others): (Vec<_>, Vec<_>) = self.take_notes().into_iter().partition(|n| n.output_id == id);
         let result = self.in_tx(|tx| {
+            console::write_attempts(tx, &others)?;
             if !outbox::still_held(tx, &self.owner, &leases[0])? {
                 return Ok(());
             }
-            console::write_attempts(tx, &notes)?;
+            console::write_attempts(tx, &mine)?;
             outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Retry { attempts, next_ms, error })
         });
         self.forget_deliveries(&[id]);
@@ -381,13 +382,14 @@ impl Store for PgStore {
     }
 
     fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
-        let notes = self.take_notes();
         let leases = self.lease_of(&[id]);
+        let (mine, others): (Vec<_>, Vec<_>) = self.take_notes().into_iter().partition(|n| n.output_id == id);
         let result = self.in_tx(|tx| {
+            console::write_attempts(tx, &others)?;
             if !outbox::still_held(tx, &self.owner, &leases[0])? {
                 return Ok(());
             }
-            console::write_attempts(tx, &notes)?;
+            console::write_attempts(tx, &mine)?;
             console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
             outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Dead { attempts, error, now_ms })?;
             console::died(tx, id, attempts)
@@ -482,6 +484,8 @@ impl Store for PgStore {
             for id in console::dead_letter_ids(tx, filter)? {
                 done.push((id, replay_logged(tx, id, now_ms, endpoint_ok)?));
             }
+            // Oldest first, as the SQLite backend answers.
+            done.sort_by_key(|(id, _)| *id);
             Ok(done)
         })
     }

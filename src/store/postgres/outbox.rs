@@ -263,19 +263,21 @@ pub(super) fn dead_letters(tx: &mut Tx<'_>) -> Result<Vec<DeadLetter>> {
 
 /// A replay is a new output at the end of the session, with the next Seq (as in SQLite). The
 /// session's `queues` row is locked first, as a turn's commit does, so that a replay and a turn
-/// committing on another replica number their outputs one after the other. The dead letter is
-/// locked before that: a second replay of it (a double click behind a round-robin balancer)
-/// waits for the first and then finds it gone, instead of queueing it twice.
+/// committing on another replica number their outputs one after the other; then the dead letter
+/// is taken (deleted): a second replay of it (a double click behind a round-robin balancer)
+/// waits for the first and then finds it gone, instead of queueing it twice. (In that order,
+/// `queues` row then dead letter, as every statement that locks both.)
 pub(super) fn replay(tx: &mut Tx<'_>, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {
-    let dead = tx.query_opt(
-        "SELECT endpoint, user_id, session_id, seq, body FROM deadletters WHERE id = $1 FOR UPDATE",
-        &[&id],
-    )?;
+    let dead = tx.query_opt("SELECT endpoint, user_id, session_id FROM deadletters WHERE id = $1", &[&id])?;
     let Some(d) = dead else { return Ok(Replay::Unknown) };
-    let (key, dead_seq, body): (SessionKey, i64, String) = (key_at(&d, 0), d.get(3), d.get(4));
+    let key = key_at(&d, 0);
     if !endpoint_ok(&key.endpoint) {
         return Ok(Replay::EndpointGone(key.endpoint));
     }
+    super::queue::lock(tx, &key)?;
+    let taken = tx.query_opt("DELETE FROM deadletters WHERE id = $1 RETURNING seq, body", &[&id])?;
+    let Some(d) = taken else { return Ok(Replay::Unknown) };
+    let (dead_seq, body): (i64, String) = (d.get(0), d.get(1));
     let k = &key;
     tx.execute(
         "INSERT INTO queues (endpoint, user_id, session_id, outputs, out_due) VALUES ($1, $2, $3, 1, $4)
@@ -303,7 +305,6 @@ pub(super) fn replay(tx: &mut Tx<'_>, id: i64, now_ms: i64, endpoint_ok: &dyn Fn
         )?
         .expect("INSERT … RETURNING gives a row")
         .get(0);
-    tx.execute("DELETE FROM deadletters WHERE id = $1", &[&id])?;
     tx.execute("SELECT pg_notify($1, '')", &[&super::CHANNEL])?;
     Ok(Replay::Queued { id: out_id, seq })
 }

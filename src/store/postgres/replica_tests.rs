@@ -163,8 +163,12 @@ fn a_replay_from_one_replica_while_the_other_delivers_goes_to_the_end_of_the_ses
 #[test]
 fn a_replica_whose_delivery_claims_were_taken_over_writes_no_fate_for_their_outputs() {
     let (a, b, _) = pair("stale_fate", Duration::from_secs(1));
-    message(&a, &key_of("s1"), &["1"], 1);
-    message(&a, &key_of("s2"), &["2"], 1);
+    // (a trusts its claims for two thirds of a second after each renewal.)
+    for (s, body) in [("s1", "1"), ("s2", "2")] {
+        a.renew().unwrap();
+        message(&a, &key_of(s), &[body], 1);
+    }
+    a.renew().unwrap();
     let mut heads = a.claim_heads(&endpoints(), 10).unwrap();
     heads.sort_by_key(|h| h.id);
     assert_eq!(heads.len(), 2);
