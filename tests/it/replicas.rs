@@ -483,7 +483,20 @@ fn check_connect_reports_the_server_and_the_schema_and_check_validates_the_store
     let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let want = format!("schema version {}, current", hookflow::store::postgres::schema::VERSION);
-    assert!(stdout.contains(&want), "{stdout}");
+    assert!(stdout.contains(&want) && !stdout.contains("does not own"), "{stdout}");
+    // A role that does not own the tables is told that the replicas cannot vacuum them.
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "CREATE ROLE hookflow_reader LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO hookflow_reader",
+        )
+        .unwrap();
+    let mut guest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    guest["store"]["url"] = json!(db.replacen("postgres://hookflow@", "postgres://hookflow_reader@", 1));
+    std::fs::write(&path, guest.to_string()).unwrap();
+    let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&want) && stdout.contains("this role does not own the tables"), "{stdout}");
     // Without --connect nothing is contacted: a server that is not there is no error.
     let mut gone: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     gone["store"]["url"] = json!(format!("postgres://hookflow@127.0.0.1:{CLOSED_PORT}/x"));

@@ -111,7 +111,15 @@ pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
     let fail = |e: StoreError| format!("cannot connect to PostgreSQL at {target}: {}", e.message);
     let mut client = pool.connect().map_err(fail)?;
     let version: String = client.query_one("SHOW server_version", &[]).map_err(|e| fail(e.into()))?.get(0);
-    let schema = match schema::version(&mut client).map_err(fail)? {
+    let found = schema::version(&mut client).map_err(fail)?;
+    let vacuum = match found {
+        Some(_) if !super::queue::may_vacuum(&mut client).map_err(fail)? => {
+            "; this role does not own the tables, so replicas leave their old row versions to autovacuum \
+             (README: Replicas vacuum what their claims churn)"
+        }
+        _ => "",
+    };
+    let schema = match found {
         None => "empty (the schema is created at the first start)".to_owned(),
         Some(v) if v == schema::VERSION => format!("schema version {v}, current"),
         Some(v) if v < schema::VERSION => {
@@ -121,5 +129,5 @@ pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
             format!("schema version {v} is NEWER than this hookflow's {}: it will refuse to start", schema::VERSION)
         }
     };
-    Ok(format!("store: PostgreSQL {version} at {target}: {schema}"))
+    Ok(format!("store: PostgreSQL {version} at {target}: {schema}{vacuum}"))
 }

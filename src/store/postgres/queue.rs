@@ -208,6 +208,17 @@ pub(super) fn renew(
 /// remove, past which `Vacuumer` cleans them.
 pub(super) const VACUUM_AFTER: i64 = 1000;
 
+/// Whether the connection's role may vacuum the tables `Vacuumer` cleans: it owns them (or is
+/// a member of the role that does). The schema must exist.
+pub(super) fn may_vacuum(client: &mut postgres::Client) -> Result<bool> {
+    let row = client.query_one(
+        "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class
+         WHERE oid IN ('queues'::regclass, 'inbox'::regclass, 'outbox'::regclass)",
+        &[],
+    )?;
+    Ok(row.get(0))
+}
+
 /// Vacuums `queues`, `inbox` and `outbox`, on a connection of its own, when they hold more than
 /// `VACUUM_AFTER` new dead row versions (PostgreSQL's statistics, fed by every replica).
 ///
@@ -228,14 +239,7 @@ impl Vacuumer {
     /// A vacuumer on `client`, or `None` when the connection's role may not vacuum the tables
     /// (it does not own them: PostgreSQL would skip them with a warning each time).
     pub(super) fn new(mut client: postgres::Client) -> Result<Option<Vacuumer>> {
-        let owns: bool = client
-            .query_one(
-                "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class
-                 WHERE oid IN ('queues'::regclass, 'inbox'::regclass, 'outbox'::regclass)",
-                &[],
-            )?
-            .get(0);
-        if !owns {
+        if !may_vacuum(&mut client)? {
             return Ok(None);
         }
         Ok(Some(Vacuumer { client, left: 0 }))
