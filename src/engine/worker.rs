@@ -16,6 +16,7 @@ use super::turn::{Step, Turns};
 use super::{Scheduler, Writer};
 use crate::flow::script::LazyEngine;
 use crate::ops::health::Health;
+use crate::store::ErrorKind;
 use crate::util::now_ms;
 
 /// What a worker thread is given by the wiring.
@@ -82,6 +83,13 @@ pub(crate) fn run_job(cx: &WorkerContext, engine: &mut LazyEngine, job: Job) -> 
             if let Some(Err(e)) = cx.turns.store.claims().map(|c| c.release_run(&key)) {
                 log::warn!("cannot give back the claim on a session: {e}; it expires after store.leaseSeconds");
             }
+            cx.sched.done(key)
+        }
+        Err(e) if e.kind == ErrorKind::Lost => {
+            // Replicas: another replica took the session over (this one was cut off or stalled
+            // past its lease) before a checkpoint could be written; the turn goes no further
+            // here (its call is not made) and runs there.
+            log::warn!("message {id} stops here: {}", e.message);
             cx.sched.done(key)
         }
         Err(e) => {

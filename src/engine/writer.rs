@@ -140,6 +140,7 @@ impl StoreFailure {
             ErrorKind::Busy => "the store is locked: it cannot be written",
             ErrorKind::Io => "the store cannot be written: I/O error",
             ErrorKind::Data => "the store is damaged: it cannot be written",
+            ErrorKind::Lost => "this replica lost its claims: it cannot write under them",
             ErrorKind::Other => "the store cannot be written",
         }
     }

@@ -77,6 +77,10 @@ pub enum ErrorKind {
     Io,
     /// The data is not what this version expects (corrupt, or written by a newer version).
     Data,
+    /// Replicas: this replica no longer holds the session's claim (another took it over while
+    /// it was cut off or stalled), so the turn was not written; it runs where the session is
+    /// claimed now.
+    Lost,
     /// Anything else.
     Other,
 }

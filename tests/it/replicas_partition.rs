@@ -1,6 +1,7 @@
-//! A replica cut off from the database (a child of `replicas`, whose helpers it uses): the
-//! network between it and PostgreSQL is a proxy the test can cut, so its connections stay open
-//! and nothing passes, as in a partition.
+//! A replica cut off from the database or stalled past its lease (a child of `replicas`, whose
+//! helpers it uses). For the cut, the network between it and PostgreSQL is a proxy the test can
+//! cut, so its connections stay open and nothing passes, as in a partition; the stall is
+//! SIGSTOP.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -143,4 +144,39 @@ fn a_replica_cut_off_from_the_database_sends_none_of_the_outputs_it_had_claimed_
         "a sent an output it had claimed after its claims lapsed (it sent {sending}'s first)\n{}",
         a.log_text()
     );
+}
+
+#[test]
+fn a_replica_stalled_past_its_lease_makes_no_call_of_a_turn_another_replica_took_over() {
+    use crate::bot::{Mock, MockReply};
+    let api = Mock::new(|_| MockReply::json(200, json!({"ok": true})));
+    api.hold();
+    // Two calls, then an answer: each call is made after a checkpoint of the turn so far.
+    let flow = json!({ "name": "calls", "nodes": [
+        { "type": "http", "method": "GET", "url": api.url("/first"), "contextKey": "one" },
+        { "type": "http", "method": "GET", "url": api.url("/second"), "contextKey": "two" },
+        { "type": "say", "text": "done" } ] });
+    let dir = TempDir::new("stalled");
+    let sink = Sink::new();
+    let db = pgserver::fresh_db("stalled");
+    let mut cfg = config(&sink.url);
+    cfg["store"] = json!({"type": "postgres", "url": db, "tls": "disable", "leaseSeconds": 3});
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &flow)]);
+    let a = start(&path, &dir, "a");
+    say(&a, "s", "go");
+    assert!(api.recv(Duration::from_secs(15)).url.starts_with("/first"));
+    // a stalls (a paused VM, say) with its turn parked at the first call; once a's lease has
+    // run out, b takes the session over and runs the message from that checkpoint.
+    a.signal("STOP");
+    let b = start(&path, &dir, "b");
+    let again = api.recv(Duration::from_secs(20));
+    assert!(again.url.starts_with("/first"), "b makes the first call again: {}", again.url);
+    // a wakes up and both answers come: only b may go on to the second call.
+    a.signal("CONT");
+    api.release();
+    assert_eq!(sink.recv(Duration::from_secs(20)).text(), "done", "{}", b.log_text());
+    let stopped = wait_until(Duration::from_secs(10), || a.log_text().contains("stops here").then_some(()));
+    assert!(stopped.is_some(), "a did not stop the turn:\n{}", a.log_text());
+    let calls: Vec<String> = api.rx.try_iter().map(|h| h.url).collect();
+    assert_eq!(calls.iter().filter(|u| u.starts_with("/second")).count(), 1, "{calls:?}\n{}", a.log_text());
 }

@@ -33,6 +33,8 @@ pub(super) struct Committed {
     /// Sessions that keep (again) their lease because more messages wait: the fence and the
     /// next message, loaded (see `chain`).
     pub chained: Vec<(SessionKey, i64, TurnInput)>,
+    /// Sessions whose turn was not written: this replica no longer holds their lease.
+    pub dropped: Vec<SessionKey>,
 }
 
 /// Writes a batch.
@@ -54,11 +56,11 @@ pub(super) fn commit_batch(
     keys.sort();
     keys.dedup();
     if keys.is_empty() {
-        return Ok(Committed { ids: Vec::new(), released: Vec::new(), chained: Vec::new() });
+        return Ok(Committed { ids: Vec::new(), released: Vec::new(), chained: Vec::new(), dropped: Vec::new() });
     }
     let leases = lock(tx, &keys)?;
     let ids = accept(tx, accepts, None)?;
-    let mut released = Vec::new();
+    let (mut released, mut dropped) = (Vec::new(), Vec::new());
     // A session's turns in batch order, one per round.
     let mut rounds: Vec<Vec<&TurnRecord>> = Vec::new();
     let mut per_key: HashMap<&SessionKey, usize> = HashMap::new();
@@ -75,6 +77,7 @@ pub(super) fn commit_batch(
                  the session is claimed next",
                 t.key.endpoint
             );
+            dropped.push(t.key.clone());
             continue;
         }
         let round = per_key.entry(&t.key).or_insert(0);
@@ -97,7 +100,7 @@ pub(super) fn commit_batch(
     // Signed with the replica's name: its own listener ignores it (the writer wakes this
     // replica's claimer and lanes itself).
     tx.execute("SELECT pg_notify($1, $2)", &[&super::CHANNEL, &owner])?;
-    Ok(Committed { ids, released, chained })
+    Ok(Committed { ids, released, chained, dropped })
 }
 
 /// Of the sessions `keys` whose turns this batch wrote, those whose run lease was released and

@@ -247,13 +247,14 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// `commit_batch`, and with `chain_ms` `commit_turns`: the accept ids and the chained heads.
+    /// `commit_batch`, and with `chain_ms` `commit_turns`: the accept ids, the chained heads and
+    /// the sessions whose turns were dropped (a lost lease).
     fn commit(
         &self,
         accepts: &[Accept<'_>],
         turns: &[&TurnRecord],
         chain_ms: Option<i64>,
-    ) -> Result<(Vec<i64>, Vec<Head>)> {
+    ) -> Result<(Vec<i64>, Vec<Head>, Vec<SessionKey>)> {
         let valid = self.leases_valid();
         let runs = self.runs().clone();
         let done = self.in_tx(|tx| batch::commit_batch(tx, &self.owner, accepts, turns, &runs, valid, chain_ms))?;
@@ -279,7 +280,7 @@ impl PgStore {
             next.push((head.row.id, key));
             self.preload(head);
         }
-        Ok((done.ids, next))
+        Ok((done.ids, next, done.dropped))
     }
 
     /// Adds this replica's own accepts to the cached count of waiting messages (`queued`).
@@ -311,8 +312,22 @@ impl Store for PgStore {
             self.count_accepted(accepts.len());
             return Ok(ids);
         }
-        let (ids, _) = self.commit(accepts, turns, None)?;
+        let (ids, _, _) = self.commit(accepts, turns, None)?;
         Ok(ids)
+    }
+
+    fn commit_turn(&self, turn: &TurnRecord) -> Result<()> {
+        let (_, _, dropped) = self.commit(&[], &[turn], None)?;
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        // A checkpoint (the turn then calls out) or a turn written on its own: another replica
+        // runs the session now, so this one must not go on with it, nor renew the lease.
+        self.runs().remove(&turn.key);
+        Err(StoreError::new(
+            ErrorKind::Lost,
+            format!("{}: this replica lost its claim on the session; another replica runs it now", turn.key.endpoint),
+        ))
     }
 
     fn pending_inbox(&self) -> Result<Vec<(i64, SessionKey)>> {

@@ -101,7 +101,10 @@ fn a_turn_committed_under_a_lost_lease_changes_nothing() {
     assert_eq!(taken, [(id, key())]);
     // a renews again (it thinks its leases good): only the fence stands between it and the session.
     a.renew().unwrap();
-    a.commit_turn(&record(&key(), id, state(), outputs_of(&["from a"]), 1)).unwrap();
+    // A turn written on its own (a checkpoint, before an http node's call) says so: the worker
+    // must not go on with the turn (make the call) while b runs the session.
+    let lost = a.commit_turn(&record(&key(), id, state(), outputs_of(&["from a"]), 1)).unwrap_err();
+    assert_eq!(lost.kind, ErrorKind::Lost, "{lost:?}");
     assert_eq!(a.outbox_len().unwrap(), 0, "a's outputs were dropped");
     assert!(a.session(&key()).unwrap().is_none(), "a's state was dropped");
     assert_eq!(a.pending_inbox().unwrap(), [(id, key())], "the message waits for b");
