@@ -126,34 +126,38 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
     let outcome = tried.outcome;
     log::debug!("sender-{}: output {} seq {} attempt {attempts}: {outcome:?}", cx.lane, row.id, row.seq);
     group.target.record(probe, &outcome, now_ms());
-    let written = match outcome {
+    // The fate is counted and logged once written: a replica that lost the claim meanwhile
+    // writes nothing (the replica that took the output over decides).
+    let (written, dead, why) = match outcome {
         Outcome::Delivered => {
             cx.metrics.delivered(started.elapsed());
             return Some(row.id);
         }
         Outcome::Final(e) => {
-            log::warn!("endpoint {}: output refused by the webhook ({e}); kept as a dead letter", ep.name);
-            cx.metrics.dead();
-            store.dead(row.id, attempts, &e, now_ms())
+            (store.dead(row.id, attempts, &e, now_ms()), true, format!("refused by the webhook ({e})"))
         }
         Outcome::Retry(e, after) => match retry_wait(&cx.config.delivery.retry_schedule, attempts, after) {
-            Some(wait) => {
-                cx.metrics.retried();
-                store.attempt_failed(row.id, attempts, now_ms() + wait.as_millis() as i64, &e)
-            }
-            None => {
-                log::warn!(
-                    "endpoint {}: output undeliverable after {attempts} attempts ({e}); kept as a dead letter",
-                    ep.name
-                );
-                cx.metrics.dead();
-                store.dead(row.id, attempts, &e, now_ms())
-            }
+            Some(wait) => (store.attempt_failed(row.id, attempts, now_ms() + wait.as_millis() as i64, &e), false, e),
+            None => (
+                store.dead(row.id, attempts, &e, now_ms()),
+                true,
+                format!("undeliverable after {attempts} attempts ({e})"),
+            ),
         },
     };
-    if let Err(e) = written {
+    match written {
+        Ok(true) if dead => {
+            log::warn!("endpoint {}: output {why}; kept as a dead letter", ep.name);
+            cx.metrics.dead();
+        }
+        Ok(true) => cx.metrics.retried(),
+        Ok(false) => log::info!(
+            "sender-{}: output {} failed ({why}), but another replica delivers it now; its fate is that replica's",
+            cx.lane,
+            row.id
+        ),
         // At-least-once: the head stays in the outbox, and once the claim expires it is sent again.
-        log::error!("sender-{}: cannot record the fate of output {}: {e}", cx.lane, row.id);
+        Err(e) => log::error!("sender-{}: cannot record the fate of output {}: {e}", cx.lane, row.id),
     }
     None
 }

@@ -173,13 +173,15 @@ pub trait Store: Send + Sync {
     /// Removes delivered outputs, in one transaction.
     fn delivered(&self, ids: &[i64]) -> Result<()>;
 
-    /// Records a failed attempt that will be retried at `next_ms`.
-    fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()>;
+    /// Records a failed attempt that will be retried at `next_ms`. False when nothing was
+    /// written: replicas, another replica took the output's delivery over meanwhile.
+    fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<bool>;
 
     // --- dead letters --------------------------------------------------------------------------
 
-    /// Moves an output to the dead letters.
-    fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()>;
+    /// Moves an output to the dead letters. False when nothing was written, as for
+    /// `attempt_failed`.
+    fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<bool>;
 
     /// Moves the outputs of endpoints that are not in `endpoints` to the dead letters (they can
     /// be replayed once the endpoint is back); returns how many.

@@ -381,33 +381,35 @@ impl Store for PgStore {
         result
     }
 
-    fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
+    fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<bool> {
         let leases = self.lease_of(&[id]);
         let (mine, others): (Vec<_>, Vec<_>) = self.take_notes().into_iter().partition(|n| n.output_id == id);
         let result = self.in_tx(|tx| {
             console::write_attempts(tx, &others)?;
             if !outbox::still_held(tx, &self.owner, &leases[0])? {
-                return Ok(());
+                return Ok(false);
             }
             console::write_attempts(tx, &mine)?;
-            outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Retry { attempts, next_ms, error })
+            outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Retry { attempts, next_ms, error })?;
+            Ok(true)
         });
         self.forget_deliveries(&[id]);
         result
     }
 
-    fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
+    fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<bool> {
         let leases = self.lease_of(&[id]);
         let (mine, others): (Vec<_>, Vec<_>) = self.take_notes().into_iter().partition(|n| n.output_id == id);
         let result = self.in_tx(|tx| {
             console::write_attempts(tx, &others)?;
             if !outbox::still_held(tx, &self.owner, &leases[0])? {
-                return Ok(());
+                return Ok(false);
             }
             console::write_attempts(tx, &mine)?;
             console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
             outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Dead { attempts, error, now_ms })?;
-            console::died(tx, id, attempts)
+            console::died(tx, id, attempts)?;
+            Ok(true)
         });
         self.forget_deliveries(&[id]);
         result

@@ -184,8 +184,8 @@ fn a_replica_whose_delivery_claims_were_taken_over_writes_no_fate_for_their_outp
     });
     assert!(!a.trusted(), "a's claims are no longer to be trusted");
     // a's POSTs failed meanwhile; what it writes of them now changes nothing: b is sending them.
-    a.attempt_failed(heads[0].id, 1, crate::util::now_ms() + 60_000, "HTTP 500").unwrap();
-    a.dead(heads[1].id, 1, "HTTP 400", crate::util::now_ms()).unwrap();
+    assert!(!a.attempt_failed(heads[0].id, 1, crate::util::now_ms() + 60_000, "HTTP 500").unwrap());
+    assert!(!a.dead(heads[1].id, 1, "HTTP 400", crate::util::now_ms()).unwrap(), "nothing written, and a says so");
     assert!(b.dead_letters().unwrap().is_empty(), "not a dead letter");
     b.delivered(&[heads[0].id, heads[1].id]).unwrap();
     let mut log: Vec<_> = b.outputs(&all()).unwrap().iter().map(|e| (e.id, e.state, e.attempts)).collect();

@@ -364,15 +364,16 @@ impl Store for SqliteStore {
         Ok(tx.commit()?)
     }
 
-    fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<()> {
+    fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         self.write_attempts(&tx)?;
         outbox::attempt_failed(&tx, id, attempts, next_ms, error)?;
-        Ok(tx.commit()?)
+        tx.commit()?;
+        Ok(true)
     }
 
-    fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<()> {
+    fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         self.write_attempts(&tx)?;
@@ -380,7 +381,8 @@ impl Store for SqliteStore {
         outbox::dead(&tx, id, attempts, error, now_ms)?;
         history::died(&tx, id, attempts, &self.notes)?;
         history::trim(&tx, &self.notes)?;
-        Ok(tx.commit()?)
+        tx.commit()?;
+        Ok(true)
     }
 
     fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize> {
