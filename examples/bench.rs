@@ -746,9 +746,17 @@ impl Bench {
         let target = self.hookflow.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
         let static_bin = target.join("x86_64-unknown-linux-gnu/release/hookflow");
         let release = mib(&self.hookflow).map_or("-".to_string(), |m| format!("{m:.2} MiB"));
+        let built = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         match mib(&static_bin) {
             Some(m) => {
-                println!("binary       hookflow {release}; static {m:.2} MiB ({})", static_bin.display());
+                // Older than the binary under test: the size is of an earlier source.
+                let stale = match (built(&static_bin), built(&self.hookflow)) {
+                    (Some(s), Some(h)) if s < h => {
+                        "; BUILT BEFORE the binary under test: run `make static` (or `make bench`)"
+                    }
+                    _ => "",
+                };
+                println!("binary       hookflow {release}; static {m:.2} MiB ({}){stale}", static_bin.display());
                 self.goal("static binary size (make static)", m, "MiB", 8.0, false);
             }
             None => {

@@ -2,7 +2,7 @@
 //! `{"status": "shipped", "tracking": "..."}` for even numbers and `{"status": "being packed"}`
 //! for odd ones, 404 for anything else.
 //!
-//! Run: `cargo run --example mock_orders` (listens on 127.0.0.1:9100; `--listen ADDR` to change).
+//! Run: `cargo run --release --example mock_orders` (listens on 127.0.0.1:9100; `--listen ADDR` to change).
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
