@@ -193,6 +193,8 @@ fn turn_traces_are_kept_for_test_messages_only_and_forgotten_with_the_session() 
     assert_eq!(get(&app, "/api/sessions/main/u/t/turns"), json!({ "turns": [] }), "forgotten with the session");
     let r = admin_get(&app.url("/api/sessions/nope/u/t/turns"));
     assert_error(r.status, &r.json(), 404, "unknown_endpoint");
+    let r = admin_get(&app.url("/api/sessions/nope/u/t"));
+    assert_error(r.status, &r.json(), 404, "unknown_endpoint");
 }
 
 #[test]

@@ -82,6 +82,14 @@ fn a_4xx_answer_makes_a_dead_letter_that_can_be_replayed() {
     assert_error(r.status, &r.json(), 401, "unauthorized");
     let r = request("POST", &replay, None, &[("X-API-Key", ADMIN_KEY)]);
     assert_eq!(r.status, 200, "{}", r.body);
+    // The answer names the new output and its Seq.
+    let queued = r.json();
+    assert_eq!((&queued["status"], &queued["seq"]), (&json!("queued"), &json!(3)), "{queued}");
+    let new_id = queued["outputId"].as_i64().expect("the new output's id");
+    assert_ne!(new_id, id, "a new output, not the dead letter's id");
+    // A second replay of the same dead letter: it is gone.
+    let again = request("POST", &replay, None, &[("X-API-Key", ADMIN_KEY)]);
+    assert_eq!(again.status, 404, "{}", again.body);
 
     // The same output again, as the session's next output: Seq keeps increasing, so receivers
     // that drop outputs with a Seq they have seen do not drop the replay.
