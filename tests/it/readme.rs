@@ -12,7 +12,11 @@
 //!   Flow files copied beside it; `DEMO_WEBHOOK_PASSWORD` is set as `make run`
 //!   sets it;
 //! - `curl` is a bash function that calls the real curl (adding `-S`, so a transport error is
-//!   printed) and records each call's status and arguments, and its answer.
+//!   printed) and records each call's status and arguments, and its answer;
+//! - the commands that start services the example needs beside hookflow (`docker run` of a
+//!   LibreTranslate server, say: `STUBBED`) are bash functions that only say they were skipped
+//!   (the test must not start containers; without the server, the message goes through
+//!   untranslated, as the README says). Any other line that fails fails the test (`set -e`).
 //!
 //! Every call must answer 2xx, and the Notify's text must reach the webhook.
 //!
@@ -31,6 +35,9 @@ use crate::support::*;
 
 /// The URL token of `examples/handover.json`: blocks with it are not for the demo config.
 const HANDOVER_EXAMPLE_TOKEN: &str = "helpdesk-8a41c07d2e9b5f36";
+
+/// Commands of the README's blocks that start other services: not run by the test.
+const STUBBED: [&str; 3] = ["docker", "pip", "libretranslate"];
 
 /// Where the README's examples expect hookflow.
 const README_ADDRS: [&str; 2] = ["localhost:8080", "127.0.0.1:8080"];
@@ -115,13 +122,17 @@ fn the_readme_curl_examples_answer_2xx_against_the_example_config() {
         Launch::new(&config_path, dir.join("server.log")).env("DEMO_WEBHOOK_PASSWORD", "demo-password").start();
 
     let calls = dir.join("calls");
-    let prelude = r#"set -u
+    let mut prelude = r#"set -eu
 curl() {
   local code
   code=$(command curl -S -o "$HF_ANSWER" -w '%{http_code}' "$@") || code="curl-failed-$?"
   printf '%s %s | %s\n' "$code" "$*" "$(head -c 300 "$HF_ANSWER" 2>/dev/null)" >> "$HF_CALLS"
 }
-"#;
+"#
+    .to_owned();
+    for name in STUBBED {
+        prelude.push_str(&format!("{name}() {{ echo \"(not run by the test: {name} $*)\" >&2; }}\n"));
+    }
     for block in &blocks {
         let mut script = format!("{prelude}{}\n", block.join("\n"));
         for addr in README_ADDRS {
