@@ -387,8 +387,6 @@ fn serve(opts: Opts) -> Result<(), Failure> {
     }
 }
 
-/// Every problem at once: the config's, and those of every Flow and transformer it names with a
-/// usable path, even when the config itself has errors (config.md: "every error found").
 /// `; translated by libretranslate (flow en, user auto)` for `check`'s endpoint line (no key, no URL).
 fn translation_summary(t: &config::Translation) -> String {
     let provider = match t.provider.kind {
@@ -404,6 +402,8 @@ fn translation_summary(t: &config::Translation) -> String {
     format!("; translated by {provider} (flow {}, user {user})", t.flow_language)
 }
 
+/// Every problem at once: the config's, and those of every Flow and transformer it names with a
+/// usable path, even when the config itself has errors (config.md: "every error found").
 fn check(opts: Opts) -> Result<(), Failure> {
     let path =
         opts.config.as_ref().ok_or_else(|| Failure::Usage(format!("--config FILE is required\n\n{}", opts.usage)))?;
@@ -415,14 +415,14 @@ fn check(opts: Opts) -> Result<(), Failure> {
     for (i, files) in checked.files.iter().enumerate() {
         let Some(file) = &files.flow else { continue };
         match hookflow::flow::Flow::load(file, &checked.dir) {
-            // The summary line needs the whole endpoint, so only for a config without errors.
             Ok(flow) => {
+                if flow.has_handover() && !files.handover {
+                    failed.push(config::handover_missing(path, i, file).to_string());
+                    continue;
+                }
+                // The summary line needs the whole endpoint, so only for a config without errors.
                 if let Ok(config) = &checked.config {
                     let ep = &config.endpoints[i];
-                    if flow.has_handover() && ep.handover.is_none() {
-                        failed.push(config::handover_missing(&config.path, i, file).to_string());
-                        continue;
-                    }
                     let mut summary = hookflow::flow::model::summary(&flow);
                     if let Some(t) = &ep.translation {
                         summary.push_str(&translation_summary(t));

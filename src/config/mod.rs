@@ -112,6 +112,9 @@ pub struct EndpointFiles {
     pub flow: Option<PathBuf>,
     /// The transformer file, if any and unless its path has a problem of its own.
     pub transformer: Option<PathBuf>,
+    /// Whether the endpoint has a handover provider, or an invalid `handover` section (whose
+    /// own errors are reported): a Flow with a `handover` node needs one.
+    pub handover: bool,
 }
 
 /// Like [`load`], keeping the files named by a config that has errors (see [`Checked`]).
@@ -124,10 +127,14 @@ pub fn check(path: &Path) -> Checked {
     // A placeholder path is empty (see `loader.rs`): only the paths that passed their checks.
     let usable = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
     let files = (draft.iter().flat_map(|c| c.endpoints.iter().enumerate()))
-        .map(|(i, e)| EndpointFiles {
-            endpoint: if e.name.is_empty() { format!("endpoints[{i}]") } else { e.name.clone() },
-            flow: usable(&e.flow),
-            transformer: e.transformer.as_ref().and_then(|t| usable(&t.file)),
+        .map(|(i, e)| {
+            let section = format!("endpoints[{i}].handover");
+            EndpointFiles {
+                endpoint: if e.name.is_empty() { format!("endpoints[{i}]") } else { e.name.clone() },
+                flow: usable(&e.flow),
+                transformer: e.transformer.as_ref().and_then(|t| usable(&t.file)),
+                handover: e.handover.is_some() || errors.iter().any(|err| err.place.starts_with(&section)),
+            }
         })
         .collect();
     let config = match draft {

@@ -360,14 +360,27 @@ fn check_reports_config_and_flow_errors_in_one_run() {
     let mut cfg = config("http://127.0.0.1:9/hook");
     cfg["workers"] = json!(-1);
     let flow = json!({ "name": "typo", "nodes": [{ "type": "sya", "text": "hi" }] });
-    let path = write_files(&dir.path, &cfg, &[("flow.json", &flow)]);
+    // A second endpoint whose Flow hands over, without a handover provider: the config's
+    // error does not hide that one either.
+    let mut second = cfg["endpoints"][0].clone();
+    second["name"] = json!("agents");
+    second["urlToken"] = json!("agents-token-0001");
+    second["flow"] = json!("agents.json");
+    cfg["endpoints"].as_array_mut().unwrap().push(second);
+    let agents = json!({ "name": "agents", "nodes": [{ "type": "handover", "text": "one moment" }] });
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &flow), ("agents.json", &agents)]);
     let o = run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let err = stderr(&o);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 2, "one config error and one Flow error: {}", show(&o));
+    assert_eq!(lines.len(), 3, "one config error, one Flow error, one missing provider: {}", show(&o));
     assert!(lines[0].contains("hookflow.json: workers: expected an integer"), "{}", show(&o));
     assert!(lines[1].contains("flow.json: nodes[0].type: unknown node type \"sya\""), "{}", show(&o));
+    assert!(
+        lines[2].contains("hookflow.json: endpoints[1]: the Flow") && lines[2].contains("no handover provider"),
+        "{}",
+        show(&o)
+    );
     assert!(stdout(&o).is_empty(), "no summary for a config with errors: {}", show(&o));
 }
 
