@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::{Durability, PostgresTls};
-use crate::domain::{JobKind, NewOutput, Trace};
+use crate::domain::{JobKind, NewOutput, Speaker, Trace, TranscriptLine};
 use crate::store::sqlite::{ANSWER_BYTES, ATTEMPTS_PER_OUTPUT, HISTORY_PER_ENDPOINT, SqliteStore, TRACES_PER_SESSION};
 
 /// A store under test, with raw SQL on its database beside it (for seeding and counting).
@@ -104,6 +104,7 @@ on_both! {
     the_log_is_bounded_per_endpoint_and_attempts_per_output, traces_are_bounded_and_forgotten_with_the_session,
     sessions_are_found_by_part_of_their_ids_and_dead_letters_replayed_by_filter,
     expiry_drops_old_traces_and_log_entries_older_than_a_day,
+    a_transcript_is_read_in_the_order_of_its_turns_whatever_their_clocks,
 }
 
 fn key_of(session: &str) -> SessionKey {
@@ -135,6 +136,22 @@ fn record(key: &SessionKey, inbox_id: i64, session: SessionRow, outputs: Vec<New
         checkpoint: None,
         trace: None,
     }
+}
+
+/// Issue 9: a user's line takes its accept's time and the bot's lines their commit's, so the
+/// clock can go backwards between turns; the transcript follows the turns.
+fn a_transcript_is_read_in_the_order_of_its_turns_whatever_their_clocks(o: &Opened) {
+    let store = &*o.store;
+    let line = |source, text: &str, at_ms| TranscriptLine { source, text: text.into(), data: "{}".into(), at_ms };
+    for (n, at) in [(1, 5_000), (2, 1_000)] {
+        let id = store.accept(&key(), JobKind::Message, "{}").unwrap();
+        claim(store);
+        let lines =
+            vec![line(Speaker::User, &format!("question {n}"), at), line(Speaker::Bot, &format!("answer {n}"), at - 1)];
+        store.commit_turn(&TurnRecord { transcript: lines, ..record(&key(), id, state(), vec![], at) }).unwrap();
+    }
+    let read: Vec<String> = store.transcript(&key()).unwrap().into_iter().map(|l| l.text).collect();
+    assert_eq!(read, ["question 1", "answer 1", "question 2", "answer 2"]);
 }
 
 fn outputs_of(bodies: &[&str]) -> Vec<NewOutput> {
