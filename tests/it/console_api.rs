@@ -62,6 +62,7 @@ fn the_console_is_off_unless_enabled_and_every_answer_has_its_security_headers()
         ("/console", "text/html"),
         ("/console/", "text/html"),
         ("/console/console.js", "text/javascript"),
+        ("/console/console-records.js", "text/javascript"),
         ("/console/console.css", "text/css"),
     ] {
         let r = request("GET", &app.url(path), None, &[]);
@@ -70,7 +71,12 @@ fn the_console_is_off_unless_enabled_and_every_answer_has_its_security_headers()
         secure(&r);
     }
     let page = request("GET", &app.url("/console"), None, &[]).body;
-    assert!(page.contains("<script src=\"/console/console.js\" defer></script>"), "the script is a file of ours");
+    for script in ["console.js", "console-records.js"] {
+        assert!(
+            page.contains(&format!("<script src=\"/console/{script}\" defer></script>")),
+            "{script} is a file of ours"
+        );
+    }
     let r = request("GET", &app.url("/console/other.js"), None, &[]);
     assert_error(r.status, &r.json(), 404, "not_found");
     secure(&r);
