@@ -42,17 +42,18 @@ pub fn open(config: &Config) -> Result<Arc<dyn Store>> {
 #[derive(Debug, Default)]
 pub struct Export {
     /// Queued messages: session, kind, payload, resume record.
-    pub inbox: Vec<(SessionKey, String, String, Option<String>)>,
-    /// Sessions: key, state (empty: none), seq, messages, updated_ms.
-    pub sessions: Vec<(SessionKey, String, i64, i64, i64)>,
+    pub inbox: Vec<(SessionKey, JobKind, String, Option<String>)>,
+    /// Sessions: key, state (`None`: forgotten, only the Seq and counts kept), seq, messages,
+    /// updated_ms.
+    pub sessions: Vec<(SessionKey, Option<String>, i64, i64, i64)>,
     /// Profiles: userId, profile, updated_ms.
     pub profiles: Vec<(String, String, i64)>,
     /// Undelivered outputs.
     pub outbox: Vec<ExportedOutput>,
     /// Dead letters and when they died.
     pub dead_letters: Vec<(ExportedOutput, i64)>,
-    /// Transcript lines: session, source, text, data, at_ms.
-    pub transcripts: Vec<(SessionKey, String, String, String, i64)>,
+    /// Transcript lines, each with its session.
+    pub transcripts: Vec<(SessionKey, TranscriptLine)>,
 }
 
 /// An output or dead letter in an [`Export`].

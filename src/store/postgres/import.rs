@@ -37,7 +37,7 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
             tx.execute(
                 "INSERT INTO inbox (endpoint, user_id, session_id, msg_no, kind, payload, resume)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&key.endpoint, &key.user_id, &key.session_id, &q.0, kind, payload, resume],
+                &[&key.endpoint, &key.user_id, &key.session_id, &q.0, &kind.as_str(), payload, resume],
             )?;
         }
         for o in &e.outbox {
@@ -71,10 +71,12 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
             )?;
         }
         for (k, state, seq, messages, updated) in &e.sessions {
+            // Both backends store a forgotten session's state as an empty text.
+            let state = state.as_deref().unwrap_or("");
             tx.execute(
                 "INSERT INTO sessions (endpoint, user_id, session_id, state, seq, messages, updated_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&k.endpoint, &k.user_id, &k.session_id, state, seq, messages, updated],
+                &[&k.endpoint, &k.user_id, &k.session_id, &state, seq, messages, updated],
             )?;
         }
         for (user, profile, updated) in &e.profiles {
@@ -92,11 +94,11 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
                 &[&k.endpoint, &k.user_id, &k.session_id, &d.seq, &d.body, &d.attempts, &error, died],
             )?;
         }
-        for (k, source, text, data, at) in &e.transcripts {
+        for (k, l) in &e.transcripts {
             tx.execute(
                 "INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&k.endpoint, &k.user_id, &k.session_id, source, text, data, at],
+                &[&k.endpoint, &k.user_id, &k.session_id, &l.source.as_str(), &l.text, &l.data, &l.at_ms],
             )?;
         }
         Ok(())

@@ -279,3 +279,30 @@ fn a_batch_tells_the_outbox_rows_it_added_exactly_as_a_lane_reads_them() {
     assert!(none.is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn store_copy_reads_kinds_states_and_speakers_as_types_and_refuses_what_it_does_not_know() {
+    let (store, dir) = temp_store("export");
+    store.accept(&key(), JobKind::Inject, "{}").unwrap();
+    {
+        let conn = store.lock();
+        conn.execute_batch(
+            "INSERT INTO sessions VALUES ('e', 'u', 'gone', '', 4, 0, 10);
+             INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
+                 VALUES ('e', 'u', 's', 'agent', 'hello', '{}', 20);",
+        )
+        .unwrap();
+    }
+    drop(store);
+    let e = export(&dir).unwrap();
+    assert_eq!(e.inbox.iter().map(|m| m.1).collect::<Vec<_>>(), [JobKind::Inject]);
+    assert_eq!(e.sessions.iter().map(|s| (s.0.session_id.as_str(), s.1.clone())).collect::<Vec<_>>(), [("gone", None)]);
+    assert_eq!(e.transcripts[0].1.source, crate::domain::Speaker::Agent);
+    // A kind written by a newer version: the copy stops, naming it.
+    let store = SqliteStore::open(&dir, Durability::Normal).unwrap();
+    store.lock().execute("UPDATE inbox SET kind = 'future_kind'", []).unwrap();
+    drop(store);
+    let err = export(&dir).unwrap_err();
+    assert!(err.message.contains("\"future_kind\", unknown to this version"), "{}", err.message);
+    let _ = std::fs::remove_dir_all(&dir);
+}
