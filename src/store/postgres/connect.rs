@@ -30,16 +30,6 @@ pub fn driver_config(pg: &Postgres) -> Result<(postgres::Config, bool)> {
     config.connect_timeout(Duration::from_secs(5));
     config.keepalives_idle(Duration::from_secs(10));
     config.tcp_user_timeout(Duration::from_secs(15));
-    // A replica cut off in the middle of a transaction would leave its row locks to the server
-    // until the server's keepalive noticed (two hours by default): the sessions it had locked
-    // could not be claimed by anyone. The server ends such a transaction after a lease instead;
-    // by then the replica has stopped trusting its claims anyway.
-    let idle = format!("-c idle_in_transaction_session_timeout={}", pg.lease.as_millis());
-    let options = match config.get_options() {
-        Some(given) => format!("{given} {idle}"),
-        None => idle,
-    };
-    config.options(&options);
     let tls = match pg.tls {
         PostgresTls::Disable => {
             config.ssl_mode(postgres::config::SslMode::Disable);
@@ -107,7 +97,7 @@ pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
     } else {
         Connector::Plain
     };
-    let pool = Pool { config, connector, size: 1, state: Mutex::default(), freed: Condvar::new() };
+    let pool = Pool { config, connector, size: 1, lease: pg.lease, state: Mutex::default(), freed: Condvar::new() };
     let fail = |e: StoreError| format!("cannot connect to PostgreSQL at {target}: {}", e.message);
     let mut client = pool.connect().map_err(fail)?;
     let version: String = client.query_one("SHOW server_version", &[]).map_err(|e| fail(e.into()))?.get(0);

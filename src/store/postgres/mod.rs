@@ -161,7 +161,8 @@ impl PgStore {
             Connector::Plain
         };
         let target = target_of(&config);
-        let pool = Pool { config, connector, size: pg.pool, state: Mutex::default(), freed: Condvar::new() };
+        let pool =
+            Pool { config, connector, size: pg.pool, lease: pg.lease, state: Mutex::default(), freed: Condvar::new() };
         let deadline = Instant::now() + START_WAIT;
         let mut first = loop {
             match pool.get() {

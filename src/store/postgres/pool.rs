@@ -31,6 +31,8 @@ pub(super) struct Pool {
     pub(super) config: postgres::Config,
     pub(super) connector: Connector,
     pub(super) size: usize,
+    /// `store.leaseSeconds`: how long the server lets a connection sit idle in a transaction.
+    pub(super) lease: Duration,
     pub(super) state: Mutex<PoolState>,
     pub(super) freed: Condvar,
 }
@@ -80,10 +82,17 @@ impl Pool {
     }
 
     pub(super) fn connect(&self) -> Result<Client> {
-        Ok(match &self.connector {
+        let mut client = match &self.connector {
             Connector::Plain => self.config.connect(postgres::NoTls)?,
             Connector::Tls(tls) => self.config.connect(tls.clone())?,
-        })
+        };
+        // A replica cut off in the middle of a transaction would leave its row locks to the
+        // server until the server's keepalive noticed (two hours by default): the sessions it had
+        // locked could not be claimed by anyone. The server ends such a transaction after a lease
+        // instead; by then the replica has stopped trusting its claims anyway. (A SET, not the
+        // startup `options`, which connection poolers such as PgBouncer refuse by default.)
+        client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {}", self.lease.as_millis()))?;
+        Ok(client)
     }
 
     pub(super) fn get(&self) -> Result<Pooled<'_>> {
