@@ -151,7 +151,8 @@ pub fn handover_missing(config_file: &Path, index: usize, flow_file: &Path) -> C
         file: config_file.to_path_buf(),
         place: format!("endpoints[{index}]"),
         message: format!(
-            "the Flow {} has a \"handover\" node, but this endpoint has no handover provider: add \"handover\":              {{\"type\": \"webhook\", \"url\": ..., \"agentKeys\": [...]}} (or \"chatwoot\"), or remove the node",
+            "the Flow {} has a \"handover\" node, but this endpoint has no handover provider: add \"handover\": \
+             {{\"type\": \"webhook\", \"url\": ..., \"agentKeys\": [...]}} (or \"chatwoot\"), or remove the node",
             flow_file.display()
         ),
     }

@@ -318,13 +318,19 @@ impl Store for PgStore {
     }
 
     fn commit_turn(&self, turn: &TurnRecord) -> Result<()> {
+        let fence = self.runs().get(&turn.key).copied();
         let (_, _, dropped) = self.commit(&[], &[turn], None)?;
         if dropped.is_empty() {
             return Ok(());
         }
         // A checkpoint (the turn then calls out) or a turn written on its own: another replica
-        // runs the session now, so this one must not go on with it, nor renew the lease.
-        self.runs().remove(&turn.key);
+        // runs the session now, so this one must not go on with it, nor renew the lease (the
+        // one it had: the claimer may have claimed the session anew meanwhile, a new fence).
+        let mut held = self.runs();
+        if held.get(&turn.key).copied() == fence {
+            held.remove(&turn.key);
+        }
+        drop(held);
         Err(StoreError::new(
             ErrorKind::Lost,
             format!("{}: this replica lost its claim on the session; another replica runs it now", turn.key.endpoint),
