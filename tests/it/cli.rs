@@ -381,6 +381,7 @@ fn check_reports_config_and_flow_errors_in_one_run() {
         "{}",
         show(&o)
     );
+    assert!(lines[2].contains("add \"handover\": {\"type\": \"webhook\""), "one line, one space: {}", show(&o));
     assert!(stdout(&o).is_empty(), "no summary for a config with errors: {}", show(&o));
 }
 
