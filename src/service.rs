@@ -80,7 +80,8 @@ pub struct Service {
 /// The threads of a replica (`engine::claimer`) and what stops them.
 struct ReplicaThreads {
     store: Arc<dyn crate::store::Store>,
-    renew_stop: crossbeam_channel::Sender<()>,
+    /// Dropped at shutdown: the renewer and the vacuum thread end when it is closed.
+    threads_stop: crossbeam_channel::Sender<()>,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -98,7 +99,7 @@ struct ReplicaParts {
 
 fn start_replica_threads(p: ReplicaParts) -> Result<ReplicaThreads, Error> {
     use engine::claimer::{ClaimerContext, ListenerContext, RenewerContext, VacuumContext};
-    let (renew_stop, stop) = crossbeam_channel::bounded::<()>(1);
+    let (threads_stop, stop) = crossbeam_channel::bounded::<()>(1);
     let claimer = ClaimerContext {
         store: p.store.clone(),
         sched: p.sched,
@@ -115,7 +116,7 @@ fn start_replica_threads(p: ReplicaParts) -> Result<ReplicaThreads, Error> {
         spawn("listener".into(), move || engine::claimer::listen(listener)).map_err(Error::Spawn)?,
         spawn("vacuum".into(), move || engine::claimer::vacuum(vacuum)).map_err(Error::Spawn)?,
     ];
-    Ok(ReplicaThreads { store: p.store, renew_stop, handles })
+    Ok(ReplicaThreads { store: p.store, threads_stop, handles })
 }
 
 /// A sender lane's thread and its shutdown handles.
@@ -370,7 +371,7 @@ impl Service {
                 log::warn!("cannot give back this replica's claims ({e}); they expire after store.leaseSeconds");
             }
             // Closed: the renewer and the vacuum thread both hear it.
-            drop(r.renew_stop);
+            drop(r.threads_stop);
             join(r.handles);
         }
         self.health.stop_http();

@@ -61,9 +61,7 @@ impl Bench {
             let ack50 = Ratios(p50[i].iter().zip(bare50).map(|(a, b)| a.0 / b.0).collect());
             let e2e50 = Ratios(p50[i].iter().zip(bare50).map(|(a, b)| a.1 / b.1).collect());
             let more = |f: fn(&(f64, f64)) -> f64| {
-                let mut d: Vec<f64> = p99[i].iter().zip(&bare).map(|(a, b)| f(a) - f(b)).collect();
-                d.sort_by(f64::total_cmp);
-                d[d.len() / 2]
+                Ratios(p99[i].iter().zip(&bare).map(|(a, b)| f(a) - f(b)).collect()).median()
             };
             let line = format!(
                 "{name} ÷ bare at {rate:.0} msg/s: ack p50 {}, e2e p50 {}; p99 above bare's (median): ack +{:.2} ms, e2e +{:.2} ms",

@@ -284,6 +284,30 @@ impl PgStore {
         Ok((done.ids, next, done.dropped))
     }
 
+    /// Writes the fate of output `id`, which was not delivered (`write`, given its lease), with its
+    /// attempt notes, if this replica still holds its delivery claim; the notes of other outputs
+    /// are written either way. False when the claim was taken over: the fate is the other
+    /// replica's to write.
+    fn settle_failed(
+        &self,
+        id: i64,
+        write: impl Fn(&mut Tx<'_>, &[Option<(SessionKey, i64)>]) -> Result<()>,
+    ) -> Result<bool> {
+        let leases = self.lease_of(&[id]);
+        let (mine, others): (Vec<_>, Vec<_>) = self.take_notes().into_iter().partition(|n| n.output_id == id);
+        let result = self.in_tx(|tx| {
+            console::write_attempts(tx, &others)?;
+            if !outbox::still_held(tx, &self.owner, &leases[0])? {
+                return Ok(false);
+            }
+            console::write_attempts(tx, &mine)?;
+            write(tx, &leases)?;
+            Ok(true)
+        });
+        self.forget_deliveries(&[id]);
+        result
+    }
+
     /// Adds this replica's own accepts to the cached count of waiting messages (`queued`).
     fn count_accepted(&self, n: usize) {
         if let Some((_, waiting)) = self.backlog.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
@@ -389,37 +413,17 @@ impl Store for PgStore {
     }
 
     fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<bool> {
-        let leases = self.lease_of(&[id]);
-        let (mine, others): (Vec<_>, Vec<_>) = self.take_notes().into_iter().partition(|n| n.output_id == id);
-        let result = self.in_tx(|tx| {
-            console::write_attempts(tx, &others)?;
-            if !outbox::still_held(tx, &self.owner, &leases[0])? {
-                return Ok(false);
-            }
-            console::write_attempts(tx, &mine)?;
-            outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Retry { attempts, next_ms, error })?;
-            Ok(true)
-        });
-        self.forget_deliveries(&[id]);
-        result
+        self.settle_failed(id, |tx, leases| {
+            outbox::settle(tx, &self.owner, &[id], leases, outbox::Fate::Retry { attempts, next_ms, error })
+        })
     }
 
     fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<bool> {
-        let leases = self.lease_of(&[id]);
-        let (mine, others): (Vec<_>, Vec<_>) = self.take_notes().into_iter().partition(|n| n.output_id == id);
-        let result = self.in_tx(|tx| {
-            console::write_attempts(tx, &others)?;
-            if !outbox::still_held(tx, &self.owner, &leases[0])? {
-                return Ok(false);
-            }
-            console::write_attempts(tx, &mine)?;
+        self.settle_failed(id, |tx, leases| {
             console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
-            outbox::settle(tx, &self.owner, &[id], &leases, outbox::Fate::Dead { attempts, error, now_ms })?;
-            console::died(tx, id, attempts)?;
-            Ok(true)
-        });
-        self.forget_deliveries(&[id]);
-        result
+            outbox::settle(tx, &self.owner, &[id], leases, outbox::Fate::Dead { attempts, error, now_ms })?;
+            console::died(tx, id, attempts)
+        })
     }
 
     fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize> {
@@ -663,12 +667,6 @@ struct Listener {
     client: Client,
     /// This replica's name: the payload of its own commits' notifications, which it ignores.
     owner: String,
-}
-
-impl Vacuum for queue::Vacuumer {
-    fn step(&mut self) -> Result<bool> {
-        queue::Vacuumer::step(self)
-    }
 }
 
 impl News for Listener {

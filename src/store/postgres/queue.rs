@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::{Tx, key_at};
 use crate::domain::{InboxRow, JobKind, SessionKey, SessionRow, TurnInput};
-use crate::store::{ErrorKind, Result, StoreError};
+use crate::store::{ErrorKind, Result, StoreError, Vacuum};
 
 /// A session and the fence of this replica's lease on it.
 pub(super) type Lease = (SessionKey, i64);
@@ -255,9 +255,10 @@ impl Vacuumer {
         )?;
         Ok(row.get(0))
     }
+}
 
-    /// Vacuums when due; true when it did.
-    pub(super) fn step(&mut self) -> Result<bool> {
+impl Vacuum for Vacuumer {
+    fn step(&mut self) -> Result<bool> {
         if self.dead()? <= self.left + VACUUM_AFTER {
             return Ok(false);
         }
