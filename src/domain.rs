@@ -11,6 +11,12 @@ pub struct SessionKey {
 }
 
 impl SessionKey {
+    /// Whether every store can hold the key: no U+0000 in it (PostgreSQL's text cannot). Ids
+    /// with one are refused at intake (`wire`), so a key that is not storable names no session.
+    pub fn storable(&self) -> bool {
+        ![&self.endpoint, &self.user_id, &self.session_id].iter().any(|s| s.contains('\0'))
+    }
+
     /// FNV-1a of the key, then MurmurHash3's finaliser: stable across restarts and versions
     /// (unlike `DefaultHasher`), and with every bit mixed, so that `hash % senders` spreads
     /// sessions evenly even when userId and sessionId look alike (plain FNV's low bits do not:

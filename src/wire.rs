@@ -80,6 +80,11 @@ fn id_field(m: &Map<String, Value>, name: &str) -> Result<String, BodyError> {
         Some(Value::String(s)) if s.chars().count() > MAX_ID_CHARS => {
             Err(invalid(format!("\"{name}\" is longer than {MAX_ID_CHARS} characters")))
         }
+        // Every store must hold it as it came, and PostgreSQL's text cannot hold U+0000: refused
+        // here on either backend, so that moving a deployment to replicas changes no answer.
+        Some(Value::String(s)) if s.contains('\0') => {
+            Err(invalid(format!("\"{name}\" must not contain U+0000 (the NUL character)")))
+        }
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(invalid(format!("\"{name}\" must be a string"))),
     }

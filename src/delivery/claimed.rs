@@ -9,6 +9,13 @@
 //! shared health (`target.rs`) decides whether to send, hold or probe; the answer is classified
 //! and noted (`attempt.rs`, `history.rs`); a failed head waits for its retry in the database
 //! (`attempt_failed` sets its due time), not in memory.
+//!
+//! A claim holds as many heads as the URL's recent POSTs send in `CLAIM_TIME` (64 to a fast
+//! webhook: one claim transaction per 64 outputs), and one still being sent after
+//! `CLAIM_OVERDUE` gives back the heads it has not sent and wakes the group's other lanes. So
+//! a slow webhook's outputs go out through all of its lanes at once. (A POST that hangs holds
+//! the rest of its claim until `timeoutMs`; after `DOWN_AFTER` such failures the URL is down and
+//! the rest are held in the database at once.)
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,8 +28,16 @@ use super::target::Gate;
 use crate::domain::OutboxRow;
 use crate::util::now_ms;
 
-/// Heads claimed at once by one lane.
+/// Most heads claimed at once by one lane.
 const CLAIM: usize = 64;
+/// How long the heads of one claim should take to send. A lane claims as many as the URL's POSTs
+/// of late send in that time (`Target::claim_size`): 64 to a fast webhook (one claim per 64
+/// outputs), one to a slow one, so that a slow webhook's outputs spread over the group's lanes
+/// instead of waiting in one lane's claim while the others idle.
+const CLAIM_TIME: Duration = Duration::from_millis(100);
+/// A claim still being sent after this long (its webhook became slow) gives back the heads it
+/// has not sent, for idle lanes to take.
+const CLAIM_OVERDUE: Duration = Duration::from_millis(500);
 /// The longest a lane goes without looking for due heads (retries come due in the database).
 const POLL: Duration = Duration::from_secs(1);
 
@@ -39,7 +54,7 @@ pub(crate) fn run(cx: LaneContext) {
         if drain_until.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let heads = match claims.claim_heads(&endpoints, CLAIM) {
+        let heads = match claims.claim_heads(&endpoints, cx.plan.group.target.claim_size(CLAIM_TIME, CLAIM)) {
             Ok(h) => {
                 failing = false;
                 h
@@ -56,7 +71,7 @@ pub(crate) fn run(cx: LaneContext) {
         // Delivered heads are settled together, in one transaction for the claim: until then
         // their claims stay with this replica, so nothing else sends them (at-least-once: a
         // crash before the settle sends them again, with the same webhook-id).
-        let delivered: Vec<i64> = heads.into_iter().filter_map(|row| send(&cx, &agent, row, drain_until)).collect();
+        let delivered = send_claim(&cx, &agent, heads, drain_until);
         if !delivered.is_empty()
             && let Err(e) = cx.store.delivered(&delivered)
         {
@@ -81,28 +96,55 @@ pub(crate) fn run(cx: LaneContext) {
     log::debug!("sender-{lane}: stopped");
 }
 
+/// Sends the heads of one claim in turn and returns the delivered ones. The rest are left
+/// unsent when this replica's claims can no longer be trusted, or given back once the claim has
+/// taken longer than `CLAIM_OVERDUE`.
+fn send_claim(cx: &LaneContext, agent: &ureq::Agent, heads: Vec<OutboxRow>, drain_until: Option<Instant>) -> Vec<i64> {
+    let claims = cx.store.claims().expect("claimed lanes run only on a store with claims");
+    let started = Instant::now();
+    let mut delivered = Vec::new();
+    let mut heads = heads.into_iter();
+    while let Some(row) = heads.next() {
+        if !claims.trusted() {
+            // Cut off from the database for two thirds of the lease (the other heads of a claim
+            // wait behind a slow POST): another replica may take these heads over soon, send
+            // them and their sessions' next outputs, and these would then arrive after them.
+            // They are left unsent, and no longer renewed: their claims expire. (A POST already
+            // under way is not cut short: a healthy replica's POSTs may take `timeoutMs`, longer
+            // than a third of the lease; the README says what that leaves.)
+            for r in std::iter::once(row).chain(heads) {
+                log::warn!(
+                    "sender-{}: output {} is not sent: this replica could not renew its claims, so another may deliver it",
+                    cx.lane,
+                    r.id
+                );
+                claims.abandon_head(r.id);
+            }
+            break;
+        }
+        if started.elapsed() > CLAIM_OVERDUE {
+            // The webhook became slow: idle lanes (here or elsewhere) take the rest at once.
+            let rest: Vec<i64> = std::iter::once(row.id).chain(heads.map(|r| r.id)).collect();
+            match claims.release_heads(&rest) {
+                Ok(()) => cx.plan.group.target.wake_lanes(),
+                Err(e) => log::warn!(
+                    "sender-{}: cannot give back {} claimed output(s), which wait for their claims to expire: {e}",
+                    cx.lane,
+                    rest.len()
+                ),
+            }
+            break;
+        }
+        delivered.extend(send(cx, agent, row, drain_until));
+    }
+    delivered
+}
+
 /// Sends one claimed head and records its fate (which releases the claim), except when it was
 /// delivered: then its id is returned, for the caller to settle with the others.
 fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Option<Instant>) -> Option<i64> {
     let store = &cx.store;
     let group = &cx.plan.group;
-    if let Some(claims) = store.claims()
-        && !claims.trusted()
-    {
-        // Cut off from the database for two thirds of the lease (the other heads of a claim wait
-        // behind a slow POST): another replica may take this head over soon, send it and the
-        // session's next outputs, and this one would then arrive after them. It is left unsent,
-        // and no longer renewed: its claim expires. (A POST already under way is not cut short:
-        // a healthy replica's POSTs may take `timeoutMs`, longer than a third of the lease; the
-        // README says what that leaves.)
-        log::warn!(
-            "sender-{}: output {} is not sent: this replica could not renew its claims, so another may deliver it",
-            cx.lane,
-            row.id
-        );
-        claims.abandon_head(row.id);
-        return None;
-    }
     let Some(ep) = cx.config.endpoint_by_name(&row.key.endpoint) else {
         // Claims are made for the group's endpoints only.
         return None;
@@ -121,6 +163,7 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
     let started = Instant::now();
     let limit = drain_until.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
     let tried = attempt(agent, ep, &row, now_ms() / 1000, limit);
+    group.target.note_post(started.elapsed());
     let attempts = row.attempts + 1;
     super::history::note(cx, &row, attempts, &tried, started.elapsed());
     let outcome = tried.outcome;

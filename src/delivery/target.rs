@@ -8,6 +8,9 @@
 //! the first due output as the probe while the others keep holding theirs; when the probe ends the
 //! group's lanes are woken: after a success they all go on, after a failure they hold until the
 //! next probe time. A single failure holds back only its own session.
+//!
+//! The target also knows how long its POSTs take of late, for the replicas' lanes, which claim
+//! as many outputs at once as they can send in a short time (`claimed.rs`).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -50,6 +53,8 @@ struct State {
     probe_since_ms: Option<i64>,
     /// Changes when the target's state changes in a way that may end a hold early.
     epoch: u64,
+    /// A moving average of the POSTs' durations, in seconds; none before the first.
+    post_s: Option<f64>,
 }
 
 impl Target {
@@ -93,6 +98,30 @@ impl Target {
         self.state().epoch
     }
 
+    /// Notes how long a POST to the target took, whatever its outcome.
+    pub(super) fn note_post(&self, took: Duration) {
+        let took = took.as_secs_f64();
+        let mut s = self.state();
+        // Each POST weighs a fifth: a webhook that turns slow is noticed within a few POSTs.
+        s.post_s = Some(s.post_s.map_or(took, |avg| avg * 0.8 + took * 0.2));
+    }
+
+    /// How many of the target's outputs one lane should claim at once: as many as its POSTs of
+    /// late send in `time`, from 1 to `most` (1 before any POST was timed).
+    pub(super) fn claim_size(&self, time: Duration, most: usize) -> usize {
+        match self.state().post_s {
+            None => 1,
+            Some(s) => ((time.as_secs_f64() / s.max(1e-6)).round() as usize).clamp(1, most),
+        }
+    }
+
+    /// Wakes the group's lanes (outputs they may take were given back).
+    pub(super) fn wake_lanes(&self) {
+        for lane in self.lanes.iter() {
+            let _ = lane.try_send(());
+        }
+    }
+
     /// Records how an attempt ended (`probe`: it was sent after `Gate::Probe`); a failing target
     /// is next probed at the retry pace. Wakes the group's lanes when held outputs may go now.
     pub(super) fn record(&self, probe: bool, outcome: &Outcome, now_ms: i64) {
@@ -117,9 +146,7 @@ impl Target {
         }
         drop(s);
         if changed {
-            for lane in self.lanes.iter() {
-                let _ = lane.try_send(());
-            }
+            self.wake_lanes();
         }
     }
 }
@@ -143,6 +170,21 @@ mod tests {
 
     fn fail() -> Outcome {
         Outcome::Retry("timed out".into(), None)
+    }
+
+    #[test]
+    fn lanes_claim_what_the_target_answers_in_the_claim_time() {
+        let (t, _rx) = target(2);
+        let time = Duration::from_millis(100);
+        assert_eq!(t.claim_size(time, 64), 1, "nothing known yet: one output");
+        t.note_post(Duration::from_micros(300));
+        assert_eq!(t.claim_size(time, 64), 64, "a fast webhook: the most");
+        t.note_post(Duration::from_millis(1500));
+        assert_eq!(t.claim_size(time, 64), 1, "one slow POST weighs enough to claim one at a time");
+        for _ in 0..40 {
+            t.note_post(Duration::from_millis(10));
+        }
+        assert_eq!(t.claim_size(time, 64), 10, "10 ms POSTs: ten in 100 ms");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use tiny_http::{Method, Request};
 
 use super::HttpContext;
-use super::reply::{Reply, Route, admin_ok, percent_decode};
+use super::reply::{Reply, Route, admin_ok, path_key};
 use crate::config::shown_url;
 use crate::domain::{Replay, SessionKey, SessionRow, TranscriptLine};
 use crate::engine::translate::TRANSCRIPT_KEY;
@@ -24,12 +24,11 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
         _ if super::console_api::handles(rest) => super::console_api::route(cx, req, rest),
         ["endpoints"] if *m == Method::Get => endpoints(cx),
         ["sessions", ep, user, session] if *m == Method::Get || *m == Method::Delete => {
-            let key = SessionKey {
-                endpoint: percent_decode(ep),
-                user_id: percent_decode(user),
-                session_id: percent_decode(session),
-            };
-            if *m == Method::Get { get_session(cx, &key) } else { delete_session(cx, &key) }
+            match path_key(ep, user, session) {
+                Err(reply) => reply,
+                Ok(key) if *m == Method::Get => get_session(cx, &key),
+                Ok(key) => delete_session(cx, &key),
+            }
         }
         ["deadletters"] if *m == Method::Get => dead_letters(cx),
         ["deadletters", id, "replay"] if *m == Method::Post => replay(cx, id),

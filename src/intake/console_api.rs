@@ -14,7 +14,7 @@ use tiny_http::{Method, Request};
 
 use super::HttpContext;
 use super::admin::{known_endpoint, store_error};
-use super::reply::{Reply, percent_decode};
+use super::reply::{Reply, path_key, percent_decode};
 use crate::delivery::DOWN_AFTER;
 use crate::domain::{OutputEntry, OutputFilter, OutputState, Replay, SessionKey, TraceRow};
 use crate::ops::metrics::{EndpointAttempts, MINUTES};
@@ -45,14 +45,7 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
         ["sessions"] => sessions(cx, req),
         ["stats"] => stats(cx),
         ["deadletters", "replay"] => replay(cx, req),
-        ["sessions", ep, user, session, "turns"] => {
-            let key = SessionKey {
-                endpoint: percent_decode(ep),
-                user_id: percent_decode(user),
-                session_id: percent_decode(session),
-            };
-            turns(cx, &key)
-        }
+        ["sessions", ep, user, session, "turns"] => path_key(ep, user, session).and_then(|key| turns(cx, &key)),
         _ => unreachable!("handles() lists the routes"),
     };
     result.unwrap_or_else(|r| r)
@@ -84,6 +77,10 @@ fn query(req: &Request, known: &[&str]) -> Result<BTreeMap<String, String>, Repl
             return Err(invalid(format!("unknown query parameter {k:?}{hint}")));
         }
         let v = percent_decode(v);
+        // No stored id or text filter can match it, and PostgreSQL refuses it in a parameter.
+        if v.contains('\0') {
+            return Err(invalid(format!("query parameter {k:?} must not contain U+0000 (the NUL character)")));
+        }
         if !v.is_empty() {
             out.insert(k, v);
         }
@@ -261,14 +258,15 @@ fn stats(cx: &HttpContext) -> Answer {
         ]));
     }
     let (delivered, retried, dead) = cx.metrics.delivery_totals();
+    let (depth, sessions) = super::routes::backlog(cx);
     Ok(Reply::json(
         200,
         obj(vec![
             ("changes", changes.into()),
             ("now", iso8601(now).into()),
             ("uptimeSeconds", cx.metrics.uptime().as_secs().into()),
-            ("queueDepth", cx.sched.depth().into()),
-            ("sessionsActive", cx.sched.active_sessions().into()),
+            ("queueDepth", depth.into()),
+            ("sessionsActive", sessions.into()),
             ("delivered", delivered.into()),
             ("retried", retried.into()),
             ("dead", dead.into()),

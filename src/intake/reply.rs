@@ -4,6 +4,7 @@ use serde_json::Value;
 use tiny_http::Request;
 
 use crate::crypto::key_matches;
+use crate::domain::SessionKey;
 use crate::wire;
 
 /// Which route answered, for the request metric and the content type.
@@ -119,6 +120,22 @@ pub(crate) fn admin_ok(req: &Request, digests: &[[u8; 32]]) -> bool {
     };
     let key = header_value(req, "X-API-Key").map(str::to_owned).or_else(from_query);
     key.is_some_and(|k| key_matches(&k, digests))
+}
+
+/// The session a `/{endpoint}/{userId}/{sessionId}` path names, each part percent-decoded; a
+/// part with U+0000 is 404 `unknown_session` (no stored session can have one, see
+/// `SessionKey::storable`), rather than a store error.
+pub(crate) fn path_key(endpoint: &str, user: &str, session: &str) -> Result<SessionKey, Reply> {
+    let key = SessionKey {
+        endpoint: percent_decode(endpoint),
+        user_id: percent_decode(user),
+        session_id: percent_decode(session),
+    };
+    if key.storable() {
+        Ok(key)
+    } else {
+        Err(Reply::error(404, "unknown_session", "no session has U+0000 (the NUL character) in its ids"))
+    }
 }
 
 /// Decodes `%XX` escapes (a `+` stays a `+`: user and session ids may contain it).

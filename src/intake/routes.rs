@@ -179,7 +179,22 @@ fn ready(cx: &HttpContext) -> Reply {
 
 fn metrics(cx: &HttpContext) -> Reply {
     let replica = cx.store.claims().map(|c| c.replica());
-    Reply::text(200, cx.metrics.render(cx.sched.depth(), cx.sched.active_sessions(), replica)).route(Route::Metrics)
+    let (depth, sessions) = backlog(cx);
+    Reply::text(200, cx.metrics.render(depth, sessions, replica)).route(Route::Metrics)
+}
+
+/// Messages accepted and not yet finished, and their sessions: the scheduler's count, or with
+/// replicas the database's (`Claims::backlog`; this replica's own count while it is out of reach).
+pub(super) fn backlog(cx: &HttpContext) -> (usize, usize) {
+    let local = || (cx.sched.depth(), cx.sched.active_sessions());
+    match cx.store.claims().map(|c| c.backlog()) {
+        None => local(),
+        Some(Ok(counts)) => counts,
+        Some(Err(e)) => {
+            log::warn!("the queue depth is this replica's alone: the database's could not be counted: {e}");
+            local()
+        }
+    }
 }
 
 /// `POST /{URLToken}` and its siblings: validate, queue durably, answer 200 with the traceId.

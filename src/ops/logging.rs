@@ -36,6 +36,10 @@ pub fn init() {
     if std::env::var("RUST_LOG").is_ok_and(|v| v.to_ascii_lowercase().contains("trace")) {
         builder.filter_module("ureq", log::LevelFilter::Debug).filter_module("ureq_proto", log::LevelFilter::Debug);
     }
+    // The PostgreSQL driver's debug lines carry every statement's parameters: user ids, texts,
+    // Flow state. They would bypass an endpoint's `maskLogging`, so the driver never logs below
+    // info, whatever RUST_LOG asks (a later directive for the same module replaces RUST_LOG's).
+    builder.filter_module("tokio_postgres", log::LevelFilter::Info).filter_module("postgres", log::LevelFilter::Info);
     builder.format(|buf, record| {
         let line = record.args().to_string();
         // RFC 3339 in UTC to the second, as env_logger's own timestamp (whose `humantime`

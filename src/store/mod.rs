@@ -328,6 +328,11 @@ pub trait Claims: Send + Sync {
     /// takes the output.
     fn abandon_head(&self, output_id: i64);
 
+    /// Gives back the claims on head outputs (`claim_heads`) that will not be sent by this lane
+    /// after all, at once, so that another lane or replica can take them (their attempts and
+    /// due times are unchanged).
+    fn release_heads(&self, output_ids: &[i64]) -> Result<()>;
+
     /// Claims up to `n` sessions of `endpoints` whose head output is due and not being
     /// delivered by anybody; their head outputs. The lease ends with the head's fate
     /// (`delivered`, `attempt_failed`, `dead`).
@@ -349,6 +354,12 @@ pub trait Claims: Send + Sync {
 
     /// Messages waiting, all replicas together (`limits.queueCapacity`).
     fn queued(&self) -> Result<usize>;
+
+    /// Messages accepted and not yet finished (queued or running), and the sessions they are
+    /// of, all replicas together, counted now: the queue depth that `/metrics` and `/api/stats`
+    /// show. (A replica's own scheduler sees only the sessions it holds, and not the messages
+    /// waiting behind their running turns.)
+    fn backlog(&self) -> Result<(usize, usize)>;
 
     /// A connection that hears other replicas' wake-ups.
     fn listen(&self) -> Result<Box<dyn News>>;

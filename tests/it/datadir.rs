@@ -1,6 +1,7 @@
 //! The data directory, through the binary: a disk that fills up (503 `store_unavailable`,
 //! `/readyz` not ready with the reason, one log line instead of thousands, and recovery once a
 //! little space is free, every acknowledged message delivered), and one process per directory.
+//! The SQLite store's directory: these tests run on SQLite whatever the default store.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -95,7 +96,7 @@ fn a_full_disk_is_reported_and_recovered_from_with_every_acknowledged_message_de
     let sink = Sink::new();
     let dir = TempDir::new("full-disk");
     let disk = Tmpfs::mount(dir.join("data"), "8m");
-    let path = write_files(&dir.path, &config(&sink.url), &[("flow.json", &echo_flow())]);
+    let path = write_files(&dir.path, &on_sqlite(config(&sink.url)), &[("flow.json", &echo_flow())]);
     let mut p = Launch::new(&path, dir.join("run.log")).start();
     let url = p.url(&format!("/{TOKEN}"));
     let readyz = p.url("/readyz");
@@ -236,7 +237,7 @@ fn a_full_disk_is_reported_and_recovered_from_with_every_acknowledged_message_de
 fn a_second_process_on_the_same_data_directory_exits_2_naming_the_first() {
     let sink = Sink::new();
     let dir = TempDir::new("one-process");
-    let path = write_files(&dir.path, &config(&sink.url), &[("flow.json", &echo_flow())]);
+    let path = write_files(&dir.path, &on_sqlite(config(&sink.url)), &[("flow.json", &echo_flow())]);
     let mut first = Launch::new(&path, dir.join("first.log")).start();
 
     // Same config, so same dataDir; the port is 0, so the listen address would not clash.

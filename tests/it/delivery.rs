@@ -130,9 +130,10 @@ fn queued(app: &App) -> i64 {
 fn an_output_committed_during_a_post_goes_out_before_the_delivered_one_is_written_down() {
     // Two clients' outputs arrive together; the second should not wait for the commit that
     // removes the first from the outbox (the low-load tail, README Performance).
+    // SQLite's lanes (delivery/lane.rs); with replicas a lane settles each claim of heads.
     let sink = Sink::new();
     sink.hold();
-    let app = app("send-before-write", &sink);
+    let app = App::start("send-before-write", &on_sqlite(config(&sink.url)), &[("flow.json", &echo_flow())]);
     app.send("u", "a", "first");
     assert_eq!(sink.recv(WAIT).text(), "first");
     app.send("u", "b", "second");

@@ -73,7 +73,8 @@ fn at_low_load_a_message_runs_on_the_http_thread_that_accepted_it_not_behind_a_b
     // by the http thread that answered it (engine/inline.rs, `Writer::accept_here`), so its
     // output overtakes the slow one. Queued for the one worker instead, it would come after.
     let sink = Sink::new();
-    let mut cfg = config(&sink.url);
+    // Inline commits and turns are SQLite's (with replicas, work is claimed from the database).
+    let mut cfg = on_sqlite(config(&sink.url));
     cfg["workers"] = json!(1);
     cfg["limits"] = json!({ "maxNodesPerTurn": 2_000_000 });
     let app = App::start("run-here", &cfg, &[("flow.json", &spin_flow())]);

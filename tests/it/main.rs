@@ -40,6 +40,8 @@ mod http_limits;
 mod inject;
 /// One hanging webhook never delays another endpoint; "down" is known once for all lanes.
 mod isolation;
+/// U+0000 in ids (refused), texts and webhook answers (kept, or shown as U+FFFD on PostgreSQL).
+mod nul;
 /// http-api.md §4: health, readiness, metrics and the admin API.
 mod ops;
 /// Per-session order under parallel load (50 sessions × 20 messages).

@@ -13,6 +13,8 @@ use crate::child::{Launch, Metrics, Proc};
 use crate::pgserver;
 use crate::support::*;
 
+#[path = "replicas_lanes.rs"]
+mod lanes;
 #[path = "replicas_partition.rs"]
 mod partition;
 #[path = "replicas_setup.rs"]
@@ -431,7 +433,7 @@ fn store_copy_moves_a_stopped_sqlite_store_into_postgres_and_replicas_go_on_from
     let refusing = Sink::with_status(503);
     // A single-node hookflow on SQLite: a conversation with state and a transcript, an output
     // still undelivered (the webhook refuses), then stopped.
-    let mut cfg = config(&refusing.url);
+    let mut cfg = on_sqlite(config(&refusing.url));
     cfg["endpoints"][0]["dataProtection"] = json!({"collectConversations": true});
     cfg["delivery"]["retrySchedule"] = json!(vec![1; 5]);
     let counter = json!({"name": "count", "nodes": [

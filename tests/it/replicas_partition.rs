@@ -94,7 +94,9 @@ fn a_replica_cut_off_from_the_database_sends_none_of_the_outputs_it_had_claimed_
     // other's are answered.
     let (dir_a, dir_b) = (TempDir::new("partition-a"), TempDir::new("partition-b"));
     let (sink_a, sink_b) = (Sink::new(), Sink::new());
-    sink_a.hold();
+    // The first outputs of s1..s4 are refused (400: dead letters at once), so that they can be
+    // queued again together by one replay below.
+    sink_a.script(&[400; 4]);
     // a's held POSTs must not time out meanwhile (the test config's 5 s could pass while b
     // takes over on a busy machine, and a would then try to write a retry instead).
     let path_a = replica_config(&dir_a, &sink_a.url, &through_proxy);
@@ -102,37 +104,40 @@ fn a_replica_cut_off_from_the_database_sends_none_of_the_outputs_it_had_claimed_
     cfg["delivery"]["timeoutMs"] = json!(60_000);
     std::fs::write(&path_a, cfg.to_string()).unwrap();
     let a = start(&path_a, &dir_a, "a");
-    // a's lane is in a POST of s0's output (held) while s1..s4's outputs are committed...
-    say(&a, "s0", "first");
-    assert_eq!(sink_a.recv(Duration::from_secs(15)).session_id(), "s0");
     for s in 1..=4 {
         say(&a, &format!("s{s}"), "first");
     }
+    let refused = sink_a.recv_n(4, Duration::from_secs(15));
+    assert!(refused.iter().all(|h| h.answered == 400));
     let mut watch = postgres::Client::connect(&db, postgres::NoTls).unwrap();
-    let committed = wait_until(Duration::from_secs(15), || {
-        let n: i64 = watch.query_one("SELECT count(*) FROM outbox", &[]).unwrap().get(0);
-        (n == 5).then_some(())
+    let dead = wait_until(Duration::from_secs(15), || {
+        let n: i64 = watch.query_one("SELECT count(*) FROM deadletters", &[]).unwrap().get(0);
+        (n == 4).then_some(())
     });
-    assert!(committed.is_some(), "the five outputs were not committed:\n{}", a.log_text());
-    // ...so once that POST is answered, the lane claims the four at once and sends the first.
-    sink_a.release_one();
+    assert!(dead.is_some(), "the four outputs did not become dead letters:\n{}", a.log_text());
+    // One replay queues the four again in one commit, so a's lane (its POSTs have been quick)
+    // claims them at once and sends the first, whose answer is held.
+    sink_a.hold();
+    let replay = request("POST", &a.url("/api/deadletters/replay"), Some("{}"), &[("X-API-Key", ADMIN_KEY)]);
+    assert_eq!(replay.status, 200, "{}", replay.body);
     let sending = sink_a.recv(Duration::from_secs(15)).session_id().to_owned();
+    assert_eq!(watch.query_one("SELECT count(*) FROM outbox", &[]).unwrap().get::<_, i64>(0), 4);
     // Now the partition: a's renewals no longer reach the database.
     proxy.cut();
     let b = start(&replica_config(&dir_b, &sink_b.url, &db), &dir_b, "b");
-    // Once a's claims have expired (leaseSeconds 3), b sends the four, and then a second output
-    // of each session.
-    let firsts = sink_b.recv_n(4, Duration::from_secs(20));
-    let mut sessions: Vec<&str> = firsts.iter().map(|h| h.session_id()).collect();
+    // Once a's claims have expired (leaseSeconds 3), b sends the four replayed outputs (Seq 2),
+    // and then a next output of each session (Seq 3).
+    let replayed = sink_b.recv_n(4, Duration::from_secs(20));
+    let mut sessions: Vec<(&str, u64)> = replayed.iter().map(|h| (h.session_id(), h.seq())).collect();
     sessions.sort();
-    assert_eq!(sessions, ["s1", "s2", "s3", "s4"], "{}", b.log_text());
+    assert_eq!(sessions, [("s1", 2), ("s2", 2), ("s3", 2), ("s4", 2)], "{}", b.log_text());
     for s in 1..=4 {
         say(&b, &format!("s{s}"), "second");
     }
     let seconds = sink_b.recv_n(4, Duration::from_secs(20));
-    assert!(seconds.iter().all(|h| h.seq() == 2), "{:?}", seconds.iter().map(|h| h.seq()).collect::<Vec<_>>());
+    assert!(seconds.iter().all(|h| h.seq() == 3), "{:?}", seconds.iter().map(|h| h.seq()).collect::<Vec<_>>());
     // a's held POST is answered: a must not go on with the other three heads it had claimed,
-    // whose Seq 1 would now arrive after Seq 2.
+    // whose Seq 2 would now arrive after Seq 3.
     sink_a.release();
     let refused = wait_until(Duration::from_secs(10), || {
         // (Repeated log lines are folded: the first of the three shows.)

@@ -98,7 +98,7 @@ fn control_characters_in_user_and_session_ids_cannot_forge_log_lines() {
     let p = Launch::new(&path, dir.join("run.log")).env("RUST_LOG", "debug").start();
     let forged = "[2026-01-01T00:00:00Z ERROR hookflow] forged entry";
     let user = format!("u1\n{forged}");
-    let session = "s\r\0\u{1b}[31mred";
+    let session = "s\r\u{7}\u{1b}[31mred";
     send_to(&p.url(&format!("/{TOKEN}")), &json!({ "userId": user, "sessionId": session, "text": "hi" }));
     assert_eq!(sink.recv(WAIT).user_id(), user, "the ids themselves are delivered unchanged");
     p.signal("TERM");
@@ -109,7 +109,7 @@ fn control_characters_in_user_and_session_ids_cannot_forge_log_lines() {
         log.contains("u1\\n[2026-01-01T00:00:00Z ERROR hookflow] forged entry"),
         "the id is logged, escaped:\n{log}"
     );
-    assert!(log.contains("s\\r\\u{0}\\u{1b}[31mred"), "\\r, NUL and ESC are escaped:\n{log}");
+    assert!(log.contains("s\\r\\u{7}\\u{1b}[31mred"), "\\r, BEL and ESC are escaped:\n{log}");
     for line in log.lines() {
         assert!(line.starts_with('['), "a line that is not an entry of hookflow's: {line:?}\n{log}");
         assert!(!line.chars().any(|c| c.is_control() && c != '\t'), "a raw control character: {line:?}");

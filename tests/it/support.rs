@@ -122,6 +122,8 @@ struct SinkControl {
     stop: AtomicBool,
     /// Requests answered so far.
     responded: AtomicUsize,
+    /// The body of every answer.
+    answer: Mutex<String>,
 }
 
 /// A webhook receiver on 127.0.0.1: records every request into a channel and answers a
@@ -152,6 +154,7 @@ impl Sink {
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
             responded: AtomicUsize::new(0),
+            answer: Mutex::new(String::new()),
         });
         let (tx, rx) = unbounded();
         let (s, c) = (server.clone(), control.clone());
@@ -165,6 +168,11 @@ impl Sink {
     /// Answer `status` from now on (after any scripted statuses).
     pub fn set_status(&self, status: u16) {
         self.control.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answer with this body from now on (empty at first).
+    pub fn set_answer(&self, body: &str) {
+        *self.control.answer.lock().unwrap() = body.to_owned();
     }
 
     /// Answer these statuses to the next requests, then the default one.
@@ -247,7 +255,8 @@ fn sink_loop(server: &tiny_http::Server, control: &SinkControl, tx: &Sender<Hit>
                 gate.passes -= 1;
             }
         }
-        let _ = req.respond(tiny_http::Response::from_string("").with_status_code(answered));
+        let body = control.answer.lock().unwrap().clone();
+        let _ = req.respond(tiny_http::Response::from_string(body).with_status_code(answered));
         control.responded.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -309,8 +318,55 @@ pub fn config(webhook_url: &str) -> Value {
     })
 }
 
+/// The store a test's config gets when it names none. This is the one line to change to run
+/// every integration test on another backend through the store seam; `HOOKFLOW_IT_STORE=postgres`
+/// does the same without an edit (a fresh database on the test process's throwaway server).
+pub fn default_store() -> Backend {
+    match std::env::var("HOOKFLOW_IT_STORE").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("HOOKFLOW_IT_STORE={other:?}: expected sqlite or postgres"),
+    }
+}
+
+/// The store backends the integration tests can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// `config` on SQLite whatever [`default_store`] says: for a test of SQLite itself (its file and
+/// lock in the data directory, commits made by the thread at hand, a lane that writes down
+/// after sending), or of a SQLite store being copied.
+pub fn on_sqlite(mut config: Value) -> Value {
+    config["store"] = json!({ "type": "sqlite" });
+    config
+}
+
+/// `config` with the default store filled in when it names none (see [`default_store`]). A
+/// config written again into the same directory (a restart with changes) keeps its database.
+fn with_default_store(dir: &Path, config: &Value) -> Value {
+    static DATABASES: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+    let mut config = config.clone();
+    if default_store() == Backend::Postgres && config.get("store").is_none() {
+        let mut dbs = DATABASES.lock().unwrap();
+        let db = match dbs.iter().find(|(d, _)| d == dir) {
+            Some((_, db)) => db.clone(),
+            None => {
+                let db = crate::pgserver::fresh_db("it");
+                dbs.push((dir.to_owned(), db.clone()));
+                db
+            }
+        };
+        config["store"] = json!({ "type": "postgres", "url": db, "tls": "disable", "leaseSeconds": 3 });
+    }
+    config
+}
+
 /// Writes `hookflow.json` and the flow files into `dir`; returns the config path.
 pub fn write_files(dir: &Path, config: &Value, flows: &[(&str, &Value)]) -> PathBuf {
+    let config = &with_default_store(dir, config);
     for (name, flow) in flows {
         std::fs::write(dir.join(name), serde_json::to_string_pretty(flow).unwrap()).expect("write a flow");
     }

@@ -330,7 +330,7 @@ fn write_turns(tx: &mut Tx<'_>, round: &[&TurnRecord]) -> Result<()> {
                 lines.1.push(k.user_id.as_str());
                 lines.2.push(k.session_id.as_str());
                 lines.3.push(l.source.as_str());
-                lines.4.push(l.text.as_str());
+                lines.4.push(super::text(&l.text));
                 lines.5.push(l.data.as_str());
                 lines.6.push(l.at_ms);
             }

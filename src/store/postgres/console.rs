@@ -47,7 +47,7 @@ fn status_of(s: Option<i64>) -> Option<u16> {
 /// Attempts noted (`Store::record_attempt`) that did not deliver an output: into `attempts`.
 pub(super) fn write_attempts(tx: &mut Tx<'_>, notes: &[AttemptRecord]) -> Result<()> {
     for a in notes {
-        let answer = head(&a.answer, ANSWER_BYTES);
+        let answer = super::text(head(&a.answer, ANSWER_BYTES));
         // (An update on conflict: after a crash an attempt can be made again under the same number.)
         tx.execute(
             "INSERT INTO attempts (output_id, attempt, at_ms, latency_ms, status, answer, delivered)
@@ -87,7 +87,7 @@ pub(super) fn delivered(tx: &mut Tx<'_>, ids: &[i64], notes: &[AttemptRecord], n
         f.1.push(a.at_ms);
         f.2.push(a.latency_ms);
         f.3.push(status_col(a.status));
-        f.4.push(head(&a.answer, ANSWER_BYTES));
+        f.4.push(super::text(head(&a.answer, ANSWER_BYTES)));
     }
     // Nothing is copied of a row already gone: another replica settled it and logged it.
     let logged = tx.execute(

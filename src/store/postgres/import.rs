@@ -29,6 +29,28 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
                 ));
             }
         }
+        // An id with U+0000 (accepted before intake refused it) cannot be a PostgreSQL text.
+        if let Some(user) = e.profiles.iter().map(|p| &p.0).find(|u| u.contains('\0')) {
+            return Err(StoreError::new(
+                ErrorKind::Data,
+                format!(
+                    "the profile of userId {user:?} has U+0000 in its id, which PostgreSQL cannot store: delete it \
+                     from the SQLite file (DELETE FROM profiles WHERE instr(user_id, char(0)) > 0) and copy again; \
+                     nothing was copied"
+                ),
+            ));
+        }
+        if let Some(key) = nul_key(e) {
+            return Err(StoreError::new(
+                ErrorKind::Data,
+                format!(
+                    "the session (endpoint {:?}, userId {:?}, sessionId {:?}) has U+0000 in an id, which PostgreSQL \
+                     cannot store: delete the session first (DELETE /api/sessions/..., on the SQLite store) and copy again; \
+                     nothing was copied",
+                    key.endpoint, key.user_id, key.session_id,
+                ),
+            ));
+        }
         // Queued messages, numbered per session in their order; each session's queue counts.
         let mut queues: HashMap<&SessionKey, (i64, i64, i64)> = HashMap::new();
         for (key, kind, payload, resume) in &e.inbox {
@@ -59,7 +81,7 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
                     &o.body,
                     &o.not_before_ms,
                     &o.attempts,
-                    &o.last_error,
+                    &o.last_error.as_deref().map(super::text),
                 ],
             )?;
         }
@@ -87,7 +109,7 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
         }
         for (d, died) in &e.dead_letters {
             let k = &d.key;
-            let error = d.last_error.clone().unwrap_or_default();
+            let error = super::text(d.last_error.as_deref().unwrap_or_default());
             tx.execute(
                 "INSERT INTO deadletters (endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -98,7 +120,7 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
             tx.execute(
                 "INSERT INTO transcripts (endpoint, user_id, session_id, source, text, data, at_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&k.endpoint, &k.user_id, &k.session_id, &l.source.as_str(), &l.text, &l.data, &l.at_ms],
+                &[&k.endpoint, &k.user_id, &k.session_id, &l.source.as_str(), &super::text(&l.text), &l.data, &l.at_ms],
             )?;
         }
         Ok(())
@@ -114,4 +136,12 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
         e.transcripts.len(),
         store.target
     ))
+}
+
+/// The first session key of the export with U+0000 in it, if any.
+fn nul_key(e: &Export) -> Option<&SessionKey> {
+    let keys = e.inbox.iter().map(|i| &i.0).chain(e.outbox.iter().map(|o| &o.key));
+    let keys = keys.chain(e.sessions.iter().map(|s| &s.0)).chain(e.dead_letters.iter().map(|d| &d.0.key));
+    let mut keys = keys.chain(e.transcripts.iter().map(|t| &t.0));
+    keys.find(|k| [&k.endpoint, &k.user_id, &k.session_id].iter().any(|s| s.contains('\0')))
 }

@@ -117,6 +117,14 @@ pub(super) fn key_at(r: &postgres::Row, at: usize) -> SessionKey {
     SessionKey { endpoint: r.get(at), user_id: r.get(at + 1), session_id: r.get(at + 2) }
 }
 
+/// Free text as a `text` column can hold it. PostgreSQL refuses U+0000 in text (SQLite keeps
+/// it), and an answer, an error or a transcript line that holds one would fail the whole
+/// statement, with every other row of its batch. So free text stores it as U+FFFD, the
+/// replacement character; ids cannot hold it (refused at intake), and JSON columns escape it.
+pub(super) fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') { s.replace('\0', "\u{fffd}").into() } else { s.into() }
+}
+
 /// The PostgreSQL store of one replica; cheap to share behind an `Arc`.
 pub struct PgStore {
     pool: Pool,
@@ -414,6 +422,7 @@ impl Store for PgStore {
 
     fn attempt_failed(&self, id: i64, attempts: i64, next_ms: i64, error: &str) -> Result<bool> {
         self.settle_failed(id, |tx, leases| {
+            let error = &text(error);
             outbox::settle(tx, &self.owner, &[id], leases, outbox::Fate::Retry { attempts, next_ms, error })
         })
     }
@@ -421,6 +430,7 @@ impl Store for PgStore {
     fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<bool> {
         self.settle_failed(id, |tx, leases| {
             console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
+            let error = &text(error);
             outbox::settle(tx, &self.owner, &[id], leases, outbox::Fate::Dead { attempts, error, now_ms })?;
             console::died(tx, id, attempts)
         })
@@ -590,6 +600,19 @@ impl Claims for PgStore {
         self.in_tx(|tx| queue::release(tx, &self.owner, key, fence))
     }
 
+    fn release_heads(&self, ids: &[i64]) -> Result<()> {
+        let leases: Vec<(SessionKey, i64)> = self.lease_of(ids).into_iter().flatten().collect();
+        // Forgotten whatever the outcome: a release that failed leaves the claims to expire.
+        self.forget_deliveries(ids);
+        if leases.is_empty() {
+            return Ok(());
+        }
+        self.in_tx(|tx| {
+            outbox::release_heads(tx, &self.owner, &leases)?;
+            tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).map(drop)
+        })
+    }
+
     fn claim_heads(&self, endpoints: &[String], n: usize) -> Result<Vec<OutboxRow>> {
         if n == 0 || !self.leases_valid() {
             return Ok(Vec::new());
@@ -649,6 +672,13 @@ impl Claims for PgStore {
         })?;
         *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, n));
         Ok(n)
+    }
+
+    fn backlog(&self) -> Result<(usize, usize)> {
+        self.in_auto(|tx| {
+            let r = tx.query_opt("SELECT count(*), count(DISTINCT (endpoint, user_id, session_id)) FROM inbox", &[])?;
+            Ok(r.map_or((0, 0), |r| (r.get::<_, i64>(0) as usize, r.get::<_, i64>(1) as usize)))
+        })
     }
 
     fn vacuumer(&self) -> Result<Option<Box<dyn Vacuum>>> {

@@ -149,6 +149,29 @@ pub(super) fn settle_delivered(
     Ok(())
 }
 
+/// Gives back delivery leases held by `owner` without a fate: the heads stay as they are, due,
+/// for any lane of any replica to claim.
+pub(super) fn release_heads(tx: &mut Tx<'_>, owner: &str, leases: &[(SessionKey, i64)]) -> Result<()> {
+    let mut leases: Vec<&(SessionKey, i64)> = leases.iter().collect();
+    // In key order, as every statement that locks several `queues` rows (see `settle_delivered`).
+    leases.sort();
+    let (e, u, s) = super::queue::key_arrays(leases.iter().map(|(k, _)| k));
+    let f: Vec<i64> = leases.iter().map(|(_, f)| *f).collect();
+    tx.query(
+        "SELECT 1 FROM queues q JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(e, u, s)
+           ON q.endpoint = k.e AND q.user_id = k.u AND q.session_id = k.s
+         ORDER BY q.endpoint, q.user_id, q.session_id FOR UPDATE OF q",
+        &[&e, &u, &s],
+    )?;
+    tx.execute(
+        "UPDATE queues q SET dl_owner = NULL, dl_until = 0
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS h(e, u, s, f)
+         WHERE q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s AND q.dl_owner = $1 AND q.dl_fence = h.f",
+        &[&owner, &e, &u, &s, &f],
+    )?;
+    Ok(())
+}
+
 /// Whether this replica (`owner`) still holds the delivery lease `lease` (session, fence), with
 /// the session's `queues` row locked until the end of the transaction; true without a lease (an
 /// output settled by hand, not claimed). A replica cut off from the database past its lease
