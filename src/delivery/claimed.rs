@@ -144,6 +144,7 @@ fn send_claim(cx: &LaneContext, agent: &ureq::Agent, heads: Vec<OutboxRow>, drai
 /// delivered: then its id is returned, for the caller to settle with the others.
 fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Option<Instant>) -> Option<i64> {
     let store = &cx.store;
+    let claims = store.claims().expect("claimed lanes run only on a store with claims");
     let group = &cx.plan.group;
     let Some(ep) = cx.config.endpoint_by_name(&row.key.endpoint) else {
         // Claims are made for the group's endpoints only.
@@ -153,9 +154,14 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
         Gate::Go => false,
         Gate::Probe => true,
         Gate::Hold { until_ms, .. } => {
-            // The webhook is down: the head waits in the database until the next probe time.
-            if let Err(e) = store.attempt_failed(row.id, row.attempts, until_ms, "held: the webhook is down") {
-                log::error!("sender-{}: cannot hold output {}: {e}", cx.lane, row.id);
+            // The webhook is down: the head waits in the database until the next probe time, or
+            // until the webhook answers again (`unhold` below, by whichever lane sees it).
+            match claims.hold_head(row.id, row.attempts, until_ms) {
+                // Another lane may have seen the webhook answer, and unheld, since the gate said
+                // hold: then this head is unheld too, or it would wait out its hold.
+                Ok(true) if group.target.is_up() => unhold(cx, claims),
+                Ok(_) => {}
+                Err(e) => log::error!("sender-{}: cannot hold output {}: {e}", cx.lane, row.id),
             }
             return None;
         }
@@ -168,7 +174,9 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
     super::history::note(cx, &row, attempts, &tried, started.elapsed());
     let outcome = tried.outcome;
     log::debug!("sender-{}: output {} seq {} attempt {attempts}: {outcome:?}", cx.lane, row.id, row.seq);
-    group.target.record(probe, &outcome, now_ms());
+    if group.target.record(probe, &outcome, now_ms()) {
+        unhold(cx, claims);
+    }
     // The fate is counted and logged once written: a replica that lost the claim meanwhile
     // writes nothing (the replica that took the output over decides).
     let (written, dead, why) = match outcome {
@@ -203,4 +211,15 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
         Err(e) => log::error!("sender-{}: cannot record the fate of output {}: {e}", cx.lane, row.id),
     }
     None
+}
+
+/// The group's webhook answers again: the heads held for it wait no longer.
+fn unhold(cx: &LaneContext, claims: &dyn crate::store::Claims) {
+    match claims.unhold(&cx.plan.group.endpoints) {
+        Ok(n) => log::debug!("sender-{}: the webhook answers again; {n} held output(s) are due now", cx.lane),
+        Err(e) => log::warn!(
+            "sender-{}: the webhook answers again, but its held outputs wait for their hold to end: {e}",
+            cx.lane
+        ),
+    }
 }

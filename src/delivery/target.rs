@@ -93,6 +93,11 @@ impl Target {
         Gate::Probe
     }
 
+    /// Whether the target counts as up (not down).
+    pub(super) fn is_up(&self) -> bool {
+        self.state().failures < DOWN_AFTER
+    }
+
     /// The current epoch (see `Gate::Hold`).
     pub(super) fn epoch(&self) -> u64 {
         self.state().epoch
@@ -123,8 +128,9 @@ impl Target {
     }
 
     /// Records how an attempt ended (`probe`: it was sent after `Gate::Probe`); a failing target
-    /// is next probed at the retry pace. Wakes the group's lanes when held outputs may go now.
-    pub(super) fn record(&self, probe: bool, outcome: &Outcome, now_ms: i64) {
+    /// is next probed at the retry pace. Wakes the group's lanes when held outputs may go now;
+    /// true when the target was down and answers again.
+    pub(super) fn record(&self, probe: bool, outcome: &Outcome, now_ms: i64) -> bool {
         let mut s = self.state();
         let was_down = s.failures >= DOWN_AFTER;
         if probe {
@@ -140,7 +146,8 @@ impl Target {
             // Any answer, even a refusal, shows that the target is up.
             Outcome::Delivered | Outcome::Final(_) => s.failures = 0,
         }
-        let changed = probe || (was_down && s.failures == 0);
+        let back = was_down && s.failures == 0;
+        let changed = probe || back;
         if changed {
             s.epoch += 1;
         }
@@ -148,6 +155,7 @@ impl Target {
         if changed {
             self.wake_lanes();
         }
+        back
     }
 }
 

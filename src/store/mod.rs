@@ -328,6 +328,15 @@ pub trait Claims: Send + Sync {
     /// takes the output.
     fn abandon_head(&self, output_id: i64);
 
+    /// Puts a claimed head back, unsent, to wait until `until_ms` for its webhook, which is down
+    /// (as `Store::attempt_failed`, with the attempts unchanged); ends the claim. True when
+    /// written (false: the claim had been lost).
+    fn hold_head(&self, output_id: i64, attempts: i64, until_ms: i64) -> Result<bool>;
+
+    /// The webhook of `endpoints` answers again: the heads held for it (`hold_head`) are due
+    /// now rather than at the end of their hold. Returns how many.
+    fn unhold(&self, endpoints: &[String]) -> Result<usize>;
+
     /// Gives back the claims on head outputs (`claim_heads`) that will not be sent by this lane
     /// after all, at once, so that another lane or replica can take them (their attempts and
     /// due times are unchanged).

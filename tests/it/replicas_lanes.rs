@@ -135,4 +135,3 @@ fn the_outputs_of_a_webhook_that_turned_slow_go_out_through_every_lane_at_once()
     let most = hook.most.load(Ordering::SeqCst);
     assert!(most >= 3, "at most {most} of the 4 lanes sent to the slow webhook at once");
 }
-

@@ -172,6 +172,38 @@ pub(super) fn release_heads(tx: &mut Tx<'_>, owner: &str, leases: &[(SessionKey,
     Ok(())
 }
 
+/// What a held head's `last_error` says (`Claims::hold_head`), by which `unhold` finds it.
+pub(super) const HELD: &str = "held: the webhook is down";
+
+/// Makes the heads held for a down webhook (`HELD`) of `endpoints` due at `now_ms`, with their
+/// sessions' due times; returns how many.
+pub(super) fn unhold(tx: &mut Tx<'_>, endpoints: &[String], now_ms: i64) -> Result<usize> {
+    // The sessions' `queues` rows are locked first, in key order (see `settle_delivered`).
+    tx.query(
+        "SELECT 1 FROM queues q
+         WHERE (q.endpoint, q.user_id, q.session_id) IN
+               (SELECT endpoint, user_id, session_id FROM outbox
+                WHERE endpoint = ANY($1) AND last_error = $2 AND not_before_ms > $3)
+         ORDER BY q.endpoint, q.user_id, q.session_id FOR UPDATE OF q",
+        &[&endpoints, &HELD, &now_ms],
+    )?;
+    let rows = tx.query(
+        "UPDATE outbox SET not_before_ms = $3 WHERE endpoint = ANY($1) AND last_error = $2 AND not_before_ms > $3
+         RETURNING endpoint, user_id, session_id",
+        &[&endpoints, &HELD, &now_ms],
+    )?;
+    let mut keys: Vec<SessionKey> = rows.iter().map(|r| key_at(r, 0)).collect();
+    keys.sort();
+    keys.dedup();
+    let (e, u, s) = super::queue::key_arrays(keys.iter());
+    tx.execute(
+        "UPDATE queues q SET out_due = $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(e, u, s)
+         WHERE q.endpoint = k.e AND q.user_id = k.u AND q.session_id = k.s AND q.out_due > $4",
+        &[&e, &u, &s, &now_ms],
+    )?;
+    Ok(rows.len())
+}
+
 /// Whether this replica (`owner`) still holds the delivery lease `lease` (session, fence), with
 /// the session's `queues` row locked until the end of the transaction; true without a lease (an
 /// output settled by hand, not claimed). A replica cut off from the database past its lease

@@ -139,6 +139,29 @@ fn delivery_claims_give_only_the_head_of_a_session_and_only_to_one_replica() {
 }
 
 #[test]
+fn heads_held_for_a_down_webhook_are_due_once_it_answers_and_other_waits_keep_their_time() {
+    let (a, b, _) = pair("unhold", Duration::from_secs(10));
+    for s in ["s1", "s2", "s3"] {
+        message(&a, &key_of(s), &["1"], 1);
+    }
+    let mut heads = a.claim_heads(&endpoints(), 10).unwrap();
+    heads.sort_by_key(|h| h.key.clone());
+    let later = crate::util::now_ms() + 60_000;
+    // Two are held for the webhook, which is down; one waits for its retry (a 429's Retry-After).
+    assert!(a.hold_head(heads[0].id, 0, later).unwrap() && a.hold_head(heads[1].id, 0, later).unwrap());
+    assert!(a.attempt_failed(heads[2].id, 1, later, "HTTP 429").unwrap());
+    assert!(b.claim_heads(&endpoints(), 10).unwrap().is_empty(), "nothing is due");
+    assert_eq!(a.unhold(&["other".into()]).unwrap(), 0, "another endpoint's webhook changes nothing here");
+    // The webhook answers again (seen by a): b may send the two held heads now, not the retry.
+    assert_eq!(a.unhold(&endpoints()).unwrap(), 2);
+    let mut due: Vec<_> =
+        b.claim_heads(&endpoints(), 10).unwrap().iter().map(|h| (h.key.clone(), h.attempts)).collect();
+    due.sort();
+    assert_eq!(due, [(key_of("s1"), 0), (key_of("s2"), 0)], "held heads keep their attempts");
+    assert_eq!(a.unhold(&endpoints()).unwrap(), 0, "nothing is held any more");
+}
+
+#[test]
 fn a_replay_from_one_replica_while_the_other_delivers_goes_to_the_end_of_the_session() {
     let (a, b, _) = pair("replay", Duration::from_secs(10));
     let now = crate::util::now_ms();
