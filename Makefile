@@ -31,8 +31,12 @@ run: build
 
 # The console's browser tests (tests/it/browser.rs) drive Debian's chromium through chromedriver;
 # they are installed first when missing (needs root, as on a fresh CI machine).
+# The integration tests run twice: on SQLite (the default store), then every one of them again
+# on PostgreSQL (HOOKFLOW_IT_STORE=postgres: each test's config gets a fresh database of the
+# throwaway server), so that both backends answer the same through the store seam.
 test: browsers postgres
 	$(CARGO) test --all-targets
+	HOOKFLOW_IT_STORE=postgres $(CARGO) test --test it
 	$(CARGO) test -p tiny_http  # the vendored server's own tests (framing, limits; vendor/README.md)
 
 browsers:

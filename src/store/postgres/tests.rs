@@ -506,6 +506,24 @@ fn expiry_drops_old_traces_and_log_entries_older_than_a_day(o: &Opened) {
     assert_eq!(left, [ids[1]], "the log keeps a day");
 }
 
+// --- PostgreSQL only: `store copy` of what PostgreSQL's text cannot hold ------------------------
+
+#[test]
+fn a_copy_stores_a_nul_in_free_text_as_u_fffd_and_refuses_one_in_an_id() {
+    let line = |text: &str| TranscriptLine { source: Speaker::User, text: text.into(), data: "{}".into(), at_ms: 1 };
+    let url = pgserver::fresh_db("copy_nul");
+    let mut bad = crate::store::Export::default();
+    bad.transcripts.push((key_of("s\0"), line("hi")));
+    let e = import(&config(&url, Duration::from_secs(10)), &bad).unwrap_err().to_string();
+    assert!(e.contains("U+0000") && e.contains("\"s\\0\"") && e.contains("nothing was copied"), "{e}");
+    assert_eq!(raw(&url).query_one("SELECT count(*) FROM transcripts", &[]).unwrap().get::<_, i64>(0), 0);
+    let mut good = crate::store::Export::default();
+    good.transcripts.push((key(), line("a\0b")));
+    import(&config(&url, Duration::from_secs(10)), &good).unwrap();
+    let store = open(&url, Duration::from_secs(10));
+    assert_eq!(store.transcript(&key()).unwrap()[0].text, "a\u{fffd}b");
+}
+
 // --- PostgreSQL only: replicas sharing one database ----------------------------------------------
 
 #[path = "replica_tests.rs"]
