@@ -242,6 +242,15 @@ impl PgStore {
 
     /// Runs `f` in one transaction, again (up to 3 times) when PostgreSQL aborted it for a
     /// deadlock or a serialization failure: both are transient, and nothing was written.
+    /// Runs the reads of `f` on one snapshot (`Conn::snapshot`).
+    fn in_snapshot<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.snapshot()?;
+        let v = f(&mut tx)?;
+        tx.commit()?;
+        Ok(v)
+    }
+
     fn in_tx<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
         let mut tries = 0;
@@ -494,10 +503,10 @@ impl Store for PgStore {
 
     fn outputs(&self, filter: &OutputFilter) -> Result<Vec<OutputEntry>> {
         let notes = self.take_notes();
-        self.in_tx(|tx| {
-            console::write_attempts(tx, &notes)?;
-            console::outputs(tx, filter)
-        })
+        if !notes.is_empty() {
+            self.in_tx(|tx| console::write_attempts(tx, &notes))?;
+        }
+        self.in_snapshot(|tx| console::outputs(tx, filter))
     }
 
     fn endpoint_counts(&self) -> Result<Vec<EndpointCounts>> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Statement};
+use postgres::{Client, IsolationLevel, Statement};
 
 use crate::store::{ErrorKind, Result, StoreError};
 
@@ -128,6 +128,16 @@ impl Conn {
     pub(super) fn tx(&mut self) -> Result<Tx<'_>> {
         let Conn { client, statements } = self;
         Ok(Tx { tx: On::Tx(client.transaction()?), statements })
+    }
+
+    /// A read-only transaction whose statements all see one snapshot (`REPEATABLE READ`): for a
+    /// read of several statements that must agree, such as the outbox and the log of one page of
+    /// the delivery log (under `READ COMMITTED` an output delivered between the two showed in
+    /// both).
+    pub(super) fn snapshot(&mut self) -> Result<Tx<'_>> {
+        let Conn { client, statements } = self;
+        let tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
+        Ok(Tx { tx: On::Tx(tx), statements })
     }
 
     /// Statements without a transaction around them, each its own (autocommit): for work of one

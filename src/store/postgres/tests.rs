@@ -524,6 +524,23 @@ fn a_copy_stores_a_nul_in_free_text_as_u_fffd_and_refuses_one_in_an_id() {
     assert_eq!(store.transcript(&key()).unwrap()[0].text, "a\u{fffd}b");
 }
 
+#[test]
+fn a_snapshot_read_sees_one_state_while_others_commit() {
+    // What a page of the delivery log reads with (`PgStore::outputs`): the outbox and the log
+    // of one state, so that an output delivered meanwhile is in one of them, not in both.
+    let url = pgserver::fresh_db("snapshot");
+    let store = open(&url, Duration::from_secs(10));
+    let count = |tx: &mut Tx<'_>| -> i64 { tx.query_opt("SELECT count(*) FROM probe", &[]).unwrap().unwrap().get(0) };
+    let mut conn = store.conn().unwrap();
+    let mut tx = conn.snapshot().unwrap();
+    let before = count(&mut tx);
+    raw(&url).execute("INSERT INTO probe (id, at_ms) VALUES (42, 1)", &[]).unwrap();
+    assert_eq!(count(&mut tx), before, "the second read sees the first one's state");
+    tx.commit().unwrap();
+    let mut tx = conn.snapshot().unwrap();
+    assert_eq!(count(&mut tx), before + 1, "a new snapshot sees the commit");
+}
+
 // --- PostgreSQL only: replicas sharing one database ----------------------------------------------
 
 #[path = "replica_tests.rs"]
