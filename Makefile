@@ -31,12 +31,13 @@ run: build
 
 # The console's browser tests (tests/it/browser.rs) drive Debian's chromium through chromedriver;
 # they are installed first when missing (needs root, as on a fresh CI machine).
-# The integration tests run twice: on SQLite (the default store), then every one of them again
-# on PostgreSQL (HOOKFLOW_IT_STORE=postgres: each test's config gets a fresh database of the
-# throwaway server), so that both backends answer the same through the store seam.
+# The integration tests run twice: on SQLite (the default store), then again on PostgreSQL
+# (HOOKFLOW_IT_STORE=postgres: each test's config gets a fresh database of the throwaway server),
+# so that both backends answer the same through the store seam. The second run skips the tests
+# that name their store themselves (replicas on PostgreSQL, the SQLite data directory): they ran.
 test: browsers postgres
 	$(CARGO) test --all-targets
-	HOOKFLOW_IT_STORE=postgres $(CARGO) test --test it
+	HOOKFLOW_IT_STORE=postgres $(CARGO) test --test it -- --skip replicas:: --skip datadir::
 	$(CARGO) test -p tiny_http  # the vendored server's own tests (framing, limits; vendor/README.md)
 
 browsers:
