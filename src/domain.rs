@@ -12,7 +12,8 @@ pub struct SessionKey {
 
 impl SessionKey {
     /// Whether every store can hold the key: no U+0000 in it (PostgreSQL's text cannot). Ids
-    /// with one are refused at intake (`wire`), so a key that is not storable names no session.
+    /// with one are refused at intake (`wire`), so on PostgreSQL a key that is not storable names
+    /// no session (a SQLite store may keep some from before, `Store::holds_nul`).
     pub fn storable(&self) -> bool {
         ![&self.endpoint, &self.user_id, &self.session_id].iter().any(|s| s.contains('\0'))
     }

@@ -498,7 +498,7 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
         },
     };
     let export = hookflow::store::sqlite::export(&config.data_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let said = hookflow::store::postgres::import(&pg, &export).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let said = hookflow::store::postgres::import(&pg, export).map_err(|e| Failure::Runtime(e.to_string()))?;
     println!("{said}");
     Ok(())
 }

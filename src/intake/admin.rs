@@ -24,7 +24,7 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
         _ if super::console_api::handles(rest) => super::console_api::route(cx, req, rest),
         ["endpoints"] if *m == Method::Get => endpoints(cx),
         ["sessions", ep, user, session] if *m == Method::Get || *m == Method::Delete => {
-            match path_key(ep, user, session) {
+            match path_key(ep, user, session, cx.store.holds_nul()) {
                 Err(reply) => reply,
                 Ok(key) if *m == Method::Get => get_session(cx, &key),
                 Ok(key) => delete_session(cx, &key),

@@ -45,7 +45,9 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
         ["sessions"] => sessions(cx, req),
         ["stats"] => stats(cx),
         ["deadletters", "replay"] => replay(cx, req),
-        ["sessions", ep, user, session, "turns"] => path_key(ep, user, session).and_then(|key| turns(cx, &key)),
+        ["sessions", ep, user, session, "turns"] => {
+            path_key(ep, user, session, cx.store.holds_nul()).and_then(|key| turns(cx, &key))
+        }
         _ => unreachable!("handles() lists the routes"),
     };
     result.unwrap_or_else(|r| r)
@@ -60,7 +62,9 @@ fn invalid(message: String) -> Reply {
 // --- query strings -------------------------------------------------------------------------------
 
 /// The query parameters, decoded; a parameter not in `known` (or `api_key`) is a 400 naming it.
-fn query(req: &Request, known: &[&str]) -> Result<BTreeMap<String, String>, Reply> {
+/// On a store that cannot hold U+0000 (`Store::holds_nul`), a value with one is a 400: nothing
+/// there can match it, and PostgreSQL refuses it in a parameter.
+fn query(req: &Request, known: &[&str], holds_nul: bool) -> Result<BTreeMap<String, String>, Reply> {
     let mut out = BTreeMap::new();
     let q = req.url().split_once('?').map_or("", |(_, q)| q);
     for kv in q.split('&').filter(|kv| !kv.is_empty()) {
@@ -77,8 +81,7 @@ fn query(req: &Request, known: &[&str]) -> Result<BTreeMap<String, String>, Repl
             return Err(invalid(format!("unknown query parameter {k:?}{hint}")));
         }
         let v = percent_decode(v);
-        // No stored id or text filter can match it, and PostgreSQL refuses it in a parameter.
-        if v.contains('\0') {
+        if !holds_nul && v.contains('\0') {
             return Err(invalid(format!("query parameter {k:?} must not contain U+0000 (the NUL character)")));
         }
         if !v.is_empty() {
@@ -121,7 +124,11 @@ fn filter(q: &BTreeMap<String, String>) -> OutputFilter {
 // --- GET /api/outputs ----------------------------------------------------------------------------
 
 fn outputs(cx: &HttpContext, req: &Request) -> Answer {
-    let q = query(req, &["endpoint", "user", "session", "state", "before", "since", "until", "limit"])?;
+    let q = query(
+        req,
+        &["endpoint", "user", "session", "state", "before", "since", "until", "limit"],
+        cx.store.holds_nul(),
+    )?;
     let state = match q.get("state") {
         None => None,
         Some(s) => Some(OutputState::parse(s).ok_or_else(|| {
@@ -192,7 +199,7 @@ fn output_json(cx: &HttpContext, e: &OutputEntry) -> Value {
 // --- GET /api/sessions ---------------------------------------------------------------------------
 
 fn sessions(cx: &HttpContext, req: &Request) -> Answer {
-    let q = query(req, &["endpoint", "q", "limit"])?;
+    let q = query(req, &["endpoint", "q", "limit"], cx.store.holds_nul())?;
     let limit = limit(&q, DEFAULT_LIMIT, MAX_LIMIT)?;
     let text = q.get("q").map_or("", String::as_str);
     let found = cx.store.find_sessions(q.get("endpoint").map(String::as_str), text, limit).map_err(store_error)?;
@@ -311,7 +318,7 @@ fn minutes(a: &EndpointAttempts, now_ms: i64) -> Value {
 // --- POST /api/deadletters/replay ----------------------------------------------------------------
 
 fn replay(cx: &HttpContext, req: &Request) -> Answer {
-    let q = query(req, &["endpoint", "user", "session", "limit"])?;
+    let q = query(req, &["endpoint", "user", "session", "limit"], cx.store.holds_nul())?;
     let limit = limit(&q, DEFAULT_REPLAY_LIMIT, MAX_REPLAY_LIMIT)?;
     let f = OutputFilter { limit, ..filter(&q) };
     let configured = |name: &str| cx.config.endpoint_by_name(name).is_some();

@@ -199,7 +199,10 @@ fn chatwoot_input(m: &Map<String, Value>) -> Result<Option<AgentInput>, Reply> {
 /// `handover_ended`.
 fn current(cx: &HttpContext, ep: &Endpoint, handover_id: &str) -> Result<SessionKey, Reply> {
     let unknown = || Reply::error(404, "unknown_handover", "no handover of this endpoint has this handoverId");
-    let key = id::session(handover_id).filter(|k| k.endpoint == ep.name).ok_or_else(unknown)?;
+    // (A key with U+0000 names no session on a store that cannot hold one.)
+    let key = id::session(handover_id)
+        .filter(|k| k.endpoint == ep.name && (cx.store.holds_nul() || k.storable()))
+        .ok_or_else(unknown)?;
     let row = cx.store.session(&key).map_err(super::admin::store_error)?;
     let state: Option<SessionState> = row.and_then(|r| r.state).and_then(|s| serde_json::from_str(&s).ok());
     let h = state.and_then(|s| s.handover).filter(|h| constant_time_eq(h.id.as_bytes(), handover_id.as_bytes()));

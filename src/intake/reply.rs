@@ -122,16 +122,16 @@ pub(crate) fn admin_ok(req: &Request, digests: &[[u8; 32]]) -> bool {
     key.is_some_and(|k| key_matches(&k, digests))
 }
 
-/// The session a `/{endpoint}/{userId}/{sessionId}` path names, each part percent-decoded; a
-/// part with U+0000 is 404 `unknown_session` (no stored session can have one, see
-/// `SessionKey::storable`), rather than a store error.
-pub(crate) fn path_key(endpoint: &str, user: &str, session: &str) -> Result<SessionKey, Reply> {
+/// The session a `/{endpoint}/{userId}/{sessionId}` path names, each part percent-decoded. On a
+/// store that cannot hold U+0000 (`Store::holds_nul`), a part with one is 404 `unknown_session`
+/// (no session there can have one), rather than a store error.
+pub(crate) fn path_key(endpoint: &str, user: &str, session: &str, holds_nul: bool) -> Result<SessionKey, Reply> {
     let key = SessionKey {
         endpoint: percent_decode(endpoint),
         user_id: percent_decode(user),
         session_id: percent_decode(session),
     };
-    if key.storable() {
+    if holds_nul || key.storable() {
         Ok(key)
     } else {
         Err(Reply::error(404, "unknown_session", "no session has U+0000 (the NUL character) in its ids"))

@@ -36,10 +36,6 @@ pub fn init() {
     if std::env::var("RUST_LOG").is_ok_and(|v| v.to_ascii_lowercase().contains("trace")) {
         builder.filter_module("ureq", log::LevelFilter::Debug).filter_module("ureq_proto", log::LevelFilter::Debug);
     }
-    // The PostgreSQL driver's debug lines carry every statement's parameters: user ids, texts,
-    // Flow state. They would bypass an endpoint's `maskLogging`, so the driver never logs below
-    // info, whatever RUST_LOG asks (a later directive for the same module replaces RUST_LOG's).
-    builder.filter_module("tokio_postgres", log::LevelFilter::Info).filter_module("postgres", log::LevelFilter::Info);
     builder.format(|buf, record| {
         let line = record.args().to_string();
         // RFC 3339 in UTC to the second, as env_logger's own timestamp (whose `humantime`
@@ -62,6 +58,17 @@ pub fn tick() {
         let done = l.folds.ended(Instant::now());
         l.summaries(done);
     }
+}
+
+/// A debug or trace line of the PostgreSQL driver: those carry every statement's parameters
+/// (user ids, texts, Flow state) and would bypass an endpoint's `maskLogging`, so they are never
+/// written, whatever RUST_LOG asks (`tokio_postgres::query=debug` included).
+fn driver_detail(metadata: &Metadata<'_>) -> bool {
+    let t = metadata.target();
+    let driver = ["tokio_postgres", "postgres"]
+        .iter()
+        .any(|d| t == *d || t.strip_prefix(d).is_some_and(|r| r.starts_with("::")));
+    driver && metadata.level() > Level::Info
 }
 
 /// `s` with control characters escaped (see the file doc); borrowed when there are none.
@@ -92,11 +99,11 @@ struct Logger {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.inner.enabled(metadata)
+        self.inner.enabled(metadata) && !driver_detail(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
-        if !self.inner.matches(record) {
+        if !self.inner.matches(record) || driver_detail(record.metadata()) {
             return;
         }
         if record.level() > Level::Info {
@@ -224,6 +231,15 @@ mod tests {
         assert_eq!(got, "u1\\n[2026-01-01T00:00:00Z INFO  hookflow] forged\\r\\t\\u{0}\\u{1b}[31m\\u{85}é\\n");
         assert!(!got.chars().any(char::is_control));
         assert!(matches!(escape_controls("plain \"text\" é"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_postgres_drivers_detail_is_never_written() {
+        let at = |target: &str, level: Level| driver_detail(&Metadata::builder().target(target).level(level).build());
+        assert!(at("tokio_postgres::query", Level::Debug), "its statements with their parameters");
+        assert!(at("tokio_postgres", Level::Trace) && at("postgres::client", Level::Debug));
+        assert!(!at("tokio_postgres::connection", Level::Info) && !at("tokio_postgres", Level::Warn));
+        assert!(!at("hookflow::store::postgres", Level::Debug) && !at("postgresql_like", Level::Debug));
     }
 
     #[test]

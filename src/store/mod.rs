@@ -299,6 +299,14 @@ pub trait Store: Send + Sync {
     fn claims(&self) -> Option<&dyn Claims> {
         None
     }
+
+    /// Whether an id with U+0000 can be stored and looked up. SQLite's text holds it;
+    /// PostgreSQL's cannot, and a statement with one fails. New messages with one are refused
+    /// on every store (`wire`), but a SQLite store may keep sessions from before, which its
+    /// admin API still finds.
+    fn holds_nul(&self) -> bool {
+        true
+    }
 }
 
 /// What replicas sharing one database need beyond [`Store`] (replicas.md): work is claimed per

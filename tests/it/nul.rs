@@ -49,13 +49,19 @@ fn a_nul_in_an_id_is_refused_and_in_a_text_or_an_answer_it_gets_through() {
     let texts: Vec<&str> = transcript.as_array().unwrap().iter().map(|l| l["text"].as_str().unwrap()).collect();
     assert_eq!(texts, [shown("a\0b"), shown("a\0b")], "{transcript}");
 
-    // No session has a NUL in its ids: looking one up is 404, filtering by one is 400.
+    // No new session has a NUL in its ids: looking one up is 404. Filtering by one finds nothing
+    // on SQLite (which may hold some from before) and is 400 on PostgreSQL (which cannot).
     let r = admin_get(&app.url("/api/sessions/main/u%00/s"));
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "unknown_session");
     let r = admin_get(&app.url("/api/outputs?user=u%00"));
-    assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("U+0000"), "{}", r.body);
+    match default_store() {
+        Backend::Sqlite => assert_eq!((r.status, r.json()["outputs"].as_array().map(Vec::len)), (200, Some(0))),
+        Backend::Postgres => {
+            assert_eq!(r.status, 400, "{}", r.body);
+            assert!(r.json()["error"]["message"].as_str().unwrap().contains("U+0000"), "{}", r.body);
+        }
+    }
 
     // The session goes on.
     app.send("u", "s", "next");

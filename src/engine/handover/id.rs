@@ -23,7 +23,7 @@ pub(crate) fn session(id: &str) -> Option<SessionKey> {
     }
     let bytes = URL_SAFE_NO_PAD.decode(names).ok()?;
     let (endpoint, user_id, session_id): (String, String, String) = serde_json::from_slice(&bytes).ok()?;
-    Some(SessionKey { endpoint, user_id, session_id }).filter(SessionKey::storable)
+    Some(SessionKey { endpoint, user_id, session_id })
 }
 
 #[cfg(test)]

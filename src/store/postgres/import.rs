@@ -13,7 +13,9 @@ const TABLES: &[&str] = &["queues", "inbox", "sessions", "profiles", "outbox", "
 
 /// Creates the schema if needed, refuses a database that holds anything, and copies `e` in one
 /// transaction (all or nothing). Returns a line saying what was copied.
-pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
+pub fn import(pg: &Postgres, mut e: Export) -> Result<String> {
+    let (renamed, renamed_profiles) = storable_ids(&mut e);
+    let e = &e;
     let store = PgStore::open(pg)?;
     store.in_tx(|tx| {
         for table in TABLES {
@@ -28,28 +30,6 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
                     ),
                 ));
             }
-        }
-        // An id with U+0000 (accepted before intake refused it) cannot be a PostgreSQL text.
-        if let Some(user) = e.profiles.iter().map(|p| &p.0).find(|u| u.contains('\0')) {
-            return Err(StoreError::new(
-                ErrorKind::Data,
-                format!(
-                    "the profile of userId {user:?} has U+0000 in its id, which PostgreSQL cannot store: delete it \
-                     from the SQLite file (DELETE FROM profiles WHERE instr(user_id, char(0)) > 0) and copy again; \
-                     nothing was copied"
-                ),
-            ));
-        }
-        if let Some(key) = nul_key(e) {
-            return Err(StoreError::new(
-                ErrorKind::Data,
-                format!(
-                    "the session (endpoint {:?}, userId {:?}, sessionId {:?}) has U+0000 in an id, which PostgreSQL \
-                     cannot store: delete the session first (DELETE /api/sessions/..., on the SQLite store) and copy again; \
-                     nothing was copied",
-                    key.endpoint, key.user_id, key.session_id,
-                ),
-            ));
         }
         // Queued messages, numbered per session in their order; each session's queue counts.
         let mut queues: HashMap<&SessionKey, (i64, i64, i64)> = HashMap::new();
@@ -125,7 +105,7 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
         }
         Ok(())
     })?;
-    Ok(format!(
+    let mut said = format!(
         "copied {} session(s), {} profile(s), {} queued message(s), {} undelivered output(s), {} dead letter(s), \
          {} transcript line(s) to PostgreSQL at {} (the delivery log and traces of the console are not copied)",
         e.sessions.len(),
@@ -135,13 +115,42 @@ pub fn import(pg: &Postgres, e: &Export) -> Result<String> {
         e.dead_letters.len(),
         e.transcripts.len(),
         store.target
-    ))
+    );
+    if renamed + renamed_profiles > 0 {
+        said.push_str(&format!(
+            "; {renamed} session(s) and {renamed_profiles} profile(s) had U+0000 in an id, which PostgreSQL cannot \
+             store: copied with U+FFFD in its place (their undelivered outputs go out unchanged; messages with such \
+             ids are refused since this version)"
+        ));
+    }
+    Ok(said)
 }
 
-/// The first session key of the export with U+0000 in it, if any.
-fn nul_key(e: &Export) -> Option<&SessionKey> {
-    let keys = e.inbox.iter().map(|i| &i.0).chain(e.outbox.iter().map(|o| &o.key));
-    let keys = keys.chain(e.sessions.iter().map(|s| &s.0)).chain(e.dead_letters.iter().map(|d| &d.0.key));
-    let mut keys = keys.chain(e.transcripts.iter().map(|t| &t.0));
-    keys.find(|k| [&k.endpoint, &k.user_id, &k.session_id].iter().any(|s| s.contains('\0')))
+/// Ids with U+0000, which a SQLite store may hold from before intake refused them, with U+FFFD
+/// in its place (PostgreSQL's text cannot hold it). No new message can reach such a session (its
+/// ids are refused), but its undelivered outputs still go out, their bodies unchanged. Returns
+/// the sessions and profiles renamed.
+fn storable_ids(e: &mut Export) -> (usize, usize) {
+    let mut renamed = std::collections::HashSet::new();
+    let mut fix = |k: &mut SessionKey| {
+        if !k.storable() {
+            renamed.insert(k.clone());
+            for part in [&mut k.user_id, &mut k.session_id] {
+                *part = super::text(part).into_owned();
+            }
+        }
+    };
+    e.inbox.iter_mut().for_each(|i| fix(&mut i.0));
+    e.outbox.iter_mut().for_each(|o| fix(&mut o.key));
+    e.sessions.iter_mut().for_each(|s| fix(&mut s.0));
+    e.dead_letters.iter_mut().for_each(|d| fix(&mut d.0.key));
+    e.transcripts.iter_mut().for_each(|t| fix(&mut t.0));
+    let mut profiles = 0;
+    for p in &mut e.profiles {
+        if p.0.contains('\0') {
+            p.0 = super::text(&p.0).into_owned();
+            profiles += 1;
+        }
+    }
+    (renamed.len(), profiles)
 }

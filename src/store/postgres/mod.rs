@@ -240,9 +240,8 @@ impl PgStore {
         std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Runs `f` in one transaction, again (up to 3 times) when PostgreSQL aborted it for a
-    /// deadlock or a serialization failure: both are transient, and nothing was written.
-    /// Runs the reads of `f` on one snapshot (`Conn::snapshot`).
+    /// Runs the reads of `f` on one snapshot (`Conn::snapshot`). (A read-only snapshot is never
+    /// aborted for a conflict: nothing to try again.)
     fn in_snapshot<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
         let mut tx = conn.snapshot()?;
@@ -251,6 +250,8 @@ impl PgStore {
         Ok(v)
     }
 
+    /// Runs `f` in one transaction, again (up to 3 times) when PostgreSQL aborted it for a
+    /// deadlock or a serialization failure: both are transient, and nothing was written.
     fn in_tx<T>(&self, mut f: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn()?;
         let mut tries = 0;
@@ -439,8 +440,8 @@ impl Store for PgStore {
 
     fn dead(&self, id: i64, attempts: i64, error: &str, now_ms: i64) -> Result<bool> {
         self.settle_failed(id, |tx, leases| {
-            console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
             let error = &text(error);
+            console::leaving(tx, &[id], OutputState::Dead, Some(error), now_ms)?;
             outbox::settle(tx, &self.owner, &[id], leases, outbox::Fate::Dead { attempts, error, now_ms })?;
             console::died(tx, id, attempts)
         })
@@ -555,6 +556,10 @@ impl Store for PgStore {
 
     fn claims(&self) -> Option<&dyn Claims> {
         Some(self)
+    }
+
+    fn holds_nul(&self) -> bool {
+        false
     }
 }
 

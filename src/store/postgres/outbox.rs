@@ -178,30 +178,34 @@ pub(super) const HELD: &str = "held: the webhook is down";
 /// Makes the heads held for a down webhook (`HELD`) of `endpoints` due at `now_ms`, with their
 /// sessions' due times; returns how many.
 pub(super) fn unhold(tx: &mut Tx<'_>, endpoints: &[String], now_ms: i64) -> Result<usize> {
-    // The sessions' `queues` rows are locked first, in key order (see `settle_delivered`).
-    tx.query(
-        "SELECT 1 FROM queues q
+    // The sessions' `queues` rows are locked first, in key order (see `settle_delivered`), and
+    // only those sessions change: a head held after this lock is left to the lane that held it
+    // (`claimed.rs` unholds again when it finds the webhook up after its hold).
+    let locked = tx.query(
+        "SELECT q.endpoint, q.user_id, q.session_id FROM queues q
          WHERE (q.endpoint, q.user_id, q.session_id) IN
                (SELECT endpoint, user_id, session_id FROM outbox
                 WHERE endpoint = ANY($1) AND last_error = $2 AND not_before_ms > $3)
          ORDER BY q.endpoint, q.user_id, q.session_id FOR UPDATE OF q",
         &[&endpoints, &HELD, &now_ms],
     )?;
-    let rows = tx.query(
-        "UPDATE outbox SET not_before_ms = $3 WHERE endpoint = ANY($1) AND last_error = $2 AND not_before_ms > $3
-         RETURNING endpoint, user_id, session_id",
-        &[&endpoints, &HELD, &now_ms],
-    )?;
-    let mut keys: Vec<SessionKey> = rows.iter().map(|r| key_at(r, 0)).collect();
-    keys.sort();
-    keys.dedup();
+    let keys: Vec<SessionKey> = locked.iter().map(|r| key_at(r, 0)).collect();
+    if keys.is_empty() {
+        return Ok(0);
+    }
     let (e, u, s) = super::queue::key_arrays(keys.iter());
+    let n = tx.execute(
+        "UPDATE outbox o SET not_before_ms = $5 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(e, u, s)
+         WHERE o.endpoint = k.e AND o.user_id = k.u AND o.session_id = k.s
+           AND o.last_error = $4 AND o.not_before_ms > $5",
+        &[&e, &u, &s, &HELD, &now_ms],
+    )?;
     tx.execute(
         "UPDATE queues q SET out_due = $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(e, u, s)
          WHERE q.endpoint = k.e AND q.user_id = k.u AND q.session_id = k.s AND q.out_due > $4",
         &[&e, &u, &s, &now_ms],
     )?;
-    Ok(rows.len())
+    Ok(n as usize)
 }
 
 /// Whether this replica (`owner`) still holds the delivery lease `lease` (session, fence), with
