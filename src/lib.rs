@@ -18,8 +18,9 @@
 //!     ─► engine/turn.rs (input object, engine/translate/ into the Flow's language, engine/nlu.rs,
 //!        the Flow, http-node checkpoints, the outputs back into the user's language;
 //!        turn/handover.rs: a handover's start, forwarded messages, agent jobs, the end;
-//!        engine/driver.rs runs a Flow to its end or its next call, for workers and `hookflow
-//!        try`; engine/trace.rs the traces of test messages)
+//!        engine/driver.rs understands the message (translation, NLU) and runs a Flow to its
+//!        end or its next call, for workers and `hookflow try`; engine/trace.rs the traces of
+//!        test messages)
 //!     ─► flow/ (model: compiled ops; compile, nodes: the compiler, one entry per node kind;
 //!        run: the interpreter; handover: the handover a session keeps; template: {{ }} and
 //!        conditions; script: JavaScript on QuickJS; intents: the built-in NLU; transform:

@@ -14,9 +14,9 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::domain::{InboxRow, JobKind, SessionKey};
 use crate::engine::driver::Driven;
-use crate::engine::driver::{From, Host, drive};
-use crate::engine::effects::{Answer, perform};
-use crate::engine::{nlu, translate};
+use crate::engine::driver::{From, Host, drive, understand};
+use crate::engine::effects::perform;
+use crate::engine::translate;
 use crate::flow::script::{Engine, Limits};
 use crate::flow::{Flow, HandoverState, HandoverStatus, HttpCall, RunOptions, SessionState, Turn, TurnIo};
 use crate::store::StoreError;
@@ -113,18 +113,7 @@ pub fn run(
             InboxRow { id: 0, key: session.key.clone(), kind: JobKind::Message, payload: String::new(), resume: None };
         let mut input = crate::engine::turn::build_input(ep, &row, &acc, session.messages);
         if ended.is_none() {
-            let rasa = translate_input(ep, &flow, &agent, &mut session, &mut input, out);
-            match rasa {
-                Some(Some(found)) => nlu::apply(&found, &mut input),
-                Some(None) => {}
-                None => {
-                    if let Some(req) = nlu::prepare(ep, &flow, &mut input)
-                        && let Some(found) = nlu::ask(&agent, &req)
-                    {
-                        nlu::apply(&found, &mut input);
-                    }
-                }
-            }
+            understand_now(ep, &flow, &agent, &mut session, &mut input, out);
             if let Some(intent) = input.get("intent").and_then(Value::as_str) {
                 let _ = writeln!(out, "  (intent {intent}, score {})", input["intentScore"]);
             }
@@ -265,35 +254,28 @@ fn describe_call(call: &crate::flow::HttpCall, result: &Value) -> String {
     }
 }
 
-/// Translates the line into the Flow's language first, when the endpoint translates; prints
-/// both texts. Returns Rasa's answer when the translation asked it too (`Some(None)`: failed).
-fn translate_input(
+/// What the server does before the Flow (`driver::understand`: translation, NLU), with each
+/// call made at once; prints both texts when the line was translated.
+fn understand_now(
     ep: &crate::config::Endpoint,
     flow: &Flow,
     agent: &ureq::Agent,
     session: &mut Session,
     input: &mut Value,
     out: &mut impl Write,
-) -> Option<Option<nlu::Found>> {
+) {
     let metrics = crate::ops::metrics::Metrics::new();
     let (state, n) = (&mut session.state, session.messages);
     let mut answer = None;
-    let rest = loop {
-        match translate::before_nlu(ep, flow, &metrics, state, input, n, answer.take()) {
-            Ok(rest) => break rest,
-            Err(call) => answer = Some(perform(agent, &call)),
-        }
-    };
+    while let Err(call) = understand(ep, flow, &metrics, state, input, n, answer.take()) {
+        answer = Some(perform(agent, &call));
+    }
     let original = input["originalText"].as_str().unwrap_or_default();
     if let Some(e) = input["translationError"].as_str() {
         let _ = writeln!(out, "  (translation failed: {e}; the Flow reads the text as written)");
     } else if ep.translation.is_some() && input["text"].as_str() != Some(original) {
         let (lang, text) = (input["language"].as_str().unwrap_or("?"), input["text"].as_str().unwrap_or_default());
         let _ = writeln!(out, "  (you wrote {original:?} in {lang}; the Flow reads {text:?})");
-    }
-    match rest {
-        Some(Answer::Rasa(found)) => Some(found),
-        _ => None,
     }
 }
 

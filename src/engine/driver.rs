@@ -1,12 +1,41 @@
-//! The turn driver: run the Flow, stop at each `http` node, perform or park the call, resume —
-//! written once, used by the worker (`turn.rs`, which commits a checkpoint at each stop and
-//! parks the call) and by `hookflow try` (which prints and calls right away).
+//! The turn driver: understand the message (`understand`: translation, NLU), run the Flow, stop
+//! at each `http` node, perform or park the call, resume — written once, used by the worker
+//! (`turn.rs`, which commits a checkpoint at each stop and parks the call) and by `hookflow try`
+//! (which prints and calls right away).
 
 use serde_json::Value;
 
+use super::effects::{Answer, Call};
+use super::{nlu, translate};
+use crate::config::Endpoint;
 use crate::flow::template::Scripts;
-use crate::flow::{self, Flow, HttpCall, RunOptions, Turn, TurnIo};
+use crate::flow::{self, Flow, HttpCall, RunOptions, SessionState, Turn, TurnIo};
+use crate::ops::metrics::Metrics;
 use crate::store::StoreError;
+
+/// What a message goes through before its Flow runs: its text translated into the Flow's
+/// language (when the endpoint translates), then its intent found (when the Flow has NLU).
+/// `Err(call)`: make that call (a translation, Rasa) and come back with its answer; `execution`
+/// is the session's message count.
+pub(crate) fn understand(
+    ep: &Endpoint,
+    flow: &Flow,
+    metrics: &Metrics,
+    state: &mut SessionState,
+    input: &mut Value,
+    execution: i64,
+    answer: Option<Answer>,
+) -> Result<(), Call> {
+    // A translation that asked Rasa too leaves its answer for the NLU step.
+    let answer = translate::before_nlu(ep, flow, metrics, state, input, execution, answer)?;
+    if let Some(req) = nlu::prepare(ep, flow, input) {
+        let Some(Answer::Rasa(found)) = answer else { return Err(Call::Rasa(req)) };
+        if let Some(found) = found {
+            nlu::apply(&found, input);
+        }
+    }
+    Ok(())
+}
 
 /// Where a turn goes on from.
 pub(crate) enum From {

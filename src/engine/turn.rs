@@ -16,9 +16,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::driver::{Driven, From, Host, drive};
+use super::driver::{Driven, From, Host, drive, understand};
 use super::effects::{Answer, Call};
-use super::nlu;
 use super::trace::TraceBuilder;
 use super::translate::{self, After, Finished};
 use crate::config::{Config, Endpoint};
@@ -283,23 +282,10 @@ impl<'a> Conversation<'a> {
             }
             _ => {
                 let (ep, metrics) = (self.ep, &self.cx.metrics);
-                let answer = match translate::before_nlu(
-                    ep,
-                    &flow,
-                    metrics,
-                    &mut self.state,
-                    &mut self.input,
-                    self.messages,
-                    answer,
-                ) {
-                    Ok(rest) => rest,
-                    Err(call) => return Ok(Step::Parked(call)),
-                };
-                if let Some(req) = nlu::prepare(self.ep, &flow, &mut self.input) {
-                    let Some(Answer::Rasa(found)) = answer else { return Ok(Step::Parked(Call::Rasa(req))) };
-                    if let Some(found) = found {
-                        nlu::apply(&found, &mut self.input);
-                    }
+                if let Err(call) =
+                    understand(ep, &flow, metrics, &mut self.state, &mut self.input, self.messages, answer)
+                {
+                    return Ok(Step::Parked(call));
                 }
                 if let Some(t) = &mut self.trace {
                     t.nlu(&self.input);

@@ -198,6 +198,27 @@ fn try_talks_to_the_flow_through_stdin() {
 }
 
 #[test]
+fn try_asks_the_endpoints_nlu_as_the_server_does() {
+    // `try` and the worker share what comes before the Flow (`driver::understand`).
+    let dir = TempDir::new("cli-try-nlu");
+    let rasa = Mock::new(|hit| {
+        let name = if hit.json["text"] == "where is 4711" { "orderStatus" } else { "greeting" };
+        MockReply::json(200, json!({ "intent": { "name": name, "confidence": 0.93 }, "entities": [] }))
+    });
+    let flow = json!({ "name": "nlu", "nodes": [{ "type": "say", "text": "intent={{input.intent}}" }] });
+    let mut cfg = config("http://127.0.0.1:9/hook");
+    cfg["endpoints"][0]["nlu"] = json!({ "type": "rasa", "url": rasa.base, "timeoutMs": 2000 });
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &flow)]);
+    let o = run_cli(&["try", "--config", path.to_str().unwrap()], &[], "where is 4711\nhi\n", None);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let out = stdout(&o);
+    let bot: Vec<&str> = out.lines().filter(|l| l.starts_with("bot")).collect();
+    assert_eq!(bot, ["bot: intent=orderStatus", "bot: intent=greeting"], "{}", show(&o));
+    assert!(out.contains("(intent orderStatus, score 0.93)"), "{}", show(&o));
+    assert_eq!(rasa.recv(WAIT).json, json!({ "text": "where is 4711" }));
+}
+
+#[test]
 fn keygen_prints_a_key_and_its_sha256_form() {
     let o = run_cli(&["keygen"], &[], "", None);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
