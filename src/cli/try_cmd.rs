@@ -119,7 +119,7 @@ pub fn run(
             }
         }
         if active && ended.is_none() {
-            if !is_cancel(&session.state, &input) {
+            if !session.state.handover.as_ref().is_some_and(|h| h.cancelled_by(&input)) {
                 let _ = writeln!(out, "  (to the agent: {line})");
                 continue;
             }
@@ -165,14 +165,6 @@ pub fn run(
         }
     }
     Ok(())
-}
-
-/// Whether the line is the active handover's cancel intent (by NLU, or its name as the text).
-fn is_cancel(state: &SessionState, input: &Value) -> bool {
-    let cancel = state.handover.as_ref().and_then(|h| h.cancel_intent.as_deref());
-    cancel.is_some_and(|c| {
-        input["intent"].as_str() == Some(c) || input["text"].as_str().is_some_and(|t| t.trim().eq_ignore_ascii_case(c))
-    })
 }
 
 /// The driver's host in the terminal: prints each part of a turn, makes calls right away.

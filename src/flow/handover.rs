@@ -59,6 +59,16 @@ impl HandoverState {
     pub fn is_active(&self) -> bool {
         matches!(self.status, HandoverStatus::Active | HandoverStatus::Starting)
     }
+
+    /// Whether the user's message (its `input`, NLU applied) cancels the handover: its intent is
+    /// the node's `cancelIntent`, or its text is that name (any case, trimmed).
+    pub fn cancelled_by(&self, input: &serde_json::Value) -> bool {
+        let text = input.get("text").and_then(serde_json::Value::as_str).map(str::trim);
+        let intent = input.get("intent").and_then(serde_json::Value::as_str);
+        self.cancel_intent
+            .as_deref()
+            .is_some_and(|c| intent == Some(c) || text.is_some_and(|t| t.eq_ignore_ascii_case(c)))
+    }
 }
 
 /// What a `handover` node asks the engine for.

@@ -116,13 +116,7 @@ impl Conversation<'_> {
         }
         let h = self.state.handover.as_ref().filter(|h| h.status == HandoverStatus::Active)?;
         let provider = self.ep.handover.clone()?;
-        let text = self.input.get("text").and_then(Value::as_str).map(str::trim);
-        let intent = self.input.get("intent").and_then(Value::as_str);
-        let cancel = h
-            .cancel_intent
-            .as_deref()
-            .is_some_and(|c| intent == Some(c) || text.is_some_and(|t| t.eq_ignore_ascii_case(c)));
-        let event = if cancel {
+        let event = if h.cancelled_by(&self.input) {
             Event::Cancel
         } else {
             Event::Message { text: self.acc.text.clone(), data: self.acc.data.clone().map(Value::Object) }
