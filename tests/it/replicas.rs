@@ -13,6 +13,8 @@ use crate::child::{Launch, Metrics, Proc};
 use crate::pgserver;
 use crate::support::*;
 
+#[path = "replicas_handover.rs"]
+mod handover;
 #[path = "replicas_lanes.rs"]
 mod lanes;
 #[path = "replicas_partition.rs"]
