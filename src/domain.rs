@@ -18,6 +18,13 @@ impl SessionKey {
         ![&self.endpoint, &self.user_id, &self.session_id].iter().any(|s| s.contains('\0'))
     }
 
+    /// The key as PostgreSQL keeps one that a SQLite store took before intake refused U+0000:
+    /// with U+FFFD in its place (`store copy`; a handover id of such a session finds it so).
+    pub fn storable_form(&self) -> SessionKey {
+        let fix = |s: &str| s.replace('\0', "\u{fffd}");
+        SessionKey { endpoint: fix(&self.endpoint), user_id: fix(&self.user_id), session_id: fix(&self.session_id) }
+    }
+
     /// FNV-1a of the key, then MurmurHash3's finaliser: stable across restarts and versions
     /// (unlike `DefaultHasher`), and with every bit mixed, so that `hash % senders` spreads
     /// sessions evenly even when userId and sessionId look alike (plain FNV's low bits do not:

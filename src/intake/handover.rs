@@ -199,9 +199,11 @@ fn chatwoot_input(m: &Map<String, Value>) -> Result<Option<AgentInput>, Reply> {
 /// `handover_ended`.
 fn current(cx: &HttpContext, ep: &Endpoint, handover_id: &str) -> Result<SessionKey, Reply> {
     let unknown = || Reply::error(404, "unknown_handover", "no handover of this endpoint has this handoverId");
-    // (A key with U+0000 names no session on a store that cannot hold one.)
+    // On a store that cannot hold U+0000, a session whose ids had one was copied under their
+    // storable form (`store copy`); the whole id is still compared with the session's below.
     let key = id::session(handover_id)
-        .filter(|k| k.endpoint == ep.name && (cx.store.holds_nul() || k.storable()))
+        .map(|k| if cx.store.holds_nul() { k } else { k.storable_form() })
+        .filter(|k| k.endpoint == ep.name)
         .ok_or_else(unknown)?;
     let row = cx.store.session(&key).map_err(super::admin::store_error)?;
     let state: Option<SessionState> = row.and_then(|r| r.state).and_then(|s| serde_json::from_str(&s).ok());

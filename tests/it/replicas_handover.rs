@@ -1,6 +1,6 @@
-//! A handover lives in the shared database, not in a replica: started by the turn one replica
-//! ran, it is answered, followed and ended through the other (behind a round-robin balancer the
-//! agent desk's calls and the user's messages reach any replica).
+//! A handover lives in the shared database, not in a replica: the user's messages and the agent
+//! desk's calls reach either replica (as behind a round-robin balancer), whichever replica runs
+//! the session's turns, and the handover goes on and ends in order.
 
 use serde_json::Value;
 
@@ -9,7 +9,7 @@ use crate::handover::{agent_post, desk_config, desk_flow, wait_status};
 use super::*;
 
 #[test]
-fn a_handover_started_on_one_replica_goes_on_and_ends_through_the_other() {
+fn a_handover_goes_on_and_ends_through_either_replica() {
     let (sink, desk) = (Sink::new(), Sink::new());
     let db = pgserver::fresh_db("handover");
     let mut cfg = desk_config(&sink.url, &desk.url);
@@ -17,7 +17,7 @@ fn a_handover_started_on_one_replica_goes_on_and_ends_through_the_other() {
     let a = App::start("replica-handover-a", &cfg, &[("flow.json", &desk_flow())]);
     let b = App::start("replica-handover-b", &cfg, &[("flow.json", &desk_flow())]);
 
-    // The user's first message reaches a; its turn hands over.
+    // The user's first message reaches a; its turn (run by either replica) hands over.
     a.send("u1", "s1", "I need a human");
     let texts: Vec<String> = sink.recv_n(3, WAIT).iter().map(|h| h.text().to_owned()).collect();
     assert_eq!(texts, ["bot: I need a human", "Let me connect you.", "Type 'back' to return to the bot."]);

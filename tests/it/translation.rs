@@ -267,6 +267,27 @@ fn try_shows_the_original_and_the_translated_text_of_each_line() {
 }
 
 #[test]
+fn try_asks_rasa_about_the_translated_text_as_the_server_does() {
+    // The translation's call also asks Rasa (driver::understand): Rasa reads the Flow's language.
+    let standin = StandIn::start(Kind::Libre);
+    let rasa = crate::bot::Mock::new(|hit| {
+        let name = if hit.json["text"] == "Hello" { "greet" } else { "other" };
+        crate::bot::MockReply::json(200, json!({ "intent": { "name": name, "confidence": 0.9 }, "entities": [] }))
+    });
+    let dir = TempDir::new("tr-try-rasa");
+    let mut cfg = config("http://127.0.0.1:9/");
+    cfg["endpoints"][0]["translation"] = standin.setting("en", "auto");
+    cfg["endpoints"][0]["nlu"] = json!({ "type": "rasa", "url": rasa.base, "timeoutMs": 2000 });
+    let flow = json!({"nodes": [{"type": "say", "text": "intent {{input.intent}}"}]});
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &flow)]);
+    let out = run_cli(&["try", "--config", path.to_str().unwrap()], &[], "Bonjour\n", None);
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.contains("(you wrote \"Bonjour\" in fr; the Flow reads \"Hello\")"), "{out}");
+    assert!(out.contains("(intent greet, score 0.9)"), "{out}");
+    assert_eq!(rasa.recv(WAIT).json, json!({ "text": "Hello" }));
+}
+
+#[test]
 fn check_names_the_place_and_the_fix_of_a_bad_translation_setting() {
     let dir = TempDir::new("tr-check");
     let mut cfg = config("http://127.0.0.1:9/");

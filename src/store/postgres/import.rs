@@ -1,7 +1,7 @@
 //! Writing an [`Export`] (a SQLite store read out) into an empty PostgreSQL database, in one
 //! transaction, for `hookflow store copy`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::PgStore;
 use crate::config::Postgres;
@@ -14,7 +14,7 @@ const TABLES: &[&str] = &["queues", "inbox", "sessions", "profiles", "outbox", "
 /// Creates the schema if needed, refuses a database that holds anything, and copies `e` in one
 /// transaction (all or nothing). Returns a line saying what was copied.
 pub fn import(pg: &Postgres, mut e: Export) -> Result<String> {
-    let (renamed, renamed_profiles) = storable_ids(&mut e);
+    let (renamed, renamed_profiles) = storable_ids(&mut e)?;
     let e = &e;
     let store = PgStore::open(pg)?;
     store.in_tx(|tx| {
@@ -119,7 +119,7 @@ pub fn import(pg: &Postgres, mut e: Export) -> Result<String> {
     if renamed + renamed_profiles > 0 {
         said.push_str(&format!(
             "; {renamed} session(s) and {renamed_profiles} profile(s) had U+0000 in an id, which PostgreSQL cannot \
-             store: copied with U+FFFD in its place (their undelivered outputs go out unchanged; messages with such \
+             store: copied with U+FFFD in its place (their outputs go out as they were made; new messages with such \
              ids are refused since this version)"
         ));
     }
@@ -127,17 +127,41 @@ pub fn import(pg: &Postgres, mut e: Export) -> Result<String> {
 }
 
 /// Ids with U+0000, which a SQLite store may hold from before intake refused them, with U+FFFD
-/// in its place (PostgreSQL's text cannot hold it). No new message can reach such a session (its
-/// ids are refused), but its undelivered outputs still go out, their bodies unchanged. Returns
-/// the sessions and profiles renamed.
-fn storable_ids(e: &mut Export) -> (usize, usize) {
-    let mut renamed = std::collections::HashSet::new();
-    let mut fix = |k: &mut SessionKey| {
-        if !k.storable() {
-            renamed.insert(k.clone());
-            for part in [&mut k.user_id, &mut k.session_id] {
-                *part = super::text(part).into_owned();
+/// in its place (PostgreSQL's text cannot hold it). New messages with such ids are refused; the
+/// session's queued messages still run and its outputs still go out (the ones already made with
+/// their bodies unchanged, new ones under the renamed ids). Returns the sessions and profiles
+/// renamed; refuses the copy when a renamed id would be another session's or profile's.
+fn storable_ids(e: &mut Export) -> Result<(usize, usize)> {
+    let keys = e.inbox.iter().map(|i| &i.0).chain(e.outbox.iter().map(|o| &o.key));
+    let keys = keys.chain(e.sessions.iter().map(|s| &s.0)).chain(e.dead_letters.iter().map(|d| &d.0.key));
+    let keys: HashSet<&SessionKey> = keys.chain(e.transcripts.iter().map(|t| &t.0)).collect();
+    let mut renamed: HashMap<SessionKey, SessionKey> = HashMap::new();
+    let mut taken: HashSet<SessionKey> = keys.iter().filter(|k| k.storable()).map(|k| (*k).clone()).collect();
+    for k in keys.iter().filter(|k| !k.storable()) {
+        let new = k.storable_form();
+        if !taken.insert(new.clone()) {
+            return Err(clash(&format!(
+                "the session (endpoint {:?}, userId {:?}, sessionId {:?})",
+                k.endpoint, k.user_id, k.session_id
+            )));
+        }
+        renamed.insert((*k).clone(), new);
+    }
+    let users: HashSet<String> = e.profiles.iter().map(|p| p.0.clone()).collect();
+    let mut profiles = 0;
+    for p in &mut e.profiles {
+        if p.0.contains('\0') {
+            let new = super::text(&p.0).into_owned();
+            if users.contains(&new) {
+                return Err(clash(&format!("the profile of userId {:?}", p.0)));
             }
+            p.0 = new;
+            profiles += 1;
+        }
+    }
+    let fix = |k: &mut SessionKey| {
+        if let Some(new) = renamed.get(k) {
+            *k = new.clone();
         }
     };
     e.inbox.iter_mut().for_each(|i| fix(&mut i.0));
@@ -145,12 +169,18 @@ fn storable_ids(e: &mut Export) -> (usize, usize) {
     e.sessions.iter_mut().for_each(|s| fix(&mut s.0));
     e.dead_letters.iter_mut().for_each(|d| fix(&mut d.0.key));
     e.transcripts.iter_mut().for_each(|t| fix(&mut t.0));
-    let mut profiles = 0;
-    for p in &mut e.profiles {
-        if p.0.contains('\0') {
-            p.0 = super::text(&p.0).into_owned();
-            profiles += 1;
-        }
-    }
-    (renamed.len(), profiles)
+    Ok((renamed.len(), profiles))
+}
+
+/// The copy refused: `what` has U+0000 in an id, and with U+FFFD in its place it would be
+/// another's.
+fn clash(what: &str) -> StoreError {
+    StoreError::new(
+        ErrorKind::Data,
+        format!(
+            "{what} has U+0000 in an id, which PostgreSQL cannot store, and with U+FFFD in its place it would be \
+             another's: remove one of the two from the SQLite file first (its rows in inbox, outbox, sessions, \
+             deadletters, transcripts and profiles); nothing was copied"
+        ),
+    )
 }

@@ -121,7 +121,8 @@ pub(super) fn key_at(r: &postgres::Row, at: usize) -> SessionKey {
 /// Free text as a `text` column can hold it. PostgreSQL refuses U+0000 in text (SQLite keeps
 /// it), and an answer, an error or a transcript line that holds one would fail the whole
 /// statement, with every other row of its batch. So free text stores it as U+FFFD, the
-/// replacement character; ids cannot hold it (refused at intake), and JSON columns escape it.
+/// replacement character. Ids are refused at intake when they hold one (`store copy` renames those
+/// a SQLite store kept from before, `SessionKey::storable_form`), and JSON columns escape it.
 pub(super) fn text(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains('\0') { s.replace('\0', "\u{fffd}").into() } else { s.into() }
 }

@@ -534,6 +534,16 @@ fn a_copy_stores_a_nul_as_u_fffd_in_free_text_and_in_the_ids_of_old_sessions() {
     assert!(store.session(&renamed).unwrap().is_some());
     let head = store.claim_heads(&["e".into()], 10).unwrap();
     assert_eq!((head[0].key.clone(), head[0].body.as_str()), (renamed, r#"{"sessionId":"s\u0000"}"#), "sent as it was");
+
+    // Renamed, it would be another session: refused, nothing copied.
+    let url = pgserver::fresh_db("copy_nul_clash");
+    let mut e = crate::store::Export::default();
+    e.transcripts.push((key_of("s\0"), line("one")));
+    e.transcripts.push((key_of("s\u{fffd}"), line("another")));
+    let err = import(&config(&url, Duration::from_secs(10)), e).unwrap_err().to_string();
+    assert!(err.contains("would be another's") && err.contains("nothing was copied"), "{err}");
+    let tables = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'transcripts'";
+    assert_eq!(raw(&url).query_one(tables, &[]).unwrap().get::<_, i64>(0), 0, "refused before the database is touched");
 }
 
 #[test]
