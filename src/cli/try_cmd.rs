@@ -265,7 +265,7 @@ fn understand_now(
     let original = input["originalText"].as_str().unwrap_or_default();
     if let Some(e) = input["translationError"].as_str() {
         let _ = writeln!(out, "  (translation failed: {e}; the Flow reads the text as written)");
-    } else if ep.translation.is_some() && input["text"].as_str() != Some(original) {
+    } else if input["originalText"].is_string() && input["text"].as_str() != Some(original) {
         let (lang, text) = (input["language"].as_str().unwrap_or("?"), input["text"].as_str().unwrap_or_default());
         let _ = writeln!(out, "  (you wrote {original:?} in {lang}; the Flow reads {text:?})");
     }

@@ -259,9 +259,11 @@ fn try_shows_the_original_and_the_translated_text_of_each_line() {
     let flow =
         json!({"nodes": [{"type": "say", "text": "You said {{input.text}}"}, {"type": "say", "text": "Goodbye"}]});
     let path = write_files(&dir.path, &cfg, &[("flow.json", &flow)]);
-    let out = run_cli(&["try", "--config", path.to_str().unwrap(), "--endpoint", "main"], &[], "Bonjour\n", None);
+    let script = "Bonjour\n{\"k\": 1}\n";
+    let out = run_cli(&["try", "--config", path.to_str().unwrap(), "--endpoint", "main"], &[], script, None);
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.contains("(you wrote \"Bonjour\" in fr; the Flow reads \"Hello\")"), "{out}");
+    assert_eq!(out.matches("(you wrote").count(), 1, "a line of data has no text to show translated: {out}");
     assert!(out.contains("bot: fr:You said Hello\n     (flow: You said Hello)"), "{out}");
     assert!(out.contains("bot: Au revoir\n     (flow: Goodbye)"), "{out}");
 }
