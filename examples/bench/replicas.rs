@@ -4,7 +4,8 @@
 //! message, PostgreSQL's own processes included (goal: PostgreSQL ≥ 0.5 × SQLite's delivered/s);
 //! then the floor (`floor`: what PostgreSQL spends on the least a durable message needs, without
 //! hookflow, and the best ratio that leaves on this machine); then two replicas on one database
-//! with the load sent to one of them (the other takes part through the claims).
+//! with the load sent to one of them (the other takes part through the claims); then a slow
+//! webhook (`BENCH_SINK_DELAY_MS`, 4 sender lanes) on SQLite and on one replica.
 
 use std::io::Read as _;
 
@@ -332,8 +333,41 @@ impl Bench {
         self.stop(&mut second);
         let note = format!("second replica {other_ms:.3} ms CPU/msg, PostgreSQL {pg_ms:.3} ms");
         self.row("replicas two (load to one)", &r, Some(&first), note);
+        self.slow_webhook(&server)?;
         self.take_over(&server)?;
         server.stop();
+        Ok(())
+    }
+
+    /// A slow webhook and 4 sender lanes, on SQLite and on one replica: the replica's lanes claim
+    /// as many heads as they send in 100 ms, so its outputs spread over the lanes as SQLite's do
+    /// (by session). The bound is one POST in flight per lane.
+    fn slow_webhook(&mut self, server: &pgserver::PgServer) -> Result<(), String> {
+        const LANES: usize = 4;
+        let delay = self.knobs.sink_delay;
+        let ms = delay.as_millis();
+        let sink = Sink::start(self.epoch, SLOW_SINK_THREADS, delay)?;
+        let load = self.knobs.load(self.knobs.lanes_n, self.knobs.lanes_sessions);
+        let bound = LANES as f64 / delay.as_secs_f64().max(1e-9);
+        let mut rates = Vec::new();
+        for pg in [false, true] {
+            let name = if pg { "replicas slow postgres" } else { "replicas slow sqlite" };
+            let store = if pg { "one replica on PostgreSQL" } else { "SQLite" };
+            section(name, &format!("delivery.senders {LANES}, webhook taking {ms} ms per POST, {store}"));
+            let Target::Hookflow(h) = self.hookflow("normal", Some(LANES), PATH_TEMPLATE) else { unreachable!() };
+            let postgres = pg.then(|| server.fresh_db("benchslow"));
+            let mut hf =
+                self.start(&name.replace(' ', "-"), &Target::Hookflow(Hookflow { postgres, ..h }), sink.addr)?;
+            let r = self.measure(&mut hf, &sink, load)?;
+            self.stop(&mut hf);
+            rates.push(r.delivered_rate());
+            let note = format!("{:.0}% of the {bound:.0} msg/s of {LANES} lanes", 100.0 * r.delivered_rate() / bound);
+            self.row(name, &r, Some(&hf), note);
+        }
+        let ratio = rates[1] / rates[0].max(1e-9);
+        println!("ratio        a {ms} ms webhook, {LANES} lanes: PostgreSQL ÷ SQLite delivered/s {ratio:.2}");
+        self.ratios
+            .push(format!("replicas     a {ms} ms webhook, {LANES} lanes: PostgreSQL ÷ SQLite delivered/s {ratio:.2}"));
         Ok(())
     }
 
