@@ -11,16 +11,20 @@ use std::io::{BufRead, Write};
 
 use serde_json::{Map, Value};
 
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::domain::{InboxRow, JobKind, SessionKey};
-use crate::engine::driver::Driven;
-use crate::engine::driver::{From, Host, drive, understand};
+use crate::engine::driver::{Driven, From, Host, drive, understand};
 use crate::engine::effects::perform;
+use crate::engine::http_node;
 use crate::engine::translate;
+use crate::engine::turn::build_input;
 use crate::flow::script::{Engine, Limits};
 use crate::flow::{Flow, HandoverState, HandoverStatus, HttpCall, RunOptions, SessionState, Turn, TurnIo};
+use crate::ops::metrics::Metrics;
 use crate::store::StoreError;
-use crate::wire::Accepted;
+use crate::tls::outbound;
+use crate::util::{now_ms, uuid_v4};
+use crate::wire::{Accepted, new_trace_id};
 
 /// The prompt before each line read when `prompt` is set.
 pub const PROMPT: &str = "you> ";
@@ -43,7 +47,7 @@ pub fn run(
         errs.iter().map(|(p, m)| format!("{}: {p}: {m}", ep.flow.display())).collect::<Vec<_>>().join("\n")
     })?;
     let mut engine = Engine::new(Limits::of(config));
-    let agent = crate::engine::http_node::agent(crate::tls::outbound(config)?);
+    let agent = http_node::agent(outbound(config)?);
     let mut session = Session::new(&flow);
     let _ =
         writeln!(out, "talking to endpoint {} (flow {}); /reset starts over, /quit ends", ep.name, ep.flow.display());
@@ -101,17 +105,10 @@ pub fn run(
             (Some(line.to_owned()), None)
         };
         session.messages += 1;
-        let acc = Accepted {
-            text,
-            data,
-            trace_id: crate::wire::new_trace_id(),
-            ip: None,
-            test_mode: true,
-            at: crate::util::now_ms(),
-        };
+        let acc = Accepted { text, data, trace_id: new_trace_id(), ip: None, test_mode: true, at: now_ms() };
         let row =
             InboxRow { id: 0, key: session.key.clone(), kind: JobKind::Message, payload: String::new(), resume: None };
-        let mut input = crate::engine::turn::build_input(ep, &row, &acc, session.messages);
+        let mut input = build_input(ep, &row, &acc, session.messages);
         if ended.is_none() {
             understand_now(ep, &flow, &agent, &mut session, &mut input, out);
             if let Some(intent) = input.get("intent").and_then(Value::as_str) {
@@ -157,7 +154,7 @@ pub fn run(
                 id: "try".into(),
                 status: HandoverStatus::Active,
                 provider: provider.into(),
-                since_ms: crate::util::now_ms(),
+                since_ms: now_ms(),
                 cancel_intent: req.cancel_intent,
                 agent_name: None,
                 conversation: None,
@@ -169,7 +166,7 @@ pub fn run(
 
 /// The driver's host in the terminal: prints each part of a turn, makes calls right away.
 struct TryHost<'a, W: Write> {
-    ep: &'a crate::config::Endpoint,
+    ep: &'a Endpoint,
     session: &'a mut Session,
     input: Value,
     agent: &'a ureq::Agent,
@@ -213,7 +210,7 @@ impl<W: Write> Host for TryHost<'_, W> {
 
     /// Made right away, its outcome shown (a failure too).
     fn perform(&mut self, call: &HttpCall) -> Option<Value> {
-        let result = crate::engine::http_node::perform(self.agent, call);
+        let result = http_node::perform(self.agent, call);
         let _ = writeln!(self.out, "  {}", describe_call(call, &result));
         Some(result)
     }
@@ -229,7 +226,7 @@ struct Session {
 
 impl Session {
     fn new(flow: &Flow) -> Session {
-        let key = SessionKey { endpoint: "try".into(), user_id: "try-user".into(), session_id: crate::util::uuid_v4() };
+        let key = SessionKey { endpoint: "try".into(), user_id: "try-user".into(), session_id: uuid_v4() };
         Session { key, state: SessionState::new(flow), profile: Value::Object(Map::new()), messages: 0 }
     }
 }
@@ -237,7 +234,7 @@ impl Session {
 /// One line about an `http` node's request and how it went: `(http GET url -> 200)`, or
 /// `(http GET url failed: ...)` for a transport error or an HTTP error status (what the Flow
 /// also counts as failed, see `abortOnError`).
-fn describe_call(call: &crate::flow::HttpCall, result: &Value) -> String {
+fn describe_call(call: &HttpCall, result: &Value) -> String {
     let status = result.get("status").and_then(Value::as_u64);
     match (result.get("error"), status) {
         (Some(e), _) => format!("(http {} {} failed: {})", call.method, call.url, e.as_str().unwrap_or_default()),
@@ -249,14 +246,14 @@ fn describe_call(call: &crate::flow::HttpCall, result: &Value) -> String {
 /// What the server does before the Flow (`driver::understand`: translation, NLU), with each
 /// call made at once; prints both texts when the line was translated.
 fn understand_now(
-    ep: &crate::config::Endpoint,
+    ep: &Endpoint,
     flow: &Flow,
     agent: &ureq::Agent,
     session: &mut Session,
     input: &mut Value,
     out: &mut impl Write,
 ) {
-    let metrics = crate::ops::metrics::Metrics::new();
+    let metrics = Metrics::new();
     let (state, n) = (&mut session.state, session.messages);
     let mut answer = None;
     while let Err(call) = understand(ep, flow, &metrics, state, input, n, answer.take()) {
