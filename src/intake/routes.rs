@@ -187,6 +187,11 @@ fn metrics(cx: &HttpContext) -> Reply {
 /// replicas the database's (`Claims::backlog`; this replica's own count while it is out of reach).
 pub(super) fn backlog(cx: &HttpContext) -> (usize, usize) {
     let local = || (cx.sched.depth(), cx.sched.active_sessions());
+    // While the store is known to fail, a scrape does not wait for it (a connection attempt to
+    // an unreachable host takes seconds, as long as a scrape's timeout).
+    if cx.writer.store_failure().is_some() {
+        return local();
+    }
     match cx.store.claims().map(|c| c.backlog()) {
         None => local(),
         Some(Ok(counts)) => counts,

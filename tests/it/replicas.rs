@@ -339,6 +339,11 @@ fn the_database_stopped_and_started_mid_stream_loses_nothing_and_needs_no_restar
             crate::child::try_get(&r.url("/readyz")).is_ok_and(|(s, _)| s == 503).then_some(())
         })
         .unwrap_or_else(|| panic!("/readyz stayed 200 while the database was down:\n{}", r.log_text()));
+        // The metrics still answer, with the replica's own queue depth (the database's cannot
+        // be counted).
+        let (status, text) = crate::child::try_get(&r.url("/metrics")).expect("answered");
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("\nhookflow_inbound_queue_depth "), "{text}");
     }
     server.start_again();
     for r in &replicas {
