@@ -26,6 +26,7 @@ use super::LaneContext;
 use super::attempt::{Outcome, agent, attempt, retry_wait};
 use super::target::Gate;
 use crate::domain::OutboxRow;
+use crate::store::Hold;
 use crate::util::now_ms;
 
 /// Most heads claimed at once by one lane.
@@ -155,15 +156,23 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
         Gate::Probe => true,
         Gate::Hold { until_ms, .. } => {
             // The webhook is down: the head waits in the database until the next probe time, or
-            // until the webhook answers again (`unhold` below, by whichever lane sees it).
+            // until the webhook answers again (`unhold` below, by whichever lane of whichever
+            // replica sees it).
             match claims.hold_head(row.id, row.attempts, until_ms) {
-                // Another lane may have seen the webhook answer, and unheld, since the gate said
+                // Another replica saw it answer: sent, and its answer tells this replica too.
+                Ok(Hold::Answered) => false,
+                // Another lane here may have seen it answer, and unheld, since the gate said
                 // hold: then this head is unheld too, or it would wait out its hold.
-                Ok(true) if group.target.is_up() => unhold(cx, claims),
-                Ok(_) => {}
-                Err(e) => log::error!("sender-{}: cannot hold output {}: {e}", cx.lane, row.id),
+                Ok(Hold::Held) if group.target.is_up() => {
+                    unhold(cx, claims);
+                    return None;
+                }
+                Ok(_) => return None,
+                Err(e) => {
+                    log::error!("sender-{}: cannot hold output {}: {e}", cx.lane, row.id);
+                    return None;
+                }
             }
-            return None;
         }
     };
     let started = Instant::now();

@@ -336,10 +336,11 @@ pub trait Claims: Send + Sync {
     /// takes the output.
     fn abandon_head(&self, output_id: i64);
 
-    /// Puts a claimed head back, unsent, to wait until `until_ms` for its webhook, which is down
-    /// (as `Store::attempt_failed`, with the attempts unchanged); ends the claim. True when
-    /// written (false: the claim had been lost).
-    fn hold_head(&self, output_id: i64, attempts: i64, until_ms: i64) -> Result<bool>;
+    /// Puts a claimed head back, unsent, to wait until `until_ms` for its webhook, which this
+    /// replica counts down (as `Store::attempt_failed`, with the attempts unchanged); ends the
+    /// claim. Unless another replica saw that webhook answer again since (`unhold`): then nothing
+    /// is written and the head is this replica's to send.
+    fn hold_head(&self, output_id: i64, attempts: i64, until_ms: i64) -> Result<Hold>;
 
     /// The webhook of `endpoints` answers again: the heads held for it (`hold_head`) are due
     /// now rather than at the end of their hold. Returns how many.
@@ -384,6 +385,19 @@ pub trait Claims: Send + Sync {
     /// A connection that cleans out the old row versions the claims leave behind, or `None`
     /// when this replica's database role may not (autovacuum alone does it then).
     fn vacuumer(&self) -> Result<Option<Box<dyn Vacuum>>>;
+}
+
+/// What `Claims::hold_head` did with a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Put back, to wait for the webhook.
+    Held,
+    /// Nothing written: the claim had been lost (another replica delivers the head now).
+    Lost,
+    /// Nothing written: another replica saw the webhook answer again and made the head due
+    /// (`Claims::unhold`). Send it (its answer tells this replica the webhook is back) rather
+    /// than hold it until this replica's own next probe, which may be minutes away.
+    Answered,
 }
 
 /// Cleans out the old row versions that the claims leave behind (`Claims::vacuumer`).

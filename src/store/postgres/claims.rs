@@ -10,7 +10,7 @@ use postgres::fallible_iterator::FallibleIterator;
 
 use super::{BACKLOG_FOR, CHANNEL, PgStore, outbox, queue};
 use crate::domain::{OutboxRow, SessionKey, TurnRecord};
-use crate::store::{Claims, News, Result, Store, Vacuum};
+use crate::store::{Claims, Hold, News, Result, Store, Vacuum};
 
 impl PgStore {
     /// The delivery leases held on outputs `ids`.
@@ -64,8 +64,15 @@ impl Claims for PgStore {
         self.in_tx(|tx| queue::release(tx, &self.owner, key, fence))
     }
 
-    fn hold_head(&self, id: i64, attempts: i64, until_ms: i64) -> Result<bool> {
-        self.attempt_failed(id, attempts, until_ms, outbox::HELD)
+    fn hold_head(&self, id: i64, attempts: i64, until_ms: i64) -> Result<Hold> {
+        let answered = self.in_auto(|tx| {
+            let error = tx.query_opt("SELECT last_error FROM outbox WHERE id = $1", &[&id])?;
+            Ok(error.and_then(|r| r.get::<_, Option<String>>(0)).is_some_and(|e| e == outbox::UNHELD))
+        })?;
+        if answered {
+            return Ok(Hold::Answered);
+        }
+        Ok(if self.attempt_failed(id, attempts, until_ms, outbox::HELD)? { Hold::Held } else { Hold::Lost })
     }
 
     fn unhold(&self, endpoints: &[String]) -> Result<usize> {

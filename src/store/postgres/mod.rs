@@ -39,7 +39,8 @@
 //!   up to 64 heads at a time (fewer for a slow webhook, `delivery/claimed.rs`).
 //! - **Down webhooks**: a head held for a webhook that is down goes back with `last_error`
 //!   `HELD` and its hold's end as due time; when a lane sees the webhook answer again, `unhold`
-//!   makes them due at once.
+//!   makes them due at once, marked `UNHELD`, and a replica that still counts the webhook down
+//!   sends such a head rather than holding it again (`Hold::Answered`).
 
 mod batch;
 mod claims;

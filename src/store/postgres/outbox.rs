@@ -174,6 +174,9 @@ pub(super) fn release_heads(tx: &mut Tx<'_>, owner: &str, leases: &[(SessionKey,
 
 /// What a held head's `last_error` says (`Claims::hold_head`), by which `unhold` finds it.
 pub(super) const HELD: &str = "held: the webhook is down";
+/// What an unheld head's `last_error` says, by which another replica's `hold_head` knows that
+/// the webhook answers again.
+pub(super) const UNHELD: &str = "due again: the webhook answered after it was down";
 
 /// Makes the heads held for a down webhook (`HELD`) of `endpoints` due at `now_ms`, with their
 /// sessions' due times; returns how many.
@@ -195,10 +198,11 @@ pub(super) fn unhold(tx: &mut Tx<'_>, endpoints: &[String], now_ms: i64) -> Resu
     }
     let (e, u, s) = super::queue::key_arrays(keys.iter());
     let n = tx.execute(
-        "UPDATE outbox o SET not_before_ms = $5 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(e, u, s)
+        "UPDATE outbox o SET not_before_ms = $5, last_error = $6
+         FROM unnest($1::text[], $2::text[], $3::text[]) AS k(e, u, s)
          WHERE o.endpoint = k.e AND o.user_id = k.u AND o.session_id = k.s
            AND o.last_error = $4 AND o.not_before_ms > $5",
-        &[&e, &u, &s, &HELD, &now_ms],
+        &[&e, &u, &s, &HELD, &now_ms, &UNHELD],
     )?;
     tx.execute(
         "UPDATE queues q SET out_due = $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(e, u, s)

@@ -3,6 +3,7 @@
 //! migrations, change counts and the trimmed log.
 
 use super::*;
+use crate::store::Hold;
 
 #[path = "hot_path_tests.rs"]
 mod hot_path;
@@ -148,17 +149,27 @@ fn heads_held_for_a_down_webhook_are_due_once_it_answers_and_other_waits_keep_th
     heads.sort_by_key(|h| h.key.clone());
     let later = crate::util::now_ms() + 60_000;
     // Two are held for the webhook, which is down; one waits for its retry (a 429's Retry-After).
-    assert!(a.hold_head(heads[0].id, 0, later).unwrap() && a.hold_head(heads[1].id, 0, later).unwrap());
+    assert_eq!(a.hold_head(heads[0].id, 0, later).unwrap(), Hold::Held);
+    assert_eq!(a.hold_head(heads[1].id, 0, later).unwrap(), Hold::Held);
     assert!(a.attempt_failed(heads[2].id, 1, later, "HTTP 429").unwrap());
     assert!(b.claim_heads(&endpoints(), 10).unwrap().is_empty(), "nothing is due");
     assert_eq!(a.unhold(&["other".into()]).unwrap(), 0, "another endpoint's webhook changes nothing here");
     // The webhook answers again (seen by a): b may send the two held heads now, not the retry.
     assert_eq!(a.unhold(&endpoints()).unwrap(), 2);
-    let mut due: Vec<_> =
-        b.claim_heads(&endpoints(), 10).unwrap().iter().map(|h| (h.key.clone(), h.attempts)).collect();
-    due.sort();
-    assert_eq!(due, [(key_of("s1"), 0), (key_of("s2"), 0)], "held heads keep their attempts");
+    let mut due = b.claim_heads(&endpoints(), 10).unwrap();
+    due.sort_by_key(|h| h.key.clone());
+    let keys: Vec<_> = due.iter().map(|h| (h.key.clone(), h.attempts)).collect();
+    assert_eq!(keys, [(key_of("s1"), 0), (key_of("s2"), 0)], "held heads keep their attempts");
     assert_eq!(a.unhold(&endpoints()).unwrap(), 0, "nothing is held any more");
+    // b still counts the webhook down, but a saw it answer: b is told to send them, not hold them.
+    assert_eq!(b.hold_head(due[0].id, 0, later).unwrap(), Hold::Answered);
+    b.delivered(&[due[0].id]).unwrap();
+    // After a failed attempt a head is no longer "due again": held, it is held.
+    b.attempt_failed(due[1].id, 1, crate::util::now_ms(), "HTTP 503").unwrap();
+    let again = eventually(Duration::from_secs(5), "the retried head is claimed", || {
+        b.claim_heads(&endpoints(), 10).unwrap().pop()
+    });
+    assert_eq!(b.hold_head(again.id, 1, later).unwrap(), Hold::Held);
 }
 
 #[test]
