@@ -26,7 +26,7 @@ use super::LaneContext;
 use super::attempt::{Outcome, agent, attempt, retry_wait};
 use super::target::Gate;
 use crate::domain::OutboxRow;
-use crate::store::Hold;
+use crate::store::{Claims, Hold};
 use crate::util::now_ms;
 
 /// Most heads claimed at once by one lane.
@@ -72,7 +72,7 @@ pub(crate) fn run(cx: LaneContext) {
         // Delivered heads are settled together, in one transaction for the claim: until then
         // their claims stay with this replica, so nothing else sends them (at-least-once: a
         // crash before the settle sends them again, with the same webhook-id).
-        let delivered = send_claim(&cx, &agent, heads, drain_until);
+        let delivered = send_claim(&cx, claims, &agent, heads, drain_until);
         if !delivered.is_empty()
             && let Err(e) = cx.store.delivered(&delivered)
         {
@@ -100,8 +100,13 @@ pub(crate) fn run(cx: LaneContext) {
 /// Sends the heads of one claim in turn and returns the delivered ones. The rest are left
 /// unsent when this replica's claims can no longer be trusted, or given back once the claim has
 /// taken longer than `CLAIM_OVERDUE`.
-fn send_claim(cx: &LaneContext, agent: &ureq::Agent, heads: Vec<OutboxRow>, drain_until: Option<Instant>) -> Vec<i64> {
-    let claims = cx.store.claims().expect("claimed lanes run only on a store with claims");
+fn send_claim(
+    cx: &LaneContext,
+    claims: &dyn Claims,
+    agent: &ureq::Agent,
+    heads: Vec<OutboxRow>,
+    drain_until: Option<Instant>,
+) -> Vec<i64> {
     let started = Instant::now();
     let mut delivered = Vec::new();
     let mut heads = heads.into_iter();
@@ -136,16 +141,21 @@ fn send_claim(cx: &LaneContext, agent: &ureq::Agent, heads: Vec<OutboxRow>, drai
             }
             break;
         }
-        delivered.extend(send(cx, agent, row, drain_until));
+        delivered.extend(send(cx, claims, agent, row, drain_until));
     }
     delivered
 }
 
 /// Sends one claimed head and records its fate (which releases the claim), except when it was
 /// delivered: then its id is returned, for the caller to settle with the others.
-fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Option<Instant>) -> Option<i64> {
+fn send(
+    cx: &LaneContext,
+    claims: &dyn Claims,
+    agent: &ureq::Agent,
+    row: OutboxRow,
+    drain_until: Option<Instant>,
+) -> Option<i64> {
     let store = &cx.store;
-    let claims = store.claims().expect("claimed lanes run only on a store with claims");
     let group = &cx.plan.group;
     let Some(ep) = cx.config.endpoint_by_name(&row.key.endpoint) else {
         // Claims are made for the group's endpoints only.
@@ -223,7 +233,7 @@ fn send(cx: &LaneContext, agent: &ureq::Agent, row: OutboxRow, drain_until: Opti
 }
 
 /// The group's webhook answers again: the heads held for it wait no longer.
-fn unhold(cx: &LaneContext, claims: &dyn crate::store::Claims) {
+fn unhold(cx: &LaneContext, claims: &dyn Claims) {
     match claims.unhold(&cx.plan.group.endpoints) {
         Ok(n) => log::debug!("sender-{}: the webhook answers again; {n} held output(s) are due now", cx.lane),
         Err(e) => log::warn!(

@@ -152,17 +152,9 @@ pub(super) fn settle_delivered(
 /// Gives back delivery leases held by `owner` without a fate: the heads stay as they are, due,
 /// for any lane of any replica to claim.
 pub(super) fn release_heads(tx: &mut Tx<'_>, owner: &str, leases: &[(SessionKey, i64)]) -> Result<()> {
-    let mut leases: Vec<&(SessionKey, i64)> = leases.iter().collect();
-    // In key order, as every statement that locks several `queues` rows (see `settle_delivered`).
-    leases.sort();
+    super::queue::lock_all(tx, leases.iter().map(|(k, _)| k))?;
     let (e, u, s) = super::queue::key_arrays(leases.iter().map(|(k, _)| k));
     let f: Vec<i64> = leases.iter().map(|(_, f)| *f).collect();
-    tx.query(
-        "SELECT 1 FROM queues q JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(e, u, s)
-           ON q.endpoint = k.e AND q.user_id = k.u AND q.session_id = k.s
-         ORDER BY q.endpoint, q.user_id, q.session_id FOR UPDATE OF q",
-        &[&e, &u, &s],
-    )?;
     tx.execute(
         "UPDATE queues q SET dl_owner = NULL, dl_until = 0
          FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS h(e, u, s, f)

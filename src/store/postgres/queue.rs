@@ -118,6 +118,22 @@ pub(super) fn lock(tx: &mut Tx<'_>, key: &SessionKey) -> Result<()> {
     Ok(())
 }
 
+/// Locks the `queues` rows of `keys` in key order, as every statement that locks several of them
+/// does, so that two such transactions never wait for each other in a circle.
+pub(super) fn lock_all<'k>(tx: &mut Tx<'_>, keys: impl Iterator<Item = &'k SessionKey>) -> Result<()> {
+    let mut keys: Vec<&SessionKey> = keys.collect();
+    keys.sort();
+    keys.dedup();
+    let (e, u, s) = key_arrays(keys.into_iter());
+    tx.query(
+        "SELECT 1 FROM queues q JOIN unnest($1::text[], $2::text[], $3::text[]) AS h(e, u, s)
+           ON q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s
+         ORDER BY q.endpoint, q.user_id, q.session_id FOR UPDATE OF q",
+        &[&e, &u, &s],
+    )?;
+    Ok(())
+}
+
 /// Lets go of a session's run lease, counting its queued messages anew.
 pub(super) fn release(tx: &mut Tx<'_>, owner: &str, key: &SessionKey, fence: i64) -> Result<()> {
     lock(tx, key)?;
@@ -166,20 +182,10 @@ pub(super) fn renew(
     if runs.is_empty() && deliveries.is_empty() {
         return Ok(());
     }
-    // Every row is locked first, all in key order, as every batch locks them, so a renewal
-    // never deadlocks with a commit. (Locking the run leases' rows and then the delivery
-    // leases' did: the second set has keys below the first's, and an accept of many sessions
-    // waited for one while holding the other.)
-    let mut keys: Vec<&SessionKey> = runs.iter().chain(deliveries).map(|(k, _)| k).collect();
-    keys.sort();
-    keys.dedup();
-    let (e, u, s) = key_arrays(keys.into_iter());
-    tx.query(
-        "SELECT 1 FROM queues q JOIN unnest($1::text[], $2::text[], $3::text[]) AS h(e, u, s)
-           ON q.endpoint = h.e AND q.user_id = h.u AND q.session_id = h.s
-         ORDER BY q.endpoint, q.user_id, q.session_id FOR UPDATE OF q",
-        &[&e, &u, &s],
-    )?;
+    // Every row is locked first, all at once, so a renewal never deadlocks with a commit.
+    // (Locking the run leases' rows and then the delivery leases' did: the second set has keys
+    // below the first's, and an accept of many sessions waited for one while holding the other.)
+    lock_all(tx, runs.iter().chain(deliveries).map(|(k, _)| k))?;
     for (held, sql) in [
         (
             runs,
