@@ -130,6 +130,10 @@ pub fn run(
             input["text"] = Value::Null;
             input["handover"] =
                 serde_json::json!({ "status": status.as_str(), "provider": h.provider, "agentName": null });
+            // Its outputs are translated into the session's language, as in the server.
+            if let Some(l) = &session.state.language {
+                input["language"] = l.code.clone().into();
+            }
         }
         let mut host = TryHost {
             ep,

@@ -296,15 +296,22 @@ impl<'a> Conversation<'a> {
                 From::Start
             }
         };
-        match drive(self, &flow, engine, from)? {
-            // A turn that ended at a handover node starts it (its outputs go out untranslated);
-            // any other finished turn has its outputs translated, when the endpoint translates.
+        let driven = drive(self, &flow, engine, from)?;
+        self.driven(engine, driven)
+    }
+
+    /// Where a run of the Flow ended: a finished turn has its outputs translated (when the
+    /// endpoint translates) and committed, or starts the handover its `handover` node asked for;
+    /// a part stopped at an `http` node waits for the call (and, first, for the translation of
+    /// its outputs, when its checkpoint holds some).
+    fn driven(&mut self, engine: &mut LazyEngine, driven: Driven) -> Result<Step, StoreError> {
+        match driven {
             Driven::Done(turn) if turn.handover.is_some() => self.handover_after(engine, turn),
             Driven::Done(turn) => self.finish(engine, turn.outputs),
             Driven::Parked(call) => match self.held.take() {
                 Some(Call::Translate(mut job)) => {
                     if let translate::Then::Outputs(held) = &mut job.then {
-                        held.next = Some(call);
+                        held.next = Some(Call::Http(call));
                     }
                     Ok(Step::Parked(Call::Translate(job)))
                 }
@@ -335,7 +342,7 @@ impl<'a> Conversation<'a> {
     }
 
     /// A held turn (or checkpoint) with its translated outputs: their bodies, then the commit.
-    fn translated(self, engine: &mut LazyEngine, f: Finished) -> Result<Step, StoreError> {
+    fn translated(mut self, engine: &mut LazyEngine, f: Finished) -> Result<Step, StoreError> {
         let mut record = f.record;
         let at = record.now_ms;
         record.outputs = f
@@ -343,12 +350,17 @@ impl<'a> Conversation<'a> {
             .iter()
             .filter_map(|o| Some(NewOutput { body: self.body(engine, o)?, not_before_ms: at + o.delay_ms as i64 }))
             .collect();
-        let Some(call) = f.next else { return Ok(Step::Done(record)) };
-        self.cx.store.commit_turn(&record)?;
-        if !record.outputs.is_empty() {
-            self.cx.wake.session(&record.key);
+        match f.next {
+            None => Ok(Step::Done(record)),
+            Some(Call::Handover(call)) => self.start_handover(record, *call),
+            Some(call) => {
+                self.cx.store.commit_turn(&record)?;
+                if !record.outputs.is_empty() {
+                    self.cx.wake.session(&record.key);
+                }
+                Ok(Step::Parked(call))
+            }
         }
-        Ok(Step::Parked(Call::Http(call)))
     }
 
     fn log(&self, turn: &Turn) {

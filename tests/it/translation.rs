@@ -346,3 +346,70 @@ fn a_restart_while_a_translation_is_in_flight_runs_the_message_again_once() {
     bot.text("u", "s", "Au revoir");
     bot.expect1("s", "Au revoir");
 }
+
+#[test]
+fn a_handovers_outputs_and_the_flow_after_it_are_translated_and_the_agent_and_user_talk_as_they_write() {
+    use crate::handover::{agent_post, desk_config, desk_flow, wait_status};
+    let standin = StandIn::start(Kind::Deepl);
+    let (sink, desk) = (Sink::new(), Sink::new());
+    let mut config = desk_config(&sink.url, &desk.url);
+    config["endpoints"][0]["translation"] = standin.setting("en", "auto");
+    let app = App::start("tr-handover", &config, &[("flow.json", &desk_flow())]);
+
+    // The turn that reaches the handover node: its outputs (the node's own two among them) go
+    // to the provider in one request, and reach the user in French.
+    app.send("u1", "s1", "Bonjour");
+    assert_eq!(standin.recv().json["text"], json!(["Bonjour"]));
+    let outputs = standin.recv();
+    assert_eq!(outputs.json["text"], json!(["bot: Hello", "Let me connect you.", "Type 'back' to return to the bot."]));
+    assert_eq!(outputs.json["target_lang"], "FR");
+    let texts: Vec<String> = sink.recv_n(3, WAIT).iter().map(|h| h.text().to_owned()).collect();
+    assert_eq!(texts, ["fr:bot: Hello", "fr:Let me connect you.", "fr:Type 'back' to return to the bot."]);
+
+    // The desk gets the node's text as the Flow wrote it, and the transcript as the user read it.
+    let ev = desk.recv(WAIT);
+    assert_eq!((&ev.body["event"], &ev.body["text"]), (&json!("handover.requested"), &json!("Let me connect you.")));
+    let lines: Vec<(&str, &str)> = ev.body["transcript"]
+        .as_array()
+        .expect("a transcript")
+        .iter()
+        .map(|l| (l["source"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(lines[..2], [("user", "Bonjour"), ("bot", "fr:bot: Hello")], "{lines:?}");
+    let id = ev.body["handoverId"].as_str().unwrap().to_owned();
+    wait_status(&app, "u1", "s1", "active");
+
+    // During the handover the user's own words go to the desk, and the agent's to the user.
+    app.send("u1", "s1", "Oui");
+    assert_eq!(standin.recv().json["text"], json!(["Oui"]), "the NLU still reads English");
+    let ev = desk.recv(WAIT);
+    assert_eq!(ev.body["text"], "Oui", "{}", ev.raw);
+    let (status, _) =
+        agent_post(&app, "messages", &json!({"handoverId": id, "text": "Bonjour, ici Ann.", "agentName": "Ann"}));
+    assert_eq!(status, 200);
+    assert_eq!(sink.recv(WAIT).text(), "Bonjour, ici Ann.");
+
+    // The Flow below the node, run by the agent's end (no user text came with it), speaks the
+    // session's language again.
+    let (status, _) = agent_post(&app, "end", &json!({"handoverId": id, "status": "completed"}));
+    assert_eq!(status, 200);
+    let back = standin.recv();
+    assert_eq!(back.json["text"], json!(["Welcome back (handover, Ann)"]));
+    assert_eq!(back.json["target_lang"], "FR");
+    assert_eq!(sink.recv(WAIT).text(), "fr:Welcome back (handover, Ann)");
+    standin.assert_idle();
+}
+
+#[test]
+fn try_translates_the_handover_nodes_outputs_and_the_flow_after_the_handover() {
+    let standin = StandIn::start(Kind::Libre);
+    let dir = TempDir::new("tr-try-handover");
+    let mut cfg = crate::handover::desk_config("http://127.0.0.1:9/", "http://127.0.0.1:9/");
+    cfg["endpoints"][0]["translation"] = standin.setting("en", "auto");
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &crate::handover::desk_flow())]);
+    let out = run_cli(&["try", "--config", path.to_str().unwrap()], &[], "Bonjour\n/agent-end\n", None);
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.contains("bot: fr:Let me connect you.\n     (flow: Let me connect you.)"), "{out}");
+    assert!(out.contains("(handover completed)"), "{out}");
+    assert!(out.contains("bot: fr:Welcome back (handover, )\n     (flow: Welcome back (handover, ))"), "{out}");
+}

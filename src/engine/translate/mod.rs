@@ -23,10 +23,11 @@ mod text;
 
 use serde_json::{Value, json};
 
+use super::effects::{Answer, Call};
 use super::nlu::{self, Found, RasaRequest};
 use crate::config::{Endpoint, Nlu, Translation, TranslationProvider, UserLanguage, same_language, valid_language};
 use crate::domain::{Speaker, TranscriptLine, TurnRecord};
-use crate::flow::{Flow, HttpCall, Output, SessionState, UserLanguageState};
+use crate::flow::{Flow, Output, SessionState, UserLanguageState};
 use crate::ops::metrics::Metrics;
 use crate::util::shown;
 
@@ -81,8 +82,10 @@ pub(crate) struct Held {
     plan: Plan,
     flow_language: String,
     collect: bool,
-    /// The `http` node's call this part stopped at (its record is a checkpoint).
-    pub next: Option<HttpCall>,
+    /// What the turn waits for once its outputs are committed: the `http` node's call this part
+    /// stopped at, or the start of the handover its `handover` node asked for (its record is a
+    /// checkpoint either way).
+    pub next: Option<Call>,
 }
 
 /// The answer for a parked turn.
@@ -106,7 +109,7 @@ pub(crate) enum DoneThen {
 pub(crate) struct Finished {
     pub record: TurnRecord,
     pub outputs: Vec<Output>,
-    pub next: Option<HttpCall>,
+    pub next: Option<Call>,
 }
 
 /// Makes the call (on a call thread, or in `hookflow try`).
@@ -168,8 +171,7 @@ pub(crate) fn before_nlu(
     input: &mut Value,
     execution: i64,
     answer: Option<super::effects::Answer>,
-) -> Result<Option<super::effects::Answer>, super::effects::Call> {
-    use super::effects::{Answer, Call};
+) -> Result<Option<Answer>, Call> {
     let Some(t) = &ep.translation else { return Ok(answer) };
     let text = input["text"].as_str().filter(|s| !s.trim().is_empty()).map(str::to_owned);
     let want = wanted(t, state, execution);
@@ -285,15 +287,10 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// The job that carries the turn's `record` (without outputs) through the call.
-    pub(crate) fn hold(
-        self: Box<Self>,
-        record: TurnRecord,
-        outputs: Vec<Output>,
-        next: Option<HttpCall>,
-    ) -> super::effects::Call {
+    pub(crate) fn hold(self: Box<Self>, record: TurnRecord, outputs: Vec<Output>, next: Option<Call>) -> Call {
         let Pending { request, plan, flow_language, collect } = *self;
         let held = Held { record, outputs, plan, flow_language, collect, next };
-        super::effects::Call::Translate(Box::new(Job { request, then: Then::Outputs(Box::new(held)) }))
+        Call::Translate(Box::new(Job { request, then: Then::Outputs(Box::new(held)) }))
     }
 }
 
@@ -402,7 +399,6 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::config::ProviderKind;
-    use crate::engine::effects::Call;
 
     /// An endpoint translating between `flow` and `user` (LibreTranslate, nothing listening).
     fn endpoint(flow: &str, user: &str, extra: Value) -> Endpoint {

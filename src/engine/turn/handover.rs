@@ -11,9 +11,10 @@ use serde_json::{Map, Value, json};
 
 use super::{Conversation, Step, drop_message};
 use crate::domain::{JobKind, NewOutput, Speaker, TranscriptLine, TurnRecord};
-use crate::engine::driver::{Driven, From, drive};
+use crate::engine::driver::{From, drive};
 use crate::engine::effects::{Answer, Call};
 use crate::engine::handover::{Event, HandoverCall, Outcome, id};
+use crate::engine::translate::{self, After};
 use crate::flow::script::LazyEngine;
 use crate::flow::{HandoverState, HandoverStatus, Turn};
 use crate::store::StoreError;
@@ -143,14 +144,15 @@ impl Conversation<'_> {
         }
     }
 
-    /// After the Flow: the turn ends, or — when it reached a `handover` node — its outputs and
-    /// the new handover are committed as a checkpoint and the start is made.
+    /// After the Flow: the turn ends, or — when it reached a `handover` node — its outputs
+    /// (translated first, when the endpoint translates) and the new handover are committed as a
+    /// checkpoint and the start is made (`start_handover`).
     pub(super) fn handover_after(&mut self, engine: &mut LazyEngine, turn: Turn) -> Result<Step, StoreError> {
-        let Some(req) = turn.handover.clone() else { return Ok(Step::Done(self.record(engine, &turn.outputs))) };
-        let Some(provider) = self.ep.handover.clone() else {
+        let Some(req) = turn.handover else { return self.finish(engine, turn.outputs) };
+        let Some(provider) = &self.ep.handover else {
             // `hookflow check` and the start refuse this; an endpoint changed under a running turn.
             log::warn!("{}: a handover node ran but the endpoint has no handover provider", self.ep.name);
-            return Ok(Step::Done(self.record(engine, &turn.outputs)));
+            return self.finish(engine, turn.outputs);
         };
         let handover_id = id::new(&self.row.key);
         self.state.handover = Some(HandoverState {
@@ -162,10 +164,33 @@ impl Conversation<'_> {
             agent_name: None,
             conversation: None,
         });
-        let mut record = self.record(engine, &turn.outputs);
-        let transcript = self.transcript_for_agent(&record.transcript)?;
-        let event = Event::Start { text: req.text, transcript, context: self.state.context.clone() };
-        let mut call = self.call(event, handover_id);
+        // The node's `text` goes to the desk as the Flow wrote it; the transcript is added at
+        // the start, so that it ends with this turn's lines as the user got them.
+        let event = Event::Start { text: req.text, transcript: Vec::new(), context: self.state.context.clone() };
+        let call = self.call(event, handover_id);
+        let mut outputs = turn.outputs;
+        match translate::after_flow(self.ep, &mut self.state, &self.input, &mut outputs) {
+            After::Ready => {
+                let record = self.record(engine, &outputs);
+                self.start_handover(record, call)
+            }
+            After::Ask(pending) => {
+                let record = self.record_for_translation(engine, &outputs);
+                Ok(Step::Parked(pending.hold(record, outputs, Some(Call::Handover(Box::new(call))))))
+            }
+        }
+    }
+
+    /// Commits the turn that reached a `handover` node (its outputs as the user gets them, the
+    /// handover starting) as a checkpoint, then makes the start: a restart makes it again.
+    pub(super) fn start_handover(
+        &mut self,
+        mut record: TurnRecord,
+        mut call: HandoverCall,
+    ) -> Result<Step, StoreError> {
+        if let Event::Start { transcript, .. } = &mut call.event {
+            *transcript = self.transcript_for_agent(&record.transcript)?;
+        }
         let resume = StartResume { handover_start: call.clone() };
         record.checkpoint = Some(serde_json::to_string(&resume).expect("a resume record is plain JSON"));
         self.cx.store.commit_turn(&record)?;
@@ -173,7 +198,7 @@ impl Conversation<'_> {
         if !record.outputs.is_empty() {
             self.cx.wake.session(&record.key);
         }
-        call.provider = Some(provider);
+        call.provider = self.ep.handover.clone();
         Ok(Step::Parked(Call::Handover(Box::new(call))))
     }
 
@@ -244,17 +269,21 @@ impl Conversation<'_> {
         self.cx.metrics.handover_ended(status.as_str(), h.status == HandoverStatus::Active);
         h.status = status;
         let handover = json!({ "status": status.as_str(), "provider": h.provider, "agentName": h.agent_name });
+        // No user text came with this run (an agent's job, or a provider's answer): the outputs
+        // are translated into the language the session speaks.
+        let language = self.state.language.as_ref().map(|l| l.code.clone());
         if let Value::Object(m) = &mut self.input {
             m.insert("kind".into(), "handover".into());
             m.insert("text".into(), Value::Null);
             m.insert("handover".into(), handover);
+            if let Some(code) = language {
+                m.insert("language".into(), code.into());
+            }
         } else {
             self.input = Value::Object(Map::new());
         }
         let flow = self.flow.clone();
-        match drive(self, &flow, engine, From::Start)? {
-            Driven::Done(turn) => self.handover_after(engine, turn),
-            Driven::Parked(call) => Ok(Step::Parked(Call::Http(call))),
-        }
+        let driven = drive(self, &flow, engine, From::Start)?;
+        self.driven(engine, driven)
     }
 }
