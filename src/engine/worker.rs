@@ -2,13 +2,15 @@
 //! its head message (`turn.rs`) until the turn ends — then the writer commits it and releases
 //! the session — or parks at an outbound call (the call goes to `calls.rs`; its answer comes
 //! back as a `Resume` job, which any worker runs). Expiry of old sessions runs here too, between
-//! turns. `run_job` is one job; an http thread runs it too, for the session its accept made
+//! turns and on an idle worker's tick. `run_job` is one job; an http thread runs it too, for the session its accept made
 //! runnable at low load (`intake/routes.rs`), so the pool is the floor of the threads running
 //! turns, not the ceiling: at most `workers` plus the http threads run at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
 
 use super::calls::Calls;
 use super::scheduler::Job;
@@ -35,9 +37,13 @@ pub(crate) struct WorkerContext {
 pub(crate) fn run(cx: WorkerContext) {
     let rx = cx.sched.ready();
     let mut engine = LazyEngine::new(&cx.turns.config).stop_on(cx.health.scripts_stop());
+    // An idle worker still sweeps (`expire_sessions`): sessions are forgotten on time also
+    // when no message comes.
+    let tick = Duration::from_millis(expiry_every(&cx) as u64);
     loop {
-        match rx.recv() {
-            Ok(Job::Stop) | Err(_) => break,
+        match rx.recv_timeout(tick) {
+            Err(RecvTimeoutError::Timeout) => expire_sessions(&cx),
+            Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Ok(job) => {
                 if !run_job(&cx, &mut engine, job) {
                     break;
@@ -104,7 +110,7 @@ pub(crate) fn run_job(cx: &WorkerContext, engine: &mut LazyEngine, job: Job) -> 
     true
 }
 
-/// How often a step of expiry runs.
+/// How often a step of expiry runs (or once a `sessions.ttlSeconds`, when that is shorter).
 const EXPIRY_EVERY_MS: i64 = 60 * 1000;
 /// Sessions looked at per step: a million stored sessions are swept in 100 minutes, at a few
 /// milliseconds of work a minute (the expiry of a 7-day TTL comes at most that late).
@@ -119,8 +125,14 @@ pub(crate) struct Expiry {
     cursor: std::sync::Mutex<Option<crate::domain::SessionKey>>,
 }
 
+/// The time between steps of expiry: a minute, or the TTL when that is shorter, so that a
+/// session of a short TTL is not forgotten a minute late.
+fn expiry_every(cx: &WorkerContext) -> i64 {
+    EXPIRY_EVERY_MS.min(cx.turns.config.session_ttl.as_millis() as i64).max(1)
+}
+
 /// Runs a step of expiry of sessions older than `sessions.ttlSeconds`, at most once per
-/// `EXPIRY_EVERY_MS` across all workers.
+/// `expiry_every` across all workers; between turns, and from an idle worker's tick.
 fn expire_sessions(cx: &WorkerContext) {
     let now = now_ms();
     let next = cx.expiry.next_ms.load(Ordering::Relaxed);
@@ -128,7 +140,7 @@ fn expire_sessions(cx: &WorkerContext) {
         || cx
             .expiry
             .next_ms
-            .compare_exchange(next, now + EXPIRY_EVERY_MS, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(next, now + expiry_every(cx), Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
     {
         return;

@@ -1,6 +1,7 @@
 //! config.md `dataProtection` and secrets in logs: `maskLogging` keeps user data out of debug
 //! logs, no log level shows a password or key, `maskIPAddress` hides `input.ip`, and
-//! `collectConversations` keeps a transcript readable through the admin API.
+//! `collectConversations` keeps a transcript readable through the admin API, and an idle server
+//! still forgets sessions after `sessions.ttlSeconds`.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -208,4 +209,27 @@ fn collect_conversations_keeps_a_transcript_in_order() {
     let r = admin_get(&app.url("/api/sessions/plain/u/s"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json().get("transcript").is_none(), "a transcript without collectConversations: {}", r.body);
+}
+
+#[test]
+fn an_idle_server_forgets_sessions_after_their_ttl() {
+    let sink = Sink::new();
+    let mut cfg = config(&sink.url);
+    cfg["sessions"] = json!({ "ttlSeconds": 1 });
+    cfg["endpoints"][0]["dataProtection"] = json!({ "collectConversations": true });
+    let app = App::start("ttl-idle", &cfg, &[("flow.json", &echo_flow())]);
+    app.send("u1", "s1", "remember me");
+    sink.recv(WAIT);
+    let url = app.url("/api/sessions/main/u1/s1");
+    assert_eq!(admin_get(&url).status, 200, "the session is stored");
+    // No message comes after this one: the sweep must run on its own.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = admin_get(&url);
+        if r.status == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the session was not forgotten: {}", r.body);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
