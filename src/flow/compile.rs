@@ -360,7 +360,8 @@ impl Compiler {
                 e
             }
             Some(Value::Bool(b)) => {
-                Expr::Compare { path: VarPath { root: Root::Input, keys: vec![] }, equal: !*b, value: Value::Null }
+                let input = VarPath { root: Root::Input, keys: vec![] };
+                Expr::Compare { path: input, equal: !*b, strict: false, value: Value::Null }
             }
             _ => {
                 self.error(&o.at(key), "required: a condition such as \"context.ok\" or \"input.text == 'yes'\"");

@@ -80,10 +80,12 @@ pub enum Root {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Path(Path),
-    /// `path == literal`, `path != literal` (and `===`, `!==`, which mean the same on JSON).
+    /// `path == literal`, `path != literal`, `===`, `!==`: the same on JSON values, but a
+    /// missing path is `undefined`, which is loosely equal to `null` and strictly to nothing.
     Compare {
         path: Path,
         equal: bool,
+        strict: bool,
         value: Value,
     },
     /// `!expr`.
@@ -157,10 +159,12 @@ impl Expr {
         {
             return Expr::Not(Box::new(e));
         }
-        for (op, equal) in [("!==", false), ("===", true), ("!=", false), ("==", true)] {
+        for (op, equal, strict) in
+            [("!==", false, true), ("===", true, true), ("!=", false, false), ("==", true, false)]
+        {
             if let Some((l, r)) = s.split_once(op) {
                 if let (Some(path), Some(value)) = (Path::parse(l), literal(r.trim())) {
-                    return Expr::Compare { path, equal, value };
+                    return Expr::Compare { path, equal, strict, value };
                 }
                 break;
             }
@@ -181,9 +185,13 @@ impl Expr {
     pub fn eval(&self, scope: &Scope<'_>, ev: &mut Evaluator<'_>) -> Option<Value> {
         match self {
             Expr::Path(p) => p.get(scope).map(Cow::into_owned),
-            Expr::Compare { path, equal, value } => {
-                let got = path.get(scope).unwrap_or(Cow::Owned(Value::Null));
-                Some(Value::Bool(loose_eq(&got, value) == *equal))
+            Expr::Compare { path, equal, strict, value } => {
+                let same = match path.get(scope) {
+                    Some(got) => loose_eq(&got, value),
+                    // `undefined == null`, but `undefined === null` is false, as in JavaScript.
+                    None => !*strict && value.is_null(),
+                };
+                Some(Value::Bool(same == *equal))
             }
             Expr::Not(e) => Some(Value::Bool(!truthy(e.eval(scope, ev).as_ref()))),
             Expr::Script(src) => ev.script(src, scope),
@@ -231,12 +239,40 @@ pub fn truthy(v: Option<&Value>) -> bool {
 }
 
 /// How a value prints inside a text: strings as they are, `undefined`/`null` as nothing,
-/// objects and arrays as JSON.
+/// objects and arrays as JSON; numbers as JavaScript prints them (a whole `10.0` from an API's
+/// answer as `10`, not serde's `10.0`).
 pub fn render(v: Option<&Value>, out: &mut String) {
     match v {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => out.push_str(s),
+        Some(other) if has_whole_float(other) => out.push_str(&as_javascript(other).to_string()),
         Some(other) => out.push_str(&other.to_string()),
+    }
+}
+
+/// A float with no fraction that JavaScript prints as an integer (within ±2^53, where every
+/// integer is exact).
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    let f = n.as_f64().filter(|_| n.is_f64())?;
+    (f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0).then_some(f as i64)
+}
+
+fn has_whole_float(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => whole(n).is_some(),
+        Value::Array(a) => a.iter().any(has_whole_float),
+        Value::Object(m) => m.values().any(has_whole_float),
+        _ => false,
+    }
+}
+
+/// `v` with its whole floats as integers (`JSON.stringify` prints `2.0` as `2`).
+fn as_javascript(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => whole(n).map_or_else(|| v.clone(), Value::from),
+        Value::Array(a) => Value::Array(a.iter().map(as_javascript).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), as_javascript(v))).collect()),
+        _ => v.clone(),
     }
 }
 
@@ -401,6 +437,17 @@ mod tests {
     }
 
     #[test]
+    fn whole_floats_print_as_javascript_prints_them() {
+        let (input, context, profile) =
+            (json!({}), json!({"f": 2.0, "g": 2.5, "big": 1e300, "o": {"price": 10.0, "n": [1.0, 0.5]}}), json!({}));
+        let scope = Scope { input: &input, context: &context, profile: &profile };
+        let r = |t: &str| Template::parse(t).unwrap().render(&scope, &mut Evaluator::new(&mut NoScripts));
+        assert_eq!(r("{{context.f}} {{context.g}}"), "2 2.5");
+        assert_eq!(r("{{context.o}}"), r#"{"n":[1,0.5],"price":10}"#);
+        assert_eq!(r("{{context.big}}"), "1e+300", "beyond 2^53 a float keeps its form, as in JavaScript");
+    }
+
+    #[test]
     fn unclosed_hole_is_an_error() {
         assert!(Template::parse("Hello {{input.text").unwrap_err().contains("unclosed"));
     }
@@ -419,6 +466,46 @@ mod tests {
         assert!(t("input.result == '3'"));
         assert!(t("!context.missing"));
         assert!(matches!(Expr::parse("input.text.length > 3"), Expr::Script(_)));
+    }
+
+    #[test]
+    fn the_fast_path_answers_as_javascript_does() {
+        use crate::flow::script::{Engine, Limits};
+        use std::time::Duration;
+        let mut js = Engine::new(Limits { timeout: Duration::from_secs(1), memory: 8 << 20, turn: Duration::MAX });
+        let (input, context, profile) =
+            (json!({"result": 3, "text": "yes"}), json!({"nil": null, "ok": true, "s": "a", "z": 0}), json!({}));
+        let scope = Scope { input: &input, context: &context, profile: &profile };
+        // (A number and its decimal string compare equal on the fast path even with `===`: a
+        // choice the README states, left out here.)
+        for src in [
+            "context.missing === null",
+            "context.missing !== null",
+            "context.missing == null",
+            "context.missing != null",
+            "context.nil === null",
+            "context.nil !== null",
+            "context.nil == null",
+            "context.missing.deeper === null",
+            "context.missing === 'a'",
+            "context.missing !== 'a'",
+            "context.s === 'a'",
+            "context.s !== 'a'",
+            "context.ok === true",
+            "context.z == 0",
+            "input.result === 3",
+            "input.text != 'no'",
+            "!context.missing",
+            "!context.nil",
+            "context.missing",
+        ] {
+            let fast = Expr::parse(src);
+            assert!(fast.script().is_none(), "{src} takes the fast path");
+            let fast = fast.test(&scope, &mut Evaluator::new(&mut NoScripts));
+            // A script that throws is false as a condition.
+            let script = truthy(js.eval(src, &scope).ok().flatten().as_ref());
+            assert_eq!(fast, script, "{src}: the fast path says {fast}, JavaScript {script}");
+        }
     }
 
     #[test]
