@@ -173,12 +173,19 @@ pub fn run(flow: &Flow, io: TurnIo<'_>, opts: RunOptions) -> Turn {
 pub fn resume(flow: &Flow, io: TurnIo<'_>, opts: RunOptions, call: &HttpCall, result: Value, before: &Turn) -> Turn {
     let turn = Turn { delay_ms: before.delay_ms, steps: before.steps, ..Turn::default() };
     let mut m = Machine { flow, io, opts, turn, node: 0 };
-    let op = &flow.ops[call.pc];
-    m.node = op.node;
-    let OpKind::Http(h) = &op.kind else {
-        // The Flow changed under a suspended turn: nothing sensible to resume.
+    // The Flow changed while the turn waited (a restart with an edited file): the call's
+    // position may point at any node now, or past the end. The turn ends here, and the
+    // session's next message starts at the top (`run`), as any session of an older version.
+    let op = flow.ops.get(call.pc).filter(|_| m.io.state.version == flow.version);
+    let Some(Op { node, kind: OpKind::Http(h) }) = op else {
+        m.turn.warnings.push(
+            "the Flow changed while this turn waited at its http node: the turn ends here, and the \
+             session's next message starts at the top"
+                .into(),
+        );
         return m.turn;
     };
+    m.node = *node;
     let failed = result.get("error").is_some() || result["status"].as_u64().is_some_and(|s| s >= 400);
     set_path(&mut m.io.state.context, &h.context_key.keys, result, false);
     if failed && h.abort_on_error {

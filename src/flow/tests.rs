@@ -383,6 +383,32 @@ fn http_node_abort_on_error_ends_the_turn() {
     assert_eq!(state.context["r"], json!({"error": "refused"}));
 }
 
+#[test]
+fn a_turn_parked_under_an_older_flow_ends_instead_of_resuming_at_another_node() {
+    use super::run::resume;
+    let old = compile(json!({"nodes": [
+        {"type": "http", "url": "http://x/", "contextKey": "r"},
+        {"type": "say", "text": "old: after the call"}
+    ]}));
+    let (mut state, mut input, mut profile) = (SessionState::new(&old), json!({"text": "a"}), json!({}));
+    let call = turn(&old, &mut state, &mut input, &mut profile, 10).suspend.unwrap();
+    // Edited while the call was out: another http node now sits where the old one was.
+    let new = compile(json!({"nodes": [
+        {"type": "http", "url": "http://y/", "contextKey": "other"},
+        {"type": "say", "text": "new: a different place"}
+    ]}));
+    let mut e = engine();
+    let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
+    let opts = RunOptions { max_nodes: 10, random: 0, trace: false };
+    let t = resume(&new, io, opts, &call, json!({"status": 200, "body": {}}), &Turn::default());
+    assert!(t.outputs.is_empty(), "{:?}", t.outputs);
+    assert!(t.warnings[0].contains("the Flow changed while this turn waited"), "{:?}", t.warnings);
+    assert_eq!(state.context.get("other"), None, "the answer went into no node's contextKey");
+    // The next message starts at the top of the new Flow.
+    let t = turn(&new, &mut state, &mut input, &mut profile, 10);
+    assert_eq!(t.suspend.map(|c| c.url), Some("http://y/".to_owned()));
+}
+
 /// Writes Flow files into a fresh temp folder; returns the main file's path.
 fn flow_files(name: &str, files: &[(&str, Value)]) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("hookflow-flows-{name}-{}", std::process::id()));
