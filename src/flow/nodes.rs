@@ -248,10 +248,9 @@ impl Compiler {
         self.push(node, OpKind::Http(Box::new(node_spec)));
     }
 
-    /// `handover`: says `text` (and `cancelText`), asks the engine to start a handover, and ends
-    /// the turn; the Flow goes on below the node when the handover ends.
+    /// `handover`: says `text` (and `cancelText`) when it has them, asks the engine to start a
+    /// handover, and ends the turn; the Flow goes on below the node when the handover ends.
     fn handover(&mut self, o: &Obj, node: usize) {
-        self.needs(o, "text", "what the user is told before the agent takes over");
         let text = self.template(o, "text").unwrap_or_else(|| Template::parse("").expect("an empty template parses"));
         let data = self.data_template(o, "data");
         let cancel_intent = self.opt(o, "cancelIntent", |c, p, v| c.str(p, v)).map(str::to_owned);

@@ -373,7 +373,10 @@ impl Machine<'_, '_> {
             OpKind::Handover(h) => {
                 let text = self.render(&h.text);
                 let data = h.data.as_ref().map(|d| self.render_data(d));
-                self.emit(text.clone(), data);
+                // `text` is optional (flows.md): a node without text or data says nothing.
+                if !text.is_empty() || data.is_some() {
+                    self.emit(text.clone(), data);
+                }
                 if let Some(t) = &h.cancel_text {
                     let text = self.render(t);
                     self.emit(text, None);

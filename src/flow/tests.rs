@@ -662,9 +662,12 @@ fn a_handover_node_says_its_text_asks_for_a_handover_and_waits_below_itself() {
 }
 
 #[test]
-fn a_handover_node_needs_its_text_and_knows_its_keys() {
-    let e = errors(json!({"nodes": [{"type": "handover"}]}));
-    assert!(e.iter().any(|(p, m)| p == "nodes[0].text" && m.contains("required")), "{e:?}");
+fn a_handover_node_without_text_says_nothing_and_knows_its_keys() {
+    // `text?` in flows.md: a silent handover is allowed.
+    let flow = compile(json!({"nodes": [{"type": "handover"}]}));
+    let t = turn(&flow, &mut SessionState::new(&flow), &mut json!({"text": "x"}), &mut json!({}), 10);
+    assert!(t.outputs.is_empty(), "{:?}", t.outputs);
+    assert_eq!(t.handover.map(|h| h.text), Some(String::new()));
     let e = errors(json!({"nodes": [{"type": "handover", "text": "x", "cancelIntents": "a"}]}));
     assert!(e.iter().any(|(p, m)| p == "nodes[0].cancelIntents" && m.contains("cancelIntent")), "{e:?}");
 }
