@@ -57,7 +57,7 @@ OPTIONS:
     -c, --config FILE    the config file (JSON)
     --listen ADDR        instead of the config's \"listen\", e.g. 127.0.0.1:8080
     --data-dir DIR       instead of the config's \"dataDir\" (where the store lives)
-    --workers N          instead of the config's \"workers\" (turns run in parallel)
+    --workers N          instead of the config's \"workers\" (turns run in parallel; 0: one per CPU)
 ",
     },
     Command {
@@ -320,10 +320,12 @@ fn apply_overrides(mut config: Config, opts: &Opts) -> Result<Config, Failure> {
         config.data_dir = d.clone();
     }
     if let Some(w) = opts.workers {
-        if w == 0 {
-            return Err(Failure::Usage("--workers must be at least 1".into()));
+        // As the file's `workers`: 0 is one per CPU.
+        if w > hookflow::config::MAX_WORKERS {
+            let max = hookflow::config::MAX_WORKERS;
+            return Err(Failure::Usage(format!("--workers must be from 0 (one per CPU) to {max}, got {w}")));
         }
-        config.workers = w;
+        config.workers = hookflow::config::workers_for(w);
     }
     Ok(config)
 }

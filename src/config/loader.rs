@@ -174,11 +174,7 @@ impl Loader<'_> {
 
     fn workers(&mut self, top: &Obj) -> usize {
         let range = 0..=MAX_WORKERS as u64;
-        match self.opt(top, "workers", |l, p, v| l.integer(p, v, range)) {
-            Some(n) if n > 0 => n as usize,
-            // Not knowing the CPU count is no reason to refuse to start.
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
-        }
+        workers_for(self.opt(top, "workers", |l, p, v| l.integer(p, v, range)).unwrap_or(0) as usize)
     }
 
     fn limits(&mut self, top: &Obj) -> Limits {

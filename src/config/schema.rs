@@ -43,6 +43,15 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./hookflow-data";
 /// Upper bound on `workers`, so a typo cannot ask for a million threads.
 pub const MAX_WORKERS: usize = 1024;
+
+/// The worker threads `workers: n` asks for: `n`, or one per CPU for 0 (and when the CPUs
+/// cannot be counted, which is no reason to refuse to start: one).
+pub fn workers_for(n: usize) -> usize {
+    if n > 0 {
+        return n.min(MAX_WORKERS);
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS))
+}
 /// Default bound on one delivery attempt.
 pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 15_000;
 /// Default bound on connecting for one delivery attempt.

@@ -39,12 +39,19 @@ pub struct Launch<'a> {
     pub env: Vec<(&'a str, String)>,
     /// Run under `prlimit --nofile=N:N`.
     pub nofile: Option<u32>,
+    /// Options after `serve --config FILE`.
+    pub args: Vec<&'a str>,
 }
 
 impl<'a> Launch<'a> {
     /// `RUST_LOG=info`, no other variables, no limit.
     pub fn new(config: &'a Path, log: PathBuf) -> Launch<'a> {
-        Launch { config, log, env: vec![("RUST_LOG", "info".into())], nofile: None }
+        Launch { config, log, env: vec![("RUST_LOG", "info".into())], nofile: None, args: Vec::new() }
+    }
+
+    pub fn arg(mut self, arg: &'a str) -> Launch<'a> {
+        self.args.push(arg);
+        self
     }
 
     pub fn env(mut self, name: &'a str, value: &str) -> Launch<'a> {
@@ -70,7 +77,7 @@ impl<'a> Launch<'a> {
             }
             None => Command::new(bin),
         };
-        cmd.args(["serve", "--config"]).arg(self.config);
+        cmd.args(["serve", "--config"]).arg(self.config).args(&self.args);
         cmd.env_remove("RUST_LOG");
         for (k, v) in &self.env {
             cmd.env(k, v);

@@ -446,3 +446,16 @@ fn check_refuses_flow_and_transformer_files_outside_the_config_folder() {
     }
     assert_eq!(err.lines().count(), 4, "{}", show(&o));
 }
+
+#[test]
+fn serve_workers_0_is_one_per_cpu_as_in_the_file_and_too_many_is_refused() {
+    let dir = TempDir::new("cli-workers");
+    let path = write_files(&dir.path, &config("http://127.0.0.1:9/"), &[("flow.json", &echo_flow())]);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let p = crate::child::Launch::new(&path, dir.path.join("serve.log")).arg("--workers").arg("0").start();
+    assert!(p.log_text().contains(&format!(", {cpus} worker(s),")), "{}", p.log_text());
+    drop(p);
+    let o = run_cli(&["serve", "--config", path.to_str().unwrap(), "--workers", "5000"], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "a usage error: {}", show(&o));
+    assert!(stderr(&o).contains("--workers must be from 0 (one per CPU) to 1024, got 5000"), "{}", show(&o));
+}
