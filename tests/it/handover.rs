@@ -151,12 +151,17 @@ fn a_handover_runs_from_the_node_to_the_agent_and_back_to_the_flow() {
         .map(|l| (l["source"].as_str().unwrap(), l["text"].as_str().unwrap()))
         .collect();
     assert_eq!(lines[4..], [("user", "where is my order?"), ("agent", "Hi, I am Ann.")], "{s}");
+    // A later message that names no agent still carries the name the agent gave.
+    let (status, _) = agent_post(&app, "messages", &json!({"handoverId": id, "text": "One moment."}));
+    assert_eq!(status, 200);
+    let h = sink.recv(WAIT);
+    assert_eq!((h.seq(), h.text(), &h.body["AIOutput"]["agentName"]), (5, "One moment.", &json!("Ann")));
 
     // The end: the Flow goes on below the node at once, with input.kind and input.handover.
     let (status, answer) = agent_post(&app, "end", &json!({"handoverId": id, "status": "completed"}));
     assert_eq!((status, &answer), (200, &json!({"status": "accepted"})));
     let h = sink.recv(WAIT);
-    assert_eq!((h.seq(), h.text()), (5, "Welcome back (handover, Ann)"));
+    assert_eq!((h.seq(), h.text()), (6, "Welcome back (handover, Ann)"));
     assert_eq!(h.body["AIOutput"]["source"], "bot");
 
     // Ended: the agent routes say so, and the bot has the session again.

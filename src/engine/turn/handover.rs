@@ -86,6 +86,8 @@ impl Conversation<'_> {
         if let (Some(h), Some(name)) = (self.state.handover.as_mut(), &job.agent_name) {
             h.agent_name = Some(name.clone());
         }
+        // The name the agent gave last, when this message names none.
+        let agent_name = self.state.handover.as_ref().and_then(|h| h.agent_name.clone());
         let data = job.accepted.data.clone().map_or_else(|| json!({}), Value::Object);
         let text = job.accepted.text.clone().unwrap_or_default();
         let body = output_body(&OutputPayload {
@@ -97,7 +99,7 @@ impl Conversation<'_> {
                 trace_id: &self.acc.trace_id,
                 disable_sensitive_logging: self.ep.data_protection.mask_logging,
                 source: "agent",
-                agent_name: job.agent_name.as_deref(),
+                agent_name: agent_name.as_deref(),
             },
         });
         let mut record = self.record(engine, &[]);
