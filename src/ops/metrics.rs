@@ -3,7 +3,7 @@
 //! per-endpoint delivery counters of the console's overview (`/api/stats`: totals since start
 //! and one bucket a minute for the last hour).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -64,7 +64,10 @@ pub(crate) struct Metrics {
     translation_failures: Mutex<BTreeMap<String, u64>>,
     /// Handovers accepted by their provider; active ones (see `handover_ended`); ended, by status.
     handovers_started: AtomicU64,
-    handovers_active: AtomicU64,
+    /// The ids of the handovers this process saw start and has not seen end: a handover that
+    /// started before a restart (or on another replica) and ends here is not taken off the count
+    /// of one this process started.
+    handovers_active: Mutex<HashSet<String>>,
     handovers_ended: Mutex<BTreeMap<String, u64>>,
     /// Delivery attempts by endpoint, for the console.
     attempts: Mutex<BTreeMap<String, EndpointAttempts>>,
@@ -124,7 +127,7 @@ impl Metrics {
             calls_done: AtomicU64::new(0),
             translation_failures: Mutex::default(),
             handovers_started: AtomicU64::new(0),
-            handovers_active: AtomicU64::new(0),
+            handovers_active: Mutex::default(),
             handovers_ended: Mutex::default(),
             attempts: Mutex::default(),
             started: std::time::Instant::now(),
@@ -213,18 +216,15 @@ impl Metrics {
             1;
     }
 
-    /// A handover's start was accepted by its provider.
-    pub(crate) fn handover_started(&self) {
+    /// The handover `id`'s start was accepted by its provider.
+    pub(crate) fn handover_started(&self, id: &str) {
         self.handovers_started.fetch_add(1, Relaxed);
-        self.handovers_active.fetch_add(1, Relaxed);
+        self.handovers_active.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
     }
 
-    /// A handover ended as `status`; `was_active` when its start had been accepted (counted as
-    /// active by this process, unless it started before the last restart).
-    pub(crate) fn handover_ended(&self, status: &str, was_active: bool) {
-        if was_active {
-            let _ = self.handovers_active.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
-        }
+    /// The handover `id` ended as `status`.
+    pub(crate) fn handover_ended(&self, status: &str, id: &str) {
+        self.handovers_active.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         let mut m = self.handovers_ended.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry(status.to_owned()).or_default() += 1;
     }
@@ -299,8 +299,8 @@ impl Metrics {
         gauge(
             &mut out,
             "hookflow_handovers_active",
-            "Handovers started and not ended, counted since this process started.",
-            calls(&self.handovers_active),
+            "Handovers this process saw start and has not seen end (since it started).",
+            self.handovers_active.lock().unwrap_or_else(|p| p.into_inner()).len() as u64,
         );
         self.turns.write(&mut out, "hookflow_flow_run_seconds", "Worker time of one part of a turn: a message through its Flow to its end or to a parked call (a turn with http nodes has several parts).");
         self.delivery.write(&mut out, "hookflow_delivery_seconds", "Time of one successful webhook POST.");

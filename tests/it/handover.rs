@@ -255,8 +255,17 @@ fn a_restart_in_the_middle_of_a_handover_keeps_it() {
     assert_eq!(status, 200);
     let h = sink.recv(WAIT);
     assert_eq!((h.seq(), h.text(), &h.body["AIOutput"]["source"]), (4, "Yes!", &json!("agent")));
+    // A handover started after the restart is counted as active; the end of the one started
+    // before it does not take it off.
+    app.send("u2", "s2", "I need a human too");
+    sink.recv_n(3, WAIT);
+    assert_eq!(desk.recv(WAIT).body["event"], "handover.requested");
+    wait_status(&app, "u2", "s2", "active");
+    let active = || crate::child::Metrics::parse(&request("GET", &app.url("/metrics"), None, &[]).body);
+    assert_eq!(active().value("hookflow_handovers_active"), 1.0);
     assert_eq!(agent_post(&app, "end", &json!({"handoverId": id})).0, 200);
     assert_eq!(sink.recv(WAIT).text(), "Welcome back (handover, )");
+    assert_eq!(active().value("hookflow_handovers_active"), 1.0, "the other handover is still active");
 }
 
 #[test]

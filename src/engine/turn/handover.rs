@@ -240,7 +240,7 @@ impl Conversation<'_> {
                         h.status = HandoverStatus::Active;
                         h.conversation = conversation;
                     }
-                    self.cx.metrics.handover_started();
+                    self.cx.metrics.handover_started(&call.handover_id);
                     Ok(Step::Done(self.record(engine, &[])))
                 }
                 Event::Message { .. } => Ok(Step::Done(self.record(engine, &[]))),
@@ -268,7 +268,7 @@ impl Conversation<'_> {
     /// Ends the handover as `status` and runs the Flow from below the `handover` node.
     fn end(&mut self, engine: &mut LazyEngine, status: HandoverStatus) -> Result<Step, StoreError> {
         let Some(h) = self.state.handover.as_mut() else { return Ok(Step::Done(self.record(engine, &[]))) };
-        self.cx.metrics.handover_ended(status.as_str(), h.status == HandoverStatus::Active);
+        self.cx.metrics.handover_ended(status.as_str(), &h.id);
         h.status = status;
         let handover = json!({ "status": status.as_str(), "provider": h.provider, "agentName": h.agent_name });
         // No user text came with this run (an agent's job, or a provider's answer): the outputs
