@@ -318,9 +318,10 @@ fn minutes(a: &EndpointAttempts, now_ms: i64) -> Value {
 // --- POST /api/deadletters/replay ----------------------------------------------------------------
 
 fn replay(cx: &HttpContext, req: &Request) -> Answer {
-    let q = query(req, &["endpoint", "user", "session", "limit"], cx.store.holds_nul())?;
+    let q = query(req, &["endpoint", "user", "session", "since", "until", "limit"], cx.store.holds_nul())?;
     let limit = limit(&q, DEFAULT_REPLAY_LIMIT, MAX_REPLAY_LIMIT)?;
-    let f = OutputFilter { limit, ..filter(&q) };
+    // The time is when the output became a dead letter, as in the delivery log.
+    let f = OutputFilter { limit, since_ms: time(&q, "since")?, until_ms: time(&q, "until")?, ..filter(&q) };
     let configured = |name: &str| cx.config.endpoint_by_name(name).is_some();
     let done = cx.store.replay_matching(&f, now_ms(), &configured).map_err(store_error)?;
     let more = done.len() == limit;

@@ -299,8 +299,17 @@ fn bulk_replay_queues_what_the_filter_matches_in_session_order() {
     assert_eq!(texts, ["a1", "a2", "a3"]);
     let seqs: Vec<i64> = rest["replayed"].as_array().unwrap().iter().map(|r| r["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, [6], "a replay is the session's next output");
+    // The time filter is when the output died, as in the log (the console's "last hour").
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert_eq!(replay(&format!("since={}", now + 3_600_000))["replayed"], json!([]), "died before that");
+    assert_eq!(replay("until=2020-01-01T00:00:00Z")["replayed"], json!([]), "died after that");
+    let r = request("POST", &app.url("/api/deadletters/replay?since=yesterday"), Some(""), &[("X-API-Key", ADMIN_KEY)]);
+    assert_error(r.status, &r.json(), 400, "invalid_request");
     let left = get(&app, "/api/deadletters");
     assert_eq!(left["deadLetters"][0]["sessionId"], "b");
+    let b = replay(&format!("since={}&until={}", now - 3_600_000, now + 3_600_000));
+    assert_eq!(b["replayed"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(sink.recv(WAIT).text(), "b1");
     let r = request("GET", &app.url("/api/deadletters/replay"), None, &[("X-API-Key", ADMIN_KEY)]);
     assert_error(r.status, &r.json(), 405, "method_not_allowed");
 }

@@ -96,7 +96,7 @@ async function replayAll() {
   const f = dlFilter();
   $("dl-status").textContent = "replaying…";
   try {
-    const r = await api("POST", "/api/deadletters/replay" + qs({ endpoint: f.endpoint, user: f.user, session: f.session }));
+    const r = await api("POST", "/api/deadletters/replay" + qs({ endpoint: f.endpoint, user: f.user, session: f.session, since: f.since }));
     let msg = r.replayed.length + " dead letter(s) replayed";
     if (r.refused.length) msg += ", " + r.refused.length + " refused (" + r.refused[0].message + ")";
     if (r.more) msg += "; more are left: replay again";

@@ -441,7 +441,7 @@ pub(super) fn find_sessions(
         .collect())
 }
 
-/// Ids of the dead letters matching the filter's endpoint and session: the oldest `limit` of
+/// Ids of the dead letters matching the filter's endpoint, session and time: the oldest `limit` of
 /// them, in session-key order (as they are replayed: each replay locks its session's `queues`
 /// row, and every statement takes those in key order, so that none deadlocks another).
 pub(super) fn dead_letter_ids(tx: &mut Tx<'_>, f: &OutputFilter) -> Result<Vec<i64>> {
@@ -451,9 +451,10 @@ pub(super) fn dead_letter_ids(tx: &mut Tx<'_>, f: &OutputFilter) -> Result<Vec<i
              SELECT id, endpoint, user_id, session_id FROM deadletters
              WHERE ($1::text IS NULL OR endpoint = $1) AND ($2::text IS NULL OR user_id = $2)
                AND ($3::text IS NULL OR session_id = $3)
+               AND ($5::bigint IS NULL OR died_ms >= $5) AND ($6::bigint IS NULL OR died_ms <= $6)
              ORDER BY id LIMIT $4) d
          ORDER BY endpoint, user_id, session_id, id",
-        &[&f.endpoint, &f.user_id, &f.session_id, &limit],
+        &[&f.endpoint, &f.user_id, &f.session_id, &limit, &f.since_ms, &f.until_ms],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

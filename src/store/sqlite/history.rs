@@ -411,8 +411,10 @@ pub(super) fn dead_letter_ids(conn: &Connection, f: &OutputFilter) -> Result<Vec
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM deadletters
          WHERE (?1 IS NULL OR endpoint = ?1) AND (?2 IS NULL OR user_id = ?2) AND (?3 IS NULL OR session_id = ?3)
+           AND (?5 IS NULL OR died_ms >= ?5) AND (?6 IS NULL OR died_ms <= ?6)
          ORDER BY id LIMIT ?4",
     )?;
-    let rows = stmt.query_map(params![f.endpoint, f.user_id, f.session_id, f.limit as i64], |r| r.get(0))?;
+    let args = params![f.endpoint, f.user_id, f.session_id, f.limit as i64, f.since_ms, f.until_ms];
+    let rows = stmt.query_map(args, |r| r.get(0))?;
     rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
 }
