@@ -96,9 +96,16 @@ fn get_session(cx: &HttpContext, key: &SessionKey) -> Reply {
                     "lastSeq": seq,
                     "handover": state.as_ref().and_then(|s| s.handover.as_ref()).map(super::handover::view),
             });
-            let collects =
-                cx.config.endpoint_by_name(&key.endpoint).is_some_and(|e| e.data_protection.collect_conversations);
-            if collects {
+            let ep = cx.config.endpoint_by_name(&key.endpoint);
+            // The user's profile, when the endpoint keeps profiles (it is the user's, across
+            // endpoints: console.md shows it with the session).
+            if ep.is_some_and(|e| e.data_protection.contact_profiles) {
+                match cx.store.profile(&key.user_id) {
+                    Ok(p) => answer["profile"] = p.and_then(|p| serde_json::from_str(&p).ok()).unwrap_or(Value::Null),
+                    Err(e) => return store_error(e),
+                }
+            }
+            if ep.is_some_and(|e| e.data_protection.collect_conversations) {
                 match cx.store.transcript(key) {
                     Ok(lines) => answer["transcript"] = transcript_json(lines),
                     Err(e) => return store_error(e),

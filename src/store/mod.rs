@@ -200,6 +200,9 @@ pub trait Store: Send + Sync {
     /// The stored session, if any.
     fn session(&self, key: &SessionKey) -> Result<Option<SessionRow>>;
 
+    /// The user's stored profile (JSON), if any (`contactProfiles`).
+    fn profile(&self, user_id: &str) -> Result<Option<String>>;
+
     /// Forgets a session's state and transcript, so its next message starts fresh; true if it
     /// had state. Its output counter is kept, so `X-Hookflow-Seq` stays strictly increasing.
     /// Queued messages and undelivered outputs stay.

@@ -621,6 +621,9 @@ fn profiles_follow_the_user_across_sessions_when_contact_profiles_is_on() {
     bot.expect1("s3", "n=1");
     bot.text("ann", "s1", "d");
     bot.expect1("s1", "n=3");
+    // The admin session view (and so the console) shows the user's profile with the session.
+    let s = admin_get(&bot.app.url("/api/sessions/main/ann/s2")).json();
+    assert_eq!(s["profile"], json!({"n": 3}), "{s}");
 }
 
 #[test]
@@ -634,6 +637,8 @@ fn profiles_are_not_kept_when_contact_profiles_is_off() {
     bot.expect1("s2", "n=1");
     bot.text("ann", "s1", "c");
     bot.expect1("s1", "n=1");
+    let s = admin_get(&bot.app.url("/api/sessions/main/ann/s1")).json();
+    assert_eq!(s.get("profile"), None, "no profile is kept, so none is shown: {s}");
 }
 
 // ---------------------------------------------------------------------------------------------

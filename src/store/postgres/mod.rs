@@ -471,6 +471,10 @@ impl Store for PgStore {
         self.in_auto(|tx| sessions::get(tx, key))
     }
 
+    fn profile(&self, user_id: &str) -> Result<Option<String>> {
+        self.in_auto(|tx| sessions::profile(tx, user_id))
+    }
+
     fn delete_session(&self, key: &SessionKey) -> Result<bool> {
         self.in_tx(|tx| {
             let had = sessions::forget(tx, key)?;

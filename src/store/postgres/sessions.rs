@@ -9,6 +9,11 @@ const EXPIRY_CHUNK: i64 = 1000;
 /// The advisory lock that makes one replica at a time the one that expires ("hookflow-expire").
 const EXPIRY_LOCK: i64 = 0x6866_6578_7069_7265;
 
+/// The user's profile (JSON), if stored.
+pub(super) fn profile(tx: &mut Tx<'_>, user_id: &str) -> Result<Option<String>> {
+    Ok(tx.query_opt("SELECT profile FROM profiles WHERE user_id = $1", &[&user_id])?.map(|r| r.get(0)))
+}
+
 pub(super) fn get(tx: &mut Tx<'_>, key: &SessionKey) -> Result<Option<SessionRow>> {
     let row = tx.query_opt(
         "SELECT state, seq, messages, updated_ms FROM sessions WHERE endpoint = $1 AND user_id = $2 AND session_id = $3",

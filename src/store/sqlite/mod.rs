@@ -411,6 +411,10 @@ impl Store for SqliteStore {
         sessions::get(&self.lock(), key)
     }
 
+    fn profile(&self, user_id: &str) -> Result<Option<String>> {
+        sessions::profile(&self.read(), user_id)
+    }
+
     fn delete_session(&self, key: &SessionKey) -> Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;

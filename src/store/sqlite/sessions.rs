@@ -6,6 +6,12 @@ use super::key_from;
 use crate::domain::{SessionKey, SessionRow, Speaker, TranscriptLine};
 use crate::store::{ErrorKind, Result, StoreError};
 
+/// The user's profile (JSON), if stored.
+pub(super) fn profile(conn: &Connection, user_id: &str) -> Result<Option<String>> {
+    let mut stmt = conn.prepare_cached("SELECT profile FROM profiles WHERE user_id = ?1")?;
+    Ok(stmt.query_row([user_id], |r| r.get(0)).optional()?)
+}
+
 /// A session row; an empty stored state is a session without state (see `SessionRow::state`).
 pub(super) fn get(conn: &Connection, key: &SessionKey) -> Result<Option<SessionRow>> {
     Ok(conn
