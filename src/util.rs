@@ -173,9 +173,46 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
+/// Longest wait a `Retry-After` can ask for: a receiver's typo (or a date years ahead) must not
+/// park a session for good. A retry schedule still applies; this only caps the header.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `Retry-After` as delta seconds or as an HTTP-date (RFC 9110 §10.2.3), as a wait from `now_ms`.
+/// Capped at an hour.
+pub(crate) fn parse_retry_after(v: &str, now_ms: i64) -> Option<std::time::Duration> {
+    let v = v.trim();
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => {
+            let at_ms = parse_http_date(v)?.saturating_mul(1000);
+            std::time::Duration::from_millis(at_ms.saturating_sub(now_ms).max(0) as u64)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// The `Retry-After` of an answer, if it has a readable one.
+pub(crate) fn retry_after_of<B>(resp: &ureq::http::Response<B>) -> Option<std::time::Duration> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+    parse_retry_after(v, now_ms())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("7", 0), Some(std::time::Duration::from_secs(7)));
+        // Sun, 06 Nov 1994 08:49:37 GMT is 784111777 s after the epoch.
+        let now = 784_111_777_000 - 3_000;
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(std::time::Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 10_000), Some(std::time::Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", 0), None);
+        // Huge values are capped, not overflowed into a due time in the past.
+        assert_eq!(parse_retry_after("18446744073709551615", 0), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", 0), Some(MAX_RETRY_AFTER));
+    }
 
     #[test]
     fn depth_counts_levels_and_prune_cuts_below_the_limit() {

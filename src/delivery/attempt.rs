@@ -8,11 +8,7 @@ use base64::Engine;
 use crate::config::{Config, Endpoint};
 use crate::crypto;
 use crate::domain::OutboxRow;
-use crate::util::now_ms;
 
-/// Longest wait a `Retry-After` can ask for: a receiver's typo (or a date years ahead) must not
-/// park a session for good. The retry schedule still applies; this only caps the header.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Longest body read back from a webhook answer (it is only logged).
 const MAX_ANSWER_BYTES: u64 = 16 * 1024;
 
@@ -98,11 +94,7 @@ pub(crate) fn attempt(
     match req.send(row.body.as_bytes()) {
         Ok(mut resp) => {
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, now_ms()));
+            let retry_after = crate::util::retry_after_of(&resp);
             // Reading the answer to its end lets ureq reuse the connection.
             let body = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_vec().unwrap_or_default();
             let answer = String::from_utf8_lossy(&body[..body.len().min(NOTED_ANSWER_BYTES)]).into_owned();
@@ -130,20 +122,6 @@ fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
     }
 }
 
-/// `Retry-After` as delta seconds or as an HTTP-date (RFC 9110 §10.2.3), as a wait from `now_ms`.
-/// Capped at `MAX_RETRY_AFTER`.
-fn parse_retry_after(v: &str, now_ms: i64) -> Option<Duration> {
-    let v = v.trim();
-    let wait = match v.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            let at_ms = crate::util::parse_http_date(v)?.saturating_mul(1000);
-            Duration::from_millis(at_ms.saturating_sub(now_ms).max(0) as u64)
-        }
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,18 +137,5 @@ mod tests {
         assert!(matches!(classify(404, None), Outcome::Final(_)));
         assert!(matches!(classify(500, None), Outcome::Retry(..)));
         assert!(matches!(classify(503, None), Outcome::Retry(..)));
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_and_http_dates() {
-        assert_eq!(parse_retry_after("7", 0), Some(Duration::from_secs(7)));
-        // Sun, 06 Nov 1994 08:49:37 GMT is 784111777 s after the epoch.
-        let now = 784_111_777_000 - 3_000;
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 10_000), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon", 0), None);
-        // Huge values are capped, not overflowed into a due time in the past.
-        assert_eq!(parse_retry_after("18446744073709551615", 0), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", 0), Some(MAX_RETRY_AFTER));
     }
 }

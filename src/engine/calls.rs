@@ -211,8 +211,7 @@ impl Inner {
                 Call::Rasa(_) => Answer::Rasa(None),
                 Call::Translate(j) => Answer::Translate(Box::new(j.failed("the call failed inside hookflow"))),
                 Call::Handover(h) => {
-                    let failure =
-                        super::handover::Failure { retry: false, error: "the call failed inside hookflow".into() };
+                    let failure = super::handover::Failure::new(false, "the call failed inside hookflow");
                     Answer::Handover(h, Err(failure))
                 }
             }

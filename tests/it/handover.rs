@@ -471,3 +471,23 @@ fn kill_9_in_the_middle_of_a_handover_loses_nothing() {
         third.log_text()
     );
 }
+
+#[test]
+fn a_desk_asking_to_wait_with_retry_after_gets_its_wait_beyond_the_schedule() {
+    // handover.md: provider failures are retried like deliveries, and deliveries honour
+    // Retry-After (http-api.md §2).
+    let sink = Sink::new();
+    let desk = crate::child::Mock::with_status(200);
+    desk.script(vec![(503, vec![("Retry-After", "1")])]);
+    let mut cfg = desk_config(&sink.url, &desk.url);
+    cfg["delivery"]["retrySchedule"] = json!([0.05]);
+    let app = App::start("handover-retry-after", &cfg, &[("flow.json", &desk_flow())]);
+    app.send("u1", "s1", "I need a human");
+    let (t0, first) = desk.recv(WAIT);
+    let (t1, second) = desk.recv(WAIT);
+    let gap = t1 - t0;
+    assert_eq!((first.answered, second.answered), (503, 200));
+    assert_eq!(second.body["event"], "handover.requested");
+    assert!(gap >= std::time::Duration::from_millis(950), "the start was made again {gap:?} after Retry-After: 1");
+    wait_status(&app, "u1", "s1", "active");
+}

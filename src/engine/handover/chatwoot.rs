@@ -50,7 +50,7 @@ impl Api<'_> {
             }
         };
         let mut resp = resp.map_err(|e| transport(&what, e))?;
-        classify(resp.status().as_u16(), &what)?;
+        classify(&resp, &what)?;
         let text = resp.body_mut().with_config().limit(1024 * 1024).read_to_string().unwrap_or_default();
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
@@ -108,15 +108,13 @@ impl Api<'_> {
 }
 
 fn unexpected(route: &str, field: &str) -> Failure {
-    Failure { retry: false, error: format!("chatwoot {route}: the answer has no {field}") }
+    Failure::new(false, format!("chatwoot {route}: the answer has no {field}"))
 }
 
 /// Makes the call through Chatwoot's API.
 pub(crate) fn perform(agent: &ureq::Agent, c: &Chatwoot, call: &HandoverCall) -> Outcome {
     let api = Api { agent, c };
-    let conversation = || {
-        call.conversation.clone().ok_or(Failure { retry: false, error: "no Chatwoot conversation was started".into() })
-    };
+    let conversation = || call.conversation.clone().ok_or(Failure::new(false, "no Chatwoot conversation was started"));
     match &call.event {
         Event::Start { text, transcript, .. } => api.start(call, text, transcript),
         Event::Message { text, data } => {

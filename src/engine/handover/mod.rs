@@ -66,6 +66,15 @@ pub(crate) struct Failure {
     /// Worth another attempt (a transport error, 408, 429, 5xx).
     pub retry: bool,
     pub error: String,
+    /// The provider's `Retry-After`: the next attempt waits at least that long (as deliveries do).
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl Failure {
+    /// A failure without a `Retry-After`.
+    pub(crate) fn new(retry: bool, error: impl Into<String>) -> Failure {
+        Failure { retry, error: error.into(), retry_after: None }
+    }
 }
 
 /// What a provider call came to: on a start, the provider's conversation id if it has one.
@@ -76,21 +85,25 @@ pub(crate) fn perform(agent: &ureq::Agent, call: &HandoverCall) -> Outcome {
     match &call.provider {
         Some(Handover::Webhook(w)) => webhook::perform(agent, w, call),
         Some(Handover::Chatwoot(c)) => chatwoot::perform(agent, c, call),
-        None => Err(Failure { retry: false, error: "the endpoint has no handover provider".into() }),
+        None => Err(Failure::new(false, "the endpoint has no handover provider")),
     }
 }
 
-/// The class of an answer: 2xx ok; 408, 429 and 5xx retried; other statuses final (as for
-/// deliveries, http-api.md §2).
-pub(crate) fn classify(status: u16, what: &str) -> Result<(), Failure> {
+/// The class of an answer: 2xx ok; 408, 429 and 5xx retried, not before its `Retry-After`;
+/// other statuses final (as for deliveries, http-api.md §2).
+pub(crate) fn classify<B>(resp: &ureq::http::Response<B>, what: &str) -> Result<(), Failure> {
+    let status = resp.status().as_u16();
     match status {
         200..=299 => Ok(()),
-        408 | 429 | 500..=599 => Err(Failure { retry: true, error: format!("{what}: HTTP {status}") }),
-        _ => Err(Failure { retry: false, error: format!("{what}: HTTP {status}") }),
+        408 | 429 | 500..=599 => Err(Failure {
+            retry_after: crate::util::retry_after_of(resp),
+            ..Failure::new(true, format!("{what}: HTTP {status}"))
+        }),
+        _ => Err(Failure::new(false, format!("{what}: HTTP {status}"))),
     }
 }
 
 /// A transport error (no answer): retried.
 pub(crate) fn transport(what: &str, e: ureq::Error) -> Failure {
-    Failure { retry: true, error: format!("{what}: {e}") }
+    Failure::new(true, format!("{what}: {e}"))
 }

@@ -47,6 +47,6 @@ pub(crate) fn perform(agent: &ureq::Agent, w: &HandoverWebhook, call: &HandoverC
     }
     let req = req.config().timeout_global(Some(REQUEST_TIMEOUT)).build();
     let resp = req.send(body.as_bytes()).map_err(|e| transport("the agent desk", e))?;
-    classify(resp.status().as_u16(), "the agent desk")?;
+    classify(&resp, "the agent desk")?;
     Ok(None)
 }

@@ -247,7 +247,9 @@ impl Conversation<'_> {
                 Event::Cancel => self.end(engine, HandoverStatus::Cancelled),
             },
             Err(f) if f.retry && (call.attempt as usize) < schedule.len() => {
-                let wait = schedule[call.attempt as usize];
+                // The schedule's step, or the provider's `Retry-After` when that is longer.
+                let step = schedule[call.attempt as usize];
+                let wait = f.retry_after.map_or(step, |a| a.max(step));
                 log::warn!("{}: the handover {what} failed ({}); trying again in {wait:?}", self.ep.name, f.error);
                 call.attempt += 1;
                 call.due_ms = now_ms() + wait.as_millis() as i64;
