@@ -172,7 +172,8 @@ fn ready(cx: &HttpContext) -> Reply {
     };
     match reason {
         None => Reply::json(200, json!({"status": "ready"})),
-        Some(r) => Reply::json(503, json!({"status": "not_ready", "reason": r})),
+        // An error answer, in the one error shape (http-api.md), the reason as its message.
+        Some(r) => Reply::error(503, "not_ready", r),
     }
     .route(Route::Ready)
 }

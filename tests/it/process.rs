@@ -45,7 +45,13 @@ fn sigterm_refuses_new_messages_drains_exits_0_and_leaves_the_rest_for_the_next_
         }
         assert!(Instant::now() < deadline, "/readyz still answers {} after SIGTERM", r.0);
     };
-    assert!(ready.1.contains("shutting"), "/readyz while draining: {}", ready.1);
+    let body: serde_json::Value = serde_json::from_str(&ready.1).expect("a JSON answer");
+    assert_eq!(body["error"]["code"], "not_ready", "the error shape: {}", ready.1);
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("shutting")),
+        "/readyz while draining: {}",
+        ready.1
+    );
     let (status, retry_after, answer) =
         try_post(&url, &json!({"userId": "u", "sessionId": "s", "text": "late"})).expect("POST while draining");
     assert_error(status, &answer, 503, "shutting_down");
