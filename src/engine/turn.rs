@@ -372,6 +372,13 @@ impl<'a> Conversation<'a> {
             log::warn!("{name}: {w}");
         }
         let mask = self.ep.data_protection.mask_logging;
+        if log::log_enabled!(log::Level::Debug) && !turn.nodes.is_empty() {
+            // Each Flow step (config.md: `debug` shows them): node names and types are the
+            // Flow author's, not the user's, so masking leaves them.
+            let steps: Vec<String> =
+                turn.nodes.iter().map(|(n, kind)| format!("{} ({kind})", self.flow.nodes[*n].name())).collect();
+            log::debug!("{name}: turn {} ran {}", self.messages, steps.join(" → "));
+        }
         log::debug!(
             "{name}: user={} session={} turn {} produced {} output(s): {:?}",
             shown(mask, &self.row.key.user_id),
@@ -498,7 +505,9 @@ impl Host for Conversation<'_> {
 
     fn opts(&mut self) -> RunOptions {
         let random = u64::from_le_bytes(crate::util::random_bytes::<8>());
-        RunOptions { max_nodes: self.cx.config.limits.max_nodes_per_turn, random, trace: self.trace.is_some() }
+        // The nodes run are recorded for the console's trace, and for the debug log's steps.
+        let trace = self.trace.is_some() || log::log_enabled!(log::Level::Debug);
+        RunOptions { max_nodes: self.cx.config.limits.max_nodes_per_turn, random, trace }
     }
 
     fn part_done(&mut self, turn: &Turn) {

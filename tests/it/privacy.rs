@@ -233,3 +233,21 @@ fn an_idle_server_forgets_sessions_after_their_ttl() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_debug_log_shows_each_flow_step() {
+    // config.md: `debug` shows each request, Flow step and delivery attempt.
+    let sink = Sink::new();
+    let dir = TempDir::new("debug-steps");
+    let flow = json!({ "nodes": [
+        { "id": "greet", "type": "say", "text": "hi" },
+        { "id": "remember", "type": "setContext", "key": "last", "value": "{{input.text}}" },
+        { "type": "say", "text": "bye" }
+    ]});
+    let path = write_files(&dir.path, &config(&sink.url), &[("flow.json", &flow)]);
+    let p = Launch::new(&path, dir.join("run.log")).env("RUST_LOG", "debug").start();
+    send_to(&p.url(&format!("/{TOKEN}")), &json!({"userId": "u", "sessionId": "s", "text": "x"}));
+    sink.recv_n(2, WAIT);
+    let log = stop(p);
+    assert!(log.contains("turn 1 ran greet (say) → remember (setContext) → nodes[2] (say)"), "{log}");
+}
