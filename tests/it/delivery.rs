@@ -349,3 +349,26 @@ fn outputs_of_a_removed_endpoint_become_dead_letters_that_replay_only_once_it_is
     let h = sink.recv(WAIT);
     assert_eq!((h.text(), h.seq(), h.answered), ("orphan", 2, 200));
 }
+
+#[test]
+fn a_redirect_is_not_followed_but_retried_and_then_a_dead_letter() {
+    // http-api.md §2: redirects are not followed (the output must not go to another URL).
+    let elsewhere = Sink::new();
+    let webhook = crate::child::Mock::with_status(200);
+    let location: &'static str = Box::leak(elsewhere.url.clone().into_boxed_str());
+    webhook.script(vec![(302, vec![("Location", location)]); 3]);
+    let mut cfg = config(&webhook.url);
+    cfg["delivery"]["retrySchedule"] = json!([0.05, 0.05]);
+    let app = App::start("redirect", &cfg, &[("flow.json", &echo_flow())]);
+    app.send("u", "s", "stay here");
+    for _ in 0..3 {
+        let (_, hit) = webhook.recv(WAIT);
+        assert_eq!((hit.answered, hit.text()), (302, "stay here"));
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while admin_get(&app.url("/api/deadletters")).json()["deadLetters"].as_array().map_or(0, Vec::len) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no dead letter after three redirects");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(elsewhere.rx.try_recv().is_err(), "the redirect was followed");
+}

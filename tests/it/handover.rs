@@ -491,3 +491,30 @@ fn a_desk_asking_to_wait_with_retry_after_gets_its_wait_beyond_the_schedule() {
     assert!(gap >= std::time::Duration::from_millis(950), "the start was made again {gap:?} after Retry-After: 1");
     wait_status(&app, "u1", "s1", "active");
 }
+
+#[test]
+fn the_start_carries_the_last_20_lines_of_the_transcript() {
+    let (sink, desk) = (Sink::new(), Sink::new());
+    let flow = json!({ "nodes": [
+        { "type": "lookup", "mode": "text", "cases": {
+            "human": [{ "type": "handover", "text": "Connecting." }]
+        }, "default": [{ "type": "say", "text": "echo {{input.text}}" }] }
+    ]});
+    let app = App::start("handover-transcript", &desk_config(&sink.url, &desk.url), &[("flow.json", &flow)]);
+    for i in 1..=12 {
+        app.send("u1", "s1", &format!("m{i}"));
+        sink.recv(WAIT);
+    }
+    app.send("u1", "s1", "human");
+    let ev = desk.recv(WAIT);
+    let lines: Vec<String> = ev.body["transcript"]
+        .as_array()
+        .expect("a transcript")
+        .iter()
+        .map(|l| format!("{}:{}", l["source"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    // 26 lines in all (12 messages and their echoes, then "human" and "Connecting."): the last 20.
+    assert_eq!(lines.len(), 20, "{lines:?}");
+    assert_eq!(lines[0], "user:m4");
+    assert_eq!(lines[18..], ["user:human", "bot:Connecting."]);
+}

@@ -38,6 +38,9 @@ fn healthz_readyz_and_metrics() {
     let _ = post_json(&app.url("/no-such-token-0000"), &json!({"userId": "u", "sessionId": "s", "text": "x"}));
     // Output 2 is sent only after output 1 was delivered, so once it arrives, 1 is counted.
     assert_eq!(sink.recv_n(2, WAIT).iter().map(Hit::seq).collect::<Vec<_>>(), [1, 2]);
+    // A test message (the console's) is counted apart from the users' (http-api.md §1).
+    let _ = post_json(&app.url(&format!("/test/{TOKEN}")), &json!({"userId": "u", "sessionId": "t", "text": "x"}));
+    sink.recv(WAIT);
 
     let r = request("GET", &app.url("/metrics"), None, &[]);
     assert_eq!(r.status, 200);
@@ -54,7 +57,11 @@ fn healthz_readyz_and_metrics() {
         .filter(|l| l.contains(r#"endpoint="main""#) && l.contains(r#"status="200""#))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(accepted, 2.0, "{}", r.body);
+    assert_eq!(accepted, 3.0, "{}", r.body);
+    let m = crate::child::Metrics::parse(&r.body);
+    let by_route =
+        |route| m.sum("hookflow_requests_total", &[("endpoint", "main"), ("route", route), ("status", "200")]);
+    assert_eq!((by_route("message"), by_route("test")), (2.0, 1.0), "{}", r.body);
     assert!(
         r.body.lines().any(|l| l.starts_with("hookflow_requests_total{") && l.contains("status=\"404\"")),
         "{}",
