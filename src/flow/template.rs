@@ -145,6 +145,29 @@ impl Path {
         }
         Some(Cow::Borrowed(v))
     }
+
+    /// Whether JavaScript would throw reading the path: a key read on `undefined` or `null`
+    /// (`context.order.id` without `context.order`). A key of a string, number or boolean is
+    /// `undefined`, not an error, as are the keys after a `.length`.
+    pub fn throws(&self, scope: &Scope<'_>) -> bool {
+        /// Stands for a present primitive (a `.length`): its keys are `undefined`.
+        static PRIMITIVE: Value = Value::Bool(true);
+        let mut v = Some(match self.root {
+            Root::Input => scope.input,
+            Root::Context => scope.context,
+            Root::Profile => scope.profile,
+        });
+        for k in &self.keys {
+            v = match v {
+                None | Some(Value::Null) => return true,
+                Some(Value::Object(m)) => m.get(k),
+                Some(Value::Array(_) | Value::String(_)) if k == "length" => Some(&PRIMITIVE),
+                Some(Value::Array(a)) => k.parse::<usize>().ok().and_then(|i| a.get(i)),
+                Some(_) => None,
+            };
+        }
+        false
+    }
 }
 
 impl Expr {
@@ -181,12 +204,17 @@ impl Expr {
         }
     }
 
-    /// Evaluates the expression; `None` is `undefined` (also what a throwing script gives).
+    /// Evaluates the expression; `None` is `undefined` (also what a throwing script gives, and
+    /// what the fast path gives where JavaScript would throw).
     pub fn eval(&self, scope: &Scope<'_>, ev: &mut Evaluator<'_>) -> Option<Value> {
+        if self.throws(scope) {
+            return None;
+        }
         match self {
             Expr::Path(p) => p.get(scope).map(Cow::into_owned),
             Expr::Compare { path, equal, strict, value } => {
                 let same = match path.get(scope) {
+                    Some(got) if *strict => strict_eq(&got, value),
                     Some(got) => loose_eq(&got, value),
                     // `undefined == null`, but `undefined === null` is false, as in JavaScript.
                     None => !*strict && value.is_null(),
@@ -195,6 +223,15 @@ impl Expr {
             }
             Expr::Not(e) => Some(Value::Bool(!truthy(e.eval(scope, ev).as_ref()))),
             Expr::Script(src) => ev.script(src, scope),
+        }
+    }
+
+    /// Whether the fast path's expression would throw in JavaScript (a script says for itself).
+    fn throws(&self, scope: &Scope<'_>) -> bool {
+        match self {
+            Expr::Path(p) | Expr::Compare { path: p, .. } => p.throws(scope),
+            Expr::Not(e) => e.throws(scope),
+            Expr::Script(_) => false,
         }
     }
 
@@ -215,15 +252,50 @@ fn literal(s: &str) -> Option<Value> {
     serde_json::from_str(s).ok()
 }
 
-/// Equality as a Cognigy author expects: numbers compare by value, and a number compares equal
-/// to its decimal string (the answer to a number question is often compared with `"3"`).
-fn loose_eq(a: &Value, b: &Value) -> bool {
+/// JavaScript's `===` on JSON values: numbers by value, everything else as it is.
+fn strict_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
-            s.trim().parse::<f64>().ok() == n.as_f64()
-        }
         _ => a == b,
+    }
+}
+
+/// JavaScript's `==` between a JSON value and a literal: a number equals its decimal string
+/// (the answer to a number question is often compared with `'3'`) and a boolean its number
+/// (`true == 1`). Objects and arrays equal only themselves here (JavaScript would compare their
+/// strings; such a comparison goes to the script engine only if written as a script).
+fn loose_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Bool(_), Value::Number(_) | Value::String(_) | Value::Bool(_))
+        | (Value::Number(_) | Value::String(_), Value::Bool(_))
+        | (Value::Number(_), Value::String(_))
+        | (Value::String(_), Value::Number(_)) => match (to_number(a), to_number(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => strict_eq(a, b),
+        },
+        _ => strict_eq(a, b),
+    }
+}
+
+/// JavaScript's `Number(v)` of a primitive, for `==` (`None`: NaN, or not a primitive). Strings:
+/// trimmed, empty is 0, decimal and `Infinity` forms (the hex, octal and binary forms are NaN
+/// here).
+fn to_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        Value::String(s) => {
+            let t = s.trim();
+            match t {
+                "" => Some(0.0),
+                "Infinity" | "+Infinity" => Some(f64::INFINITY),
+                "-Infinity" => Some(f64::NEG_INFINITY),
+                // Rust also reads "inf" and "NaN", which JavaScript does not.
+                _ if t.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') => None,
+                _ => t.parse().ok(),
+            }
+        }
+        _ => None,
     }
 }
 
@@ -476,8 +548,6 @@ mod tests {
         let (input, context, profile) =
             (json!({"result": 3, "text": "yes"}), json!({"nil": null, "ok": true, "s": "a", "z": 0}), json!({}));
         let scope = Scope { input: &input, context: &context, profile: &profile };
-        // (A number and its decimal string compare equal on the fast path even with `===`: a
-        // choice the README states, left out here.)
         for src in [
             "context.missing === null",
             "context.missing !== null",
@@ -487,6 +557,25 @@ mod tests {
             "context.nil !== null",
             "context.nil == null",
             "context.missing.deeper === null",
+            "context.missing.deeper !== null",
+            "context.missing.deeper == null",
+            "context.nil.x !== null",
+            "!context.missing.deeper",
+            "!context.nil.x",
+            "context.s.length == 1",
+            "!context.s.length.x",
+            "!context.s.length.x.y",
+            "input.result == '3'",
+            "input.result === '3'",
+            "input.result !== '3'",
+            "input.result == ' 3 '",
+            "context.z == ''",
+            "context.z == false",
+            "context.ok == 1",
+            "context.ok == '1'",
+            "context.ok === 1",
+            "input.result == 'inf'",
+            "context.s == 'a'",
             "context.missing === 'a'",
             "context.missing !== 'a'",
             "context.s === 'a'",

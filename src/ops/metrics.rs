@@ -9,6 +9,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// Most handover ids `hookflow_handovers_active` keeps (about 1 MiB of them).
+const MAX_TRACKED_HANDOVERS: usize = 10_000;
+
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -219,7 +222,12 @@ impl Metrics {
     /// The handover `id`'s start was accepted by its provider.
     pub(crate) fn handover_started(&self, id: &str) {
         self.handovers_started.fetch_add(1, Relaxed);
-        self.handovers_active.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
+        let mut active = self.handovers_active.lock().unwrap_or_else(|p| p.into_inner());
+        // Ids whose end this process never sees (the session forgotten meanwhile, the end taken
+        // by another replica) stay: the set is bounded so that they cannot grow it for ever.
+        if active.len() < MAX_TRACKED_HANDOVERS {
+            active.insert(id.to_owned());
+        }
     }
 
     /// The handover `id` ended as `status`.

@@ -236,11 +236,11 @@ impl Conversation<'_> {
         match outcome {
             Ok(conversation) => match call.event {
                 Event::Start { .. } => {
-                    if let Some(h) = self.state.handover.as_mut() {
+                    if let Some(h) = self.state.handover.as_mut().filter(|h| h.id == call.handover_id) {
                         h.status = HandoverStatus::Active;
                         h.conversation = conversation;
+                        self.cx.metrics.handover_started(&call.handover_id);
                     }
-                    self.cx.metrics.handover_started(&call.handover_id);
                     Ok(Step::Done(self.record(engine, &[])))
                 }
                 Event::Message { .. } => Ok(Step::Done(self.record(engine, &[]))),

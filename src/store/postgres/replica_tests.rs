@@ -325,3 +325,16 @@ fn the_log_is_trimmed_as_outputs_go_out_in_small_batches() {
     }
     assert_eq!(o.store.outbox_len().unwrap(), 0);
 }
+
+#[test]
+fn a_replica_that_finds_the_expiry_lock_taken_keeps_its_place_in_the_sweep() {
+    let (a, _, url) = pair("expiry-lock", Duration::from_secs(10));
+    a.accept(&key_of("s1"), JobKind::Message, "{}").unwrap();
+    let cursor = key_of("s0");
+    // Another replica's sweep holds the lock for a moment.
+    let mut other = raw(&url);
+    other.execute("SELECT pg_advisory_lock($1)", &[&super::sessions::EXPIRY_LOCK]).unwrap();
+    let (forgotten, next) = a.expire_step(Some(&cursor), i64::MAX, 0, 10_000).unwrap();
+    assert_eq!((forgotten, next), (0, Some(cursor)), "the sweep goes on from its place next time");
+    other.execute("SELECT pg_advisory_unlock($1)", &[&super::sessions::EXPIRY_LOCK]).unwrap();
+}

@@ -7,7 +7,7 @@ use crate::store::{ErrorKind, Result, StoreError};
 /// Rows looked at per expiry transaction (as in SQLite).
 const EXPIRY_CHUNK: i64 = 1000;
 /// The advisory lock that makes one replica at a time the one that expires ("hookflow-expire").
-const EXPIRY_LOCK: i64 = 0x6866_6578_7069_7265;
+pub(super) const EXPIRY_LOCK: i64 = 0x6866_6578_7069_7265;
 
 /// The user's profile (JSON), if stored.
 pub(super) fn profile(tx: &mut Tx<'_>, user_id: &str) -> Result<Option<String>> {
@@ -74,7 +74,9 @@ pub(super) fn expire_step(
             }
             expire_chunk(tx, after.as_ref(), before_ms, purge_before_ms).map(Some)
         })?;
-        let Some((n, last)) = step else { return Ok((forgotten, None)) };
+        // Another replica holds the lock for a moment: the sweep goes on from here next time
+        // (starting over would let two replicas that take turns never get past the start).
+        let Some((n, last)) = step else { return Ok((forgotten, after)) };
         forgotten += n;
         looked += EXPIRY_CHUNK as usize;
         match last {
