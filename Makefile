@@ -86,12 +86,15 @@ test-static: static
 	bash tests/static/chroot.sh $(STATIC_BIN)
 
 # Installs the binary, the systemd unit and an example config (honours PREFIX and DESTDIR).
+# The config is world-readable (0644): the unit's DynamicUser is neither root nor in its group,
+# and systemd does not hand /etc/hookflow to it. Secrets belong in /etc/hookflow/env (as
+# ${NAME} in the config), which systemd reads as root.
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/hookflow
 	install -D -m 0644 examples/hookflow.service $(DESTDIR)$(PREFIX)/lib/systemd/system/hookflow.service
 	sed -i 's|/usr/local/bin/hookflow|$(PREFIX)/bin/hookflow|' $(DESTDIR)$(PREFIX)/lib/systemd/system/hookflow.service
 	install -d -m 0755 $(DESTDIR)/etc/hookflow/flows
-	test -e $(DESTDIR)/etc/hookflow/hookflow.json || install -m 0640 examples/etc/hookflow.json $(DESTDIR)/etc/hookflow/hookflow.json
+	test -e $(DESTDIR)/etc/hookflow/hookflow.json || install -m 0644 examples/etc/hookflow.json $(DESTDIR)/etc/hookflow/hookflow.json
 	test -e $(DESTDIR)/etc/hookflow/flows/demo.json || install -m 0644 examples/flows/demo.json $(DESTDIR)/etc/hookflow/flows/demo.json
 
 # The unit must pass systemd's own checks; the exposure score is printed (aim: 2.0 or lower).
