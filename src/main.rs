@@ -337,7 +337,8 @@ fn serve(opts: Opts) -> Result<(), Failure> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .map_err(|e| Failure::Runtime(format!("cannot install signal handlers: {e}")))?;
     let service = Service::start(config).map_err(|e| match e {
-        hookflow::Error::Flow(m) => Failure::Usage(m),
+        // A bad Flow or certificate file is a bad config (exit 1), as `check` says too.
+        hookflow::Error::Flow(m) | hookflow::Error::Tls(m) => Failure::Usage(m),
         other => Failure::Runtime(other.to_string()),
     })?;
     // The service's threads do the work; this one waits for SIGTERM/SIGINT (http-api.md §5) or
@@ -457,6 +458,11 @@ fn check(opts: Opts) -> Result<(), Failure> {
         Ok(config) => Some(apply_overrides(config, &opts)?),
         Err(_) => None,
     };
+    // The certificate files, read and parsed as `serve` will.
+    if let Some(config) = &config {
+        let file = path.display();
+        failed.extend(hookflow::service::check_tls_files(config).into_iter().map(|p| format!("{file}: {p}")));
+    }
     if !failed.is_empty() {
         return Err(Failure::Usage(failed.join("\n")));
     }

@@ -416,6 +416,11 @@ fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
     })
 }
 
+/// The TLS files the config names, checked as `serve` will read them (`hookflow check`).
+pub fn check_tls_files(config: &Config) -> Vec<String> {
+    crate::tls::check_files(config)
+}
+
 /// Raises the soft limit on open files to the hard limit: each keep-alive connection holds a
 /// descriptor, and the usual soft limit of 1024 is low for a server.
 fn raise_fd_limit() {

@@ -30,3 +30,33 @@ pub fn outbound(config: &Config) -> Result<ureq::tls::TlsConfig, String> {
     }
     Ok(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&roots)).build())
 }
+
+/// The TLS files the config names, read and parsed as `serve` will (`hookflow check`):
+/// `delivery.caFile`, and `tls.cert` / `tls.key`; each problem as one line naming its setting.
+pub fn check_files(config: &Config) -> Vec<String> {
+    use ureq::tls::{PemItem, parse_pem};
+    let mut problems = Vec::new();
+    if config.delivery.ca_file.is_some()
+        && let Err(e) = outbound(config)
+    {
+        problems.push(e);
+    }
+    let Some(tls) = &config.tls else { return problems };
+    let cert = |i: &PemItem| matches!(i, PemItem::Certificate(_));
+    let key = |i: &PemItem| matches!(i, PemItem::PrivateKey(_));
+    let files: [(&str, &std::path::Path, &dyn Fn(&PemItem) -> bool, &str); 2] = [
+        ("tls.cert", &tls.cert, &cert, "PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        ("tls.key", &tls.key, &key, "PEM private key (-----BEGIN PRIVATE KEY-----, RSA or EC)"),
+    ];
+    for (place, path, wanted, what) in files {
+        match std::fs::read(path) {
+            Err(e) => problems.push(format!("{place}: cannot read {}: {e}", path.display())),
+            Ok(pem) => {
+                if !parse_pem(&pem).any(|i| i.is_ok_and(|i| wanted(&i))) {
+                    problems.push(format!("{place}: {} holds no {what}", path.display()));
+                }
+            }
+        }
+    }
+    problems
+}

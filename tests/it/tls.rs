@@ -105,3 +105,38 @@ fn without_the_ca_file_an_untrusted_webhook_is_not_delivered_to() {
     assert!(err.contains("certificate") || err.contains("tls") || err.contains("issuer"), "{dead}");
     assert!(outputs.try_recv().is_err(), "nothing reached the untrusted webhook");
 }
+
+#[test]
+fn check_reads_the_certificate_files_and_serve_calls_a_bad_one_a_bad_config() {
+    let pki = Pki::new();
+    let dir = TempDir::new("tls-check");
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "this is not a certificate").unwrap();
+    let mut cfg = config("http://127.0.0.1:9/");
+    cfg["delivery"]["caFile"] = json!(not_pem);
+    cfg["tls"] = json!({ "cert": dir.join("missing.crt"), "key": pki.path("server.crt") });
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
+    let file = path.display().to_string();
+    let out = crate::bot::run_cli(&["check", "--config", &file], &[], "", None);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines = [
+        format!("{file}: delivery.caFile {} holds no PEM certificate", not_pem.display()),
+        format!("{file}: tls.cert: cannot read {}", dir.join("missing.crt").display()),
+        format!("{file}: tls.key: {} holds no PEM private key", pki.path("server.crt")),
+    ];
+    for line in &lines {
+        assert!(err.contains(line.as_str()), "no {line:?} in:\n{err}");
+    }
+    // The good files pass.
+    cfg["delivery"]["caFile"] = json!(pki.path("ca.crt"));
+    cfg["tls"] = json!({ "cert": pki.path("server.crt"), "key": pki.path("server.key") });
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
+    let out = crate::bot::run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // serve: a certificate file it cannot use is a bad config (exit 1), not a runtime failure.
+    cfg["delivery"]["caFile"] = json!(not_pem);
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
+    let out = crate::bot::run_cli(&["serve", "--config", path.to_str().unwrap()], &[], "", None);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}
