@@ -42,13 +42,14 @@ pub fn check_files(config: &Config) -> Vec<String> {
         problems.push(e);
     }
     let Some(tls) = &config.tls else { return problems };
-    let cert = |i: &PemItem| matches!(i, PemItem::Certificate(_));
-    let key = |i: &PemItem| matches!(i, PemItem::PrivateKey(_));
-    let files: [(&str, &std::path::Path, &dyn Fn(&PemItem) -> bool, &str); 2] = [
-        ("tls.cert", &tls.cert, &cert, "PEM certificate (-----BEGIN CERTIFICATE-----)"),
-        ("tls.key", &tls.key, &key, "PEM private key (-----BEGIN PRIVATE KEY-----, RSA or EC)"),
+    let files = [
+        ("tls.cert", &tls.cert, false, "PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        ("tls.key", &tls.key, true, "PEM private key (-----BEGIN PRIVATE KEY-----, RSA or EC)"),
     ];
-    for (place, path, wanted, what) in files {
+    for (place, path, is_key, what) in files {
+        let wanted = |i: &PemItem| {
+            if is_key { matches!(i, PemItem::PrivateKey(_)) } else { matches!(i, PemItem::Certificate(_)) }
+        };
         match std::fs::read(path) {
             Err(e) => problems.push(format!("{place}: cannot read {}: {e}", path.display())),
             Ok(pem) => {
