@@ -207,7 +207,10 @@ fn send(
             (store.dead(row.id, attempts, &e, now_ms()), true, format!("refused by the webhook ({e})"))
         }
         Outcome::Retry(e, after) => match retry_wait(&cx.config.delivery.retry_schedule, attempts, after) {
-            Some(wait) => (store.attempt_failed(row.id, attempts, now_ms() + wait.as_millis() as i64, &e), false, e),
+            Some(wait) => {
+                let written = store.attempt_failed(row.id, attempts, now_ms() + wait.as_millis() as i64, &e);
+                (written, false, format!("delivery failed ({e}); retrying in {wait:?}"))
+            }
             None => (
                 store.dead(row.id, attempts, &e, now_ms()),
                 true,
@@ -220,9 +223,13 @@ fn send(
             log::warn!("endpoint {}: output {why}; kept as a dead letter", ep.name);
             cx.metrics.dead();
         }
-        Ok(true) => cx.metrics.retried(),
+        Ok(true) => {
+            // At info, as on a single process (lane.rs).
+            log::info!("endpoint {}: {why}", ep.name);
+            cx.metrics.retried()
+        }
         Ok(false) => log::info!(
-            "sender-{}: output {} failed ({why}), but another replica delivers it now; its fate is that replica's",
+            "sender-{}: output {}: {why}, but another replica delivers it now; its fate is that replica's",
             cx.lane,
             row.id
         ),

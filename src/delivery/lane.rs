@@ -460,6 +460,9 @@ impl Lane<'_> {
             return self.finish(key, Err(error));
         };
         let due = now_ms() + wait.as_millis() as i64;
+        // At info, so that a failing webhook shows in the journal before its first dead letter
+        // (repeated lines are folded by the logger).
+        log::info!("endpoint {}: delivery failed ({error}); retrying in {wait:?}", key.endpoint);
         self.cx.metrics.retried();
         let row = self.queues.get_mut(&key).and_then(|q| q.rows.front_mut()).expect("the head is being sent");
         row.attempts = attempts;

@@ -372,3 +372,21 @@ fn a_redirect_is_not_followed_but_retried_and_then_a_dead_letter() {
     }
     assert!(elsewhere.rx.try_recv().is_err(), "the redirect was followed");
 }
+
+#[test]
+fn a_retried_delivery_failure_is_logged_at_the_default_level() {
+    // README, Logs: RUST_LOG=info logs failed deliveries, not only dead letters.
+    let sink = Sink::with_status(503);
+    let dir = TempDir::new("retry-log");
+    let mut cfg = config(&sink.url);
+    cfg["delivery"]["retrySchedule"] = json!([60]);
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
+    let p = crate::child::Launch::new(&path, dir.join("run.log")).start();
+    send_to(&p.url(&format!("/{TOKEN}")), &json!({"userId": "u", "sessionId": "s", "text": "x"}));
+    assert_eq!(sink.recv(WAIT).answered, 503);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !p.log_text().contains("endpoint main: delivery failed (HTTP 503); retrying in 60s") {
+        assert!(std::time::Instant::now() < deadline, "no info line for the failed attempt:\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
