@@ -186,7 +186,14 @@ fn the_session_browser_opens_a_sessions_context_and_forgets_it() {
     let context = b.wait_js("the context", "return document.getElementById('ss-context')?.textContent", json!([]));
     assert!(context.as_str().unwrap().contains("\"last\": \"blue\""), "{context}");
     b.screenshot("sessions");
+    // The store changes between the two clicks, and the page polls meanwhile: the view must not
+    // be redrawn under the button waiting for its second click (it was, now and then, on a
+    // busy machine: the second click only armed the new button).
+    let seen = b.exec("return app.stats.changes", json!([]));
     b.click("#ss-forget");
+    send_to(&app.msg_url(), &json!({ "userId": "bob", "sessionId": "other", "text": "green" }));
+    sink.recv(WAIT);
+    b.wait_js("a poll after the change", "return app.stats.changes !== arguments[0]", json!([seen]));
     b.click("#ss-forget");
     b.wait_js(
         "the session forgotten",

@@ -16,6 +16,9 @@ const POLL_MS = 1000;
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
+// How long a button waits for its second click.
+const CONFIRM_MS = 4000;
+
 const app = {
   key: sessionStorage.getItem(KEY) || "",
   endpoints: [],
@@ -31,6 +34,9 @@ const app = {
   dlNext: null,
   dlExtra: [],
   selected: null,
+  // Until when a button waits for its second click (confirmButton): the open view is not
+  // redrawn meanwhile, or the redrawn button would have forgotten the first click.
+  armedUntil: 0,
 };
 
 // --- DOM helpers: text only -------------------------------------------------------------------
@@ -215,7 +221,7 @@ async function poll() {
       app.stats = stats;
       renderOverview();
       // The cursor moves only once the view has been read again, so a failed read is retried.
-      if (stats.changes !== app.changes && !app.busy) {
+      if (stats.changes !== app.changes && !app.busy && app.armedUntil <= Date.now()) {
         if (app.view !== "overview") await refreshView();
         app.changes = stats.changes;
       }
@@ -502,6 +508,7 @@ function confirmButton(btn, label, action) {
     delete btn.dataset.armed;
     btn.classList.remove("confirm");
     btn.textContent = btn.dataset.label;
+    app.armedUntil = 0;
     action();
     return;
   }
@@ -509,13 +516,15 @@ function confirmButton(btn, label, action) {
   btn.dataset.armed = "yes";
   btn.classList.add("confirm");
   btn.textContent = label;
+  app.armedUntil = Date.now() + CONFIRM_MS;
   setTimeout(() => {
     if (btn.dataset.armed === "yes") {
       delete btn.dataset.armed;
       btn.classList.remove("confirm");
       btn.textContent = btn.dataset.label;
+      app.armedUntil = 0;
     }
-  }, 4000);
+  }, CONFIRM_MS);
 }
 
 async function resetSession() {
