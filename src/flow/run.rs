@@ -44,6 +44,11 @@ pub struct SessionState {
     /// with every turn, so it survives a restart and lives in whatever store holds sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<HandoverState>,
+    /// The ids of the session's handovers before that one, oldest first (the last
+    /// `ENDED_HANDOVERS_KEPT`): a desk's late call for one of them is answered 409
+    /// `handover_ended`, as for the last one, not 404.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended_handovers: Vec<String>,
     /// The user's language, when the endpoint translates (engine/translate): kept with the
     /// session so that a detected or set language survives restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,7 +131,19 @@ pub struct Turn {
     pub nodes: Vec<(usize, &'static str)>,
 }
 
+/// Earlier handover ids a session keeps (`SessionState::ended_handovers`).
+pub const ENDED_HANDOVERS_KEPT: usize = 10;
+
 impl SessionState {
+    /// Makes `next` the session's handover; the one it replaces joins the ended ones.
+    pub fn replace_handover(&mut self, next: HandoverState) {
+        if let Some(old) = self.handover.replace(next) {
+            self.ended_handovers.push(old.id);
+            let extra = self.ended_handovers.len().saturating_sub(ENDED_HANDOVERS_KEPT);
+            self.ended_handovers.drain(..extra);
+        }
+    }
+
     /// A new session of `flow`.
     pub fn new(flow: &Flow) -> SessionState {
         SessionState { context: flow.default_context.clone(), version: flow.version, ..Default::default() }
@@ -150,7 +167,9 @@ pub fn run(flow: &Flow, io: TurnIo<'_>, opts: RunOptions) -> Turn {
         let context = std::mem::take(&mut io.state.context);
         let language = io.state.language.take();
         let handover = io.state.handover.take();
-        *io.state = SessionState { context, language, version: flow.version, handover, ..Default::default() };
+        let ended_handovers = std::mem::take(&mut io.state.ended_handovers);
+        *io.state =
+            SessionState { context, language, version: flow.version, handover, ended_handovers, ..Default::default() };
     }
     let mut m = Machine { flow, io, opts, turn: Turn::default(), node: 0 };
     let start = m.io.state.entry;

@@ -671,3 +671,24 @@ fn a_handover_node_without_text_says_nothing_and_knows_its_keys() {
     let e = errors(json!({"nodes": [{"type": "handover", "text": "x", "cancelIntents": "a"}]}));
     assert!(e.iter().any(|(p, m)| p == "nodes[0].cancelIntents" && m.contains("cancelIntent")), "{e:?}");
 }
+
+#[test]
+fn a_session_keeps_the_ids_of_its_last_ten_earlier_handovers() {
+    use super::run::{ENDED_HANDOVERS_KEPT, HandoverState, HandoverStatus};
+    let mut state = SessionState::default();
+    let handover = |n: usize| HandoverState {
+        id: format!("ho_{n}"),
+        status: HandoverStatus::Active,
+        provider: "webhook".into(),
+        since_ms: 0,
+        cancel_intent: None,
+        agent_name: None,
+        conversation: None,
+    };
+    for n in 0..=12 {
+        state.replace_handover(handover(n));
+    }
+    assert_eq!(state.handover.map(|h| h.id), Some("ho_12".to_owned()));
+    assert_eq!(state.ended_handovers.len(), ENDED_HANDOVERS_KEPT);
+    assert_eq!((state.ended_handovers[0].as_str(), state.ended_handovers[9].as_str()), ("ho_2", "ho_11"));
+}

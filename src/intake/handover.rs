@@ -207,8 +207,14 @@ fn current(cx: &HttpContext, ep: &Endpoint, handover_id: &str) -> Result<Session
         .ok_or_else(unknown)?;
     let row = cx.store.session(&key).map_err(super::admin::store_error)?;
     let state: Option<SessionState> = row.and_then(|r| r.state).and_then(|s| serde_json::from_str(&s).ok());
-    let h = state.and_then(|s| s.handover).filter(|h| constant_time_eq(h.id.as_bytes(), handover_id.as_bytes()));
+    let same = |id: &str| constant_time_eq(id.as_bytes(), handover_id.as_bytes());
+    let earlier = state.as_ref().is_some_and(|s| s.ended_handovers.iter().any(|id| same(id)));
+    let h = state.and_then(|s| s.handover).filter(|h| same(&h.id));
     match h {
+        None if earlier => {
+            let msg = "this handover has ended, and the session has had another since; the bot or a newer handover has the conversation";
+            Err(Reply::error(409, "handover_ended", msg))
+        }
         None => Err(unknown()),
         Some(h) if !h.is_active() => {
             let msg = format!("this handover has ended ({}); the bot has the conversation again", h.status.as_str());

@@ -173,6 +173,9 @@ fn a_handover_runs_from_the_node_to_the_agent_and_back_to_the_flow() {
     assert_eq!(ev.body["event"], "handover.requested", "a new handover, with a new id");
     assert_ne!(ev.body["handoverId"], json!(id));
     wait_status(&app, "u1", "s1", "active");
+    // The first handover's id is still known as ended, though the session has a newer one.
+    let (status, answer) = agent_post(&app, "messages", &json!({"handoverId": id, "text": "later still"}));
+    assert_error(status, &answer, 409, "handover_ended");
 
     let metrics = request("GET", &app.url("/metrics"), None, &[]).body;
     assert!(metrics.contains("hookflow_handovers_started_total 2"), "{metrics}");

@@ -157,7 +157,7 @@ impl Conversation<'_> {
             return self.finish(engine, turn.outputs);
         };
         let handover_id = id::new(&self.row.key);
-        self.state.handover = Some(HandoverState {
+        self.state.replace_handover(HandoverState {
             id: handover_id.clone(),
             status: HandoverStatus::Starting,
             provider: provider.name().into(),
