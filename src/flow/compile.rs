@@ -361,7 +361,7 @@ impl Compiler {
             }
             Some(Value::Bool(b)) => {
                 let input = VarPath { root: Root::Input, keys: vec![] };
-                Expr::Compare { path: input, equal: !*b, strict: false, value: Value::Null }
+                Expr::Compare { path: input, equal: !*b, strict: false, value: Value::Null, src: String::new() }
             }
             _ => {
                 self.error(&o.at(key), "required: a condition such as \"context.ok\" or \"input.text == 'yes'\"");

@@ -87,6 +87,9 @@ pub enum Expr {
         equal: bool,
         strict: bool,
         value: Value,
+        /// The expression, for the script engine when JavaScript's answer depends on more than
+        /// JSON can say (an object or array compared loosely with a string or number).
+        src: String,
     },
     /// `!expr`.
     Not(Box<Expr>),
@@ -177,8 +180,9 @@ impl Expr {
         if let Some(p) = Path::parse(s) {
             return Expr::Path(p);
         }
+        // `!path` only: `!a == b` is `(!a) == b` in JavaScript, which the script engine does.
         if let Some(rest) = s.strip_prefix('!').filter(|r| !r.starts_with('='))
-            && let e @ (Expr::Path(_) | Expr::Compare { .. }) = Expr::parse(rest)
+            && let e @ Expr::Path(_) = Expr::parse(rest)
         {
             return Expr::Not(Box::new(e));
         }
@@ -187,7 +191,7 @@ impl Expr {
         {
             if let Some((l, r)) = s.split_once(op) {
                 if let (Some(path), Some(value)) = (Path::parse(l), literal(r.trim())) {
-                    return Expr::Compare { path, equal, strict, value };
+                    return Expr::Compare { path, equal, strict, value, src: s.to_owned() };
                 }
                 break;
             }
@@ -212,9 +216,13 @@ impl Expr {
         }
         match self {
             Expr::Path(p) => p.get(scope).map(Cow::into_owned),
-            Expr::Compare { path, equal, strict, value } => {
+            Expr::Compare { path, equal, strict, value, src } => {
                 let same = match path.get(scope) {
                     Some(got) if *strict => strict_eq(&got, value),
+                    // `[1, 'a'] == '1,a'`: JavaScript compares the object's string form.
+                    Some(got) if (got.is_array() || got.is_object()) && !value.is_null() => {
+                        return ev.script(src, scope);
+                    }
                     Some(got) => loose_eq(&got, value),
                     // `undefined == null`, but `undefined === null` is false, as in JavaScript.
                     None => !*strict && value.is_null(),
@@ -241,7 +249,9 @@ impl Expr {
     }
 }
 
-/// A JSON literal or a quoted string (`'shipped'`, `"shipped"`).
+/// A JSON literal of a primitive (null, a boolean, a number, a string) or a quoted string
+/// (`'shipped'`, `"shipped"`). An array or object literal is not one: in JavaScript it is a new
+/// object, equal to nothing (`x == []` is for the script engine).
 fn literal(s: &str) -> Option<Value> {
     if s.len() >= 2 && s.starts_with('\'') && s.ends_with('\'') {
         // `'a' || x == 'b'` also starts and ends with a quote: only a quote-free inside is one
@@ -249,7 +259,7 @@ fn literal(s: &str) -> Option<Value> {
         let inner = &s[1..s.len() - 1];
         return (!inner.contains(['\'', '\\'])).then(|| Value::String(inner.to_owned()));
     }
-    serde_json::from_str(s).ok()
+    serde_json::from_str(s).ok().filter(|v: &Value| !v.is_array() && !v.is_object())
 }
 
 /// JavaScript's `===` on JSON values: numbers by value, everything else as it is.
@@ -278,18 +288,24 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 }
 
 /// JavaScript's `Number(v)` of a primitive, for `==` (`None`: NaN, or not a primitive). Strings:
-/// trimmed, empty is 0, decimal and `Infinity` forms (the hex, octal and binary forms are NaN
-/// here).
+/// trimmed, empty is 0, decimal, `Infinity`, and `0x`/`0o`/`0b` forms.
 fn to_number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
         Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
         Value::String(s) => {
             let t = s.trim();
+            let radix = |prefix: [&str; 2], radix| {
+                let digits = prefix.iter().find_map(|p| t.strip_prefix(p))?;
+                u64::from_str_radix(digits, radix).ok().map(|n| n as f64)
+            };
             match t {
                 "" => Some(0.0),
                 "Infinity" | "+Infinity" => Some(f64::INFINITY),
                 "-Infinity" => Some(f64::NEG_INFINITY),
+                _ if t.len() > 2 && t.starts_with('0') && t.as_bytes()[1].is_ascii_alphabetic() => {
+                    radix(["0x", "0X"], 16).or_else(|| radix(["0o", "0O"], 8)).or_else(|| radix(["0b", "0B"], 2))
+                }
                 // Rust also reads "inf" and "NaN", which JavaScript does not.
                 _ if t.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') => None,
                 _ => t.parse().ok(),
@@ -538,6 +554,13 @@ mod tests {
         assert!(t("input.result == '3'"));
         assert!(t("!context.missing"));
         assert!(matches!(Expr::parse("input.text.length > 3"), Expr::Script(_)));
+        // The common shapes skip the script engine; `!a == b` and `x == []` do not.
+        for fast in ["context.s === 'shipped'", "input.result != 3", "!context.ok", "context.x == null"] {
+            assert!(Expr::parse(fast).script().is_none(), "{fast}");
+        }
+        for slow in ["!context.ok == true", "context.s == []", "context.s === {}"] {
+            assert!(Expr::parse(slow).script().is_some(), "{slow}");
+        }
     }
 
     #[test]
@@ -545,8 +568,11 @@ mod tests {
         use crate::flow::script::{Engine, Limits};
         use std::time::Duration;
         let mut js = Engine::new(Limits { timeout: Duration::from_secs(1), memory: 8 << 20, turn: Duration::MAX });
-        let (input, context, profile) =
-            (json!({"result": 3, "text": "yes"}), json!({"nil": null, "ok": true, "s": "a", "z": 0}), json!({}));
+        let (input, context, profile) = (
+            json!({"result": 3, "text": "yes"}),
+            json!({"nil": null, "ok": true, "s": "a", "z": 0, "x": 5, "five": 5, "list": [], "o": {"a": 1}, "arr": [1, "a"]}),
+            json!({}),
+        );
         let scope = Scope { input: &input, context: &context, profile: &profile };
         for src in [
             "context.missing === null",
@@ -576,6 +602,18 @@ mod tests {
             "context.ok === 1",
             "input.result == 'inf'",
             "context.s == 'a'",
+            "!context.x == 1",
+            "!input.text === 'yes'",
+            "context.list == []",
+            "context.o === {}",
+            "context.arr == '1,a'",
+            "context.arr == 1",
+            "context.o == '[object Object]'",
+            "context.o == null",
+            "context.five == '0x5'",
+            "context.five == '0b101'",
+            "context.five == '-0x5'",
+            "context.five == '5e0'",
             "context.missing === 'a'",
             "context.missing !== 'a'",
             "context.s === 'a'",
@@ -588,9 +626,9 @@ mod tests {
             "!context.nil",
             "context.missing",
         ] {
-            let fast = Expr::parse(src);
-            assert!(fast.script().is_none(), "{src} takes the fast path");
-            let fast = fast.test(&scope, &mut Evaluator::new(&mut NoScripts));
+            // Whichever way the expression goes (some go to the engine: `!a == b`, `x == []`,
+            // an array compared loosely), the answer must be JavaScript's.
+            let fast = Expr::parse(src).test(&scope, &mut Evaluator::new(&mut js));
             // A script that throws is false as a condition.
             let script = truthy(js.eval(src, &scope).ok().flatten().as_ref());
             assert_eq!(fast, script, "{src}: the fast path says {fast}, JavaScript {script}");
