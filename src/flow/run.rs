@@ -436,8 +436,8 @@ impl Machine<'_, '_> {
             Err(_) if io.scripts.stopped().is_some() => {}
             Err(e) => {
                 // Cognigy: the error is put into the input, and execution goes on.
-                set_input(self.io.input, "codeNodeError", json!({ "message": e }));
-                self.warn(format!("code node failed: {e}"));
+                set_input(self.io.input, "codeNodeError", json!({ "message": e.message }));
+                self.warn(format!("code node failed: {}", e.shown));
             }
         }
         // A Code node may have replaced the objects wholesale; keep their shapes usable.

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Object, Runtime, Value as JsValue};
 use serde_json::Value;
 
-use crate::flow::template::Scope;
+use crate::flow::template::{CodeFailure, Scope};
 
 /// JavaScript that a context gets before its first Code node: the `api` of Code nodes.
 const PRELUDE: &str = r#"
@@ -75,8 +75,20 @@ pub enum ScriptError {
     TurnBudget,
     /// Stopped (or not started) because the service is shutting down.
     Interrupted,
-    /// The script threw (or did not compile); the message, with position when known.
-    Thrown(String),
+    /// The script threw (or did not compile): the message with its error name and position
+    /// when known (`Error: boom (line 1, column 7)`), and the error's own `message` (`boom`).
+    Thrown(String, String),
+}
+
+impl ScriptError {
+    /// What `input.codeNodeError.message` says: the JavaScript error's own message, as a Flow
+    /// compares it (`=== 'boom'`); the whole description for the other failures.
+    pub fn message(&self) -> String {
+        match self {
+            ScriptError::Thrown(_, m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for ScriptError {
@@ -88,7 +100,7 @@ impl std::fmt::Display for ScriptError {
                 write!(f, "the turn's scripts ran longer than limits.turnScriptMs in all; this one was stopped")
             }
             ScriptError::Interrupted => write!(f, "the script was interrupted by the shutdown"),
-            ScriptError::Thrown(m) => write!(f, "{m}"),
+            ScriptError::Thrown(m, _) => write!(f, "{m}"),
         }
     }
 }
@@ -249,11 +261,11 @@ impl Engine {
                 self.reset();
                 Err(ScriptError::Timeout)
             }
-            Err(m) if m.contains("out of memory") => {
+            Err((m, _)) if m.contains("out of memory") => {
                 self.reset();
                 Err(ScriptError::Memory)
             }
-            Err(m) => Err(ScriptError::Thrown(m)),
+            Err((m, bare)) => Err(ScriptError::Thrown(m, bare)),
         }
     }
 
@@ -342,8 +354,9 @@ impl crate::flow::template::Scripts for Engine {
         input: &mut Value,
         context: &mut Value,
         profile: &mut Value,
-    ) -> Result<Vec<(String, Value)>, String> {
-        self.run_code(src, input, context, profile).map(|r| r.outputs).map_err(|e| e.to_string())
+    ) -> Result<Vec<(String, Value)>, CodeFailure> {
+        let failure = |e: ScriptError| CodeFailure { shown: e.to_string(), message: e.message() };
+        self.run_code(src, input, context, profile).map(|r| r.outputs).map_err(failure)
     }
 
     fn stopped(&self) -> Option<String> {
@@ -406,7 +419,13 @@ impl crate::flow::template::Scripts for LazyEngine {
         crate::flow::template::Scripts::eval(self.get(), src, scope)
     }
 
-    fn code(&mut self, src: &str, i: &mut Value, c: &mut Value, p: &mut Value) -> Result<Vec<(String, Value)>, String> {
+    fn code(
+        &mut self,
+        src: &str,
+        i: &mut Value,
+        c: &mut Value,
+        p: &mut Value,
+    ) -> Result<Vec<(String, Value)>, CodeFailure> {
         crate::flow::template::Scripts::code(self.get(), src, i, c, p)
     }
 
@@ -452,19 +471,23 @@ fn to_json<'js>(ctx: &Ctx<'js>, v: JsValue<'js>) -> rquickjs::Result<Option<Valu
 }
 
 /// The message of a caught JS error, with its position (`line L, column C` in the script) when
-/// QuickJS gives one.
-fn caught_message(e: &CaughtError<'_>) -> String {
+/// QuickJS gives one; and the error's own `message` (what was thrown, if not an Error).
+fn caught_message(e: &CaughtError<'_>) -> (String, String) {
     match e {
         CaughtError::Exception(ex) => {
             let msg = ex.message().unwrap_or_default();
             let name = ex.get::<_, String>("name").unwrap_or_else(|_| "Error".into());
             let at = ex.stack().as_deref().and_then(position).map(|(l, c)| format!(" (line {l}, column {c})"));
-            format!("{name}: {msg}{}", at.unwrap_or_default())
+            (format!("{name}: {msg}{}", at.unwrap_or_default()), msg)
         }
+        // QuickJS throws `null` when it cannot even allocate its "out of memory" error (a
+        // script's own `throw null` reads the same, and is rare enough to share the message).
+        CaughtError::Value(v) if v.is_null() => ("out of memory (null thrown)".into(), "null".into()),
         CaughtError::Value(v) => {
-            format!("thrown: {}", v.as_string().and_then(|s| s.to_string().ok()).unwrap_or_else(|| format!("{v:?}")))
+            let v = v.as_string().and_then(|s| s.to_string().ok()).unwrap_or_else(|| format!("{v:?}"));
+            (format!("thrown: {v}"), v)
         }
-        CaughtError::Error(e) => e.to_string(),
+        CaughtError::Error(e) => (e.to_string(), e.to_string()),
     }
 }
 
@@ -516,167 +539,5 @@ pub fn check_regex(src: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn engine() -> Engine {
-        Engine::new(Limits { timeout: Duration::from_millis(200), memory: 8 << 20, turn: Duration::from_secs(5) })
-    }
-
-    fn eval(e: &mut Engine, src: &str) -> Result<Option<Value>, ScriptError> {
-        let (input, context, profile) =
-            (json!({"text": "Hi there"}), json!({"n": 2, "order": {"status": "shipped"}}), json!({"name": "Ann"}));
-        e.eval(src, &Scope { input: &input, context: &context, profile: &profile })
-    }
-
-    #[test]
-    fn expressions_see_memory_and_aliases() {
-        let mut e = engine();
-        assert_eq!(eval(&mut e, "input.text.toUpperCase()").unwrap(), Some(json!("HI THERE")));
-        assert_eq!(eval(&mut e, "cc.n * 21").unwrap(), Some(json!(42)));
-        assert_eq!(eval(&mut e, "context.order.status === 'shipped' && cp.name").unwrap(), Some(json!("Ann")));
-        assert_eq!(eval(&mut e, "{a: [1, 2]}").unwrap(), Some(json!({"a": [1, 2]})));
-        assert_eq!(eval(&mut e, "context.missing").unwrap(), None);
-    }
-
-    #[test]
-    fn errors_carry_the_message() {
-        let mut e = engine();
-        let err = eval(&mut e, "context.missing.deeper").unwrap_err();
-        assert!(matches!(&err, ScriptError::Thrown(m) if m.contains("TypeError")), "{err:?}");
-    }
-
-    #[test]
-    fn an_endless_loop_is_stopped_at_the_time_limit_and_the_engine_still_works() {
-        let mut e = engine();
-        let started = Instant::now();
-        let mut input = json!({});
-        let err = e.run_code("while (true) {}", &mut input, &mut json!({}), &mut json!({})).unwrap_err();
-        assert_eq!(err, ScriptError::Timeout);
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(eval(&mut e, "1 + 1").unwrap(), Some(json!(2)));
-    }
-
-    #[test]
-    fn a_memory_bomb_is_contained() {
-        let mut e = engine();
-        let bomb = "let a = []; while (true) { a.push('x'.repeat(1 << 16)); }";
-        let err = e.run_code(bomb, &mut json!({}), &mut json!({}), &mut json!({})).unwrap_err();
-        assert!(matches!(err, ScriptError::Memory | ScriptError::Timeout), "{err:?}");
-        assert_eq!(eval(&mut e, "'still ' + 'alive'").unwrap(), Some(json!("still alive")));
-    }
-
-    #[test]
-    fn code_changes_memory_and_emits_outputs() {
-        let mut e = engine();
-        let (mut input, mut context, mut profile) = (json!({"text": "x"}), json!({"n": 1}), json!({}));
-        let code = "context.n += 1; profile.seen = true; api.setContext('a.b', 5); api.output('hello', {k: 1}); api.say('bye');";
-        let r = e.run_code(code, &mut input, &mut context, &mut profile).unwrap();
-        assert_eq!(context, json!({"n": 2, "a": {"b": 5}}));
-        assert_eq!(profile, json!({"seen": true}));
-        assert_eq!(r.outputs, vec![("hello".to_owned(), json!({"k": 1})), ("bye".to_owned(), json!({}))]);
-    }
-
-    #[test]
-    fn scripts_have_no_file_or_network_access() {
-        let mut e = engine();
-        for src in
-            ["typeof require", "typeof fetch", "typeof XMLHttpRequest", "typeof process", "typeof std", "typeof os"]
-        {
-            assert_eq!(eval(&mut e, src).unwrap(), Some(json!("undefined")), "{src}");
-        }
-    }
-
-    #[test]
-    fn syntax_errors_are_found_without_running_and_give_a_position() {
-        assert!(check_syntax("while (true) {}", false).is_ok(), "checking must not run the code");
-        let err = check_syntax("let x = ;", false).unwrap_err();
-        assert!(err.contains("SyntaxError") && err.contains("(line 1, column 9)"), "{err}");
-        assert!(check_syntax("input.text.length > 3", true).is_ok());
-        assert!(check_syntax("input.text.length >", true).is_err());
-    }
-
-    #[test]
-    fn transformers_are_called_and_promises_awaited() {
-        let mut e = engine();
-        let file = "async function handleInput({ request }) { return { userId: request.body.user, text: request.body.message }; }";
-        let out = e.call_transformer(file, "handleInput", &json!({"request": {"body": {"user": "u", "message": "m"}}}));
-        assert_eq!(out.unwrap(), Called::Returned(Some(json!({"userId": "u", "text": "m"}))));
-        assert_eq!(e.call_transformer(file, "handleOutput", &json!({})).unwrap(), Called::Undefined);
-    }
-
-    #[test]
-    fn a_new_turn_sees_none_of_the_globals_and_builtins_the_last_one_changed() {
-        let mut e = engine();
-        let dirty = "globalThis.leak = 1; Object.prototype.polluted = 1; Array.prototype.last = function () { return this[this.length - 1]; };";
-        e.run_code(dirty, &mut json!({}), &mut json!({}), &mut json!({})).unwrap();
-        let seen = "[typeof leak, typeof ({}).polluted, typeof [].last, typeof api].join()";
-        // Within the turn, later scripts share the context (as later lines of one Code node would).
-        assert_eq!(eval(&mut e, seen).unwrap(), Some(json!("number,number,function,object")));
-        e.begin_turn();
-        assert_eq!(eval(&mut e, seen).unwrap(), Some(json!("undefined,undefined,undefined,undefined")));
-        let mut context = json!({});
-        e.run_code(
-            "context.seen = [typeof leak, typeof ({}).polluted].join();",
-            &mut json!({}),
-            &mut context,
-            &mut json!({}),
-        )
-        .unwrap();
-        assert_eq!(context, json!({"seen": "undefined,undefined"}));
-    }
-
-    #[test]
-    fn every_transformer_call_starts_clean() {
-        let mut e = engine();
-        let file = "globalThis.calls = (globalThis.calls || 0) + 1; \
-                    function handleOutput() { const was = typeof ({}).polluted; Object.prototype.polluted = 1; return { calls, was }; }";
-        for _ in 0..2 {
-            let out = e.call_transformer(file, "handleOutput", &json!({})).unwrap();
-            assert_eq!(out, Called::Returned(Some(json!({"calls": 1, "was": "undefined"}))));
-        }
-        // Nor does a transformer's change reach the turn's scripts, or theirs a transformer.
-        assert_eq!(eval(&mut e, "typeof ({}).polluted").unwrap(), Some(json!("undefined")));
-    }
-
-    #[test]
-    fn the_turn_budget_stops_the_call_that_reaches_it_and_refuses_the_rest_until_the_next_turn() {
-        let limits = Limits { timeout: Duration::from_millis(300), memory: 8 << 20, turn: Duration::from_millis(500) };
-        let mut e = Engine::new(limits);
-        let slow = "(() => { const t = Date.now(); while (Date.now() - t < 150) {} return 'ok'; })()";
-        let started = Instant::now();
-        let results: Vec<_> = (0..6).map(|_| eval(&mut e, slow)).collect();
-        let took = started.elapsed();
-        assert_eq!(results[..3], [Ok(Some(json!("ok"))), Ok(Some(json!("ok"))), Ok(Some(json!("ok")))]);
-        assert_eq!(
-            results[3..],
-            [Err(ScriptError::TurnBudget), Err(ScriptError::TurnBudget), Err(ScriptError::TurnBudget)]
-        );
-        assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(2), "took {took:?}");
-        assert_eq!(e.stopped(), Some(Stopped::Budget));
-        assert!(!e.interrupted());
-        e.begin_turn();
-        assert_eq!(eval(&mut e, slow).unwrap(), Some(json!("ok")));
-        assert_eq!(e.stopped(), None);
-    }
-
-    #[test]
-    fn the_stop_flag_interrupts_a_running_script_and_refuses_the_next() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let limits = Limits { timeout: Duration::from_secs(30), memory: 8 << 20, turn: Duration::from_secs(60) };
-        let mut e = Engine::with_stop(limits, Some(stop.clone()));
-        assert_eq!(eval(&mut e, "1 + 1").unwrap(), Some(json!(2)));
-        let setter = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            stop.store(true, Ordering::SeqCst);
-        });
-        let started = Instant::now();
-        let err = e.run_code("while (true) {}", &mut json!({}), &mut json!({}), &mut json!({})).unwrap_err();
-        setter.join().unwrap();
-        assert_eq!(err, ScriptError::Interrupted);
-        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-        assert!(e.interrupted());
-        assert_eq!(eval(&mut e, "1 + 1").unwrap_err(), ScriptError::Interrupted);
-    }
-}
+#[path = "script_tests.rs"]
+mod tests;

@@ -28,7 +28,7 @@ pub trait Scripts {
         input: &mut Value,
         context: &mut Value,
         profile: &mut Value,
-    ) -> Result<Vec<(String, Value)>, String>;
+    ) -> Result<Vec<(String, Value)>, CodeFailure>;
     /// Set once the turn's scripts are stopped (`limits.turnScriptMs` used up, or the shutdown):
     /// why, for the interpreter to end the turn with.
     fn stopped(&self) -> Option<String> {
@@ -74,6 +74,14 @@ pub enum Root {
     Input,
     Context,
     Profile,
+}
+
+/// A Code node's failure: as logged (`Error: boom (line 1, column 7)`), and the error's own
+/// message, for `input.codeNodeError.message` (`boom`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeFailure {
+    pub shown: String,
+    pub message: String,
 }
 
 /// An expression inside `{{ }}` or a condition.
@@ -499,8 +507,9 @@ mod tests {
             _: &mut Value,
             _: &mut Value,
             _: &mut Value,
-        ) -> Result<Vec<(String, Value)>, String> {
-            Err(format!("no script engine for {src}"))
+        ) -> Result<Vec<(String, Value)>, CodeFailure> {
+            let shown = format!("no script engine for {src}");
+            Err(CodeFailure { message: shown.clone(), shown })
         }
     }
 
