@@ -109,13 +109,14 @@ impl Compiler {
         self.push(node, OpKind::Question(Box::new(q)));
     }
 
-    /// `questionType: "regex"`: the `pattern`, checked by the JavaScript engine that will run it.
+    /// `questionType: "regex"`: the `pattern` (`^\\d{5}$`, or in Cognigy's `/^\\d{5}$/i` form),
+    /// checked by the JavaScript engine that will run it.
     fn regex(&mut self, o: &Obj) -> QuestionKind {
         self.needs(o, "pattern", "a regular expression, for questionType \"regex\"");
         let Some(pattern) = self.opt(o, "pattern", |c, p, v| c.str(p, v)) else {
             return QuestionKind::Text;
         };
-        let src = format!("new RegExp({})", Value::from(pattern));
+        let src = regex_source(pattern);
         if let Err(e) = crate::flow::script::check_regex(&src) {
             self.error(&o.at("pattern"), format!("not a valid regular expression: {e}"));
         }
@@ -273,5 +274,18 @@ impl Compiler {
         let Some(file) = self.opt(o, "flow", |c, p, v| c.str(p, v)) else { return };
         let id = self.opt(o, "target", |c, p, v| c.str(p, v)).map(str::to_owned);
         self.jump(at, Some(file), id, &o.at("flow"));
+    }
+}
+
+/// The JavaScript that builds a question's regular expression: `pattern` as the source, or, in
+/// the `/source/flags` form Cognigy authors write, its source and flags.
+pub(super) fn regex_source(pattern: &str) -> String {
+    let literal = pattern
+        .strip_prefix('/')
+        .and_then(|rest| rest.rsplit_once('/'))
+        .filter(|(_, flags)| flags.chars().all(|c| "dgimsuyv".contains(c)));
+    match literal {
+        Some((source, flags)) => format!("new RegExp({}, {})", Value::from(source), Value::from(flags)),
+        None => format!("new RegExp({})", Value::from(pattern)),
     }
 }

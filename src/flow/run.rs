@@ -529,8 +529,8 @@ impl Machine<'_, '_> {
         match kind {
             QuestionKind::Regex(pattern) => {
                 let src = format!(
-                    "(function () {{ const m = new RegExp({}).exec(String(input.text ?? '')); return m ? m[0] : undefined; }})()",
-                    Value::String(pattern.clone())
+                    "(function () {{ const m = {}.exec(String(input.text ?? '')); return m ? m[0] : undefined; }})()",
+                    super::nodes::regex_source(pattern)
                 );
                 self.with_scope(|s, ev| Expr::Script(src).eval(s, ev)).filter(|v| !v.is_null())
             }
@@ -627,6 +627,10 @@ fn first_number(t: &str) -> Option<f64> {
     let b = t.as_bytes();
     let start = b.iter().position(u8::is_ascii_digit)?;
     let mut s = start;
+    // `.5` and `-.5` are a half; a full stop after a word is not (`No.5` is 5).
+    if s > 0 && b[s - 1] == b'.' && (s == 1 || !b[s - 2].is_ascii_alphanumeric()) {
+        s -= 1;
+    }
     if s > 0 && b[s - 1] == b'-' {
         s -= 1;
     }

@@ -64,31 +64,6 @@ fn texts_in_linear_mode_rotate_across_turns() {
 }
 
 #[test]
-fn number_question_reprompts_then_stores_the_answer() {
-    let doc = json!({"nodes": [
-        {"type": "question", "questionType": "number", "text": "How many?", "reprompt": "Digits please.",
-         "resultLocation": "context.count"},
-        {"type": "say", "text": "{{context.count}} it is ({{input.result}})"}
-    ]});
-    let state =
-        check(doc, &["hi", "lots", "I want 12, thanks"], &[&["How many?"], &["Digits please."], &["12 it is (12)"]]);
-    assert_eq!(state.context["count"], 12);
-    assert_eq!(state.question, None);
-}
-
-#[test]
-fn yes_no_question_and_max_attempts_give_up_with_null() {
-    let doc = json!({"nodes": [
-        {"type": "question", "questionType": "yesNo", "text": "Sure?", "maxAttempts": 2},
-        {"type": "if", "condition": "input.result == null", "then": [{"type": "say", "text": "gave up"}],
-         "else": [{"type": "say", "text": "answer {{input.result}}"}]}
-    ]});
-    check(doc.clone(), &["go", "Yeah!"], &[&["Sure?"], &["answer true"]]);
-    check(doc.clone(), &["go", "nope"], &[&["Sure?"], &["answer false"]]);
-    check(doc, &["go", "maybe", "perhaps"], &[&["Sure?"], &["Sure?"], &["gave up"]]);
-}
-
-#[test]
 fn if_runs_one_branch_then_continues_after_the_node() {
     let doc = json!({"nodes": [
         {"type": "if", "condition": "input.text === 'a'", "then": [{"type": "say", "text": "A"}],
@@ -297,44 +272,6 @@ fn lookup_by_script_value() {
     let doc = json!({"nodes": [{"type": "lookup", "mode": "script", "value": "input.text.length % 2 === 0 ? 'even' : 'odd'",
         "cases": {"even": [{"type": "say", "text": "E"}], "odd": [{"type": "say", "text": "O"}]}}]});
     check(doc, &["ab", "abc"], &[&["E"], &["O"]]);
-}
-
-#[test]
-fn question_types_email_regex_data_custom_intent() {
-    let q = |qt: Value| {
-        let mut node = json!({"type": "question", "text": "?", "reprompt": "again"});
-        node.as_object_mut().unwrap().extend(qt.as_object().unwrap().clone());
-        json!({"nodes": [node, {"type": "say", "text": "got {{input.result}}"}]})
-    };
-    check(
-        q(json!({"questionType": "email"})),
-        &["hi", "no", "mine is ann@example.org."],
-        &[&["?"], &["again"], &["got ann@example.org"]],
-    );
-    check(
-        q(json!({"questionType": "regex", "pattern": "[A-Z]{2}\\d{4}"})),
-        &["hi", "abc", "order XY1234 please"],
-        &[&["?"], &["again"], &["got XY1234"]],
-    );
-    check(
-        q(json!({"questionType": "custom", "validation": "input.text.startsWith('ok')"})),
-        &["hi", "no", "ok then"],
-        &[&["?"], &["again"], &["got ok then"]],
-    );
-    let flow = compile(q(json!({"questionType": "data"})));
-    let mut state = SessionState::new(&flow);
-    turn(&flow, &mut state, &mut json!({"text": "hi", "data": null}), &mut json!({}), 10);
-    let t = turn(&flow, &mut state, &mut json!({"text": "x", "data": {}}), &mut json!({}), 10);
-    assert_eq!(t.outputs[0].text, "again");
-    let t = turn(&flow, &mut state, &mut json!({"text": null, "data": {"k": 1}}), &mut json!({}), 10);
-    assert_eq!(t.outputs[0].text, "got {\"k\":1}");
-    let flow = compile(q(json!({"questionType": "intent", "intents": ["yes"]})));
-    let mut state = SessionState::new(&flow);
-    turn(&flow, &mut state, &mut json!({"text": "hi", "intent": null}), &mut json!({}), 10);
-    let t = turn(&flow, &mut state, &mut json!({"text": "x", "intent": "no"}), &mut json!({}), 10);
-    assert_eq!(t.outputs[0].text, "again");
-    let t = turn(&flow, &mut state, &mut json!({"text": "x", "intent": "yes"}), &mut json!({}), 10);
-    assert_eq!(t.outputs[0].text, "got yes");
 }
 
 #[test]
@@ -692,3 +629,6 @@ fn a_session_keeps_the_ids_of_its_last_ten_earlier_handovers() {
     assert_eq!(state.ended_handovers.len(), ENDED_HANDOVERS_KEPT);
     assert_eq!((state.ended_handovers[0].as_str(), state.ended_handovers[9].as_str()), ("ho_2", "ho_11"));
 }
+
+#[path = "question_tests.rs"]
+mod questions;
