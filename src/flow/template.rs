@@ -428,13 +428,55 @@ impl Template {
     }
 }
 
+/// The `type` of a `$cs` value: what the script's value is made into, as JavaScript's
+/// `String(v)` (objects as JSON), `Number(v)` (NaN as null) and `Boolean(v)` would; `object` keeps
+/// it as it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CsType {
+    Object,
+    String,
+    Number,
+    Boolean,
+}
+
+impl CsType {
+    fn parse(s: &str) -> Option<CsType> {
+        Some(match s {
+            "object" => CsType::Object,
+            "string" => CsType::String,
+            "number" => CsType::Number,
+            "boolean" => CsType::Boolean,
+            _ => return None,
+        })
+    }
+
+    fn convert(self, v: Value) -> Value {
+        match self {
+            CsType::Object => v,
+            CsType::String => {
+                let mut out = String::new();
+                render(Some(&v), &mut out);
+                Value::String(out)
+            }
+            CsType::Number => match to_number(&v).or(v.is_null().then_some(0.0)) {
+                // A whole number as an integer, as JavaScript prints it.
+                Some(n) if n.fract() == 0.0 && n.abs() <= 9_007_199_254_740_992.0 => Value::from(n as i64),
+                Some(n) => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+                None => Value::Null,
+            },
+            CsType::Boolean => Value::Bool(truthy(Some(&v))),
+        }
+    }
+}
+
 /// A JSON value whose strings are templates (a Say node's `data`, setContext's `value`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataTemplate {
     Plain(Value),
     Text(Template),
-    /// Cognigy's `{"$cs": {"script": "...", "type": "object"}}`: the script's value.
-    Script(Expr),
+    /// Cognigy's `{"$cs": {"script": "...", "type": "object"}}`: the script's value, as `type`
+    /// says (`None`: as it is).
+    Script(Expr, Option<CsType>),
     Array(Vec<DataTemplate>),
     Object(Vec<(String, DataTemplate)>),
 }
@@ -448,9 +490,19 @@ impl DataTemplate {
                 if t.is_literal() { DataTemplate::Plain(v.clone()) } else { DataTemplate::Text(t) }
             }
             Value::Object(m) if m.len() == 1 && m.contains_key("$cs") => {
-                let script = m["$cs"].get("script").and_then(Value::as_str);
+                let cs = &m["$cs"];
+                let script = cs.get("script").and_then(Value::as_str);
                 let script = script.ok_or("\"$cs\" needs {\"script\": \"<expression>\"}")?;
-                DataTemplate::Script(Expr::parse(script))
+                if let Some(extra) = cs.as_object().and_then(|o| o.keys().find(|k| *k != "script" && *k != "type")) {
+                    return Err(format!("\"$cs\" takes \"script\" and \"type\", not {extra:?}"));
+                }
+                let kind = match cs.get("type") {
+                    None | Some(Value::Null) => None,
+                    Some(t) => Some(t.as_str().and_then(CsType::parse).ok_or_else(|| {
+                        format!("\"$cs\".type must be one of object, string, number, boolean, got {t}")
+                    })?),
+                };
+                DataTemplate::Script(Expr::parse(script), kind)
             }
             Value::Array(a) => DataTemplate::Array(a.iter().map(DataTemplate::parse).collect::<Result<_, _>>()?),
             Value::Object(m) => {
@@ -469,7 +521,7 @@ impl DataTemplate {
         match self {
             DataTemplate::Plain(_) => vec![],
             DataTemplate::Text(t) => t.scripts().collect(),
-            DataTemplate::Script(e) => e.script().into_iter().collect(),
+            DataTemplate::Script(e, _) => e.script().into_iter().collect(),
             DataTemplate::Array(a) => a.iter().flat_map(DataTemplate::scripts).collect(),
             DataTemplate::Object(m) => m.iter().flat_map(|(_, v)| v.scripts()).collect(),
         }
@@ -483,7 +535,10 @@ impl DataTemplate {
                 Some(e) => e.eval(scope, ev).unwrap_or(Value::Null),
                 None => Value::String(t.render(scope, ev)),
             },
-            DataTemplate::Script(e) => e.eval(scope, ev).unwrap_or(Value::Null),
+            DataTemplate::Script(e, kind) => {
+                let v = e.eval(scope, ev).unwrap_or(Value::Null);
+                kind.map_or(v.clone(), |k| k.convert(v))
+            }
             DataTemplate::Array(a) => Value::Array(a.iter().map(|d| d.render(scope, ev)).collect()),
             DataTemplate::Object(m) => Value::Object(m.iter().map(|(k, d)| (k.clone(), d.render(scope, ev))).collect()),
         }
@@ -491,170 +546,5 @@ impl DataTemplate {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    /// Scripts are not needed by these tests: a path-only world.
-    struct NoScripts;
-    impl Scripts for NoScripts {
-        fn eval(&mut self, src: &str, _: &Scope<'_>) -> Result<Option<Value>, String> {
-            Err(format!("no script engine for {src}"))
-        }
-        fn code(
-            &mut self,
-            src: &str,
-            _: &mut Value,
-            _: &mut Value,
-            _: &mut Value,
-        ) -> Result<Vec<(String, Value)>, CodeFailure> {
-            let shown = format!("no script engine for {src}");
-            Err(CodeFailure { message: shown.clone(), shown })
-        }
-    }
-
-    fn scope_check(tpl: &str, expected: &str) {
-        let (input, context, profile) =
-            (json!({"text": "hi", "n": 3}), json!({"order": {"status": "shipped"}}), json!({}));
-        let scope = Scope { input: &input, context: &context, profile: &profile };
-        assert_eq!(
-            Template::parse(tpl).unwrap().render(&scope, &mut Evaluator::new(&mut NoScripts)),
-            expected,
-            "template {tpl}"
-        );
-    }
-
-    #[test]
-    fn templates_render_paths_and_leave_literals() {
-        scope_check("You said: {{input.text}}", "You said: hi");
-        scope_check("{{ cc.order.status }}/{{ci.n}}", "shipped/3");
-        scope_check("missing: [{{context.nope.deeper}}]", "missing: []");
-        scope_check("{{context.order}}", r#"{"status":"shipped"}"#);
-        scope_check("no holes", "no holes");
-    }
-
-    #[test]
-    fn whole_floats_print_as_javascript_prints_them() {
-        let (input, context, profile) =
-            (json!({}), json!({"f": 2.0, "g": 2.5, "big": 1e300, "o": {"price": 10.0, "n": [1.0, 0.5]}}), json!({}));
-        let scope = Scope { input: &input, context: &context, profile: &profile };
-        let r = |t: &str| Template::parse(t).unwrap().render(&scope, &mut Evaluator::new(&mut NoScripts));
-        assert_eq!(r("{{context.f}} {{context.g}}"), "2 2.5");
-        assert_eq!(r("{{context.o}}"), r#"{"n":[1,0.5],"price":10}"#);
-        assert_eq!(r("{{context.big}}"), "1e+300", "beyond 2^53 a float keeps its form, as in JavaScript");
-    }
-
-    #[test]
-    fn unclosed_hole_is_an_error() {
-        assert!(Template::parse("Hello {{input.text").unwrap_err().contains("unclosed"));
-    }
-
-    #[test]
-    fn conditions_compare_and_test_truthiness() {
-        let (input, context, profile) = (json!({"result": 3}), json!({"ok": true, "s": "shipped", "e": ""}), json!({}));
-        let scope = Scope { input: &input, context: &context, profile: &profile };
-        let t = |s: &str| Expr::parse(s).test(&scope, &mut Evaluator::new(&mut NoScripts));
-        assert!(t("context.ok"));
-        assert!(!t("context.e"));
-        assert!(!t("context.missing"));
-        assert!(t("context.s === 'shipped'"));
-        assert!(t("context.s != \"pending\""));
-        assert!(t("input.result == 3"));
-        assert!(t("input.result == '3'"));
-        assert!(t("!context.missing"));
-        assert!(matches!(Expr::parse("input.text.length > 3"), Expr::Script(_)));
-        // The common shapes skip the script engine; `!a == b` and `x == []` do not.
-        for fast in ["context.s === 'shipped'", "input.result != 3", "!context.ok", "context.x == null"] {
-            assert!(Expr::parse(fast).script().is_none(), "{fast}");
-        }
-        for slow in ["!context.ok == true", "context.s == []", "context.s === {}"] {
-            assert!(Expr::parse(slow).script().is_some(), "{slow}");
-        }
-    }
-
-    #[test]
-    fn the_fast_path_answers_as_javascript_does() {
-        use crate::flow::script::{Engine, Limits};
-        use std::time::Duration;
-        let mut js = Engine::new(Limits { timeout: Duration::from_secs(1), memory: 8 << 20, turn: Duration::MAX });
-        let (input, context, profile) = (
-            json!({"result": 3, "text": "yes"}),
-            json!({"nil": null, "ok": true, "s": "a", "z": 0, "x": 5, "five": 5, "list": [], "o": {"a": 1}, "arr": [1, "a"]}),
-            json!({}),
-        );
-        let scope = Scope { input: &input, context: &context, profile: &profile };
-        for src in [
-            "context.missing === null",
-            "context.missing !== null",
-            "context.missing == null",
-            "context.missing != null",
-            "context.nil === null",
-            "context.nil !== null",
-            "context.nil == null",
-            "context.missing.deeper === null",
-            "context.missing.deeper !== null",
-            "context.missing.deeper == null",
-            "context.nil.x !== null",
-            "!context.missing.deeper",
-            "!context.nil.x",
-            "context.s.length == 1",
-            "!context.s.length.x",
-            "!context.s.length.x.y",
-            "input.result == '3'",
-            "input.result === '3'",
-            "input.result !== '3'",
-            "input.result == ' 3 '",
-            "context.z == ''",
-            "context.z == false",
-            "context.ok == 1",
-            "context.ok == '1'",
-            "context.ok === 1",
-            "input.result == 'inf'",
-            "context.s == 'a'",
-            "!context.x == 1",
-            "!input.text === 'yes'",
-            "context.list == []",
-            "context.o === {}",
-            "context.arr == '1,a'",
-            "context.arr == 1",
-            "context.o == '[object Object]'",
-            "context.o == null",
-            "context.five == '0x5'",
-            "context.five == '0b101'",
-            "context.five == '-0x5'",
-            "context.five == '5e0'",
-            "context.missing === 'a'",
-            "context.missing !== 'a'",
-            "context.s === 'a'",
-            "context.s !== 'a'",
-            "context.ok === true",
-            "context.z == 0",
-            "input.result === 3",
-            "input.text != 'no'",
-            "!context.missing",
-            "!context.nil",
-            "context.missing",
-        ] {
-            // Whichever way the expression goes (some go to the engine: `!a == b`, `x == []`,
-            // an array compared loosely), the answer must be JavaScript's.
-            let fast = Expr::parse(src).test(&scope, &mut Evaluator::new(&mut js));
-            // A script that throws is false as a condition.
-            let script = truthy(js.eval(src, &scope).ok().flatten().as_ref());
-            assert_eq!(fast, script, "{src}: the fast path says {fast}, JavaScript {script}");
-        }
-    }
-
-    #[test]
-    fn data_keeps_the_type_of_a_single_expression() {
-        let (input, context, profile) = (json!({"data": {"a": 1}}), json!({"n": 2}), json!({}));
-        let scope = Scope { input: &input, context: &context, profile: &profile };
-        let d = DataTemplate::parse(
-            &json!({"echo": "{{input.data}}", "n": "{{context.n}}", "s": "n={{context.n}}", "k": 5}),
-        )
-        .unwrap();
-        assert_eq!(
-            d.render(&scope, &mut Evaluator::new(&mut NoScripts)),
-            json!({"echo": {"a": 1}, "n": 2, "s": "n=2", "k": 5})
-        );
-    }
-}
+#[path = "template_tests.rs"]
+mod tests;
