@@ -24,7 +24,11 @@ fn yes_no_question_and_max_attempts_give_up_with_null() {
     ]});
     check(doc.clone(), &["go", "Yeah!"], &[&["Sure?"], &["answer true"]]);
     check(doc.clone(), &["go", "nope"], &[&["Sure?"], &["answer false"]]);
-    check(doc, &["go", "maybe", "perhaps"], &[&["Sure?"], &["Sure?"], &["gave up"]]);
+    check(doc.clone(), &["go", "maybe", "perhaps"], &[&["Sure?"], &["Sure?"], &["gave up"]]);
+    // The first word decides, as a person answers.
+    check(doc.clone(), &["go", "Yes please"], &[&["Sure?"], &["answer true"]]);
+    check(doc.clone(), &["go", "no, thanks."], &[&["Sure?"], &["answer false"]]);
+    check(doc, &["go", "not sure, yes"], &[&["Sure?"], &["Sure?"]]);
 }
 
 #[test]

@@ -592,7 +592,9 @@ pub fn check(kind: &QuestionKind, text: &str) -> Option<Value> {
             first_number(t).map(|n| if n.fract() == 0.0 && n.abs() < 9e15 { Value::from(n as i64) } else { json!(n) })
         }
         QuestionKind::YesNo => {
-            let w = t.trim_end_matches(['.', '!', '?']).to_lowercase();
+            // The first word decides (`Yes please`, `no, thanks`), its punctuation aside.
+            let first = t.split(|c: char| c.is_whitespace() || ",.!?;:".contains(c)).find(|w| !w.is_empty());
+            let w = first.unwrap_or("").to_lowercase();
             match w.as_str() {
                 "yes" | "y" | "yeah" | "yep" | "true" | "sure" | "ok" => Some(Value::Bool(true)),
                 "no" | "n" | "nope" | "nah" | "false" => Some(Value::Bool(false)),
