@@ -95,10 +95,10 @@ const DRAIN_LIMIT: u64 = 1024 * 1024;
 
 /// Reads what is left of a request body we answered without reading (an early error, an
 /// oversized chunked body), so that on a keep-alive connection it is not parsed as the next
-/// request. tiny_http does this itself for a `Content-Length` body up to 64 KiB (see
-/// vendor/README.md), but not for a chunked one. A declared body over the limit is left alone
-/// (the client may never send it). Past `DRAIN_LIMIT` the connection's next parse fails and
-/// tiny_http closes it; a client that stalls is cut off by the socket timeout.
+/// request. tiny_http does this itself up to 64 KiB (see vendor/README.md); here a chunked body
+/// is drained up to `DRAIN_LIMIT`. A declared body over the limit is left alone (the client
+/// may never send it). A body left unread closes the connection (tiny_http, `abandoned`), so
+/// that it is never parsed as a request; a client that stalls is cut off by the socket timeout.
 fn drain_body(req: &mut Request, max: usize) {
     if req.body_length().is_some_and(|n| n > max) {
         return;

@@ -278,3 +278,38 @@ fn a_non_ascii_header_or_a_bare_lf_request_is_400_with_a_json_body() {
     }
     assert_eq!(raw_http(&a, healthz(&a).as_bytes(), WAIT).0, 200);
 }
+
+/// A body refused unread (413 for its declared length) is never parsed as the next request:
+/// the connection is closed instead. Before, a request hidden at the start of such a body was
+/// served (request smuggling, behind a proxy that reuses its connections).
+#[test]
+fn a_body_refused_unread_is_never_read_as_a_request() {
+    let sink = Sink::new();
+    let app = App::start("limits-smuggle", &config(&sink.url), &[("flow.json", &echo_flow())]);
+    let a = addr(&app);
+    let message = |text: &str, pad: usize| {
+        json!({"userId": "u", "sessionId": "s", "text": text, "data": {"pad": "x".repeat(pad)}}).to_string()
+    };
+    // Under the 65,536-byte limit by itself, over it with its head around it.
+    let inner_body = message("smuggled", 65_400);
+    let inner = format!(
+        "POST /{TOKEN} HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{inner_body}",
+        inner_body.len()
+    );
+    assert!(inner_body.len() <= 65_536 && inner.len() > 65_536);
+    let outer = format!(
+        "POST /{TOKEN} HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    );
+    let mut r = connect(&a);
+    r.get_mut().write_all(outer.as_bytes()).unwrap();
+    let answer = read_response(&mut r).expect("an answer to the outer request");
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    if let Err(e) = closed_without_more(&mut r) {
+        panic!("after the 413: {e}");
+    }
+    // The session's first output is the next real message's: nothing was accepted before it.
+    send_to(&app.msg_url(), &json!({"userId": "u", "sessionId": "s", "text": "legit"}));
+    let hit = sink.recv(WAIT);
+    assert_eq!((hit.seq(), hit.text()), (1, "legit"), "the hidden request was served");
+}

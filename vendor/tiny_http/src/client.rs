@@ -45,6 +45,9 @@ pub struct ClientConnection {
     head_bytes: usize,
     /// No request has been read yet (its head deadline runs from the accept).
     first: bool,
+    /// A request's body was dropped with more left unread than is drained: the stream is no
+    /// longer at a request's start, so the connection is closed instead of read on.
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Error that can happen when reading a request.
@@ -111,6 +114,7 @@ impl ClientConnection {
             deadline,
             head_bytes: 0,
             first: true,
+            abandoned: std::sync::Arc::default(),
         }
     }
 
@@ -194,6 +198,12 @@ impl ClientConnection {
         }
         let head = self.read_head();
         self.deadline.set(None);
+        // The head has been read, so the previous request (and its body reader) is gone: if it
+        // left its body unread, what was just parsed is that body, not a request.
+        if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+            let e = IoError::new(ErrorKind::InvalidData, "the previous request's body was left unread");
+            return Err(ReadError::ReadIoError(e));
+        }
         let (method, path, version, headers) = match head {
             Ok(head) => head,
             // A client that stopped in the middle of a head gets a 408; an idle one (nothing
@@ -228,6 +238,7 @@ impl ClientConnection {
             self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
             writer,
+            self.abandoned.clone(),
         )
         .map_err(|e| {
             use crate::request;
