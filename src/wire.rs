@@ -36,12 +36,18 @@ fn invalid(message: impl Into<String>) -> BodyError {
     BodyError { code: "invalid_request", message: message.into() }
 }
 
+/// The message of a body that is not JSON: where, then what (serde_json's text without its own
+/// "at line L column C", which would say the place twice).
+pub fn not_json(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = text.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&text);
+    format!("the body is not valid JSON (line {}, column {}): {what}", e.line(), e.column())
+}
+
 /// Parses and validates a message body.
 pub fn parse_inbound(body: &[u8]) -> Result<Inbound, BodyError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| BodyError {
-        code: "invalid_json",
-        message: format!("the body is not valid JSON (line {}, column {}): {e}", e.line(), e.column()),
-    })?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| BodyError { code: "invalid_json", message: not_json(&e) })?;
     let Value::Object(mut m) = v else {
         return Err(BodyError { code: "invalid_json", message: "the body must be a JSON object".into() });
     };

@@ -104,7 +104,7 @@ fn read_json(cx: &HttpContext, req: &mut Request) -> Result<Map<String, Value>, 
     check_content_type(req)?;
     let body = read_body(req, cx.config.limits.max_body_bytes)?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| {
-        let msg = format!("the body is not valid JSON (line {}, column {}): {e}", e.line(), e.column());
+        let msg = crate::wire::not_json(&e);
         Reply::error(400, "invalid_json", &msg)
     })?;
     match v {

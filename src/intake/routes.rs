@@ -248,7 +248,7 @@ fn accept(cx: &HttpContext, req: &mut Request, token: Option<&str>, r: MessageRo
                 Reply::error(
                     400,
                     "invalid_json",
-                    &format!("the body is not valid JSON (line {}, column {}): {e}", e.line(), e.column()),
+                    &crate::wire::not_json(&e),
                 )
             })?;
             if !v.is_object() {

@@ -37,6 +37,7 @@ fn body_that_is_not_json_is_invalid_json_with_line_and_column() {
             e.line(),
             e.column()
         );
+        assert_eq!(message.matches("line").count(), 1, "the place once: {message}");
     }
 }
 
