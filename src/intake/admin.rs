@@ -20,17 +20,19 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
         return Reply::error(401, "unauthorized", "the admin API needs an admin key in X-API-Key or api_key");
     }
     let m = req.method();
+    // HEAD is GET without the body (tiny_http leaves it out), as HTTP has it.
+    let get = *m == Method::Get || *m == Method::Head;
     let reply = match rest {
         _ if super::console_api::handles(rest) => super::console_api::route(cx, req, rest),
-        ["endpoints"] if *m == Method::Get => endpoints(cx),
-        ["sessions", ep, user, session] if *m == Method::Get || *m == Method::Delete => {
+        ["endpoints"] if get => endpoints(cx),
+        ["sessions", ep, user, session] if get || *m == Method::Delete => {
             match path_key(ep, user, session, cx.store.holds_nul()) {
                 Err(reply) => reply,
-                Ok(key) if *m == Method::Get => get_session(cx, &key),
+                Ok(key) if get => get_session(cx, &key),
                 Ok(key) => delete_session(cx, &key),
             }
         }
-        ["deadletters"] if *m == Method::Get => dead_letters(cx),
+        ["deadletters"] if get => dead_letters(cx),
         ["deadletters", id, "replay"] if *m == Method::Post => replay(cx, id),
         ["endpoints"] | ["deadletters"] => Reply::error(405, "method_not_allowed", "use GET").header("Allow", "GET"),
         ["sessions", _, _, _] => {

@@ -35,7 +35,8 @@ pub(crate) fn handles(rest: &[&str]) -> bool {
 /// Answers one of `handles`' routes (the admin key is checked already).
 pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
     let post = matches!(rest, ["deadletters", "replay"]);
-    let method_ok = if post { *req.method() == Method::Post } else { *req.method() == Method::Get };
+    let get = *req.method() == Method::Get || *req.method() == Method::Head;
+    let method_ok = if post { *req.method() == Method::Post } else { get };
     if !method_ok {
         let allow = if post { "POST" } else { "GET" };
         return Reply::error(405, "method_not_allowed", &format!("use {allow}")).header("Allow", allow);

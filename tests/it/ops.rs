@@ -85,6 +85,11 @@ fn admin_api_shows_and_forgets_sessions() {
 
     let r = request("GET", &url, None, &[]);
     assert_error(r.status, &r.json(), 401, "unauthorized");
+    // HEAD is GET without the body, on every admin route that answers GET.
+    for path in [url.clone(), app.url("/api/endpoints"), app.url("/api/stats")] {
+        let r = request("HEAD", &path, None, &[("X-API-Key", ADMIN_KEY)]);
+        assert_eq!((r.status, r.body.as_str()), (200, ""), "HEAD {path}");
+    }
     let r = admin_get(&url);
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
