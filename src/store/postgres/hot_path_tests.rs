@@ -107,7 +107,10 @@ fn churn(store: &PgStore, n: usize) {
 /// Two replicas on a fresh database whose churned tables autovacuum leaves alone (it would run
 /// at random moments of the test and take the count down or hold a table).
 fn without_autovacuum(name: &str) -> (PgStore, PgStore, String) {
-    let (a, b, url) = pair(name, Duration::from_secs(10));
+    // A long lease: no renewer runs in these tests, and a store stops claiming two thirds of a
+    // lease after its last renewal (its open here). With 10 s, a churn after a slow wait for a
+    // vacuum (a busy machine) claimed nothing.
+    let (a, b, url) = pair(name, Duration::from_secs(600));
     raw(&url)
         .batch_execute(
             "ALTER TABLE queues SET (autovacuum_enabled = false); ALTER TABLE inbox SET (autovacuum_enabled = false);
