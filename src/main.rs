@@ -81,9 +81,11 @@ USAGE:
     hookflow try --config FILE [--endpoint NAME]
 
 Talks to an endpoint's Flow in the terminal: no server, no store, no webhook. Each line is a
-message; a line starting with { is sent as data; /reset starts over, /quit ends. http nodes make
-their requests; sleep is shown, not waited for. --endpoint may be left out when the config has
-one endpoint.
+message; a line starting with { is sent as data; /reset starts over, /quit ends. During a
+handover (started by a handover node; the provider is not called), /agent TEXT answers as the
+agent and /agent-end ends it. http nodes make their requests; sleep is shown, not waited for.
+--endpoint may be left out when the config has one endpoint. The config is loaded whole, so the
+${NAME} secrets it names must be set.
 ",
     },
     Command {
@@ -94,7 +96,8 @@ USAGE:
     hookflow sink [--listen ADDR] [--user U --password P]
 
 A webhook receiver for trying hookflow out: prints every POST it receives (time, Seq, auth=ok or
-auth=FAILED when --user is given, the body) and answers 200. Listens on 127.0.0.1:9000 unless
+auth=FAILED when --user is given, else auth=none, the body) and answers 200. --user without
+--password expects an empty password, as a webhook user without one sends. Listens on 127.0.0.1:9000 unless
 --listen says otherwise.
 ",
     },

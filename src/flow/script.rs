@@ -514,8 +514,20 @@ pub fn check_syntax(src: &str, expression: bool) -> Result<(), String> {
         let mut c = c.borrow_mut();
         let e = c.get_or_insert_with(checker);
         let ctx = e.turn_context();
-        e.guarded(&ctx, |ctx| ctx.eval::<(), _>(code).catch(ctx)).map_err(|e| e.to_string())
+        e.guarded(&ctx, |ctx| ctx.eval::<(), _>(code).catch(ctx)).map_err(|e| past_the_end(e.to_string(), src))
     })
+}
+
+/// An error QuickJS places after the author's last line (on the wrapper's closing `)` or `}`)
+/// is at the end of what they wrote: said so, instead of a line their text does not have.
+fn past_the_end(message: String, src: &str) -> String {
+    let lines = src.lines().count().max(1);
+    let Some(at) = message.rfind(" (line ") else { return message };
+    let line: Option<usize> = message[at + 7..].split(',').next().and_then(|l| l.parse().ok());
+    match line {
+        Some(l) if l > lines => format!("{} (at the end: something is missing before it)", &message[..at]),
+        _ => message,
+    }
 }
 
 thread_local! {

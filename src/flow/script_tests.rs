@@ -169,3 +169,11 @@ fn the_stop_flag_interrupts_a_running_script_and_refuses_the_next() {
     assert!(e.interrupted());
     assert_eq!(eval(&mut e, "1 + 1").unwrap_err(), ScriptError::Interrupted);
 }
+
+#[test]
+fn a_syntax_error_is_placed_in_the_authors_text() {
+    let e = check_syntax("input.text +", true).unwrap_err();
+    assert!(e.contains("(at the end: something is missing before it)") && !e.contains("line 2"), "{e}");
+    let e = check_syntax("let a = ;", false).unwrap_err();
+    assert!(e.contains("(line 1, column 9)"), "{e}");
+}

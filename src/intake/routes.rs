@@ -244,13 +244,8 @@ fn accept(cx: &HttpContext, req: &mut Request, token: Option<&str>, r: MessageRo
         Some(e) => e,
         None => {
             // The older routes carry the token in the body.
-            let v: Value = serde_json::from_slice(&body).map_err(|e| {
-                Reply::error(
-                    400,
-                    "invalid_json",
-                    &crate::wire::not_json(&e),
-                )
-            })?;
+            let v: Value = serde_json::from_slice(&body)
+                .map_err(|e| Reply::error(400, "invalid_json", &crate::wire::not_json(&e)))?;
             if !v.is_object() {
                 return Err(Reply::error(400, "invalid_json", "the body must be a JSON object"));
             }
