@@ -96,9 +96,9 @@ USAGE:
     hookflow sink [--listen ADDR] [--user U --password P]
 
 A webhook receiver for trying hookflow out: prints every POST it receives (time, Seq, auth=ok or
-auth=FAILED when --user is given, else auth=none, the body) and answers 200. --user without
---password expects an empty password, as a webhook user without one sends. Listens on 127.0.0.1:9000 unless
---listen says otherwise.
+auth=FAILED when --user is given, else auth=none, or auth=sent for a POST with credentials, the
+body) and answers 200. --user without --password expects an empty password, as a webhook user
+without one sends. Listens on 127.0.0.1:9000 unless --listen says otherwise.
 ",
     },
     Command {

@@ -303,16 +303,21 @@ fn to_number(v: &Value) -> Option<f64> {
         Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
         Value::String(s) => {
             let t = s.trim();
-            let radix = |prefix: [&str; 2], radix| {
-                let digits = prefix.iter().find_map(|p| t.strip_prefix(p))?;
-                u64::from_str_radix(digits, radix).ok().map(|n| n as f64)
+            let radix = match t.as_bytes() {
+                [b'0', b'x' | b'X', ..] => Some(16),
+                [b'0', b'o' | b'O', ..] => Some(8),
+                [b'0', b'b' | b'B', ..] => Some(2),
+                _ => None,
             };
             match t {
                 "" => Some(0.0),
                 "Infinity" | "+Infinity" => Some(f64::INFINITY),
                 "-Infinity" => Some(f64::NEG_INFINITY),
-                _ if t.len() > 2 && t.starts_with('0') && t.as_bytes()[1].is_ascii_alphabetic() => {
-                    radix(["0x", "0X"], 16).or_else(|| radix(["0o", "0O"], 8)).or_else(|| radix(["0b", "0B"], 2))
+                // `0x1f`, `0o17`, `0b101`: digits of the base only (`0x+5` is NaN, as in JavaScript).
+                _ if radix.is_some() => {
+                    let (radix, digits) = (radix.unwrap_or(10), &t[2..]);
+                    let valid = !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
+                    valid.then(|| u64::from_str_radix(digits, radix).ok().map(|n| n as f64)).flatten()
                 }
                 // Rust also reads "inf" and "NaN", which JavaScript does not.
                 _ if t.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') => None,
@@ -428,9 +433,9 @@ impl Template {
     }
 }
 
-/// The `type` of a `$cs` value: what the script's value is made into, as JavaScript's
-/// `String(v)` (objects as JSON), `Number(v)` (NaN as null) and `Boolean(v)` would; `object` keeps
-/// it as it is.
+/// The `type` of a `$cs` value: what the script's value is made into. `string`: the text a
+/// `{{ }}` prints (objects as JSON, null as empty); `number`: `Number(v)` of a primitive (null and
+/// undefined as 0, NaN as null); `boolean`: its truthiness; `object` keeps it as it is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CsType {
     Object,

@@ -201,6 +201,9 @@ impl ClientConnection {
         // The head has been read, so the previous request (and its body reader) is gone: if it
         // left its body unread, what was just parsed is that body, not a request.
         if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+            // The answer to that request (a 413, say) may still be on its way to a client that
+            // is sending the body: linger as a rejection does.
+            self.linger();
             let e = IoError::new(ErrorKind::InvalidData, "the previous request's body was left unread");
             return Err(ReadError::ReadIoError(e));
         }
@@ -307,6 +310,13 @@ impl ClientConnection {
         json_error(r.status, r.code, r.message)
             .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
             .ok();
+        self.linger();
+    }
+
+    /// hookflow patch: closes our side after what was answered has gone out, and reads (and
+    /// drops) for a moment what the client still sends, so that closing does not reset the
+    /// connection under the answer it has not read yet.
+    fn linger(&mut self) {
         self.sink.with_inner(|w| {
             w.flush().ok();
             w.get_mut().shutdown_write().ok();

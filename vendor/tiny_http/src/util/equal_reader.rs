@@ -13,22 +13,31 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 pub struct DrainOnDrop<R: Read> {
     reader: R,
     ended: bool,
+    /// A read failed (a timeout, say): the decoder may have lost its place in the framing
+    /// (chunked_transfer keeps a half-read chunk size in a local), so its end means nothing.
+    failed: bool,
     abandoned: Arc<AtomicBool>,
 }
 
 impl<R: Read> DrainOnDrop<R> {
     pub fn new(reader: R, abandoned: Arc<AtomicBool>) -> Self {
-        DrainOnDrop { reader, ended: false, abandoned }
+        DrainOnDrop { reader, ended: false, failed: false, abandoned }
     }
 }
 
 impl<R: Read> Read for DrainOnDrop<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        let n = self.reader.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.ended = true;
+        match self.reader.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.ended = true;
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
         }
-        Ok(n)
     }
 }
 
@@ -36,14 +45,14 @@ impl<R: Read> Drop for DrainOnDrop<R> {
     fn drop(&mut self) {
         let mut buf = [0u8; 8192];
         let mut drained = 0;
-        while !self.ended && drained <= DRAIN_LIMIT {
+        while !self.ended && !self.failed && drained <= DRAIN_LIMIT {
             match self.reader.read(&mut buf) {
                 Ok(0) => self.ended = true,
                 Ok(n) => drained += n,
-                Err(_) => break,
+                Err(_) => self.failed = true,
             }
         }
-        if !self.ended {
+        if !self.ended || self.failed {
             self.abandoned.store(true, Ordering::SeqCst);
         }
     }
@@ -152,6 +161,13 @@ where
                 }
             }
         }
+        // A drain cut short (a client that stalls past the socket timeout) leaves the rest of
+        // the body to come: it must not be read as a request either.
+        if remaining_to_read > 0 {
+            if let Some(a) = &self.abandoned {
+                a.store(true, Ordering::SeqCst);
+            }
+        }
     }
 }
 
@@ -178,6 +194,19 @@ mod tests {
             drop(DrainOnDrop::new(chunked_transfer::Decoder::new(Cursor::new(chunked)), flag.clone()));
             assert_eq!(flag.load(Ordering::SeqCst), abandoned, "chunked body of {len}");
         }
+        // A body whose drain stops early (the client stalls: a read fails) is abandoned too.
+        struct Stalls;
+        impl Read for Stalls {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::TimedOut.into())
+            }
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        drop(EqualReader::new(Stalls, 100).0.abandoned_to(flag.clone()));
+        assert!(flag.load(Ordering::SeqCst), "a Content-Length body cut short");
+        let flag = Arc::new(AtomicBool::new(false));
+        drop(DrainOnDrop::new(Stalls, flag.clone()));
+        assert!(flag.load(Ordering::SeqCst), "a chunked body cut short");
     }
 
     #[test]
