@@ -4,8 +4,9 @@
 //! An `http` node's request is made directly and its outcome shown (a failure too: otherwise
 //! a wrong URL would only be seen as a Flow taking its error branch); `sleep` is shown, not
 //! waited for. A `handover` node starts a pretend handover (no provider is called): while it is
-//! active the lines go "to the agent", `/agent TEXT` answers as the agent and `/agent-end` ends
-//! it (the cancel intent too), and the Flow goes on below the node as in the server.
+//! active the lines go "to the agent", `/agent TEXT` answers as the agent, `/agent-name NAME`
+//! names it, and `/agent-end` ends it (the cancel intent too), and the Flow goes on below the
+//! node as in the server.
 
 use std::io::{BufRead, Write};
 
@@ -85,8 +86,19 @@ pub fn run(
                     continue;
                 }
                 (true, "-end") => ended = Some(HandoverStatus::Completed),
+                // The agent's name, as a desk sends `agentName`: on its next messages and the end.
+                (true, name) if name.starts_with("-name") => {
+                    let name = name["-name".len()..].trim();
+                    if let Some(h) = session.state.handover.as_mut() {
+                        h.agent_name = (!name.is_empty()).then(|| name.to_owned());
+                    }
+                    let _ = writeln!(out, "(the agent is {})", if name.is_empty() { "unnamed" } else { name });
+                    continue;
+                }
                 (true, text) => {
-                    let _ = writeln!(out, "agent: {}", text.trim());
+                    let name = session.state.handover.as_ref().and_then(|h| h.agent_name.as_deref());
+                    let _ =
+                        writeln!(out, "agent{}: {}", name.map(|n| format!(" {n}")).unwrap_or_default(), text.trim());
                     continue;
                 }
             }
@@ -129,7 +141,7 @@ pub fn run(
             input["kind"] = "handover".into();
             input["text"] = Value::Null;
             input["handover"] =
-                serde_json::json!({ "status": status.as_str(), "provider": h.provider, "agentName": null });
+                serde_json::json!({ "status": status.as_str(), "provider": h.provider, "agentName": h.agent_name });
             // Its outputs are translated into the session's language, as in the server.
             if let Some(l) = &session.state.language {
                 input["language"] = l.code.clone().into();
@@ -152,7 +164,7 @@ pub fn run(
             let _ = writeln!(
                 out,
                 "(handover to an agent started, provider {provider}, which try does not call; /agent TEXT \
-                 answers as the agent, /agent-end ends it)"
+                 answers as the agent, /agent-name NAME names it, /agent-end ends it)"
             );
             session.state.handover = Some(HandoverState {
                 id: "try".into(),
@@ -331,14 +343,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let flow = serde_json::json!({"nodes": [
             {"type": "handover", "text": "Connecting.", "cancelIntent": "back"},
-            {"type": "say", "text": "bot again ({{input.handover.status}})"},
+            {"type": "say", "text": "bot again ({{input.handover.status}}{{input.handover.agentName}})"},
         ]});
         std::fs::write(dir.join("flow.json"), flow.to_string()).unwrap();
         let config = serde_json::json!({"endpoints": [{"name": "demo", "urlToken": "try-token-123", "flow": "flow.json",
             "webhook": {"url": "http://127.0.0.1:9/"}, "handover": {"type": "webhook", "url": "http://127.0.0.1:9/",
             "agentKeys": [format!("sha256:{}", "0".repeat(64))]}}]});
         let config = crate::config::parse(&config.to_string(), &dir.join("config.json"), &|_| None).unwrap();
-        let script = "/agent nobody\nhelp\nwhere is it?\n/agent On its way.\n/agent-end\nhi\nback\n";
+        let script = "/agent nobody\nhelp\nwhere is it?\n/agent-name Ann\n/agent On its way.\n/agent-end\nhi\nback\n";
         let mut out = Vec::new();
         run(&config, "demo", script.as_bytes(), &mut out, false).unwrap();
         let out = String::from_utf8(out).unwrap();
@@ -347,17 +359,18 @@ mod tests {
         assert_eq!(lines[1], "bot: Connecting.", "{out}");
         assert!(lines[2].starts_with("(handover to an agent started, provider webhook"), "{out}");
         assert_eq!(
-            &lines[3..7],
+            &lines[3..8],
             [
                 "  (to the agent: where is it?)",
-                "agent: On its way.",
+                "(the agent is Ann)",
+                "agent Ann: On its way.",
                 "(handover completed)",
-                "bot: bot again (completed)"
+                "bot: bot again (completedAnn)"
             ],
             "{out}"
         );
-        assert_eq!(lines[7], "bot: Connecting.", "a new handover: {out}");
-        assert_eq!(&lines[9..], ["(handover cancelled)", "bot: bot again (cancelled)"], "{out}");
+        assert_eq!(lines[8], "bot: Connecting.", "a new handover: {out}");
+        assert_eq!(&lines[10..], ["(handover cancelled)", "bot: bot again (cancelled)"], "{out}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
