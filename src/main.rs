@@ -83,9 +83,9 @@ USAGE:
 Talks to an endpoint's Flow in the terminal: no server, no store, no webhook. Each line is a
 message; a line starting with { is sent as data; /reset starts over, /quit ends. During a
 handover (started by a handover node; the provider is not called), /agent TEXT answers as the
-agent, /agent-name NAME gives it a name and /agent-end ends it. http nodes make their requests; sleep is shown, not waited for.
---endpoint may be left out when the config has one endpoint. The config is loaded whole, so the
-${NAME} secrets it names must be set.
+agent, /agent-name NAME gives it a name and /agent-end ends it. http nodes make their
+requests; sleep is shown, not waited for. --endpoint may be left out when the config has one
+endpoint. The config is loaded whole, so the ${NAME} secrets it names must be set.
 ",
     },
     Command {

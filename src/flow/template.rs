@@ -303,22 +303,13 @@ fn to_number(v: &Value) -> Option<f64> {
         Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
         Value::String(s) => {
             let t = s.trim();
-            let radix = match t.as_bytes() {
-                [b'0', b'x' | b'X', ..] => Some(16),
-                [b'0', b'o' | b'O', ..] => Some(8),
-                [b'0', b'b' | b'B', ..] => Some(2),
-                _ => None,
-            };
             match t {
                 "" => Some(0.0),
                 "Infinity" | "+Infinity" => Some(f64::INFINITY),
                 "-Infinity" => Some(f64::NEG_INFINITY),
-                // `0x1f`, `0o17`, `0b101`: digits of the base only (`0x+5` is NaN, as in JavaScript).
-                _ if radix.is_some() => {
-                    let (radix, digits) = (radix.unwrap_or(10), &t[2..]);
-                    let valid = !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
-                    valid.then(|| u64::from_str_radix(digits, radix).ok().map(|n| n as f64)).flatten()
-                }
+                _ if t.starts_with("0x") || t.starts_with("0X") => radix_number(&t[2..], 16),
+                _ if t.starts_with("0o") || t.starts_with("0O") => radix_number(&t[2..], 8),
+                _ if t.starts_with("0b") || t.starts_with("0B") => radix_number(&t[2..], 2),
                 // Rust also reads "inf" and "NaN", which JavaScript does not.
                 _ if t.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') => None,
                 _ => t.parse().ok(),
@@ -326,6 +317,12 @@ fn to_number(v: &Value) -> Option<f64> {
         }
         _ => None,
     }
+}
+
+/// The digits of a `0x`/`0o`/`0b` string: of that base only (`0x+5` is NaN, as in JavaScript).
+fn radix_number(digits: &str, radix: u32) -> Option<f64> {
+    let valid = !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
+    valid.then(|| u64::from_str_radix(digits, radix).ok().map(|n| n as f64)).flatten()
 }
 
 /// JavaScript truthiness of a JSON value (`None` is `undefined`).

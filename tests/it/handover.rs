@@ -64,6 +64,12 @@ fn start(app: &App, sink: &Sink, desk: &Sink) -> String {
     ev.body["handoverId"].as_str().expect("a handoverId").to_owned()
 }
 
+/// `(source, text)` of each line of a `handover.requested` event's transcript.
+pub fn transcript_lines(event: &Value) -> Vec<(&str, &str)> {
+    let lines = event["transcript"].as_array().expect("a transcript");
+    lines.iter().map(|l| (l["source"].as_str().unwrap(), l["text"].as_str().unwrap())).collect()
+}
+
 /// Waits (bounded) until the admin view shows the session's handover with `status`: the desk's
 /// answer is committed after the desk received the event.
 pub fn wait_status(app: &App, user: &str, session: &str, status: &str) {
@@ -111,12 +117,7 @@ fn a_handover_runs_from_the_node_to_the_agent_and_back_to_the_flow() {
         (&ev.body["event"], &ev.body["endpoint"], &ev.body["userId"], &ev.body["sessionId"], &ev.body["text"]),
         (&json!("handover.requested"), &json!("main"), &json!("u1"), &json!("s1"), &json!("Let me connect you."))
     );
-    let lines: Vec<(&str, &str)> = ev.body["transcript"]
-        .as_array()
-        .expect("a transcript")
-        .iter()
-        .map(|l| (l["source"].as_str().unwrap(), l["text"].as_str().unwrap()))
-        .collect();
+    let lines = transcript_lines(&ev.body);
     assert_eq!(lines[0], ("user", "I need a human"));
     assert_eq!(lines.len(), 4, "the user's line and the three outputs: {lines:?}");
     assert_eq!(ev.body["context"], json!({}));
@@ -510,14 +511,9 @@ fn the_start_carries_the_last_20_lines_of_the_transcript() {
     }
     app.send("u1", "s1", "human");
     let ev = desk.recv(WAIT);
-    let lines: Vec<String> = ev.body["transcript"]
-        .as_array()
-        .expect("a transcript")
-        .iter()
-        .map(|l| format!("{}:{}", l["source"].as_str().unwrap(), l["text"].as_str().unwrap()))
-        .collect();
+    let lines = transcript_lines(&ev.body);
     // 26 lines in all (12 messages and their echoes, then "human" and "Connecting."): the last 20.
     assert_eq!(lines.len(), 20, "{lines:?}");
-    assert_eq!(lines[0], "user:m4");
-    assert_eq!(lines[18..], ["user:human", "bot:Connecting."]);
+    assert_eq!(lines[0], ("user", "m4"));
+    assert_eq!(lines[18..], [("user", "human"), ("bot", "Connecting.")]);
 }

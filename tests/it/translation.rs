@@ -369,12 +369,7 @@ fn a_handovers_outputs_and_the_flow_after_it_are_translated_and_the_agent_and_us
     // The desk gets the node's text as the Flow wrote it, and the transcript as the user read it.
     let ev = desk.recv(WAIT);
     assert_eq!((&ev.body["event"], &ev.body["text"]), (&json!("handover.requested"), &json!("Let me connect you.")));
-    let lines: Vec<(&str, &str)> = ev.body["transcript"]
-        .as_array()
-        .expect("a transcript")
-        .iter()
-        .map(|l| (l["source"].as_str().unwrap(), l["text"].as_str().unwrap()))
-        .collect();
+    let lines = crate::handover::transcript_lines(&ev.body);
     assert_eq!(lines[..2], [("user", "Bonjour"), ("bot", "fr:bot: Hello")], "{lines:?}");
     let id = ev.body["handoverId"].as_str().unwrap().to_owned();
     wait_status(&app, "u1", "s1", "active");
