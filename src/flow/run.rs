@@ -499,6 +499,10 @@ impl Machine<'_, '_> {
             return Some(0);
         };
         self.node = self.flow.ops[p.pc].node;
+        // The question takes (or asks again for) the answer: it ran in this turn.
+        if self.opts.trace {
+            self.trace(&flow.ops[p.pc]);
+        }
         let node = &self.flow.nodes[self.node];
         let active = json!({ "nodeId": node.name(), "type": kind_name(&q.kind), "attempts": p.attempts });
         set_input(self.io.input, "activeQuestion", active);

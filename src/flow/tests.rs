@@ -576,6 +576,25 @@ fn a_traced_turn_lists_the_nodes_it_ran_once_each_and_bounded() {
 }
 
 #[test]
+fn a_traced_turn_lists_the_question_that_took_or_asked_again_for_the_answer() {
+    let flow = compile(json!({ "name": "t", "nodes": [
+        { "id": "askAge", "type": "question", "questionType": "number", "text": "Age?", "reprompt": "A number, please" },
+        { "id": "thanks", "type": "say", "text": "ok" }
+    ]}));
+    let mut state = SessionState::new(&flow);
+    let mut traced = |text: &str| {
+        let (mut input, mut profile) = (json!({ "text": text }), json!({}));
+        let mut e = engine();
+        let io = TurnIo { state: &mut state, input: &mut input, profile: &mut profile, scripts: &mut e };
+        let t = run(&flow, io, RunOptions { max_nodes: 100, random: 0, trace: true });
+        t.nodes.iter().map(|(n, kind)| format!("{} {kind}", flow.nodes[*n].name())).collect::<Vec<_>>()
+    };
+    assert_eq!(traced("hi"), ["askAge question"]);
+    assert_eq!(traced("thirty"), ["askAge question"], "the reprompt is the question's");
+    assert_eq!(traced("30"), ["askAge question", "thanks say"], "the answer is taken by the question");
+}
+
+#[test]
 fn a_handover_node_says_its_text_asks_for_a_handover_and_waits_below_itself() {
     let doc = json!({"nodes": [
         {"type": "handover", "text": "Connecting {{input.text}}", "cancelIntent": "back", "cancelText": "Say back"},

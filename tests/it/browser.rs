@@ -10,7 +10,7 @@ use crate::support::{ADMIN_KEY, App, Sink, TOKEN, WAIT, config, send_to};
 use crate::webdriver::{Browser, browser};
 
 /// Remembers the text in `context.last`, then echoes it.
-fn flow() -> Value {
+pub fn flow() -> Value {
     json!({ "name": "console", "nodes": [
         { "id": "remember", "type": "setContext", "key": "last", "value": "{{input.text}}" },
         { "id": "echo", "type": "say", "text": "{{input.text}}" }
@@ -18,15 +18,20 @@ fn flow() -> Value {
 }
 
 /// A hookflow with the console on, delivering to `sink`, retrying after `retry` seconds twice.
-fn start(name: &str, sink: &Sink, retry: f64) -> App {
+pub fn start(name: &str, sink: &Sink, retry: f64) -> App {
+    start_flow(name, sink, retry, &flow())
+}
+
+/// The same, running `flow`.
+pub fn start_flow(name: &str, sink: &Sink, retry: f64, flow: &Value) -> App {
     let mut cfg = config(&sink.url);
     cfg["console"] = json!({ "enabled": true });
     cfg["delivery"]["retrySchedule"] = json!([retry, retry]);
-    App::start(name, &cfg, &[("flow.json", &flow())])
+    App::start(name, &cfg, &[("flow.json", flow)])
 }
 
 /// Opens the console of `app` at a desktop size and logs in.
-fn login(b: &Browser, app: &App) {
+pub fn login(b: &Browser, app: &App) {
     b.viewport(1100, 760);
     b.goto(&app.url("/console"));
     b.fill("#key", ADMIN_KEY);
@@ -34,7 +39,7 @@ fn login(b: &Browser, app: &App) {
     b.wait_js("the console to log in", "return !document.getElementById('nav').hidden", json!([]));
 }
 
-fn view(b: &Browser, name: &str) {
+pub fn view(b: &Browser, name: &str) {
     b.exec("location.hash = '#' + arguments[0]", json!([name]));
     b.wait_js(
         &format!("the {name} view"),
@@ -44,7 +49,7 @@ fn view(b: &Browser, name: &str) {
 }
 
 /// Types a message into the interaction panel as `session` and sends it.
-fn say(b: &Browser, session: &str, text: &str) {
+pub fn say(b: &Browser, session: &str, text: &str) {
     view(b, "interact");
     b.fill("#ia-session", session);
     b.fill("#ia-text", text);
@@ -52,7 +57,7 @@ fn say(b: &Browser, session: &str, text: &str) {
 }
 
 /// The bot bubble with `text` has the delivery state `state`.
-const BOT_IN_STATE: &str = "const [text, state] = arguments;
+pub const BOT_IN_STATE: &str = "const [text, state] = arguments;
     return [...document.querySelectorAll('#ia-timeline .msg.bot')].some(m =>
         m.querySelector('.text').textContent === text && m.querySelector('.state').dataset.state === state);";
 

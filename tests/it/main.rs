@@ -8,6 +8,8 @@ mod bot;
 /// The console in a real headless Chromium (WebDriver): send, deliver, retry, replay, sessions,
 /// hostile text, a phone-sized screen; screenshots under target/console-screenshots/.
 mod browser;
+/// The console while outputs flow: pages, focus, views read, waiting messages, reloads.
+mod browser_live;
 /// Helpers of process, durability, hardening, privacy: the binary as a child, a timed mock, /metrics parsing.
 mod child;
 /// The console's page and headers, and its admin routes: outputs, sessions, turns, stats, bulk replay.

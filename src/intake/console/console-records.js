@@ -15,47 +15,72 @@ function dlFilter() {
   };
 }
 
-async function refreshDeliveries() {
-  const data = await api("GET", "/api/outputs" + qs(Object.assign(dlFilter(), { limit: 50 })));
-  app.dlNext = data.next;
-  app.dlExtra = [];
-  renderDeliveries(data.outputs);
+const PAGE = 50;
+
+/** Reads the log's first page again; `keep` (a live refresh, a replay) reads as many rows as are
+ * shown, so pages opened with "Older outputs" stay open while outputs flow. */
+async function refreshDeliveries(keep) {
+  const want = keep ? Math.max(PAGE, app.dlShown) : PAGE;
+  let rows = [];
+  let next = null;
+  do {
+    const data = await api("GET", "/api/outputs" + qs(Object.assign(dlFilter(), { limit: PAGE, before: next })));
+    rows = rows.concat(data.outputs);
+    next = data.next;
+  } while (next && rows.length < want);
+  app.dlNext = next;
+  app.dlShown = rows.length;
+  const box = $("dl-list");
+  keepFocus(box, () => {
+    clear(box);
+    if (!rows.length) box.append(h("div", { class: "empty card", text: "No outputs match." }));
+    for (const o of rows) box.append(outputRow(o));
+  });
+  $("dl-more").hidden = !app.dlNext;
 }
 
 async function olderDeliveries() {
   if (!app.dlNext) return;
-  const data = await api("GET", "/api/outputs" + qs(Object.assign(dlFilter(), { limit: 50, before: app.dlNext })));
+  const data = await api("GET", "/api/outputs" + qs(Object.assign(dlFilter(), { limit: PAGE, before: app.dlNext })));
   app.dlNext = data.next;
-  app.dlExtra = app.dlExtra.concat(data.outputs);
+  app.dlShown += data.outputs.length;
   for (const o of data.outputs) $("dl-list").append(outputRow(o));
   $("dl-more").hidden = !app.dlNext;
 }
 
-function renderDeliveries(list) {
-  const box = clear($("dl-list"));
-  if (!list.length && !app.dlExtra.length) box.append(h("div", { class: "empty card", text: "No outputs match." }));
-  for (const o of list.concat(app.dlExtra)) box.append(outputRow(o));
-  $("dl-more").hidden = !app.dlNext;
+/** Replaying "all that match" replays dead letters: with State set to anything else the list
+ * shows none of them, and the button would replay what is not shown. */
+function replayAllState() {
+  const b = $("dl-replay-all");
+  b.disabled = !["", "dead"].includes($("dl-state").value);
+  b.title = b.disabled ? "Only dead letters are replayed: set State to any or dead" : "";
 }
 
 function outputRow(o) {
   const last = o.tries.length ? o.tries[o.tries.length - 1] : null;
   const open = app.open.has(o.id);
-  const row = h("div", { class: "row" + (open ? " open" : ""), "data-id": o.id, "data-state": o.state });
+  const row = h("div", { class: "row" + (open ? " open" : ""), "data-id": o.id, "data-key": o.id, "data-state": o.state });
   const line = h("button", { class: "line", type: "button", "aria-expanded": open ? "true" : "false" },
     delivery(o),
     when(o.tries.length ? last.at : o.at),
     h("span", { class: "who", text: o.endpoint + " · " + o.userId + " / " + o.sessionId + " · Seq " + o.seq }),
-    h("span", { class: "excerpt", text: o.text ?? JSON.stringify(o.body).slice(0, 120) }),
+    h("span", { class: "excerpt", text: excerpt(o.text ?? JSON.stringify(o.body)) }),
     h("span", { class: "nums", text: o.attempts + " attempt(s)" + (last ? " · last " + (last.status ?? "no answer") + " in " + last.latencyMs + " ms" : "") }));
   line.addEventListener("click", () => {
     if (app.open.has(o.id)) app.open.delete(o.id);
     else app.open.add(o.id);
-    row.replaceWith(outputRow(o));
+    const again = outputRow(o);
+    row.replaceWith(again);
+    again.querySelector(".line").focus();
   });
   row.append(line);
   if (open) row.append(outputDetail(o));
   return row;
+}
+
+/** The first 200 characters of an output in its row; the whole body is in the row's detail. */
+function excerpt(text) {
+  return text.length > 200 ? text.slice(0, 200) + "…" : text;
 }
 
 function outputDetail(o) {
@@ -63,7 +88,8 @@ function outputDetail(o) {
   d.append(h("dl", { class: "kv" },
     h("dt", { text: "output id" }), h("dd", { class: "mono", text: o.id }),
     h("dt", { text: "webhook-id" }), h("dd", { class: "mono", text: o.webhookId ?? "– (not signed)" }),
-    o.nextAttemptAt ? [h("dt", { text: "next attempt" }), h("dd", {}, when(o.nextAttemptAt))] : null,
+    o.nextAttemptAt ? [h("dt", { text: "next attempt" }), h("dd", {}, Date.parse(o.nextAttemptAt) > Date.now() + 1000 ? when(o.nextAttemptAt)
+      : h("span", { text: "due now: it goes out once the output before it in its session is done, or its webhook answers a probe" }))] : null,
     o.lastError ? [h("dt", { text: o.state === "dead" ? "reason" : "last error" }), h("dd", { class: "mono", text: o.lastError })] : null,
     o.replayedAs ? [h("dt", { text: "replayed as" }), h("dd", { class: "mono", text: "output #" + o.replayedAs })] : null));
   d.append(h("h3", { text: "attempts" }));
@@ -82,7 +108,7 @@ function outputDetail(o) {
       try {
         const r = await api("POST", "/api/deadletters/" + o.deadLetterId + "/replay");
         $("dl-status").textContent = "replayed as output #" + r.outputId + " (Seq " + r.seq + ")";
-        await refreshDeliveries();
+        await refreshDeliveries(true);
       } catch (e) {
         $("dl-status").textContent = e.message;
       }
@@ -101,7 +127,7 @@ async function replayAll() {
     if (r.refused.length) msg += ", " + r.refused.length + " refused (" + r.refused[0].message + ")";
     if (r.more) msg += "; more are left: replay again";
     $("dl-status").textContent = msg;
-    await refreshDeliveries();
+    await refreshDeliveries(true);
   } catch (e) {
     $("dl-status").textContent = e.message;
   }
@@ -111,22 +137,33 @@ async function replayAll() {
 
 async function refreshSessions() {
   const data = await api("GET", "/api/sessions" + qs({ endpoint: $("ss-endpoint").value, q: $("ss-q").value.trim(), limit: 50 }));
-  const box = clear($("ss-list"));
-  if (!data.sessions.length) box.append(h("div", { class: "empty card", text: "No session matches." }));
-  for (const s of data.sessions) {
-    const sel = app.selected;
-    const isSel = sel && sel.endpoint === s.endpoint && sel.userId === s.userId && sel.sessionId === s.sessionId;
-    const row = h("div", { class: "row" + (isSel ? " open" : "") });
-    const line = h("button", { class: "line", type: "button" },
-      s.hasState ? badge("delivering", "active") : badge("idle", "forgotten"),
-      h("span", { class: "who", text: s.endpoint + " · " + s.userId + " / " + s.sessionId }),
-      h("span", { class: "nums", text: s.messageCount + " message(s) · last Seq " + s.lastSeq }),
-      when(s.updatedAt));
-    line.addEventListener("click", () => { app.selected = s; refreshSessions().catch(showSessionError); });
-    row.append(line);
-    box.append(row);
-  }
+  const box = $("ss-list");
+  keepFocus(box, () => {
+    clear(box);
+    if (!data.sessions.length) box.append(h("div", { class: "empty card", text: "No session matches." }));
+    for (const s of data.sessions) box.append(sessionRow(s));
+  });
   if (app.selected) await openSession(app.selected).catch((e) => showSessionError(e));
+}
+
+function sessionRow(s) {
+  const sel = app.selected;
+  const isSel = sel && sel.endpoint === s.endpoint && sel.userId === s.userId && sel.sessionId === s.sessionId;
+  const row = h("div", { class: "row" + (isSel ? " open" : ""), "data-key": JSON.stringify([s.endpoint, s.userId, s.sessionId]) });
+  // "idle": the session's state was forgotten (or it only ever received notifies); its Seq is kept.
+  const line = h("button", { class: "line", type: "button" },
+    s.hasState ? badge("delivering", "has state") : badge("idle", "no state"),
+    h("span", { class: "who", text: s.endpoint + " · " + s.userId + " / " + s.sessionId }),
+    h("span", { class: "nums", text: s.messageCount + " message(s) · last Seq " + s.lastSeq }),
+    when(s.updatedAt));
+  line.addEventListener("click", async () => {
+    app.selected = s;
+    await refreshSessions().catch(showSessionError);
+    // On a narrow screen the detail is below the list: bring it into view.
+    $("ss-detail").scrollIntoView({ block: "nearest" });
+  });
+  row.append(line);
+  return row;
 }
 
 function showSessionError(e) {

@@ -18,6 +18,10 @@ const $ = (id) => document.getElementById(id);
 
 // How long a button waits for its second click.
 const CONFIRM_MS = 4000;
+// How often a reloaded page tries its key again while hookflow cannot answer.
+const RETRY_MS = 2000;
+// A sent message not seen in a trace after this long is no longer shown as waiting.
+const PENDING_MS = 10 * 60 * 1000;
 
 const app = {
   key: sessionStorage.getItem(KEY) || "",
@@ -27,12 +31,16 @@ const app = {
   view: "overview",
   timer: null,
   busy: false,
-  // Interaction panel: messages sent and not yet seen in a trace.
+  // The open view is to be read again once the read under way is done (refreshView).
+  again: false,
+  // Login retried while hookflow cannot answer (a reload during a restart or an outage).
+  retry: null,
+  // Interaction panel: messages sent and not yet seen in a trace, with their session.
   pending: [],
-  // Delivery log: rows open, the current cursor.
+  // Delivery log: rows open, the cursor of the next page, how many rows are shown.
   open: new Set(),
   dlNext: null,
-  dlExtra: [],
+  dlShown: 0,
   selected: null,
   // Until when a button waits for its second click (confirmButton): the open view is not
   // redrawn meanwhile, or the redrawn button would have forgotten the first click.
@@ -167,8 +175,10 @@ function qs(params) {
 // --- login, views, polling --------------------------------------------------------------------
 
 async function login(key) {
+  clearTimeout(app.retry);
   app.key = key;
   const data = await api("GET", "/api/endpoints");
+  $("login-error").textContent = "";
   sessionStorage.setItem(KEY, key);
   app.endpoints = data.endpoints;
   $("login").hidden = true;
@@ -180,11 +190,31 @@ async function login(key) {
   poll();
 }
 
+/** Logs in again with the tab's key after a reload. A key refused (401) logs out (in `api`); any
+ * other failure (hookflow restarting, unreachable, 503) keeps the key and tries again. */
+function resume() {
+  clearTimeout(app.retry);
+  login(app.key).catch((e) => {
+    if (!app.key) return;
+    $("login").hidden = false;
+    $("login-error").textContent = e.message + " · trying again every " + RETRY_MS / 1000 + " s";
+    app.retry = setTimeout(resume, RETRY_MS);
+  });
+}
+
 function logout(message) {
   sessionStorage.removeItem(KEY);
   app.key = "";
   clearTimeout(app.timer);
+  clearTimeout(app.retry);
   for (const v of document.querySelectorAll(".view")) v.hidden = true;
+  // Nothing read with the key stays in the page once it is gone.
+  for (const id of ["ov-cards", "ia-timeline", "dl-list", "ss-list", "ss-detail"]) clear($(id));
+  for (const id of ["ov-summary", "ia-status", "dl-status"]) $(id).textContent = "";
+  $("ia-key").value = "";
+  app.pending = [];
+  app.selected = null;
+  app.open.clear();
   $("nav").hidden = true;
   $("status").hidden = true;
   $("login").hidden = false;
@@ -234,21 +264,40 @@ async function poll() {
 }
 
 async function refreshView() {
+  // One read at a time; asked for meanwhile (another view opened, the store changed), the view
+  // open then is read once more when this one is done, so it is never left unread.
+  app.again = true;
   if (app.busy) return;
   app.busy = true;
   try {
-    if (app.view === "overview") renderOverview();
-    else if (app.view === "interact") await refreshInteract();
-    else if (app.view === "deliveries") await refreshDeliveries();
-    else if (app.view === "sessions") await refreshSessions();
+    while (app.again) {
+      app.again = false;
+      if (app.view === "overview") renderOverview();
+      else if (app.view === "interact") await refreshInteract();
+      else if (app.view === "deliveries") await refreshDeliveries(true);
+      else if (app.view === "sessions") await refreshSessions();
+    }
   } finally {
     app.busy = false;
+    app.again = false;
   }
 }
 
 function showError(e) {
-  const where = { interact: "ia-status", deliveries: "dl-status", sessions: "ss-detail" }[app.view];
-  if (where && $(where) && where !== "ss-detail") $(where).textContent = e.message;
+  if (app.view === "sessions") return showSessionError(e);
+  const where = { interact: "ia-status", deliveries: "dl-status", overview: "ov-summary" }[app.view];
+  if (where) $(where).textContent = e.message;
+}
+
+/** Rebuilds the rows of `box` with `fill`, keeping the keyboard focus on the row with the same
+ * `data-key` (a live refresh redraws lists while someone moves through them). */
+function keepFocus(box, fill) {
+  const had = box.contains(document.activeElement) ? document.activeElement.closest("[data-key]") : null;
+  const key = had ? had.dataset.key : null;
+  fill();
+  if (key === null) return;
+  const row = [...box.querySelectorAll("[data-key]")].find((r) => r.dataset.key === key);
+  if (row) row.querySelector(".line").focus();
 }
 
 function fillEndpointSelects() {
@@ -288,7 +337,7 @@ function endpointCard(ep) {
     h("div", { class: "title" }, h("h2", { text: ep.name }), badge(ep.state, ep.enabled ? null : "disabled")),
     h("div", { class: "url mono", text: ep.webhook }),
     h("div", { class: "numbers" },
-      n("queued", ep.queued), n("delivered", ep.delivered), n("retried", ep.failedAttempts), n("dead letters", ep.deadLetters)),
+      n("queued", ep.queued), n("delivered", ep.delivered), n("failed attempts", ep.failedAttempts), n("dead letters", ep.deadLetters)),
     h("div", { class: "chart" },
       h("div", { class: "label" }, h("span", { text: "delivered / failed per minute, last hour" }),
         h("span", { text: sum(m.delivered) + " / " + sum(m.failed) })),
@@ -370,7 +419,9 @@ async function send(route) {
     const headers = {};
     if (route === "test" && $("ia-key").value) headers["X-Webhook-Key"] = $("ia-key").value;
     const answer = await api("POST", "/" + route + "/" + enc(ep.urlToken), body, headers);
-    if (route === "test") app.pending.push({ traceId: answer.traceId, body, at: new Date().toISOString() });
+    if (route === "test") {
+      app.pending.push({ traceId: answer.traceId, body, at: new Date().toISOString(), ep: ep.name, user: body.userId, session: body.sessionId });
+    }
     status.textContent = route === "test" ? "" : route + " accepted (" + answer.traceId + ")";
     $("ia-text").value = "";
     await refreshInteract();
@@ -389,7 +440,9 @@ async function refreshInteract() {
   ]);
   const bySeq = new Map(outs.outputs.map((o) => [o.seq, o]));
   const seen = new Set(turns.turns.map((t) => t.traceId));
-  app.pending = app.pending.filter((p) => !seen.has(p.traceId));
+  const stale = Date.now() - PENDING_MS;
+  app.pending = app.pending.filter((p) => !seen.has(p.traceId) && Date.parse(p.at) > stale);
+  const mine = app.pending.filter((p) => p.ep === ep.name && p.user === user && p.session === session);
   const items = [];
   const covered = new Set();
   for (const t of turns.turns) {
@@ -399,10 +452,12 @@ async function refreshInteract() {
   for (const o of outs.outputs) {
     if (!covered.has(o.seq)) {
       const first = o.tries.length ? o.tries[0].at : o.at;
-      items.push({ at: Date.parse(first), el: () => [botMessage(o.text ?? "", o.body && o.body.AIOutput ? o.body.AIOutput.data : null, o, "output without a trace (inject, notify or replay)")] });
+      const ai = o.body && o.body.AIOutput ? o.body.AIOutput : {};
+      const note = ai.source === "agent" ? "from the agent" + (ai.agentName ? " " + ai.agentName : "") : "output without a trace (inject, notify, replay, or a turn not sent from here)";
+      items.push({ at: Date.parse(first), el: () => [botMessage(o.text ?? "", ai.data ?? null, o, note)] });
     }
   }
-  for (const p of app.pending) items.push({ at: Date.parse(p.at), el: () => [userMessage(p.body, p.at, "sent · waiting for the Flow")] });
+  for (const p of mine) items.push({ at: Date.parse(p.at), el: () => [userMessage(p.body, p.at, "sent · waiting for the Flow")] });
   items.sort((a, b) => a.at - b.at);
   const openTraces = new Set([...box.querySelectorAll("details.trace[open]")].map((d) => d.dataset.key));
   clear(box);
@@ -436,10 +491,17 @@ function delivery(o) {
   const last = o.tries.length ? o.tries[o.tries.length - 1] : null;
   let extra = null;
   if (o.state === "delivered" && last) extra = (last.status ?? "") + " · " + last.latencyMs + " ms";
-  else if (o.state === "retrying") extra = (o.lastError || "failed") + " · next " + ago(Date.parse(o.nextAttemptAt));
+  else if (o.state === "retrying") extra = (o.lastError || "failed") + " · " + nextAttempt(o);
   else if (o.state === "dead") extra = o.lastError || "";
   else if (o.state === "replayed") extra = "as #" + o.replayedAs;
   return badge(o.state, extra);
+}
+
+/** When a pending output goes out: at its next attempt, or, once that time has passed, as soon as
+ * the output before it in its session is done or its webhook answers a probe (README, Delivery). */
+function nextAttempt(o) {
+  const due = Date.parse(o.nextAttemptAt);
+  return due > Date.now() + 1000 ? "next " + ago(due) : "due now";
 }
 
 function turnElements(t, bySeq) {
@@ -461,7 +523,7 @@ function traceDetails(t) {
   const changes = t.contextChanges || [];
   const d = h("details", { class: "trace", "data-key": t.traceId + ":" + t.part + ":" + t.seqFrom });
   d.append(h("summary", {},
-    h("span", { text: "trace" + (t.part === "resumed" ? " (after the http call)" : "") }),
+    h("span", { text: "trace" + (t.part === "resumed" ? " (resumed: after an http call or a handover)" : "") }),
     h("span", { text: nodes.length + " node(s)" }),
     h("span", { text: changes.length + " context change(s)" }),
     (t.http || []).length ? h("span", { text: t.http.length + " http call(s)" }) : null,
@@ -535,7 +597,7 @@ async function resetSession() {
   } catch (e) {
     $("ia-status").textContent = e.status === 404 ? "nothing to reset: the session has no state" : e.message;
   }
-  app.pending = [];
+  app.pending = app.pending.filter((p) => !(p.ep === ep.name && p.user === user && p.session === session));
   await refreshInteract();
 }
 
@@ -559,13 +621,15 @@ document.addEventListener("DOMContentLoaded", () => {
   $("ia-form").addEventListener("submit", (ev) => { ev.preventDefault(); send("test"); });
   $("ia-inject").addEventListener("click", () => send("inject"));
   $("ia-notify").addEventListener("click", () => send("notify"));
-  $("ia-new").addEventListener("click", () => { $("ia-session").value = newSessionId(); app.pending = []; refreshInteract().catch(showError); });
+  $("ia-new").addEventListener("click", () => { $("ia-session").value = newSessionId(); $("ia-status").textContent = ""; refreshInteract().catch(showError); });
   $("ia-reset").addEventListener("click", (ev) => confirmButton(ev.currentTarget, "Click again to reset", resetSession));
-  $("ia-endpoint").addEventListener("change", () => { keyField(); refreshInteract().catch(showError); });
-  for (const id of ["ia-user", "ia-session"]) $(id).addEventListener("change", () => refreshInteract().catch(showError));
+  $("ia-endpoint").addEventListener("change", () => { keyField(); $("ia-status").textContent = ""; refreshInteract().catch(showError); });
+  for (const id of ["ia-user", "ia-session"]) $(id).addEventListener("change", () => { $("ia-status").textContent = ""; refreshInteract().catch(showError); });
 
   const dl = debounce(refreshDeliveries, 250);
   for (const id of ["dl-endpoint", "dl-state", "dl-since"]) $(id).addEventListener("change", dl);
+  $("dl-state").addEventListener("change", replayAllState);
+  replayAllState();
   for (const id of ["dl-user", "dl-session"]) $(id).addEventListener("input", dl);
   $("dl-form").addEventListener("submit", (ev) => ev.preventDefault());
   $("dl-more").addEventListener("click", () => olderDeliveries().catch(showError));
@@ -576,6 +640,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("ss-q").addEventListener("input", ss);
   $("ss-form").addEventListener("submit", (ev) => ev.preventDefault());
 
-  if (app.key) login(app.key).catch(() => logout("Log in again."));
+  if (app.key) resume();
   else $("key").focus();
 });
