@@ -32,7 +32,7 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
                 Ok(key) => delete_session(cx, &key),
             }
         }
-        ["deadletters"] if get => dead_letters(cx),
+        ["deadletters"] if get => dead_letters(cx, req),
         ["deadletters", id, "replay"] if *m == Method::Post => replay(cx, id),
         ["endpoints"] | ["deadletters"] => Reply::error(405, "method_not_allowed", "use GET").header("Allow", "GET"),
         ["sessions", _, _, _] => {
@@ -186,24 +186,46 @@ fn delete_session(cx: &HttpContext, key: &SessionKey) -> Reply {
     }
 }
 
-fn dead_letters(cx: &HttpContext) -> Reply {
-    match cx.store.dead_letters() {
-        Ok(list) => {
-            let items: Vec<Value> = list
-                .into_iter()
-                .map(|d| {
-                    json!({
-                        "id": d.id, "endpoint": d.key.endpoint, "userId": d.key.user_id,
-                        "sessionId": d.key.session_id, "seq": d.seq, "attempts": d.attempts,
-                        "lastError": d.last_error, "diedAt": crate::util::iso8601(d.died_at_ms),
-                        "body": serde_json::from_str::<Value>(&d.body).unwrap_or(Value::Null),
-                    })
-                })
-                .collect();
-            Reply::json(200, json!({ "deadLetters": items }))
+/// Dead letters a page lists unless `limit` says otherwise, and at most.
+const DEAD_PAGE: usize = 100;
+const DEAD_PAGE_MAX: usize = 1000;
+/// A page ends early once the bodies on it pass this many bytes (one dead letter at least): dead
+/// letters pile up while a webhook is broken, and a body becomes a JSON tree many times its size
+/// in memory, so one request must not read them all at once.
+pub(super) const PAGE_BYTES: usize = 1 << 20;
+
+fn dead_letters(cx: &HttpContext, req: &Request) -> Reply {
+    use super::console_api::{invalid, limit, query};
+    let page = || -> Result<Reply, Reply> {
+        let q = query(req, &["after", "limit"], cx.store.holds_nul())?;
+        let limit = limit(&q, DEAD_PAGE, DEAD_PAGE_MAX)?;
+        let after = match q.get("after") {
+            None => 0,
+            Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                invalid(format!("after must be a dead letter id (the \"next\" of the previous page), got {v:?}"))
+            })?,
+        };
+        let list = cx.store.dead_letters_page(after, limit).map_err(store_error)?;
+        let full = list.len() == limit;
+        let (mut items, mut bytes, mut last, mut cut) = (Vec::new(), 0, None, false);
+        for d in list {
+            if !items.is_empty() && bytes + d.body.len() > PAGE_BYTES {
+                cut = true;
+                break;
+            }
+            bytes += d.body.len();
+            last = Some(d.id);
+            items.push(json!({
+                "id": d.id, "endpoint": d.key.endpoint, "userId": d.key.user_id,
+                "sessionId": d.key.session_id, "seq": d.seq, "attempts": d.attempts,
+                "lastError": d.last_error, "diedAt": crate::util::iso8601(d.died_at_ms),
+                "body": serde_json::from_str::<Value>(&d.body).unwrap_or(Value::Null),
+            }));
         }
-        Err(e) => store_error(e),
-    }
+        let next = (full || cut).then_some(last).flatten();
+        Ok(Reply::json(200, json!({ "deadLetters": items, "next": next })))
+    };
+    page().unwrap_or_else(|r| r)
 }
 
 fn replay(cx: &HttpContext, id: &str) -> Reply {

@@ -56,7 +56,7 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
 
 type Answer = Result<Reply, Reply>;
 
-fn invalid(message: String) -> Reply {
+pub(super) fn invalid(message: String) -> Reply {
     Reply::error(400, "invalid_request", &message)
 }
 
@@ -65,7 +65,7 @@ fn invalid(message: String) -> Reply {
 /// The query parameters, decoded; a parameter not in `known` (or `api_key`) is a 400 naming it.
 /// On a store that cannot hold U+0000 (`Store::holds_nul`), a value with one is a 400: nothing
 /// there can match it, and PostgreSQL refuses it in a parameter.
-fn query(req: &Request, known: &[&str], holds_nul: bool) -> Result<BTreeMap<String, String>, Reply> {
+pub(super) fn query(req: &Request, known: &[&str], holds_nul: bool) -> Result<BTreeMap<String, String>, Reply> {
     let mut out = BTreeMap::new();
     let q = req.url().split_once('?').map_or("", |(_, q)| q);
     for kv in q.split('&').filter(|kv| !kv.is_empty()) {
@@ -92,7 +92,7 @@ fn query(req: &Request, known: &[&str], holds_nul: bool) -> Result<BTreeMap<Stri
     Ok(out)
 }
 
-fn limit(q: &BTreeMap<String, String>, default: usize, max: usize) -> Result<usize, Reply> {
+pub(super) fn limit(q: &BTreeMap<String, String>, default: usize, max: usize) -> Result<usize, Reply> {
     match q.get("limit") {
         None => Ok(default),
         Some(v) => match v.parse::<usize>() {
@@ -152,8 +152,17 @@ fn outputs(cx: &HttpContext, req: &Request) -> Answer {
         limit,
         ..filter(&q)
     };
-    let list = cx.store.outputs(&f).map_err(store_error)?;
-    let next = (list.len() == limit).then(|| list.last().map(|e| e.id)).flatten();
+    let mut list = cx.store.outputs(&f).map_err(store_error)?;
+    // As the dead letters' list: a page of large outputs ends early (`admin::PAGE_BYTES`).
+    let mut bytes = 0;
+    let fits = list.iter().take_while(|e| {
+        bytes += e.body.len();
+        bytes <= super::admin::PAGE_BYTES
+    });
+    let keep = fits.count().max(1).min(list.len());
+    let cut = keep < list.len();
+    list.truncate(keep);
+    let next = (cut || list.len() == limit).then(|| list.last().map(|e| e.id)).flatten();
     let items: Vec<Value> = list.iter().map(|e| output_json(cx, e)).collect();
     Ok(Reply::json(200, obj(vec![("outputs", items.into()), ("next", next.into())])))
 }

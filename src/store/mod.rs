@@ -188,8 +188,13 @@ pub trait Store: Send + Sync {
     /// be replayed once the endpoint is back); returns how many.
     fn dead_unconfigured(&self, endpoints: &[&str], now_ms: i64) -> Result<usize>;
 
-    /// Dead letters, oldest first.
-    fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
+    /// Dead letters with an id above `after`, oldest first, at most `limit`.
+    fn dead_letters_page(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// All dead letters, oldest first.
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.dead_letters_page(0, i64::MAX as usize)
+    }
 
     /// Puts a dead letter back in the outbox as the next output of its session (a new Seq),
     /// when `endpoint_ok` accepts its endpoint (no sender reads outputs of other endpoints).

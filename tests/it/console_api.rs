@@ -349,3 +349,59 @@ fn a_poll_holds_an_http_thread_for_about_a_millisecond() {
     assert!(stats_mean < 10.0, "a stats poll takes {stats_mean:.2} ms on average");
     assert!(log_mean < 30.0, "a delivery-log read takes {log_mean:.2} ms on average");
 }
+
+/// Dead letters pile up while a webhook is broken: `GET /api/deadletters` reads them in pages
+/// (`limit`, `after`, `next`), a page of large ones ends early (1 MiB of bodies), and so does a
+/// page of the delivery log; a parameter it does not know is a 400 naming the ones it does.
+#[test]
+fn dead_letters_and_the_delivery_log_are_read_in_pages_of_bounded_size() {
+    let sink = Sink::with_status(400);
+    let app = start("dead-pages", &sink, |_| {}, &echo_flow());
+    let big = "x".repeat(9_990);
+    for i in 0..110 {
+        send_to(
+            &app.msg_url(),
+            &json!({ "userId": "u", "sessionId": format!("s{}", i % 3), "text": format!("{i}{big}") }),
+        );
+    }
+    sink.recv_n(110, WAIT);
+    until(&app, "/api/stats", "110 dead letters", |v| v["dead"] == 110);
+
+    let first = get(&app, "/api/deadletters?limit=2");
+    let ids: Vec<i64> = first["deadLetters"].as_array().unwrap().iter().map(|d| d["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(first["next"], ids[1], "a full page says where the next starts");
+    let second = get(&app, &format!("/api/deadletters?limit=2&after={}", ids[1]));
+    assert!(second["deadLetters"][0]["id"].as_i64().unwrap() > ids[1]);
+
+    // 110 bodies of 10 KB: the default page (100) ends early, before 1 MiB of them.
+    let mut seen = Vec::new();
+    let mut path = "/api/deadletters".to_owned();
+    loop {
+        let page = get(&app, &path);
+        let list = page["deadLetters"].as_array().unwrap();
+        let bytes: usize = list.iter().map(|d| d["body"].to_string().len()).sum();
+        assert!(list.len() < 105 && bytes <= (1 << 20) + 20_000, "{} dead letters, {bytes} bytes", list.len());
+        seen.extend(list.iter().map(|d| d["id"].as_i64().unwrap()));
+        match page["next"].as_i64() {
+            Some(next) => path = format!("/api/deadletters?after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 110, "every dead letter on some page, once");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "oldest first");
+
+    let log = get(&app, "/api/outputs?limit=200");
+    let n = log["outputs"].as_array().unwrap().len();
+    assert!(n < 110 && log["next"].is_i64(), "the delivery log's page ends early too: {n}");
+
+    for (path, word) in [
+        ("/api/deadletters?sesion=s1", "unknown query parameter"),
+        ("/api/deadletters?limit=abc", "limit"),
+        ("/api/deadletters?after=-5", "after"),
+    ] {
+        let r = admin_get(&app.url(path));
+        let why = assert_error(r.status, &r.json(), 400, "invalid_request");
+        assert!(why.contains(word), "{path}: {why}");
+    }
+}

@@ -459,8 +459,8 @@ impl Store for PgStore {
         })
     }
 
-    fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        self.in_tx(outbox::dead_letters)
+    fn dead_letters_page(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.in_tx(|tx| outbox::dead_letters(tx, after, limit))
     }
 
     fn replay_dead_letter(&self, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {

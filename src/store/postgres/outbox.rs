@@ -296,11 +296,12 @@ pub(super) fn dead_unconfigured(tx: &mut Tx<'_>, endpoints: &[String], now_ms: i
     Ok(moved as usize)
 }
 
-pub(super) fn dead_letters(tx: &mut Tx<'_>) -> Result<Vec<DeadLetter>> {
+pub(super) fn dead_letters(tx: &mut Tx<'_>, after: i64, limit: usize) -> Result<Vec<DeadLetter>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = tx.query(
         "SELECT id, endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms
-         FROM deadletters ORDER BY id",
-        &[],
+         FROM deadletters WHERE id > $1 ORDER BY id LIMIT $2",
+        &[&after, &limit],
     )?;
     Ok(rows
         .iter()

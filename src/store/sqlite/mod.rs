@@ -395,8 +395,8 @@ impl Store for SqliteStore {
         Ok(moved)
     }
 
-    fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        outbox::dead_letters(&self.lock())
+    fn dead_letters_page(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>> {
+        outbox::dead_letters(&self.lock(), after, limit)
     }
 
     fn replay_dead_letter(&self, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {

@@ -98,12 +98,13 @@ pub(super) fn dead_unconfigured(conn: &Connection, endpoints: &[&str], now_ms: i
     Ok(moved)
 }
 
-pub(super) fn dead_letters(conn: &Connection) -> Result<Vec<DeadLetter>> {
+pub(super) fn dead_letters(conn: &Connection, after: i64, limit: usize) -> Result<Vec<DeadLetter>> {
     let mut stmt = conn.prepare(
         "SELECT id, endpoint, user_id, session_id, seq, body, attempts, last_error, died_ms
-         FROM deadletters ORDER BY id",
+         FROM deadletters WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![after, limit], |r| {
         Ok(DeadLetter {
             id: r.get(0)?,
             key: key_from(r, 1)?,
