@@ -74,6 +74,7 @@ pub(crate) fn run(cx: LaneContext) {
         window: share * group.endpoints.len(),
         in_memory: 0,
         read_pause_until: Instant::now(),
+        write_pause_until: Instant::now(),
         delivered: Vec::with_capacity(DELETE_BATCH),
         held: Vec::new(),
         held_until_ms: i64::MAX,
@@ -116,6 +117,9 @@ pub(crate) fn run(cx: LaneContext) {
         if l.read_pause_until > Instant::now() {
             wait = wait.min(l.read_pause_until - Instant::now());
         }
+        if !l.delivered.is_empty() {
+            wait = wait.min(l.write_pause_until.saturating_duration_since(Instant::now()));
+        }
         let wait = l.drain_until.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
         select! {
             recv(cx.plan.wake) -> _ => l.open_mail(),
@@ -153,6 +157,8 @@ struct Lane<'a> {
     in_memory: usize,
     /// After a failed read of the store, reading waits until then (instead of spinning).
     read_pause_until: Instant,
+    /// After a failed write of delivered outputs, the next try waits until then.
+    write_pause_until: Instant,
     /// Delivered outputs not yet removed from the store.
     delivered: Vec<i64>,
     /// Sessions whose head is due but waits for the down target (`Gate::Hold`).
@@ -169,6 +175,9 @@ struct Lane<'a> {
 #[derive(Default)]
 struct Queue {
     rows: VecDeque<OutboxRow>,
+    /// The head became a dead letter (this reason) but its record failed: it is recorded
+    /// again when the session is next due, not sent.
+    dying: Option<String>,
     /// More rows of this session, up to its feed's cursor, are on disk only: while set, newer
     /// rows are not admitted either, and the rest is read back when `rows` runs out.
     spilled: bool,
@@ -257,16 +266,24 @@ impl Lane<'_> {
         }
     }
 
-    /// Removes delivered outputs from the store.
+    /// Removes delivered outputs from the store. When that fails (a full disk), they are kept
+    /// and written again a second later: dropped, they would stay queued on disk (shown as
+    /// waiting, counted in the queue) and go out a second time after the next start.
     fn flush(&mut self) {
-        if self.delivered.is_empty() {
+        if self.delivered.is_empty() || Instant::now() < self.write_pause_until {
             return;
         }
-        if let Err(e) = self.cx.store.delivered(&self.delivered) {
-            // At-least-once: they stay on disk and go out again after a restart.
-            log::error!("sender-{}: cannot record delivered outputs: {e}", self.lane);
+        match self.cx.store.delivered(&self.delivered) {
+            Ok(()) => self.delivered.clear(),
+            Err(e) => {
+                log::error!(
+                    "sender-{}: cannot record {} delivered output(s): {e}; trying again in 1s",
+                    self.lane,
+                    self.delivered.len()
+                );
+                self.write_pause_until = Instant::now() + Duration::from_secs(1);
+            }
         }
-        self.delivered.clear();
     }
 
     fn more_on_disk(&self) -> bool {
@@ -420,6 +437,10 @@ impl Lane<'_> {
 
     /// Sends the head output of `key` once and acts on the outcome.
     fn send_head(&mut self, key: SessionKey) {
+        // A dead letter whose record failed: record it again, never send it again.
+        if let Some(reason) = self.queues.get_mut(&key).and_then(|q| q.dying.take()) {
+            return self.finish(key, Err(reason));
+        }
         let row = &self.queues[&key].rows[0];
         // Outputs of endpoints no longer configured were made dead letters at start-up.
         let ep = self.cx.config.endpoint_by_name(&key.endpoint).expect("feeds read configured endpoints only");
@@ -476,17 +497,22 @@ impl Lane<'_> {
     /// The head of `key` is done: delivered (`Ok`) or a dead letter (`Err`).
     fn finish(&mut self, key: SessionKey, result: Result<(), String>) {
         let q = self.queues.get_mut(&key).expect("the head is being sent");
+        if let Err(reason) = &result {
+            let head = q.rows.front().expect("the head is being sent");
+            if let Err(e) = self.cx.store.dead(head.id, head.attempts + 1, reason, now_ms()) {
+                // Not a dead letter until it is one on disk: the head stays (the session's next
+                // output waits behind it, as http-api.md has it) and its record is tried again.
+                log::error!("sender-{}: cannot record dead letter {}: {e}; trying again in 1s", self.lane, head.id);
+                q.dying = result.err();
+                self.timers.push(Reverse((now_ms() + 1000, key)));
+                return;
+            }
+            self.cx.metrics.dead();
+        }
         let row = q.rows.pop_front().expect("the head is being sent");
         q.last_id = row.id;
-        match result {
-            Ok(()) => self.delivered.push(row.id),
-            Err(e) => {
-                self.cx.metrics.dead();
-                if let Err(e) = self.cx.store.dead(row.id, row.attempts + 1, &e, now_ms()) {
-                    // The row stays in the outbox and is tried again after a restart.
-                    log::error!("sender-{}: cannot record dead letter {}: {e}", self.lane, row.id);
-                }
-            }
+        if result.is_ok() {
+            self.delivered.push(row.id);
         }
         self.in_memory -= 1;
         let feed = self.feeds.get_mut(&key.endpoint).expect("one feed per endpoint");

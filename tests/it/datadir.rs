@@ -264,3 +264,69 @@ fn a_second_process_on_the_same_data_directory_exits_2_naming_the_first() {
     assert_eq!(pid.trim(), second.pid.to_string(), "the lock file names the process that has it");
     second.kill9();
 }
+
+/// Waits (bounded) until `GET path` with the admin key satisfies `ok`; returns the answer.
+fn admin_until(
+    p: &crate::child::Proc,
+    path: &str,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = admin_get(&p.url(path));
+        if r.status == 200 && ok(&r.json()) {
+            return r.json();
+        }
+        assert!(Instant::now() < deadline, "waited 20 s for {what}; last: {} {}\n{}", r.status, r.body, p.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Outputs delivered, and outputs refused for good, while the disk is full: their fate cannot be
+/// written, so the lane keeps it and writes it once there is room. Delivered ones must not stay
+/// queued (to go out again after the next start); a dead letter must not be skipped (the
+/// session's next output sent before it is one, and the dead letter missing from the admin API).
+#[test]
+fn what_a_lane_could_not_write_down_on_a_full_disk_is_written_once_there_is_room() {
+    let sink = Sink::new();
+    let dir = TempDir::new("full-disk-fates");
+    let disk = Tmpfs::mount(dir.join("data"), "8m");
+    let path = write_files(&dir.path, &on_sqlite(config(&sink.url)), &[("flow.json", &echo_flow())]);
+    let p = Launch::new(&path, dir.join("run.log")).start();
+    let url = p.url(&format!("/{TOKEN}"));
+    let filler = disk.path.join("filler");
+
+    // Delivered while full: 60 outputs wait for the webhook, the disk fills, the webhook answers.
+    sink.hold();
+    for n in 0..60 {
+        send_to(&url, &json!({"userId": "u", "sessionId": format!("s{}", n % 3), "text": format!("ok{n}")}));
+    }
+    admin_until(&p, "/api/stats", "60 outputs queued", |v| v["endpoints"][0]["queued"] == 60);
+    fill(&filler);
+    sink.release();
+    sink.recv_n(60, WAIT);
+    std::fs::remove_file(&filler).expect("free the disk");
+    admin_until(&p, "/api/stats", "the delivered outputs written down", |v| v["endpoints"][0]["queued"] == 0);
+
+    // Refused for good while full: each is a dead letter once written down, in session order.
+    sink.set_status(400);
+    sink.hold();
+    for n in 0..5 {
+        send_to(&url, &json!({"userId": "u", "sessionId": "dead", "text": format!("no{n}")}));
+    }
+    admin_until(&p, "/api/stats", "5 outputs queued", |v| v["endpoints"][0]["queued"] == 5);
+    fill(&filler);
+    sink.release();
+    let first = sink.recv(WAIT);
+    assert_eq!(first.text(), "no0");
+    std::fs::remove_file(&filler).expect("free the disk");
+    let dead = admin_until(&p, "/api/deadletters", "5 dead letters", |v| {
+        v["deadLetters"].as_array().is_some_and(|d| d.len() == 5)
+    });
+    let seqs: Vec<i64> = dead["deadLetters"].as_array().unwrap().iter().map(|d| d["seq"].as_i64().unwrap()).collect();
+    let mut texts: Vec<String> = vec![first.text().to_owned()];
+    texts.extend(sink.recv_n(4, WAIT).iter().map(|h| h.text().to_owned()));
+    assert_eq!(texts, ["no0", "no1", "no2", "no3", "no4"], "each sent once, in order: {seqs:?}");
+    admin_until(&p, "/api/stats", "nothing left queued", |v| v["endpoints"][0]["queued"] == 0);
+}
