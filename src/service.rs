@@ -290,6 +290,7 @@ impl Service {
             health,
             wake,
             turns_here,
+            turn_running_here: Default::default(),
         });
         for i in 0..intake::HTTP_THREADS {
             let (cx, http) = (http_cx.clone(), http.clone());

@@ -90,7 +90,7 @@ fn check_regular(meta: &std::fs::Metadata) -> Result<(), FileError> {
 }
 
 /// `path` made absolute, with `.` dropped and `..` taken back, by its text alone.
-fn lexical(path: &Path) -> PathBuf {
+pub fn lexical(path: &Path) -> PathBuf {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut out = PathBuf::new();
     for component in absolute.components() {

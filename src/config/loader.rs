@@ -188,7 +188,15 @@ impl Loader<'_> {
                 .opt(&o, "maxNodesPerTurn", |l, p, v| l.integer(p, v, 1..=u32::MAX.into()))
                 .map_or(DEFAULT_MAX_NODES_PER_TURN, |n| n as u32),
             script_timeout: Duration::from_millis(script_ms),
-            script_memory_bytes: self.opt_usize(&o, "scriptMemoryBytes", DEFAULT_SCRIPT_MEMORY_BYTES, usize_max),
+            // Below these, nothing works: QuickJS cannot make a context (every turn with
+            // JavaScript failed), and a request's line and usual headers do not fit.
+            script_memory_bytes: self.opt_usize_from(
+                &o,
+                "scriptMemoryBytes",
+                DEFAULT_SCRIPT_MEMORY_BYTES,
+                1 << 20,
+                usize_max,
+            ),
             turn_script: Duration::from_millis(self.opt_int(&o, "turnScriptMs", DEFAULT_TURN_SCRIPT_MS, MILLIS)),
             max_concurrent_calls: self.opt_usize(
                 &o,
@@ -197,7 +205,7 @@ impl Loader<'_> {
                 MAX_CONCURRENT_CALLS,
             ),
             max_connections: self.opt_usize(&o, "maxConnections", DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS),
-            max_header_bytes: self.opt_usize(&o, "maxHeaderBytes", DEFAULT_MAX_HEADER_BYTES, usize_max),
+            max_header_bytes: self.opt_usize_from(&o, "maxHeaderBytes", DEFAULT_MAX_HEADER_BYTES, 1024, usize_max),
         }
     }
 
@@ -370,8 +378,12 @@ impl Loader<'_> {
 
     /// A count from 1 to `max` (at most `usize::MAX`, so the cast cannot truncate).
     fn opt_usize(&mut self, o: &Obj, key: &str, default: usize, max: u64) -> usize {
+        self.opt_usize_from(o, key, default, 1, max)
+    }
+
+    fn opt_usize_from(&mut self, o: &Obj, key: &str, default: usize, min: u64, max: u64) -> usize {
         let max = max.min(usize::MAX as u64);
-        self.opt(o, key, |l, p, v| l.integer(p, v, 1..=max)).map_or(default, |n| n as usize)
+        self.opt(o, key, |l, p, v| l.integer(p, v, min..=max)).map_or(default, |n| n as usize)
     }
 
     /// A string with `${NAME}` expanded (see [`parse`]).

@@ -331,6 +331,8 @@ fn wrong_types_and_values_say_expected_and_got() {
         (r#""adminKeys": "sha256:00""#, "", "adminKeys", "expected an array, got a string"),
         (r#""workers": 5000"#, "", "workers", "expected an integer from 0 to 1024, got 5000"),
         (r#""limits": {"maxBodyBytes": 0}"#, "", "limits.maxBodyBytes", "expected a positive integer, got 0"),
+        (r#""limits": {"scriptMemoryBytes": 10}"#, "", "limits.scriptMemoryBytes", "at least 1048576, got 10"),
+        (r#""limits": {"maxHeaderBytes": 1}"#, "", "limits.maxHeaderBytes", "at least 1024, got 1"),
         (r#""limits": {"queueCapacity": 1.5}"#, "", "limits.queueCapacity", "expected an integer from 1 to 10000000, got 1.5"),
         (r#""limits": {"queueCapacity": 10000001}"#, "", "limits.queueCapacity", "from 1 to 10000000, got 10000001"),
         (r#""limits": {"maxNodesPerTurn": "9"}"#, "", "limits.maxNodesPerTurn", "got a string"),

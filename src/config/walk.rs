@@ -84,6 +84,7 @@ pub fn quoted_choices(choices: &[&str]) -> String {
 pub fn describe(range: &RangeInclusive<u64>) -> String {
     match (*range.start(), *range.end()) {
         (1, u64::MAX) => "a positive integer".to_string(),
+        (start, u64::MAX) => format!("an integer of at least {start}"),
         (start, end) => format!("an integer from {start} to {end}"),
     }
 }

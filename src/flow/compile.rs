@@ -208,7 +208,10 @@ impl Compiler {
         let dir = self.files[self.file].parent().map(Path::to_path_buf).unwrap_or_default();
         let path = dir.join(name);
         files::check_inside(&self.root, &path)?;
-        if let Some(i) = self.files.iter().position(|f| *f == path) {
+        // Compared with `..` taken out: `sub/../main.json` is `main.json`, or a goTo back up a
+        // folder would add the same file again on every lap, for ever.
+        let same = files::lexical(&path);
+        if let Some(i) = self.files.iter().position(|f| files::lexical(f) == same) {
             return Ok(i);
         }
         self.files.push(path);

@@ -428,6 +428,33 @@ fn go_to_another_flow_file_and_stay_there() {
     std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
 }
 
+/// A goTo into a subfolder and back up (`../main.json`) names a file already loaded: it was
+/// taken for a new one on every lap, and loading never ended (check, serve and try hung).
+#[test]
+fn a_go_to_back_up_a_folder_is_the_file_already_loaded() {
+    let main = flow_files(
+        "dotdot-loop",
+        &[(
+            "main.json",
+            json!({"nodes": [
+                {"id": "top", "type": "say", "text": "main"},
+                {"type": "question", "questionType": "text", "text": "again?"},
+                {"type": "goTo", "target": "sub/a.json"}
+            ]}),
+        )],
+    );
+    let sub = main.with_file_name("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let a = json!({"nodes": [{"type": "say", "text": "a"}, {"type": "goTo", "target": "../main.json#top"}]});
+    std::fs::write(sub.join("a.json"), a.to_string()).unwrap();
+    let flow = Flow::load(&main, main.parent().unwrap()).unwrap();
+    let mut state = SessionState::new(&flow);
+    let texts = |t: &Turn| t.outputs.iter().map(|o| o.text.clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&turn(&flow, &mut state, &mut json!({"text": "x"}), &mut json!({}), 50)), ["main", "again?"]);
+    assert_eq!(texts(&turn(&flow, &mut state, &mut json!({"text": "y"}), &mut json!({}), 50)), ["a", "main", "again?"]);
+    std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
+}
+
 #[test]
 fn missing_flow_files_and_targets_are_reported() {
     let main = flow_files(

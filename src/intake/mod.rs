@@ -43,4 +43,7 @@ pub(crate) struct HttpContext {
     /// What a worker is given: an http thread runs the turn its accept made runnable, after
     /// answering (`routes::handle`). `None` with replicas.
     pub turns_here: Option<Arc<crate::engine::worker::WorkerContext>>,
+    /// Set while an http thread runs a turn: one at a time, so that turns that take long (Code
+    /// nodes near `turnScriptMs`) leave the other http threads to answer (`routes::run_here`).
+    pub turn_running_here: std::sync::atomic::AtomicBool,
 }

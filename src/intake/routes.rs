@@ -81,10 +81,16 @@ fn with_engine<T>(cx: &HttpContext, f: impl FnOnce(&mut LazyEngine) -> T) -> T {
 /// Runs the turn of a session this thread's accept made runnable, as a worker would. (A stop
 /// asked by `run_job` is the shutdown's: this thread goes on answering until it ends.)
 fn run_here(cx: &HttpContext, key: SessionKey) {
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
     match &cx.turns_here {
-        Some(w) => {
+        // One http thread at a time runs a turn; while one does, the session goes to the
+        // workers, as at higher load (four turns of a few seconds each held all four http
+        // threads, and /healthz went unanswered for seconds).
+        Some(w) if cx.turn_running_here.compare_exchange(false, true, AcqRel, Acquire).is_ok() => {
             with_engine(cx, |engine| crate::engine::worker::run_job(w, engine, Job::Run(key)));
+            cx.turn_running_here.store(false, Release);
         }
+        Some(_) => cx.sched.announce(key),
         // Replicas: `accept_here` gives no session to run; announcing it is the safe answer.
         None => cx.sched.announce(key),
     }

@@ -135,3 +135,26 @@ fn exhaust_descriptors_and_recover(limit: u32) {
     assert!(log.contains("new client (will retry)"), "nofile {limit}:\n{log}");
     assert!(!log.contains("panicked"), "nofile {limit}: a thread panicked:\n{log}");
 }
+
+/// Turns that take seconds of JavaScript do not take the http threads: an http thread runs the
+/// turn its own accept made runnable only while no other http thread is running one, so with
+/// four such turns under way `/healthz` still answers at once (it waited for them: 16 s with
+/// four turns of four 0.9 s Code nodes, in an audit).
+#[test]
+fn long_turns_leave_http_threads_to_answer() {
+    let sink = Sink::new();
+    let mut cfg = config(&sink.url);
+    cfg["limits"] = json!({ "scriptTimeoutMs": 10000, "turnScriptMs": 20000 });
+    let flow = json!({ "name": "slow", "nodes": [
+        { "type": "code", "code": "const t = Date.now(); while (Date.now() - t < 2000) {}" },
+        { "type": "say", "text": "{{input.text}}" }
+    ]});
+    let app = App::start("long-turns", &cfg, &[("flow.json", &flow)]);
+    for s in 0..8 {
+        app.send("u", &format!("slow{s}"), "m");
+    }
+    let (status, _) = try_get(&app.url("/healthz")).expect("/healthz");
+    assert_eq!(status, 200);
+    assert!(sink.rx.try_recv().is_err(), "/healthz was answered only once a turn had ended");
+    assert_eq!(sink.recv_n(8, WAIT).len(), 8);
+}
