@@ -394,6 +394,9 @@ fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
     let limits = tiny_http::Limits {
         max_connections: config.limits.max_connections,
         max_header_bytes: config.limits.max_header_bytes,
+        // Bodies are read on each connection's own thread, up to this, so that a client that
+        // sends its body slowly holds only its own connection (vendor/README.md).
+        max_body_bytes: config.limits.max_body_bytes,
         ..tiny_http::Limits::default()
     };
     let server = |ssl| {

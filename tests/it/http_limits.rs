@@ -313,3 +313,56 @@ fn a_body_refused_unread_is_never_read_as_a_request() {
     let hit = sink.recv(WAIT);
     assert_eq!((hit.seq(), hit.text()), (1, "legit"), "the hidden request was served");
 }
+
+/// Request bodies are read on each connection's own thread (vendor/README.md, twelfth change):
+/// five clients sending bodies slowly, more than there are http threads, do not keep `/healthz`
+/// or anyone else waiting, and their messages are taken whole once their bodies are complete.
+/// (Read by the http threads, four such bodies stalled the server.)
+#[test]
+fn bodies_sent_slowly_hold_only_their_own_connections() {
+    let sink = Sink::new();
+    let app = App::start("slow-bodies", &config(&sink.url), &[("flow.json", &echo_flow())]);
+    let host = addr(&app);
+    let mut slow = Vec::new();
+    for i in 0..5 {
+        let body = json!({ "userId": "u", "sessionId": format!("slow{i}"), "text": "x".repeat(2000) }).to_string();
+        let (head, tail) = body.split_at(body.len() / 2);
+        let mut c = connect(&host);
+        let request = format!(
+            "POST /{TOKEN} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
+            body.len()
+        );
+        c.get_mut().write_all(request.as_bytes()).unwrap();
+        slow.push((c, tail.to_owned()));
+    }
+    let (status, body) = raw_http(&host, healthz(&host).as_bytes(), Duration::from_secs(5));
+    assert_eq!(status, 200, "/healthz while five bodies trickle in: {body}");
+    app.send("u", "quick", "not kept waiting");
+    for (mut c, tail) in slow {
+        c.get_mut().write_all(tail.as_bytes()).unwrap();
+        let r = read_response(&mut c).expect("an answer once the body is complete");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(sink.recv_n(6, WAIT).len(), 6);
+}
+
+/// A body declared over `limits.maxBodyBytes` gets 413 with `Connection: close`, and the
+/// connection closes: a keep-alive client learns not to send its next request on it (it was
+/// left open, and that request was lost).
+#[test]
+fn a_413_for_a_body_left_unread_says_connection_close() {
+    let sink = Sink::new();
+    let mut cfg = config(&sink.url);
+    cfg["limits"] = json!({ "maxBodyBytes": 1000 });
+    let app = App::start("unread-413", &cfg, &[("flow.json", &echo_flow())]);
+    let host = addr(&app);
+    let mut c = connect(&host);
+    let request = format!("POST /{TOKEN} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5000\r\n\r\n{}", "x".repeat(100));
+    c.get_mut().write_all(request.as_bytes()).unwrap();
+    let r = read_response(&mut c).expect("a 413");
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.header("Connection"), Some("close"));
+    let mut rest = Vec::new();
+    let end = c.read_to_end(&mut rest);
+    assert!(end.is_ok() || end.is_err_and(|e| e.kind() == ErrorKind::ConnectionReset), "the connection was left open");
+}

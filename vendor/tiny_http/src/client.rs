@@ -48,6 +48,9 @@ pub struct ClientConnection {
     /// A request's body was dropped with more left unread than is drained: the stream is no
     /// longer at a request's start, so the connection is closed instead of read on.
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set after a request whose body was not read (over the limit): told when its answer is
+    /// out, after which the connection lingers and closes.
+    close_when_answered: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// Error that can happen when reading a request.
@@ -68,11 +71,15 @@ struct Rejection {
 
 /// A 400 `bad_request`.
 fn bad(message: &'static str) -> ReadError {
-    ReadError::Reject(Rejection {
+    ReadError::Reject(bad_rejection(message))
+}
+
+fn bad_rejection(message: &'static str) -> Rejection {
+    Rejection {
         status: 400,
         code: "bad_request",
         message,
-    })
+    }
 }
 
 /// hookflow patch: after an answer that closes the connection, what the client still sends is
@@ -115,6 +122,7 @@ impl ClientConnection {
             head_bytes: 0,
             first: true,
             abandoned: std::sync::Arc::default(),
+            close_when_answered: None,
         }
     }
 
@@ -231,7 +239,10 @@ impl ClientConnection {
         let mut data_source = self.source.next().unwrap();
         std::mem::swap(&mut self.next_header_source, &mut data_source);
 
-        // building the next reader
+        // building the next reader; the body is read meanwhile (hookflow patch), within its
+        // own deadline
+        self.deadline
+            .set(Some(Instant::now() + self.limits.body_timeout));
         let request = crate::request::new_request(
             self.secure,
             method,
@@ -242,10 +253,27 @@ impl ClientConnection {
             data_source,
             writer,
             self.abandoned.clone(),
-        )
-        .map_err(|e| {
+            self.limits.max_body_bytes,
+        );
+        self.deadline.set(None);
+        let request = request.map_err(|e| {
             use crate::request;
             match e {
+                request::RequestCreationError::CreationIoError(e)
+                    if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
+                {
+                    ReadError::Reject(Rejection {
+                        status: 408,
+                        code: "request_timeout",
+                        message: "the request body did not arrive in time",
+                    })
+                }
+                // chunked_transfer's decoder says so of a chunk size or ending it cannot read
+                request::RequestCreationError::CreationIoError(e)
+                    if e.kind() == ErrorKind::InvalidInput =>
+                {
+                    ReadError::Reject(bad_rejection("the chunked body is not well formed"))
+                }
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
                 request::RequestCreationError::ExpectationFailed => {
                     ReadError::Reject(Rejection {
@@ -381,13 +409,22 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
+        // hookflow patch: the previous request's body was not read; once its answer (which
+        // says `Connection: close`) is out, the connection closes, lingering as a rejection
+        // does so that the client can read that answer.
+        if let Some(answered) = self.close_when_answered.take() {
+            let _ = answered.recv();
+            self.linger();
+            return None;
+        }
+
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
             return None;
         }
 
-        let rq = match self.read() {
+        let mut rq = match self.read() {
             Err(ReadError::Reject(r)) => {
                 self.reject(r);
                 return None; // we don't know where the next request would start,
@@ -398,6 +435,11 @@ impl Iterator for ClientConnection {
 
             Ok(rq) => rq,
         };
+        if rq.closes_after() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            rq = rq.with_notify_sender(tx);
+            self.close_when_answered = Some(rx);
+        }
 
         // updating the status of the connection
         let connection_header = rq

@@ -206,6 +206,14 @@ pub struct Limits {
     /// accept (the first request) or from the request's first byte (later ones on a keep-alive
     /// connection); past it 408 and close, however slowly bytes keep coming.
     pub header_timeout: Duration,
+    /// hookflow patch: bytes of a request body read on the connection's own thread before the
+    /// request is handed out; a body declared larger is not read (`Request::body_length` says
+    /// how large it claims to be) and a chunked one larger is cut one byte past it, and the
+    /// connection closes after the answer (`Connection: close`).
+    pub max_body_bytes: usize,
+    /// hookflow patch: time within which a body (up to `max_body_bytes`) must arrive, counted
+    /// from the end of its head; past it 408 and close.
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -214,6 +222,8 @@ impl Default for Limits {
             max_connections: 1024,
             max_header_bytes: 64 * 1024,
             header_timeout: Duration::from_secs(10),
+            max_body_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

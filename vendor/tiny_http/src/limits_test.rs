@@ -310,3 +310,76 @@ fn an_accept_thread_that_panics_turns_is_listening_false_and_recv_into_an_error(
     assert!(!listening.load(Ordering::SeqCst));
     assert!(matches!(messages.try_pop(), Some(crate::Message::Error(_))));
 }
+
+/// hookflow patch: bodies are read on the connection's own thread. A server with one handling
+/// thread answers another client while a body trickles in, and the trickling request is handed
+/// out, whole, once its last byte came.
+#[test]
+fn a_body_sent_slowly_does_not_hold_the_handling_thread() {
+    let (_s, addr) = serve(Limits::default());
+    // Larger than the 1 KiB upstream read on the connection's thread already.
+    let mut slow = connect(&addr);
+    slow.get_mut()
+        .write_all(format!("POST /slow HTTP/1.1\r\nContent-Length: 4000\r\n\r\n{}", "a".repeat(2000)).as_bytes())
+        .unwrap();
+    let mut other = connect(&addr);
+    other
+        .get_mut()
+        .write_all(b"POST /fast HTTP/1.1\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    let a = answer(&mut other).expect("the other client is answered");
+    assert_eq!(a.body, "POST /fast ok");
+    slow.get_mut().write_all("b".repeat(2000).as_bytes()).unwrap();
+    let a = answer(&mut slow).expect("the slow one, once its body is complete");
+    assert_eq!(a.body, format!("POST /slow {}{}", "a".repeat(2000), "b".repeat(2000)));
+}
+
+#[test]
+fn a_body_past_the_body_timeout_is_408() {
+    let limits = Limits {
+        body_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (_s, addr) = serve(limits);
+    let mut r = connect(&addr);
+    r.get_mut()
+        .write_all(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let a = answer(&mut r).expect("an answer once the body is late");
+    assert_eq!(a.status, 408, "{}", a.body);
+    assert!(a.body.contains("request_timeout"), "{}", a.body);
+    assert!(closed(&mut r));
+}
+
+/// A body declared over `max_body_bytes` is not read; its answer says `Connection: close` and
+/// the connection closes, so that a keep-alive client does not send its next request on it.
+/// A chunked one is cut one byte past the limit, the same way.
+#[test]
+fn a_body_over_max_body_bytes_is_not_read_and_its_answer_closes_the_connection() {
+    let limits = Limits {
+        max_body_bytes: 4,
+        ..Limits::default()
+    };
+    let (_s, addr) = serve(limits);
+    for request in [
+        &b"POST / HTTP/1.1\r\nContent-Length: 100000000\r\n\r\nabcdef"[..],
+        &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n"[..],
+    ] {
+        let mut r = connect(&addr);
+        r.get_mut().write_all(request).unwrap();
+        let a = answer(&mut r).expect("an answer without the body");
+        assert_eq!(a.header("connection"), Some("close"), "{}", show(request));
+        assert!(closed(&mut r), "{}: connection left open", show(request));
+    }
+    // Within the limit, with Expect: the 100 comes first, then the answer on a kept connection.
+    let mut r = connect(&addr);
+    r.get_mut()
+        .write_all(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+        .unwrap();
+    let first = answer(&mut r).expect("100 Continue");
+    assert_eq!(first.status, 100);
+    r.get_mut().write_all(b"abc").unwrap();
+    let a = answer(&mut r).expect("the answer");
+    assert_eq!((a.status, a.body.as_str()), (200, "POST / abc"));
+    assert_eq!(a.header("connection"), None);
+}

@@ -72,12 +72,17 @@ pub struct Request {
     // true if a `100 Continue` response must be sent when `as_reader()` is called
     must_send_continue: bool,
 
-    // If Some, a message must be sent after responding
-    notify_when_responded: Option<Sender<()>>,
+    // A message must be sent to each of these after responding (hookflow patch: more than
+    // one: HTTPS connections wait for each answer, and so does a connection closed after it)
+    notify_when_responded: Vec<Sender<()>>,
+
+    // hookflow patch: the connection closes after this answer (its body was left unread),
+    // and the answer says so with `Connection: close`
+    close_after: bool,
 }
 
 struct NotifyOnDrop<R> {
-    sender: Sender<()>,
+    sender: Vec<Sender<()>>,
     inner: R,
 }
 
@@ -96,8 +101,34 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        notify(&mut self.sender);
     }
+}
+
+/// hookflow patch: tells each waiting side that the answer is out (a side that stopped waiting
+/// is no error).
+fn notify(senders: &mut Vec<Sender<()>>) {
+    for s in senders.drain(..) {
+        let _ = s.send(());
+    }
+}
+
+/// hookflow patch: what the body of a request declared larger than the server's limit reads.
+/// It was not read from the socket (the connection closes after the answer), so reading it
+/// is an error, not an empty body.
+struct NotRead;
+
+impl Read for NotRead {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(IoError::new(ErrorKind::InvalidData, "the body is larger than the server's limit and was not read"))
+    }
+}
+
+/// hookflow patch: sends `100 Continue` on the connection's own thread, before the body is
+/// read there.
+fn send_continue<W: Write>(writer: &mut W) -> io::Result<()> {
+    writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    writer.flush()
 }
 
 /// Error that can happen when building a `Request` object.
@@ -134,8 +165,9 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    writer: W,
+    mut writer: W,
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max_body: usize,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -184,15 +216,28 @@ where
         }
     };
 
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
+    // hookflow patch: every body up to `max_body` is read here, on the connection's own thread
+    // (within the body deadline the caller set), not by whoever handles the request: a client
+    // sending its body slowly held a handling thread, and four such clients stalled a server
+    // with four (upstream read only bodies up to 1 KiB here). A body over the limit is not
+    // read at all: the answer (a 413) closes the connection.
+    let mut continue_sent = false;
+    let mut close_after = false;
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
         Box::new(source_data) as Box<dyn Read + Send + 'static>
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
+        } else if content_length > max_body {
+            abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
+            close_after = true;
+            Box::new(NotRead) as Box<dyn Read + Send + 'static>
+        } else {
+            if expects_continue {
+                send_continue(&mut writer)?;
+                continue_sent = true;
+            }
             // if the content-length is small enough, we just read everything into a buffer
 
             let mut buffer = vec![0; content_length];
@@ -212,16 +257,24 @@ where
             }
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            let data_reader = data_reader.abandoned_to(abandoned);
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        let decoder = DrainOnDrop::new(Decoder::new(source_data), abandoned);
-        Box::new(FusedReader::new(decoder)) as Box<dyn Read + Send + 'static>
+        // over the message (RFC2616 #3.6); hookflow patch: read here up to one byte past the
+        // limit (enough for the handler to see it is too large; the rest is not read, and
+        // the connection closes after the answer)
+        if expects_continue {
+            send_continue(&mut writer)?;
+            continue_sent = true;
+        }
+        let mut decoder = Decoder::new(source_data);
+        let mut buffer = Vec::new();
+        (&mut decoder).take(max_body as u64 + 1).read_to_end(&mut buffer)?;
+        if buffer.len() > max_body {
+            abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
+            close_after = true;
+        }
+        Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -239,8 +292,9 @@ where
         http_version: version,
         headers,
         body_length: content_length,
-        must_send_continue: expects_continue,
-        notify_when_responded: None,
+        must_send_continue: expects_continue && !continue_sent,
+        notify_when_responded: Vec::new(),
+        close_after,
     })
 }
 
@@ -325,15 +379,11 @@ impl Request {
         self.response_writer.as_mut().unwrap().flush().ok(); // TODO: unused result
 
         let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
-        if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop {
-                sender,
-                inner: stream,
-            };
-            Box::new(stream) as Box<dyn ReadWrite + Send>
-        } else {
-            Box::new(stream) as Box<dyn ReadWrite + Send>
-        }
+        let sender = std::mem::take(&mut self.notify_when_responded);
+        Box::new(NotifyOnDrop {
+            sender,
+            inner: stream,
+        }) as Box<dyn ReadWrite + Send>
     }
 
     /// Allows to read the body of the request.
@@ -386,15 +436,11 @@ impl Request {
     #[inline]
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
         let writer = self.extract_writer_impl();
-        if let Some(sender) = self.notify_when_responded.take() {
-            let writer = NotifyOnDrop {
-                sender,
-                inner: writer,
-            };
-            Box::new(writer) as Box<dyn Write + Send + 'static>
-        } else {
-            writer
-        }
+        let sender = std::mem::take(&mut self.notify_when_responded);
+        Box::new(NotifyOnDrop {
+            sender,
+            inner: writer,
+        }) as Box<dyn Write + Send + 'static>
     }
 
     /// Extract the response `Writer` object from the Request, dropping this `Writer` has the same side effects
@@ -431,9 +477,7 @@ impl Request {
         R: Read,
     {
         let res = self.respond_impl(response);
-        if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
-        }
+        notify(&mut self.notify_when_responded);
         res
     }
 
@@ -444,6 +488,11 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+        let mut response = response;
+        if self.close_after {
+            // Pushed directly: `add_header` drops `Connection` (as `json_error` does).
+            response.push_connection_close();
+        }
 
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),
@@ -467,8 +516,13 @@ impl Request {
     }
 
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
-        self.notify_when_responded = Some(sender);
+        self.notify_when_responded.push(sender);
         self
+    }
+
+    /// hookflow patch: the connection closes after this answer (see `close_after`).
+    pub(crate) fn closes_after(&self) -> bool {
+        self.close_after
     }
 }
 
@@ -487,9 +541,7 @@ impl Drop for Request {
         if self.response_writer.is_some() {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
-            if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
-            }
+            notify(&mut self.notify_when_responded);
         }
     }
 }

@@ -590,8 +590,14 @@ pub(crate) fn json_error(status: u16, code: &str, message: &str) -> Response<Cur
                 .unwrap(),
         );
     // `add_header` drops `Connection`; this answer is always the connection's last.
+    response.push_connection_close();
     response
-        .headers
-        .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
-    response
+}
+
+impl<R> Response<R> {
+    /// hookflow patch: says `Connection: close` (which `add_header` refuses to set).
+    pub(crate) fn push_connection_close(&mut self) {
+        self.headers
+            .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+    }
 }
