@@ -97,6 +97,11 @@ pub(crate) const CHECKPOINT_PAGES: u32 = 10_000;
 /// Fewest log pages between automatic checkpoints: SQLite's default.
 pub(crate) const CHECKPOINT_PAGES_MIN: u32 = 1_000;
 
+/// How long a statement waits for another connection's lock (SQLite's busy timeout).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the log-cutting checkpoint waits for readers to leave the log (see `checkpoint`).
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The automatic checkpoint's interval for a database of `page_count` pages: a quarter of the
 /// database, between `CHECKPOINT_PAGES_MIN` and `CHECKPOINT_PAGES` (4 to 40 MiB of log).
 ///
@@ -221,9 +226,10 @@ impl SqliteStore {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;
-             PRAGMA busy_timeout=5000; PRAGMA cache_size=-2000;
+             PRAGMA cache_size=-2000;
 "
         ))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch(SCHEMA)?;
         let log = Arc::new(Log::default());
         log.interval.store(interval_now(&conn, durability)?, Ordering::Relaxed);
@@ -529,9 +535,13 @@ impl Store for SqliteStore {
         // log for reuse, so a log that grew large keeps its space; on a full disk that space is
         // what the next commits need. `busy` = 1 means a reader kept the log from being cut
         // (within busy_timeout); the next checkpoint tries again.
+        // It holds the writer's lock, so it waits for readers (another process's: an operator's
+        // `sqlite3`, a backup) a moment only, not the busy timeout: every accept would wait too.
         let conn = self.lock();
-        let (busy, frames): (i64, i64) =
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        conn.busy_timeout(CHECKPOINT_WAIT)?;
+        let cut = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?)));
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let (busy, frames): (i64, i64) = cut?;
         // Every 30 s (the writer's check): the interval follows the database as it grows.
         self.log.interval.store(interval_now(&conn, self.durability)?, Ordering::Relaxed);
         self.log.pages.store(0, Ordering::Relaxed);

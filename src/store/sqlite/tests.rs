@@ -75,6 +75,28 @@ fn a_checkpoint_cuts_the_log_and_a_probe_writes() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The 30-second checkpoint holds the writer's lock: with another process reading the store
+/// (an operator's `sqlite3`, a `.backup`), it waited out the whole busy timeout (5 s) for that
+/// reader, and every accept behind it waited as long.
+#[test]
+fn a_checkpoint_does_not_wait_long_for_a_reader_of_another_process() {
+    let (store, dir) = temp_store("checkpoint-reader");
+    for n in 0..50 {
+        store.accept(&key(), JobKind::Message, &format!("{{\"n\":{n}}}")).unwrap();
+    }
+    let reader = rusqlite::Connection::open(dir.join(STORE_FILE)).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0)).unwrap();
+    store.accept(&key(), JobKind::Message, "{}").unwrap();
+    let t = std::time::Instant::now();
+    store.checkpoint().unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(2), "the checkpoint waited {:?} for the reader", t.elapsed());
+    reader.execute_batch("COMMIT").unwrap();
+    store.checkpoint().unwrap();
+    assert_eq!(std::fs::metadata(dir.join(format!("{STORE_FILE}-wal"))).unwrap().len(), 0, "cut once the reader left");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn an_expiry_step_looks_at_a_bounded_number_of_sessions_and_says_where_to_go_on() {
     let (store, dir) = temp_store("expiry-steps");
