@@ -330,8 +330,7 @@ impl Engine {
         let context = Context::full(&self.rt).expect("QuickJS can allocate a context");
         self.guarded(&context, |ctx| {
             ctx.eval::<(), _>(source).catch(ctx)?;
-            let f: Option<Function> = ctx.globals().get(name).catch(ctx)?;
-            let Some(f) = f else { return Ok(Called::Undefined) };
+            let Some(f) = transformer_function(ctx, name).catch(ctx)? else { return Ok(Called::Undefined) };
             let arg = ctx.json_parse(arg).catch(ctx)?;
             let mut v: JsValue = f.call((arg,)).catch(ctx)?;
             if let Some(p) = v.as_promise().cloned() {
@@ -528,6 +527,40 @@ fn past_the_end(message: String, src: &str) -> String {
         Some(l) if l > lines => format!("{} (at the end: something is missing before it)", &message[..at]),
         _ => message,
     }
+}
+
+/// The transformer function `name` (one of `TRANSFORMER_FUNCTIONS`), however the file declared
+/// it: `function handleInput` is a property of the global object, `const handleInput = ...` is
+/// not (a lexical binding), so it is looked up by name.
+fn transformer_function<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Option<Function<'js>>> {
+    ctx.eval(format!("typeof {name} === 'function' ? {name} : undefined"))
+}
+
+/// The functions a transformer file may define (flows.md, Transformers).
+pub const TRANSFORMER_FUNCTIONS: [&str; 4] = ["handleInput", "handleOutput", "handleInject", "handleNotify"];
+
+/// Runs a transformer file once, as each call does (a script, not a function body: a top-level
+/// `return` is an error), in a context of its own on the checker engine, and says which of
+/// `TRANSFORMER_FUNCTIONS` it defines. An error here (a name not defined, say) is one every
+/// call would meet.
+pub fn transformer_defines(src: &str) -> Result<Vec<&'static str>, String> {
+    CHECKER.with(|c| {
+        let mut c = c.borrow_mut();
+        let e = c.get_or_insert_with(checker);
+        let context = Context::full(&e.rt).map_err(|e| format!("QuickJS cannot make a context: {e}"))?;
+        let src = src.to_owned();
+        e.guarded(&context, |ctx| {
+            ctx.eval::<(), _>(src).catch(ctx)?;
+            let mut defined = Vec::new();
+            for name in TRANSFORMER_FUNCTIONS {
+                if transformer_function(ctx, name).catch(ctx)?.is_some() {
+                    defined.push(name);
+                }
+            }
+            Ok(defined)
+        })
+        .map_err(|e| e.to_string())
+    })
 }
 
 thread_local! {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::{Config, Endpoint, Transformer, files};
-use crate::flow::script::{Called, Engine};
+use crate::flow::script::{Called, Engine, TRANSFORMER_FUNCTIONS};
 use crate::flow::template::truthy;
 
 /// A transformer file, read and syntax-checked at start-up.
@@ -59,8 +59,29 @@ pub fn load(config: &Config) -> Result<Transformers, Vec<String>> {
 pub fn read(file: &Path, root: &Path) -> Result<String, String> {
     let source =
         files::read(root, file).map_err(|e| format!("{}: cannot read the transformer file: {e}", file.display()))?;
-    crate::flow::script::check_syntax(&source, false).map_err(|e| format!("{}: {e}", file.display()))?;
+    let at = |e: String| format!("{}: {e}", file.display());
+    crate::flow::script::check_syntax(&source, false).map_err(at)?;
+    let defined = crate::flow::script::transformer_defines(&source)
+        .map_err(|e| at(format!("running the file as each call does failed: {e}")))?;
+    // A name spelt in another case (`handleinput`) would never be called: say so, rather than
+    // transform nothing without a word.
+    for name in TRANSFORMER_FUNCTIONS.iter().filter(|n| !defined.contains(n)) {
+        if let Some(near) = words(&source).find(|w| w != name && w.eq_ignore_ascii_case(name)) {
+            return Err(at(format!("it defines {near}, but the function is called {name} (names are case-sensitive)")));
+        }
+    }
+    if defined.is_empty() {
+        return Err(at(format!(
+            "it defines none of {}: nothing would be transformed",
+            TRANSFORMER_FUNCTIONS.join(", ")
+        )));
+    }
     Ok(source)
+}
+
+/// The identifier-like words of `source`.
+fn words(source: &str) -> impl Iterator<Item = &str> {
+    source.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')).filter(|w| !w.is_empty())
 }
 
 /// The `endpoint` argument of every transformer function.
@@ -77,5 +98,66 @@ pub fn call(engine: &mut Engine, code: &Code, name: &str, arg: &Value) -> Outcom
         Ok(Called::Returned(_)) => Outcome::Dropped,
         Ok(Called::Undefined) => Outcome::Unchanged,
         Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::flow::script::Limits;
+
+    /// `read` of a transformer file with `source`, in a folder of its own.
+    fn read_source(name: &str, source: &str) -> Result<String, String> {
+        let dir = std::env::temp_dir().join(format!("hookflow-transform-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.js");
+        std::fs::write(&file, source).unwrap();
+        let read = read(&file, &dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        read
+    }
+
+    /// Files that `check` passed and that then did nothing, or failed every call.
+    #[test]
+    fn a_file_whose_functions_would_never_be_called_is_refused_naming_why() {
+        for (name, source, why) in [
+            (
+                "typo",
+                "function handleinput({ request }) { return request.body; }",
+                "it defines handleinput, but the function is called handleInput",
+            ),
+            ("none", "const x = 1;", "it defines none of handleInput, handleOutput"),
+            ("return", "function handleInput() {}\nreturn;", "return"),
+            ("cognigy", "createWebhookTransformer({ handleInput: async () => null });", "createWebhookTransformer"),
+        ] {
+            let e = read_source(name, source).expect_err(name);
+            assert!(e.contains(why), "{name}: {e}");
+            assert!(e.contains("t.js: "), "{name}: the file is named: {e}");
+        }
+    }
+
+    /// `const handleInput = ...` is not a property of the global object; it was passed over.
+    #[test]
+    fn a_function_declared_with_const_is_called() {
+        let source = "const handleInput = async ({ request }) => ({ text: 'const ' + request.body.text });";
+        let source = read_source("const", source).unwrap();
+        let settings = Transformer {
+            file: "t.js".into(),
+            input: true,
+            output: true,
+            inject: false,
+            notify: false,
+            abort_on_error: false,
+        };
+        let code = Code { file: "t.js".into(), source, settings };
+        let limits = Limits { timeout: Duration::from_secs(1), memory: 8 << 20, turn: Duration::from_secs(5) };
+        let mut engine = Engine::new(limits);
+        let out = call(&mut engine, &code, "handleInput", &json!({ "request": { "body": { "text": "hi" } } }));
+        assert_eq!(out, Outcome::Replaced(json!({ "text": "const hi" })));
+        assert_eq!(call(&mut engine, &code, "handleOutput", &json!({})), Outcome::Unchanged);
     }
 }
