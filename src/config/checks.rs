@@ -158,6 +158,8 @@ impl Loader<'_> {
             if !is_header_name(name) {
                 let message = "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)";
                 self.error(&path, message);
+            } else if let Some(why) = reserved_header(name, true) {
+                self.error(&path, why);
             } else if value.chars().any(|c| c.is_control() && c != '\t') {
                 self.error(&path, "header values must not contain line breaks or control characters");
             } else {
@@ -255,7 +257,7 @@ pub fn shown_url(url: &str) -> String {
     format!("{scheme}{host}{tail}")
 }
 
-fn check_http_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_http_url(url: &str) -> Result<(), String> {
     let rest = (url.strip_prefix("http://"))
         .or_else(|| url.strip_prefix("https://"))
         .ok_or("it does not start with http:// or https://")?;
@@ -279,7 +281,26 @@ fn check_http_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Headers the HTTP client sets from the request itself (its framing and its connection):
+/// given by hand they contradict it, and every request fails or is read wrongly.
+const FRAMING_HEADERS: &[&str] =
+    &["content-length", "transfer-encoding", "host", "connection", "keep-alive", "te", "trailer", "upgrade"];
+
+/// Headers hookflow sets on each delivery (http-api.md: Seq and the Standard Webhooks signature).
+const DELIVERY_HEADERS: &[&str] = &["x-hookflow-seq", "webhook-id", "webhook-timestamp", "webhook-signature"];
+
+/// Why an outbound request may not carry the header `name` given by hand, if it may not;
+/// `delivery`: a webhook delivery, which also carries hookflow's own headers.
+pub(crate) fn reserved_header(name: &str, delivery: bool) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    if FRAMING_HEADERS.contains(&lower.as_str()) {
+        return Some("the HTTP client sets this header from the request itself; remove it");
+    }
+    (delivery && DELIVERY_HEADERS.contains(&lower.as_str()))
+        .then_some("hookflow sets this header on each delivery; remove it")
+}
+
 /// An HTTP token (RFC 9110, section 5.6.2).
-fn is_header_name(name: &str) -> bool {
+pub(crate) fn is_header_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-mod checks;
+pub(crate) mod checks;
 pub mod files;
 mod handover;
 mod loader;

@@ -424,6 +424,10 @@ fn webhook_checks() {
         (r#""headers": {"Bad Name": "v"}"#, r#"endpoints[0].webhook.headers["Bad Name"]"#, "header name"),
         (r#""headers": {"X-A": "a\nb"}"#, "endpoints[0].webhook.headers.X-A", "line breaks"),
         (r#""headers": {"X-A": 1}"#, "endpoints[0].webhook.headers.X-A", "expected a string, got a number"),
+        // Every delivery failed with these ("attempt to write larger body than content-length").
+        (r#""headers": {"Content-Length": "3"}"#, "endpoints[0].webhook.headers.Content-Length", "sets this header from the request itself"),
+        (r#""headers": {"host": "evil.example"}"#, "endpoints[0].webhook.headers.host", "remove it"),
+        (r#""headers": {"Webhook-Signature": "x"}"#, "endpoints[0].webhook.headers.Webhook-Signature", "hookflow sets this header on each delivery"),
     ];
     for (members, place, fragment) in cases {
         check_error(&config_with("", &webhook(members)), place, fragment);

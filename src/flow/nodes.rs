@@ -10,6 +10,7 @@ use super::model::{
     QuestionKind, Say,
 };
 use super::template::{DataTemplate, Path as VarPath, Root, Template};
+use crate::config::checks;
 use crate::config::walk::{Obj, Walk, index, join};
 
 /// One node kind.
@@ -222,13 +223,25 @@ impl Compiler {
         });
         self.needs(o, "url", "the URL to call (templates allowed)");
         let url = self.template(o, "url");
+        // A URL without a template is checked now, not at each call.
+        if let (Some(_), Some((path, Value::String(fixed)))) = (&url, o.get("url"))
+            && !fixed.contains("{{")
+            && let Err(why) = checks::check_http_url(fixed)
+        {
+            self.error(&path, format!("not a URL hookflow can call: {why}"));
+        }
         let mut headers = Vec::new();
         let what = "an object of header names to strings (templates allowed)";
         if let Some((path, all)) = o.get("headers")
             && let Some(all) = self.typed(&path, all, what, Value::as_object)
         {
             for (name, value) in all {
-                if let Some(t) = self.template_at(&join(&path, name), value) {
+                let at = join(&path, name);
+                if !checks::is_header_name(name) {
+                    self.error(&at, "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)");
+                } else if let Some(why) = checks::reserved_header(name, false) {
+                    self.error(&at, why);
+                } else if let Some(t) = self.template_at(&at, value) {
                     headers.push((name.clone(), t));
                 }
             }

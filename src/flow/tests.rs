@@ -580,6 +580,26 @@ fn the_main_flow_file_follows_the_same_rule() {
     assert_refused(&e, "", "cannot read the Flow file: it is outside the config folder");
 }
 
+/// Header names are never templates, and a URL without one can be checked at load: these
+/// passed `check` and then failed every call ("invalid HTTP header name", "unknown scheme").
+#[test]
+fn an_http_nodes_fixed_url_and_header_names_are_checked_at_load() {
+    let e = errors(json!({"nodes": [
+        {"type": "http", "url": "ftp://example.com/x", "contextKey": "a"},
+        {"type": "http", "url": "not a url", "contextKey": "b"},
+        {"type": "http", "url": "http://x/{{input.text}}", "contextKey": "c",
+         "headers": {"X Bad": "v", "Content-Length": "3", "X-Good": "{{input.text}}"}}
+    ]}));
+    let find = |place: &str| {
+        e.iter().find(|(p, _)| p == place).map(|(_, m)| m.as_str()).unwrap_or_else(|| panic!("{place}: {e:?}"))
+    };
+    assert!(find("nodes[0].url").contains("does not start with http:// or https://"));
+    assert!(find("nodes[1].url").contains("not a URL hookflow can call"));
+    assert!(find("nodes[2].headers[\"X Bad\"]").contains("not a valid header name"));
+    assert!(find("nodes[2].headers.Content-Length").contains("remove it"));
+    assert_eq!(e.len(), 4, "the templated URL and header are fine: {e:?}");
+}
+
 #[test]
 fn a_traced_turn_lists_the_nodes_it_ran_once_each_and_bounded() {
     let flow = compile(json!({ "name": "t", "nodes": [
