@@ -153,6 +153,13 @@ impl Service {
         raise_fd_limit();
         let flows = Arc::new(load_flows(&config)?);
         let tls = crate::tls::outbound(&config).map_err(Error::Tls)?;
+        // A CA file the replica cannot use is a mistake in the config (exit 1), found before
+        // any connection is tried.
+        if let crate::config::StoreKind::Postgres(pg) = &config.store
+            && pg.ca_file.is_some()
+        {
+            crate::store::postgres::check_ca_file(pg).map_err(Error::Tls)?;
+        }
         let transformers = Arc::new(transform::load(&config).map_err(|e| Error::Flow(e.join("\n")))?);
         let store = crate::store::open(&config)?;
         let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
@@ -410,6 +417,11 @@ fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
         std::fs::read(p).map_err(|e| Error::Tls(format!("cannot read the TLS file {}: {e}", p.display())))
     };
     let ssl = tiny_http::SslConfig { certificate: read(&tls.cert)?, private_key: read(&tls.key)? };
+    // A certificate and key that do not belong together are a mistake in the config (exit 1),
+    // not a failure to listen.
+    ssl.check().map_err(|e| {
+        Error::Tls(format!("tls.key {} does not go with tls.cert {}: {e}", tls.key.display(), tls.cert.display()))
+    })?;
     server(Some(ssl)).map_err(|e| {
         Error::Listen(format!(
             "cannot serve HTTPS on {} with {} and {}: {e}",
@@ -422,7 +434,14 @@ fn listen(config: &Config) -> Result<tiny_http::Server, Error> {
 
 /// The TLS files the config names, checked as `serve` will read them (`hookflow check`).
 pub fn check_tls_files(config: &Config) -> Vec<String> {
-    crate::tls::check_files(config)
+    let mut problems = crate::tls::check_files(config);
+    if let crate::config::StoreKind::Postgres(pg) = &config.store
+        && pg.ca_file.is_some()
+        && let Err(e) = crate::store::postgres::check_ca_file(pg)
+    {
+        problems.push(e);
+    }
+    problems
 }
 
 /// Raises the soft limit on open files to the hard limit: each keep-alive connection holds a

@@ -46,6 +46,8 @@ pub fn check_files(config: &Config) -> Vec<String> {
         ("tls.cert", &tls.cert, false, "PEM certificate (-----BEGIN CERTIFICATE-----)"),
         ("tls.key", &tls.key, true, "PEM private key (-----BEGIN PRIVATE KEY-----, RSA or EC)"),
     ];
+    let before = problems.len();
+    let mut read = Vec::new();
     for (place, path, is_key, what) in files {
         let wanted = |i: &PemItem| {
             if is_key { matches!(i, PemItem::PrivateKey(_)) } else { matches!(i, PemItem::Certificate(_)) }
@@ -56,8 +58,20 @@ pub fn check_files(config: &Config) -> Vec<String> {
                 if !parse_pem(&pem).any(|i| i.is_ok_and(|i| wanted(&i))) {
                     problems.push(format!("{place}: {} holds no {what}", path.display()));
                 }
+                read.push(pem);
             }
         }
+    }
+    // Both read and of the right kinds: do they belong together? (`serve` builds the same.)
+    if problems.len() == before
+        && let [certificate, private_key] = <[Vec<u8>; 2]>::try_from(read).expect("two files read")
+        && let Err(e) = (tiny_http::SslConfig { certificate, private_key }).check()
+    {
+        problems.push(format!(
+            "tls.key: {} and tls.cert {} do not make a TLS server: {e} (is the key that of this certificate?)",
+            tls.key.display(),
+            tls.cert.display()
+        ));
     }
     problems
 }

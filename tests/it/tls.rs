@@ -140,3 +140,46 @@ fn check_reads_the_certificate_files_and_serve_calls_a_bad_one_a_bad_config() {
     let out = crate::bot::run_cli(&["serve", "--config", path.to_str().unwrap()], &[], "", None);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A certificate and a key that do not belong together (the CA's key beside the server's
+/// certificate) passed `check`, and `serve` then stopped with exit 2, naming no setting.
+#[test]
+fn a_key_that_is_not_the_certificates_fails_check_and_serve_calls_it_a_bad_config() {
+    let pki = Pki::new();
+    let dir = TempDir::new("tls-mismatch");
+    let mut cfg = config("http://127.0.0.1:9/");
+    cfg["tls"] = json!({ "cert": pki.path("server.crt"), "key": pki.path("ca.key") });
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
+    let file = path.display().to_string();
+    let out = crate::bot::run_cli(&["check", "--config", &file], &[], "", None);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{file}: tls.key: {} and tls.cert", pki.path("ca.key"))), "{err}");
+    assert!(err.contains("is the key that of this certificate?"), "{err}");
+    let out = crate::bot::run_cli(&["serve", "--config", &file], &[], "", None);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not go with tls.cert"), "{err}");
+}
+
+/// `store.caFile` is read by `check` as a replica reads it, and `serve` calls a bad one a bad
+/// config before it tries to connect (it passed `check`, then `serve` exited 2).
+#[test]
+fn a_store_ca_file_that_cannot_be_used_fails_check_and_serve_with_exit_1() {
+    let dir = TempDir::new("store-ca");
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let mut cfg = config("http://127.0.0.1:9/");
+    cfg["store"] = json!({ "type": "postgres", "url": "postgres://u:pw@127.0.0.1:9/db", "caFile": "missing.pem" });
+    for (ca, why) in [("missing.pem", "No such file"), ("not.pem", "holds no PEM certificate")] {
+        cfg["store"]["caFile"] = json!(ca);
+        let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
+        let file = path.display().to_string();
+        for command in ["check", "serve"] {
+            let out = crate::bot::run_cli(&[command, "--config", &file], &[], "", None);
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(1), "{command} with {ca}: {err}");
+            assert!(err.contains("store.caFile") && err.contains(why), "{command} with {ca}: {err}");
+        }
+    }
+}

@@ -59,6 +59,12 @@ use std::time::{Duration, Instant};
 
 pub use connect::{check_connect, driver_config, target_of};
 use connect::{replica_name, rustls_config};
+
+/// `store.caFile`, read and parsed as a replica will (`hookflow check`, and `serve` before it
+/// opens the store): `Err` names the setting and the file.
+pub fn check_ca_file(pg: &crate::config::Postgres) -> std::result::Result<(), String> {
+    rustls_config(pg).map(|_| ()).map_err(|e| e.message)
+}
 pub use import::import;
 use pool::Tx;
 use pool::{Connector, Pool, Pooled};

@@ -237,6 +237,20 @@ pub struct SslConfig {
     pub private_key: Vec<u8>,
 }
 
+impl SslConfig {
+    /// hookflow patch: builds the TLS server configuration as `Server::new` does, without
+    /// listening, so that a certificate and key that do not belong together (or cannot be
+    /// read) are found by a configuration check rather than at the start.
+    #[cfg(feature = "ssl-rustls")]
+    pub fn check(&self) -> Result<(), Box<dyn Error + Send + Sync + 'static>> {
+        crate::ssl::SslContextImpl::from_pem(
+            self.certificate.clone(),
+            Zeroizing::new(self.private_key.clone()),
+        )
+        .map(|_| ())
+    }
+}
+
 impl Server {
     /// Shortcut for a simple server on a specific address.
     #[inline]
