@@ -64,6 +64,12 @@ impl Loader<'_> {
             self.error(path, message);
             return None;
         }
+        if url.contains("sslmode=verify") {
+            let message = "sslmode=verify-ca and verify-full are libpq's: here the certificate is always \
+                           verified when TLS is used; write sslmode=require (or set store.tls)";
+            self.error(path, message);
+            return None;
+        }
         match url.parse::<postgres::Config>() {
             Ok(c) if c.get_hosts().is_empty() => {
                 self.error(path, "the URL names no host: write postgres://user:password@host:5432/db");
@@ -72,9 +78,24 @@ impl Loader<'_> {
             Ok(_) => Some(url),
             Err(e) => {
                 // The driver's message does not quote the URL, so no password is shown.
-                self.error(path, format!("not a valid PostgreSQL URL: {e}"));
+                self.error(path, format!("not a valid PostgreSQL URL: {}", with_causes(&e)));
                 None
             }
         }
     }
+}
+
+/// The driver's error and its causes: its own words name only the step ("invalid connection
+/// string"), the causes say what was wrong ("invalid value for option `sslmode`").
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }

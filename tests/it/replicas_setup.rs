@@ -161,3 +161,54 @@ fn a_replica_talks_to_postgres_over_tls_verified_against_the_store_ca_file() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("certificate not valid for name \"db.example\""), "{stderr}");
 }
+
+/// A role that may use hookflow's tables but not create any starts (it failed on
+/// `CREATE TABLE IF NOT EXISTS`, "permission denied for schema public", while `check --connect`
+/// said all was well); on an empty database such a role is told what to grant, by `check
+/// --connect` and by `serve`; a schema newer than this hookflow's fails `check --connect`.
+#[test]
+fn roles_without_create_and_newer_schemas_are_told_apart_by_check_connect() {
+    let dir = TempDir::new("replicas-roles");
+    let sink = Sink::new();
+    let db = pgserver::fresh_db("roles");
+    let path = replica_config(&dir, &sink.url, &db);
+    drop(start(&path, &dir, "owner"));
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "CREATE ROLE hookflow_user LOGIN;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO hookflow_user;
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO hookflow_user;
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
+        )
+        .unwrap();
+    let as_user = |url: &str| {
+        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg["store"]["url"] = json!(url.replacen("postgres://hookflow@", "postgres://hookflow_user@", 1));
+        std::fs::write(&path, cfg.to_string()).unwrap();
+    };
+    as_user(&db);
+    let cfg = path.to_str().unwrap();
+    let user = start(&path, &dir, "user");
+    let acked = spray(&[user.url(&format!("/{TOKEN}"))], 2, 2, "r", "m");
+    collect(&sink, &acked, Duration::from_secs(30), &db);
+    drop(user);
+
+    let empty = pgserver::fresh_db("roles-empty");
+    as_user(&empty);
+    let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("GRANT CREATE ON SCHEMA public TO this role"), "{stderr}");
+    let out = run_cli(&["serve", "--config", cfg], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("GRANT CREATE ON SCHEMA public TO this role"), "{stderr}");
+
+    admin.batch_execute("UPDATE hookflow_schema SET version = version + 1").unwrap();
+    as_user(&db);
+    let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is newer than this hookflow's"), "{stderr}");
+}

@@ -22,15 +22,23 @@ pub fn target_of(config: &postgres::Config) -> String {
 /// The driver's config for `store`: the URL, with `store.tls` and timeouts that notice a
 /// vanished server.
 pub fn driver_config(pg: &Postgres) -> Result<(postgres::Config, bool)> {
-    let mut config: postgres::Config = pg
-        .url
-        .parse()
-        .map_err(|e| StoreError::new(ErrorKind::Other, format!("store.url is not a valid PostgreSQL URL: {e}")))?;
+    let mut config: postgres::Config = pg.url.parse().map_err(|e| {
+        let why = crate::config::store_url_error(&e);
+        StoreError::new(ErrorKind::Other, format!("store.url is not a valid PostgreSQL URL: {why}"))
+    })?;
     config.application_name("hookflow");
     config.connect_timeout(Duration::from_secs(5));
     config.keepalives_idle(Duration::from_secs(10));
     config.tcp_user_timeout(Duration::from_secs(15));
-    let tls = match pg.tls {
+    // The stricter of `store.tls` and an `sslmode` in the URL: a URL saying `require` must never
+    // fall back to plain text because `store.tls` kept its default (`prefer`).
+    let url_mode = pg.url.contains("sslmode=").then(|| config.get_ssl_mode());
+    let tls = match url_mode {
+        Some(postgres::config::SslMode::Require) => PostgresTls::Require,
+        Some(postgres::config::SslMode::Prefer) if pg.tls == PostgresTls::Disable => PostgresTls::Prefer,
+        _ => pg.tls,
+    };
+    let tls = match tls {
         PostgresTls::Disable => {
             config.ssl_mode(postgres::config::SslMode::Disable);
             false
@@ -110,14 +118,51 @@ pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
         _ => "",
     };
     let schema = match found {
+        None if !schema::may_create(&mut client).map_err(fail)? => {
+            return Err(format!(
+                "PostgreSQL {version} at {target}: the database is empty and this role may not create tables in \
+                 it: GRANT CREATE ON SCHEMA public TO this role (or let its owner start hookflow once)"
+            ));
+        }
         None => "empty (the schema is created at the first start)".to_owned(),
         Some(v) if v == schema::VERSION => format!("schema version {v}, current"),
         Some(v) if v < schema::VERSION => {
             format!("schema version {v}, migrated to {} at the next start", schema::VERSION)
         }
         Some(v) => {
-            format!("schema version {v} is NEWER than this hookflow's {}: it will refuse to start", schema::VERSION)
+            return Err(format!(
+                "PostgreSQL {version} at {target}: schema version {v} is newer than this hookflow's {}: it would \
+                 refuse to start; run the newer hookflow",
+                schema::VERSION
+            ));
         }
     };
     Ok(format!("store: PostgreSQL {version} at {target}: {schema}{vacuum}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use postgres::config::SslMode;
+
+    use super::*;
+
+    fn mode(url: &str, tls: PostgresTls) -> SslMode {
+        let pg = Postgres { url: url.into(), pool: 1, lease: Duration::from_secs(10), tls, ca_file: None };
+        driver_config(&pg).unwrap().0.get_ssl_mode()
+    }
+
+    /// `sslmode=require` in the URL was overridden by `store.tls`'s default, `prefer`, which falls
+    /// back to plain text against a server without TLS.
+    #[test]
+    fn the_stricter_of_the_urls_sslmode_and_store_tls_wins() {
+        let url = "postgres://u@h/db";
+        assert_eq!(mode(&format!("{url}?sslmode=require"), PostgresTls::Prefer), SslMode::Require);
+        assert_eq!(mode(&format!("{url}?sslmode=require"), PostgresTls::Disable), SslMode::Require);
+        assert_eq!(mode(&format!("{url}?sslmode=disable"), PostgresTls::Require), SslMode::Require);
+        assert_eq!(mode(&format!("{url}?sslmode=prefer"), PostgresTls::Disable), SslMode::Prefer);
+        assert_eq!(mode(url, PostgresTls::Disable), SslMode::Disable);
+        assert_eq!(mode(url, PostgresTls::Prefer), SslMode::Prefer);
+    }
 }

@@ -98,7 +98,21 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
     let mut tx = client.transaction()?;
     // Held to the end of the transaction: a second replica waits here, then finds the work done.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS hookflow_schema (version BIGINT NOT NULL)")?;
+    // Created only when missing: `CREATE TABLE IF NOT EXISTS` asks for the CREATE privilege
+    // even when the table is there, so a role that only uses the tables could not start (and
+    // PostgreSQL logged a NOTICE at every start).
+    let exists: bool = tx.query_one("SELECT to_regclass('hookflow_schema') IS NOT NULL", &[])?.get(0);
+    if !exists {
+        if !may_create(&mut tx)? {
+            return Err(StoreError::new(
+                ErrorKind::Data,
+                "the database is empty and this role may not create tables in it: \
+                 GRANT CREATE ON SCHEMA public TO this role (or let its owner start hookflow once)"
+                    .to_owned(),
+            ));
+        }
+        tx.batch_execute("CREATE TABLE hookflow_schema (version BIGINT NOT NULL)")?;
+    }
     let found: Option<i64> = tx.query_opt("SELECT version FROM hookflow_schema", &[])?.map(|r| r.get(0));
     let found = found.unwrap_or(0);
     if found > VERSION {
@@ -121,6 +135,13 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
     }
     tx.commit()?;
     Ok(found)
+}
+
+/// Whether this role may create tables in its current schema (an empty database needs it).
+pub fn may_create(client: &mut impl postgres::GenericClient) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT COALESCE(has_schema_privilege(current_user, current_schema(), 'CREATE'), false)", &[])?
+        .get(0))
 }
 
 /// The version of the database's schema without changing it (`hookflow check --connect`).
