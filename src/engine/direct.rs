@@ -13,7 +13,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crossbeam_channel::Sender;
 
-use super::writer::AcceptError;
+use super::writer::{AcceptError, StoreStatus};
+
+/// How often an accept waiting for the group being written looks whether the database answers.
+const WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(100);
 use crate::domain::{JobKind, SessionKey};
 use crate::store::{Accept, Store};
 
@@ -26,6 +29,9 @@ pub(crate) struct Direct {
     group: Mutex<Group>,
     /// Told when a group's answers are in.
     answered: Condvar,
+    /// The database's state as the renewer sees it: while it does not answer, accepts are
+    /// refused at once (503) rather than left waiting on an http thread.
+    status: Arc<StoreStatus>,
 }
 
 /// The messages waiting to be written, and the answers not yet taken.
@@ -47,7 +53,12 @@ struct Waiting {
 
 impl Direct {
     pub(crate) fn new(store: Arc<dyn Store>, claimer: Sender<()>, capacity: usize) -> Direct {
-        Direct { store, claimer, capacity, group: Mutex::default(), answered: Condvar::new() }
+        Direct { store, claimer, capacity, group: Mutex::default(), answered: Condvar::new(), status: Arc::default() }
+    }
+
+    /// The same, refusing accepts while `status` says the database does not answer.
+    pub(crate) fn watching(self, status: Arc<StoreStatus>) -> Direct {
+        Direct { status, ..self }
     }
 
     fn lock(&self) -> MutexGuard<'_, Group> {
@@ -56,6 +67,9 @@ impl Direct {
 
     /// Stores a message; its id once it is committed.
     pub(crate) fn accept(&self, key: SessionKey, kind: JobKind, payload: String) -> Result<i64, AcceptError> {
+        if self.status.unanswered() {
+            return Err(AcceptError::Store);
+        }
         let mut group = self.lock();
         let ticket = group.next_ticket;
         group.next_ticket += 1;
@@ -65,7 +79,15 @@ impl Direct {
                 return answer;
             }
             if group.writing {
-                group = self.answered.wait(group).unwrap_or_else(|p| p.into_inner());
+                group = self.answered.wait_timeout(group, WAIT_STEP).unwrap_or_else(|p| p.into_inner()).0;
+                // The group being written waits on a database that does not answer: a message
+                // not in it yet is refused (never written), so its http thread is free again.
+                if self.status.unanswered()
+                    && let Some(i) = group.waiting.iter().position(|w| w.ticket == ticket)
+                {
+                    group.waiting.remove(i);
+                    return Err(AcceptError::Store);
+                }
                 continue;
             }
             group.writing = true;

@@ -123,6 +123,9 @@ pub(crate) struct StoreStatus {
     /// Replicas: the leases could not be renewed (the database is unreachable); set by the
     /// renewer (`engine::claimer`), apart from the writer's own outcome, which drives its retries.
     unreachable: Mutex<Option<StoreFailure>>,
+    /// Replicas: when the leases were last renewed, and how long that may go on not happening
+    /// before the database counts as not answering (set by the renewer).
+    renewed: Mutex<Option<(Instant, Duration)>>,
 }
 
 /// The store has failed to take the writer's writes since `since`.
@@ -141,6 +144,7 @@ impl StoreFailure {
             ErrorKind::Io => "the store cannot be written: I/O error",
             ErrorKind::Data => "the store is damaged: it cannot be written",
             ErrorKind::Lost => "this replica lost its claims: it cannot write under them",
+            ErrorKind::Unanswered => "the database has not answered for two thirds of store.leaseSeconds",
             ErrorKind::Other => "the store cannot be written",
         }
     }
@@ -160,8 +164,25 @@ impl StoreStatus {
         *self.unreachable.lock().unwrap_or_else(|p| p.into_inner()) = failure;
     }
 
+    /// The renewer's outcome, or, when its renewal has not come back for longer than allowed
+    /// (a statement that hangs is no error), `Unanswered`.
     pub(crate) fn unreachable(&self) -> Option<StoreFailure> {
-        *self.unreachable.lock().unwrap_or_else(|p| p.into_inner())
+        let failed = *self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        failed.or_else(|| {
+            let (at, allowed) = (*self.renewed.lock().unwrap_or_else(|p| p.into_inner()))?;
+            (at.elapsed() > allowed).then(|| StoreFailure { kind: ErrorKind::Unanswered, since: at + allowed })
+        })
+    }
+
+    /// The leases were renewed at `at`; without another renewal within `allowed` the database
+    /// counts as not answering.
+    pub(crate) fn renewed(&self, at: Instant, allowed: Duration) {
+        *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, allowed));
+    }
+
+    /// The database is known not to answer: accepts are refused at once instead of waiting.
+    pub(crate) fn unanswered(&self) -> bool {
+        self.unreachable().is_some_and(|f| f.kind == ErrorKind::Unanswered)
     }
 }
 
@@ -169,9 +190,11 @@ impl Writer {
     /// The handle and the writer thread's context (for `run`). `direct`: replicas (see `Direct`).
     pub(crate) fn new(parts: WriterParts, direct: Option<Direct>) -> (Writer, WriterContext) {
         let (tx, rx) = bounded(MAX_BATCH);
+        let status: Arc<StoreStatus> = Arc::default();
+        let direct = direct.map(|d| d.watching(status.clone()));
         let shared = Arc::new(Shared {
             parts,
-            status: Arc::default(),
+            status,
             commit: Mutex::default(),
             stopped: AtomicBool::new(false),
             inline_held: AtomicBool::new(false),

@@ -82,6 +82,9 @@ pub enum ErrorKind {
     /// it was cut off or stalled), so the turn was not written; it runs where the session is
     /// claimed now.
     Lost,
+    /// Replicas: the database has not answered for two thirds of a lease (a frozen server, or a
+    /// network that drops packets without a reset): nothing failed, statements just wait.
+    Unanswered,
     /// Anything else.
     Other,
 }

@@ -192,3 +192,37 @@ fn a_replica_stalled_past_its_lease_makes_no_call_of_a_turn_another_replica_took
     let calls: Vec<String> = api.rx.try_iter().map(|h| h.url).collect();
     assert_eq!(calls.iter().filter(|u| u.starts_with("/second")).count(), 1, "{calls:?}\n{}", a.log_text());
 }
+
+/// A database that stops answering without closing anything (frozen, or a network that drops
+/// packets) is no error to the driver: statements just wait. Before, `/readyz` stayed 200 and
+/// accepts waited on the http threads for as long as it lasted (and a client that timed out and
+/// sent again ran its message twice). Two thirds of a lease without a renewal now make `/readyz`
+/// 503 with the reason, and new messages 503 `store_unavailable` at once, never written.
+#[test]
+fn a_database_that_stops_answering_makes_readyz_and_new_messages_503() {
+    let db = pgserver::fresh_db("frozen");
+    let proxy = Proxy::start(port_of(&db));
+    let through_proxy = db.replacen(&format!("127.0.0.1:{}", port_of(&db)), &format!("127.0.0.1:{}", proxy.port), 1);
+    let dir = TempDir::new("frozen");
+    let sink = Sink::new();
+    let a = start(&replica_config(&dir, &sink.url, &through_proxy), &dir, "a");
+    say(&a, "s", "before");
+    assert_eq!(sink.recv(Duration::from_secs(15)).text(), "before");
+    proxy.cut();
+    let readyz = a.url("/readyz");
+    let reason = wait_until(Duration::from_secs(15), || match crate::child::try_get(&readyz) {
+        Ok((503, body)) => Some(body),
+        _ => None,
+    });
+    let reason = reason.unwrap_or_else(|| panic!("/readyz stayed ready:\n{}", a.log_text()));
+    assert!(reason.contains("has not answered"), "{reason}");
+    let body = json!({"userId": "u", "sessionId": "t", "text": "during"});
+    for _ in 0..6 {
+        let (status, _, answer) = crate::child::try_post(&a.url(&format!("/{TOKEN}")), &body).expect("an answer");
+        assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("store_unavailable")), "{answer}");
+    }
+    assert_eq!(crate::child::try_get(&readyz).map(|r| r.0), Ok(503), "the http threads still answer");
+    let mut watch = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let stored: i64 = watch.query_one("SELECT count(*) FROM inbox WHERE session_id = 't'", &[]).unwrap().get(0);
+    assert_eq!(stored, 0, "a message refused with 503 was written");
+}

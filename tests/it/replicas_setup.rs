@@ -212,3 +212,31 @@ fn roles_without_create_and_newer_schemas_are_told_apart_by_check_connect() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("is newer than this hookflow's"), "{stderr}");
 }
+
+/// A server that takes connections and never answers (frozen, or not PostgreSQL): the driver's
+/// connect timeout covers only TCP, so `serve` waited for ever at start (deaf to SIGTERM) and
+/// so did `check --connect`. Both now give up after 15 s, exit 2, and say what they met.
+#[test]
+fn a_database_port_that_never_answers_fails_the_start_and_check_connect_in_bounded_time() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Connections are taken (the kernel's backlog) and never read.
+    let dir = TempDir::new("replicas-silent");
+    let path = replica_config(&dir, "http://127.0.0.1:9/hook", &format!("postgres://hookflow@127.0.0.1:{port}/x"));
+    let cfg = path.to_str().unwrap().to_owned();
+    let check = std::thread::spawn(move || run_cli(&["check", "--config", &cfg, "--connect"], &[], "", None));
+    let started = Instant::now();
+    let out = run_cli(&["serve", "--config", path.to_str().unwrap()], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(40), "gave up after {:?}", started.elapsed());
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("does not answer as PostgreSQL"),
+        "{stderr}"
+    );
+    let out = check.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not answer as PostgreSQL"), "{stderr}");
+    drop(silent);
+}

@@ -107,7 +107,7 @@ pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
     };
     let pool = Pool { config, connector, size: 1, lease: pg.lease, state: Mutex::default(), freed: Condvar::new() };
     let fail = |e: StoreError| format!("cannot connect to PostgreSQL at {target}: {}", e.message);
-    let mut client = pool.connect().map_err(fail)?;
+    let mut client = pool.connect_within(Duration::from_secs(15)).map_err(fail)?;
     let version: String = client.query_one("SHOW server_version", &[]).map_err(|e| fail(e.into()))?.get(0);
     let found = schema::version(&mut client).map_err(fail)?;
     let vacuum = match found {

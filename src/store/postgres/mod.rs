@@ -182,7 +182,7 @@ impl PgStore {
             Pool { config, connector, size: pg.pool, lease: pg.lease, state: Mutex::default(), freed: Condvar::new() };
         let deadline = Instant::now() + START_WAIT;
         let mut first = loop {
-            match pool.get() {
+            match pool.connect_within(deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1))) {
                 Ok(c) => break c,
                 Err(e) if Instant::now() < deadline => {
                     log::warn!("cannot reach PostgreSQL at {target} yet ({e}); trying again");
@@ -196,7 +196,7 @@ impl PgStore {
                 }
             }
         };
-        let before = schema::migrate(&mut first.client)?;
+        let before = schema::migrate(&mut first)?;
         if before < schema::VERSION {
             log::info!("PostgreSQL at {target}: schema migrated from version {before} to {}", schema::VERSION);
         }

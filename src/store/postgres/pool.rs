@@ -81,6 +81,32 @@ impl Pool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A new connection made on a thread of its own, waited for at most `limit`: the driver's
+    /// `connect_timeout` bounds only the TCP connect, so a server that accepts connections and
+    /// never answers (frozen, or not PostgreSQL) held the start, and `check --connect`, for
+    /// ever. (On a timeout the thread is left to its fate; this is for the start and `check`.)
+    pub(super) fn connect_within(&self, limit: Duration) -> Result<Client> {
+        let (config, connector, lease) = (self.config.clone(), self.connector.clone(), self.lease);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("pg-connect".into())
+            .spawn(move || {
+                let pool = Pool { config, connector, size: 1, lease, state: Mutex::default(), freed: Condvar::new() };
+                let _ = tx.send(pool.connect());
+            })
+            .map_err(|e| StoreError::new(ErrorKind::Other, format!("cannot start a thread to connect: {e}")))?;
+        rx.recv_timeout(limit).unwrap_or_else(|_| {
+            Err(StoreError::new(
+                ErrorKind::Io,
+                format!(
+                    "no answer within {}s: it takes connections but does not answer as PostgreSQL does \
+                     (a frozen server, or not a PostgreSQL port?)",
+                    limit.as_secs()
+                ),
+            ))
+        })
+    }
+
     pub(super) fn connect(&self) -> Result<Client> {
         let mut client = match &self.connector {
             Connector::Plain => self.config.connect(postgres::NoTls)?,
