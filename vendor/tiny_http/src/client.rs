@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common::{HTTPVersion, Header, Method};
 use crate::util::refined_tcp_stream::Deadline;
 use crate::util::RefinedTcpStream;
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriter, SequentialWriterBuilder};
 use crate::{Limits, Request};
 
 /// A ClientConnection is an object that will store a socket to a client
@@ -48,9 +48,12 @@ pub struct ClientConnection {
     /// A request's body was dropped with more left unread than is drained: the stream is no
     /// longer at a request's start, so the connection is closed instead of read on.
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// Set after a request whose body was not read (over the limit): told when its answer is
-    /// out, after which the connection lingers and closes.
-    close_when_answered: Option<std::sync::mpsc::Receiver<()>>,
+    /// The answer to the request handed out last: what its handler writes comes through the
+    /// channel, and this connection's own thread writes it to the socket (see `next`).
+    answer: Option<(std::sync::mpsc::Receiver<Vec<u8>>, SequentialWriter<BufWriter<RefinedTcpStream>>)>,
+    /// That request's body was not read (over the limit): once its answer is out, the
+    /// connection lingers and closes.
+    close_after_answer: bool,
 }
 
 /// Error that can happen when reading a request.
@@ -122,7 +125,8 @@ impl ClientConnection {
             head_bytes: 0,
             first: true,
             abandoned: std::sync::Arc::default(),
-            close_when_answered: None,
+            answer: None,
+            close_after_answer: false,
         }
     }
 
@@ -232,8 +236,10 @@ impl ClientConnection {
             Err(e) => return Err(e),
         };
 
-        // building the writer for the request
-        let writer = self.sink.next().unwrap();
+        // building the writer for the request; hookflow patch: the handler writes into a
+        // channel, and this connection's thread writes to the socket (`next`)
+        let mut writer = self.sink.next().unwrap();
+        let (answer_tx, answer_rx) = std::sync::mpsc::channel();
 
         // follow-up for next potential request
         let mut data_source = self.source.next().unwrap();
@@ -251,9 +257,10 @@ impl ClientConnection {
             headers,
             self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
-            writer,
+            ChannelWriter::new(answer_tx),
             self.abandoned.clone(),
             self.limits.max_body_bytes,
+            &mut writer,
         );
         self.deadline.set(None);
         let request = request.map_err(|e| {
@@ -286,6 +293,9 @@ impl ClientConnection {
         })?;
 
         // return the request
+        // Only now: a request refused above is answered by `reject` in the next slot, which
+        // waits for this one to be let go.
+        self.answer = Some((answer_rx, writer));
         Ok(request)
     }
 
@@ -409,13 +419,30 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        // hookflow patch: the previous request's body was not read; once its answer (which
-        // says `Connection: close`) is out, the connection closes, lingering as a rejection
-        // does so that the client can read that answer.
-        if let Some(answered) = self.close_when_answered.take() {
-            let _ = answered.recv();
-            self.linger();
-            return None;
+        // hookflow patch: the answer to the previous request is written here, on this
+        // connection's own thread, as its handler writes it (until the handler lets go of it):
+        // a client that does not read its answers holds this thread, never a handler. Requests
+        // of a connection are thus handed out one at a time, each once the one before is
+        // answered (pipelined requests are still read and answered in order).
+        if let Some((chunks, mut socket)) = self.answer.take() {
+            let mut written = true;
+            for chunk in chunks.iter() {
+                if socket.write_all(&chunk).and_then(|()| socket.flush()).is_err() {
+                    written = false;
+                    break;
+                }
+            }
+            drop(socket);
+            if !written {
+                return None;
+            }
+            // The previous request's body was not read; its answer (which says `Connection:
+            // close`) is out: the connection closes, lingering as a rejection does so that the
+            // client can read that answer.
+            if self.close_after_answer {
+                self.linger();
+                return None;
+            }
         }
 
         // the client sent a "connection: close" header in this previous request
@@ -424,7 +451,7 @@ impl Iterator for ClientConnection {
             return None;
         }
 
-        let mut rq = match self.read() {
+        let rq = match self.read() {
             Err(ReadError::Reject(r)) => {
                 self.reject(r);
                 return None; // we don't know where the next request would start,
@@ -435,11 +462,7 @@ impl Iterator for ClientConnection {
 
             Ok(rq) => rq,
         };
-        if rq.closes_after() {
-            let (tx, rx) = std::sync::mpsc::channel();
-            rq = rq.with_notify_sender(tx);
-            self.close_when_answered = Some(rx);
-        }
+        self.close_after_answer = rq.closes_after();
 
         // updating the status of the connection
         let connection_header = rq
@@ -498,6 +521,47 @@ fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadE
     method
         .and_then(|method| Some((method, path?, version?)))
         .ok_or_else(|| bad("the request line is not `METHOD target HTTP/1.1`"))
+}
+
+/// hookflow patch: the writer a request's handler writes its answer into. It keeps what is
+/// written and hands it to the connection's thread at each flush (and when dropped), without
+/// ever waiting: a client that does not read holds that thread only.
+struct ChannelWriter {
+    buffer: Vec<u8>,
+    to: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl ChannelWriter {
+    fn new(to: std::sync::mpsc::Sender<Vec<u8>>) -> ChannelWriter {
+        ChannelWriter { buffer: Vec::new(), to }
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        self.buffer.extend_from_slice(buf);
+        // A large answer goes in parts, so the client gets its beginning while the rest is made.
+        if self.buffer.len() >= 64 * 1024 {
+            self.flush()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut self.buffer);
+        self.to
+            .send(chunk)
+            .map_err(|_| IoError::new(ErrorKind::BrokenPipe, "the connection is closed"))
+    }
+}
+
+impl Drop for ChannelWriter {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
 }
 
 #[cfg(test)]

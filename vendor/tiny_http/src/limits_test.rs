@@ -383,3 +383,32 @@ fn a_body_over_max_body_bytes_is_not_read_and_its_answer_closes_the_connection()
     assert_eq!((a.status, a.body.as_str()), (200, "POST / abc"));
     assert_eq!(a.header("connection"), None);
 }
+
+/// hookflow patch: answers are written by each connection's own thread. A client that sends
+/// request after request and never reads the answers fills the socket's buffers; before, the
+/// handling thread blocked writing to it (the server here has one) and nobody else was answered.
+#[test]
+fn a_client_that_never_reads_its_answers_does_not_hold_the_handling_thread() {
+    let (_s, addr) = serve(Limits::default());
+    let greedy = TcpStream::connect(&addr).unwrap();
+    let path = format!("/{}", "x".repeat(30_000));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut writer = greedy.try_clone().unwrap();
+    writer.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    // Some 30 MB of answers asked for: far more than the kernel buffers on both sides hold.
+    // (The server stops reading requests once it cannot write; so may this loop.)
+    let t = Instant::now();
+    for _ in 0..1000 {
+        if writer.write_all(request.as_bytes()).is_err() || t.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    let mut other = connect(&addr);
+    other
+        .get_mut()
+        .write_all(b"GET /other HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let a = answer(&mut other).expect("another client is answered");
+    assert_eq!(a.body, "GET /other ");
+    drop(greedy);
+}

@@ -126,7 +126,7 @@ impl Read for NotRead {
 
 /// hookflow patch: sends `100 Continue` on the connection's own thread, before the body is
 /// read there.
-fn send_continue<W: Write>(writer: &mut W) -> io::Result<()> {
+fn send_continue(writer: &mut dyn Write) -> io::Result<()> {
     writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     writer.flush()
 }
@@ -165,9 +165,10 @@ pub fn new_request<R, W>(
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
-    mut writer: W,
+    writer: W,
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
     max_body: usize,
+    continue_to: &mut dyn Write,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -235,7 +236,7 @@ where
             Box::new(NotRead) as Box<dyn Read + Send + 'static>
         } else {
             if expects_continue {
-                send_continue(&mut writer)?;
+                send_continue(continue_to)?;
                 continue_sent = true;
             }
             // if the content-length is small enough, we just read everything into a buffer
@@ -264,7 +265,7 @@ where
         // limit (enough for the handler to see it is too large; the rest is not read, and
         // the connection closes after the answer)
         if expects_continue {
-            send_continue(&mut writer)?;
+            send_continue(continue_to)?;
             continue_sent = true;
         }
         let mut decoder = Decoder::new(source_data);

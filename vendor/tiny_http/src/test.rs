@@ -75,6 +75,7 @@ impl From<TestRequest> for Request {
             std::io::sink(),
             std::sync::Arc::default(),
             usize::MAX,
+            &mut std::io::sink(),
         )
         .unwrap()
     }
