@@ -77,7 +77,8 @@ pub fn read(root: &Path, path: &Path) -> Result<String, FileError> {
     match text.len() as u64 {
         // The file grew after the size check.
         n if n > MAX_FILE_BYTES => Err(FileError::TooLarge(n)),
-        _ => Ok(text),
+        // A byte order mark (some Windows editors write one) is no part of JSON or JavaScript.
+        _ => Ok(text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text)),
     }
 }
 

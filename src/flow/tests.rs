@@ -455,6 +455,18 @@ fn a_go_to_back_up_a_folder_is_the_file_already_loaded() {
     std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
 }
 
+/// Some editors start a file with a byte order mark: the config was read past it, Flow files
+/// were refused ("invalid JSON: expected value" at line 1, column 1).
+#[test]
+fn a_flow_file_with_a_byte_order_mark_loads() {
+    let main = flow_files("bom", &[("main.json", json!({"nodes": [{"type": "say", "text": "hi"}]}))]);
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, format!("\u{feff}{text}")).unwrap();
+    let flow = Flow::load(&main, main.parent().unwrap()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(flow.nodes.len(), 1);
+    std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
+}
+
 #[test]
 fn missing_flow_files_and_targets_are_reported() {
     let main = flow_files(

@@ -69,6 +69,30 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// A store file that cannot be used at start, said with its name and the fix.
+fn unusable(path: &std::path::Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    let fix = match e.sqlite_error_code() {
+        Some(C::DatabaseCorrupt | C::NotADatabase) => {
+            "it is not a hookflow store, or it is damaged: restore it from a backup, or stop hookflow and \
+             move it (with its -wal file) away to start with an empty store; `sqlite3 FILE .recover` may \
+             save what it holds"
+        }
+        Some(C::ReadOnly | C::PermissionDenied | C::CannotOpen) => {
+            "this user cannot write it or its -wal and -shm files: give them to the user hookflow runs as \
+             (chown), writable (chmod u+rw)"
+        }
+        _ => "",
+    };
+    let store = StoreError::from(e);
+    let message = if fix.is_empty() {
+        format!("{}: {}", path.display(), store.message)
+    } else {
+        format!("{}: {}; {fix}", path.display(), store.message)
+    };
+    StoreError { message, ..store }
+}
+
 /// The SQLite store; cheap to share behind an `Arc`.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -224,13 +248,19 @@ impl SqliteStore {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
         };
+        let file = |e: rusqlite::Error| unusable(&path, e);
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;
              PRAGMA cache_size=-2000;
 "
-        ))?;
+        ))
+        .map_err(file)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(SCHEMA).map_err(file)?;
+        // A write now, so that a file this user may read but not write is said at the start, by
+        // name, and not by the first accept.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(file)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {version}")).map_err(file)?;
         let log = Arc::new(Log::default());
         log.interval.store(interval_now(&conn, durability)?, Ordering::Relaxed);
         // SQLite's automatic checkpoint, but handed to the writer thread: SQLite's own runs

@@ -97,6 +97,21 @@ fn a_checkpoint_does_not_wait_long_for_a_reader_of_another_process() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A store file that is not a database (damaged, or something else put there) was refused as
+/// "file is not a database", naming neither the file nor what to do.
+#[test]
+fn a_store_file_that_is_not_a_database_is_refused_by_name_with_the_fix() {
+    let dir = std::env::temp_dir().join(format!("hookflow-store-garbage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(STORE_FILE), vec![0x5a; 8192]).unwrap();
+    let e = SqliteStore::open(&dir, Durability::Normal).err().expect("refused");
+    assert!(e.message.contains(&dir.join(STORE_FILE).display().to_string()), "{}", e.message);
+    assert!(e.message.contains("restore it from a backup"), "{}", e.message);
+    assert!(matches!(e.kind, ErrorKind::Data), "{e:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn an_expiry_step_looks_at_a_bounded_number_of_sessions_and_says_where_to_go_on() {
     let (store, dir) = temp_store("expiry-steps");
