@@ -137,6 +137,15 @@ enum Failure {
     Runtime(String),
 }
 
+/// `println!`, but a closed standard output (`hookflow check | head`) ends nothing: the output
+/// is only information, and `println!` panics on a broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     // Escapes control characters and folds repeated errors (see `logging`).
@@ -265,7 +274,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
             Some(c) => (c.as_str(), &args[..0]),
         },
         Some("--version" | "-V") => {
-            println!("hookflow {}", env!("CARGO_PKG_VERSION"));
+            out!("hookflow {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
         Some(c) if c.starts_with('-') => ("serve", args),
@@ -435,7 +444,7 @@ fn check(opts: Opts) -> Result<(), Failure> {
                     }
                     // Run by the systemd unit before every start, so this goes to the journal:
                     // no URL token, and the webhook URL without its query (config::shown_url).
-                    println!(
+                    out!(
                         "ok  {} -> {} ({summary}; flow {})",
                         ep.name,
                         config::shown_url(&ep.webhook.url),
@@ -471,10 +480,10 @@ fn check(opts: Opts) -> Result<(), Failure> {
     }
     match (opts.connect, config.as_ref().map(|c| &c.store)) {
         (true, Some(hookflow::config::StoreKind::Postgres(pg))) => {
-            println!("{}", hookflow::store::postgres::check_connect(pg).map_err(Failure::Runtime)?);
+            out!("{}", hookflow::store::postgres::check_connect(pg).map_err(Failure::Runtime)?);
         }
         (true, Some(hookflow::config::StoreKind::Sqlite)) => {
-            println!(
+            out!(
                 "store: SQLite in {} (nothing to connect to)",
                 config.as_ref().map_or_else(String::new, |c| c.data_dir.display().to_string())
             );
@@ -510,7 +519,7 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
     };
     let export = hookflow::store::sqlite::export(&config.data_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
     let said = hookflow::store::postgres::import(&pg, export).map_err(|e| Failure::Runtime(e.to_string()))?;
-    println!("{said}");
+    out!("{said}");
     Ok(())
 }
 
@@ -552,8 +561,8 @@ fn sink(opts: Opts) -> Result<(), Failure> {
 
 fn keygen() {
     let key = format!("hf_{}", hookflow::hex(&hookflow::random_bytes::<24>()));
-    println!("key:    {key}");
-    println!("config: sha256:{}", hookflow::hex(&hookflow::crypto::sha256(key.as_bytes())));
+    out!("key:    {key}");
+    out!("config: sha256:{}", hookflow::hex(&hookflow::crypto::sha256(key.as_bytes())));
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
