@@ -476,6 +476,10 @@ fn check(opts: Opts) -> Result<(), Failure> {
         failed.extend(hookflow::service::check_tls_files(config).into_iter().map(|p| format!("{file}: {p}")));
     }
     if !failed.is_empty() {
+        // A Flow or transformer file shared by several endpoints is checked for each: its
+        // problems are said once.
+        let mut said = std::collections::HashSet::new();
+        failed.retain(|line| said.insert(line.clone()));
         return Err(Failure::Usage(failed.join("\n")));
     }
     match (opts.connect, config.as_ref().map(|c| &c.store)) {

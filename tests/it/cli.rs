@@ -486,3 +486,23 @@ fn check_into_a_closed_pipe_still_exits_with_the_verdict() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// A broken Flow file used by several endpoints: each of its problems is said once (it was said
+/// once per endpoint, six times in an audit).
+#[test]
+fn check_says_a_shared_flows_problems_once() {
+    let dir = TempDir::new("cli-shared-flow");
+    let mut cfg = config("http://127.0.0.1:9/");
+    for i in 1..4 {
+        let mut ep = cfg["endpoints"][0].clone();
+        ep["name"] = json!(format!("ep{i}"));
+        ep["urlToken"] = json!(format!("token-{i:02}-0123456789abcdef"));
+        cfg["endpoints"].as_array_mut().unwrap().push(ep);
+    }
+    let broken = json!({ "nodes": [ { "type": "say" } ] });
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &broken)]);
+    let out = run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("nodes[0]").count(), 1, "{stderr}");
+}
