@@ -240,3 +240,22 @@ fn a_database_port_that_never_answers_fails_the_start_and_check_connect_in_bound
     assert!(stderr.contains("does not answer as PostgreSQL"), "{stderr}");
     drop(silent);
 }
+
+/// A server that answers "no" (a database that does not exist, a wrong password) is not an
+/// unreachable one: `serve` said "cannot reach" after 15 s of retries. Now at once, with the fix.
+#[test]
+fn a_database_that_does_not_exist_is_said_at_once_with_the_fix() {
+    let dir = TempDir::new("replicas-nosuch");
+    let url = pgserver::shared().url("no_such_database");
+    let path = replica_config(&dir, "http://127.0.0.1:9/hook", &url);
+    let started = Instant::now();
+    let out = run_cli(&["serve", "--config", path.to_str().unwrap()], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "gave up after {:?}", started.elapsed());
+    assert!(stderr.contains("refused this replica") && stderr.contains("create the database"), "{stderr}");
+    let out = run_cli(&["check", "--config", path.to_str().unwrap(), "--connect"], &[], "", None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("create the database"), "{stderr}");
+}

@@ -106,7 +106,10 @@ pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
         Connector::Plain
     };
     let pool = Pool { config, connector, size: 1, lease: pg.lease, state: Mutex::default(), freed: Condvar::new() };
-    let fail = |e: StoreError| format!("cannot connect to PostgreSQL at {target}: {}", e.message);
+    let fail = |e: StoreError| match super::refusal_fix(&e) {
+        Some(fix) => format!("cannot connect to PostgreSQL at {target}: {}; {fix}", e.message),
+        None => format!("cannot connect to PostgreSQL at {target}: {}", e.message),
+    };
     let mut client = pool.connect_within(Duration::from_secs(15)).map_err(fail)?;
     let version: String = client.query_one("SHOW server_version", &[]).map_err(|e| fail(e.into()))?.get(0);
     let found = schema::version(&mut client).map_err(fail)?;

@@ -168,6 +168,25 @@ type Head = (i64, SessionKey);
 /// counting is a scan of the inbox, and the http threads ask before every group of accepts.
 const BACKLOG_FOR: Duration = Duration::from_millis(100);
 
+/// What to do about a connection the server refused (a login, a database, TLS), when it was
+/// that: those are said at once, not retried as an unreachable server is.
+fn refusal_fix(e: &StoreError) -> Option<&'static str> {
+    let m = e.message.as_str();
+    if m.contains("password authentication failed") || m.contains("authentication failed") {
+        Some("check the user and password in store.url")
+    } else if m.contains("database") && m.contains("does not exist") {
+        Some("create the database (createdb NAME), or fix its name in store.url")
+    } else if m.contains("role") && m.contains("does not exist") {
+        Some("create the role, or fix the user in store.url")
+    } else if m.contains("pg_hba.conf") {
+        Some("allow this host, user and database in the server's pg_hba.conf")
+    } else if m.contains("does not support TLS") {
+        Some("turn TLS on in the server, or set store.tls to \"prefer\" or \"disable\"")
+    } else {
+        None
+    }
+}
+
 impl PgStore {
     /// Connects (trying for up to `START_WAIT`), migrates the schema, and keeps the pool.
     pub fn open(pg: &Postgres) -> Result<PgStore> {
@@ -184,6 +203,13 @@ impl PgStore {
         let mut first = loop {
             match pool.connect_within(deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1))) {
                 Ok(c) => break c,
+                // The server answered, and no: waiting will not change its mind.
+                Err(e) if let Some(fix) = refusal_fix(&e) => {
+                    return Err(StoreError::new(
+                        ErrorKind::Io,
+                        format!("PostgreSQL at {target} refused this replica: {}; {fix}", e.message),
+                    ));
+                }
                 Err(e) if Instant::now() < deadline => {
                     log::warn!("cannot reach PostgreSQL at {target} yet ({e}); trying again");
                     std::thread::sleep(Duration::from_millis(500));
