@@ -85,6 +85,9 @@ pub(super) fn query(req: &Request, known: &[&str], holds_nul: bool) -> Result<BT
         if !holds_nul && v.contains('\0') {
             return Err(invalid(format!("query parameter {k:?} must not contain U+0000 (the NUL character)")));
         }
+        if out.contains_key(&k) {
+            return Err(invalid(format!("query parameter {k:?} is given twice: give it once")));
+        }
         if !v.is_empty() {
             out.insert(k, v);
         }
@@ -105,7 +108,7 @@ pub(super) fn limit(q: &BTreeMap<String, String>, default: usize, max: usize) ->
 /// A time: Unix milliseconds or ISO 8601 (`2026-01-31T12:00:00Z`).
 fn time(q: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, Reply> {
     let Some(v) = q.get(name) else { return Ok(None) };
-    v.parse::<i64>().ok().or_else(|| parse_iso8601(v)).map(Some).ok_or_else(|| {
+    v.parse::<i64>().ok().or_else(|| parse_iso8601(v)).filter(|ms| *ms >= 0).map(Some).ok_or_else(|| {
         invalid(format!(
             "{name} must be Unix milliseconds or an ISO 8601 time in UTC like 2026-01-31T12:00:00Z, got {v:?}"
         ))
@@ -139,7 +142,7 @@ fn outputs(cx: &HttpContext, req: &Request) -> Answer {
     };
     let before_id = match q.get("before") {
         None => None,
-        Some(v) => Some(v.parse::<i64>().map_err(|_| {
+        Some(v) => Some(v.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
             invalid(format!("before must be an output id (the \"next\" of the previous page), got {v:?}"))
         })?),
     };

@@ -133,6 +133,10 @@ fn the_delivery_log_lists_outputs_with_their_attempts_filters_and_pages() {
         ("before=x", "before must be an output id"),
         ("since=yesterday", "since must be Unix milliseconds or an ISO 8601 time"),
         ("sesion=a", "unknown query parameter \"sesion\"; did you mean \"session\"?"),
+        // These were taken silently (the last limit, an empty page).
+        ("limit=1&limit=2", "query parameter \"limit\" is given twice"),
+        ("before=-5", "before must be an output id"),
+        ("since=-99999999999999", "since must be Unix milliseconds"),
     ] {
         let r = admin_get(&app.url(&format!("/api/outputs?{query}")));
         let message = assert_error(r.status, &r.json(), 400, "invalid_request");
