@@ -419,6 +419,11 @@ pub(super) fn read_body(req: &mut Request, max: usize) -> Result<Vec<u8>, Reply>
     if body.len() > max {
         return Err(too_large());
     }
+    // A byte order mark (some Windows HTTP clients send one) is no part of the JSON: it was
+    // refused as invalid JSON at line 1, column 1, which said nothing of it.
+    if body.starts_with(b"\xEF\xBB\xBF") {
+        body.drain(..3);
+    }
     Ok(body)
 }
 

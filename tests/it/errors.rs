@@ -41,6 +41,18 @@ fn body_that_is_not_json_is_invalid_json_with_line_and_column() {
     }
 }
 
+/// A body that starts with a UTF-8 byte order mark is taken (it was refused as invalid JSON at
+/// line 1, column 1, which said nothing of the mark).
+#[test]
+fn a_body_with_a_byte_order_mark_is_accepted() {
+    let sink = Sink::new();
+    let app = app("bom", &sink);
+    let body = format!("\u{feff}{}", json!({"userId": "u", "sessionId": "s", "text": "with a BOM"}));
+    let (status, answer) = post(&app.msg_url(), &body, JSON);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(sink.recv(WAIT).text(), "with a BOM");
+}
+
 #[test]
 fn json_that_is_not_an_object_is_invalid_json() {
     let sink = Sink::new();
