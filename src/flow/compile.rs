@@ -366,8 +366,15 @@ impl Compiler {
                 let input = VarPath { root: Root::Input, keys: vec![] };
                 Expr::Compare { path: input, equal: !*b, strict: false, value: Value::Null, src: String::new() }
             }
-            _ => {
+            None => {
                 self.error(&o.at(key), "required: a condition such as \"context.ok\" or \"input.text == 'yes'\"");
+                Expr::Script(String::new())
+            }
+            Some(other) => {
+                let got = crate::util::kind_of(other);
+                let message =
+                    format!("expected a condition (a string such as \"context.ok\", or true or false), got {got}");
+                self.error(&o.at(key), message);
                 Expr::Script(String::new())
             }
         }

@@ -612,6 +612,25 @@ fn an_http_nodes_fixed_url_and_header_names_are_checked_at_load() {
     assert_eq!(e.len(), 4, "the templated URL and header are fine: {e:?}");
 }
 
+/// Found by a config audit: `"condition": 5` was called missing ("required"). (A pattern like
+/// `/abc/zz` stays a pattern matching that text: `zz` are no flags; see question_tests.rs.)
+#[test]
+fn a_condition_of_the_wrong_type_is_named_as_such() {
+    let e = errors(json!({"nodes": [
+        {"type": "if", "condition": 5, "then": []},
+        {"type": "question", "questionType": "regex", "text": "?", "pattern": "/abc/zz"},
+        {"type": "question", "questionType": "regex", "text": "?", "pattern": "/^a\\/b$/i"}
+    ]}));
+    let find = |place: &str| {
+        e.iter().find(|(p, _)| p == place).map(|(_, m)| m.as_str()).unwrap_or_else(|| panic!("{place}: {e:?}"))
+    };
+    assert!(
+        find("nodes[0].condition")
+            .contains("expected a condition (a string such as \"context.ok\", or true or false), got a number")
+    );
+    assert_eq!(e.len(), 1, "the patterns are fine: {e:?}");
+}
+
 #[test]
 fn a_traced_turn_lists_the_nodes_it_ran_once_each_and_bounded() {
     let flow = compile(json!({ "name": "t", "nodes": [
