@@ -171,8 +171,11 @@ impl Loader<'_> {
             _ => ProviderKind::Deepl,
         };
         let known_type = o.value("type").and_then(Value::as_str).is_some_and(|t| PROVIDERS.contains(&t));
-        let api_key = self.opt(&o, "apiKey", Self::string).filter(|k| !k.is_empty());
-        if known_type && api_key.is_none() && kind != ProviderKind::Libretranslate {
+        let raw = self.opt(&o, "apiKey", Self::string);
+        // Given but unusable (an unset `${NAME}`, not a string: said already) is not "missing".
+        let refused = raw.is_none() && o.value("apiKey").is_some_and(|v| !v.is_null());
+        let api_key = raw.filter(|k| !k.is_empty());
+        if known_type && api_key.is_none() && kind != ProviderKind::Libretranslate && !refused {
             let message = "missing required key \"apiKey\" (the provider's API key; write it as \"${NAME}\" \
                            and set NAME in the environment, so that it is not in the file)";
             self.error(&o.at("apiKey"), message);
@@ -323,6 +326,13 @@ mod tests {
         let got = problems(json!({"provider": {"type": "google"}}));
         assert!(got.iter().any(|(p, m)| p == &format!("{t}.provider.apiKey") && m.contains("${NAME}")), "{got:?}");
         assert!(got.iter().any(|(p, m)| p == &format!("{t}.flowLanguage") && m.contains("missing")), "{got:?}");
+        // An unset variable is said once, as such: the key is there, not "missing".
+        let got =
+            problems(json!({"provider": {"type": "deepl", "apiKey": "${NO_SUCH_KEY_VAR}"}, "flowLanguage": "en"}));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].1.contains("NO_SUCH_KEY_VAR is not set"), "{got:?}");
+        let got = problems(json!({"provider": {"type": "deepl", "apiKey": ""}, "flowLanguage": "en"}));
+        assert!(got[0].1.contains("missing required key \"apiKey\""), "an empty key is none: {got:?}");
         let got = problems(json!({"provider": {"type": "libretranslate"}, "flowLanguage": "en"}));
         assert_eq!(got[0].0, format!("{t}.provider.url"), "{got:?}");
         let got = problems(json!({"provider": {"type": "microsoft", "apiKey": "k",
