@@ -36,6 +36,7 @@ pub(super) fn compile(file: &Path, root: &Path, doc: &Value) -> Result<Flow, Flo
         file: 0,
         starts: vec![0],
         documents: String::new(),
+        unreadable: Vec::new(),
     };
     let (name, default_context, mut intents) = c.document(doc);
     c.push(0, OpKind::End { restart: 0 });
@@ -88,6 +89,8 @@ pub(super) struct Compiler {
     starts: Vec<usize>,
     /// Every document compiled, as canonical JSON, one per line: what the version is made of.
     documents: String,
+    /// Files that could not be read or parsed (said once; jumps into them are not said again).
+    unreadable: Vec<usize>,
 }
 
 impl Walk for Compiler {
@@ -162,7 +165,13 @@ impl Compiler {
         let text = match files::read(&self.root, &path) {
             Ok(t) => t,
             Err(e) => {
-                self.error("", format!("cannot read the Flow file {}: {e}", path.display()));
+                // Said where the file is named (the first goTo or executeFlow to it).
+                let message = format!("cannot read the Flow file {}: {e}", path.display());
+                match self.gotos.iter().find(|g| g.file == index).map(|g| g.place.clone()) {
+                    Some(place) => self.errors.push((place, message)),
+                    None => self.error("", message),
+                }
+                self.unreadable.push(index);
                 return vec![];
             }
         };
@@ -171,6 +180,7 @@ impl Compiler {
             Err(e) => {
                 let (place, message) = syntax_error(&e);
                 self.report(&place, message);
+                self.unreadable.push(index);
                 return vec![];
             }
         };
@@ -221,6 +231,9 @@ impl Compiler {
     fn resolve_gotos(&mut self) {
         for Goto { at, file, id, place } in std::mem::take(&mut self.gotos) {
             let Some(&start) = self.starts.get(file) else { continue };
+            if self.unreadable.contains(&file) {
+                continue;
+            }
             let pc = match &id {
                 None => Some(start),
                 Some(id) => self.ids.get(&(file, id.clone())).copied(),

@@ -476,15 +476,19 @@ fn missing_flow_files_and_targets_are_reported() {
                 "main.json",
                 json!({"nodes": [
                     {"type": "goTo", "target": "nope.json"},
-                    {"type": "goTo", "target": "other.json#ghost"}
+                    {"type": "goTo", "target": "other.json#ghost"},
+                    {"type": "goTo", "target": "nope.json#x"}
                 ]}),
             ),
             ("other.json", json!({"nodes": [{"type": "say", "text": "x"}]})),
         ],
     );
     let e = Flow::load(&main, main.parent().unwrap()).unwrap_err();
-    assert!(e.iter().any(|(p, m)| p == "nope.json" && m.contains("cannot read")), "{e:?}");
+    // Said at the node that names the file (it was said at "nope.json", followed by a knock-on
+    // "no node has the id" for the jump into it).
+    assert!(e.iter().any(|(p, m)| p == "nodes[0].target" && m.contains("cannot read the Flow file")), "{e:?}");
     assert!(e.iter().any(|(p, m)| p == "nodes[1].target" && m.contains("ghost")), "{e:?}");
+    assert_eq!(e.len(), 2, "{e:?}");
     std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
 }
 
@@ -566,20 +570,20 @@ fn flow_files_that_lead_outside_are_not_files_or_are_too_big_are_refused() {
         let secret = root.with_file_name(format!("{name}-secret.json"));
         std::os::unix::fs::symlink(secret, root.join("link.json")).unwrap();
     });
-    assert_refused(&e, "link.json", "outside the config folder");
+    assert_refused(&e, "nodes[0].target", "outside the config folder");
     let e = refusals("refuse-device", json!({"type": "goTo", "target": "zero.json"}), |root| {
         std::os::unix::fs::symlink("/dev/zero", root.join("zero.json")).unwrap();
     });
-    assert_refused(&e, "zero.json", "outside the config folder");
+    assert_refused(&e, "nodes[0].target", "outside the config folder");
     let e = refusals("refuse-dir", json!({"type": "executeFlow", "flow": "dir.json"}), |root| {
         std::fs::create_dir(root.join("dir.json")).unwrap();
     });
-    assert_refused(&e, "dir.json", "not a regular file");
+    assert_refused(&e, "nodes[0].flow", "not a regular file");
     let e = refusals("refuse-big", json!({"type": "goTo", "target": "big.json"}), |root| {
         let big = std::fs::File::create(root.join("big.json")).unwrap();
         big.set_len(crate::config::files::MAX_FILE_BYTES + 1).unwrap();
     });
-    assert_refused(&e, "big.json", "more than the 4 MiB");
+    assert_refused(&e, "nodes[0].target", "more than the 4 MiB");
 }
 
 #[test]
