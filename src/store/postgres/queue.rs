@@ -248,6 +248,9 @@ impl Vacuumer {
         if !may_vacuum(&mut client)? {
             return Ok(None);
         }
+        // A table skipped because another replica vacuums it is the point of SKIP_LOCKED, not
+        // news: PostgreSQL's WARNING for it reached the log at info, looking like a problem.
+        client.batch_execute("SET client_min_messages = error")?;
         Ok(Some(Vacuumer { client, left: 0 }))
     }
 
