@@ -343,9 +343,12 @@ impl Service {
         // Started turns finish (a turn parked at an `http` node, if its calls answer within the
         // drain); the others keep their checkpoint and go on after the next start.
         if !self.sched.wait_started(deadline) {
-            log::warn!(
-                "turns waiting for outbound calls did not finish within the drain; they go on after the next start"
-            );
+            // Waiting for outbound calls, or for the store (a full disk) to take their commit.
+            let why = match self.writer_handle.store_failure() {
+                Some(failure) => format!("the store could not take them ({})", failure.reason()),
+                None => "they wait for outbound calls".to_owned(),
+            };
+            log::warn!("running turns did not finish within the drain: {why}; they go on after the next start");
         }
         // A script still running past the drain would hold its worker (and so the exit) until
         // its limits; its turn is not committed and runs again after the next start.
