@@ -610,7 +610,8 @@ fn lock_dir(dir: &Path) -> Result<File> {
                 ErrorKind::Busy,
                 format!(
                     "the data directory {} is in use by another hookflow process ({pid}); one data \
-                     directory serves one process: stop the other one or give this one another dataDir",
+                     directory serves one process: stop the other one first (for `store copy`, or to \
+                     serve from it), or give this one another dataDir",
                     dir.display()
                 ),
             ));
