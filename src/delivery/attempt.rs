@@ -95,9 +95,15 @@ pub(crate) fn attempt(
         Ok(mut resp) => {
             let status = resp.status().as_u16();
             let retry_after = crate::util::retry_after_of(&resp);
-            // Reading the answer to its end lets ureq reuse the connection.
-            let body = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_vec().unwrap_or_default();
-            let answer = String::from_utf8_lossy(&body[..body.len().min(NOTED_ANSWER_BYTES)]).into_owned();
+            // The first bytes are noted; the rest is read (up to a bound) and dropped: reading an
+            // answer to its end lets ureq reuse the connection. (Read whole, an answer over the
+            // bound was noted as nothing at all.)
+            use std::io::Read as _;
+            let mut reader = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).reader();
+            let mut first = Vec::with_capacity(NOTED_ANSWER_BYTES);
+            let _ = (&mut reader).take(NOTED_ANSWER_BYTES as u64).read_to_end(&mut first);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            let answer = String::from_utf8_lossy(&first).into_owned();
             Attempted { outcome: classify(status, retry_after), status: Some(status), answer }
         }
         Err(e) => Attempted { outcome: Outcome::Retry(e.to_string(), None), status: None, answer: e.to_string() },

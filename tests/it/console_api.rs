@@ -409,3 +409,18 @@ fn dead_letters_and_the_delivery_log_are_read_in_pages_of_bounded_size() {
         assert!(why.contains(word), "{path}: {why}");
     }
 }
+
+/// The delivery log keeps the first bytes of a webhook's answer; an answer longer than hookflow
+/// reads back (16 KiB) was kept as nothing at all.
+#[test]
+fn a_long_webhook_answer_is_noted_by_its_first_bytes() {
+    let sink = Sink::new();
+    let long = format!("{{\"ok\":true,\"pad\":\"{}\"}}", "p".repeat(100_000));
+    sink.set_answer(&long);
+    let app = start("long-answer", &sink, |_| {}, &echo_flow());
+    app.send("u", "s", "hello");
+    sink.recv(WAIT);
+    let log = until(&app, "/api/outputs", "the delivery logged", |v| v["outputs"][0]["state"] == "delivered");
+    let answer = log["outputs"][0]["tries"][0]["answer"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(answer, long[..256], "the first 256 bytes");
+}
