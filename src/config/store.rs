@@ -27,7 +27,9 @@ impl Loader<'_> {
             return StoreKind::Sqlite;
         };
         let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
-        let known = if kind == "postgres" { STORE_KEYS } else { SQLITE_KEYS };
+        // An unknown type is said (with the nearest); its keys are then judged as postgres's,
+        // so that a typo in the type does not also call `url` unknown.
+        let known = if kind == "sqlite" { SQLITE_KEYS } else { STORE_KEYS };
         let o = self.object(path, Some(value), known);
         match self.req(&o, "type", |l, p, v| l.choice(p, v, &["sqlite", "postgres"])) {
             Some("postgres") => StoreKind::Postgres(self.postgres(&o)),

@@ -335,6 +335,8 @@ fn wrong_types_and_values_say_expected_and_got() {
         (r#""limits": {"maxHeaderBytes": 1}"#, "", "limits.maxHeaderBytes", "at least 1024, got 1"),
         (r#""store": {"type": "postgres", "url": "postgres://u@h:99999/db"}"#, "", "store.url", "not a valid PostgreSQL URL: invalid connection string: invalid value for option `port`"),
         (r#""store": {"type": "postgres", "url": "postgres://u@h/db?sslmode=verify-full"}"#, "", "store.url", "write sslmode=require"),
+        // One error: the type (its url was also called an unknown key).
+        (r#""store": {"type": "Postgres", "url": "postgres://u@h/db"}"#, "", "store.type", "did you mean \"postgres\"?"),
         (r#""limits": {"queueCapacity": 1.5}"#, "", "limits.queueCapacity", "expected an integer from 1 to 10000000, got 1.5"),
         (r#""limits": {"queueCapacity": 10000001}"#, "", "limits.queueCapacity", "from 1 to 10000000, got 10000001"),
         (r#""limits": {"maxNodesPerTurn": "9"}"#, "", "limits.maxNodesPerTurn", "got a string"),

@@ -113,7 +113,8 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
         }
         tx.batch_execute("CREATE TABLE hookflow_schema (version BIGINT NOT NULL)")?;
     }
-    let found: Option<i64> = tx.query_opt("SELECT version FROM hookflow_schema", &[])?.map(|r| r.get(0));
+    // max(): a table someone gave a second row still has one version, the newest.
+    let found: Option<i64> = tx.query_one("SELECT max(version) FROM hookflow_schema", &[])?.get(0);
     let found = found.unwrap_or(0);
     if found > VERSION {
         return Err(StoreError::new(
@@ -150,5 +151,5 @@ pub fn version(client: &mut Client) -> Result<Option<i64>> {
     if !exists {
         return Ok(None);
     }
-    Ok(client.query_opt("SELECT version FROM hookflow_schema", &[])?.map(|r| r.get(0)))
+    Ok(client.query_one("SELECT max(version) FROM hookflow_schema", &[])?.get(0))
 }
