@@ -222,6 +222,10 @@ fn a_database_that_stops_answering_makes_readyz_and_new_messages_503() {
         assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("store_unavailable")), "{answer}");
     }
     assert_eq!(crate::child::try_get(&readyz).map(|r| r.0), Ok(503), "the http threads still answer");
+    // The admin API, which reads the database, says so too rather than wait on it.
+    let r = request("GET", &a.url("/api/sessions"), None, &[("X-API-Key", ADMIN_KEY)]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("store_unavailable") && r.body.contains("has not answered"), "{}", r.body);
     let mut watch = postgres::Client::connect(&db, postgres::NoTls).unwrap();
     let stored: i64 = watch.query_one("SELECT count(*) FROM inbox WHERE session_id = 't'", &[]).unwrap().get(0);
     assert_eq!(stored, 0, "a message refused with 503 was written");
