@@ -299,6 +299,13 @@ impl Service {
             turns_here,
             turn_running_here: Default::default(),
         });
+        // Weak: a connection's thread may outlive the service for a moment (an idle keep-alive
+        // connection), and must not keep the store (and its data directory's lock) alive.
+        let here = Arc::downgrade(&http_cx);
+        http.answer_here(Box::new(move |req| match here.upgrade() {
+            Some(cx) => intake::answer_here(&cx, req),
+            None => Some(req),
+        }));
         for i in 0..intake::HTTP_THREADS {
             let (cx, http) = (http_cx.clone(), http.clone());
             svc.http_threads.push(spawn(format!("http-{i}"), move || intake::run(&cx, &http)).map_err(Error::Spawn)?);

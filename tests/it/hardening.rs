@@ -158,3 +158,39 @@ fn long_turns_leave_http_threads_to_answer() {
     assert!(sink.rx.try_recv().is_err(), "/healthz was answered only once a turn had ended");
     assert_eq!(sink.recv_n(8, WAIT).len(), 8);
 }
+
+/// `/healthz` and `/readyz` are answered on each connection's own thread: with every http
+/// thread waiting on the store (another process holds its write lock, so each accept waits for
+/// SQLite's busy timeout), a health check is still answered at once.
+#[test]
+fn health_checks_are_answered_while_every_http_thread_waits() {
+    let sink = Sink::new();
+    let app = App::start("health-busy", &on_sqlite(config(&sink.url)), &[("flow.json", &echo_flow())]);
+    let db = app.dir.join("data/hookflow.sqlite3");
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    let waiting: Vec<_> = (0..6)
+        .map(|i| {
+            let url = app.msg_url();
+            std::thread::spawn(move || {
+                let body = json!({"userId": "u", "sessionId": format!("s{i}"), "text": "m"});
+                crate::child::try_post(&url, &body).map(|r| r.0)
+            })
+        })
+        .collect();
+    // The messages' requests are sent; every http thread now waits on the lock (5 s).
+    let host = app.base.trim_start_matches("http://").to_owned();
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) =
+            raw_http(&host, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(), Duration::from_secs(10));
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    assert!(waiting.iter().all(|w| !w.is_finished()), "answered only once the store let go");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    locker.execute_batch("COMMIT").unwrap();
+    for w in waiting {
+        let status = w.join().unwrap().expect("an answer");
+        assert!(status == 200 || status == 503, "{status}");
+    }
+}

@@ -150,7 +150,14 @@ pub struct Server {
 
     // hookflow patch: connections being served
     connections: Arc<AtomicUsize>,
+
+    // hookflow patch: requests answered on their connection's own thread (`answer_here`)
+    here: Arc<std::sync::OnceLock<AnswerHere>>,
 }
+
+/// hookflow patch: given each request on its connection's own thread; answers it there and
+/// gives `None`, or gives it back to be handed out as usual.
+pub type AnswerHere = Box<dyn Fn(Request) -> Option<Request> + Send + Sync + 'static>;
 
 enum Message {
     Error(IoError),
@@ -363,6 +370,8 @@ impl Server {
         let listening = Arc::new(AtomicBool::new(true));
         let connections = Arc::new(AtomicUsize::new(0));
         let inside_connections = connections.clone();
+        let here: Arc<std::sync::OnceLock<AnswerHere>> = Arc::default();
+        let inside_here = here.clone();
         // hookflow patch: however the accept thread ends (an error, a panic), `is_listening`
         // turns false and `recv` returns an error, unless the server is being dropped.
         let mut alive = AcceptThreadAlive {
@@ -441,18 +450,24 @@ impl Server {
                     Ok(client) => {
                         backoff = std::time::Duration::from_millis(5);
                         let messages = inside_messages.clone();
+                        let here = inside_here.clone();
                         let mut client = Some(client);
                         let spawned = tasks_pool.spawn(Box::new(move || {
+                            // hookflow patch: a request `answer_here` answers is not handed out.
+                            let queued = |rq: Request| match here.get() {
+                                Some(answer) => answer(rq),
+                                None => Some(rq),
+                            };
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
+                                    for rq in client.filter_map(queued) {
                                         messages.push(rq.with_notify_sender(sender.clone()).into());
                                         receiver.recv().unwrap();
                                     }
                                 } else {
-                                    for rq in client {
+                                    for rq in client.filter_map(queued) {
                                         messages.push(rq.into());
                                     }
                                 }
@@ -495,7 +510,16 @@ impl Server {
             listening_addr: local_addr,
             listening,
             connections,
+            here,
         })
+    }
+
+    /// hookflow patch: `f` sees every request first, on its connection's own thread, and may
+    /// answer it there (returning `None`) instead of its being handed to `recv`: for answers
+    /// that must come even while every thread that calls `recv` is busy (a health check). It
+    /// must be quick and never wait. Set once; a second call is ignored.
+    pub fn answer_here(&self, f: AnswerHere) {
+        let _ = self.here.set(f);
     }
 
     /// hookflow patch: false once the accept thread has ended (a non-transient accept error,

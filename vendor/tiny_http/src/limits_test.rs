@@ -412,3 +412,43 @@ fn a_client_that_never_reads_its_answers_does_not_hold_the_handling_thread() {
     assert_eq!(a.body, "GET /other ");
     drop(greedy);
 }
+
+/// hookflow patch: `answer_here` answers on the connection's own thread, so a health check is
+/// answered while every thread that calls `recv` is busy.
+#[test]
+fn answer_here_answers_while_the_handling_threads_are_busy() {
+    let config = ServerConfig {
+        addr: crate::ConfigListenAddr::from_socket_addrs("127.0.0.1:0").unwrap(),
+        ssl: None,
+        limits: Limits::default(),
+    };
+    let server = Arc::new(Server::new(config).unwrap());
+    server.answer_here(Box::new(|rq: crate::Request| {
+        if rq.url() == "/health" {
+            let _ = rq.respond(Response::from_string("fine"));
+            return None;
+        }
+        Some(rq)
+    }));
+    let addr = server.server_addr().to_ip().unwrap().to_string();
+    let (got, busy) = std::sync::mpsc::channel();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let s = server.clone();
+    // The only handling thread takes a request and waits (a long turn, a stuck store).
+    std::thread::spawn(move || {
+        while let Ok(rq) = s.recv() {
+            got.send(rq.url().to_owned()).unwrap();
+            let _ = wait.recv();
+            let _ = rq.respond(Response::from_string("late"));
+        }
+    });
+    let mut slow = connect(&addr);
+    slow.get_mut().write_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    assert_eq!(busy.recv_timeout(Duration::from_secs(5)).unwrap(), "/slow");
+    let mut health = connect(&addr);
+    health.get_mut().write_all(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let a = answer(&mut health).expect("answered while the handler is busy");
+    assert_eq!(a.body, "fine");
+    release.send(()).unwrap();
+    assert_eq!(answer(&mut slow).expect("the slow one, once released").body, "late");
+}
