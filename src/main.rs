@@ -427,6 +427,9 @@ fn check(opts: Opts) -> Result<(), Failure> {
         Ok(_) => Vec::new(),
         Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
     };
+    // The endpoints found good, said only when nothing else failed ("ok" beside an error read
+    // as if part of the config were in use).
+    let mut oks = Vec::new();
     for (i, files) in checked.files.iter().enumerate() {
         let Some(file) = &files.flow else { continue };
         match hookflow::flow::Flow::load(file, &checked.dir) {
@@ -444,12 +447,12 @@ fn check(opts: Opts) -> Result<(), Failure> {
                     }
                     // Run by the systemd unit before every start, so this goes to the journal:
                     // no URL token, and the webhook URL without its query (config::shown_url).
-                    out!(
+                    oks.push(format!(
                         "ok  {} -> {} ({summary}; flow {})",
                         ep.name,
                         config::shown_url(&ep.webhook.url),
                         file.display()
-                    );
+                    ));
                 }
             }
             Err(errs) => {
@@ -481,6 +484,9 @@ fn check(opts: Opts) -> Result<(), Failure> {
         let mut said = std::collections::HashSet::new();
         failed.retain(|line| said.insert(line.clone()));
         return Err(Failure::Usage(failed.join("\n")));
+    }
+    for ok in oks {
+        out!("{ok}");
     }
     match (opts.connect, config.as_ref().map(|c| &c.store)) {
         (true, Some(hookflow::config::StoreKind::Postgres(pg))) => {

@@ -156,6 +156,8 @@ fn a_key_that_is_not_the_certificates_fails_check_and_serve_calls_it_a_bad_confi
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("{file}: tls.key: {} and tls.cert", pki.path("ca.key"))), "{err}");
     assert!(err.contains("is the key that of this certificate?"), "{err}");
+    // No "ok" line beside the error: the endpoints are not in use.
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
     let out = crate::bot::run_cli(&["serve", "--config", &file], &[], "", None);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{err}");
