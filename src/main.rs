@@ -176,7 +176,7 @@ const TRIM_THRESHOLD: i32 = 8 << 20;
 /// frees hand the top of the thread's heap back to the kernel (`madvise`, which interrupts the
 /// other CPU to flush its TLB) and the next fetches fault the pages in again: with a million
 /// stored sessions (deeper trees, more pages per read) that was about 5 % of the server's CPU
-/// and most of what it lost against a fresh store (README, Performance). Keeping up to 8 MiB
+/// and most of what it lost against a fresh store (docs/performance.md). Keeping up to 8 MiB
 /// costs a little peak memory, no idle memory.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]

@@ -4,7 +4,7 @@
 //! At low load the writer's group commit gathers nothing: each batch is one message, and the
 //! hand-over costs two thread wake-ups (to the writer and back) per accept and per turn. On a
 //! virtual machine a wake-up of an idle CPU is tens to hundreds of microseconds, a large part of
-//! the acknowledgement's tail (README, Performance). Committing inline, an accept is answered
+//! the acknowledgement's tail (docs/performance.md). Committing inline, an accept is answered
 //! with no wake-up, and an output goes from the client's thread to a worker to its sender lane:
 //! the bare pipeline's shape.
 //!

@@ -6,7 +6,7 @@
 //! and the workers stay free for Flows. At low load (one process, the accept committed on this
 //! thread, `Writer::accept_here`), the thread then also runs the turn of the session its accept
 //! made runnable, after answering: waking an idle worker for it costs tens of microseconds on
-//! the message's way to the webhook, more on a busy machine (README, Performance).
+//! the message's way to the webhook, more on a busy machine (docs/performance.md).
 
 use std::cell::RefCell;
 use std::io::Read;

@@ -129,7 +129,7 @@ fn queued(app: &App) -> i64 {
 #[test]
 fn an_output_committed_during_a_post_goes_out_before_the_delivered_one_is_written_down() {
     // Two clients' outputs arrive together; the second should not wait for the commit that
-    // removes the first from the outbox (the low-load tail, README Performance).
+    // removes the first from the outbox (the low-load tail, docs/performance.md).
     // SQLite's lanes (delivery/lane.rs); with replicas a lane settles each claim of heads.
     let sink = Sink::new();
     sink.hold();

@@ -115,7 +115,7 @@ pub struct SqliteStore {
 /// the queues' last pages) change in nearly every commit: a longer log copies far fewer pages per
 /// message. With a million stored sessions, whose active rows each sit on a page of their own,
 /// 1,000 made the checkpoints cost a fifth of the throughput and doubled the acknowledgement p99
-/// (README, Performance). See `checkpoint_pages` for how long the log may grow.
+/// (docs/performance.md). See `checkpoint_pages` for how long the log may grow.
 pub(crate) const CHECKPOINT_PAGES: u32 = 10_000;
 
 /// Fewest log pages between automatic checkpoints: SQLite's default.
