@@ -14,7 +14,13 @@ pub struct SinkAuth {
 
 /// Serves until the process is stopped; `Err` when the address cannot be bound.
 pub fn run(listen: &str, auth: Option<SinkAuth>) -> Result<(), String> {
-    let server = tiny_http::Server::http(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = tiny_http::ConfigListenAddr::from_socket_addrs(listen)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    // Outputs larger than tiny_http's default body bound (1 MiB) are read too: their first
+    // MiB is printed.
+    let limits = tiny_http::Limits { max_body_bytes: 64 << 20, ..tiny_http::Limits::default() };
+    let server = tiny_http::Server::new(tiny_http::ServerConfig { addr, ssl: None, limits })
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     eprintln!("hookflow sink: listening on http://{}", server.server_addr());
     let expected = auth.map(|a| {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", a.user, a.password));

@@ -42,7 +42,14 @@ impl Loader<'_> {
         let tls = match self.opt_choice(o, "tls", &["disable", "prefer", "require"]) {
             Some("disable") => PostgresTls::Disable,
             Some("require") => PostgresTls::Require,
-            _ => PostgresTls::Prefer,
+            Some(_) => PostgresTls::Prefer,
+            // Not given: the URL's `sslmode` says it, if it does (`disable` there was overridden
+            // by the default `prefer`, which then failed on a server's self-signed certificate).
+            None => match url.parse::<postgres::Config>().ok().filter(|_| url.contains("sslmode=")) {
+                Some(c) if c.get_ssl_mode() == postgres::config::SslMode::Disable => PostgresTls::Disable,
+                Some(c) if c.get_ssl_mode() == postgres::config::SslMode::Require => PostgresTls::Require,
+                _ => PostgresTls::Prefer,
+            },
         };
         let ca_file = self.opt(o, "caFile", |l, p, v| if v.is_null() { None } else { l.path(p, v) });
         if ca_file.is_some() && tls == PostgresTls::Disable {

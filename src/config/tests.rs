@@ -260,6 +260,24 @@ fn byte_order_mark_is_skipped() {
     ok(&format!("\u{feff}{}", config_with("", "")));
 }
 
+/// `store.tls` left out: the URL's `sslmode` says it (a URL with `sslmode=disable` connected
+/// with the default `prefer`, and failed on a server's self-signed certificate).
+#[test]
+fn the_urls_sslmode_decides_when_store_tls_is_not_given() {
+    let tls = |store: &str| match ok(&config_with(&format!("\"store\": {store}"), "")).store {
+        StoreKind::Postgres(pg) => pg.tls,
+        StoreKind::Sqlite => panic!("not postgres"),
+    };
+    let url = "postgres://u@h/db";
+    assert_eq!(tls(&format!(r#"{{"type": "postgres", "url": "{url}?sslmode=disable"}}"#)), PostgresTls::Disable);
+    assert_eq!(tls(&format!(r#"{{"type": "postgres", "url": "{url}?sslmode=require"}}"#)), PostgresTls::Require);
+    assert_eq!(tls(&format!(r#"{{"type": "postgres", "url": "{url}"}}"#)), PostgresTls::Prefer);
+    assert_eq!(
+        tls(&format!(r#"{{"type": "postgres", "url": "{url}?sslmode=disable", "tls": "require"}}"#)),
+        PostgresTls::Require
+    );
+}
+
 #[test]
 fn nlu_none() {
     let config = ok(&config_with("", r#""nlu": {"type": "none"}"#));

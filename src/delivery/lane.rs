@@ -131,6 +131,8 @@ pub(crate) fn run(cx: LaneContext) {
             default(wait) => {}
         }
     }
+    // The last chance to write down what was delivered: not put off by a pause after a failure.
+    l.write_pause_until = Instant::now();
     l.flush();
     cx.alive.store(false, Ordering::SeqCst);
     let _ = cx.done.send(());

@@ -92,16 +92,25 @@ pub(crate) fn renew(cx: RenewerContext) {
     let allowed = cx.lease * 2 / 3;
     cx.status.renewed(Instant::now(), allowed);
     loop {
-        match claims.renew() {
+        let started = Instant::now();
+        let result = claims.renew();
+        // A renewal that took longer than allowed: the database did not answer meanwhile.
+        if started.elapsed() > allowed {
+            log::error!(
+                "the database did not answer this replica's renewal for {:.1}s; /readyz said not ready meanwhile",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        match result {
             Ok(()) => {
                 cx.status.renewed(Instant::now(), allowed);
-                if cx.status.unreachable().is_some() {
+                if cx.status.renewal_failed().is_some() {
                     cx.status.set_unreachable(None);
                     log::info!("the database is reachable again");
                 }
             }
             Err(e) => {
-                if cx.status.unreachable().is_none() {
+                if cx.status.renewal_failed().is_none() {
                     log::error!("cannot renew this replica's claims: {e}; /readyz says not ready until it can");
                     cx.status.set_unreachable(Some(StoreFailure { kind: ErrorKind::Io, since: Instant::now() }));
                 }

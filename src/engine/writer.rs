@@ -167,11 +167,19 @@ impl StoreStatus {
     /// The renewer's outcome, or, when its renewal has not come back for longer than allowed
     /// (a statement that hangs is no error), `Unanswered`.
     pub(crate) fn unreachable(&self) -> Option<StoreFailure> {
-        let failed = *self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
-        failed.or_else(|| {
-            let (at, allowed) = (*self.renewed.lock().unwrap_or_else(|p| p.into_inner()))?;
-            (at.elapsed() > allowed).then(|| StoreFailure { kind: ErrorKind::Unanswered, since: at + allowed })
-        })
+        self.renewal_failed().or_else(|| self.stale())
+    }
+
+    /// The renewer's own outcome: its last renewal failed.
+    pub(crate) fn renewal_failed(&self) -> Option<StoreFailure> {
+        *self.unreachable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// No renewal has come back for longer than allowed, whatever else is known (a renewal
+    /// may have failed before, and the one after hang).
+    pub(crate) fn stale(&self) -> Option<StoreFailure> {
+        let (at, allowed) = (*self.renewed.lock().unwrap_or_else(|p| p.into_inner()))?;
+        (at.elapsed() > allowed).then(|| StoreFailure { kind: ErrorKind::Unanswered, since: at + allowed })
     }
 
     /// The leases were renewed at `at`; without another renewal within `allowed` the database
@@ -182,7 +190,7 @@ impl StoreStatus {
 
     /// The database is known not to answer: accepts are refused at once instead of waiting.
     pub(crate) fn unanswered(&self) -> bool {
-        self.unreachable().is_some_and(|f| f.kind == ErrorKind::Unanswered)
+        self.stale().is_some()
     }
 }
 
@@ -214,6 +222,11 @@ impl Writer {
     pub(crate) fn checkpoint_asker(&self) -> Box<dyn Fn() -> bool + Send + Sync> {
         let tx = self.tx.clone();
         Box::new(move || !matches!(tx.try_send(Msg::Checkpoint), Err(TrySendError::Disconnected(_))))
+    }
+
+    /// Replicas: since when the database has not answered, if it does not (`StoreStatus::stale`).
+    pub(crate) fn unanswered(&self) -> Option<StoreFailure> {
+        self.shared.status.stale()
     }
 
     /// Since when the store has refused the writer's writes, if it does now.
@@ -480,5 +493,26 @@ pub(super) fn released(
             cx.parts.wake.session(&key);
         }
         cx.parts.sched.done(key);
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    /// A renewal that failed (a reset connection) and the next one that hangs (the server froze):
+    /// the failure was all that was said, so accepts and the admin API still went to the
+    /// database and waited on it.
+    #[test]
+    fn a_renewal_that_hangs_is_seen_after_one_that_failed() {
+        let status = StoreStatus::default();
+        assert!(!status.unanswered(), "before the first renewal nothing is known");
+        let long_ago = Instant::now() - Duration::from_secs(10);
+        status.renewed(long_ago, Duration::from_secs(2));
+        status.set_unreachable(Some(StoreFailure { kind: ErrorKind::Io, since: long_ago }));
+        assert!(status.unanswered());
+        assert_eq!(status.unreachable().map(|f| f.kind), Some(ErrorKind::Io), "/readyz gives the failure");
+        status.renewed(Instant::now(), Duration::from_secs(2));
+        assert!(!status.unanswered());
     }
 }

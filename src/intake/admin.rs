@@ -24,7 +24,7 @@ pub(crate) fn route(cx: &HttpContext, req: &Request, rest: &[&str]) -> Reply {
     let get = *m == Method::Get || *m == Method::Head;
     // Replicas: a database known not to answer would hold this http thread for as long as it
     // does not; the console shows the 503's reason and keeps polling.
-    if let Some(f) = cx.writer.store_failure().filter(|f| f.kind == crate::store::ErrorKind::Unanswered) {
+    if let Some(f) = cx.writer.unanswered() {
         return Reply::error(503, "store_unavailable", f.reason()).header("Retry-After", "5").route(Route::Admin);
     }
     let reply = match rest {

@@ -99,8 +99,15 @@ fn run_here(cx: &HttpContext, key: SessionKey) {
         // workers, as at higher load (four turns of a few seconds each held all four http
         // threads, and /healthz went unanswered for seconds).
         Some(w) if cx.turn_running_here.compare_exchange(false, true, AcqRel, Acquire).is_ok() => {
+            // Let go however the turn ends (a panic past the turn's own guard included).
+            struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for Running<'_> {
+                fn drop(&mut self) {
+                    self.0.store(false, Release);
+                }
+            }
+            let _running = Running(&cx.turn_running_here);
             with_engine(cx, |engine| crate::engine::worker::run_job(w, engine, Job::Run(key)));
-            cx.turn_running_here.store(false, Release);
         }
         Some(_) => cx.sched.announce(key),
         // Replicas: `accept_here` gives no session to run; announcing it is the safe answer.

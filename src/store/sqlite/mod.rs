@@ -432,7 +432,8 @@ impl Store for SqliteStore {
     }
 
     fn dead_letters_page(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>> {
-        outbox::dead_letters(&self.lock(), after, limit)
+        // The reading connection: a page of large bodies must not hold the writer's.
+        outbox::dead_letters(&self.read(), after, limit)
     }
 
     fn replay_dead_letter(&self, id: i64, now_ms: i64, endpoint_ok: &dyn Fn(&str) -> bool) -> Result<Replay> {

@@ -452,3 +452,30 @@ fn answer_here_answers_while_the_handling_threads_are_busy() {
     release.send(()).unwrap();
     assert_eq!(answer(&mut slow).expect("the slow one, once released").body, "late");
 }
+
+/// hookflow patch: a chunked body cut off inside a chunk by the client's end of the connection
+/// is not a body: chunked_transfer's decoder ended it there as if complete, and the truncated
+/// request was handed out.
+#[test]
+fn a_chunked_body_cut_off_inside_a_chunk_is_never_handed_out() {
+    let (_s, addr) = serve(Limits::default());
+    let mut r = connect(&addr);
+    r.get_mut()
+        .write_all(b"POST /cut HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"text\":\"hi\"}")
+        .unwrap();
+    r.get_mut().shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(answer(&mut r).is_none(), "a truncated body was answered as a request");
+}
+
+/// hookflow patch: `Connection: upgrade` no longer hands the raw socket to the handler (which
+/// then read from it for as long as the client liked): the body is framed and read as any other.
+#[test]
+fn a_request_asking_to_upgrade_has_its_body_framed_as_any_other() {
+    let (_s, addr) = serve(Limits::default());
+    let mut r = connect(&addr);
+    r.get_mut()
+        .write_all(b"POST /up HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    let a = answer(&mut r).expect("answered, not left reading the socket");
+    assert_eq!(a.body, "POST /up abc");
+}

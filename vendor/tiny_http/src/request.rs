@@ -205,17 +205,9 @@ where
         }
     };
 
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
+    // hookflow patch: `Connection: upgrade` no longer hands the raw socket to the handler: its
+    // body is framed and read here like any other (a handler reading that socket waited for as
+    // long as the client liked; hookflow upgrades nothing). The connection ends after it.
 
     // hookflow patch: every body up to `max_body` is read here, on the connection's own thread
     // (within the body deadline the caller set), not by whoever handles the request: a client
@@ -224,10 +216,7 @@ where
     // read at all: the answer (a 413) closes the connection.
     let mut continue_sent = false;
     let mut close_after = false;
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
+    let reader = if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
         } else if content_length > max_body {
@@ -271,6 +260,12 @@ where
         let mut decoder = Decoder::new(source_data);
         let mut buffer = Vec::new();
         (&mut decoder).take(max_body as u64 + 1).read_to_end(&mut buffer)?;
+        // chunked_transfer ends a chunk that the connection's end cut short as if it were the
+        // body's end: that is a client gone in the middle, not a shorter body.
+        if buffer.len() <= max_body && decoder.remaining_chunks_size().is_some() {
+            let info = "the connection ended in the middle of a chunk";
+            return Err(RequestCreationError::CreationIoError(IoError::new(ErrorKind::UnexpectedEof, info)));
+        }
         if buffer.len() > max_body {
             abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
             close_after = true;
