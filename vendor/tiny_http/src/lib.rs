@@ -451,10 +451,15 @@ impl Server {
                         backoff = std::time::Duration::from_millis(5);
                         let messages = inside_messages.clone();
                         let here = inside_here.clone();
+                        let closed = inside_close_trigger.clone();
                         let mut client = Some(client);
                         let spawned = tasks_pool.spawn(Box::new(move || {
                             // hookflow patch: a request `answer_here` answers is not handed out.
+                            // Once the server is dropped nobody takes requests any more: one
+                            // handed out then would never be answered, and this thread would wait
+                            // for that answer for ever (dropped, it is answered 500).
                             let queued = |rq: Request| match here.get() {
+                                _ if closed.load(Relaxed) => None,
                                 Some(answer) => answer(rq),
                                 None => Some(rq),
                             };
@@ -597,6 +602,11 @@ impl Iterator for IncomingRequests<'_> {
 impl Drop for Server {
     fn drop(&mut self) {
         self.close.store(true, Relaxed);
+        // hookflow patch: requests handed out and never taken are answered (500, by their drop),
+        // so that their connections' threads, which write the answers, do not wait for ever.
+        while let Some(message) = self.messages.try_pop() {
+            drop(message);
+        }
         // Connect briefly to ourselves to unblock the accept thread
         let maybe_stream = match &self.listening_addr {
             ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
