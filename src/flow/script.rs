@@ -541,9 +541,9 @@ pub const TRANSFORMER_FUNCTIONS: [&str; 4] = ["handleInput", "handleOutput", "ha
 
 /// Runs a transformer file once, as each call does (a script, not a function body: a top-level
 /// `return` is an error), in a context of its own on the checker engine, and says which of
-/// `TRANSFORMER_FUNCTIONS` it defines. An error here (a name not defined, say) is one every
-/// call would meet.
-pub fn transformer_defines(src: &str) -> Result<Vec<&'static str>, String> {
+/// `TRANSFORMER_FUNCTIONS` it defines, and which of `others` (identifiers) it defines as
+/// functions too. An error here (a name not defined, say) is one every call would meet.
+pub fn transformer_defines(src: &str, others: &[&str]) -> Result<(Vec<&'static str>, Vec<String>), String> {
     CHECKER.with(|c| {
         let mut c = c.borrow_mut();
         let e = c.get_or_insert_with(checker);
@@ -557,7 +557,13 @@ pub fn transformer_defines(src: &str) -> Result<Vec<&'static str>, String> {
                     defined.push(name);
                 }
             }
-            Ok(defined)
+            let mut also = Vec::new();
+            for name in others {
+                if transformer_function(ctx, name).catch(ctx)?.is_some() {
+                    also.push((*name).to_owned());
+                }
+            }
+            Ok((defined, also))
         })
         .map_err(|e| e.to_string())
     })

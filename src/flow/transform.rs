@@ -61,12 +61,17 @@ pub fn read(file: &Path, root: &Path) -> Result<String, String> {
         files::read(root, file).map_err(|e| format!("{}: cannot read the transformer file: {e}", file.display()))?;
     let at = |e: String| format!("{}: {e}", file.display());
     crate::flow::script::check_syntax(&source, false).map_err(at)?;
-    let defined = crate::flow::script::transformer_defines(&source)
+    // Words that are one of the names in another case (`handleinput`), if the file makes them
+    // functions (not a word in a comment): such a function would never be called; say so,
+    // rather than transform nothing without a word.
+    let mut near: Vec<&str> =
+        words(&source).filter(|w| TRANSFORMER_FUNCTIONS.iter().any(|n| w != n && w.eq_ignore_ascii_case(n))).collect();
+    near.sort_unstable();
+    near.dedup();
+    let (defined, misspelt) = crate::flow::script::transformer_defines(&source, &near)
         .map_err(|e| at(format!("running the file as each call does failed: {e}")))?;
-    // A name spelt in another case (`handleinput`) would never be called: say so, rather than
-    // transform nothing without a word.
     for name in TRANSFORMER_FUNCTIONS.iter().filter(|n| !defined.contains(n)) {
-        if let Some(near) = words(&source).find(|w| w != name && w.eq_ignore_ascii_case(name)) {
+        if let Some(near) = misspelt.iter().find(|w| w.eq_ignore_ascii_case(name)) {
             return Err(at(format!("it defines {near}, but the function is called {name} (names are case-sensitive)")));
         }
     }
@@ -131,6 +136,8 @@ mod tests {
                 "it defines handleinput, but the function is called handleInput",
             ),
             ("none", "const x = 1;", "it defines none of handleInput, handleOutput"),
+            // A word in a comment is no function: only "defines none" is said.
+            ("comment", "// handleoutput is not needed\nconst x = 1;", "it defines none of"),
             ("return", "function handleInput() {}\nreturn;", "return"),
             ("cognigy", "createWebhookTransformer({ handleInput: async () => null });", "createWebhookTransformer"),
         ] {
