@@ -60,7 +60,6 @@ fn handle(cx: &HttpContext, mut req: Request) {
     // The path only: the query string may carry an admin key (`api_key`).
     log::debug!("{} {}", req.method(), req.url().split('?').next().unwrap_or(""));
     let reply = route(cx, &mut req);
-    drain_body(&mut req, cx.config.limits.max_body_bytes);
     cx.metrics.request(reply.endpoint.as_deref().unwrap_or("-"), reply.route.label(), reply.status);
     let mut resp = Response::from_string(reply.body)
         .with_status_code(reply.status)
@@ -113,22 +112,6 @@ fn run_here(cx: &HttpContext, key: SessionKey) {
         // Replicas: `accept_here` gives no session to run; announcing it is the safe answer.
         None => cx.sched.announce(key),
     }
-}
-
-/// Most bytes of an unread request body drained to keep a keep-alive connection in step.
-const DRAIN_LIMIT: u64 = 1024 * 1024;
-
-/// Reads what is left of a request body we answered without reading (an early error, an
-/// oversized chunked body), so that on a keep-alive connection it is not parsed as the next
-/// request. tiny_http does this itself up to 64 KiB (see vendor/README.md); here a chunked body
-/// is drained up to `DRAIN_LIMIT`. A declared body over the limit is left alone (the client
-/// may never send it). A body left unread closes the connection (tiny_http, `abandoned`), so
-/// that it is never parsed as a request; a client that stalls is cut off by the socket timeout.
-fn drain_body(req: &mut Request, max: usize) {
-    if req.body_length().is_some_and(|n| n > max) {
-        return;
-    }
-    let _ = std::io::copy(&mut req.as_reader().take(DRAIN_LIMIT), &mut std::io::sink());
 }
 
 fn header(name: &str, value: &str) -> Header {

@@ -45,9 +45,6 @@ pub struct ClientConnection {
     head_bytes: usize,
     /// No request has been read yet (its head deadline runs from the accept).
     first: bool,
-    /// A request's body was dropped with more left unread than is drained: the stream is no
-    /// longer at a request's start, so the connection is closed instead of read on.
-    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The answer to the request handed out last: what its handler writes comes through the
     /// channel, and this connection's own thread writes it to the socket (see `next`).
     answer: Option<(std::sync::mpsc::Receiver<Vec<u8>>, SequentialWriter<BufWriter<RefinedTcpStream>>)>,
@@ -124,7 +121,6 @@ impl ClientConnection {
             deadline,
             head_bytes: 0,
             first: true,
-            abandoned: std::sync::Arc::default(),
             answer: None,
             close_after_answer: false,
         }
@@ -210,15 +206,6 @@ impl ClientConnection {
         }
         let head = self.read_head();
         self.deadline.set(None);
-        // The head has been read, so the previous request (and its body reader) is gone: if it
-        // left its body unread, what was just parsed is that body, not a request.
-        if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
-            // The answer to that request (a 413, say) may still be on its way to a client that
-            // is sending the body: linger as a rejection does.
-            self.linger();
-            let e = IoError::new(ErrorKind::InvalidData, "the previous request's body was left unread");
-            return Err(ReadError::ReadIoError(e));
-        }
         let (method, path, version, headers) = match head {
             Ok(head) => head,
             // A client that stopped in the middle of a head gets a 408; an idle one (nothing
@@ -258,7 +245,6 @@ impl ClientConnection {
             self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
             ChannelWriter::new(answer_tx),
-            self.abandoned.clone(),
             self.limits.max_body_bytes,
             &mut writer,
         );

@@ -7,7 +7,6 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{DrainOnDrop, EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -166,7 +165,6 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
-    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
     max_body: usize,
     continue_to: &mut dyn Write,
 ) -> Result<Request, RequestCreationError>
@@ -220,7 +218,6 @@ where
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
         } else if content_length > max_body {
-            abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
             close_after = true;
             Box::new(NotRead) as Box<dyn Read + Send + 'static>
         } else {
@@ -228,8 +225,6 @@ where
                 send_continue(continue_to)?;
                 continue_sent = true;
             }
-            // if the content-length is small enough, we just read everything into a buffer
-
             // Grown as the bytes come (not the declared size up front: a client that declares
             // a body and sends nothing would hold that memory for the body's deadline).
             let mut buffer: Vec<u8> = Vec::with_capacity(std::cmp::min::<usize>(content_length, 16 * 1024));
@@ -262,10 +257,7 @@ where
             let info = "the connection ended in the middle of a chunk";
             return Err(RequestCreationError::CreationIoError(IoError::new(ErrorKind::UnexpectedEof, info)));
         }
-        if buffer.len() > max_body {
-            abandoned.store(true, std::sync::atomic::Ordering::SeqCst);
-            close_after = true;
-        }
+        close_after = buffer.len() > max_body;
         Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,

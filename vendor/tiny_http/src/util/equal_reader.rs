@@ -1,62 +1,7 @@
 use std::io::Read;
 use std::io::Result as IoResult;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Arc;
-
-/// hookflow patch: the most of an unread body drained when a request is dropped.
-const DRAIN_LIMIT: usize = 64 * 1024;
-
-/// hookflow patch: a chunked body's decoder that, when dropped before its end, drains up to
-/// `DRAIN_LIMIT` and otherwise marks the connection for closing, as `EqualReader` does.
-pub struct DrainOnDrop<R: Read> {
-    reader: R,
-    ended: bool,
-    /// A read failed (a timeout, say): the decoder may have lost its place in the framing
-    /// (chunked_transfer keeps a half-read chunk size in a local), so its end means nothing.
-    failed: bool,
-    abandoned: Arc<AtomicBool>,
-}
-
-impl<R: Read> DrainOnDrop<R> {
-    pub fn new(reader: R, abandoned: Arc<AtomicBool>) -> Self {
-        DrainOnDrop { reader, ended: false, failed: false, abandoned }
-    }
-}
-
-impl<R: Read> Read for DrainOnDrop<R> {
-    fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        match self.reader.read(buf) {
-            Ok(0) if !buf.is_empty() => {
-                self.ended = true;
-                Ok(0)
-            }
-            Ok(n) => Ok(n),
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
-    }
-}
-
-impl<R: Read> Drop for DrainOnDrop<R> {
-    fn drop(&mut self) {
-        let mut buf = [0u8; 8192];
-        let mut drained = 0;
-        while !self.ended && !self.failed && drained <= DRAIN_LIMIT {
-            match self.reader.read(&mut buf) {
-                Ok(0) => self.ended = true,
-                Ok(n) => drained += n,
-                Err(_) => self.failed = true,
-            }
-        }
-        if !self.ended || self.failed {
-            self.abandoned.store(true, Ordering::SeqCst);
-        }
-    }
-}
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
 ///
@@ -70,8 +15,6 @@ where
     reader: R,
     size: usize,
     last_read_signal: Sender<IoResult<()>>,
-    /// hookflow patch: set when the body is left unread, so that the connection closes.
-    abandoned: Option<Arc<AtomicBool>>,
 }
 
 impl<R> EqualReader<R>
@@ -85,17 +28,9 @@ where
             reader,
             size,
             last_read_signal: tx,
-            abandoned: None,
         };
 
         (r, rx)
-    }
-
-    /// hookflow patch: `abandoned` is set if the body is dropped with more left unread than
-    /// can be drained.
-    pub fn abandoned_to(mut self, abandoned: Arc<AtomicBool>) -> Self {
-        self.abandoned = Some(abandoned);
-        self
     }
 }
 
@@ -133,14 +68,10 @@ where
         // the body is drained through a fixed buffer and only up to DRAIN_LIMIT bytes. The
         // original allocated `vec![0; remaining]` from the client's Content-Length, so one
         // request declaring a huge body aborted the process. Past the limit the connection is
-        // left unsynchronised, so the connection is marked for closing (`abandoned`): the
-        // unread body must never be parsed as a next request (that would let a client smuggle
-        // one past a proxy, in a body the server refused unread).
+        // left unsynchronised; the next parse fails and tiny_http closes it.
+        const DRAIN_LIMIT: usize = 64 * 1024;
         let mut remaining_to_read = self.size;
         if remaining_to_read > DRAIN_LIMIT {
-            if let Some(a) = &self.abandoned {
-                a.store(true, Ordering::SeqCst);
-            }
             return;
         }
         let mut buf = [0u8; 8192];
@@ -161,53 +92,13 @@ where
                 }
             }
         }
-        // A drain cut short (a client that stalls past the socket timeout) leaves the rest of
-        // the body to come: it must not be read as a request either.
-        if remaining_to_read > 0 {
-            if let Some(a) = &self.abandoned {
-                a.store(true, Ordering::SeqCst);
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{DrainOnDrop, EqualReader, DRAIN_LIMIT};
+    use super::EqualReader;
     use std::io::Read;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
-    /// hookflow patch: a body dropped unread beyond what is drained marks the connection.
-    #[test]
-    fn a_body_dropped_unread_past_the_drain_limit_is_abandoned() {
-        use std::io::Cursor;
-        for (len, abandoned) in [(100, false), (DRAIN_LIMIT + 1, true)] {
-            let body = vec![b'x'; len];
-            let flag = Arc::new(AtomicBool::new(false));
-            let (reader, _) = EqualReader::new(Cursor::new(body.clone()), len);
-            drop(reader.abandoned_to(flag.clone()));
-            assert_eq!(flag.load(Ordering::SeqCst), abandoned, "Content-Length body of {len}");
-            // The same as one chunk of a chunked body.
-            let chunked = [format!("{len:x}\r\n").into_bytes(), body, b"\r\n0\r\n\r\n".to_vec()].concat();
-            let flag = Arc::new(AtomicBool::new(false));
-            drop(DrainOnDrop::new(chunked_transfer::Decoder::new(Cursor::new(chunked)), flag.clone()));
-            assert_eq!(flag.load(Ordering::SeqCst), abandoned, "chunked body of {len}");
-        }
-        // A body whose drain stops early (the client stalls: a read fails) is abandoned too.
-        struct Stalls;
-        impl Read for Stalls {
-            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-                Err(std::io::ErrorKind::TimedOut.into())
-            }
-        }
-        let flag = Arc::new(AtomicBool::new(false));
-        drop(EqualReader::new(Stalls, 100).0.abandoned_to(flag.clone()));
-        assert!(flag.load(Ordering::SeqCst), "a Content-Length body cut short");
-        let flag = Arc::new(AtomicBool::new(false));
-        drop(DrainOnDrop::new(Stalls, flag.clone()));
-        assert!(flag.load(Ordering::SeqCst), "a chunked body cut short");
-    }
 
     #[test]
     fn test_limit() {
