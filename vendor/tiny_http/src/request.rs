@@ -71,9 +71,8 @@ pub struct Request {
     // true if a `100 Continue` response must be sent when `as_reader()` is called
     must_send_continue: bool,
 
-    // A message must be sent to each of these after responding (hookflow patch: more than
-    // one: HTTPS connections wait for each answer, and so does a connection closed after it)
-    notify_when_responded: Vec<Sender<()>>,
+    // If Some, a message must be sent after responding
+    notify_when_responded: Option<Sender<()>>,
 
     // hookflow patch: the connection closes after this answer (its body was left unread),
     // and the answer says so with `Connection: close`
@@ -81,7 +80,7 @@ pub struct Request {
 }
 
 struct NotifyOnDrop<R> {
-    sender: Vec<Sender<()>>,
+    sender: Sender<()>,
     inner: R,
 }
 
@@ -100,15 +99,7 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        notify(&mut self.sender);
-    }
-}
-
-/// hookflow patch: tells each waiting side that the answer is out (a side that stopped waiting
-/// is no error).
-fn notify(senders: &mut Vec<Sender<()>>) {
-    for s in senders.drain(..) {
-        let _ = s.send(());
+        self.sender.send(()).unwrap();
     }
 }
 
@@ -277,7 +268,7 @@ where
         headers,
         body_length: content_length,
         must_send_continue: expects_continue && !continue_sent,
-        notify_when_responded: Vec::new(),
+        notify_when_responded: None,
         close_after,
     })
 }
@@ -363,11 +354,15 @@ impl Request {
         self.response_writer.as_mut().unwrap().flush().ok(); // TODO: unused result
 
         let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
-        let sender = std::mem::take(&mut self.notify_when_responded);
-        Box::new(NotifyOnDrop {
-            sender,
-            inner: stream,
-        }) as Box<dyn ReadWrite + Send>
+        if let Some(sender) = self.notify_when_responded.take() {
+            let stream = NotifyOnDrop {
+                sender,
+                inner: stream,
+            };
+            Box::new(stream) as Box<dyn ReadWrite + Send>
+        } else {
+            Box::new(stream) as Box<dyn ReadWrite + Send>
+        }
     }
 
     /// Allows to read the body of the request.
@@ -420,11 +415,15 @@ impl Request {
     #[inline]
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
         let writer = self.extract_writer_impl();
-        let sender = std::mem::take(&mut self.notify_when_responded);
-        Box::new(NotifyOnDrop {
-            sender,
-            inner: writer,
-        }) as Box<dyn Write + Send + 'static>
+        if let Some(sender) = self.notify_when_responded.take() {
+            let writer = NotifyOnDrop {
+                sender,
+                inner: writer,
+            };
+            Box::new(writer) as Box<dyn Write + Send + 'static>
+        } else {
+            writer
+        }
     }
 
     /// Extract the response `Writer` object from the Request, dropping this `Writer` has the same side effects
@@ -461,7 +460,9 @@ impl Request {
         R: Read,
     {
         let res = self.respond_impl(response);
-        notify(&mut self.notify_when_responded);
+        if let Some(sender) = self.notify_when_responded.take() {
+            sender.send(()).unwrap();
+        }
         res
     }
 
@@ -500,7 +501,7 @@ impl Request {
     }
 
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
-        self.notify_when_responded.push(sender);
+        self.notify_when_responded = Some(sender);
         self
     }
 
@@ -525,7 +526,9 @@ impl Drop for Request {
         if self.response_writer.is_some() {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
-            notify(&mut self.notify_when_responded);
+            if let Some(sender) = self.notify_when_responded.take() {
+                sender.send(()).unwrap();
+            }
         }
     }
 }
