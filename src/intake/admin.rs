@@ -194,10 +194,24 @@ fn delete_session(cx: &HttpContext, key: &SessionKey) -> Reply {
 /// Dead letters a page lists unless `limit` says otherwise, and at most.
 const DEAD_PAGE: usize = 100;
 const DEAD_PAGE_MAX: usize = 1000;
-/// A page ends early once the bodies on it pass this many bytes (one dead letter at least): dead
-/// letters pile up while a webhook is broken, and a body becomes a JSON tree many times its size
-/// in memory, so one request must not read them all at once.
-pub(super) const PAGE_BYTES: usize = 1 << 20;
+/// A page of dead letters or outputs ends early once the bodies on it pass this many bytes (one
+/// row at least): dead letters pile up while a webhook is broken, and a body becomes a JSON tree
+/// many times its size in memory, so one request must not read them all at once.
+const PAGE_BYTES: usize = 1 << 20;
+
+/// Cuts `list` after the rows whose bodies (`body`) fit in `PAGE_BYTES`, keeping one at least;
+/// true when it cut.
+pub(super) fn cut_to_page<T>(list: &mut Vec<T>, body: impl Fn(&T) -> usize) -> bool {
+    let mut bytes = 0;
+    let fits = list.iter().take_while(|row| {
+        bytes += body(row);
+        bytes <= PAGE_BYTES
+    });
+    let keep = fits.count().max(1).min(list.len());
+    let cut = keep < list.len();
+    list.truncate(keep);
+    cut
+}
 
 fn dead_letters(cx: &HttpContext, req: &Request) -> Reply {
     use super::console_api::{invalid, limit, query};
@@ -210,24 +224,21 @@ fn dead_letters(cx: &HttpContext, req: &Request) -> Reply {
                 invalid(format!("after must be a dead letter id (the \"next\" of the previous page), got {v:?}"))
             })?,
         };
-        let list = cx.store.dead_letters_page(after, limit).map_err(store_error)?;
+        let mut list = cx.store.dead_letters_page(after, limit).map_err(store_error)?;
         let full = list.len() == limit;
-        let (mut items, mut bytes, mut last, mut cut) = (Vec::new(), 0, None, false);
-        for d in list {
-            if !items.is_empty() && bytes + d.body.len() > PAGE_BYTES {
-                cut = true;
-                break;
-            }
-            bytes += d.body.len();
-            last = Some(d.id);
-            items.push(json!({
-                "id": d.id, "endpoint": d.key.endpoint, "userId": d.key.user_id,
-                "sessionId": d.key.session_id, "seq": d.seq, "attempts": d.attempts,
-                "lastError": d.last_error, "diedAt": crate::util::iso8601(d.died_at_ms),
-                "body": serde_json::from_str::<Value>(&d.body).unwrap_or(Value::Null),
-            }));
-        }
-        let next = (full || cut).then_some(last).flatten();
+        let cut = cut_to_page(&mut list, |d| d.body.len());
+        let next = (full || cut).then(|| list.last().map(|d| d.id)).flatten();
+        let items: Vec<Value> = list
+            .into_iter()
+            .map(|d| {
+                json!({
+                    "id": d.id, "endpoint": d.key.endpoint, "userId": d.key.user_id,
+                    "sessionId": d.key.session_id, "seq": d.seq, "attempts": d.attempts,
+                    "lastError": d.last_error, "diedAt": crate::util::iso8601(d.died_at_ms),
+                    "body": serde_json::from_str::<Value>(&d.body).unwrap_or(Value::Null),
+                })
+            })
+            .collect();
         Ok(Reply::json(200, json!({ "deadLetters": items, "next": next })))
     };
     page().unwrap_or_else(|r| r)

@@ -156,15 +156,7 @@ fn outputs(cx: &HttpContext, req: &Request) -> Answer {
         ..filter(&q)
     };
     let mut list = cx.store.outputs(&f).map_err(store_error)?;
-    // As the dead letters' list: a page of large outputs ends early (`admin::PAGE_BYTES`).
-    let mut bytes = 0;
-    let fits = list.iter().take_while(|e| {
-        bytes += e.body.len();
-        bytes <= super::admin::PAGE_BYTES
-    });
-    let keep = fits.count().max(1).min(list.len());
-    let cut = keep < list.len();
-    list.truncate(keep);
+    let cut = super::admin::cut_to_page(&mut list, |e| e.body.len());
     let next = (cut || list.len() == limit).then(|| list.last().map(|e| e.id)).flatten();
     let items: Vec<Value> = list.iter().map(|e| output_json(cx, e)).collect();
     Ok(Reply::json(200, obj(vec![("outputs", items.into()), ("next", next.into())])))

@@ -108,9 +108,9 @@ fn run_here(cx: &HttpContext, key: SessionKey) {
             let _running = Running(&cx.turn_running_here);
             with_engine(cx, |engine| crate::engine::worker::run_job(w, engine, Job::Run(key)));
         }
-        Some(_) => cx.sched.announce(key),
-        // Replicas: `accept_here` gives no session to run; announcing it is the safe answer.
-        None => cx.sched.announce(key),
+        // Another http thread runs a turn; or replicas, where `accept_here` gives no session to
+        // run (announcing it is the safe answer).
+        _ => cx.sched.announce(key),
     }
 }
 
