@@ -14,11 +14,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use crossbeam_channel::Sender;
 
 use super::writer::{AcceptError, StoreStatus};
+use crate::domain::{JobKind, SessionKey};
+use crate::store::{Accept, Store};
 
 /// How often an accept waiting for the group being written looks whether the database answers.
 const WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(100);
-use crate::domain::{JobKind, SessionKey};
-use crate::store::{Accept, Store};
 
 pub(crate) struct Direct {
     store: Arc<dyn Store>,

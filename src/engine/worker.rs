@@ -3,8 +3,9 @@
 //! session — or parks at an outbound call (the call goes to `calls.rs`; its answer comes back as a
 //! `Resume` job, which any worker runs). Expiry of old sessions runs here too, between turns and on
 //! an idle worker's tick. `run_job` is one job; an http thread runs it too, for the session its
-//! accept made runnable at low load (`intake/routes.rs`), so the pool is the floor of the threads
-//! running turns, not the ceiling: at most `workers` plus the http threads run at once.
+//! accept made runnable at low load (`intake/routes.rs`, one http thread at a time), so the pool
+//! is the floor of the threads running turns, not the ceiling: at most `workers` plus one run at
+//! once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
