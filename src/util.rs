@@ -197,6 +197,22 @@ pub(crate) fn retry_after_of<B>(resp: &ureq::http::Response<B>) -> Option<std::t
     parse_retry_after(v, now_ms())
 }
 
+/// An error and its causes, joined by ": ": a driver's own words often name only the step
+/// ("invalid connection string", "error performing TLS handshake"), its causes say what was
+/// wrong ("invalid value for option `sslmode`", "invalid peer certificate: UnknownIssuer").
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

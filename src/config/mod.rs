@@ -29,7 +29,6 @@ pub mod walk;
 
 pub use checks::shown_url;
 pub use schema::*;
-pub(crate) use store::with_causes as store_url_error;
 pub use translation::{ProviderKind, Translation, TranslationProvider, UserLanguage, same_language, valid_language};
 
 /// One problem in the file.

@@ -87,24 +87,9 @@ impl Loader<'_> {
             Ok(_) => Some(url),
             Err(e) => {
                 // The driver's message does not quote the URL, so no password is shown.
-                self.error(path, format!("not a valid PostgreSQL URL: {}", with_causes(&e)));
+                self.error(path, format!("not a valid PostgreSQL URL: {}", crate::util::with_causes(&e)));
                 None
             }
         }
     }
-}
-
-/// The driver's error and its causes: its own words name only the step ("invalid connection
-/// string"), the causes say what was wrong ("invalid value for option `sslmode`").
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.ends_with(&more) {
-            text = format!("{text}: {more}");
-        }
-        cause = c.source();
-    }
-    text
 }

@@ -23,7 +23,7 @@ pub fn target_of(config: &postgres::Config) -> String {
 /// vanished server.
 pub fn driver_config(pg: &Postgres) -> Result<(postgres::Config, bool)> {
     let mut config: postgres::Config = pg.url.parse().map_err(|e| {
-        let why = crate::config::store_url_error(&e);
+        let why = crate::util::with_causes(&e);
         StoreError::new(ErrorKind::Other, format!("store.url is not a valid PostgreSQL URL: {why}"))
     })?;
     config.application_name("hookflow");

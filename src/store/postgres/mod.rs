@@ -100,21 +100,7 @@ impl From<postgres::Error> for StoreError {
         };
         let message = match e.as_db_error() {
             Some(db) => format!("PostgreSQL: {}", db.message()),
-            None => {
-                // The driver's own words name only the step ("error performing TLS handshake");
-                // the causes below say why ("invalid peer certificate: UnknownIssuer").
-                let mut m = format!("PostgreSQL: {e}");
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    let text = c.to_string();
-                    if !m.ends_with(&text) {
-                        m.push_str(": ");
-                        m.push_str(&text);
-                    }
-                    cause = c.source();
-                }
-                m
-            }
+            None => format!("PostgreSQL: {}", crate::util::with_causes(&e)),
         };
         StoreError::new(kind, message)
     }
