@@ -520,7 +520,7 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
         // one. (The driver knows disable, prefer and require; libpq's verify-ca and verify-full
         // are refused with the URL, and `require` verifies as verify-full does.)
         hookflow::config::StoreKind::Sqlite => hookflow::config::Postgres {
-            tls: url_tls(&to),
+            tls: hookflow::config::PostgresTls::of_url(&to).unwrap_or(hookflow::config::PostgresTls::Prefer),
             url: to,
             pool: 1,
             lease: std::time::Duration::from_secs(10),
@@ -531,17 +531,6 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
     let said = hookflow::store::postgres::import(&pg, export).map_err(|e| Failure::Runtime(e.to_string()))?;
     out!("{said}");
     Ok(())
-}
-
-/// The TLS mode a PostgreSQL URL asks for with `sslmode=` (`prefer` when it does not).
-fn url_tls(url: &str) -> hookflow::config::PostgresTls {
-    use hookflow::config::PostgresTls;
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    match query.split('&').find_map(|kv| kv.strip_prefix("sslmode=")) {
-        Some("disable") => PostgresTls::Disable,
-        Some("require") => PostgresTls::Require,
-        _ => PostgresTls::Prefer,
-    }
 }
 
 fn try_flow(opts: Opts) -> Result<(), Failure> {

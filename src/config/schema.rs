@@ -142,8 +142,8 @@ impl std::fmt::Debug for Postgres {
     }
 }
 
-/// `store.tls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `store.tls`; ordered from the least strict to the most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PostgresTls {
     /// Plain TCP.
     Disable,
@@ -151,6 +151,19 @@ pub enum PostgresTls {
     Prefer,
     /// TLS, verified (the certificate chains to a public root or `caFile` and names the host).
     Require,
+}
+
+impl PostgresTls {
+    /// The mode a PostgreSQL URL asks for with `sslmode=`, when it does (`verify-ca` and
+    /// `verify-full` are refused where the URL is read).
+    pub fn of_url(url: &str) -> Option<PostgresTls> {
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        match query.split('&').find_map(|kv| kv.strip_prefix("sslmode="))? {
+            "disable" => Some(PostgresTls::Disable),
+            "require" => Some(PostgresTls::Require),
+            _ => Some(PostgresTls::Prefer),
+        }
+    }
 }
 
 /// `console`.

@@ -39,17 +39,19 @@ impl Loader<'_> {
 
     fn postgres(&mut self, o: &Obj) -> Postgres {
         let url = self.req(o, "url", Self::postgres_url).unwrap_or_default();
-        let tls = match self.opt_choice(o, "tls", &["disable", "prefer", "require"]) {
-            Some("disable") => PostgresTls::Disable,
-            Some("require") => PostgresTls::Require,
-            Some(_) => PostgresTls::Prefer,
-            // Not given: the URL's `sslmode` says it, if it does (`disable` there was overridden
-            // by the default `prefer`, which then failed on a server's self-signed certificate).
-            None => match url.parse::<postgres::Config>().ok().filter(|_| url.contains("sslmode=")) {
-                Some(c) if c.get_ssl_mode() == postgres::config::SslMode::Disable => PostgresTls::Disable,
-                Some(c) if c.get_ssl_mode() == postgres::config::SslMode::Require => PostgresTls::Require,
-                _ => PostgresTls::Prefer,
-            },
+        let given = match self.opt_choice(o, "tls", &["disable", "prefer", "require"]) {
+            Some("disable") => Some(PostgresTls::Disable),
+            Some("require") => Some(PostgresTls::Require),
+            Some(_) => Some(PostgresTls::Prefer),
+            None => None,
+        };
+        // With an `sslmode` in the URL too, the stricter of the two (a URL saying `require` fell
+        // back to plain text under the default `prefer`); without `store.tls`, the URL's (its
+        // `disable` was overridden by `prefer`, which then failed on a self-signed certificate).
+        let tls = match (given, PostgresTls::of_url(&url)) {
+            (Some(t), Some(u)) => t.max(u),
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => PostgresTls::Prefer,
         };
         let ca_file = self.opt(o, "caFile", |l, p, v| if v.is_null() { None } else { l.path(p, v) });
         if ca_file.is_some() && tls == PostgresTls::Disable {

@@ -261,9 +261,10 @@ fn byte_order_mark_is_skipped() {
 }
 
 /// `store.tls` left out: the URL's `sslmode` says it (a URL with `sslmode=disable` connected
-/// with the default `prefer`, and failed on a server's self-signed certificate).
+/// with the default `prefer`, and failed on a server's self-signed certificate); both given:
+/// the stricter.
 #[test]
-fn the_urls_sslmode_decides_when_store_tls_is_not_given() {
+fn the_urls_sslmode_and_store_tls_make_one_mode() {
     let tls = |store: &str| match ok(&config_with(&format!("\"store\": {store}"), "")).store {
         StoreKind::Postgres(pg) => pg.tls,
         StoreKind::Sqlite => panic!("not postgres"),
@@ -272,9 +273,18 @@ fn the_urls_sslmode_decides_when_store_tls_is_not_given() {
     assert_eq!(tls(&format!(r#"{{"type": "postgres", "url": "{url}?sslmode=disable"}}"#)), PostgresTls::Disable);
     assert_eq!(tls(&format!(r#"{{"type": "postgres", "url": "{url}?sslmode=require"}}"#)), PostgresTls::Require);
     assert_eq!(tls(&format!(r#"{{"type": "postgres", "url": "{url}"}}"#)), PostgresTls::Prefer);
+    // Both given: the stricter (a URL saying `require` fell back to plain text under `prefer`).
     assert_eq!(
         tls(&format!(r#"{{"type": "postgres", "url": "{url}?sslmode=disable", "tls": "require"}}"#)),
         PostgresTls::Require
+    );
+    assert_eq!(
+        tls(&format!(r#"{{"type": "postgres", "url": "{url}?sslmode=require", "tls": "prefer"}}"#)),
+        PostgresTls::Require
+    );
+    assert_eq!(
+        tls(&format!(r#"{{"type": "postgres", "url": "{url}?sslmode=prefer", "tls": "disable"}}"#)),
+        PostgresTls::Prefer
     );
 }
 

@@ -30,15 +30,8 @@ pub fn driver_config(pg: &Postgres) -> Result<(postgres::Config, bool)> {
     config.connect_timeout(Duration::from_secs(5));
     config.keepalives_idle(Duration::from_secs(10));
     config.tcp_user_timeout(Duration::from_secs(15));
-    // The stricter of `store.tls` and an `sslmode` in the URL: a URL saying `require` must never
-    // fall back to plain text because `store.tls` kept its default (`prefer`).
-    let url_mode = pg.url.contains("sslmode=").then(|| config.get_ssl_mode());
-    let tls = match url_mode {
-        Some(postgres::config::SslMode::Require) => PostgresTls::Require,
-        Some(postgres::config::SslMode::Prefer) if pg.tls == PostgresTls::Disable => PostgresTls::Prefer,
-        _ => pg.tls,
-    };
-    let tls = match tls {
+    // `store.tls` already holds the URL's `sslmode` (config/store.rs); the driver is told it.
+    let tls = match pg.tls {
         PostgresTls::Disable => {
             config.ssl_mode(postgres::config::SslMode::Disable);
             false
@@ -141,31 +134,4 @@ pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
         }
     };
     Ok(format!("store: PostgreSQL {version} at {target}: {schema}{vacuum}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use postgres::config::SslMode;
-
-    use super::*;
-
-    fn mode(url: &str, tls: PostgresTls) -> SslMode {
-        let pg = Postgres { url: url.into(), pool: 1, lease: Duration::from_secs(10), tls, ca_file: None };
-        driver_config(&pg).unwrap().0.get_ssl_mode()
-    }
-
-    /// `sslmode=require` in the URL was overridden by `store.tls`'s default, `prefer`, which falls
-    /// back to plain text against a server without TLS.
-    #[test]
-    fn the_stricter_of_the_urls_sslmode_and_store_tls_wins() {
-        let url = "postgres://u@h/db";
-        assert_eq!(mode(&format!("{url}?sslmode=require"), PostgresTls::Prefer), SslMode::Require);
-        assert_eq!(mode(&format!("{url}?sslmode=require"), PostgresTls::Disable), SslMode::Require);
-        assert_eq!(mode(&format!("{url}?sslmode=disable"), PostgresTls::Require), SslMode::Require);
-        assert_eq!(mode(&format!("{url}?sslmode=prefer"), PostgresTls::Disable), SslMode::Prefer);
-        assert_eq!(mode(url, PostgresTls::Disable), SslMode::Disable);
-        assert_eq!(mode(url, PostgresTls::Prefer), SslMode::Prefer);
-    }
 }
