@@ -115,10 +115,7 @@ pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
     };
     let schema = match found {
         None if !schema::may_create(&mut client).map_err(fail)? => {
-            return Err(format!(
-                "PostgreSQL {version} at {target}: the database is empty and this role may not create tables in \
-                 it: GRANT CREATE ON SCHEMA public TO this role (or let its owner start hookflow once)"
-            ));
+            return Err(format!("PostgreSQL {version} at {target}: {}", schema::CANNOT_CREATE));
         }
         None => "empty (the schema is created at the first start)".to_owned(),
         Some(v) if v == schema::VERSION => format!("schema version {v}, current"),

@@ -104,12 +104,7 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
     let exists: bool = tx.query_one("SELECT to_regclass('hookflow_schema') IS NOT NULL", &[])?.get(0);
     if !exists {
         if !may_create(&mut tx)? {
-            return Err(StoreError::new(
-                ErrorKind::Data,
-                "the database is empty and this role may not create tables in it: \
-                 GRANT CREATE ON SCHEMA public TO this role (or let its owner start hookflow once)"
-                    .to_owned(),
-            ));
+            return Err(StoreError::new(ErrorKind::Data, CANNOT_CREATE.to_owned()));
         }
         tx.batch_execute("CREATE TABLE hookflow_schema (version BIGINT NOT NULL)")?;
     }
@@ -137,6 +132,10 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
     tx.commit()?;
     Ok(found)
 }
+
+/// Why an empty database cannot be set up by this role, and the fix (start and `check --connect`).
+pub const CANNOT_CREATE: &str = "the database is empty and this role may not create tables in it: \
+                                 GRANT CREATE ON SCHEMA public TO this role (or let its owner start hookflow once)";
 
 /// Whether this role may create tables in its current schema (an empty database needs it).
 pub fn may_create(client: &mut impl postgres::GenericClient) -> Result<bool> {
