@@ -460,19 +460,25 @@ fn serve_workers_0_is_one_per_cpu_as_in_the_file_and_too_many_is_refused() {
     assert!(stderr(&o).contains("--workers must be from 0 (one per CPU) to 1024, got 5000"), "{}", show(&o));
 }
 
+/// The test config with `n` endpoints, all on `flow.json`.
+fn endpoints_sharing_one_flow(n: usize) -> serde_json::Value {
+    let mut cfg = config("http://127.0.0.1:9/");
+    for i in 1..n {
+        let mut ep = cfg["endpoints"][0].clone();
+        ep["name"] = json!(format!("ep{i}"));
+        ep["urlToken"] = json!(format!("token-{i:02}-0123456789abcdef"));
+        cfg["endpoints"].as_array_mut().unwrap().push(ep);
+    }
+    cfg
+}
+
 /// `hookflow check ... | head -1`: the reader goes away before everything is printed. The
 /// output is information only; `println!` panicked on the broken pipe ("failed printing to
 /// stdout"), and the exit status no longer said whether the config was good.
 #[test]
 fn check_into_a_closed_pipe_still_exits_with_the_verdict() {
     let dir = TempDir::new("cli-pipe");
-    let mut cfg = config("http://127.0.0.1:9/");
-    for i in 1..40 {
-        let mut ep = cfg["endpoints"][0].clone();
-        ep["name"] = json!(format!("ep{i}"));
-        ep["urlToken"] = json!(format!("token-{i:02}-0123456789abcdef"));
-        cfg["endpoints"].as_array_mut().unwrap().push(ep);
-    }
+    let cfg = endpoints_sharing_one_flow(40);
     let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookflow"))
         .args(["check", "--config", path.to_str().unwrap()])
@@ -492,13 +498,7 @@ fn check_into_a_closed_pipe_still_exits_with_the_verdict() {
 #[test]
 fn check_says_a_shared_flows_problems_once() {
     let dir = TempDir::new("cli-shared-flow");
-    let mut cfg = config("http://127.0.0.1:9/");
-    for i in 1..4 {
-        let mut ep = cfg["endpoints"][0].clone();
-        ep["name"] = json!(format!("ep{i}"));
-        ep["urlToken"] = json!(format!("token-{i:02}-0123456789abcdef"));
-        cfg["endpoints"].as_array_mut().unwrap().push(ep);
-    }
+    let cfg = endpoints_sharing_one_flow(4);
     let broken = json!({ "nodes": [ { "type": "say" } ] });
     let path = write_files(&dir.path, &cfg, &[("flow.json", &broken)]);
     let out = run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
