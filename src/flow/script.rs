@@ -185,7 +185,13 @@ impl Engine {
     /// Starts a turn: a new context for its first script (nothing of the last turn's globals or
     /// built-ins is left) and the whole `limits.turnScriptMs` again.
     pub fn begin_turn(&mut self) {
-        self.ctx = None;
+        // The last turn's context holds itself (`globalThis.globalThis`), so dropping it frees
+        // nothing until QuickJS collects cycles, which it does only when its heap has grown by
+        // half since the last time: a turn that kept 9 MB made later turns of any session run
+        // out of `limits.scriptMemoryBytes`. Collected now, each turn starts with the whole limit.
+        if self.ctx.take().is_some() {
+            self.rt.run_gc();
+        }
         self.api = false;
         self.used = Duration::ZERO;
         self.stopped = None;
@@ -214,8 +220,20 @@ impl Engine {
     }
 
     /// The turn's context, made on first use.
-    fn turn_context(&mut self) -> Context {
-        self.ctx.get_or_insert_with(|| Context::full(&self.rt).expect("QuickJS can allocate a context")).clone()
+    fn turn_context(&mut self) -> Result<Context, ScriptError> {
+        if self.ctx.is_none() {
+            self.ctx = Some(self.new_context()?);
+        }
+        Ok(self.ctx.clone().expect("made above"))
+    }
+
+    /// A new context; out of memory (`limits.scriptMemoryBytes` cannot hold even the built-ins)
+    /// is the script's failure, as any other, not a panic of the thread running the turn.
+    fn new_context(&mut self) -> Result<Context, ScriptError> {
+        Context::full(&self.rt).map_err(|_| {
+            self.reset();
+            ScriptError::Memory
+        })
     }
 
     /// Runs `f` in `context` under the limits; classifies failures and counts the time.
@@ -240,11 +258,24 @@ impl Engine {
         let started = Instant::now();
         let deadline = started + left.min(self.limits.timeout);
         self.deadline.set(Some(deadline));
-        let result = context.with(|ctx| f(&ctx).map_err(|e| caught_message(&e)));
+        let stop_now = || must_stop(&self.deadline, &self.stop);
+        let (result, emptied) = context.with(|ctx| {
+            let result = f(&ctx).map_err(|e| caught_message(&e));
+            // Promise callbacks the call left (also when it failed) run now, under its deadline:
+            // the job queue belongs to the runtime, so a job left there ran in whichever call of
+            // any session came next, and kept its turn's context alive until then.
+            (result, run_jobs(&ctx, stop_now))
+        });
         let ended = Instant::now();
         self.deadline.set(None);
         self.used = self.used.saturating_add(ended - started);
         let timed_out = ended >= deadline;
+        // Callbacks that kept queueing more until the deadline: as a script that ran too long
+        // (the runtime, with the jobs still queued in it, is thrown away below).
+        let result = match emptied {
+            true => result,
+            false => Err(("the promise callbacks did not finish".to_owned(), String::new())),
+        };
         match result {
             Ok(v) => Ok(v),
             Err(_) if self.stop_requested() => {
@@ -273,7 +304,7 @@ impl Engine {
     pub fn eval(&mut self, src: &str, scope: &Scope<'_>) -> Result<Option<Value>, ScriptError> {
         let (input, context, profile) = (scope.input.to_string(), scope.context.to_string(), scope.profile.to_string());
         let code = format!("(\n{src}\n)");
-        let ctx = self.turn_context();
+        let ctx = self.turn_context()?;
         self.guarded(&ctx, |ctx| {
             set_memory(ctx, &input, &context, &profile).catch(ctx)?;
             let v: JsValue = ctx.eval(code).catch(ctx)?;
@@ -291,7 +322,11 @@ impl Engine {
     ) -> Result<CodeResult, ScriptError> {
         let (i, c, p) = (input.to_string(), context.to_string(), profile.to_string());
         let code = format!("__hf_out = []; (function () {{\n{src}\n}})();");
-        let ctx = self.turn_context();
+        let ctx = self.turn_context()?;
+        let must_stop = {
+            let (deadline, stop) = (self.deadline.clone(), self.stop.clone());
+            move || must_stop(&deadline, &stop)
+        };
         // The api is only for Code nodes: templates, the common case, do not pay for it.
         let prelude = !std::mem::replace(&mut self.api, true);
         let (ni, nc, np, out) = self.guarded(&ctx, |ctx| {
@@ -300,6 +335,11 @@ impl Engine {
             }
             set_memory(ctx, &i, &c, &p).catch(ctx)?;
             ctx.eval::<(), _>(code).catch(ctx)?;
+            // Before the read-back, as a host runs them after a script: a `then` that sets
+            // `context` or calls `api.output` is part of the node.
+            if !run_jobs(ctx, &must_stop) {
+                return Err(CaughtError::Error(rquickjs::Error::Unknown));
+            }
             let g = ctx.globals();
             let read = |name: &str| -> rquickjs::Result<Option<Value>> { to_json(ctx, g.get(name)?) };
             Ok((
@@ -327,18 +367,40 @@ impl Engine {
     /// against the current turn's budget.
     pub fn call_transformer(&mut self, source: &str, name: &str, arg: &Value) -> Result<Called, ScriptError> {
         let (source, arg) = (source.to_owned(), arg.to_string());
-        let context = Context::full(&self.rt).expect("QuickJS can allocate a context");
-        self.guarded(&context, |ctx| {
+        let context = self.new_context()?;
+        let must_stop = {
+            let (deadline, stop) = (self.deadline.clone(), self.stop.clone());
+            move || must_stop(&deadline, &stop)
+        };
+        let called = self.guarded(&context, |ctx| {
             ctx.eval::<(), _>(source).catch(ctx)?;
             let Some(f) = transformer_function(ctx, name).catch(ctx)? else { return Ok(Called::Undefined) };
             let arg = ctx.json_parse(arg).catch(ctx)?;
             let mut v: JsValue = f.call((arg,)).catch(ctx)?;
             if let Some(p) = v.as_promise().cloned() {
-                // Cognigy's transformers are `async`: run the job queue until it settles.
-                v = p.finish::<JsValue>().catch(ctx)?;
+                // Cognigy's transformers are `async`: run the job queue until it settles, but
+                // not past the deadline (rquickjs' `finish` loops for as long as jobs come).
+                v = loop {
+                    if let Some(settled) = p.result::<JsValue>() {
+                        break settled.catch(ctx)?;
+                    }
+                    if must_stop() {
+                        return Err(CaughtError::Error(rquickjs::Error::Unknown));
+                    }
+                    if !ctx.execute_pending_job() {
+                        let never = "the promise it returned never settles (it waits for something that never comes)";
+                        return Err(CaughtError::Error(rquickjs::Error::new_from_js_message(
+                            "promise", "value", never,
+                        )));
+                    }
+                };
             }
             to_json(ctx, v).map(Called::Returned).catch(ctx)
-        })
+        });
+        // This call's context is garbage now (see `begin_turn`).
+        drop(context);
+        self.rt.run_gc();
+        called
     }
 }
 
@@ -439,10 +501,27 @@ fn runtime(limits: Limits, deadline: &Rc<Cell<Option<Instant>>>, stop: &Option<A
     rt.set_memory_limit(limits.memory);
     rt.set_max_stack_size(256 * 1024);
     let (d, stop) = (deadline.clone(), stop.clone());
-    rt.set_interrupt_handler(Some(Box::new(move || {
-        stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) || d.get().is_some_and(|t| Instant::now() >= t)
-    })));
+    rt.set_interrupt_handler(Some(Box::new(move || must_stop(&d, &stop))));
     rt
+}
+
+/// Whether the running call must stop: its deadline passed, or the shutdown began.
+fn must_stop(deadline: &Cell<Option<Instant>>, stop: &Option<Arc<AtomicBool>>) -> bool {
+    stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) || deadline.get().is_some_and(|t| Instant::now() >= t)
+}
+
+/// Runs the job queue (promise callbacks) until it is empty; false when the call must stop
+/// first. The interrupt handler stops a long callback; this stops a chain of short ones, each
+/// queueing the next.
+fn run_jobs(ctx: &Ctx<'_>, must_stop: impl Fn() -> bool) -> bool {
+    loop {
+        if !ctx.execute_pending_job() {
+            return true;
+        }
+        if must_stop() {
+            return false;
+        }
+    }
 }
 
 /// Sets `input`, `context`, `profile` and their aliases from JSON.
@@ -512,7 +591,7 @@ pub fn check_syntax(src: &str, expression: bool) -> Result<(), String> {
     CHECKER.with(|c| {
         let mut c = c.borrow_mut();
         let e = c.get_or_insert_with(checker);
-        let ctx = e.turn_context();
+        let ctx = e.turn_context().map_err(|e| e.to_string())?;
         e.guarded(&ctx, |ctx| ctx.eval::<(), _>(code).catch(ctx)).map_err(|e| past_the_end(e.to_string(), src))
     })
 }

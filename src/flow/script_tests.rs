@@ -130,6 +130,93 @@ fn every_transformer_call_starts_clean() {
     assert_eq!(eval(&mut e, "typeof ({}).polluted").unwrap(), Some(json!("undefined")));
 }
 
+/// Promise callbacks run when the script that queued them ends, as a JavaScript host runs them:
+/// they used to stay in the runtime's job queue and run in a later call of any session.
+#[test]
+fn promise_callbacks_run_with_their_node_and_never_in_another_call() {
+    let mut e = engine();
+    let (mut input, mut context) = (json!({}), json!({}));
+    let code = "Promise.all([1, 2]).then(r => { context.sum = r[0] + r[1]; api.output('then'); });";
+    let out = e.run_code(code, &mut input, &mut context, &mut json!({})).unwrap();
+    assert_eq!(context, json!({"sum": 3}), "the callback is part of the node");
+    assert_eq!(out.outputs.len(), 1);
+    // A callback queued by a node that then throws runs too, not in the next call.
+    let code = "Promise.resolve().then(() => { globalThis.late = 1; }); throw new Error('boom');";
+    assert!(e.run_code(code, &mut json!({}), &mut json!({}), &mut json!({})).is_err());
+    e.begin_turn();
+    let transformer = "globalThis.seen = typeof late; async function handleInput() { await null; return 'ok'; }";
+    assert_eq!(
+        e.call_transformer(transformer, "handleInput", &json!({})).unwrap(),
+        Called::Returned(Some(json!("ok")))
+    );
+    assert!(!e.rt.is_job_pending(), "nothing is left for the next call");
+
+    // Callbacks that queue more for ever: stopped at the call's time limit, and none is left
+    // to eat the time of the next call (an async transformer took 1 s more each, for good).
+    let endless = "function f() { Promise.resolve().then(f); } f();";
+    let err = e.run_code(endless, &mut json!({}), &mut json!({}), &mut json!({})).unwrap_err();
+    assert_eq!(err, ScriptError::Timeout);
+    assert!(!e.rt.is_job_pending(), "the queue went with the runtime");
+    e.begin_turn();
+    let started = Instant::now();
+    assert_eq!(
+        e.call_transformer(transformer, "handleInput", &json!({})).unwrap(),
+        Called::Returned(Some(json!("ok")))
+    );
+    assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
+    // The same chain started by a transformer, with an endless loop in each callback.
+    let hostile = "function f() { Promise.resolve().then(() => { f(); for (;;) {} }); } \
+                   async function handleInput() { f(); await null; return 'never'; }";
+    assert_eq!(e.call_transformer(hostile, "handleInput", &json!({})).unwrap_err(), ScriptError::Timeout);
+    assert_eq!(
+        e.call_transformer(transformer, "handleInput", &json!({})).unwrap(),
+        Called::Returned(Some(json!("ok")))
+    );
+}
+
+/// A promise that nothing will ever settle ends the call with a clear error, not a hang.
+#[test]
+fn a_transformer_promise_that_never_settles_is_an_error() {
+    let mut e = engine();
+    let file = "function handleInput() { return new Promise(() => {}); }";
+    let err = e.call_transformer(file, "handleInput", &json!({})).unwrap_err();
+    assert!(err.to_string().contains("never settles"), "{err}");
+}
+
+/// What one turn kept alive is collected before the next: it took the memory limit from later
+/// turns of any session (a 9 MB array held by the last turn's globals, then 10 MB refused).
+#[test]
+fn a_turn_gets_the_whole_memory_limit_whatever_the_last_one_kept() {
+    let limits = Limits { timeout: Duration::from_secs(2), memory: 16 << 20, turn: Duration::from_secs(10) };
+    let mut e = Engine::new(limits);
+    let keep = "globalThis.keep = []; for (let i = 0; i < 9000; i++) keep.push('q'.repeat(1000) + i);";
+    e.run_code(keep, &mut json!({}), &mut json!({}), &mut json!({})).unwrap();
+    for _ in 0..3 {
+        e.begin_turn();
+        let mut context = json!({});
+        e.run_code("context.n = new Uint8Array(10e6).length;", &mut json!({}), &mut context, &mut json!({})).unwrap();
+        assert_eq!(context, json!({"n": 10_000_000}));
+    }
+    // And by a transformer's context, which lives for one call.
+    let file = "globalThis.keep = []; for (let i = 0; i < 9000; i++) keep.push('q'.repeat(1000) + i); \
+                function handleOutput() { return keep.length; }";
+    assert_eq!(e.call_transformer(file, "handleOutput", &json!({})).unwrap(), Called::Returned(Some(json!(9000))));
+    e.begin_turn();
+    e.run_code("context.n = new Uint8Array(10e6).length;", &mut json!({}), &mut json!({}), &mut json!({})).unwrap();
+}
+
+/// A memory limit too small for a context's built-ins is the script's failure (a panic of the
+/// thread lost the message).
+#[test]
+fn a_context_that_does_not_fit_is_a_memory_error() {
+    let mut e = Engine::new(Limits { timeout: Duration::from_secs(1), memory: 64 << 10, turn: Duration::from_secs(5) });
+    assert_eq!(eval(&mut e, "1").unwrap_err(), ScriptError::Memory);
+    assert_eq!(
+        e.call_transformer("function handleInput() {}", "handleInput", &json!({})).unwrap_err(),
+        ScriptError::Memory
+    );
+}
+
 #[test]
 fn the_turn_budget_stops_the_call_that_reaches_it_and_refuses_the_rest_until_the_next_turn() {
     let limits = Limits { timeout: Duration::from_millis(300), memory: 8 << 20, turn: Duration::from_millis(500) };
