@@ -18,18 +18,18 @@ USAGE:
     hookflow --config FILE            (same as serve)
     hookflow check --config FILE [--connect]
                                       validate the config, every Flow and every transformer
-    hookflow try --config FILE --endpoint NAME
+    hookflow try --config FILE [--endpoint NAME]
                                       talk to an endpoint's Flow in the terminal (no server)
     hookflow sink [--listen ADDR] [--user U --password P]
                                       print every webhook POST received (default 127.0.0.1:9000)
-    hookflow store copy --config FILE --to postgres://...
+    hookflow store copy --config FILE --to postgres://... [--data-dir DIR]
                                       copy a stopped hookflow's SQLite store into PostgreSQL
     hookflow keygen                   print a new API key and its sha256: form for the config
     hookflow COMMAND --help           the usage of one command
     hookflow --version | --help
 
 Exit codes: 0 clean stop, 1 bad config or arguments, 2 run-time failure.
-Logs go to stderr; set RUST_LOG=debug to see each request, turn and delivery.
+Logs go to stderr; set RUST_LOG=hookflow=debug to see each request, turn and delivery.
 ";
 
 /// Longest wait between two writes of folded log lines' summaries.
@@ -146,6 +146,20 @@ macro_rules! out {
     }};
 }
 
+/// `eprintln!`, likewise (`hookflow bogus 2>&1 | true` must still exit 1, not panic).
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `print!` of a usage text, likewise.
+fn usage(text: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     // Escapes control characters and folds repeated errors (see `logging`).
@@ -154,11 +168,11 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(m)) => {
-            eprintln!("{m}");
+            err!("{m}");
             ExitCode::from(1)
         }
         Err(Failure::Runtime(m)) => {
-            eprintln!("hookflow: {m}");
+            err!("hookflow: {m}");
             ExitCode::from(2)
         }
     }
@@ -262,18 +276,21 @@ fn parse_opts(cmd: &Command, args: &[String]) -> Result<Opts, Failure> {
 fn run(args: &[String]) -> Result<(), Failure> {
     let (name, rest) = match args.first().map(String::as_str) {
         None | Some("--help" | "-h") => {
-            print!("{HELP}");
+            usage(HELP);
             return Ok(());
         }
-        // `hookflow help` and `hookflow help COMMAND`.
-        Some("help") => match args.get(1) {
-            None => {
-                print!("{HELP}");
+        // `hookflow help` and `hookflow help COMMAND` (`help --help` is the general help too).
+        Some("help") => match args.get(1).map(String::as_str) {
+            None | Some("--help" | "-h") => {
+                usage(HELP);
                 return Ok(());
             }
-            Some(c) => (c.as_str(), &args[..0]),
+            Some(c) => (c, &args[..0]),
         },
         Some("--version" | "-V") => {
+            if let Some(extra) = args.get(1) {
+                return Err(Failure::Usage(format!("hookflow --version takes no arguments, got {extra:?}")));
+            }
             out!("hookflow {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
@@ -298,7 +315,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
     };
     let opts = parse_opts(cmd, rest)?;
     if opts.help || args[0] == "help" {
-        print!("{}", cmd.usage);
+        usage(cmd.usage);
         return Ok(());
     }
     match cmd.name {
@@ -538,7 +555,13 @@ fn try_flow(opts: Opts) -> Result<(), Failure> {
     let endpoint = match (&opts.endpoint, config.endpoints.as_slice()) {
         (Some(e), _) => e.clone(),
         (None, [only]) => only.name.clone(),
-        (None, _) => return Err(Failure::Usage("--endpoint NAME is required when the config has several".into())),
+        (None, all) => {
+            let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+            return Err(Failure::Usage(format!(
+                "--endpoint NAME is required when the config has several; it has: {}",
+                names.join(", ")
+            )));
+        }
     };
     let stdin = std::io::stdin();
     // A prompt only for a person at a terminal: piped input is not echoed, so there it would

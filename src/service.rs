@@ -279,7 +279,11 @@ impl Service {
             })?);
         }
         let where_ = match &config.store {
-            crate::config::StoreKind::Sqlite => format!("data in {}", config.data_dir.display()),
+            // The directory exists by now: said without the config's `..`s and symlinks.
+            crate::config::StoreKind::Sqlite => {
+                let dir = std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+                format!("data in {}", dir.display())
+            }
             crate::config::StoreKind::Postgres(pg) => format!(
                 "data in PostgreSQL at {}, replica {}",
                 crate::config::shown_url(&pg.url),

@@ -197,6 +197,16 @@ pub(crate) fn retry_after_of<B>(resp: &ureq::http::Response<B>) -> Option<std::t
     parse_retry_after(v, now_ms())
 }
 
+/// A JSON syntax error's place and message: `("line L, column C", what)`, serde_json's text
+/// without its own " at line L column C" (which would say the place twice). serde_json counts
+/// an error found before a line's first character (the end of an input that ends with a
+/// newline, or of an empty one) as column 0; people count from 1.
+pub fn json_error(e: &serde_json::Error) -> (String, String) {
+    let text = e.to_string();
+    let what = text.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&text);
+    (format!("line {}, column {}", e.line(), e.column().max(1)), what.to_owned())
+}
+
 /// An error and its causes, joined by ": ": a driver's own words often name only the step
 /// ("invalid connection string", "error performing TLS handshake"), its causes say what was
 /// wrong ("invalid value for option `sslmode`", "invalid peer certificate: UnknownIssuer").
@@ -241,6 +251,16 @@ mod tests {
         let mut empty = serde_json::json!({"a": {}, "b": []});
         assert!(!prune_depth(&mut empty, 2), "empty containers at the limit are within it");
         assert_eq!(empty, serde_json::json!({"a": {}, "b": []}));
+    }
+
+    #[test]
+    fn json_errors_count_columns_from_one() {
+        let empty = serde_json::from_str::<serde_json::Value>("").unwrap_err();
+        assert_eq!(json_error(&empty), ("line 1, column 1".into(), "EOF while parsing a value".into()));
+        let cut = serde_json::from_str::<serde_json::Value>("{\n").unwrap_err();
+        assert_eq!(json_error(&cut).0, "line 2, column 1");
+        let bad = serde_json::from_str::<serde_json::Value>("{x").unwrap_err();
+        assert_eq!(json_error(&bad), ("line 1, column 2".into(), "key must be a string".into()));
     }
 
     #[test]

@@ -36,12 +36,10 @@ fn invalid(message: impl Into<String>) -> BodyError {
     BodyError { code: "invalid_request", message: message.into() }
 }
 
-/// The message of a body that is not JSON: where, then what (serde_json's text without its own
-/// "at line L column C", which would say the place twice).
+/// The message of a body that is not JSON: where, then what.
 pub fn not_json(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let what = text.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&text);
-    format!("the body is not valid JSON (line {}, column {}): {what}", e.line(), e.column())
+    let (place, what) = crate::util::json_error(e);
+    format!("the body is not valid JSON ({place}): {what}")
 }
 
 /// Parses and validates a message body.

@@ -21,7 +21,7 @@ pub fn run(listen: &str, auth: Option<SinkAuth>) -> Result<(), String> {
     let limits = tiny_http::Limits { max_body_bytes: 64 << 20, ..tiny_http::Limits::default() };
     let server = tiny_http::Server::new(tiny_http::ServerConfig { addr, ssl: None, limits })
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    eprintln!("hookflow sink: listening on http://{}", server.server_addr());
+    let _ = writeln!(std::io::stderr(), "hookflow sink: listening on http://{}", server.server_addr());
     let expected = auth.map(|a| {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", a.user, a.password));
         format!("Basic {token}")
@@ -42,11 +42,14 @@ pub fn run(listen: &str, auth: Option<SinkAuth>) -> Result<(), String> {
             (Some(e), Some(got)) if *e == got => "ok",
             (Some(_), _) => "FAILED",
         };
+        // Escaped as the logs are: a body with a newline or an ESC must not pass for two POSTs
+        // or recolour the terminal.
         let line = format!(
-            "{} {} {} seq={seq} auth={auth} {body}",
+            "{} {} {} seq={seq} auth={auth} {}",
             crate::util::iso8601(crate::util::now_ms()),
             req.method(),
-            req.url()
+            crate::ops::logging::escape_controls(req.url()),
+            crate::ops::logging::escape_controls(&body)
         );
         let _ = writeln!(std::io::stdout().lock(), "{line}");
         // 200 even when the credentials do not match (config.md): a 401 would turn every output

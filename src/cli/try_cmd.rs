@@ -103,6 +103,15 @@ pub fn run(
                 }
             }
         }
+        if ended.is_none() && line.starts_with('/') && !line.starts_with("/agent") {
+            // Sent all the same (a user may type one), but a mistyped command should not pass
+            // for a message without a word.
+            let _ = writeln!(
+                out,
+                "  (sent as text: {} is not a command here; they are /reset, /quit, /agent TEXT, /agent-name NAME, /agent-end)",
+                line.split_whitespace().next().unwrap_or(line)
+            );
+        }
         let (text, data) = if ended.is_some() {
             (None, None)
         } else if line.starts_with('{') {

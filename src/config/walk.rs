@@ -57,10 +57,8 @@ pub fn index(parent: &str, i: usize) -> String {
 /// A JSON syntax error as `(place, message)`: serde_json appends the position to its message;
 /// it goes into the place instead.
 pub fn syntax_error(e: &serde_json::Error) -> (String, String) {
-    let text = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let message = text.strip_suffix(&suffix).unwrap_or(&text);
-    (format!("line {}, column {}", e.line(), e.column()), format!("invalid JSON: {message}"))
+    let (place, what) = crate::util::json_error(e);
+    (place, format!("invalid JSON: {what}"))
 }
 
 /// Suggests the nearest known key when it is close enough to be a typo, else lists them all.

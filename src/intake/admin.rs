@@ -254,7 +254,11 @@ fn replay(cx: &HttpContext, id: &str) -> Reply {
             cx.wake.all();
             Reply::json(200, json!({"status": "queued", "outputId": id, "seq": seq}))
         }
-        Ok(Replay::Unknown) => Reply::error(404, "unknown_dead_letter", "no dead letter has this id"),
+        Ok(Replay::Unknown) => Reply::error(
+            404,
+            "unknown_dead_letter",
+            "no dead letter has this id (a dead letter leaves the list once it is replayed: see GET /api/outputs?state=replayed)",
+        ),
         Ok(Replay::EndpointGone(name)) => Reply::error(
             409,
             "endpoint_not_configured",

@@ -115,14 +115,31 @@ fn time(q: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, Reply> 
     })
 }
 
+/// The `endpoint` filter, which must name a configured endpoint: a typo would otherwise match
+/// nothing and look like an empty store (or a bulk replay that found nothing to replay), while a
+/// session URL naming an unknown endpoint is refused too.
+fn endpoint<'q>(cx: &HttpContext, q: &'q BTreeMap<String, String>) -> Result<Option<&'q str>, Reply> {
+    match q.get("endpoint") {
+        Some(name) if cx.config.endpoint_by_name(name).is_none() => {
+            let names: Vec<&str> = cx.config.endpoints.iter().map(|e| e.name.as_str()).collect();
+            let hint = match crate::util::suggest(name, &names) {
+                s if s.is_empty() => format!(" (the config has: {})", names.join(", ")),
+                s => s,
+            };
+            Err(invalid(format!("query parameter \"endpoint\": no endpoint is named {name:?}{hint}")))
+        }
+        e => Ok(e.map(String::as_str)),
+    }
+}
+
 /// The endpoint, userId and sessionId filters.
-fn filter(q: &BTreeMap<String, String>) -> OutputFilter {
-    OutputFilter {
-        endpoint: q.get("endpoint").cloned(),
+fn filter(cx: &HttpContext, q: &BTreeMap<String, String>) -> Result<OutputFilter, Reply> {
+    Ok(OutputFilter {
+        endpoint: endpoint(cx, q)?.map(str::to_owned),
         user_id: q.get("user").cloned(),
         session_id: q.get("session").cloned(),
         ..OutputFilter::default()
-    }
+    })
 }
 
 // --- GET /api/outputs ----------------------------------------------------------------------------
@@ -153,7 +170,7 @@ fn outputs(cx: &HttpContext, req: &Request) -> Answer {
         since_ms: time(&q, "since")?,
         until_ms: time(&q, "until")?,
         limit,
-        ..filter(&q)
+        ..filter(cx, &q)?
     };
     let mut list = cx.store.outputs(&f).map_err(store_error)?;
     let cut = super::admin::cut_to_page(&mut list, |e| e.body.len());
@@ -207,7 +224,7 @@ fn sessions(cx: &HttpContext, req: &Request) -> Answer {
     let q = query(req, &["endpoint", "q", "limit"], cx.store.holds_nul())?;
     let limit = limit(&q, DEFAULT_LIMIT, MAX_LIMIT)?;
     let text = q.get("q").map_or("", String::as_str);
-    let found = cx.store.find_sessions(q.get("endpoint").map(String::as_str), text, limit).map_err(store_error)?;
+    let found = cx.store.find_sessions(endpoint(cx, &q)?, text, limit).map_err(store_error)?;
     let mut items = Vec::with_capacity(found.len());
     for s in found {
         items.push(obj(vec![
@@ -326,7 +343,7 @@ fn replay(cx: &HttpContext, req: &Request) -> Answer {
     let q = query(req, &["endpoint", "user", "session", "since", "until", "limit"], cx.store.holds_nul())?;
     let limit = limit(&q, DEFAULT_REPLAY_LIMIT, MAX_REPLAY_LIMIT)?;
     // The time is when the output became a dead letter, as in the delivery log.
-    let f = OutputFilter { limit, since_ms: time(&q, "since")?, until_ms: time(&q, "until")?, ..filter(&q) };
+    let f = OutputFilter { limit, since_ms: time(&q, "since")?, until_ms: time(&q, "until")?, ..filter(cx, &q)? };
     let configured = |name: &str| cx.config.endpoint_by_name(name).is_some();
     let done = cx.store.replay_matching(&f, now_ms(), &configured).map_err(store_error)?;
     let more = done.len() == limit;

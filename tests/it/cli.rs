@@ -195,6 +195,12 @@ fn try_talks_to_the_flow_through_stdin() {
     let o = run_cli(&["try", "--config", path.to_str().unwrap(), "--endpoint", "nope"], &[], "", None);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(stderr(&o).contains("main"), "the error lists the endpoints: {}", show(&o));
+
+    // A mistyped command is sent as text, with a word saying so.
+    let o = run_cli(&["try", "--config", path.to_str().unwrap()], &[], "/rest\n", None);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(stdout(&o).contains("(sent as text: /rest is not a command here;"), "{}", show(&o));
+    assert!(stdout(&o).contains("bot: How many?"), "the Flow got it: {}", show(&o));
 }
 
 #[test]
@@ -373,6 +379,12 @@ fn sink_answers_200_and_prints_whether_basic_auth_matched() {
     assert_eq!(r.status, 200, "{}", r.body);
     let line = open.lines.recv_timeout(WAIT).expect("a line");
     assert!(line.contains("auth=sent"), "{line}");
+    // A body with a newline and an ESC is one line, escaped as the logs escape them: it passed
+    // for two POSTs, or recoloured the terminal.
+    let r = request("POST", &format!("{}/x", open.url), Some("{}\nfake line \u{1b}[31m"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let line = open.lines.recv_timeout(WAIT).expect("a line");
+    assert!(line.ends_with("{}\\nfake line \\u{1b}[31m"), "{line}");
 }
 
 #[test]
@@ -491,6 +503,62 @@ fn check_into_a_closed_pipe_still_exits_with_the_verdict() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+/// The usage, a usage error and `--version` into closed pipes (`hookflow --help | head -1`,
+/// `hookflow bogus 2>&1 | true`): `print!` and `eprintln!` panicked with exit 101.
+#[test]
+fn usage_and_errors_into_closed_pipes_keep_their_exit_codes() {
+    for (args, code) in
+        [(&["--help"][..], 0), (&["check", "--help"][..], 0), (&["bogus"][..], 1), (&["--version"][..], 0)]
+    {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hookflow"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        assert_eq!(child.wait().unwrap().code(), Some(code), "{args:?}");
+    }
+}
+
+#[test]
+fn try_without_endpoint_names_the_configs_endpoints() {
+    let dir = TempDir::new("cli-try-several");
+    let path = write_files(&dir.path, &endpoints_sharing_one_flow(3), &[("flow.json", &echo_flow())]);
+    let o = run_cli(&["try", "--config", path.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stderr(&o).contains("when the config has several; it has: main, ep1, ep2"), "{}", show(&o));
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_said_so() {
+    let dir = TempDir::new("cli-data-file");
+    let path = write_files(&dir.path, &config("http://127.0.0.1:9/hook"), &[("flow.json", &echo_flow())]);
+    let file = write_text(&dir.path, "not-a-dir", "x");
+    let o =
+        run_cli(&["serve", "--config", path.to_str().unwrap(), "--data-dir", file.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        stderr(&o).contains("it is a file, not a directory: point dataDir (or --data-dir) at a directory"),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn help_help_and_stray_version_arguments() {
+    let o = run_cli(&["help", "--help"], &[], "", None);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(stdout(&o).contains("hookflow check --config FILE"), "the overview: {}", show(&o));
+    let o = run_cli(&["--version", "extra"], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(stderr(&o).contains("takes no arguments, got \"extra\""), "{}", show(&o));
+    // The overview says what `try --help` says: --endpoint may be left out.
+    let o = run_cli(&[], &[], "", None);
+    assert!(stdout(&o).contains("hookflow try --config FILE [--endpoint NAME]"), "{}", show(&o));
 }
 
 /// A broken Flow file used by several endpoints: each of its problems is said once (it was said

@@ -137,11 +137,21 @@ fn the_delivery_log_lists_outputs_with_their_attempts_filters_and_pages() {
         ("limit=1&limit=2", "query parameter \"limit\" is given twice"),
         ("before=-5", "before must be an output id"),
         ("since=-99999999999999", "since must be Unix milliseconds"),
+        // A typo matched nothing, as if the store were empty.
+        ("endpoint=mian", "no endpoint is named \"mian\"; did you mean \"main\"?"),
+        ("endpoint=zzz", "no endpoint is named \"zzz\" (the config has: main)"),
     ] {
         let r = admin_get(&app.url(&format!("/api/outputs?{query}")));
         let message = assert_error(r.status, &r.json(), 400, "invalid_request");
         assert!(message.contains(fragment), "{query}: {message}");
     }
+    // The same filter of the sessions' list and of the bulk replay (which replayed nothing).
+    let r = admin_get(&app.url("/api/sessions?endpoint=zzz"));
+    let message = assert_error(r.status, &r.json(), 400, "invalid_request");
+    assert!(message.contains("no endpoint is named \"zzz\""), "{message}");
+    let r = request("POST", &app.url("/api/deadletters/replay?endpoint=zzz"), Some(""), &[("X-API-Key", ADMIN_KEY)]);
+    let message = assert_error(r.status, &r.json(), 400, "invalid_request");
+    assert!(message.contains("no endpoint is named \"zzz\""), "{message}");
     let r = request("GET", &app.url("/api/outputs"), None, &[]);
     assert_error(r.status, &r.json(), 401, "unauthorized");
     let r = request("POST", &app.url("/api/outputs"), Some(""), &[("X-API-Key", ADMIN_KEY)]);
@@ -225,7 +235,7 @@ fn sessions_are_found_by_part_of_their_ids() {
     assert_eq!(ids("q=cid"), ["sales-9"], "userIds match too");
     assert_eq!(ids("q=").len(), 3);
     assert_eq!(ids("q=support&limit=1").len(), 1);
-    assert_eq!(ids("endpoint=other").len(), 0);
+    assert_eq!(ids("endpoint=main&q=nobody").len(), 0);
     let one = get(&app, "/api/sessions?q=sales");
     let s = &one["sessions"][0];
     assert_eq!(
@@ -293,7 +303,7 @@ fn bulk_replay_queues_what_the_filter_matches_in_session_order() {
         assert_eq!(r.status, 200, "{q}: {}", r.body);
         r.json()
     };
-    assert_eq!(replay("endpoint=other")["replayed"], json!([]));
+    assert_eq!(replay("endpoint=main&user=nobody")["replayed"], json!([]));
     let first = replay("session=a&limit=2");
     assert_eq!(first["replayed"].as_array().unwrap().len(), 2);
     assert_eq!(first["more"], true, "the limit was reached: there may be more");

@@ -238,7 +238,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::new(ErrorKind::Io, format!("cannot create data directory {}: {e}", dir.display()))
+            let why = match dir.exists() && !dir.is_dir() {
+                true => "it is a file, not a directory: point dataDir (or --data-dir) at a directory".to_owned(),
+                false => e.to_string(),
+            };
+            StoreError::new(ErrorKind::Io, format!("cannot create data directory {}: {why}", dir.display()))
         })?;
         let lock = lock_dir(dir)?;
         let path = dir.join(STORE_FILE);
