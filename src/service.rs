@@ -310,6 +310,7 @@ impl Service {
             Some(cx) => intake::answer_here(&cx, req),
             None => Some(req),
         }));
+        http.refuse_with(intake::refusal);
         for i in 0..intake::HTTP_THREADS {
             let (cx, http) = (http_cx.clone(), http.clone());
             svc.http_threads.push(spawn(format!("http-{i}"), move || intake::run(&cx, &http)).map_err(Error::Spawn)?);

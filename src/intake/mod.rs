@@ -13,7 +13,7 @@ mod routes;
 
 use std::sync::Arc;
 
-pub(crate) use routes::{HTTP_THREADS, answer_here, run};
+pub(crate) use routes::{HTTP_THREADS, answer_here, refusal, run};
 
 use crate::config::Config;
 use crate::delivery::Wake;

@@ -283,6 +283,22 @@ pub(super) fn shutting_down() -> Reply {
     Reply::error(503, "shutting_down", "hookflow is shutting down; send again shortly").header("Retry-After", "5")
 }
 
+/// The answer to a request read while the server closes, or left unanswered when it stopped
+/// (`Server::refuse_with`): 503 `shutting_down`, as a message gets once the shutdown began
+/// (it was an empty 500, which a load balancer passes to the client instead of trying another
+/// replica). The connection closes after it: this process takes no more requests.
+pub(crate) fn refusal() -> tiny_http::ResponseBox {
+    let reply = shutting_down();
+    let mut resp = Response::from_string(reply.body)
+        .with_status_code(reply.status)
+        .with_header(header("Content-Type", "application/json"))
+        .with_header(header("Connection", "close"));
+    for (k, v) in reply.headers {
+        resp = resp.with_header(header(k, &v));
+    }
+    resp.boxed()
+}
+
 /// Finds the endpoint of a token and applies its gates (403, 401).
 fn open_endpoint<'s>(cx: &'s HttpContext, req: &Request, token: &str, admin: bool) -> Result<&'s Endpoint, Reply> {
     let ep = endpoint(cx, token)?;

@@ -153,11 +153,26 @@ pub struct Server {
 
     // hookflow patch: requests answered on their connection's own thread (`answer_here`)
     here: Arc<std::sync::OnceLock<AnswerHere>>,
+
+    // hookflow patch: the answer to requests nobody will take (`refuse_with`)
+    refusal: Arc<std::sync::OnceLock<Refusal>>,
 }
 
 /// hookflow patch: given each request on its connection's own thread; answers it there and
 /// gives `None`, or gives it back to be handed out as usual.
 pub type AnswerHere = Box<dyn Fn(Request) -> Option<Request> + Send + Sync + 'static>;
+
+/// hookflow patch: makes the answer to a request read after the server began closing, or left
+/// queued when it was dropped (`Server::refuse_with`).
+pub type Refusal = fn() -> ResponseBox;
+
+/// hookflow patch: answers `rq` with the server's refusal; without one, dropping it answers
+/// 500 with an empty body.
+fn refuse(refusal: &std::sync::OnceLock<Refusal>, rq: Request) {
+    if let Some(make) = refusal.get() {
+        let _ = rq.respond(make());
+    }
+}
 
 enum Message {
     Error(IoError),
@@ -372,6 +387,8 @@ impl Server {
         let inside_connections = connections.clone();
         let here: Arc<std::sync::OnceLock<AnswerHere>> = Arc::default();
         let inside_here = here.clone();
+        let refusal: Arc<std::sync::OnceLock<Refusal>> = Arc::default();
+        let inside_refusal = refusal.clone();
         // hookflow patch: however the accept thread ends (an error, a panic), `is_listening`
         // turns false and `recv` returns an error, unless the server is being dropped.
         let mut alive = AcceptThreadAlive {
@@ -451,15 +468,19 @@ impl Server {
                         backoff = std::time::Duration::from_millis(5);
                         let messages = inside_messages.clone();
                         let here = inside_here.clone();
+                        let refusal = inside_refusal.clone();
                         let closed = inside_close_trigger.clone();
                         let mut client = Some(client);
                         let spawned = tasks_pool.spawn(Box::new(move || {
                             // hookflow patch: a request `answer_here` answers is not handed out.
                             // Once the server is dropped nobody takes requests any more: one
                             // handed out then would never be answered, and this thread would wait
-                            // for that answer for ever (dropped, it is answered 500).
+                            // for that answer for ever; it gets the refusal (`refuse_with`).
                             let queued = |rq: Request| match here.get() {
-                                _ if closed.load(Relaxed) => None,
+                                _ if closed.load(Relaxed) => {
+                                    refuse(&refusal, rq);
+                                    None
+                                }
                                 Some(answer) => answer(rq),
                                 None => Some(rq),
                             };
@@ -516,7 +537,16 @@ impl Server {
             listening,
             connections,
             here,
+            refusal,
         })
+    }
+
+    /// hookflow patch: what a request nobody will take is answered (one read after the server
+    /// began closing, or left queued when it was dropped) instead of an empty 500: for a
+    /// server that stops on purpose, a 503 that says to send again, which a load balancer
+    /// passes on to another replica. Set once; a second call is ignored.
+    pub fn refuse_with(&self, f: Refusal) {
+        let _ = self.refusal.set(f);
     }
 
     /// hookflow patch: `f` sees every request first, on its connection's own thread, and may
@@ -602,10 +632,13 @@ impl Iterator for IncomingRequests<'_> {
 impl Drop for Server {
     fn drop(&mut self) {
         self.close.store(true, Relaxed);
-        // hookflow patch: requests handed out and never taken are answered (500, by their drop),
-        // so that their connections' threads, which write the answers, do not wait for ever.
+        // hookflow patch: requests handed out and never taken are answered (`refuse_with`; else
+        // 500, by their drop), so that their connections' threads, which write the answers, do
+        // not wait for ever.
         while let Some(message) = self.messages.try_pop() {
-            drop(message);
+            if let Message::NewRequest(rq) = message {
+                refuse(&self.refusal, rq);
+            }
         }
         // Connect briefly to ourselves to unblock the accept thread
         let maybe_stream = match &self.listening_addr {

@@ -479,3 +479,48 @@ fn a_request_asking_to_upgrade_has_its_body_framed_as_any_other() {
     let a = answer(&mut r).expect("answered, not left reading the socket");
     assert_eq!(a.body, "POST /up abc");
 }
+
+/// hookflow patch: a request nobody will take gets the server's refusal (`refuse_with`), not an
+/// empty 500: one left queued when the server is dropped, and one read on a kept-alive
+/// connection afterwards.
+#[test]
+fn requests_nobody_takes_get_the_refusal() {
+    let config = ServerConfig {
+        addr: crate::ConfigListenAddr::from_socket_addrs("127.0.0.1:0").unwrap(),
+        ssl: None,
+        limits: Limits::default(),
+    };
+    let server = Server::new(config).unwrap();
+    server.refuse_with(|| {
+        Response::from_string("closing")
+            .with_status_code(503)
+            .boxed()
+    });
+    // Health checks are answered on the connection's thread: a connection known to be served.
+    server.answer_here(Box::new(|rq: crate::Request| {
+        if rq.url() == "/health" {
+            let _ = rq.respond(Response::from_string("fine"));
+            return None;
+        }
+        Some(rq)
+    }));
+    let addr = server.server_addr().to_ip().unwrap().to_string();
+    let mut kept = connect(&addr);
+    kept.get_mut()
+        .write_all(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    assert_eq!(answer(&mut kept).unwrap().body, "fine");
+    let mut queued = connect(&addr);
+    queued
+        .get_mut()
+        .write_all(b"POST /m HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    drop(server);
+    let a = answer(&mut queued).expect("an answer to the queued request");
+    assert_eq!((a.status, a.body.as_str()), (503, "closing"));
+    kept.get_mut()
+        .write_all(b"POST /m HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    let a = answer(&mut kept).expect("an answer to a request read after the drop");
+    assert_eq!((a.status, a.body.as_str()), (503, "closing"));
+}
