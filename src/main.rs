@@ -111,7 +111,9 @@ USAGE:
 Copies the SQLite store of a stopped single-node hookflow (sessions, profiles, queued messages,
 undelivered outputs, dead letters, transcripts, Seq counters) into an empty PostgreSQL database,
 in one transaction, and says what it copied. Then set \"store\" in the config to that database
-and start the replicas. The console's delivery log and traces are not copied. The URL holds
+and start the replicas. The console's delivery log and traces are not copied. The SQLite store
+is then marked (a file COPIED-TO-POSTGRESQL in its data directory): a single node refuses to
+start on it, as it would send the copied outputs again. The URL holds
 the password: pass it from the environment (--to \"$HOOKFLOW_DATABASE_URL\") rather than typing it.
 TLS: as the config's store section says when it is PostgreSQL's, else as the URL's sslmode
 (disable, prefer (the default) or require; both of the latter verify the server's certificate).
@@ -547,6 +549,19 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
     let export = hookflow::store::sqlite::export(&config.data_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
     let said = hookflow::store::postgres::import(&pg, export).map_err(|e| Failure::Runtime(e.to_string()))?;
     out!("{said}");
+    // The single node must not run on this store again: it would send the copied outputs too.
+    match hookflow::store::sqlite::mark_copied(&config.data_dir, &pg.url) {
+        Ok(()) => out!(
+            "{} now refuses to start a single node (the file {} says why; delete it to use the store again)",
+            config.data_dir.display(),
+            hookflow::store::sqlite::COPIED_MARK
+        ),
+        Err(e) => err!(
+            "hookflow: the copy is done, but {} could not be marked as copied ({e}): do not start the single \
+             node on it again, or it sends the copied outputs a second time",
+            config.data_dir.display()
+        ),
+    }
     Ok(())
 }
 

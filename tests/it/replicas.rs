@@ -475,6 +475,20 @@ fn store_copy_moves_a_stopped_sqlite_store_into_postgres_and_replicas_go_on_from
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("copied 1 session(s)") && said.contains("1 undelivered output(s)"), "{said}");
+    // The single node's store is marked: starting on it (which sent every copied output a
+    // second time) and copying it again are refused, naming the mark.
+    assert!(said.contains("now refuses to start a single node"), "{said}");
+    for args in [
+        &["serve", "--config", path.to_str().unwrap()][..],
+        &["store", "copy", "--config", path.to_str().unwrap(), "--to", &db],
+    ] {
+        let out = run_cli(args, &[], "", None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("this store was copied to PostgreSQL (postgres://…@127.0.0.1:"), "{stderr}");
+        assert!(stderr.contains("To start on it anyway, delete "), "{stderr}");
+    }
+    std::fs::remove_file(dir.join("data").join(hookflow::store::sqlite::COPIED_MARK)).unwrap();
     // A second copy into the same (no longer empty) database is refused, naming the table.
     let again = run_cli(&["store", "copy", "--config", path.to_str().unwrap(), "--to", &db], &[], "", None);
     assert_eq!(again.status.code(), Some(2));

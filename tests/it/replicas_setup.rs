@@ -65,16 +65,33 @@ fn check_connect_reports_the_server_and_the_schema_and_check_validates_the_store
     let stdout = String::from_utf8_lossy(&out.stdout);
     let want = format!("schema version {}, current", hookflow::store::postgres::schema::VERSION);
     assert!(stdout.contains(&want) && !stdout.contains("does not own"), "{stdout}");
-    // A role that does not own the tables is told that the replicas cannot vacuum them.
+    // A role that may use the tables but not their id sequences (GRANT ... ON ALL TABLES alone)
+    // is told what it lacks, by check and by serve: it passed both, then answered every
+    // message 503 ("permission denied for sequence inbox_id_seq") while /readyz said 200.
     let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
     admin
         .batch_execute(
-            "CREATE ROLE hookflow_reader LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO hookflow_reader",
+            "CREATE ROLE hookflow_guest LOGIN;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO hookflow_guest",
         )
         .unwrap();
     let mut guest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    guest["store"]["url"] = json!(db.replacen("postgres://hookflow@", "postgres://hookflow_reader@", 1));
+    guest["store"]["url"] = json!(db.replacen("postgres://hookflow@", "postgres://hookflow_guest@", 1));
     std::fs::write(&path, guest.to_string()).unwrap();
+    for command in ["check", "serve"] {
+        let args: &[&str] = match command {
+            "check" => &["check", "--config", cfg, "--connect"],
+            _ => &["serve", "--config", cfg],
+        };
+        let out = run_cli(args, &[], "", None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains("role hookflow_guest lacks privileges the replicas need: "), "{command}: {stderr}");
+        assert!(stderr.contains("inbox_id_seq (USAGE)"), "{command}: {stderr}");
+        assert!(stderr.contains("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO hookflow_guest"), "{stderr}");
+    }
+    // With them, a role that does not own the tables is told that replicas cannot vacuum them.
+    admin.batch_execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO hookflow_guest").unwrap();
     let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&want) && stdout.contains("this role does not own the tables"), "{stdout}");
@@ -199,11 +216,19 @@ fn roles_without_create_and_newer_schemas_are_told_apart_by_check_connect() {
     let out = run_cli(&["check", "--config", cfg, "--connect"], &[], "", None);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("GRANT CREATE ON SCHEMA public TO this role"), "{stderr}");
+    assert!(
+        stderr
+            .contains("role hookflow_user may not create tables in it: GRANT CREATE ON SCHEMA public TO hookflow_user"),
+        "{stderr}"
+    );
     let out = run_cli(&["serve", "--config", cfg], &[], "", None);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("GRANT CREATE ON SCHEMA public TO this role"), "{stderr}");
+    assert!(
+        stderr
+            .contains("role hookflow_user may not create tables in it: GRANT CREATE ON SCHEMA public TO hookflow_user"),
+        "{stderr}"
+    );
 
     admin.batch_execute("UPDATE hookflow_schema SET version = version + 1").unwrap();
     as_user(&db);

@@ -113,9 +113,14 @@ pub fn check_connect(pg: &Postgres) -> std::result::Result<String, String> {
         }
         _ => "",
     };
+    if found.is_some()
+        && let Some(missing) = schema::missing_privileges(&mut client).map_err(fail)?
+    {
+        return Err(format!("PostgreSQL {version} at {target}: {missing}"));
+    }
     let schema = match found {
         None if !schema::may_create(&mut client).map_err(fail)? => {
-            return Err(format!("PostgreSQL {version} at {target}: {}", schema::CANNOT_CREATE));
+            return Err(format!("PostgreSQL {version} at {target}: {}", schema::cannot_create(&mut client)));
         }
         None => "empty (the schema is created at the first start)".to_owned(),
         Some(v) if v == schema::VERSION => format!("schema version {v}, current"),

@@ -104,7 +104,7 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
     let exists: bool = tx.query_one("SELECT to_regclass('hookflow_schema') IS NOT NULL", &[])?.get(0);
     if !exists {
         if !may_create(&mut tx)? {
-            return Err(StoreError::new(ErrorKind::Data, CANNOT_CREATE.to_owned()));
+            return Err(StoreError::new(ErrorKind::Data, cannot_create(&mut tx)));
         }
         tx.batch_execute("CREATE TABLE hookflow_schema (version BIGINT NOT NULL)")?;
     }
@@ -129,13 +129,73 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
     } else if found < VERSION {
         tx.execute("UPDATE hookflow_schema SET version = $1", &[&VERSION])?;
     }
+    if let Some(missing) = missing_privileges(&mut tx)? {
+        return Err(StoreError::new(ErrorKind::Data, missing));
+    }
     tx.commit()?;
     Ok(found)
 }
 
 /// Why an empty database cannot be set up by this role, and the fix (start and `check --connect`).
-pub const CANNOT_CREATE: &str = "the database is empty and this role may not create tables in it: \
-                                 GRANT CREATE ON SCHEMA public TO this role (or let its owner start hookflow once)";
+pub fn cannot_create(client: &mut impl postgres::GenericClient) -> String {
+    let (role, schema) = role_and_schema(client);
+    format!(
+        "the database is empty and role {role} may not create tables in it: GRANT CREATE ON SCHEMA {schema} TO \
+         {role} (or let the schema's owner start hookflow once)"
+    )
+}
+
+/// The current role and schema, quoted as SQL identifiers, for the GRANTs a message suggests.
+fn role_and_schema(client: &mut impl postgres::GenericClient) -> (String, String) {
+    client
+        .query_one("SELECT quote_ident(current_user), quote_ident(COALESCE(current_schema(), 'public'))", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap_or_else(|_| ("this_role".into(), "public".into()))
+}
+
+/// The tables of `V1` and the sequences behind their ids: what a replica reads and writes.
+const TABLES: &[&str] = &[
+    "queues",
+    "inbox",
+    "sessions",
+    "profiles",
+    "outbox",
+    "transcripts",
+    "probe",
+    "deadletters",
+    "output_log",
+    "attempts",
+    "traces",
+];
+const SEQUENCES: &[&str] = &["inbox", "outbox", "transcripts", "deadletters", "traces"];
+
+/// What this role lacks of what replicas need on an existing schema, with the GRANTs that give
+/// it; `None` when it has it all. A role that may use the tables but not their id sequences
+/// (`GRANT ... ON ALL TABLES` alone) passed `check --connect`, started, and answered every
+/// message 503 (`permission denied for sequence inbox_id_seq`) while `/readyz` said 200.
+pub fn missing_privileges(client: &mut impl postgres::GenericClient) -> Result<Option<String>> {
+    let rows = client.query(
+        "SELECT t || ' (' || p || ')' FROM unnest($1::text[]) AS t, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p
+             WHERE to_regclass(t) IS NOT NULL AND NOT has_table_privilege(to_regclass(t), p)
+         UNION ALL
+         SELECT pg_get_serial_sequence(t, 'id') || ' (USAGE)' FROM unnest($2::text[]) AS t
+             WHERE to_regclass(t) IS NOT NULL AND pg_get_serial_sequence(t, 'id') IS NOT NULL
+               AND NOT has_sequence_privilege(pg_get_serial_sequence(t, 'id'), 'USAGE')
+         UNION ALL
+         SELECT 'hookflow_schema (SELECT)' WHERE NOT has_table_privilege('hookflow_schema', 'SELECT')",
+        &[&TABLES, &SEQUENCES],
+    )?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let missing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let (role, schema) = role_and_schema(client);
+    Ok(Some(format!(
+        "role {role} lacks privileges the replicas need: {}; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN \
+         SCHEMA {schema} TO {role}; GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+        missing.join(", ")
+    )))
+}
 
 /// Whether this role may create tables in its current schema (an empty database needs it).
 pub fn may_create(client: &mut impl postgres::GenericClient) -> Result<bool> {

@@ -50,8 +50,23 @@ use crate::store::{Accept, ErrorKind, Result, Store, StoreError};
 
 pub use export::export;
 
+/// Marks the store in `dir` as copied to PostgreSQL at `to` (shown without its password), so
+/// that a single node is not started on it again by mistake (`SqliteStore::open` refuses).
+pub fn mark_copied(dir: &Path, to: &str) -> std::io::Result<()> {
+    let said = format!(
+        "this store was copied to PostgreSQL ({}) by `hookflow store copy` at {}",
+        crate::config::shown_url(to),
+        crate::util::iso8601(crate::util::now_ms())
+    );
+    std::fs::write(dir.join(COPIED_MARK), format!("{said}\n"))
+}
+
 /// The file name of the store inside the data directory.
 pub const STORE_FILE: &str = "hookflow.sqlite3";
+
+/// Left in the data directory by `hookflow store copy` (`mark_copied`): the store was copied to
+/// PostgreSQL, and opening it again is refused while the file is there.
+pub const COPIED_MARK: &str = "COPIED-TO-POSTGRESQL";
 /// The lock file inside the data directory; it holds the pid of the process that has it.
 pub const LOCK_FILE: &str = "hookflow.lock";
 
@@ -245,6 +260,20 @@ impl SqliteStore {
             StoreError::new(ErrorKind::Io, format!("cannot create data directory {}: {why}", dir.display()))
         })?;
         let lock = lock_dir(dir)?;
+        let mark = dir.join(COPIED_MARK);
+        if let Ok(said) = std::fs::read_to_string(&mark) {
+            return Err(StoreError::new(
+                ErrorKind::Data,
+                format!(
+                    "{}: {}; the replicas own its sessions and outputs now, and a hookflow started on \
+                     this copy would send its undelivered outputs a second time. To start on it anyway, \
+                     delete {}",
+                    dir.display(),
+                    said.trim(),
+                    mark.display()
+                ),
+            ));
+        }
         let path = dir.join(STORE_FILE);
         let mut conn = Connection::open(&path)
             .map_err(|e| StoreError::new(ErrorKind::Io, format!("cannot open {}: {e}", path.display())))?;
