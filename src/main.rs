@@ -533,6 +533,7 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
             opts.usage
         )));
     }
+    hookflow::config::check_postgres_url(&to).map_err(|e| Failure::Usage(format!("--to: {e}")))?;
     let pg = match &config.store {
         hookflow::config::StoreKind::Postgres(p) => hookflow::config::Postgres { url: to, ..p.clone() },
         // No store section to take TLS from: the URL's own `sslmode` says it, `prefer` without

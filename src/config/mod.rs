@@ -29,6 +29,7 @@ pub mod walk;
 
 pub use checks::shown_url;
 pub use schema::*;
+pub use store::check_postgres_url;
 pub use translation::{ProviderKind, Translation, TranslationProvider, UserLanguage, same_language, valid_language};
 
 /// One problem in the file.

@@ -69,29 +69,34 @@ impl Loader<'_> {
     /// A libpq-style URL (`postgres://user:password@host:5432/db`), as the driver reads it.
     fn postgres_url(&mut self, path: &str, v: &Value) -> Option<String> {
         let url = self.string(path, v)?;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            let message = "expected a URL like \"postgres://user:password@host:5432/db\" (usually \"${NAME}\", so \
-                           the password stays out of the file)";
-            self.error(path, message);
-            return None;
-        }
-        if url.contains("sslmode=verify") {
-            let message = "sslmode=verify-ca and verify-full are libpq's: here the certificate is always \
-                           verified when TLS is used; write sslmode=require (or set store.tls)";
-            self.error(path, message);
-            return None;
-        }
-        match url.parse::<postgres::Config>() {
-            Ok(c) if c.get_hosts().is_empty() => {
-                self.error(path, "the URL names no host: write postgres://user:password@host:5432/db");
-                None
-            }
-            Ok(_) => Some(url),
-            Err(e) => {
-                // The driver's message does not quote the URL, so no password is shown.
-                self.error(path, format!("not a valid PostgreSQL URL: {}", crate::util::with_causes(&e)));
+        match check_postgres_url(&url) {
+            Ok(()) => Some(url),
+            Err(message) => {
+                self.error(path, message);
                 None
             }
         }
+    }
+}
+
+/// What is wrong with a PostgreSQL URL, if anything, as the driver would read it (`store.url`,
+/// and `store copy --to`). The driver's messages do not quote the URL, so no password is shown.
+pub fn check_postgres_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("expected a URL like \"postgres://user:password@host:5432/db\" (usually \"${NAME}\", so \
+                    the password stays out of the file)"
+            .into());
+    }
+    if url.contains("sslmode=verify") {
+        return Err("sslmode=verify-ca and verify-full are libpq's: here the certificate is always verified \
+                    when TLS is used; write sslmode=require (or set store.tls)"
+            .into());
+    }
+    match url.parse::<postgres::Config>() {
+        Ok(c) if c.get_hosts().is_empty() => {
+            Err("the URL names no host: write postgres://user:password@host:5432/db".into())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("not a valid PostgreSQL URL: {}", crate::util::with_causes(&e))),
     }
 }

@@ -141,7 +141,7 @@ impl StoreFailure {
         match self.kind {
             ErrorKind::Full => "the disk is full: the store cannot be written",
             ErrorKind::Busy => "the store is locked: it cannot be written",
-            ErrorKind::Io => "the store cannot be written: I/O error",
+            ErrorKind::Io => "the store cannot be written: I/O error (PostgreSQL: the database cannot be reached)",
             ErrorKind::Data => "the store is damaged: it cannot be written",
             ErrorKind::Lost => "this replica lost its claims: it cannot write under them",
             ErrorKind::Unanswered => "the database has not answered for two thirds of store.leaseSeconds",

@@ -462,6 +462,14 @@ fn store_copy_moves_a_stopped_sqlite_store_into_postgres_and_replicas_go_on_from
     let out = run_cli(&["store", "copy", "--config", path.to_str().unwrap(), "--to", "mysql://x"], &[], "", None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--to expects a URL like postgres://"), "{out:?}");
+    // The URL is checked as store.url is, and the message names --to (it said store.url).
+    let verify = "postgres://h@127.0.0.1:1/x?sslmode=verify-full";
+    let out = run_cli(&["store", "copy", "--config", path.to_str().unwrap(), "--to", verify], &[], "", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--to: sslmode=verify-ca and verify-full are libpq's"),
+        "{out:?}"
+    );
     let empty = dir.join("nowhere");
     let out = run_cli(
         &["store", "copy", "--config", path.to_str().unwrap(), "--data-dir", empty.to_str().unwrap(), "--to", &db],

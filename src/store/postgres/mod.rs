@@ -167,7 +167,10 @@ fn refusal_fix(e: &StoreError) -> Option<&'static str> {
     } else if m.contains("pg_hba.conf") {
         Some("allow this host, user and database in the server's pg_hba.conf")
     } else if m.contains("does not support TLS") {
-        Some("turn TLS on in the server, or set store.tls to \"prefer\" or \"disable\"")
+        // The stricter of store.tls and the URL's sslmode wins: both must ask for less.
+        Some(
+            "turn TLS on in the server, or ask for less: store.tls and any sslmode in the URL \"prefer\" or \"disable\"",
+        )
     } else {
         None
     }

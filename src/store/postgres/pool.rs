@@ -98,11 +98,9 @@ impl Pool {
         rx.recv_timeout(limit).unwrap_or_else(|_| {
             Err(StoreError::new(
                 ErrorKind::Io,
-                format!(
-                    "no answer within {}s: it takes connections but does not answer as PostgreSQL does \
-                     (a frozen server, or not a PostgreSQL port?)",
-                    limit.as_secs()
-                ),
+                "no answer: it takes connections but does not answer as PostgreSQL does (a frozen server, or \
+                 not a PostgreSQL port?)"
+                    .to_owned(),
             ))
         })
     }

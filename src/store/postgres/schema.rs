@@ -7,13 +7,13 @@ use postgres::Client;
 use crate::store::{ErrorKind, Result, StoreError};
 
 /// The schema version this binary writes. Bump it and add a step to `MIGRATIONS` for every change.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// The advisory lock key under which migrations run (any constant: "hookflow" in ASCII).
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_666c_6f77;
 
 /// `MIGRATIONS[n]` takes a database from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: the SQLite tables (store/sqlite/mod.rs) plus `queues`, the per-session claims.
 ///
@@ -91,6 +91,10 @@ CREATE TABLE traces (
 );
 CREATE INDEX traces_session ON traces (endpoint, user_id, session_id, id);
 ";
+
+/// Version 2: the expiry's purge asks whether a session has dead letters (a replay is numbered
+/// after the session's last Seq, which the purge would forget).
+const V2: &str = "CREATE INDEX deadletters_session ON deadletters (endpoint, user_id, session_id);";
 
 /// Brings the database to `VERSION` (creating it when empty), under the migration lock; refuses
 /// a database of a newer version. Returns the version found before.

@@ -117,9 +117,13 @@ fn expire_chunk(
         let (tombstone, updated): (bool, i64) = (r.get(3), r.get(4));
         let p: [&(dyn postgres::types::ToSql + Sync); 3] = [&k.endpoint, &k.user_id, &k.session_id];
         if !tombstone && updated < before_ms {
+            // `updated_ms` again: the row was read without a lock, and a turn of another replica
+            // may have saved the session since (its state would be wiped); PostgreSQL checks the
+            // condition again on the row as that turn left it.
             forgotten += tx.execute(
-                "UPDATE sessions SET state = '' WHERE endpoint = $1 AND user_id = $2 AND session_id = $3 AND state <> ''",
-                &p,
+                "UPDATE sessions SET state = '' WHERE endpoint = $1 AND user_id = $2 AND session_id = $3
+                   AND state <> '' AND updated_ms < $4",
+                &[&k.endpoint, &k.user_id, &k.session_id, &before_ms],
             )? as usize;
         } else if tombstone && updated < purge_before_ms {
             // Only when nothing is queued or claimed: the queues row numbers the next message.
@@ -131,9 +135,13 @@ fn expire_chunk(
             let none_left = tx
                 .query_opt("SELECT 1 FROM queues WHERE endpoint = $1 AND user_id = $2 AND session_id = $3", &p)?
                 .is_none();
+            // Nor while it has dead letters: a replay is numbered after the session's last Seq,
+            // which a purged row forgets (a replay then reused a Seq already delivered).
             if idle > 0 || none_left {
                 tx.execute(
-                    "DELETE FROM sessions WHERE endpoint = $1 AND user_id = $2 AND session_id = $3 AND state = ''",
+                    "DELETE FROM sessions WHERE endpoint = $1 AND user_id = $2 AND session_id = $3 AND state = ''
+                       AND NOT EXISTS (SELECT 1 FROM deadletters d
+                                       WHERE d.endpoint = $1 AND d.user_id = $2 AND d.session_id = $3)",
                     &p,
                 )?;
             }

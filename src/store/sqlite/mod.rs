@@ -223,6 +223,9 @@ CREATE TABLE IF NOT EXISTS deadletters (
     seq INTEGER NOT NULL, body TEXT NOT NULL,
     attempts INTEGER NOT NULL, last_error TEXT NOT NULL, died_ms INTEGER NOT NULL
 );
+-- The expiry's purge asks whether a session has dead letters (their replays are numbered after
+-- the session's last Seq, which it keeps).
+CREATE INDEX IF NOT EXISTS deadletters_session ON deadletters (endpoint, user_id, session_id);
 -- The console (history.rs, traces.rs). output_log.id is the outbox id of the output; the
 -- attempt that delivered it is kept in the row (most outputs have no other), failed ones in
 -- attempts.

@@ -88,8 +88,12 @@ pub(super) fn expire_chunk(
     let mut pending = conn.prepare_cached(
         "SELECT 1 FROM outbox WHERE hash = ?1 AND endpoint = ?2 AND user_id = ?3 AND session_id = ?4 LIMIT 1",
     )?;
+    // Not while the session has dead letters: a replay is numbered after the session's last
+    // Seq, which a purged row forgets (a replay then reused a Seq already delivered).
     let mut delete = conn.prepare_cached(
-        "DELETE FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3 AND state = ''",
+        "DELETE FROM sessions WHERE endpoint = ?1 AND user_id = ?2 AND session_id = ?3 AND state = ''
+           AND NOT EXISTS (SELECT 1 FROM deadletters d
+                           WHERE d.endpoint = ?1 AND d.user_id = ?2 AND d.session_id = ?3)",
     )?;
     for (k, tombstone, updated) in &rows {
         let p = params![k.endpoint, k.user_id, k.session_id];
