@@ -476,6 +476,15 @@ fn check(opts: Opts) -> Result<(), Failure> {
             }
             Err(errs) => {
                 for (place, msg) in errs {
+                    // A file that cannot be read is the config's mistake: said at its key.
+                    if place.is_empty() && msg.starts_with("cannot read the Flow file") {
+                        failed.push(format!(
+                            "{}: endpoints[{i}].flow: {msg} ({}; the path is relative to the config's folder)",
+                            path.display(),
+                            file.display()
+                        ));
+                        continue;
+                    }
                     let place = if place.is_empty() { String::new() } else { format!("{place}: ") };
                     failed.push(format!("{}: {place}{msg}", file.display()));
                 }

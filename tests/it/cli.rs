@@ -459,6 +459,21 @@ fn check_refuses_flow_and_transformer_files_outside_the_config_folder() {
     assert_eq!(err.lines().count(), 4, "{}", show(&o));
 }
 
+/// A Flow file that is not there is the config's mistake: said at the config's key (it named
+/// only the missing file).
+#[test]
+fn check_names_the_config_key_of_a_missing_flow_file() {
+    let dir = TempDir::new("cli-missing-flow");
+    let mut cfg = config("http://127.0.0.1:9/hook");
+    cfg["endpoints"][0]["flow"] = json!("flows/missing.json");
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
+    let o = run_cli(&["check", "--config", path.to_str().unwrap()], &[], "", None);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let line = stderr(&o).lines().find(|l| l.contains("missing.json")).map(str::to_owned).unwrap_or_default();
+    assert!(line.contains("hookflow.json: endpoints[0].flow: cannot read the Flow file"), "{}", show(&o));
+    assert!(line.contains("the path is relative to the config's folder"), "{}", show(&o));
+}
+
 #[test]
 fn serve_workers_0_is_one_per_cpu_as_in_the_file_and_too_many_is_refused() {
     let dir = TempDir::new("cli-workers");
