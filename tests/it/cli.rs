@@ -551,7 +551,8 @@ fn try_without_endpoint_names_the_configs_endpoints() {
 #[test]
 fn a_data_dir_that_is_a_file_is_said_so() {
     let dir = TempDir::new("cli-data-file");
-    let path = write_files(&dir.path, &config("http://127.0.0.1:9/hook"), &[("flow.json", &echo_flow())]);
+    let cfg = on_sqlite(config("http://127.0.0.1:9/hook"));
+    let path = write_files(&dir.path, &cfg, &[("flow.json", &echo_flow())]);
     let file = write_text(&dir.path, "not-a-dir", "x");
     let o =
         run_cli(&["serve", "--config", path.to_str().unwrap(), "--data-dir", file.to_str().unwrap()], &[], "", None);
