@@ -70,7 +70,9 @@ USAGE:
 Validates the config, every Flow (JavaScript syntax included) and every transformer, without
 starting anything. Prints one line per endpoint; on errors prints each of them
 (file: place: message) and exits 1. With --connect and a PostgreSQL store, also connects and
-prints the server's version and whether the schema is current (exit 2 when it cannot connect).
+prints the server's version and whether the schema is current; exit 2 when it cannot connect,
+when the schema is newer than this hookflow's, when the database is empty and the role may not
+create tables, or when the role lacks privileges on the tables (each said with the GRANT).
 ",
     },
     Command {

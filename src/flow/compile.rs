@@ -240,8 +240,9 @@ impl Compiler {
             };
             let Some(pc) = pc else {
                 let id = id.unwrap_or_default();
-                // `place` already names its file.
-                self.errors.push((place, format!("no node has the id \"{id}\"")));
+                // `place` names the goTo's own file; the file looked in may be another.
+                let name = self.files[file].file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                self.errors.push((place, format!("no node of {name} has the id \"{id}\"")));
                 continue;
             };
             match &mut self.ops[at].kind {

@@ -264,3 +264,12 @@ fn a_syntax_error_is_placed_in_the_authors_text() {
     let e = check_syntax("let a = ;", false).unwrap_err();
     assert!(e.contains("(line 1, column 9)"), "{e}");
 }
+
+/// Scripts run in strict mode (rquickjs's default, README: Choices): an assignment to a name
+/// never declared is an error, not a new global.
+#[test]
+fn scripts_run_in_strict_mode() {
+    let mut e = engine();
+    let err = e.run_code("counter = 1;", &mut json!({}), &mut json!({}), &mut json!({})).unwrap_err();
+    assert!(matches!(&err, ScriptError::Thrown(m, _) if m.starts_with("ReferenceError")), "{err:?}");
+}
