@@ -558,7 +558,9 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
             ca_file: None,
         },
     };
-    let export = hookflow::store::sqlite::export(&config.data_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
+    // `held` keeps the data directory's lock until the store is marked copied.
+    let (export, held) =
+        hookflow::store::sqlite::export(&config.data_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
     let said = hookflow::store::postgres::import(&pg, export).map_err(|e| Failure::Runtime(e.to_string()))?;
     out!("{said}");
     // The single node must not run on this store again: it would send the copied outputs too.
@@ -574,6 +576,7 @@ fn store_copy(opts: Opts) -> Result<(), Failure> {
             config.data_dir.display()
         ),
     }
+    drop(held);
     Ok(())
 }
 

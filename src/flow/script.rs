@@ -166,6 +166,8 @@ pub struct Engine {
     stop: Option<Arc<AtomicBool>>,
     /// Script time of the current turn so far.
     used: Duration,
+    /// A context was made since the last collection (`begin_turn`).
+    made: bool,
     stopped: Option<Stopped>,
 }
 
@@ -179,18 +181,24 @@ impl Engine {
     pub fn with_stop(limits: Limits, stop: Option<Arc<AtomicBool>>) -> Engine {
         let deadline: Rc<Cell<Option<Instant>>> = Rc::default();
         let rt = runtime(limits, &deadline, &stop);
-        Engine { limits, rt, ctx: None, api: false, deadline, stop, used: Duration::ZERO, stopped: None }
+        Engine { limits, rt, ctx: None, api: false, deadline, stop, used: Duration::ZERO, made: false, stopped: None }
     }
 
     /// Starts a turn: a new context for its first script (nothing of the last turn's globals or
     /// built-ins is left) and the whole `limits.turnScriptMs` again.
     pub fn begin_turn(&mut self) {
-        // The last turn's context holds itself (`globalThis.globalThis`), so dropping it frees
-        // nothing until QuickJS collects cycles, which it does only when its heap has grown by
-        // half since the last time: a turn that kept 9 MB made later turns of any session run
-        // out of `limits.scriptMemoryBytes`. Collected now, each turn starts with the whole limit.
-        if self.ctx.take().is_some() {
+        // The last turn's context (and a transformer call's) holds itself (`globalThis.globalThis`),
+        // so dropping it frees nothing until QuickJS collects cycles, which it does only when its
+        // heap has grown by half since the last time: a turn that kept 9 MB made later turns of
+        // any session run out of `limits.scriptMemoryBytes`. Collected now, each turn starts with
+        // the whole limit. A collection may queue jobs of the dead contexts (a
+        // `FinalizationRegistry`'s callbacks): those must run nowhere, so the runtime goes.
+        self.ctx = None;
+        if std::mem::take(&mut self.made) {
             self.rt.run_gc();
+            if self.rt.is_job_pending() {
+                self.reset();
+            }
         }
         self.api = false;
         self.used = Duration::ZERO;
@@ -213,6 +221,7 @@ impl Engine {
         self.rt = runtime(self.limits, &self.deadline, &self.stop);
         self.ctx = None;
         self.api = false;
+        self.made = false;
     }
 
     fn stop_requested(&self) -> bool {
@@ -230,6 +239,7 @@ impl Engine {
     /// A new context; out of memory (`limits.scriptMemoryBytes` cannot hold even the built-ins)
     /// is the script's failure, as any other, not a panic of the thread running the turn.
     fn new_context(&mut self) -> Result<Context, ScriptError> {
+        self.made = true;
         Context::full(&self.rt).map_err(|_| {
             self.reset();
             ScriptError::Memory
@@ -397,9 +407,8 @@ impl Engine {
             }
             to_json(ctx, v).map(Called::Returned).catch(ctx)
         });
-        // This call's context is garbage now (see `begin_turn`).
-        drop(context);
-        self.rt.run_gc();
+        // This call's context is garbage now, collected at the next `begin_turn` (a collection
+        // here could queue jobs of the turn's own live context after its last script).
         called
     }
 }

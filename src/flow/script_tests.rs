@@ -273,3 +273,21 @@ fn scripts_run_in_strict_mode() {
     let err = e.run_code("counter = 1;", &mut json!({}), &mut json!({}), &mut json!({})).unwrap_err();
     assert!(matches!(&err, ScriptError::Thrown(m, _) if m.starts_with("ReferenceError")), "{err:?}");
 }
+
+/// A collection may queue a `FinalizationRegistry`'s callback: it must never run in a later
+/// call, where it would eat that call's time (found in a review: a collection after a
+/// transformer call queued the turn's callback after the turn's last script).
+#[test]
+fn finalization_callbacks_of_a_turn_never_run_in_the_next() {
+    let mut e = engine();
+    let code = "globalThis.reg = new FinalizationRegistry(() => { for (;;) {} }); \
+                (function () { const a = {}; a.me = a; reg.register(a, 1); })();";
+    e.run_code(code, &mut json!({}), &mut json!({}), &mut json!({})).unwrap();
+    let file = "function handleOutput() { return 1; }";
+    assert_eq!(e.call_transformer(file, "handleOutput", &json!({})).unwrap(), Called::Returned(Some(json!(1))));
+    e.begin_turn();
+    assert!(!e.rt.is_job_pending(), "nothing is left for the next turn");
+    let started = Instant::now();
+    assert_eq!(eval(&mut e, "1 + 1").unwrap(), Some(json!(2)));
+    assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
+}

@@ -286,13 +286,12 @@ pub(super) fn shutting_down() -> Reply {
 /// The answer to a request read while the server closes, or left unanswered when it stopped
 /// (`Server::refuse_with`): 503 `shutting_down`, as a message gets once the shutdown began
 /// (it was an empty 500, which a load balancer passes to the client instead of trying another
-/// replica). The connection closes after it: this process takes no more requests.
+/// replica). tiny_http adds `Connection: close`: this process takes no more requests.
 pub(crate) fn refusal() -> tiny_http::ResponseBox {
     let reply = shutting_down();
     let mut resp = Response::from_string(reply.body)
         .with_status_code(reply.status)
-        .with_header(header("Content-Type", "application/json"))
-        .with_header(header("Connection", "close"));
+        .with_header(header("Content-Type", "application/json"));
     for (k, v) in reply.headers {
         resp = resp.with_header(header(k, &v));
     }

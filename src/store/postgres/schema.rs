@@ -7,13 +7,13 @@ use postgres::Client;
 use crate::store::{ErrorKind, Result, StoreError};
 
 /// The schema version this binary writes. Bump it and add a step to `MIGRATIONS` for every change.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 1;
 
 /// The advisory lock key under which migrations run (any constant: "hookflow" in ASCII).
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_666c_6f77;
 
 /// `MIGRATIONS[n]` takes a database from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1];
 
 /// Version 1: the SQLite tables (store/sqlite/mod.rs) plus `queues`, the per-session claims.
 ///
@@ -92,9 +92,12 @@ CREATE TABLE traces (
 CREATE INDEX traces_session ON traces (endpoint, user_id, session_id, id);
 ";
 
-/// Version 2: the expiry's purge asks whether a session has dead letters (a replay is numbered
-/// after the session's last Seq, which the purge would forget).
-const V2: &str = "CREATE INDEX deadletters_session ON deadletters (endpoint, user_id, session_id);";
+/// An index the expiry's purge uses to ask whether a session has dead letters (a replay is
+/// numbered after the session's last Seq, which the purge would forget). Not a schema version:
+/// only the tables' owner may create an index, and replicas running as a role that only uses the
+/// tables must still start; without it the purge is right, only slower. Nor does it keep an older
+/// hookflow from running on the database.
+const DEADLETTERS_SESSION: &str = "CREATE INDEX deadletters_session ON deadletters (endpoint, user_id, session_id)";
 
 /// Brings the database to `VERSION` (creating it when empty), under the migration lock; refuses
 /// a database of a newer version. Returns the version found before.
@@ -135,6 +138,19 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
     }
     if let Some(missing) = missing_privileges(&mut tx)? {
         return Err(StoreError::new(ErrorKind::Data, missing));
+    }
+    let indexed: bool = tx.query_one("SELECT to_regclass('deadletters_session') IS NOT NULL", &[])?.get(0);
+    if !indexed {
+        let owner: bool = tx
+            .query_one("SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = 'deadletters'::regclass", &[])?
+            .get(0);
+        match owner {
+            true => tx.batch_execute(DEADLETTERS_SESSION)?,
+            false => log::warn!(
+                "the index deadletters_session is missing and only the tables' owner may create it: the expiry \
+                 sweep works without it, more slowly; have the owner run {DEADLETTERS_SESSION}"
+            ),
+        }
     }
     tx.commit()?;
     Ok(found)
@@ -178,13 +194,14 @@ const SEQUENCES: &[&str] = &["inbox", "outbox", "transcripts", "deadletters", "t
 /// (`GRANT ... ON ALL TABLES` alone) passed `check --connect`, started, and answered every
 /// message 503 (`permission denied for sequence inbox_id_seq`) while `/readyz` said 200.
 pub fn missing_privileges(client: &mut impl postgres::GenericClient) -> Result<Option<String>> {
+    // A list of privileges in has_sequence_privilege is "any of": nextval needs USAGE or UPDATE.
     let rows = client.query(
         "SELECT t || ' (' || p || ')' FROM unnest($1::text[]) AS t, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p
              WHERE to_regclass(t) IS NOT NULL AND NOT has_table_privilege(to_regclass(t), p)
          UNION ALL
          SELECT pg_get_serial_sequence(t, 'id') || ' (USAGE)' FROM unnest($2::text[]) AS t
              WHERE to_regclass(t) IS NOT NULL AND pg_get_serial_sequence(t, 'id') IS NOT NULL
-               AND NOT has_sequence_privilege(pg_get_serial_sequence(t, 'id'), 'USAGE')
+               AND NOT has_sequence_privilege(pg_get_serial_sequence(t, 'id'), 'USAGE, UPDATE')
          UNION ALL
          SELECT 'hookflow_schema (SELECT)' WHERE NOT has_table_privilege('hookflow_schema', 'SELECT')",
         &[&TABLES, &SEQUENCES],

@@ -10,7 +10,9 @@ use crate::store::{ErrorKind, Export, ExportedOutput, Result, StoreError};
 
 /// Everything `store copy` moves, read from the store in `dir` while holding its lock (so no
 /// hookflow is running on it). Console history and traces are not part of it.
-pub fn export(dir: &Path) -> Result<Export> {
+/// Also gives the store, opened: its data-directory lock keeps a hookflow from starting on it
+/// until the caller has marked it copied (`mark_copied`) and dropped it.
+pub fn export(dir: &Path) -> Result<(Export, SqliteStore)> {
     let file = dir.join(super::STORE_FILE);
     if !file.exists() {
         return Err(StoreError::new(
@@ -18,10 +20,10 @@ pub fn export(dir: &Path) -> Result<Export> {
             format!("no SQLite store at {}: check the config's dataDir (or --data-dir)", file.display()),
         ));
     }
-    // Held until the end: a hookflow started meanwhile waits (and one running makes this fail).
-    let _store = SqliteStore::open(dir, crate::config::Durability::Normal)?;
+    // Held by the caller: a hookflow started meanwhile waits (and one running makes this fail).
+    let store = SqliteStore::open(dir, crate::config::Durability::Normal)?;
     let conn = Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    read(&conn)
+    Ok((read(&conn)?, store))
 }
 
 fn read(conn: &Connection) -> Result<Export> {

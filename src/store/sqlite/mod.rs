@@ -264,7 +264,10 @@ impl SqliteStore {
         })?;
         let lock = lock_dir(dir)?;
         let mark = dir.join(COPIED_MARK);
-        if let Ok(said) = std::fs::read_to_string(&mark) {
+        if mark.exists() {
+            // Its words for the message; the file's being there is what counts.
+            let said = std::fs::read_to_string(&mark)
+                .unwrap_or_else(|_| "this store was copied to PostgreSQL by `hookflow store copy`".into());
             return Err(StoreError::new(
                 ErrorKind::Data,
                 format!(

@@ -331,15 +331,18 @@ fn store_copy_reads_kinds_states_and_speakers_as_types_and_refuses_what_it_does_
         .unwrap();
     }
     drop(store);
-    let e = export(&dir).unwrap();
+    let (e, held) = export(&dir).unwrap();
     assert_eq!(e.inbox.iter().map(|m| m.1).collect::<Vec<_>>(), [JobKind::Inject]);
     assert_eq!(e.sessions.iter().map(|s| (s.0.session_id.as_str(), s.1.clone())).collect::<Vec<_>>(), [("gone", None)]);
     assert_eq!(e.transcripts[0].1.source, crate::domain::Speaker::Agent);
+    // The store stays locked while the caller holds it (until it is marked copied).
+    assert_eq!(SqliteStore::open(&dir, Durability::Normal).err().map(|e| e.kind), Some(ErrorKind::Busy));
+    drop(held);
     // A kind written by a newer version: the copy stops, naming it.
     let store = SqliteStore::open(&dir, Durability::Normal).unwrap();
     store.lock().execute("UPDATE inbox SET kind = 'future_kind'", []).unwrap();
     drop(store);
-    let err = export(&dir).unwrap_err();
+    let Err(err) = export(&dir) else { panic!("a message of an unknown kind is exported") };
     assert!(err.message.contains("\"future_kind\", unknown to this version"), "{}", err.message);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -166,11 +166,15 @@ pub type AnswerHere = Box<dyn Fn(Request) -> Option<Request> + Send + Sync + 'st
 /// queued when it was dropped (`Server::refuse_with`).
 pub type Refusal = fn() -> ResponseBox;
 
-/// hookflow patch: answers `rq` with the server's refusal; without one, dropping it answers
-/// 500 with an empty body.
+/// hookflow patch: answers `rq` with the server's refusal, with `Connection: close` (this server
+/// takes no more requests, so a client or proxy should not send another on the connection);
+/// without a refusal, dropping it answers 500 with an empty body.
 fn refuse(refusal: &std::sync::OnceLock<Refusal>, rq: Request) {
     if let Some(make) = refusal.get() {
-        let _ = rq.respond(make());
+        let mut response = make();
+        // `add_header` drops `Connection`.
+        response.push_connection_close();
+        let _ = rq.respond(response);
     }
 }
 

@@ -518,9 +518,11 @@ fn requests_nobody_takes_get_the_refusal() {
     drop(server);
     let a = answer(&mut queued).expect("an answer to the queued request");
     assert_eq!((a.status, a.body.as_str()), (503, "closing"));
+    assert_eq!(a.header("connection"), Some("close"));
     kept.get_mut()
         .write_all(b"POST /m HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}")
         .unwrap();
     let a = answer(&mut kept).expect("an answer to a request read after the drop");
     assert_eq!((a.status, a.body.as_str()), (503, "closing"));
+    assert_eq!(a.header("connection"), Some("close"));
 }
