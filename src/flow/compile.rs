@@ -358,11 +358,13 @@ impl Compiler {
         let (path, v) = o.get(key)?;
         match DataTemplate::parse(v) {
             Ok(d) => {
-                self.check_scripts(d.scripts().into_iter(), &path);
+                for (at, script) in d.scripts() {
+                    self.check_scripts(std::iter::once(script), &format!("{path}{at}"));
+                }
                 Some(d)
             }
-            Err(e) => {
-                self.error(&path, e);
+            Err((at, e)) => {
+                self.error(&format!("{path}{at}"), e);
                 None
             }
         }

@@ -484,48 +484,60 @@ pub enum DataTemplate {
 }
 
 impl DataTemplate {
-    /// Parses every string of `v` as a template.
-    pub fn parse(v: &Value) -> Result<DataTemplate, String> {
+    /// Parses every string of `v` as a template. An error comes with where in `v` it is
+    /// (`.deep.k`, `[2]`; empty at the top), so that `check` names the very place.
+    pub fn parse(v: &Value) -> Result<DataTemplate, (String, String)> {
+        let here = |e: String| (String::new(), e);
         Ok(match v {
             Value::String(s) => {
-                let t = Template::parse(s)?;
+                let t = Template::parse(s).map_err(here)?;
                 if t.is_literal() { DataTemplate::Plain(v.clone()) } else { DataTemplate::Text(t) }
             }
             Value::Object(m) if m.len() == 1 && m.contains_key("$cs") => {
                 let cs = &m["$cs"];
                 let script = cs.get("script").and_then(Value::as_str);
-                let script = script.ok_or("\"$cs\" needs {\"script\": \"<expression>\"}")?;
+                let script = script.ok_or_else(|| here("\"$cs\" needs {\"script\": \"<expression>\"}".into()))?;
                 if let Some(extra) = cs.as_object().and_then(|o| o.keys().find(|k| *k != "script" && *k != "type")) {
-                    return Err(format!("\"$cs\" takes \"script\" and \"type\", not {extra:?}"));
+                    return Err(here(format!("\"$cs\" takes \"script\" and \"type\", not {extra:?}")));
                 }
                 let kind = match cs.get("type") {
                     None | Some(Value::Null) => None,
                     Some(t) => Some(t.as_str().and_then(CsType::parse).ok_or_else(|| {
-                        format!("\"$cs\".type must be one of object, string, number, boolean, got {t}")
+                        here(format!("\"$cs\".type must be one of object, string, number, boolean, got {t}"))
                     })?),
                 };
                 DataTemplate::Script(Expr::parse(script), kind)
             }
-            Value::Array(a) => DataTemplate::Array(a.iter().map(DataTemplate::parse).collect::<Result<_, _>>()?),
-            Value::Object(m) => {
-                DataTemplate::Object(m.iter().map(|(k, v)| Ok((k.clone(), DataTemplate::parse(v)?))).collect::<Result<
-                    _,
-                    String,
-                >>(
-                )?)
-            }
+            Value::Array(a) => DataTemplate::Array(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| DataTemplate::parse(v).map_err(|(at, e)| (format!("[{i}]{at}"), e)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(m) => DataTemplate::Object(
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), DataTemplate::parse(v).map_err(|(at, e)| (format!(".{k}{at}"), e))?)))
+                    .collect::<Result<_, (String, String)>>()?,
+            ),
             other => DataTemplate::Plain(other.clone()),
         })
     }
 
-    /// Every expression that needs the script engine.
-    pub fn scripts(&self) -> Vec<&str> {
+    /// Every expression that needs the script engine, with where it is (as `parse` says it).
+    pub fn scripts(&self) -> Vec<(String, &str)> {
         match self {
             DataTemplate::Plain(_) => vec![],
-            DataTemplate::Text(t) => t.scripts().collect(),
-            DataTemplate::Script(e, _) => e.script().into_iter().collect(),
-            DataTemplate::Array(a) => a.iter().flat_map(DataTemplate::scripts).collect(),
-            DataTemplate::Object(m) => m.iter().flat_map(|(_, v)| v.scripts()).collect(),
+            DataTemplate::Text(t) => t.scripts().map(|s| (String::new(), s)).collect(),
+            DataTemplate::Script(e, _) => e.script().into_iter().map(|s| (String::new(), s)).collect(),
+            DataTemplate::Array(a) => a
+                .iter()
+                .enumerate()
+                .flat_map(|(i, v)| v.scripts().into_iter().map(move |(at, s)| (format!("[{i}]{at}"), s)))
+                .collect(),
+            DataTemplate::Object(m) => m
+                .iter()
+                .flat_map(|(k, v)| v.scripts().into_iter().map(move |(at, s)| (format!(".{k}{at}"), s)))
+                .collect(),
         }
     }
 

@@ -168,10 +168,19 @@ fn a_cs_value_takes_its_type() {
         d.render(&scope, &mut Evaluator::new(&mut NoScripts)),
         json!({"n": 42, "b": false, "s": "{\"a\":1}", "o": {"a": 1}, "nan": null, "as_is": "42"})
     );
-    let err = DataTemplate::parse(&cs("context.n", "banana")).unwrap_err();
-    assert!(err.contains("must be one of object, string, number, boolean"), "{err}");
-    let err = DataTemplate::parse(&json!({"$cs": {"script": "x", "kind": "object"}})).unwrap_err();
+    let Err((at, err)) = DataTemplate::parse(&cs("context.n", "banana")) else { panic!("a bad type is refused") };
+    assert!(at.is_empty() && err.contains("must be one of object, string, number, boolean"), "{err}");
+    let Err((_, err)) = DataTemplate::parse(&json!({"$cs": {"script": "x", "kind": "object"}})) else {
+        panic!("an unknown key is refused")
+    };
     assert!(err.contains("not \"kind\""), "{err}");
+    // Deep in the data, the error says where (`check` said only the node's `data`).
+    let Err((at, _)) = DataTemplate::parse(&json!({"deep": {"list": [1, {"k": cs("x", "banana")}]}})) else {
+        panic!("a bad type deep in the data is refused")
+    };
+    assert_eq!(at, ".deep.list[1].k");
+    let d = DataTemplate::parse(&json!({"a": "{{context.n}}", "deep": ["x", "{{input.text.trim()}}"]})).unwrap();
+    assert_eq!(d.scripts(), vec![(".deep[1]".to_owned(), "input.text.trim()")]);
 }
 
 #[test]

@@ -137,10 +137,11 @@ fn check_finds_a_javascript_syntax_error_in_every_template_field() {
     let missing: Vec<&str> = [
         "nodes[0].text",
         "nodes[1].texts[0]",
-        "nodes[2].data",
+        // Inside data, the key itself (the place was the whole `data`).
+        "nodes[2].data.x",
         "nodes[3].url",
         "nodes[3].headers.X-H",
-        "nodes[3].body",
+        "nodes[3].body.b",
         "nodes[4].text",
         "nodes[4].reprompt",
     ]
