@@ -479,7 +479,7 @@ fn check(opts: Opts) -> Result<(), Failure> {
             Err(errs) => {
                 for (place, msg) in errs {
                     // A file that cannot be read is the config's mistake: said at its key.
-                    if place.is_empty() && msg.starts_with("cannot read the Flow file") {
+                    if place.is_empty() && msg.starts_with(hookflow::flow::model::UNREADABLE) {
                         failed.push(format!(
                             "{}: endpoints[{i}].flow: {msg} ({}; the path is relative to the config's folder)",
                             path.display(),
@@ -585,11 +585,10 @@ fn try_flow(opts: Opts) -> Result<(), Failure> {
     let endpoint = match (&opts.endpoint, config.endpoints.as_slice()) {
         (Some(e), _) => e.clone(),
         (None, [only]) => only.name.clone(),
-        (None, all) => {
-            let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+        (None, _) => {
             return Err(Failure::Usage(format!(
                 "--endpoint NAME is required when the config has several; it has: {}",
-                names.join(", ")
+                config.endpoint_names().join(", ")
             )));
         }
     };

@@ -162,8 +162,7 @@ impl Service {
         }
         let transformers = Arc::new(transform::load(&config).map_err(|e| Error::Flow(e.join("\n")))?);
         let store = crate::store::open(&config)?;
-        let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
-        let orphans = store.dead_unconfigured(&names, now_ms())?;
+        let orphans = store.dead_unconfigured(&config.endpoint_names(), now_ms())?;
         if orphans > 0 {
             log::warn!("{orphans} output(s) are for endpoints no longer configured; kept as dead letters");
         }

@@ -41,8 +41,7 @@ pub fn run(
     prompt: bool,
 ) -> Result<(), String> {
     let ep = config.endpoint_by_name(endpoint).ok_or_else(|| {
-        let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
-        format!("no endpoint is named {endpoint:?}; the config has: {}", names.join(", "))
+        format!("no endpoint is named {endpoint:?}; the config has: {}", config.endpoint_names().join(", "))
     })?;
     let flow = Flow::load(&ep.flow, &config.dir).map_err(|errs| {
         errs.iter().map(|(p, m)| format!("{}: {p}: {m}", ep.flow.display())).collect::<Vec<_>>().join("\n")

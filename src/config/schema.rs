@@ -390,6 +390,11 @@ impl Config {
     pub fn endpoint_by_name(&self, name: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.name == name)
     }
+
+    /// The endpoints' names, in the config's order.
+    pub fn endpoint_names(&self) -> Vec<&str> {
+        self.endpoints.iter().map(|e| e.name.as_str()).collect()
+    }
 }
 
 /// `DEFAULT_RETRY_SCHEDULE` as durations.

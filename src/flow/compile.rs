@@ -166,7 +166,7 @@ impl Compiler {
             Ok(t) => t,
             Err(e) => {
                 // Said where the file is named (the first goTo or executeFlow to it).
-                let message = format!("cannot read the Flow file {}: {e}", path.display());
+                let message = format!("{} {}: {e}", super::model::UNREADABLE, path.display());
                 match self.gotos.iter().find(|g| g.file == index).map(|g| g.place.clone()) {
                     Some(place) => self.errors.push((place, message)),
                     None => self.error("", message),

@@ -192,13 +192,16 @@ pub const MAX_HTTP_TIMEOUT_MS: u64 = 120_000;
 /// Problems found in a Flow file: `(place, message)`.
 pub type FlowErrors = Vec<(String, String)>;
 
+/// How the message about a Flow file that cannot be read begins (`check` says it at the
+/// config's key when it is the endpoint's own Flow file).
+pub const UNREADABLE: &str = "cannot read the Flow file";
+
 impl Flow {
     /// Reads and compiles a Flow file and every Flow file it goes to or executes, all of which
     /// must be inside `root`, the config file's folder (see `config/files.rs`); `Err` has every
     /// problem found, with its JSON path.
     pub fn load(file: &Path, root: &Path) -> Result<Flow, FlowErrors> {
-        let text =
-            files::read(root, file).map_err(|e| vec![(String::new(), format!("cannot read the Flow file: {e}"))])?;
+        let text = files::read(root, file).map_err(|e| vec![(String::new(), format!("{UNREADABLE}: {e}"))])?;
         let doc: Value = serde_json::from_str(&text).map_err(|e| vec![syntax_error(&e)])?;
         Flow::compile(file, root, &doc)
     }

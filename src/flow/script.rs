@@ -224,6 +224,13 @@ impl Engine {
         self.made = false;
     }
 
+    /// `must_stop` for this engine's running call, to hand to a script's closure (the loops in
+    /// Rust that run the job queue ask it, as the interrupt handler does).
+    fn stopper(&self) -> impl Fn() -> bool + use<> {
+        let (deadline, stop) = (self.deadline.clone(), self.stop.clone());
+        move || must_stop(&deadline, &stop)
+    }
+
     fn stop_requested(&self) -> bool {
         self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
     }
@@ -268,7 +275,7 @@ impl Engine {
         let started = Instant::now();
         let deadline = started + left.min(self.limits.timeout);
         self.deadline.set(Some(deadline));
-        let stop_now = || must_stop(&self.deadline, &self.stop);
+        let stop_now = self.stopper();
         let (result, emptied) = context.with(|ctx| {
             let result = f(&ctx).map_err(|e| caught_message(&e));
             // Promise callbacks the call left (also when it failed) run now, under its deadline:
@@ -333,10 +340,7 @@ impl Engine {
         let (i, c, p) = (input.to_string(), context.to_string(), profile.to_string());
         let code = format!("__hf_out = []; (function () {{\n{src}\n}})();");
         let ctx = self.turn_context()?;
-        let must_stop = {
-            let (deadline, stop) = (self.deadline.clone(), self.stop.clone());
-            move || must_stop(&deadline, &stop)
-        };
+        let must_stop = self.stopper();
         // The api is only for Code nodes: templates, the common case, do not pay for it.
         let prelude = !std::mem::replace(&mut self.api, true);
         let (ni, nc, np, out) = self.guarded(&ctx, |ctx| {
@@ -378,11 +382,10 @@ impl Engine {
     pub fn call_transformer(&mut self, source: &str, name: &str, arg: &Value) -> Result<Called, ScriptError> {
         let (source, arg) = (source.to_owned(), arg.to_string());
         let context = self.new_context()?;
-        let must_stop = {
-            let (deadline, stop) = (self.deadline.clone(), self.stop.clone());
-            move || must_stop(&deadline, &stop)
-        };
-        let called = self.guarded(&context, |ctx| {
+        let must_stop = self.stopper();
+        // The context is garbage once this returns, collected at the next `begin_turn` (a
+        // collection here could queue jobs of the turn's own live context after its last script).
+        self.guarded(&context, |ctx| {
             ctx.eval::<(), _>(source).catch(ctx)?;
             let Some(f) = transformer_function(ctx, name).catch(ctx)? else { return Ok(Called::Undefined) };
             let arg = ctx.json_parse(arg).catch(ctx)?;
@@ -406,10 +409,7 @@ impl Engine {
                 };
             }
             to_json(ctx, v).map(Called::Returned).catch(ctx)
-        });
-        // This call's context is garbage now, collected at the next `begin_turn` (a collection
-        // here could queue jobs of the turn's own live context after its last script).
-        called
+        })
     }
 }
 

@@ -121,7 +121,7 @@ fn time(q: &BTreeMap<String, String>, name: &str) -> Result<Option<i64>, Reply> 
 fn endpoint<'q>(cx: &HttpContext, q: &'q BTreeMap<String, String>) -> Result<Option<&'q str>, Reply> {
     match q.get("endpoint") {
         Some(name) if cx.config.endpoint_by_name(name).is_none() => {
-            let names: Vec<&str> = cx.config.endpoints.iter().map(|e| e.name.as_str()).collect();
+            let names = cx.config.endpoint_names();
             let hint = match crate::util::suggest(name, &names) {
                 s if s.is_empty() => format!(" (the config has: {})", names.join(", ")),
                 s => s,

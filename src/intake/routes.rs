@@ -59,20 +59,26 @@ pub(crate) fn answer_here(cx: &HttpContext, req: Request) -> Option<Request> {
 fn handle(cx: &HttpContext, mut req: Request) {
     // The path only: the query string may carry an admin key (`api_key`).
     log::debug!("{} {}", req.method(), req.url().split('?').next().unwrap_or(""));
-    let reply = route(cx, &mut req);
+    let mut reply = route(cx, &mut req);
     cx.metrics.request(reply.endpoint.as_deref().unwrap_or("-"), reply.route.label(), reply.status);
-    let mut resp = Response::from_string(reply.body)
-        .with_status_code(reply.status)
-        .with_header(header("Content-Type", reply.content_type.unwrap_or(reply.route.content_type())));
-    for (k, v) in reply.headers {
-        resp = resp.with_header(header(k, &v));
-    }
-    if let Err(e) = req.respond(resp) {
+    if let Err(e) = req.respond(response(&mut reply)) {
         log::debug!("http: the client went away before the answer: {e}");
     }
     if let Some(key) = reply.run_after {
         run_here(cx, *key);
     }
+}
+
+/// The HTTP answer of `reply`: its status, body, content type and headers (taken from it).
+fn response(reply: &mut Reply) -> Response<std::io::Cursor<Vec<u8>>> {
+    let content_type = reply.content_type.unwrap_or(reply.route.content_type());
+    let mut resp = Response::from_string(std::mem::take(&mut reply.body))
+        .with_status_code(reply.status)
+        .with_header(header("Content-Type", content_type));
+    for (k, v) in std::mem::take(&mut reply.headers) {
+        resp = resp.with_header(header(k, &v));
+    }
+    resp
 }
 
 thread_local! {
@@ -288,14 +294,7 @@ pub(super) fn shutting_down() -> Reply {
 /// (it was an empty 500, which a load balancer passes to the client instead of trying another
 /// replica). tiny_http adds `Connection: close`: this process takes no more requests.
 pub(crate) fn refusal() -> tiny_http::ResponseBox {
-    let reply = shutting_down();
-    let mut resp = Response::from_string(reply.body)
-        .with_status_code(reply.status)
-        .with_header(header("Content-Type", "application/json"));
-    for (k, v) in reply.headers {
-        resp = resp.with_header(header(k, &v));
-    }
-    resp.boxed()
+    response(&mut shutting_down()).boxed()
 }
 
 /// Finds the endpoint of a token and applies its gates (403, 401).
@@ -473,5 +472,28 @@ fn queue(cx: &HttpContext, req: &Request, ep: &Endpoint, m: wire::Inbound, r: Me
                 .header("Retry-After", "5")
         }
         Err(AcceptError::Stopped) => shutting_down(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What a request gets that is read while the server closes (`Server::refuse_with`): the
+    /// 503 `shutting_down` of a message refused during the shutdown, with its headers (tiny_http
+    /// adds `Connection: close`).
+    #[test]
+    fn the_refusal_is_the_shutdown_503() {
+        let resp = super::refusal();
+        assert_eq!(resp.status_code().0, 503);
+        let header = |name: &str| {
+            resp.headers()
+                .iter()
+                .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+                .map(|h| h.value.as_str().to_owned())
+        };
+        assert_eq!(header("Content-Type").as_deref(), Some("application/json; charset=utf-8"));
+        assert_eq!(header("Retry-After").as_deref(), Some("5"));
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut resp.into_reader(), &mut body).unwrap();
+        assert!(body.starts_with(r#"{"error":{"code":"shutting_down""#), "{body}");
     }
 }

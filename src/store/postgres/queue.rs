@@ -216,7 +216,7 @@ pub(super) const VACUUM_AFTER: i64 = 1000;
 
 /// Whether the connection's role may vacuum the tables `Vacuumer` cleans: it owns them (or is
 /// a member of the role that does). The schema must exist.
-pub(super) fn may_vacuum(client: &mut postgres::Client) -> Result<bool> {
+pub(super) fn may_vacuum(client: &mut impl postgres::GenericClient) -> Result<bool> {
     let row = client.query_one(
         "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class
          WHERE oid IN ('queues'::regclass, 'inbox'::regclass, 'outbox'::regclass)",

@@ -141,10 +141,8 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
     }
     let indexed: bool = tx.query_one("SELECT to_regclass('deadletters_session') IS NOT NULL", &[])?.get(0);
     if !indexed {
-        let owner: bool = tx
-            .query_one("SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = 'deadletters'::regclass", &[])?
-            .get(0);
-        match owner {
+        // The role that owns the tables (one role created them all) may index them.
+        match super::queue::may_vacuum(&mut tx)? {
             true => tx.batch_execute(DEADLETTERS_SESSION)?,
             false => log::warn!(
                 "the index deadletters_session is missing and only the tables' owner may create it: the expiry \
