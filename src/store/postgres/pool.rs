@@ -106,9 +106,28 @@ impl Pool {
     }
 
     pub(super) fn connect(&self) -> Result<Client> {
-        let mut client = match &self.connector {
-            Connector::Plain => self.config.connect(postgres::NoTls)?,
-            Connector::Tls(tls) => self.config.connect(tls.clone())?,
+        // The driver builds a runtime for each connection and unwraps it: out of file
+        // descriptors, that panicked the thread connecting (the vacuum thread, in a test that
+        // exhausts them), which then vacuumed no more. A connection refused for want of
+        // descriptors is an I/O error, tried again as any other: said before the driver is
+        // called when there are none to spare (the runtime takes a few), and caught if they run
+        // out in between.
+        let spare = std::os::unix::net::UnixStream::pair;
+        if let Err(e) = spare().and_then(|a| spare().map(|b| (a, b))) {
+            return Err(StoreError::new(ErrorKind::Io, format!("cannot open a PostgreSQL connection: {e}")));
+        }
+        let connected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &self.connector {
+            Connector::Plain => self.config.connect(postgres::NoTls),
+            Connector::Tls(tls) => self.config.connect(tls.clone()),
+        }));
+        let mut client = match connected {
+            Ok(c) => c?,
+            Err(_) => {
+                return Err(StoreError::new(
+                    ErrorKind::Io,
+                    "the PostgreSQL driver could not start a connection (out of file descriptors?)",
+                ));
+            }
         };
         // A replica cut off in the middle of a transaction would leave its row locks to the
         // server until the server's keepalive noticed (two hours by default): the sessions it had
