@@ -14,6 +14,11 @@ fn flow_files(name: &str, files: &[(&str, Value)]) -> std::path::PathBuf {
     dir.join(files[0].0)
 }
 
+/// The texts a turn said, in order.
+fn texts(t: &Turn) -> Vec<String> {
+    t.outputs.iter().map(|o| o.text.clone()).collect()
+}
+
 #[test]
 fn execute_flow_runs_a_subroutine_sharing_context_and_returns() {
     let main = flow_files(
@@ -39,7 +44,6 @@ fn execute_flow_runs_a_subroutine_sharing_context_and_returns() {
     );
     let flow = Flow::load(&main, main.parent().unwrap()).unwrap();
     let mut state = SessionState::new(&flow);
-    let texts = |t: &Turn| t.outputs.iter().map(|o| o.text.clone()).collect::<Vec<_>>();
     let t = turn(&flow, &mut state, &mut json!({"text": "go"}), &mut json!({}), 20);
     assert_eq!(texts(&t), ["main start", "sub asks"]);
     assert_eq!(state.stack.len(), 1, "the return address survives the wait");
@@ -72,7 +76,6 @@ fn go_to_another_flow_file_and_stay_there() {
     );
     let flow = Flow::load(&main, main.parent().unwrap()).unwrap();
     let mut state = SessionState::new(&flow);
-    let texts = |t: &Turn| t.outputs.iter().map(|o| o.text.clone()).collect::<Vec<_>>();
     assert_eq!(
         texts(&turn(&flow, &mut state, &mut json!({"text": "a"}), &mut json!({}), 20)),
         ["main", "other second"]
@@ -106,7 +109,6 @@ fn a_go_to_back_up_a_folder_is_the_file_already_loaded() {
     std::fs::write(sub.join("a.json"), a.to_string()).unwrap();
     let flow = Flow::load(&main, main.parent().unwrap()).unwrap();
     let mut state = SessionState::new(&flow);
-    let texts = |t: &Turn| t.outputs.iter().map(|o| o.text.clone()).collect::<Vec<_>>();
     assert_eq!(texts(&turn(&flow, &mut state, &mut json!({"text": "x"}), &mut json!({}), 50)), ["main", "again?"]);
     assert_eq!(texts(&turn(&flow, &mut state, &mut json!({"text": "y"}), &mut json!({}), 50)), ["a", "main", "again?"]);
     std::fs::remove_dir_all(main.parent().unwrap()).unwrap();
